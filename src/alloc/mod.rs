@@ -1,0 +1,1 @@
+//! The MetalLB-compatible IP allocator (pure).

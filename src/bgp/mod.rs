@@ -1,0 +1,1 @@
+//! BGP-4 speaker: codec, session FSM (pure) and the TCP driver.

@@ -1,0 +1,1 @@
+//! Importer of MetalLB ConfigMaps and CRDs into lb.toml.

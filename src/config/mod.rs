@@ -1,0 +1,3 @@
+//! /etc/lb.toml: schema, validation, and the MetalLB importer.
+
+pub mod metallb;

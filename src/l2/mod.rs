@@ -1,0 +1,1 @@
+//! Layer 2: ARP and NDP codecs and the responder.
