@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
+/// `namespace/name` of a Service (or `static/<name>` for a `[[service]]` from lb.toml).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceKey {
     pub namespace: String,
     pub name: String,
