@@ -1,7 +1,8 @@
 //! lb: a load balancer for bare-metal Kubernetes clusters, run as a host daemon.
 //!
 //! Pure cores (no sockets, no tokio, no clock of their own) live apart from the I/O that
-//! feeds them; see `../DESIGN` notes in the README for the task diagram.
+//! feeds them: `alloc`, `cluster::core`, `bgp::fsm`, `l2::responder` decide; `kube`, `net`,
+//! `l2::socket`, `bgp::driver` and `sys` move bytes.
 
 pub mod alloc;
 pub mod bgp;
@@ -9,3 +10,5 @@ pub mod cluster;
 pub mod config;
 pub mod l2;
 pub mod model;
+pub mod net;
+pub mod sys;

@@ -1,0 +1,1 @@
+//! rtnetlink: interfaces, addresses and link state as events.
