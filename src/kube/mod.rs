@@ -1,0 +1,6 @@
+//! The Kubernetes side: connect with a kubeconfig, watch Services, EndpointSlices and Nodes,
+//! and (on the leader only) write Service status and Events.
+
+pub mod client;
+pub mod translate;
+pub mod watch;

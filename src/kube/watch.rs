@@ -1,0 +1,326 @@
+//! Watches Services, EndpointSlices and Nodes and turns them into typed deltas for the
+//! controller. kube-runtime's watcher handles reconnects with backoff and relists after
+//! `410 Gone`; this module turns a relist into the deletes it implies, so the controller
+//! never sees a stale object, and reports when each kind has synced (nothing that would
+//! withdraw an IP may happen before that).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::translate;
+use crate::model::{EndpointsByNode, Node, Service, ServiceKey};
+
+/// What the watchers tell the controller.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KubeUpdate {
+    /// A `type: LoadBalancer` Service appeared or changed.
+    Service(Service),
+    /// A Service was deleted or stopped being `type: LoadBalancer`.
+    ServiceGone(ServiceKey),
+    /// The ready endpoints of a Service changed (empty map: none left).
+    Endpoints(ServiceKey, EndpointsByNode),
+    Node(Node),
+    NodeGone(String),
+    /// The first complete list of this kind has been delivered.
+    Synced(Kind),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Services,
+    EndpointSlices,
+    Nodes,
+}
+
+/// One object's change as seen by a [`Tracker`]: what was delivered before and what is now.
+#[derive(Debug, PartialEq)]
+struct Change<K> {
+    old: Option<K>,
+    new: Option<K>,
+}
+
+/// Tracks one kind across watch events: remembers what was delivered so a relist can be
+/// turned into deletes, and drops no-op updates.
+struct Tracker<K> {
+    known: BTreeMap<String, K>,
+    relisting: Option<BTreeSet<String>>,
+}
+
+impl<K: PartialEq + Clone> Tracker<K> {
+    fn new() -> Self {
+        Self {
+            known: BTreeMap::new(),
+            relisting: None,
+        }
+    }
+
+    fn apply(&mut self, id: String, obj: K) -> Option<Change<K>> {
+        if self.known.get(&id) == Some(&obj) {
+            return None;
+        }
+        let old = self.known.insert(id, obj.clone());
+        Some(Change {
+            old,
+            new: Some(obj),
+        })
+    }
+
+    fn delete(&mut self, id: &str) -> Option<Change<K>> {
+        self.known.remove(id).map(|old| Change {
+            old: Some(old),
+            new: None,
+        })
+    }
+
+    /// The changes one watcher event implies, and whether it completed a (re)list.
+    fn on_event(&mut self, ev: Event<(String, K)>) -> (Vec<Change<K>>, bool) {
+        match ev {
+            Event::Init => {
+                self.relisting = Some(BTreeSet::new());
+                (Vec::new(), false)
+            }
+            Event::InitApply((id, obj)) => {
+                if let Some(seen) = self.relisting.as_mut() {
+                    seen.insert(id.clone());
+                }
+                (self.apply(id, obj).into_iter().collect(), false)
+            }
+            Event::InitDone => {
+                let mut changes = Vec::new();
+                if let Some(seen) = self.relisting.take() {
+                    let gone: Vec<String> = self
+                        .known
+                        .keys()
+                        .filter(|k| !seen.contains(*k))
+                        .cloned()
+                        .collect();
+                    changes.extend(gone.iter().filter_map(|id| self.delete(id)));
+                }
+                (changes, true)
+            }
+            Event::Apply((id, obj)) => (self.apply(id, obj).into_iter().collect(), false),
+            Event::Delete((id, _)) => (self.delete(&id).into_iter().collect(), false),
+        }
+    }
+}
+
+/// `Event<K>` → `Event<T>`, object by object.
+fn map_event<K, T>(ev: Event<K>, mut f: impl FnMut(K) -> T) -> Event<T> {
+    match ev {
+        Event::Init => Event::Init,
+        Event::InitApply(o) => Event::InitApply(f(o)),
+        Event::InitDone => Event::InitDone,
+        Event::Apply(o) => Event::Apply(f(o)),
+        Event::Delete(o) => Event::Delete(f(o)),
+    }
+}
+
+fn object_id<K: Resource>(obj: &K) -> String {
+    let meta = obj.meta();
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or(""),
+        meta.name.as_deref().unwrap_or("")
+    )
+}
+
+fn watch_stream<K>(client: Client) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let api: Api<K> = Api::all(client);
+    watcher::watcher(api, watcher::Config::default())
+}
+
+/// Runs until `tx` is closed. Errors (API server unreachable, watch failures) are logged and
+/// retried by the watcher with backoff; nothing is withdrawn because of them.
+pub async fn run(client: Client, ignore_exclude_label: bool, tx: mpsc::Sender<KubeUpdate>) {
+    let services = watch_services(client.clone(), tx.clone());
+    let slices = watch_slices(client.clone(), tx.clone());
+    let nodes = watch_nodes(client, ignore_exclude_label, tx);
+    tokio::join!(services, slices, nodes);
+}
+
+fn log_watch_error(kind: Kind, err: &watcher::Error) {
+    warn!(?kind, error = %err, "Kubernetes watch failed; retrying with backoff");
+}
+
+async fn watch_services(client: Client, tx: mpsc::Sender<KubeUpdate>) {
+    let mut tracker: Tracker<Option<Service>> = Tracker::new();
+    let mut stream = std::pin::pin!(watch_stream::<core::Service>(client));
+    while let Some(item) = stream.next().await {
+        let ev = match item {
+            Ok(ev) => map_event(ev, |o| (object_id(&o), translate::service_from_k8s(&o))),
+            Err(e) => {
+                log_watch_error(Kind::Services, &e);
+                continue;
+            }
+        };
+        let (changes, done) = tracker.on_event(ev);
+        let mut out = Vec::new();
+        for c in changes {
+            match (c.old.flatten(), c.new.flatten()) {
+                (_, Some(new)) => out.push(KubeUpdate::Service(new)),
+                (Some(old), None) => out.push(KubeUpdate::ServiceGone(old.key)),
+                (None, None) => {}
+            }
+        }
+        if done {
+            out.push(KubeUpdate::Synced(Kind::Services));
+        }
+        if !send_all(&tx, out).await {
+            return;
+        }
+    }
+}
+
+/// False once the controller has gone away.
+async fn send_all(tx: &mpsc::Sender<KubeUpdate>, updates: Vec<KubeUpdate>) -> bool {
+    for u in updates {
+        if tx.send(u).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+async fn watch_slices(client: Client, tx: mpsc::Sender<KubeUpdate>) {
+    // slice id → (service, its per-node endpoints)
+    let mut tracker: Tracker<Option<(ServiceKey, EndpointsByNode)>> = Tracker::new();
+    let mut stream = std::pin::pin!(watch_stream::<EndpointSlice>(client));
+    while let Some(item) = stream.next().await {
+        let ev = match item {
+            Ok(ev) => ev,
+            Err(e) => {
+                log_watch_error(Kind::EndpointSlices, &e);
+                continue;
+            }
+        };
+        let ev = map_event(ev, |s| {
+            let id = object_id(&s);
+            let val = translate::slice_service(&s).map(|key| {
+                let mut by_node = EndpointsByNode::new();
+                translate::add_ready_endpoints(&s, &mut by_node);
+                (key, by_node)
+            });
+            (id, val)
+        });
+        let (changes, done) = tracker.on_event(ev);
+        let mut touched: BTreeSet<ServiceKey> = BTreeSet::new();
+        for c in changes {
+            touched.extend(c.old.flatten().map(|(k, _)| k));
+            touched.extend(c.new.flatten().map(|(k, _)| k));
+        }
+        for key in touched {
+            let mut total = EndpointsByNode::new();
+            for (k, by_node) in tracker.known.values().flatten() {
+                if *k == key {
+                    for (node, n) in by_node {
+                        *total.entry(node.clone()).or_default() += n;
+                    }
+                }
+            }
+            debug!(service = %key, ?total, "endpoints changed");
+            if tx.send(KubeUpdate::Endpoints(key, total)).await.is_err() {
+                return;
+            }
+        }
+        if done
+            && tx
+                .send(KubeUpdate::Synced(Kind::EndpointSlices))
+                .await
+                .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn watch_nodes(client: Client, ignore_exclude_label: bool, tx: mpsc::Sender<KubeUpdate>) {
+    let mut tracker: Tracker<Option<Node>> = Tracker::new();
+    let mut stream = std::pin::pin!(watch_stream::<core::Node>(client));
+    while let Some(item) = stream.next().await {
+        let ev = match item {
+            Ok(ev) => ev,
+            Err(e) => {
+                log_watch_error(Kind::Nodes, &e);
+                continue;
+            }
+        };
+        let ev = map_event(ev, |n| {
+            (
+                object_id(&n),
+                translate::node_from_k8s(&n, ignore_exclude_label),
+            )
+        });
+        let (changes, done) = tracker.on_event(ev);
+        let mut out = Vec::new();
+        for c in changes {
+            match (c.old.flatten(), c.new.flatten()) {
+                (_, Some(new)) => out.push(KubeUpdate::Node(new)),
+                (Some(old), None) => out.push(KubeUpdate::NodeGone(old.name)),
+                (None, None) => {}
+            }
+        }
+        if done {
+            out.push(KubeUpdate::Synced(Kind::Nodes));
+        }
+        if !send_all(&tx, out).await {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relist_turns_missing_objects_into_deletes() {
+        let mut t: Tracker<u32> = Tracker::new();
+        t.on_event(Event::Init);
+        t.on_event(Event::InitApply(("a".into(), 1)));
+        t.on_event(Event::InitApply(("b".into(), 2)));
+        let (changes, done) = t.on_event(Event::InitDone);
+        assert!(changes.is_empty() && done);
+        // After a 410 the watcher relists; "a" is gone from the new list.
+        t.on_event(Event::Init);
+        let (changes, _) = t.on_event(Event::InitApply(("b".into(), 2)));
+        assert!(changes.is_empty(), "unchanged object is not re-delivered");
+        let (changes, done) = t.on_event(Event::InitDone);
+        assert_eq!(
+            changes,
+            vec![Change {
+                old: Some(1),
+                new: None
+            }]
+        );
+        assert!(done);
+    }
+
+    #[test]
+    fn identical_apply_is_not_redelivered_but_a_change_is() {
+        let mut t: Tracker<u32> = Tracker::new();
+        assert_eq!(t.on_event(Event::Apply(("a".into(), 1))).0.len(), 1);
+        assert!(t.on_event(Event::Apply(("a".into(), 1))).0.is_empty());
+        let (c, _) = t.on_event(Event::Apply(("a".into(), 2)));
+        assert_eq!(
+            c,
+            vec![Change {
+                old: Some(1),
+                new: Some(2)
+            }]
+        );
+        assert_eq!(t.on_event(Event::Delete(("a".into(), 2))).0.len(), 1);
+        assert!(t.on_event(Event::Delete(("a".into(), 2))).0.is_empty());
+    }
+}
