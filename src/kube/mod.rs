@@ -2,5 +2,6 @@
 //! and (on the leader only) write Service status and Events.
 
 pub mod client;
+pub mod status;
 pub mod translate;
 pub mod watch;

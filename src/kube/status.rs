@@ -1,0 +1,204 @@
+//! Writes what the allocator decided back to the API server: `status.loadBalancer.ingress`,
+//! the `ip-allocated-from-pool` annotation, and Events. Only the raft-lite leader calls
+//! this. Writes are server-side apply with our own field manager and `force`, so they are
+//! idempotent (a repeated write is a no-op on the server) and never lose to a stale
+//! resourceVersion.
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{ObjectReference, Service as K8sService};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client};
+use serde_json::json;
+use thiserror::Error;
+
+use super::translate::ALLOCATED_FROM_POOL;
+use crate::model::ServiceKey;
+
+/// Field manager of every write lbd makes.
+pub const FIELD_MANAGER: &str = "lbd";
+
+#[derive(Debug, Error)]
+pub enum WriteError {
+    #[error("writing status of {service}: {source}")]
+    Status {
+        service: ServiceKey,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("annotating {service}: {source}")]
+    Annotation {
+        service: ServiceKey,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("posting event {reason} on {service}: {source}")]
+    Event {
+        service: ServiceKey,
+        reason: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl WriteError {
+    /// The Service no longer exists: nothing to retry.
+    pub fn is_not_found(&self) -> bool {
+        let source = match self {
+            WriteError::Status { source, .. }
+            | WriteError::Annotation { source, .. }
+            | WriteError::Event { source, .. } => source,
+        };
+        matches!(source, kube::Error::Api(s) if s.code == 404)
+    }
+}
+
+pub struct StatusWriter {
+    client: Client,
+    recorder: Recorder,
+}
+
+/// The status body lbd applies: the ingress list, IPv4 and IPv6 alike.
+pub fn status_body(ips: &[IpAddr]) -> serde_json::Value {
+    let ingress: Vec<_> = ips
+        .iter()
+        .map(|ip| json!({ "ip": ip.to_string() }))
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "status": { "loadBalancer": { "ingress": ingress } },
+    })
+}
+
+/// The metadata body lbd applies: the pool annotation, or none (which releases our
+/// ownership of it, so server-side apply removes it).
+pub fn annotation_body(name: &str, pool: Option<&str>) -> serde_json::Value {
+    let annotations = match pool {
+        Some(pool) => json!({ ALLOCATED_FROM_POOL: pool }),
+        None => json!({}),
+    };
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": name, "annotations": annotations },
+    })
+}
+
+impl StatusWriter {
+    pub fn new(client: Client, node_name: &str) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(node_name.into()),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+        }
+    }
+
+    fn api(&self, key: &ServiceKey) -> Api<K8sService> {
+        Api::namespaced(self.client.clone(), &key.namespace)
+    }
+
+    /// Sets the Service's ingress IPs (empty: clears them) and the pool annotation.
+    pub async fn write(
+        &self,
+        key: &ServiceKey,
+        ips: &[IpAddr],
+        pool: Option<&str>,
+    ) -> Result<(), WriteError> {
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let api = self.api(key);
+        api.patch_status(&key.name, &params, &Patch::Apply(status_body(ips)))
+            .await
+            .map_err(|source| WriteError::Status {
+                service: key.clone(),
+                source,
+            })?;
+        api.patch(
+            &key.name,
+            &params,
+            &Patch::Apply(annotation_body(&key.name, pool)),
+        )
+        .await
+        .map_err(|source| WriteError::Annotation {
+            service: key.clone(),
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// Posts an Event on the Service (events.k8s.io/v1; repeats become a series).
+    pub async fn event(
+        &self,
+        key: &ServiceKey,
+        warning: bool,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), WriteError> {
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Service".into()),
+            name: Some(key.name.clone()),
+            namespace: Some(key.namespace.clone()),
+            ..Default::default()
+        };
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(message.into()),
+            action: reason.into(),
+            secondary: None,
+        };
+        self.recorder
+            .publish(&ev, &reference)
+            .await
+            .map_err(|source| WriteError::Event {
+                service: key.clone(),
+                reason: reason.into(),
+                source,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_body_lists_ipv4_and_ipv6_ingress() {
+        let body = status_body(&["172.19.100.0".parse().unwrap(), "fd00::1".parse().unwrap()]);
+        assert_eq!(
+            body["status"]["loadBalancer"]["ingress"],
+            json!([{"ip": "172.19.100.0"}, {"ip": "fd00::1"}])
+        );
+        assert_eq!(body["apiVersion"], "v1");
+    }
+
+    #[test]
+    fn cleared_status_is_an_empty_ingress_list() {
+        assert_eq!(
+            status_body(&[])["status"]["loadBalancer"]["ingress"],
+            json!([])
+        );
+    }
+
+    #[test]
+    fn annotation_body_names_the_pool() {
+        let body = annotation_body("web", Some("ip-pool-2"));
+        assert_eq!(
+            body["metadata"]["annotations"][ALLOCATED_FROM_POOL],
+            "ip-pool-2"
+        );
+        assert_eq!(
+            annotation_body("web", None)["metadata"]["annotations"],
+            json!({})
+        );
+    }
+}
