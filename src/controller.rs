@@ -1,0 +1,316 @@
+//! The desired state (pure): what every Service should have and what must be announced.
+//!
+//! Every host runs the same controller on the same inputs (the API server's objects and
+//! lb.toml), and the allocator is deterministic, so every host computes the same
+//! assignments. Only the writer (the raft-lite leader; the only host until a cluster is
+//! configured) turns them into status writes and Events. Announcements follow what the
+//! Service status says — the one thing all hosts see alike — so an API outage changes
+//! nothing that is announced.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use crate::alloc::{Allocator, Change, EventType, Outcome};
+use crate::config::StaticService;
+use crate::kube::watch::{Kind, KubeUpdate};
+use crate::model::{EndpointsByNode, Node, Pool, Service, ServiceKey, TrafficPolicy};
+
+/// Namespace under which `[[service]]` tables of lb.toml appear.
+pub const STATIC_NAMESPACE: &str = "static";
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    Kube(KubeUpdate),
+    /// This host became (true) or stopped being (false) the writer of status and Events.
+    Writer(bool),
+    /// A reloaded configuration's pools and static services.
+    Config {
+        pools: Vec<Pool>,
+        statics: Vec<StaticService>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Make the Service's `status.loadBalancer.ingress` exactly `ips` (empty: clear).
+    WriteStatus {
+        service: ServiceKey,
+        ips: Vec<IpAddr>,
+        pool: Option<String>,
+    },
+    Event {
+        service: ServiceKey,
+        warning: bool,
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// One announced IP and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announcement {
+    pub ip: IpAddr,
+    pub pool: String,
+    pub services: Vec<ServiceKey>,
+    /// `Local` on every service of the IP: only nodes with a ready endpoint may announce.
+    pub local_only: bool,
+    /// Nodes with ready endpoints (summed over the services of the IP).
+    pub endpoints: EndpointsByNode,
+}
+
+pub struct Controller {
+    alloc: Allocator,
+    pools: Vec<Pool>,
+    statics: Vec<StaticService>,
+    services: BTreeMap<ServiceKey, Service>,
+    endpoints: BTreeMap<ServiceKey, EndpointsByNode>,
+    nodes: BTreeMap<String, Node>,
+    synced: BTreeSet<KindKey>,
+    writer: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum KindKey {
+    Services,
+    EndpointSlices,
+    Nodes,
+}
+
+impl From<Kind> for KindKey {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::Services => KindKey::Services,
+            Kind::EndpointSlices => KindKey::EndpointSlices,
+            Kind::Nodes => KindKey::Nodes,
+        }
+    }
+}
+
+/// The model Service for a `[[service]]` table.
+pub fn static_service(s: &StaticService) -> Service {
+    Service {
+        key: ServiceKey::new(STATIC_NAMESPACE, s.name.clone()),
+        ports: s.ports.clone(),
+        requested_ips: s.ip.into_iter().collect(),
+        pool: Some(s.pool.clone()),
+        ..Service::default()
+    }
+}
+
+impl Controller {
+    /// `kubernetes`: whether Services come from an API server (else the stores count as
+    /// synced at once: only static services exist).
+    pub fn new(
+        pools: Vec<Pool>,
+        statics: Vec<StaticService>,
+        class: Option<String>,
+        kubernetes: bool,
+    ) -> Self {
+        let mut c = Self {
+            alloc: Allocator::new(pools.clone(), class),
+            pools,
+            statics,
+            services: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            synced: BTreeSet::new(),
+            writer: false,
+        };
+        if !kubernetes {
+            c.synced
+                .extend([KindKey::Services, KindKey::EndpointSlices, KindKey::Nodes]);
+        }
+        // Static services first, so no Kubernetes Service can take their addresses.
+        let statics: Vec<Service> = c.statics.iter().map(static_service).collect();
+        c.alloc.sync(&statics);
+        c
+    }
+
+    /// All three kinds have been listed: withdrawing is safe from now on.
+    pub fn synced(&self) -> bool {
+        self.synced.len() == 3
+    }
+
+    pub fn is_writer(&self) -> bool {
+        self.writer
+    }
+
+    pub fn allocator(&self) -> &Allocator {
+        &self.alloc
+    }
+
+    pub fn services(&self) -> &BTreeMap<ServiceKey, Service> {
+        &self.services
+    }
+
+    pub fn nodes(&self) -> &BTreeMap<String, Node> {
+        &self.nodes
+    }
+
+    pub fn step(&mut self, input: Input) -> Vec<Output> {
+        let mut out = Vec::new();
+        match input {
+            Input::Kube(update) => self.on_kube(update, &mut out),
+            Input::Writer(w) => {
+                let became = w && !self.writer;
+                self.writer = w;
+                if became && self.synced.contains(&KindKey::Services) {
+                    // The previous writer may have left work undone.
+                    let keys: Vec<ServiceKey> = self.services.keys().cloned().collect();
+                    for key in keys {
+                        self.reconcile_status(&key, &mut out);
+                    }
+                }
+            }
+            Input::Config { pools, statics } => {
+                self.pools = pools.clone();
+                self.statics = statics;
+                let mut all: Vec<Service> = self.statics.iter().map(static_service).collect();
+                all.extend(self.services.values().cloned());
+                let outcomes = self.alloc.set_pools(pools, &all);
+                self.handle(outcomes, &mut out);
+            }
+        }
+        out
+    }
+
+    fn on_kube(&mut self, update: KubeUpdate, out: &mut Vec<Output>) {
+        match update {
+            KubeUpdate::Service(svc) => {
+                let key = svc.key.clone();
+                self.services.insert(key.clone(), svc.clone());
+                if self.synced.contains(&KindKey::Services) {
+                    let outcome = self.alloc.update(&svc);
+                    self.handle(vec![outcome], out);
+                    self.reconcile_status(&key, out);
+                }
+            }
+            KubeUpdate::ServiceGone(key) => {
+                self.services.remove(&key);
+                self.endpoints.remove(&key);
+                // The object is gone: nothing to write, its addresses are free again.
+                self.alloc.release(&key);
+            }
+            KubeUpdate::Endpoints(key, by_node) => {
+                if by_node.is_empty() {
+                    self.endpoints.remove(&key);
+                } else {
+                    self.endpoints.insert(key, by_node);
+                }
+            }
+            KubeUpdate::Node(node) => {
+                self.nodes.insert(node.name.clone(), node);
+            }
+            KubeUpdate::NodeGone(name) => {
+                self.nodes.remove(&name);
+            }
+            KubeUpdate::Synced(kind) => {
+                let first = self.synced.insert(kind.into());
+                if first && kind == Kind::Services {
+                    // Rebuild from status before anything new is allocated (the allocator
+                    // keeps valid existing assignments first), so IPs never churn.
+                    let mut all: Vec<Service> = self.statics.iter().map(static_service).collect();
+                    all.extend(self.services.values().cloned());
+                    let outcomes = self.alloc.sync(&all);
+                    self.handle(outcomes, out);
+                    let keys: Vec<ServiceKey> = self.services.keys().cloned().collect();
+                    for key in keys {
+                        self.reconcile_status(&key, out);
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, outcomes: Vec<Outcome>, out: &mut Vec<Output>) {
+        for o in outcomes {
+            if o.service.namespace == STATIC_NAMESPACE && !self.services.contains_key(&o.service)
+            {
+                if let Change::Failed { reason } = &o.change {
+                    tracing::error!(service = %o.service, %reason, "static service has no address");
+                }
+                continue;
+            }
+            if let (true, Some(ev)) = (self.writer, o.event) {
+                out.push(Output::Event {
+                    service: o.service.clone(),
+                    warning: ev.kind == EventType::Warning,
+                    reason: ev.reason,
+                    message: ev.message,
+                });
+            }
+        }
+    }
+
+    /// Emits a status write when what the API server shows differs from the assignment.
+    fn reconcile_status(&self, key: &ServiceKey, out: &mut Vec<Output>) {
+        if !self.writer {
+            return;
+        }
+        let Some(svc) = self.services.get(key) else {
+            return;
+        };
+        let (ips, pool) = match self.alloc.assignment(key) {
+            Some(a) => (a.ips.clone(), Some(a.pool.clone())),
+            None => (Vec::new(), None),
+        };
+        if svc.current_ips != ips {
+            // A Service that is not ours and carries no IP of our pools is left alone.
+            if pool.is_none() && !svc.current_ips.iter().any(|ip| self.in_pools(ip)) {
+                return;
+            }
+            out.push(Output::WriteStatus {
+                service: key.clone(),
+                ips,
+                pool,
+            });
+        }
+    }
+
+    fn in_pools(&self, ip: &IpAddr) -> bool {
+        self.pools.iter().any(|p| p.contains(ip))
+    }
+
+    /// What must be announced: every IP in a Service's status that lies in one of our
+    /// pools (plus static services' IPs). Follows the status, not the allocator, so it is
+    /// the same on every host and survives API outages.
+    pub fn announcements(&self) -> Vec<Announcement> {
+        let mut by_ip: BTreeMap<IpAddr, Announcement> = BTreeMap::new();
+        let mut all_local: BTreeMap<IpAddr, bool> = BTreeMap::new();
+        let statics = self.statics.iter().filter_map(|s| {
+            let key = ServiceKey::new(STATIC_NAMESPACE, s.name.clone());
+            let a = self.alloc.assignment(&key)?;
+            Some((key, a.ips.clone(), TrafficPolicy::Cluster))
+        });
+        let kube = self
+            .services
+            .values()
+            .map(|s| (s.key.clone(), s.current_ips.clone(), s.traffic_policy));
+        for (key, ips, policy) in statics.chain(kube) {
+            for ip in ips {
+                let Some(pool) = self.pools.iter().find(|p| p.contains(&ip)) else {
+                    continue;
+                };
+                let a = by_ip.entry(ip).or_insert_with(|| Announcement {
+                    ip,
+                    pool: pool.name.clone(),
+                    services: Vec::new(),
+                    local_only: false,
+                    endpoints: EndpointsByNode::new(),
+                });
+                a.services.push(key.clone());
+                if let Some(eps) = self.endpoints.get(&key) {
+                    for (node, n) in eps {
+                        *a.endpoints.entry(node.clone()).or_default() += n;
+                    }
+                }
+                let local = all_local.entry(ip).or_insert(true);
+                *local &= policy == TrafficPolicy::Local;
+            }
+        }
+        for (ip, a) in by_ip.iter_mut() {
+            a.local_only = all_local.get(ip).copied().unwrap_or(false);
+        }
+        by_ip.into_values().collect()
+    }
+}
