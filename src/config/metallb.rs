@@ -180,71 +180,153 @@ pub fn import_main(path: &Path) -> ExitCode {
 // ---------------------------------------------------------------------------------------------
 // Output: the lb.toml schema, serialized with `toml::to_string`.
 
-#[derive(Serialize, Default)]
+#[derive(Default)]
 struct Out {
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     bgp_communities: BTreeMap<String, String>,
-    #[serde(rename = "pool", skip_serializing_if = "Vec::is_empty")]
     pools: Vec<PoolOut>,
-    #[serde(rename = "bgp_peer", skip_serializing_if = "Vec::is_empty")]
     peers: Vec<PeerOut>,
 }
 
-#[derive(Serialize, Clone, Debug)]
+/// Writes lb.toml by hand so node selectors and `bfd` come out as inline tables (as in the
+/// schema), while every value goes through `toml::ser::ValueSerializer` (escaped by toml).
+#[derive(Default)]
+struct TomlWriter {
+    out: String,
+}
+
+impl TomlWriter {
+    fn header(&mut self, h: &str) {
+        if !self.out.is_empty() {
+            self.out.push('\n');
+        }
+        self.out.push_str(h);
+        self.out.push('\n');
+    }
+
+    fn kv<T: Serialize + ?Sized>(&mut self, key: &str, v: &T) -> Result<()> {
+        let mut s = String::new();
+        v.serialize(toml::ser::ValueSerializer::new(&mut s))?;
+        self.out.push_str(&toml_key(key));
+        self.out.push_str(" = ");
+        self.out.push_str(&s);
+        self.out.push('\n');
+        Ok(())
+    }
+
+    fn opt<T: Serialize>(&mut self, key: &str, v: &Option<T>) -> Result<()> {
+        match v {
+            Some(v) => self.kv(key, v),
+            None => Ok(()),
+        }
+    }
+
+    fn list<T: Serialize>(&mut self, key: &str, v: &[T]) -> Result<()> {
+        if v.is_empty() { Ok(()) } else { self.kv(key, v) }
+    }
+}
+
+/// A key bare when TOML allows it, else a basic string with every special character escaped
+/// (a quoted key must stay on one line, TOML 1.0 "Keys").
+fn toml_key(k: &str) -> String {
+    if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return k.to_string();
+    }
+    let mut s = String::from('"');
+    for c in k.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            c if c.is_control() => s.push_str(&format!("\\u{:04X}", c as u32)),
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+    s
+}
+
+fn render(out: &Out) -> Result<String> {
+    let mut w = TomlWriter::default();
+    if !out.bgp_communities.is_empty() {
+        w.header("[bgp_communities]");
+        for (k, v) in &out.bgp_communities {
+            w.kv(k, v)?;
+        }
+    }
+    for p in &out.pools {
+        w.header("[[pool]]");
+        w.kv("name", &p.name)?;
+        w.kv("protocol", p.protocol)?;
+        w.kv("addresses", &p.addresses)?;
+        w.opt("auto_assign", &p.auto_assign)?;
+        w.opt("avoid_buggy_ips", &p.avoid_buggy_ips)?;
+        w.list("interfaces", &p.interfaces)?;
+        w.list("node_selectors", &p.node_selectors)?;
+        for a in &p.bgp_advertisements {
+            w.header("[[pool.bgp_advertisement]]");
+            w.opt("aggregation_length", &a.aggregation_length)?;
+            w.opt("aggregation_length_v6", &a.aggregation_length_v6)?;
+            w.opt("local_pref", &a.local_pref)?;
+            w.list("communities", &a.communities)?;
+            w.list("node_selectors", &a.node_selectors)?;
+            w.list("peers", &a.peers)?;
+        }
+    }
+    for p in &out.peers {
+        w.header("[[bgp_peer]]");
+        w.kv("my_asn", &p.my_asn)?;
+        w.kv("peer_asn", &p.peer_asn)?;
+        w.kv("address", &p.address)?;
+        w.opt("port", &p.port)?;
+        w.opt("hold_time", &p.hold_time)?;
+        w.opt("keepalive_time", &p.keepalive_time)?;
+        w.opt("router_id", &p.router_id)?;
+        w.opt("source_address", &p.source_address)?;
+        w.opt("password_file", &p.password_file)?;
+        w.opt("ebgp_multihop", &p.ebgp_multihop)?;
+        w.list("node_selectors", &p.node_selectors)?;
+        w.opt("bfd", &p.bfd)?;
+    }
+    Ok(w.out)
+}
+
+#[derive(Clone, Debug)]
 struct PoolOut {
     name: String,
     protocol: &'static str,
     addresses: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     auto_assign: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     avoid_buggy_ips: Option<bool>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     interfaces: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     node_selectors: Vec<SelectorOut>,
-    #[serde(rename = "bgp_advertisement", skip_serializing_if = "Vec::is_empty")]
     bgp_advertisements: Vec<AdvOut>,
 }
 
-#[derive(Serialize, Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 struct AdvOut {
-    #[serde(skip_serializing_if = "Option::is_none")]
     aggregation_length: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     aggregation_length_v6: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     local_pref: Option<u32>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     communities: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// (path, text) as written; resolved into `communities` once every alias is known
+    /// (Community resources may come after the advertisements using them).
+    raw_communities: Vec<(String, String)>,
     node_selectors: Vec<SelectorOut>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     peers: Vec<String>,
 }
 
-#[derive(Serialize, Clone, Debug)]
+#[derive(Clone, Debug)]
 struct PeerOut {
     my_asn: u32,
     peer_asn: u32,
     address: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     hold_time: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     keepalive_time: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     router_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     source_address: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     password_file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     ebgp_multihop: Option<u8>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     node_selectors: Vec<SelectorOut>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     bfd: Option<BfdOut>,
 }
 
@@ -1239,21 +1321,13 @@ impl State {
             .uint(k("localPref", "localpref"), u32::MAX as u64)?
             .map(|n| n as u32)
             .filter(|n| !camel || *n != 0);
-        let mut communities = Vec::new();
-        for (cat, c) in a.str_list("communities")? {
-            let c = c.trim().to_string();
-            // An alias stays an alias: lb resolves [bgp_communities] itself.
-            if self.communities.contains_key(&c) {
-                communities.push(c);
-            } else {
-                communities.push(community_value(&c, &cat)?);
-            }
-        }
+        let raw_communities = a.str_list("communities")?;
         Ok(AdvOut {
             aggregation_length,
             aggregation_length_v6,
             local_pref,
-            communities,
+            communities: Vec::new(),
+            raw_communities,
             node_selectors: Vec::new(),
             peers: Vec::new(),
         })
@@ -1562,6 +1636,17 @@ impl State {
         }
         let crd_pools = self.resolve_crd_pools()?;
         out.pools.extend(crd_pools);
+        for adv in out.pools.iter_mut().flat_map(|p| p.bgp_advertisements.iter_mut()) {
+            for (cat, c) in std::mem::take(&mut adv.raw_communities) {
+                let c = c.trim();
+                // An alias stays an alias: lb resolves [bgp_communities] itself.
+                adv.communities.push(if out.bgp_communities.contains_key(c) {
+                    c.to_string()
+                } else {
+                    community_value(c, &cat)?
+                });
+            }
+        }
         let peers = std::mem::take(&mut self.peers);
         for mut p in peers {
             if let Some((pat, name)) = &p.bfd_profile {
@@ -1569,7 +1654,7 @@ impl State {
             }
             out.peers.push(p.out);
         }
-        let body = toml::to_string(&out)?;
+        let body = render(&out)?;
         let mut text = String::new();
         text.push_str(
             "# lb.toml imported from a MetalLB configuration by `lbctl import-metallb`.\n",
