@@ -221,14 +221,21 @@ impl TomlWriter {
     }
 
     fn list<T: Serialize>(&mut self, key: &str, v: &[T]) -> Result<()> {
-        if v.is_empty() { Ok(()) } else { self.kv(key, v) }
+        if v.is_empty() {
+            Ok(())
+        } else {
+            self.kv(key, v)
+        }
     }
 }
 
 /// A key bare when TOML allows it, else a basic string with every special character escaped
 /// (a quoted key must stay on one line, TOML 1.0 "Keys").
 fn toml_key(k: &str) -> String {
-    if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return k.to_string();
     }
     let mut s = String::from('"');
@@ -726,7 +733,7 @@ fn duration(s: &str, at: &str, notes: &mut Vec<String>) -> Result<String> {
         if !frac.is_empty() {
             let f: u128 = frac.parse().map_err(|_| err("malformed number"))?;
             let denom = 10u128.pow(frac.len() as u32);
-            if (f * scale) % denom != 0 {
+            if !(f * scale).is_multiple_of(denom) {
                 return Err(err("finer than a nanosecond"));
             }
             part += f * scale / denom;
@@ -736,7 +743,7 @@ fn duration(s: &str, at: &str, notes: &mut Vec<String>) -> Result<String> {
             return Err(err("too large"));
         }
     }
-    if total % 1_000_000 != 0 {
+    if !total.is_multiple_of(1_000_000) {
         return Err(err("finer than a millisecond, which lb cannot express"));
     }
     if lb_syntax {
@@ -1636,15 +1643,20 @@ impl State {
         }
         let crd_pools = self.resolve_crd_pools()?;
         out.pools.extend(crd_pools);
-        for adv in out.pools.iter_mut().flat_map(|p| p.bgp_advertisements.iter_mut()) {
+        for adv in out
+            .pools
+            .iter_mut()
+            .flat_map(|p| p.bgp_advertisements.iter_mut())
+        {
             for (cat, c) in std::mem::take(&mut adv.raw_communities) {
                 let c = c.trim();
                 // An alias stays an alias: lb resolves [bgp_communities] itself.
-                adv.communities.push(if out.bgp_communities.contains_key(c) {
-                    c.to_string()
-                } else {
-                    community_value(c, &cat)?
-                });
+                adv.communities
+                    .push(if out.bgp_communities.contains_key(c) {
+                        c.to_string()
+                    } else {
+                        community_value(c, &cat)?
+                    });
             }
         }
         let peers = std::mem::take(&mut self.peers);
