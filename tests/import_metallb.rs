@@ -18,7 +18,8 @@ fn fixture(name: &str) -> String {
     std::fs::read_to_string(fixture_path(name)).expect("fixture readable")
 }
 
-const FIXTURES: [&str; 9] = [
+const FIXTURES: [&str; 10] = [
+    "crds-deprecated-addresspool.yaml",
     "lab-guide-layer2.yaml",
     "lab-guide-bgp.yaml",
     "lab-guide-bgp-two-pools.yaml",
@@ -322,6 +323,21 @@ fn kind_list_is_unwrapped_and_an_empty_l2advertisement_covers_every_pool() {
         "metadata and status are not noted: {:?}",
         imp.notes
     );
+}
+
+#[test]
+fn deprecated_addresspool_resource_imports_with_its_protocol() {
+    let (v, imp) = imported(&fixture("crds-deprecated-addresspool.yaml"));
+    let p = pool(&v, "legacy");
+    assert_eq!(s(p, "protocol"), Some("bgp"));
+    assert_eq!(p.get("auto_assign").and_then(Value::as_bool), Some(false));
+    let ad = &arr(p, "bgp_advertisement")[0];
+    assert_eq!(int(ad, "local_pref"), Some(50));
+    assert_eq!(strs(ad, "communities"), ["64500:7"]);
+    let l2 = pool(&v, "legacy-l2");
+    assert_eq!(s(l2, "protocol"), Some("layer2"));
+    assert_eq!(strs(l2, "addresses"), ["198.51.101.10-198.51.101.20"]);
+    assert!(imp.notes.is_empty(), "{:?}", imp.notes);
 }
 
 // ---- Notes --------------------------------------------------------------------------------
@@ -714,4 +730,27 @@ proptest! {
         prop_assert_eq!(strs(p, "interfaces"), vec![iface.clone()]);
         prop_assert_eq!(s(&v["bgp_communities"], &alias), Some("1:2"));
     }
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    let yaml = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    assert!(import(&yaml).is_err());
+    let yaml = format!("peers:\n{}", "- ".repeat(50_000));
+    assert!(import(&yaml).is_err());
+}
+
+#[test]
+fn alias_expansion_bomb_is_an_error() {
+    // Each level refers to the previous one ten times: 10^9 nodes if expanded.
+    let mut yaml = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..10 {
+        let p = i - 1;
+        yaml.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    yaml.push_str("peers: *a9\n");
+    let err = import(&yaml).unwrap_err();
+    assert!(matches!(err, ImportError::Yaml(_)), "{err:?}");
 }

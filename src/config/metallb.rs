@@ -1255,6 +1255,15 @@ impl State {
     fn config_pool(&mut self, v: &Value, at: &str) -> Result<PoolOut> {
         let mut p = Obj::new(v, at)?;
         let name = p.req_str("name")?;
+        let pool = self.protocol_pool(&mut p, name, false)?;
+        p.finish(&mut self.notes);
+        Ok(pool)
+    }
+
+    /// A pool that names its protocol: the ConfigMap's `address-pools[]` (kebab-case) or the
+    /// deprecated AddressPool resource's spec (camelCase).
+    fn protocol_pool(&mut self, p: &mut Obj<'_>, name: String, camel: bool) -> Result<PoolOut> {
+        let k = |c: &'static str, kebab: &'static str| if camel { c } else { kebab };
         let proto_at = p.path("protocol");
         let proto = p.req_str("protocol")?;
         let protocol = match proto.as_str() {
@@ -1268,14 +1277,17 @@ impl State {
                 });
             }
         };
-        let addresses = self.addresses(&mut p, "addresses")?;
-        let auto_assign = p.bool("auto-assign")?;
-        let avoid_buggy_ips = p.bool("avoid-buggy-ips")?.filter(|b| *b);
+        let addresses = self.addresses(p, "addresses")?;
+        let auto_assign = p.bool(k("autoAssign", "auto-assign"))?;
+        let avoid_buggy_ips = p
+            .bool(k("avoidBuggyIPs", "avoid-buggy-ips"))?
+            .filter(|b| *b);
         let mut bgp_advertisements = Vec::new();
-        let ads = p.list("bgp-advertisements")?;
+        let ads_key = k("bgpAdvertisements", "bgp-advertisements");
+        let ads = p.list(ads_key)?;
         if protocol == "layer2" && !ads.is_empty() {
             return Err(ImportError::Invalid {
-                at: p.path("bgp-advertisements"),
+                at: p.path(ads_key),
                 value: format!("{} advertisement(s)", ads.len()),
                 reason: "a layer2 pool cannot have bgp-advertisements (MetalLB rejects this too)"
                     .into(),
@@ -1283,11 +1295,16 @@ impl State {
         }
         for (aat, av) in ads {
             let mut a = Obj::new(av, aat)?;
-            let adv = self.advertisement(&mut a, false)?;
+            let mut adv = self.advertisement(&mut a, camel)?;
+            if camel {
+                adv.node_selectors = selectors(&mut a, "nodeSelectors", true, &mut self.notes)?
+                    .iter()
+                    .map(selector_out)
+                    .collect();
+            }
             a.finish(&mut self.notes);
             bgp_advertisements.push(adv);
         }
-        p.finish(&mut self.notes);
         Ok(PoolOut {
             name,
             protocol,
@@ -1429,6 +1446,13 @@ impl State {
                     .collect();
                 let peers = spec.str_list("peers")?;
                 self.bgp_ads.push(BgpAd { pools, adv, peers });
+            }
+            "AddressPool" => {
+                // Deprecated (v1alpha1/v1beta1, before IPAddressPool): a pool with its
+                // protocol and advertisements in one resource, like the ConfigMap's.
+                let name = self.crd_name(&m, &dat)?;
+                let pool = self.protocol_pool(&mut spec, name, true)?;
+                self.pools.push((dat.clone(), pool));
             }
             "BGPPeer" => {
                 if let Some(p) = self.crd_peer(&mut spec, &m)? {
