@@ -488,8 +488,10 @@ fn a_newline_in_an_input_value_cannot_escape_its_comment() {
 #[test]
 fn text_that_is_not_yaml_is_an_error() {
     let err = import("peers: [\n  - {my-asn: 1\n").unwrap_err();
-    assert!(matches!(err, ImportError::Yaml(_)), "{err:?}");
-    assert!(err.to_string().starts_with("not valid YAML"), "{err}");
+    assert!(matches!(err, ImportError::Yaml { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.starts_with("document 1: not valid YAML"), "{msg}");
+    assert!(msg.contains("line "), "position given: {msg}");
 }
 
 #[test]
@@ -752,5 +754,5 @@ fn alias_expansion_bomb_is_an_error() {
     }
     yaml.push_str("peers: *a9\n");
     let err = import(&yaml).unwrap_err();
-    assert!(matches!(err, ImportError::Yaml(_)), "{err:?}");
+    assert!(matches!(err, ImportError::Yaml { .. }), "{err:?}");
 }

@@ -40,8 +40,13 @@ pub struct Imported {
 /// `document 2 (BGPPeer metallb-system/peer1): spec.peerASN`.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("not valid YAML: {0}")]
-    Yaml(#[source] serde_yaml::Error),
+    /// A syntax error; serde_yaml's message carries the line and column in the input.
+    #[error("document {document}: not valid YAML: {source}")]
+    Yaml {
+        document: usize,
+        #[source]
+        source: serde_yaml::Error,
+    },
     #[error("{at}: not valid YAML: {source}")]
     EmbeddedYaml {
         at: String,
@@ -118,7 +123,10 @@ pub fn import(yaml: &str) -> Result<Imported> {
     for de in serde_yaml::Deserializer::from_str(yaml) {
         index += 1;
         // The iterator repeats a load failure forever, so stop at the first error.
-        let value = Value::deserialize(de).map_err(ImportError::Yaml)?;
+        let value = Value::deserialize(de).map_err(|source| ImportError::Yaml {
+            document: index,
+            source,
+        })?;
         st.document(&value, &format!("document {index}"))?;
     }
     if !st.found_metallb {
@@ -1146,7 +1154,11 @@ impl State {
         let peer_asn = asn(p.get("peer-asn"), p.path("peer-asn"))?;
         let addr_at = p.path("peer-address");
         let address = ip(&p.req_str("peer-address")?, &addr_at)?.to_string();
-        let port = p.uint("peer-port", u16::MAX as u64)?.map(|n| n as u16);
+        // MetalLB reads port 0 as "unset" (179).
+        let port = p
+            .uint("peer-port", u16::MAX as u64)?
+            .map(|n| n as u16)
+            .filter(|n| *n != 0);
         let mut out = PeerOut {
             my_asn,
             peer_asn,
@@ -1551,7 +1563,10 @@ impl State {
                 });
             }
         };
-        let port = spec.uint("peerPort", u16::MAX as u64)?.map(|n| n as u16);
+        let port = spec
+            .uint("peerPort", u16::MAX as u64)?
+            .map(|n| n as u16)
+            .filter(|n| *n != 0);
         let mut out = PeerOut {
             my_asn,
             peer_asn,
