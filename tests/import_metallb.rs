@@ -451,6 +451,67 @@ fn unknown_keys_other_kinds_rewritten_values_are_noted() {
 }
 
 #[test]
+fn peers_lb_cannot_express_are_left_out_with_notes_and_advertisements_stay_narrow() {
+    let yaml = r#"
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: unnumbered}
+spec: {myASN: 64500, peerASN: 64501, interface: eth0}
+---
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: dynamic-ext}
+spec: {myASN: 64500, dynamicASN: external, peerAddress: 10.0.0.1}
+---
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: dynamic-int}
+spec: {myASN: 64500, dynamicASN: internal, peerAddress: 10.0.0.2}
+---
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: p}
+spec: {addresses: [10.9.0.0/24]}
+---
+apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {name: only-unnumbered}
+spec: {peers: [unnumbered]}
+---
+apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {name: mixed}
+spec: {peers: [dynamic-ext, dynamic-int], localPref: 7}
+"#;
+    let (v, imp) = imported(yaml);
+    let peers = arr(&v, "bgp_peer");
+    assert_eq!(
+        peers.len(),
+        1,
+        "only the dynamic internal peer is expressible"
+    );
+    assert_eq!(s(&peers[0], "address"), Some("10.0.0.2"));
+    assert_eq!(int(&peers[0], "peer_asn"), Some(64500));
+    assert_note(&imp, &["spec.interface", "unnumbered", "left out"]);
+    assert_note(&imp, &["spec.dynamicASN", "external", "left out"]);
+    assert_note(&imp, &["spec.dynamicASN", "internal became peer_asn"]);
+    assert_note(&imp, &["only-unnumbered", "advertisement was dropped"]);
+    assert!(
+        !has_note(&imp, &["unknown key"]),
+        "keys of left-out peers are not noted: {:?}",
+        imp.notes
+    );
+    let ads = arr(pool(&v, "p"), "bgp_advertisement");
+    assert_eq!(
+        ads.len(),
+        1,
+        "the dropped advertisement must not become 'all peers'"
+    );
+    assert_eq!(strs(&ads[0], "peers"), ["10.0.0.2"]);
+    assert_eq!(int(&ads[0], "local_pref"), Some(7));
+}
+
+#[test]
 fn unknown_configmap_keys_are_noted_with_their_path() {
     let yaml = "address-pools:\n- name: p\n  protocol: layer2\n  addresses: [10.0.0.0/30]\n  arp-network: 10.0.0.0/24\npeer-autodiscovery: {}\n";
     let (_, imp) = imported(yaml);

@@ -12,6 +12,19 @@
 //! rejects (a missing ASN, an unparsable address, an unknown community alias) is an
 //! [`ImportError`] naming the document and key path. The importer is a pure function of its
 //! input: same input, same bytes out.
+//!
+//! Choices where MetalLB and lb differ (each one also produces a note):
+//! - Passwords are never copied: a peer with `password` or `passwordSecret` gets
+//!   `password_file = "/etc/lb/bgp-peer-<address>.key"` and the note says what to write there.
+//! - A pool announced by both an L2Advertisement and a BGPAdvertisement becomes a `bgp` pool.
+//! - A CRD pool that no advertisement covers is left out (MetalLB allocates from it but never
+//!   announces it; lb has no allocate-only pools).
+//! - `ebgpMultiHop: true` becomes `ebgp_multihop = 255` (the TTL FRR uses for the bare flag).
+//! - `bfdProfile` becomes a `bfd` table from the profile in the input, or MetalLB's defaults
+//!   (300 ms, 300 ms, ×3) when the profile is not in the input.
+//! - `ipAddressPoolSelectors` are resolved once, against the pool labels in the input.
+//! - Several L2Advertisements on one pool are merged (union of nodes and interfaces).
+//! - Community aliases stay aliases in `[bgp_communities]`; `large:a:b:c` is written `a:b:c`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -965,6 +978,8 @@ struct State {
     crd_pools: Vec<CrdPool>,
     l2_ads: Vec<L2Ad>,
     bgp_ads: Vec<BgpAd>,
+    /// BGPPeer names left out (unnumbered, dynamic external ASN).
+    skipped_peers: BTreeSet<String>,
 }
 
 struct PeerIn {
@@ -994,6 +1009,7 @@ struct L2Ad {
 }
 
 struct BgpAd {
+    at: String,
     pools: PoolRefs,
     adv: AdvOut,
     /// (path, BGPPeer name) to resolve to addresses.
@@ -1457,7 +1473,12 @@ impl State {
                     .map(selector_out)
                     .collect();
                 let peers = spec.str_list("peers")?;
-                self.bgp_ads.push(BgpAd { pools, adv, peers });
+                self.bgp_ads.push(BgpAd {
+                    at: dat.clone(),
+                    pools,
+                    adv,
+                    peers,
+                });
             }
             "AddressPool" => {
                 // Deprecated (v1alpha1/v1beta1, before IPAddressPool): a pool with its
@@ -1466,11 +1487,14 @@ impl State {
                 let pool = self.protocol_pool(&mut spec, name, true)?;
                 self.pools.push((dat.clone(), pool));
             }
-            "BGPPeer" => {
-                if let Some(p) = self.crd_peer(&mut spec, &m)? {
-                    self.peers.push(p);
+            "BGPPeer" => match self.crd_peer(&mut spec, &m)? {
+                Some(p) => self.peers.push(p),
+                None => {
+                    // Left out with a note already; its other keys are not worth noting.
+                    self.skipped_peers.extend(m.name);
+                    return Ok(());
                 }
-            }
+            },
             "Community" => {
                 for (cat, cv) in spec.list("communities")? {
                     let mut c = Obj::new(cv, cat.clone())?;
@@ -1846,24 +1870,35 @@ impl State {
             .filter_map(|p| p.name.clone().map(|n| (n, p.out.address.clone())))
             .collect();
         let mut resolved_bgp: Vec<AdvOut> = Vec::new();
-        for (ai, ad) in bgp_ads.iter().enumerate() {
+        for ad in &bgp_ads {
             let mut adv = ad.adv.clone();
             for (pat, name) in &ad.peers {
-                match peer_addr.get(name) {
-                    Some(a) => {
-                        if !adv.peers.contains(a) {
-                            adv.peers.push(a.clone());
-                        }
+                if let Some(a) = peer_addr.get(name) {
+                    if !adv.peers.contains(a) {
+                        adv.peers.push(a.clone());
                     }
-                    None => {
-                        return Err(ImportError::UnknownReference {
-                            at: pat.clone(),
-                            what: "BGPPeer",
-                            name: name.clone(),
-                        });
-                    }
+                } else if self.skipped_peers.contains(name) {
+                    self.notes.push(format!(
+                        "{pat}: BGPPeer {name:?} was left out, so this advertisement does \
+                         not name it"
+                    ));
+                } else {
+                    return Err(ImportError::UnknownReference {
+                        at: pat.clone(),
+                        what: "BGPPeer",
+                        name: name.clone(),
+                    });
                 }
             }
+            if !ad.peers.is_empty() && adv.peers.is_empty() {
+                // Only left-out peers: an empty list would mean "every peer" in lb.
+                self.notes.push(format!(
+                    "{}: every peer it names was left out; the advertisement was dropped",
+                    ad.at
+                ));
+                continue;
+            }
+            let ai = resolved_bgp.len();
             resolved_bgp.push(adv);
             let hit = self.applies(&ad.pools, "the BGPAdvertisement");
             for i in hit {
