@@ -119,7 +119,7 @@ impl NetWatcher {
     }
 
     /// A handle for requests; changes made through it are reported as events.
-    pub fn handle(&self) -> &Handle {
+    pub fn request_handle(&self) -> &Handle {
         &self.requests
     }
 
