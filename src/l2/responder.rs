@@ -67,6 +67,16 @@ pub enum Input {
     Tick,
 }
 
+impl From<crate::net::TableChange> for Input {
+    /// What netlink's interface table reports becomes the responder's link input.
+    fn from(change: crate::net::TableChange) -> Self {
+        match change {
+            crate::net::TableChange::Changed(iface) => Input::LinkChanged(iface),
+            crate::net::TableChange::Removed { ifindex } => Input::LinkRemoved { ifindex },
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     SendFrame {
@@ -990,6 +1000,42 @@ mod tests {
         let f = frames(&out);
         assert_eq!(f.len(), 1);
         assert_eq!(arp::decode(&f[0].1).unwrap().sender_mac, OTHER_MAC);
+    }
+
+    #[test]
+    fn netlink_link_down_event_silences_the_responder() {
+        use crate::net::{InterfaceTable, NetEvent};
+        let t0 = Instant::now();
+        let mut table = InterfaceTable::default();
+        let mut r = Responder::new(Params::default());
+        for ev in [
+            NetEvent::LinkUp {
+                ifindex: ETH0,
+                name: "eth0".into(),
+                mac: OUR_MAC,
+            },
+            NetEvent::AddressAdded {
+                ifindex: ETH0,
+                address: "10.10.100.3/24".parse().unwrap(),
+            },
+        ] {
+            if let Some(change) = table.apply(&ev) {
+                r.step(t0, change.into());
+            }
+        }
+        r.step(t0, Input::OwnershipChanged(vec![claim(vip4())]));
+        assert_eq!(r.answering(), vec![(vip4(), ETH0)]);
+        let down = NetEvent::LinkDown {
+            ifindex: ETH0,
+            name: "eth0".into(),
+            mac: OUR_MAC,
+        };
+        let out = r.step(t0, table.apply(&down).unwrap().into());
+        assert!(out.contains(&Output::Eligibility {
+            ip: vip4(),
+            eligible: false
+        }));
+        assert!(r.answering().is_empty());
     }
 
     #[test]
