@@ -1,0 +1,11 @@
+#![no_main]
+//! ARP decoding never panics; whatever decodes re-encodes to the same 42 octets.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(frame) = lb::l2::arp::decode(data) {
+        let encoded = frame.encode();
+        assert_eq!(&encoded[..], &data[..lb::l2::arp::FRAME_LEN]);
+    }
+});
