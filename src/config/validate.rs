@@ -30,11 +30,12 @@ pub(crate) fn check(text: &str, file: &Path, ctx: &Context) -> Result<Checked, D
     if !parse_errors.is_empty() {
         for e in parse_errors {
             let span = e.span().unwrap_or(0..0);
-            sink.error(span, toml_message(e.message()));
+            let message = toml_message(e.message(), &snippet(text, &span));
+            sink.error(span, message);
         }
         return Err(Diagnostics(sink.into_sorted()));
     }
-    let raw = split_sections(root.into_inner(), &mut sink);
+    let raw = split_sections(root.into_inner(), text, &mut sink);
     if sink.has_errors() {
         return Err(Diagnostics(sink.into_sorted()));
     }
@@ -51,8 +52,9 @@ pub(crate) fn check(text: &str, file: &Path, ctx: &Context) -> Result<Checked, D
     }
 }
 
-/// Rewords toml/serde messages so they, too, say what was expected.
-fn toml_message(message: &str) -> String {
+/// Rewords toml/serde messages so they, too, say what was expected; `snippet` is the text
+/// the error points at.
+fn toml_message(message: &str, snippet: &str) -> String {
     let message = message.trim_end();
     if let Some(rest) = message.strip_prefix("missing field ") {
         return format!("missing required key {rest}: expected it in this table");
@@ -61,9 +63,37 @@ fn toml_message(message: &str) -> String {
         return message.replacen("unknown field", "unknown key", 1);
     }
     if message.starts_with("duplicate key") {
-        return format!("{message}: expected each key once per table");
+        let key = snippet.trim();
+        return format!("duplicate key `{key}`: expected each key once per table");
     }
-    message.to_string()
+    // serde names our private structs and Rust types; say it in TOML terms.
+    let mut out = message.to_string();
+    if let Some(i) = out.find("expected struct Raw") {
+        out.replace_range(i.., "expected a table");
+    }
+    for (rust, toml) in [
+        ("expected i64", "expected an integer"),
+        ("expected a map", "expected a table"),
+        ("expected a sequence", "expected an array"),
+        ("invalid type: map", "invalid type: table"),
+        ("invalid type: sequence", "invalid type: array"),
+    ] {
+        out = out.replace(rust, toml);
+    }
+    out
+}
+
+/// The source text under a span, clamped to the text and to character boundaries.
+fn snippet(text: &str, span: &Range<usize>) -> String {
+    let mut start = span.start.min(text.len());
+    let mut end = span.end.clamp(start, text.len());
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    while !text.is_char_boundary(end) {
+        end += 1;
+    }
+    text[start..end].chars().take(80).collect()
 }
 
 #[derive(Default)]
@@ -82,13 +112,16 @@ struct RawConfig {
 
 fn deserialize<T: DeserializeOwned>(
     value: toml::Spanned<DeValue<'_>>,
+    text: &str,
     sink: &mut Sink,
 ) -> Option<T> {
     let span = value.span();
     match T::deserialize(ValueDeserializer::from(value)) {
         Ok(v) => Some(v),
         Err(e) => {
-            sink.error(e.span().unwrap_or(span), toml_message(e.message()));
+            let span = e.span().unwrap_or(span);
+            let message = toml_message(e.message(), &snippet(text, &span));
+            sink.error(span, message);
             None
         }
     }
@@ -97,6 +130,7 @@ fn deserialize<T: DeserializeOwned>(
 fn deserialize_each<T: DeserializeOwned>(
     key: &str,
     value: toml::Spanned<DeValue<'_>>,
+    text: &str,
     sink: &mut Sink,
 ) -> Vec<T> {
     let span = value.span();
@@ -104,7 +138,7 @@ fn deserialize_each<T: DeserializeOwned>(
         DeValue::Array(items) => items
             .iter()
             .cloned()
-            .filter_map(|item| deserialize(item, sink))
+            .filter_map(|item| deserialize(item, text, sink))
             .collect(),
         other => {
             sink.error(
@@ -119,20 +153,20 @@ fn deserialize_each<T: DeserializeOwned>(
     }
 }
 
-fn split_sections(root: DeTable<'_>, sink: &mut Sink) -> RawConfig {
+fn split_sections(root: DeTable<'_>, text: &str, sink: &mut Sink) -> RawConfig {
     let mut raw = RawConfig::default();
     for (key, value) in root {
         match key.get_ref().as_ref() {
-            "node" => raw.node = deserialize(value, sink),
-            "kubernetes" => raw.kubernetes = deserialize(value, sink),
-            "cluster" => raw.cluster = deserialize(value, sink),
-            "layer2" => raw.layer2 = deserialize(value, sink),
-            "bgp_communities" => raw.bgp_communities = deserialize(value, sink),
-            "pool" => raw.pools = Some(deserialize_each("pool", value, sink)),
-            "bgp_peer" => raw.bgp_peers = deserialize_each("bgp_peer", value, sink),
-            "service" => raw.services = deserialize_each("service", value, sink),
-            "metrics" => raw.metrics = deserialize(value, sink),
-            "log" => raw.log = deserialize(value, sink),
+            "node" => raw.node = deserialize(value, text, sink),
+            "kubernetes" => raw.kubernetes = deserialize(value, text, sink),
+            "cluster" => raw.cluster = deserialize(value, text, sink),
+            "layer2" => raw.layer2 = deserialize(value, text, sink),
+            "bgp_communities" => raw.bgp_communities = deserialize(value, text, sink),
+            "pool" => raw.pools = Some(deserialize_each("pool", value, text, sink)),
+            "bgp_peer" => raw.bgp_peers = deserialize_each("bgp_peer", value, text, sink),
+            "service" => raw.services = deserialize_each("service", value, text, sink),
+            "metrics" => raw.metrics = deserialize(value, text, sink),
+            "log" => raw.log = deserialize(value, text, sink),
             other => sink.error(
                 key.span(),
                 format!(
