@@ -1309,3 +1309,37 @@ fn diagnostics_display_one_per_line() {
     // Diagnostics is a std::error::Error, usable with `?` in a binary.
     let _: &dyn std::error::Error = &err;
 }
+
+#[test]
+fn witness_without_cluster_warns() {
+    let text = format!("[node]\nrole = \"witness\"\n{POOL}");
+    let checked = valid(&text);
+    assert_eq!(checked.warnings.len(), 1);
+    assert!(checked.warnings[0].message.contains("witness"));
+}
+
+#[test]
+fn missing_kubeconfig_is_an_error_when_checking_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    let shown = path.to_str().unwrap();
+    let text = format!("[kubernetes]\nkubeconfig = \"{shown}\"\n{POOL}");
+    assert_error_with(
+        &text,
+        &files_ctx(),
+        &format!("\"{shown}"),
+        &["does not exist"],
+    );
+    std::fs::write(&path, "apiVersion: v1\n").unwrap();
+    assert!(parse_with(&text, &files_ctx()).is_ok());
+}
+
+#[test]
+fn context_from_system_reads_the_hostname_and_checks_files() {
+    let ctx = Context::from_system();
+    assert!(ctx.check_files);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    if !kernel.trim().is_empty() {
+        assert_eq!(ctx.hostname, kernel.trim());
+    }
+}

@@ -334,6 +334,15 @@ impl Checker<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
                 "{key} {shown} does not exist: expected a file holding the key, mode 0600"
             )),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                // An unprivileged `lbctl check-config` cannot see into /etc/lb; the daemon's
+                // own check at start-up still can, so this is not a reason to fail.
+                self.sink.warning(
+                    value.span(),
+                    format!("{key} {shown} could not be checked ({e}): expected to run the check as root or as the daemon's user to verify it"),
+                );
+                return Some(path);
+            }
             Err(e) => Some(format!(
                 "{key} {shown} cannot be inspected ({e}): expected a readable regular file"
             )),
@@ -493,14 +502,24 @@ impl Checker<'_> {
         let kubeconfig = self
             .absolute_path("kubeconfig", &k.kubeconfig)
             .unwrap_or_default();
-        if self.ctx.check_files && kubeconfig.is_absolute() && !kubeconfig.is_file() {
-            self.sink.error(
-                k.kubeconfig.span(),
-                format!(
-                    "kubeconfig {} does not exist or is not a file: expected a kubeconfig for this host's credentials",
-                    kubeconfig.display()
+        if self.ctx.check_files && kubeconfig.is_absolute() {
+            match std::fs::metadata(&kubeconfig) {
+                Ok(m) if m.is_file() => {}
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => self.sink.warning(
+                    k.kubeconfig.span(),
+                    format!(
+                        "kubeconfig {} could not be checked ({e}): expected to run the check as root or as the daemon's user to verify it",
+                        kubeconfig.display()
+                    ),
                 ),
-            );
+                _ => self.sink.error(
+                    k.kubeconfig.span(),
+                    format!(
+                        "kubeconfig {} does not exist or is not a file: expected a kubeconfig with this host's credentials",
+                        kubeconfig.display()
+                    ),
+                ),
+            }
         }
         let load_balancer_class = k.load_balancer_class.as_ref().map(|c| {
             if c.get_ref().trim().is_empty() {
@@ -522,6 +541,12 @@ impl Checker<'_> {
 
     fn cluster(&mut self, raw: Option<&S<RawCluster>>, node: &NodeConfig) -> ClusterConfig {
         let Some(raw) = raw else {
+            if node.role == Role::Witness {
+                self.sink.warning(
+                    0..0,
+                    "this host is a witness but there is no [cluster]: it will never announce anything; expected a [cluster] table listing the members it votes with",
+                );
+            }
             return ClusterConfig {
                 members: BTreeMap::from([(
                     node.name.clone(),
