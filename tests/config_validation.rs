@@ -1343,3 +1343,29 @@ fn context_from_system_reads_the_hostname_and_checks_files() {
         assert_eq!(ctx.hostname, kernel.trim());
     }
 }
+
+#[test]
+fn sections_that_deserialize_are_checked_even_when_another_does_not() {
+    let text = format!("[node]\nbogus = 1\n{POOL}\n[log]\nlevel = \"loud\"\n");
+    let errors = errors_with(&text, &ctx());
+    assert_eq!(errors.len(), 2, "{}", Diagnostics(errors.clone()));
+    assert!(errors[0].message.contains("unknown key `bogus`"));
+    assert!(errors[1].message.contains("log level \"loud\""));
+}
+
+#[test]
+fn a_broken_pool_causes_no_follow_on_errors_in_services() {
+    let text = "[[pool]]\nname = \"p\"\nprotocol = \"layer2\"\naddresses = [\"10.0.0.0/24\"]\ncolour = \"red\"\n\n[[service]]\nname = \"api\"\npool = \"p\"\nip = \"10.0.0.10\"\n";
+    let errors = errors_with(text, &ctx());
+    assert_eq!(errors.len(), 1, "{}", Diagnostics(errors.clone()));
+    assert!(errors[0].message.contains("unknown key `colour`"));
+}
+
+#[test]
+fn a_broken_peer_causes_no_follow_on_errors_in_advertisements() {
+    let text = format!(
+        "{BGP}colour = \"red\"\n\n[[pool]]\nname = \"c\"\nprotocol = \"bgp\"\naddresses = [\"172.20.0.0/24\"]\n[[pool.bgp_advertisement]]\npeers = [\"10.0.0.1\"]\n"
+    );
+    let errors = errors_with(&text, &ctx());
+    assert_eq!(errors.len(), 1, "{}", Diagnostics(errors.clone()));
+}

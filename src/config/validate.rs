@@ -35,11 +35,14 @@ pub(crate) fn check(text: &str, file: &Path, ctx: &Context) -> Result<Checked, D
         }
         return Err(Diagnostics(sink.into_sorted()));
     }
+    // Sections that failed to deserialize are left out, and checks that refer to them are
+    // skipped, so the remaining sections are still checked without follow-on errors.
     let raw = split_sections(root.into_inner(), text, &mut sink);
-    if sink.has_errors() {
-        return Err(Diagnostics(sink.into_sorted()));
-    }
-    let mut checker = Checker { sink, ctx };
+    let mut checker = Checker {
+        sink,
+        ctx,
+        failed: raw.failed.clone(),
+    };
     let config = checker.config(raw);
     let Checker { sink, .. } = checker;
     if sink.has_errors() {
@@ -108,6 +111,8 @@ struct RawConfig {
     services: Vec<S<RawService>>,
     metrics: Option<RawMetrics>,
     log: Option<RawLog>,
+    /// Sections (some of) which did not deserialize; their errors are already reported.
+    failed: Vec<String>,
 }
 
 fn deserialize<T: DeserializeOwned>(
@@ -156,6 +161,7 @@ fn deserialize_each<T: DeserializeOwned>(
 fn split_sections(root: DeTable<'_>, text: &str, sink: &mut Sink) -> RawConfig {
     let mut raw = RawConfig::default();
     for (key, value) in root {
+        let errors_before = sink.found.len();
         match key.get_ref().as_ref() {
             "node" => raw.node = deserialize(value, text, sink),
             "kubernetes" => raw.kubernetes = deserialize(value, text, sink),
@@ -179,6 +185,9 @@ fn split_sections(root: DeTable<'_>, text: &str, sink: &mut Sink) -> RawConfig {
                 ),
             ),
         }
+        if sink.found.len() > errors_before {
+            raw.failed.push(key.get_ref().to_string());
+        }
     }
     raw
 }
@@ -186,6 +195,7 @@ fn split_sections(root: DeTable<'_>, text: &str, sink: &mut Sink) -> RawConfig {
 struct Checker<'a> {
     sink: Sink<'a>,
     ctx: &'a Context,
+    failed: Vec<String>,
 }
 
 /// Where a pool range came from, for overlap messages.
@@ -213,6 +223,11 @@ fn list<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
 }
 
 impl Checker<'_> {
+    /// Whether `section` deserialized completely, so checks may rely on its contents.
+    fn complete(&self, section: &str) -> bool {
+        !self.failed.iter().any(|f| f == section)
+    }
+
     fn config(&mut self, raw: RawConfig) -> Config {
         let node = self.node(raw.node.as_ref());
         let kubernetes = raw.kubernetes.as_ref().map(|k| self.kubernetes(k));
@@ -616,6 +631,7 @@ impl Checker<'_> {
             members.insert(name.get_ref().clone(), parsed);
         }
         if !c.members.get_ref().is_empty()
+            && self.complete("node")
             && !c
                 .members
                 .get_ref()
@@ -1117,7 +1133,8 @@ impl Checker<'_> {
                     ));
                 }
             }
-            if protocol == Some(PoolProtocol::Bgp) && peers.is_empty() {
+            if protocol == Some(PoolProtocol::Bgp) && peers.is_empty() && self.complete("bgp_peer")
+            {
                 self.sink.warning(
                     p.protocol.span(),
                     format!("pool {name:?} is bgp but no [[bgp_peer]] is configured: expected at least one peer, or its addresses are announced nowhere"),
@@ -1240,6 +1257,7 @@ impl Checker<'_> {
             .as_ref()
             .and_then(|l| self.int::<u32>("local_pref", l, 0, i64::from(u32::MAX)));
         if let Some(l) = &raw.local_pref
+            && self.complete("bgp_peer")
             && !peers.is_empty()
             && peers.iter().all(|p| !p.is_ibgp())
         {
@@ -1261,6 +1279,7 @@ impl Checker<'_> {
                     large_communities.push(l)
                 }
                 Ok(_) => {}
+                Err(_) if !self.complete("bgp_communities") => {}
                 Err(e) => self.sink.error(c.span(), e.to_string()),
             }
         }
@@ -1270,7 +1289,7 @@ impl Checker<'_> {
             let Some(ip) = self.ip("peers", p) else {
                 continue;
             };
-            if !peers.iter().any(|peer| peer.address == ip) {
+            if !peers.iter().any(|peer| peer.address == ip) && self.complete("bgp_peer") {
                 self.sink.error(
                     p.span(),
                     format!(
@@ -1295,6 +1314,7 @@ impl Checker<'_> {
     // ---- [[service]] ----------------------------------------------------------------------
 
     fn services(&mut self, raw: &[S<RawService>], pools: &[Pool]) -> Vec<StaticService> {
+        let pools_complete = self.complete("pool");
         let mut out: Vec<StaticService> = Vec::new();
         let mut names: HashMap<String, usize> = HashMap::new();
         // IP → (service name, its ports, line) for the sharing check.
@@ -1338,6 +1358,7 @@ impl Checker<'_> {
                     None
                 }
                 (Some(p), ip) => match pools.iter().find(|pool| &pool.name == p.get_ref()) {
+                    None if !pools_complete => None,
                     None => {
                         self.sink.error(
                             p.span(),
@@ -1379,6 +1400,7 @@ impl Checker<'_> {
                 },
                 (None, Some((ip, span))) => match pools.iter().find(|p| p.contains(&ip)) {
                     Some(pool) => Some(pool.name.clone()),
+                    None if !pools_complete => None,
                     None => {
                         self.sink.error(
                             span,
