@@ -1369,3 +1369,10 @@ fn a_broken_peer_causes_no_follow_on_errors_in_advertisements() {
     let errors = errors_with(&text, &ctx());
     assert_eq!(errors.len(), 1, "{}", Diagnostics(errors.clone()));
 }
+
+#[test]
+fn an_invalid_peer_still_counts_as_known_for_advertisements() {
+    let text = BGP.replace("my_asn = 64500", "my_asn = 0")
+        + "\n[[pool.bgp_advertisement]]\npeers = [\"10.0.0.1\"]\n";
+    assert_error(&text, "0\npeer_asn", &["my_asn 0"]);
+}

@@ -198,6 +198,13 @@ struct Checker<'a> {
     failed: Vec<String>,
 }
 
+/// The `[[bgp_peer]]`s as advertisements see them.
+struct KnownPeers {
+    /// Addresses of every peer whose address parsed, valid or not.
+    addresses: Vec<IpAddr>,
+    valid: Vec<BgpPeer>,
+}
+
 /// Where a pool range came from, for overlap messages.
 struct RangeSite {
     range: IpRange,
@@ -235,8 +242,18 @@ impl Checker<'_> {
         let layer2 = self.layer2(raw.layer2.unwrap_or_default());
         let aliases = self.aliases(raw.bgp_communities.unwrap_or_default());
         let bgp_peers = self.peers(&raw.bgp_peers);
+        // Advertisements refer to peers by address: count a peer as present even when
+        // another of its keys is wrong, so that mistake is not reported twice.
+        let known_peers = KnownPeers {
+            addresses: raw
+                .bgp_peers
+                .iter()
+                .filter_map(|p| p.get_ref().address.get_ref().trim().parse().ok())
+                .collect(),
+            valid: bgp_peers.clone(),
+        };
         let pools = match &raw.pools {
-            Some(pools) => self.pools(pools, &aliases, &bgp_peers),
+            Some(pools) => self.pools(pools, &aliases, &known_peers),
             None => {
                 self.sink.error(
                     0..0,
@@ -1030,7 +1047,7 @@ impl Checker<'_> {
         &mut self,
         raw: &[S<RawPool>],
         aliases: &HashMap<String, AnyCommunity>,
-        peers: &[BgpPeer],
+        peers: &KnownPeers,
     ) -> Vec<Pool> {
         let mut out = Vec::new();
         let mut names: HashMap<String, usize> = HashMap::new();
@@ -1133,7 +1150,9 @@ impl Checker<'_> {
                     ));
                 }
             }
-            if protocol == Some(PoolProtocol::Bgp) && peers.is_empty() && self.complete("bgp_peer")
+            if protocol == Some(PoolProtocol::Bgp)
+                && peers.addresses.is_empty()
+                && self.complete("bgp_peer")
             {
                 self.sink.warning(
                     p.protocol.span(),
@@ -1238,7 +1257,7 @@ impl Checker<'_> {
         raw: &RawAdvertisement,
         ranges: &[IpRange],
         aliases: &HashMap<String, AnyCommunity>,
-        peers: &[BgpPeer],
+        peers: &KnownPeers,
     ) -> BgpAdvertisement {
         let aggregation_length_v4 = self.aggregation(
             "aggregation_length",
@@ -1258,8 +1277,8 @@ impl Checker<'_> {
             .and_then(|l| self.int::<u32>("local_pref", l, 0, i64::from(u32::MAX)));
         if let Some(l) = &raw.local_pref
             && self.complete("bgp_peer")
-            && !peers.is_empty()
-            && peers.iter().all(|p| !p.is_ibgp())
+            && !peers.valid.is_empty()
+            && peers.valid.iter().all(|p| !p.is_ibgp())
         {
             self.sink.warning(
                 l.span(),
@@ -1289,12 +1308,12 @@ impl Checker<'_> {
             let Some(ip) = self.ip("peers", p) else {
                 continue;
             };
-            if !peers.iter().any(|peer| peer.address == ip) && self.complete("bgp_peer") {
+            if !peers.addresses.contains(&ip) && self.complete("bgp_peer") {
                 self.sink.error(
                     p.span(),
                     format!(
                         "peers: {ip} is not the address of any [[bgp_peer]]: expected one of {}",
-                        list(peers.iter().map(|p| p.address))
+                        list(&peers.addresses)
                     ),
                 );
             }
