@@ -1,3 +1,114 @@
 //! /etc/lb.toml: schema, validation, and the MetalLB importer.
+//!
+//! [`parse_str`] / [`load_file`] turn the file into a validated [`Config`] or into
+//! [`Diagnostics`] naming every problem with its line and column. The schema is annotated in
+//! `etc/lb.toml`; the serde mirror is in `raw`, the checks in `validate`.
 
+mod diagnostic;
 pub mod metallb;
+mod raw;
+mod types;
+mod validate;
+pub mod values;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+pub use diagnostic::{Diagnostic, Diagnostics, Severity};
+pub use types::*;
+
+/// What validation needs from the host it runs on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Context {
+    /// Default `[node] name` (lowercased, as kubelet names its Node).
+    pub hostname: String,
+    /// Check that secret files exist with safe permissions, and that the kubeconfig exists.
+    /// Off for tests and for checking a file meant for another host.
+    pub check_files: bool,
+}
+
+impl Context {
+    /// The kernel's hostname (`/proc/sys/kernel/hostname`, else `/etc/hostname`), files checked.
+    pub fn from_system() -> Context {
+        let hostname = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .map(|h| h.trim().to_string())
+            .find(|h| !h.is_empty())
+            .unwrap_or_default();
+        Context {
+            hostname,
+            check_files: true,
+        }
+    }
+}
+
+/// A valid config and the warnings found on the way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checked {
+    pub config: Config,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Parses and validates lb.toml text. `file` is only used to label diagnostics. On error,
+/// every error found is returned (with any warnings), in file order.
+pub fn parse_str(text: &str, file: &Path, ctx: &Context) -> Result<Checked, Diagnostics> {
+    validate::check(text, file, ctx)
+}
+
+/// Reads and validates a config file; a read failure is a diagnostic too.
+pub fn load_file(path: &Path, ctx: &Context) -> Result<Checked, Diagnostics> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_str(&text, path, ctx),
+        Err(e) => Err(Diagnostics(vec![Diagnostic {
+            severity: Severity::Error,
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the config file: {e}: expected a readable TOML file"),
+        }])),
+    }
+}
+
+/// One-line summary of a valid config, e.g. "lb.toml: OK (2 pools, 1 BGP peer, 3 cluster
+/// members)".
+pub fn summary(path: &Path, config: &Config) -> String {
+    let name = path
+        .file_name()
+        .map_or_else(|| PathBuf::from(path), PathBuf::from);
+    let count =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    format!(
+        "{}: OK ({}, {}, {})",
+        name.display(),
+        count(config.pools.len(), "pool", "pools"),
+        count(config.bgp_peers.len(), "BGP peer", "BGP peers"),
+        count(
+            config.cluster.members.len(),
+            "cluster member",
+            "cluster members"
+        ),
+    )
+}
+
+/// `lbd --check-config` / `lbctl check-config PATH`: diagnostics to stderr, one per line; on
+/// success a summary to stdout. Exit 0 when valid (warnings allowed), 1 otherwise.
+pub fn check_config_main(path: &Path, ctx: &Context) -> ExitCode {
+    let (diagnostics, summary_line) = match load_file(path, ctx) {
+        Ok(checked) => (checked.warnings, Some(summary(path, &checked.config))),
+        Err(Diagnostics(all)) => (all, None),
+    };
+    let mut stderr = std::io::stderr().lock();
+    for d in &diagnostics {
+        // Nothing sensible to do if stderr is gone; the exit code still tells.
+        let _ = writeln!(stderr, "{d}");
+    }
+    match summary_line {
+        Some(line) => {
+            let _ = writeln!(std::io::stdout().lock(), "{line}");
+            ExitCode::SUCCESS
+        }
+        None => ExitCode::FAILURE,
+    }
+}

@@ -1,0 +1,213 @@
+//! The validated configuration. Everything here has passed the checks in `validate`; defaults
+//! are filled in. All types are `Clone + PartialEq` so a reload can compare old and new.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::model::{NodeSelector, Pool, ServicePort};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub node: NodeConfig,
+    /// `None`: run standalone, announcing only the static services.
+    pub kubernetes: Option<KubernetesConfig>,
+    pub cluster: ClusterConfig,
+    pub layer2: Layer2Config,
+    pub pools: Vec<Pool>,
+    pub bgp_peers: Vec<BgpPeer>,
+    pub services: Vec<StaticService>,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
+}
+
+impl Config {
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// This host's name among the cluster members; equals its Kubernetes Node name.
+    pub name: String,
+    pub role: Role,
+    /// Where raft-lite keeps its hard state (term, vote).
+    pub state_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Role {
+    #[default]
+    Member,
+    /// Votes in raft-lite but never announces (the third voter of a 2-host cluster).
+    Witness,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubernetesConfig {
+    pub kubeconfig: PathBuf,
+    /// Serve only Services with this `spec.loadBalancerClass`; `None`: only those with none.
+    pub load_balancer_class: Option<String>,
+    /// Ignore `node.kubernetes.io/exclude-from-external-load-balancers`.
+    pub ignore_exclude_label: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Member name → raft-lite UDP address. Contains this host (`node.name`). Without a
+    /// `[cluster]` table: this host alone at `127.0.0.1:7946` (a cluster of one never sends).
+    pub members: BTreeMap<String, SocketAddr>,
+    /// Shared HMAC key; required whenever `[cluster]` is given.
+    pub secret_file: Option<PathBuf>,
+    pub heartbeat: Duration,
+    /// Minimum election timeout; the timeout is drawn from `[t, 2t)`.
+    pub election_timeout: Duration,
+    /// Bound on clock-rate drift between hosts over one lease.
+    pub clock_drift: Duration,
+    /// Derived: 3 × heartbeat. Validated: lease + heartbeat + clock_drift < election_timeout.
+    pub lease: Duration,
+}
+
+impl ClusterConfig {
+    pub const DEFAULT_PORT: u16 = 7946;
+    pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(50);
+    pub const DEFAULT_ELECTION_TIMEOUT: Duration = Duration::from_millis(300);
+    pub const DEFAULT_CLOCK_DRIFT: Duration = Duration::from_millis(25);
+    pub const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layer2Config {
+    /// Gratuitous ARPs / unsolicited NAs sent on taking an IP.
+    pub gratuitous_count: u32,
+    pub gratuitous_interval: Duration,
+    /// Periodic refresh while owning; `None` = off (`"0s"` in the file).
+    pub refresh_interval: Option<Duration>,
+}
+
+impl Default for Layer2Config {
+    fn default() -> Self {
+        Self {
+            gratuitous_count: 3,
+            gratuitous_interval: Duration::from_secs(1),
+            refresh_interval: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BgpPeer {
+    pub my_asn: u32,
+    pub peer_asn: u32,
+    pub address: IpAddr,
+    pub port: u16,
+    /// Whole seconds; zero means no keepalives and no hold timer (RFC 4271 §4.2).
+    pub hold_time: Duration,
+    /// Whole seconds, `<= hold_time`; defaults to a third of it.
+    pub keepalive_time: Duration,
+    /// `None`: the session's local IPv4 address.
+    pub router_id: Option<Ipv4Addr>,
+    /// Same family as `address`.
+    pub source_address: Option<IpAddr>,
+    /// TCP-MD5 key file (RFC 2385).
+    pub password_file: Option<PathBuf>,
+    /// TTL for eBGP; 1 = directly connected.
+    pub ebgp_multihop: u8,
+    /// Only accept the peer's connection, never dial.
+    pub passive: bool,
+    pub connect_delay: Duration,
+    /// Only these nodes peer (empty: all).
+    pub node_selectors: Vec<NodeSelector>,
+    pub bfd: Option<BfdConfig>,
+}
+
+impl BgpPeer {
+    pub const DEFAULT_PORT: u16 = 179;
+    pub const DEFAULT_HOLD_TIME: Duration = Duration::from_secs(90);
+
+    pub fn is_ibgp(&self) -> bool {
+        self.my_asn == self.peer_asn
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BfdConfig {
+    pub receive_interval: Duration,
+    pub transmit_interval: Duration,
+    pub detect_multiplier: u8,
+}
+
+impl Default for BfdConfig {
+    fn default() -> Self {
+        Self {
+            receive_interval: Duration::from_millis(300),
+            transmit_interval: Duration::from_millis(300),
+            detect_multiplier: 3,
+        }
+    }
+}
+
+/// A `[[service]]`: announced without Kubernetes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticService {
+    pub name: String,
+    /// The pool it draws from: as written, or the pool holding `ip`.
+    pub pool: String,
+    /// `None`: the allocator picks the lowest free address of `pool`.
+    pub ip: Option<IpAddr>,
+    /// Put the IP on `lo` (hosts without kube-proxy).
+    pub assign: bool,
+    pub ports: Vec<ServicePort>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7472)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogConfig {
+    pub level: LogLevel,
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum LogFormat {
+    /// journald when stderr is the journal (`JOURNAL_STREAM`), text otherwise.
+    #[default]
+    Auto,
+    Text,
+    Journald,
+}

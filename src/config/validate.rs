@@ -1,0 +1,1574 @@
+//! From text to a validated [`Config`]: parse with error recovery, deserialize each section
+//! (and each `[[pool]]`, `[[bgp_peer]]`, `[[service]]`) on its own so one mistake does not
+//! hide the next, then check everything, collecting every error.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use super::diagnostic::{Diagnostics, Sink};
+use super::raw::*;
+use super::types::*;
+use super::values::{
+    AnyCommunity, Dur, covering_prefix_len, max_prefix, parse_community, parse_duration,
+    parse_ip_range, parse_service_port,
+};
+use super::{Checked, Context};
+use crate::model::{
+    BgpAdvertisement, IpFamily, IpRange, LabelExpression, LabelOperator, NodeSelector, Pool,
+    PoolProtocol, ServicePort,
+};
+
+pub(crate) fn check(text: &str, file: &Path, ctx: &Context) -> Result<Checked, Diagnostics> {
+    let mut sink = Sink::new(file, text);
+    let (root, parse_errors) = DeTable::parse_recoverable(text);
+    if !parse_errors.is_empty() {
+        for e in parse_errors {
+            let span = e.span().unwrap_or(0..0);
+            let message = toml_message(e.message(), &snippet(text, &span));
+            sink.error(span, message);
+        }
+        return Err(Diagnostics(sink.into_sorted()));
+    }
+    // Sections that failed to deserialize are left out, and checks that refer to them are
+    // skipped, so the remaining sections are still checked without follow-on errors.
+    let raw = split_sections(root.into_inner(), text, &mut sink);
+    let mut checker = Checker {
+        sink,
+        ctx,
+        failed: raw.failed.clone(),
+    };
+    let config = checker.config(raw);
+    let Checker { sink, .. } = checker;
+    if sink.has_errors() {
+        Err(Diagnostics(sink.into_sorted()))
+    } else {
+        Ok(Checked {
+            config,
+            warnings: sink.into_sorted(),
+        })
+    }
+}
+
+/// Rewords toml/serde messages so they, too, say what was expected; `snippet` is the text
+/// the error points at.
+fn toml_message(message: &str, snippet: &str) -> String {
+    let message = message.trim_end();
+    if let Some(rest) = message.strip_prefix("missing field ") {
+        return format!("missing required key {rest}: expected it in this table");
+    }
+    if message.starts_with("unknown field") {
+        return message.replacen("unknown field", "unknown key", 1);
+    }
+    if message.starts_with("duplicate key") {
+        let key = snippet.trim();
+        return format!("duplicate key `{key}`: expected each key once per table");
+    }
+    // serde names our private structs and Rust types; say it in TOML terms.
+    let mut out = message.to_string();
+    if let Some(i) = out.find("expected struct Raw") {
+        out.replace_range(i.., "expected a table");
+    }
+    for (rust, toml) in [
+        ("expected i64", "expected an integer"),
+        ("expected a map", "expected a table"),
+        ("expected a sequence", "expected an array"),
+        ("invalid type: map", "invalid type: table"),
+        ("invalid type: sequence", "invalid type: array"),
+    ] {
+        out = out.replace(rust, toml);
+    }
+    out
+}
+
+/// The source text under a span, clamped to the text and to character boundaries.
+fn snippet(text: &str, span: &Range<usize>) -> String {
+    let mut start = span.start.min(text.len());
+    let mut end = span.end.clamp(start, text.len());
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    while !text.is_char_boundary(end) {
+        end += 1;
+    }
+    text[start..end].chars().take(80).collect()
+}
+
+#[derive(Default)]
+struct RawConfig {
+    node: Option<S<RawNode>>,
+    kubernetes: Option<S<RawKubernetes>>,
+    cluster: Option<S<RawCluster>>,
+    layer2: Option<RawLayer2>,
+    bgp_communities: Option<RawCommunities>,
+    pools: Option<Vec<S<RawPool>>>,
+    bgp_peers: Vec<S<RawPeer>>,
+    services: Vec<S<RawService>>,
+    metrics: Option<RawMetrics>,
+    log: Option<RawLog>,
+    /// Sections (some of) which did not deserialize; their errors are already reported.
+    failed: Vec<String>,
+}
+
+fn deserialize<T: DeserializeOwned>(
+    value: toml::Spanned<DeValue<'_>>,
+    text: &str,
+    sink: &mut Sink,
+) -> Option<T> {
+    let span = value.span();
+    match T::deserialize(ValueDeserializer::from(value)) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let span = e.span().unwrap_or(span);
+            let message = toml_message(e.message(), &snippet(text, &span));
+            sink.error(span, message);
+            None
+        }
+    }
+}
+
+fn deserialize_each<T: DeserializeOwned>(
+    key: &str,
+    value: toml::Spanned<DeValue<'_>>,
+    text: &str,
+    sink: &mut Sink,
+) -> Vec<T> {
+    let span = value.span();
+    match value.into_inner() {
+        DeValue::Array(items) => items
+            .iter()
+            .cloned()
+            .filter_map(|item| deserialize(item, text, sink))
+            .collect(),
+        other => {
+            sink.error(
+                span,
+                format!(
+                    "{key} is a {}: expected an array of tables written as [[{key}]]",
+                    other.type_str()
+                ),
+            );
+            Vec::new()
+        }
+    }
+}
+
+fn split_sections(root: DeTable<'_>, text: &str, sink: &mut Sink) -> RawConfig {
+    let mut raw = RawConfig::default();
+    for (key, value) in root {
+        let errors_before = sink.found.len();
+        match key.get_ref().as_ref() {
+            "node" => raw.node = deserialize(value, text, sink),
+            "kubernetes" => raw.kubernetes = deserialize(value, text, sink),
+            "cluster" => raw.cluster = deserialize(value, text, sink),
+            "layer2" => raw.layer2 = deserialize(value, text, sink),
+            "bgp_communities" => raw.bgp_communities = deserialize(value, text, sink),
+            "pool" => raw.pools = Some(deserialize_each("pool", value, text, sink)),
+            "bgp_peer" => raw.bgp_peers = deserialize_each("bgp_peer", value, text, sink),
+            "service" => raw.services = deserialize_each("service", value, text, sink),
+            "metrics" => raw.metrics = deserialize(value, text, sink),
+            "log" => raw.log = deserialize(value, text, sink),
+            other => sink.error(
+                key.span(),
+                format!(
+                    "unknown key `{other}`: expected one of {}",
+                    SECTIONS
+                        .iter()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+        }
+        if sink.found.len() > errors_before {
+            raw.failed.push(key.get_ref().to_string());
+        }
+    }
+    raw
+}
+
+struct Checker<'a> {
+    sink: Sink<'a>,
+    ctx: &'a Context,
+    failed: Vec<String>,
+}
+
+/// The `[[bgp_peer]]`s as advertisements see them.
+struct KnownPeers {
+    /// Addresses of every peer whose address parsed, valid or not.
+    addresses: Vec<IpAddr>,
+    valid: Vec<BgpPeer>,
+}
+
+/// Where a pool range came from, for overlap messages.
+struct RangeSite {
+    range: IpRange,
+    pool: usize,
+    text: String,
+    span: Range<usize>,
+}
+
+fn family_name(f: IpFamily) -> &'static str {
+    match f {
+        IpFamily::V4 => "IPv4",
+        IpFamily::V6 => "IPv6",
+    }
+}
+
+fn list<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
+    let v: Vec<String> = items.into_iter().map(|i| i.to_string()).collect();
+    if v.is_empty() {
+        "(none)".to_string()
+    } else {
+        v.join(", ")
+    }
+}
+
+impl Checker<'_> {
+    /// Whether `section` deserialized completely, so checks may rely on its contents.
+    fn complete(&self, section: &str) -> bool {
+        !self.failed.iter().any(|f| f == section)
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let node = self.node(raw.node.as_ref());
+        let kubernetes = raw.kubernetes.as_ref().map(|k| self.kubernetes(k));
+        let cluster = self.cluster(raw.cluster.as_ref(), &node);
+        let layer2 = self.layer2(raw.layer2.unwrap_or_default());
+        let aliases = self.aliases(raw.bgp_communities.unwrap_or_default());
+        let bgp_peers = self.peers(&raw.bgp_peers);
+        // Advertisements refer to peers by address: count a peer as present even when
+        // another of its keys is wrong, so that mistake is not reported twice.
+        let known_peers = KnownPeers {
+            addresses: raw
+                .bgp_peers
+                .iter()
+                .filter_map(|p| p.get_ref().address.get_ref().trim().parse().ok())
+                .collect(),
+            valid: bgp_peers.clone(),
+        };
+        let pools = match &raw.pools {
+            Some(pools) => self.pools(pools, &aliases, &known_peers),
+            None => {
+                self.sink.error(
+                    0..0,
+                    "no [[pool]] is defined: expected at least one [[pool]] with a name, protocol and addresses",
+                );
+                Vec::new()
+            }
+        };
+        let services = self.services(&raw.services, &pools);
+        let metrics = self.metrics(raw.metrics.unwrap_or_default());
+        let log = self.log(raw.log.unwrap_or_default());
+        Config {
+            node,
+            kubernetes,
+            cluster,
+            layer2,
+            pools,
+            bgp_peers,
+            services,
+            metrics,
+            log,
+        }
+    }
+
+    // ---- helpers ------------------------------------------------------------------------
+
+    fn duration(&mut self, key: &str, value: &S<String>, allow_zero: bool) -> Option<Duration> {
+        match parse_duration(value.get_ref()) {
+            Ok(d) if d.is_zero() && !allow_zero => {
+                self.sink.error(
+                    value.span(),
+                    format!("{key} 0s is not allowed: expected a positive duration"),
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.sink.error(value.span(), format!("{key}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn opt_duration(
+        &mut self,
+        key: &str,
+        value: Option<&S<String>>,
+        allow_zero: bool,
+        default: Duration,
+    ) -> Duration {
+        value
+            .and_then(|v| self.duration(key, v, allow_zero))
+            .unwrap_or(default)
+    }
+
+    fn int<T: TryFrom<i64>>(&mut self, key: &str, value: &S<i64>, min: i64, max: i64) -> Option<T> {
+        let v = *value.get_ref();
+        if v < min || v > max {
+            self.sink.error(
+                value.span(),
+                format!("{key} {v} is out of range: expected a number from {min} to {max}"),
+            );
+            return None;
+        }
+        T::try_from(v).ok()
+    }
+
+    fn ip(&mut self, key: &str, value: &S<String>) -> Option<IpAddr> {
+        match value.get_ref().trim().parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                self.sink.error(
+                    value.span(),
+                    format!(
+                        "{key} {:?} is not an IP address: expected an IPv4 or IPv6 address such as \"10.10.100.1\"",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn absolute_path(&mut self, key: &str, value: &S<String>) -> Option<PathBuf> {
+        let path = PathBuf::from(value.get_ref());
+        if path.is_absolute() {
+            Some(path)
+        } else {
+            self.sink.error(
+                value.span(),
+                format!(
+                    "{key} {:?} is not an absolute path: expected a path starting with /",
+                    value.get_ref()
+                ),
+            );
+            None
+        }
+    }
+
+    /// A key file (cluster secret, TCP-MD5 password): must exist, be a non-empty regular file,
+    /// and not be readable by group or others.
+    fn secret_file(&mut self, key: &str, value: &S<String>) -> Option<PathBuf> {
+        let path = self.absolute_path(key, value)?;
+        if !self.ctx.check_files {
+            return Some(path);
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let shown = path.display();
+        let problem = match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
+                "{key} {shown} does not exist: expected a file holding the key, mode 0600"
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                // An unprivileged `lbctl check-config` cannot see into /etc/lb; the daemon's
+                // own check at start-up still can, so this is not a reason to fail.
+                self.sink.warning(
+                    value.span(),
+                    format!("{key} {shown} could not be checked ({e}): expected to run the check as root or as the daemon's user to verify it"),
+                );
+                return Some(path);
+            }
+            Err(e) => Some(format!(
+                "{key} {shown} cannot be inspected ({e}): expected a readable regular file"
+            )),
+            Ok(m) if !m.is_file() => Some(format!(
+                "{key} {shown} is not a regular file: expected a file holding the key, mode 0600"
+            )),
+            Ok(m) if m.permissions().mode() & 0o044 != 0 => Some(format!(
+                "{key} {shown} is readable by group or others (mode {:04o}): expected mode 0600 or stricter (chmod 600 {shown})",
+                m.permissions().mode() & 0o7777
+            )),
+            Ok(m) if m.len() == 0 => Some(format!(
+                "{key} {shown} is empty: expected a file holding the key"
+            )),
+            Ok(_) => None,
+        };
+        match problem {
+            Some(p) => {
+                self.sink.error(value.span(), p);
+                None
+            }
+            None => Some(path),
+        }
+    }
+
+    fn selectors(&mut self, raw: Option<&Vec<S<RawSelector>>>) -> Vec<NodeSelector> {
+        raw.map(|list| list.iter().map(|s| self.selector(s.get_ref())).collect())
+            .unwrap_or_default()
+    }
+
+    fn selector(&mut self, raw: &RawSelector) -> NodeSelector {
+        let mut out = NodeSelector::default();
+        for (k, v) in raw.match_labels.iter().flatten() {
+            if k.get_ref().is_empty() {
+                self.sink.error(
+                    k.span(),
+                    "empty label key in match_labels: expected a label name such as \"rack\"",
+                );
+            }
+            out.match_labels
+                .insert(k.get_ref().clone(), v.get_ref().clone());
+        }
+        for e in raw.match_expressions.iter().flatten() {
+            let e = e.get_ref();
+            if e.key.get_ref().is_empty() {
+                self.sink.error(
+                    e.key.span(),
+                    "empty key in match_expressions: expected a label name such as \"zone\"",
+                );
+            }
+            let operator = match e.operator.get_ref().as_str() {
+                "In" => LabelOperator::In,
+                "NotIn" => LabelOperator::NotIn,
+                "Exists" => LabelOperator::Exists,
+                "DoesNotExist" => LabelOperator::DoesNotExist,
+                other => {
+                    self.sink.error(
+                        e.operator.span(),
+                        format!("operator {other:?} is not a label selector operator: expected In, NotIn, Exists or DoesNotExist"),
+                    );
+                    continue;
+                }
+            };
+            let values: Vec<String> = e
+                .values
+                .as_ref()
+                .map(|v| v.get_ref().iter().map(|s| s.get_ref().clone()).collect())
+                .unwrap_or_default();
+            let needs_values = matches!(operator, LabelOperator::In | LabelOperator::NotIn);
+            if needs_values && values.is_empty() {
+                self.sink.error(
+                    e.values.as_ref().map_or(e.operator.span(), |v| v.span()),
+                    format!(
+                        "operator {} needs values: expected a non-empty values list",
+                        e.operator.get_ref()
+                    ),
+                );
+            } else if !needs_values && !values.is_empty() {
+                self.sink.error(
+                    e.values.as_ref().map_or(e.operator.span(), |v| v.span()),
+                    format!(
+                        "operator {} takes no values: expected values to be absent or empty",
+                        e.operator.get_ref()
+                    ),
+                );
+            }
+            out.match_expressions.push(LabelExpression {
+                key: e.key.get_ref().clone(),
+                operator,
+                values,
+            });
+        }
+        out
+    }
+
+    // ---- [node], [kubernetes] -------------------------------------------------------------
+
+    fn node(&mut self, raw: Option<&S<RawNode>>) -> NodeConfig {
+        let empty = RawNode::default();
+        let (node, span) = raw.map_or((&empty, 0..0), |n| (n.get_ref(), n.span()));
+        let name = match &node.name {
+            Some(name) => {
+                if let Some(why) = invalid_node_name(name.get_ref()) {
+                    self.sink.error(
+                        name.span(),
+                        format!(
+                            "node name {:?} {why}: expected a Kubernetes node name (lowercase letters, digits, '-' and '.')",
+                            name.get_ref()
+                        ),
+                    );
+                }
+                name.get_ref().clone()
+            }
+            None => {
+                // kubelet names the Node after the lowercased hostname.
+                let host = self.ctx.hostname.trim().to_ascii_lowercase();
+                if host.is_empty() {
+                    self.sink.error(
+                        span,
+                        "cannot determine this host's name: expected [node] name = \"<Kubernetes node name>\"",
+                    );
+                } else if let Some(why) = invalid_node_name(&host) {
+                    self.sink.error(
+                        span,
+                        format!(
+                            "hostname {host:?} {why}: expected [node] name = \"<Kubernetes node name>\""
+                        ),
+                    );
+                }
+                host
+            }
+        };
+        let role = match node.role.as_ref().map(|r| (r.get_ref().as_str(), r.span())) {
+            None | Some(("member", _)) => Role::Member,
+            Some(("witness", _)) => Role::Witness,
+            Some((other, span)) => {
+                self.sink.error(
+                    span,
+                    format!("role {other:?} is unknown: expected \"member\" or \"witness\""),
+                );
+                Role::Member
+            }
+        };
+        let state_dir = node
+            .state_dir
+            .as_ref()
+            .and_then(|d| self.absolute_path("state_dir", d))
+            .unwrap_or_else(|| PathBuf::from("/var/lib/lb"));
+        NodeConfig {
+            name,
+            role,
+            state_dir,
+        }
+    }
+
+    fn kubernetes(&mut self, raw: &S<RawKubernetes>) -> KubernetesConfig {
+        let k = raw.get_ref();
+        let kubeconfig = self
+            .absolute_path("kubeconfig", &k.kubeconfig)
+            .unwrap_or_default();
+        if self.ctx.check_files && kubeconfig.is_absolute() {
+            match std::fs::metadata(&kubeconfig) {
+                Ok(m) if m.is_file() => {}
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => self.sink.warning(
+                    k.kubeconfig.span(),
+                    format!(
+                        "kubeconfig {} could not be checked ({e}): expected to run the check as root or as the daemon's user to verify it",
+                        kubeconfig.display()
+                    ),
+                ),
+                _ => self.sink.error(
+                    k.kubeconfig.span(),
+                    format!(
+                        "kubeconfig {} does not exist or is not a file: expected a kubeconfig with this host's credentials",
+                        kubeconfig.display()
+                    ),
+                ),
+            }
+        }
+        let load_balancer_class = k.load_balancer_class.as_ref().map(|c| {
+            if c.get_ref().trim().is_empty() {
+                self.sink.error(
+                    c.span(),
+                    "load_balancer_class is empty: expected a class such as \"example.com/lb\", or no key for Services without a class",
+                );
+            }
+            c.get_ref().clone()
+        });
+        KubernetesConfig {
+            kubeconfig,
+            load_balancer_class,
+            ignore_exclude_label: k.ignore_exclude_label.unwrap_or(false),
+        }
+    }
+
+    // ---- [cluster] ------------------------------------------------------------------------
+
+    fn cluster(&mut self, raw: Option<&S<RawCluster>>, node: &NodeConfig) -> ClusterConfig {
+        let Some(raw) = raw else {
+            if node.role == Role::Witness {
+                self.sink.warning(
+                    0..0,
+                    "this host is a witness but there is no [cluster]: it will never announce anything; expected a [cluster] table listing the members it votes with",
+                );
+            }
+            return ClusterConfig {
+                members: BTreeMap::from([(
+                    node.name.clone(),
+                    SocketAddr::from(([127, 0, 0, 1], ClusterConfig::DEFAULT_PORT)),
+                )]),
+                secret_file: None,
+                heartbeat: ClusterConfig::DEFAULT_HEARTBEAT,
+                election_timeout: ClusterConfig::DEFAULT_ELECTION_TIMEOUT,
+                clock_drift: ClusterConfig::DEFAULT_CLOCK_DRIFT,
+                lease: 3 * ClusterConfig::DEFAULT_HEARTBEAT,
+            };
+        };
+        let c = raw.get_ref();
+        let mut members = BTreeMap::new();
+        let mut by_addr: HashMap<SocketAddr, String> = HashMap::new();
+        if c.members.get_ref().is_empty() {
+            self.sink.error(
+                c.members.span(),
+                "members is empty: expected every host, e.g. { worker-1 = \"10.10.100.3:7946\" }",
+            );
+        }
+        for (name, addr) in c.members.get_ref() {
+            if let Some(why) = invalid_node_name(name.get_ref()) {
+                self.sink.error(
+                    name.span(),
+                    format!(
+                        "member name {:?} {why}: expected a Kubernetes node name",
+                        name.get_ref()
+                    ),
+                );
+            }
+            let parsed = match addr.get_ref().parse::<SocketAddr>() {
+                Ok(a) if a.ip().is_unspecified() || a.ip().is_multicast() || a.port() == 0 => {
+                    self.sink.error(
+                        addr.span(),
+                        format!(
+                            "member {} address {a} is not a host address: expected a unicast IP and a non-zero port",
+                            name.get_ref()
+                        ),
+                    );
+                    continue;
+                }
+                Ok(a) => a,
+                Err(_) => {
+                    self.sink.error(
+                        addr.span(),
+                        format!(
+                            "member {} address {:?} is not IP:PORT: expected e.g. \"10.10.100.3:7946\" or \"[fd00::3]:7946\"",
+                            name.get_ref(),
+                            addr.get_ref()
+                        ),
+                    );
+                    continue;
+                }
+            };
+            if let Some(other) = by_addr.get(&parsed) {
+                self.sink.error(
+                    addr.span(),
+                    format!(
+                        "member {} has the same address {parsed} as member {other}: expected a distinct address per member",
+                        name.get_ref()
+                    ),
+                );
+            } else {
+                by_addr.insert(parsed, name.get_ref().clone());
+            }
+            members.insert(name.get_ref().clone(), parsed);
+        }
+        if !c.members.get_ref().is_empty()
+            && self.complete("node")
+            && !c
+                .members
+                .get_ref()
+                .keys()
+                .any(|k| k.get_ref() == &node.name)
+        {
+            self.sink.error(
+                c.members.span(),
+                format!(
+                    "this host {:?} is not among the cluster members ({}): expected [node] name (default: the hostname) to be one of them",
+                    node.name,
+                    list(c.members.get_ref().keys().map(|k| k.get_ref()))
+                ),
+            );
+        }
+        if c.members.get_ref().len() == 2 {
+            self.sink.warning(
+                c.members.span(),
+                "no failover possible: a cluster of 2 members loses its majority when either host fails; expected a third member: add a witness host (role = \"witness\" in its [node]) to members",
+            );
+        }
+        let secret_file = match &c.secret_file {
+            Some(f) => self.secret_file("secret_file", f),
+            None => {
+                self.sink.error(
+                    raw.span(),
+                    "[cluster] has no secret_file: expected the path of the shared cluster key, e.g. secret_file = \"/etc/lb/cluster.key\"",
+                );
+                None
+            }
+        };
+        let heartbeat = self.opt_duration(
+            "heartbeat",
+            c.heartbeat.as_ref(),
+            false,
+            ClusterConfig::DEFAULT_HEARTBEAT,
+        );
+        let election_timeout = self.opt_duration(
+            "election_timeout",
+            c.election_timeout.as_ref(),
+            false,
+            ClusterConfig::DEFAULT_ELECTION_TIMEOUT,
+        );
+        let clock_drift = self.opt_duration(
+            "clock_drift",
+            c.clock_drift.as_ref(),
+            false,
+            ClusterConfig::DEFAULT_CLOCK_DRIFT,
+        );
+        let lease = 3 * heartbeat;
+        if heartbeat < ClusterConfig::MIN_HEARTBEAT {
+            self.sink.error(
+                c.heartbeat.as_ref().map_or(raw.span(), |h| h.span()),
+                format!(
+                    "heartbeat {} is too short: expected at least {}",
+                    Dur(heartbeat),
+                    Dur(ClusterConfig::MIN_HEARTBEAT)
+                ),
+            );
+        } else if lease + heartbeat + clock_drift >= election_timeout {
+            // A follower's lease must run out before the others elect a new leader, even
+            // when the last heartbeat was late and clocks drift apart (DESIGN: raft-lite).
+            let span = c
+                .election_timeout
+                .as_ref()
+                .or(c.heartbeat.as_ref())
+                .or(c.clock_drift.as_ref())
+                .map_or(raw.span(), |s| s.span());
+            self.sink.error(
+                span,
+                format!(
+                    "election_timeout {} is too short for heartbeat {}: expected more than lease {} + heartbeat {} + clock_drift {} = {} (lease = 3 x heartbeat)",
+                    Dur(election_timeout),
+                    Dur(heartbeat),
+                    Dur(lease),
+                    Dur(heartbeat),
+                    Dur(clock_drift),
+                    Dur(lease + heartbeat + clock_drift)
+                ),
+            );
+        }
+        ClusterConfig {
+            members,
+            secret_file,
+            heartbeat,
+            election_timeout,
+            clock_drift,
+            lease,
+        }
+    }
+
+    // ---- [layer2], [bgp_communities] ------------------------------------------------------
+
+    fn layer2(&mut self, raw: RawLayer2) -> Layer2Config {
+        let d = Layer2Config::default();
+        let gratuitous_count = raw
+            .gratuitous_count
+            .as_ref()
+            .and_then(|c| self.int("gratuitous_count", c, 0, 100))
+            .unwrap_or(d.gratuitous_count);
+        let gratuitous_interval = self.opt_duration(
+            "gratuitous_interval",
+            raw.gratuitous_interval.as_ref(),
+            false,
+            d.gratuitous_interval,
+        );
+        let refresh_interval = match &raw.refresh_interval {
+            None => d.refresh_interval,
+            Some(r) => self
+                .duration("refresh_interval", r, true)
+                .and_then(|r| (!r.is_zero()).then_some(r)),
+        };
+        Layer2Config {
+            gratuitous_count,
+            gratuitous_interval,
+            refresh_interval,
+        }
+    }
+
+    fn aliases(&mut self, raw: RawCommunities) -> HashMap<String, AnyCommunity> {
+        let mut out = HashMap::new();
+        for (name, value) in raw {
+            if name.get_ref().contains(':')
+                || super::values::well_known_community(name.get_ref()).is_some()
+            {
+                self.sink.error(
+                    name.span(),
+                    format!(
+                        "alias {:?} looks like a community itself: expected a name without ':' that is not a well-known community",
+                        name.get_ref()
+                    ),
+                );
+                continue;
+            }
+            match parse_community(value.get_ref()) {
+                Ok(c) => {
+                    out.insert(name.into_inner(), c);
+                }
+                Err(e) => self.sink.error(value.span(), e.to_string()),
+            }
+        }
+        out
+    }
+
+    // ---- [[bgp_peer]] ---------------------------------------------------------------------
+
+    fn asn(&mut self, key: &str, value: &S<i64>) -> Option<u32> {
+        let v = *value.get_ref();
+        let problem = match v {
+            0 => Some(format!(
+                "{key} 0 is reserved (RFC 7607): expected an ASN from 1 to 4294967295"
+            )),
+            23456 => Some(format!(
+                "{key} 23456 is AS_TRANS (RFC 6793), not a real ASN: expected your actual ASN"
+            )),
+            v if !(1..=i64::from(u32::MAX)).contains(&v) => Some(format!(
+                "{key} {v} is out of range: expected an ASN from 1 to 4294967295"
+            )),
+            _ => None,
+        };
+        match problem {
+            Some(p) => {
+                self.sink.error(value.span(), p);
+                None
+            }
+            None => u32::try_from(v).ok(),
+        }
+    }
+
+    /// A BGP timer: whole seconds (the protocol carries seconds), at most 65535 s (two octets,
+    /// RFC 4271 §4.2).
+    fn bgp_seconds(&mut self, key: &str, value: &S<String>) -> Option<Duration> {
+        let d = self.duration(key, value, true)?;
+        if d.subsec_millis() != 0 {
+            self.sink.error(
+                value.span(),
+                format!(
+                    "{key} {} is not whole seconds: expected e.g. \"3s\" or \"1m30s\"",
+                    Dur(d)
+                ),
+            );
+            return None;
+        }
+        if d > Duration::from_secs(65535) {
+            self.sink.error(
+                value.span(),
+                format!("{key} {} is too long: expected at most 65535s", Dur(d)),
+            );
+            return None;
+        }
+        Some(d)
+    }
+
+    fn peers(&mut self, raw: &[S<RawPeer>]) -> Vec<BgpPeer> {
+        let mut out = Vec::new();
+        // (address, port, selectors) of peers seen so far, with the line they were defined on.
+        let mut seen: Vec<(IpAddr, u16, Vec<NodeSelector>, usize)> = Vec::new();
+        for raw_peer in raw {
+            let p = raw_peer.get_ref();
+            let my_asn = self.asn("my_asn", &p.my_asn);
+            let peer_asn = self.asn("peer_asn", &p.peer_asn);
+            let address = self.ip("address", &p.address);
+            if let Some(a) = address
+                && (a.is_unspecified() || a.is_multicast() || a == IpAddr::V4(Ipv4Addr::BROADCAST))
+            {
+                self.sink.error(
+                    p.address.span(),
+                    format!(
+                        "address {a} is not a unicast address: expected the peer router's address"
+                    ),
+                );
+            }
+            let port = p
+                .port
+                .as_ref()
+                .and_then(|v| self.int("port", v, 1, 65535))
+                .unwrap_or(BgpPeer::DEFAULT_PORT);
+            let hold_time = match &p.hold_time {
+                None => Some(BgpPeer::DEFAULT_HOLD_TIME),
+                Some(h) => self.bgp_seconds("hold_time", h).and_then(|d| {
+                    // RFC 4271 §4.2: the hold time is zero or at least three seconds.
+                    if !d.is_zero() && d < Duration::from_secs(3) {
+                        self.sink.error(
+                            h.span(),
+                            format!(
+                                "hold_time {} is too short: expected 0s or at least 3s",
+                                Dur(d)
+                            ),
+                        );
+                        None
+                    } else {
+                        Some(d)
+                    }
+                }),
+            };
+            let keepalive_time = match (&p.keepalive_time, hold_time) {
+                (None, Some(hold)) => Some(default_keepalive(hold)),
+                (None, None) => None,
+                (Some(k), hold) => {
+                    let k_span = k.span();
+                    self.bgp_seconds("keepalive_time", k).and_then(|k| {
+                        let hold = hold?;
+                        if k > hold {
+                            self.sink.error(
+                                k_span,
+                                format!(
+                                    "keepalive_time {} is longer than hold_time {}: expected at most the hold time (a third of it is usual)",
+                                    Dur(k),
+                                    Dur(hold)
+                                ),
+                            );
+                            None
+                        } else if k.is_zero() && !hold.is_zero() {
+                            self.sink.error(
+                                k_span,
+                                format!(
+                                    "keepalive_time 0s would let hold_time {} expire: expected a keepalive between 1s and {} (a third of the hold time is usual)",
+                                    Dur(hold),
+                                    Dur(hold)
+                                ),
+                            );
+                            None
+                        } else {
+                            Some(k)
+                        }
+                    })
+                }
+            };
+            let router_id = p.router_id.as_ref().and_then(|r| {
+                match r.get_ref().parse::<Ipv4Addr>() {
+                    Ok(id) if !id.is_unspecified() => Some(id),
+                    _ => {
+                        self.sink.error(
+                            r.span(),
+                            format!(
+                                "router_id {:?} is not a BGP identifier: expected a non-zero IPv4 address (4 octets, RFC 6286)",
+                                r.get_ref()
+                            ),
+                        );
+                        None
+                    }
+                }
+            });
+            let source_address = p.source_address.as_ref().and_then(|s| {
+                let ip = self.ip("source_address", s)?;
+                if let Some(a) = address
+                    && IpFamily::of(&a) != IpFamily::of(&ip)
+                {
+                    self.sink.error(
+                        s.span(),
+                        format!(
+                            "source_address {ip} is {} but address {a} is {}: expected an {} source address",
+                            family_name(IpFamily::of(&ip)),
+                            family_name(IpFamily::of(&a)),
+                            family_name(IpFamily::of(&a))
+                        ),
+                    );
+                }
+                Some(ip)
+            });
+            let password_file = p
+                .password_file
+                .as_ref()
+                .and_then(|f| self.secret_file("password_file", f));
+            let ebgp_multihop = p
+                .ebgp_multihop
+                .as_ref()
+                .and_then(|v| self.int("ebgp_multihop", v, 1, 255))
+                .unwrap_or(1);
+            if let (Some(m), Some(a), Some(b)) = (&p.ebgp_multihop, my_asn, peer_asn)
+                && a == b
+                && *m.get_ref() != 1
+            {
+                self.sink.warning(
+                    m.span(),
+                    "ebgp_multihop has no effect on an iBGP session (my_asn = peer_asn): expected it only on eBGP peers",
+                );
+            }
+            let connect_delay = self.opt_duration(
+                "connect_delay",
+                p.connect_delay.as_ref(),
+                true,
+                Duration::ZERO,
+            );
+            let node_selectors = self.selectors(p.node_selectors.as_ref());
+            let bfd = p.bfd.as_ref().map(|b| self.bfd(b.get_ref()));
+            let (
+                Some(my_asn),
+                Some(peer_asn),
+                Some(address),
+                Some(hold_time),
+                Some(keepalive_time),
+            ) = (my_asn, peer_asn, address, hold_time, keepalive_time)
+            else {
+                continue;
+            };
+            let line = self.sink.line_of(raw_peer.span().start);
+            if let Some((_, _, _, first_line)) = seen
+                .iter()
+                .find(|(a, pt, s, _)| *a == address && *pt == port && *s == node_selectors)
+            {
+                self.sink.error(
+                    p.address.span(),
+                    format!(
+                        "duplicate [[bgp_peer]] {address} port {port} with the same node_selectors as the one at line {first_line}: expected one entry per peer and node set"
+                    ),
+                );
+            }
+            seen.push((address, port, node_selectors.clone(), line));
+            out.push(BgpPeer {
+                my_asn,
+                peer_asn,
+                address,
+                port,
+                hold_time,
+                keepalive_time,
+                router_id,
+                source_address,
+                password_file,
+                ebgp_multihop,
+                passive: p.passive.unwrap_or(false),
+                connect_delay,
+                node_selectors,
+                bfd,
+            });
+        }
+        out
+    }
+
+    fn bfd(&mut self, raw: &RawBfd) -> BfdConfig {
+        let d = BfdConfig::default();
+        BfdConfig {
+            receive_interval: self.opt_duration(
+                "receive_interval",
+                raw.receive_interval.as_ref(),
+                false,
+                d.receive_interval,
+            ),
+            transmit_interval: self.opt_duration(
+                "transmit_interval",
+                raw.transmit_interval.as_ref(),
+                false,
+                d.transmit_interval,
+            ),
+            detect_multiplier: raw
+                .detect_multiplier
+                .as_ref()
+                .and_then(|m| self.int("detect_multiplier", m, 1, 255))
+                .unwrap_or(d.detect_multiplier),
+        }
+    }
+
+    // ---- [[pool]] -------------------------------------------------------------------------
+
+    fn pools(
+        &mut self,
+        raw: &[S<RawPool>],
+        aliases: &HashMap<String, AnyCommunity>,
+        peers: &KnownPeers,
+    ) -> Vec<Pool> {
+        let mut out = Vec::new();
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut sites: Vec<RangeSite> = Vec::new();
+        for (index, raw_pool) in raw.iter().enumerate() {
+            let p = raw_pool.get_ref();
+            let name = p.name.get_ref().clone();
+            if name.trim().is_empty() {
+                self.sink.error(
+                    p.name.span(),
+                    "pool name is empty: expected a name such as \"ip-space-1\"",
+                );
+            } else if let Some(line) = names.get(&name) {
+                self.sink.error(
+                    p.name.span(),
+                    format!("duplicate pool name {name:?} (first at line {line}): expected unique pool names"),
+                );
+            } else {
+                names.insert(name.clone(), self.sink.line_of(p.name.span().start));
+            }
+            let protocol = match p.protocol.get_ref().as_str() {
+                "layer2" => Some(PoolProtocol::Layer2),
+                "bgp" => Some(PoolProtocol::Bgp),
+                other => {
+                    self.sink.error(
+                        p.protocol.span(),
+                        format!("protocol {other:?} is unknown: expected \"layer2\" or \"bgp\""),
+                    );
+                    None
+                }
+            };
+            let mut ranges = Vec::new();
+            if p.addresses.get_ref().is_empty() {
+                self.sink.error(
+                    p.addresses.span(),
+                    format!(
+                        "pool {name:?} has empty addresses: expected at least one CIDR, IP or range"
+                    ),
+                );
+            }
+            for a in p.addresses.get_ref() {
+                match parse_ip_range(a.get_ref()) {
+                    Ok(r) => {
+                        ranges.push(r);
+                        sites.push(RangeSite {
+                            range: r,
+                            pool: index,
+                            text: a.get_ref().trim().to_string(),
+                            span: a.span(),
+                        });
+                    }
+                    Err(e) => self.sink.error(a.span(), e.to_string()),
+                }
+            }
+            let interfaces: Vec<String> = p
+                .interfaces
+                .as_ref()
+                .map(|list| {
+                    for i in list.get_ref() {
+                        let n = i.get_ref();
+                        if n.is_empty()
+                            || n.len() > 15
+                            || n.contains(['/', ':'])
+                            || n.chars().any(char::is_whitespace)
+                            || n == "."
+                            || n == ".."
+                        {
+                            self.sink.error(
+                                i.span(),
+                                format!("interface {n:?} is not an interface name: expected 1 to 15 characters without '/', ':' or spaces"),
+                            );
+                        }
+                    }
+                    list.get_ref().iter().map(|i| i.get_ref().clone()).collect()
+                })
+                .unwrap_or_default();
+            if protocol == Some(PoolProtocol::Bgp)
+                && let Some(i) = &p.interfaces
+            {
+                self.sink.error(
+                    i.span(),
+                    format!("interfaces is for layer2 pools, but pool {name:?} is bgp: expected no interfaces here"),
+                );
+            }
+            let node_selectors = self.selectors(p.node_selectors.as_ref());
+            let mut bgp_advertisements = Vec::new();
+            if let Some(advs) = &p.bgp_advertisement {
+                if protocol == Some(PoolProtocol::Layer2) {
+                    self.sink.error(
+                        advs.span(),
+                        format!("bgp_advertisement is for bgp pools, but pool {name:?} is layer2: expected protocol = \"bgp\" or no [[pool.bgp_advertisement]]"),
+                    );
+                }
+                for adv in advs.get_ref() {
+                    bgp_advertisements.push(self.advertisement(
+                        adv.get_ref(),
+                        &ranges,
+                        aliases,
+                        peers,
+                    ));
+                }
+            }
+            if protocol == Some(PoolProtocol::Bgp)
+                && peers.addresses.is_empty()
+                && self.complete("bgp_peer")
+            {
+                self.sink.warning(
+                    p.protocol.span(),
+                    format!("pool {name:?} is bgp but no [[bgp_peer]] is configured: expected at least one peer, or its addresses are announced nowhere"),
+                );
+            }
+            out.push(Pool {
+                name,
+                protocol: protocol.unwrap_or(PoolProtocol::Layer2),
+                ranges,
+                auto_assign: p.auto_assign.unwrap_or(true),
+                avoid_buggy_ips: p.avoid_buggy_ips.unwrap_or(false),
+                interfaces,
+                node_selectors,
+                bgp_advertisements,
+            });
+        }
+        self.overlaps(sites, raw);
+        out
+    }
+
+    /// Reports every range that overlaps an earlier one (within a pool or across pools).
+    fn overlaps(&mut self, mut sites: Vec<RangeSite>, raw: &[S<RawPool>]) {
+        // Sorting by start lets one pass find each overlap against the furthest-reaching
+        // range so far: O(n log n) even for large fuzzed inputs.
+        sites.sort_by_key(|s| (s.range.family(), s.range.first, s.span.start));
+        let mut reach: Option<usize> = None;
+        for i in 0..sites.len() {
+            if let Some(r) = reach {
+                let (a, b) = (&sites[r], &sites[i]);
+                if a.range.overlaps(&b.range) {
+                    // Blame whichever comes later in the file.
+                    let (earlier, later) = if a.span.start <= b.span.start {
+                        (a, b)
+                    } else {
+                        (b, a)
+                    };
+                    let line = self.sink.line_of(earlier.span.start);
+                    let msg = if earlier.pool == later.pool {
+                        format!(
+                            "{} overlaps {} (line {line}) in the same pool: expected each address listed once",
+                            later.text, earlier.text
+                        )
+                    } else {
+                        format!(
+                            "{} overlaps {} of pool {:?} (line {line}): expected pools with disjoint addresses",
+                            later.text,
+                            earlier.text,
+                            raw[earlier.pool].get_ref().name.get_ref()
+                        )
+                    };
+                    self.sink.error(later.span.clone(), msg);
+                }
+            }
+            let extends = match reach {
+                None => true,
+                Some(r) => {
+                    sites[r].range.family() != sites[i].range.family()
+                        || sites[i].range.last > sites[r].range.last
+                }
+            };
+            if extends {
+                reach = Some(i);
+            }
+        }
+    }
+
+    fn aggregation(
+        &mut self,
+        key: &str,
+        value: Option<&S<i64>>,
+        family: IpFamily,
+        ranges: &[IpRange],
+    ) -> u8 {
+        let max = max_prefix(family);
+        let Some(value) = value else {
+            return max;
+        };
+        let Some(len) = self.int::<u8>(key, value, 0, i64::from(max)) else {
+            return max;
+        };
+        // MetalLB's rule: an aggregate shorter than a pool prefix would announce addresses
+        // outside the pool.
+        if let Some((r, needed)) = ranges
+            .iter()
+            .filter(|r| r.family() == family)
+            .map(|r| (r, covering_prefix_len(r)))
+            .find(|(_, needed)| *needed > len)
+        {
+            self.sink.error(
+                value.span(),
+                format!(
+                    "{key} {len} is shorter than the prefix /{needed} covering {r} in this pool: expected at least {needed}"
+                ),
+            );
+        }
+        len
+    }
+
+    fn advertisement(
+        &mut self,
+        raw: &RawAdvertisement,
+        ranges: &[IpRange],
+        aliases: &HashMap<String, AnyCommunity>,
+        peers: &KnownPeers,
+    ) -> BgpAdvertisement {
+        let aggregation_length_v4 = self.aggregation(
+            "aggregation_length",
+            raw.aggregation_length.as_ref(),
+            IpFamily::V4,
+            ranges,
+        );
+        let aggregation_length_v6 = self.aggregation(
+            "aggregation_length_v6",
+            raw.aggregation_length_v6.as_ref(),
+            IpFamily::V6,
+            ranges,
+        );
+        let local_pref = raw
+            .local_pref
+            .as_ref()
+            .and_then(|l| self.int::<u32>("local_pref", l, 0, i64::from(u32::MAX)));
+        if let Some(l) = &raw.local_pref
+            && self.complete("bgp_peer")
+            && !peers.valid.is_empty()
+            && peers.valid.iter().all(|p| !p.is_ibgp())
+        {
+            self.sink.warning(
+                l.span(),
+                "local_pref is sent to iBGP peers only, and every [[bgp_peer]] is eBGP: expected an iBGP peer (my_asn = peer_asn) or no local_pref",
+            );
+        }
+        let mut communities = Vec::new();
+        let mut large_communities = Vec::new();
+        for c in raw.communities.iter().flatten() {
+            let parsed = match aliases.get(c.get_ref()) {
+                Some(a) => Ok(*a),
+                None => parse_community(c.get_ref()),
+            };
+            match parsed {
+                Ok(AnyCommunity::Standard(s)) if !communities.contains(&s) => communities.push(s),
+                Ok(AnyCommunity::Large(l)) if !large_communities.contains(&l) => {
+                    large_communities.push(l)
+                }
+                Ok(_) => {}
+                Err(_) if !self.complete("bgp_communities") => {}
+                Err(e) => self.sink.error(c.span(), e.to_string()),
+            }
+        }
+        let node_selectors = self.selectors(raw.node_selectors.as_ref());
+        let mut adv_peers = Vec::new();
+        for p in raw.peers.iter().flatten() {
+            let Some(ip) = self.ip("peers", p) else {
+                continue;
+            };
+            if !peers.addresses.contains(&ip) && self.complete("bgp_peer") {
+                self.sink.error(
+                    p.span(),
+                    format!(
+                        "peers: {ip} is not the address of any [[bgp_peer]]: expected one of {}",
+                        list(&peers.addresses)
+                    ),
+                );
+            }
+            adv_peers.push(ip);
+        }
+        BgpAdvertisement {
+            aggregation_length_v4,
+            aggregation_length_v6,
+            local_pref,
+            communities,
+            large_communities,
+            node_selectors,
+            peers: adv_peers,
+        }
+    }
+
+    // ---- [[service]] ----------------------------------------------------------------------
+
+    fn services(&mut self, raw: &[S<RawService>], pools: &[Pool]) -> Vec<StaticService> {
+        let pools_complete = self.complete("pool");
+        let mut out: Vec<StaticService> = Vec::new();
+        let mut names: HashMap<String, usize> = HashMap::new();
+        // IP → (service name, its ports, line) for the sharing check.
+        let mut by_ip: HashMap<IpAddr, Vec<(String, Vec<ServicePort>, usize)>> = HashMap::new();
+        for raw_service in raw {
+            let s = raw_service.get_ref();
+            let name = s.name.get_ref().clone();
+            if name.trim().is_empty() {
+                self.sink.error(
+                    s.name.span(),
+                    "service name is empty: expected a name such as \"kube-apiserver\"",
+                );
+            } else if let Some(line) = names.get(&name) {
+                self.sink.error(
+                    s.name.span(),
+                    format!("duplicate service name {name:?} (first at line {line}): expected unique service names"),
+                );
+            } else {
+                names.insert(name.clone(), self.sink.line_of(s.name.span().start));
+            }
+            let ip = s.ip.as_ref().and_then(|i| {
+                let ip = self.ip("ip", i)?;
+                if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
+                    self.sink.error(
+                        i.span(),
+                        format!("ip {ip} cannot be a service address: expected a unicast address from a pool"),
+                    );
+                    return None;
+                }
+                Some((ip, i.span()))
+            });
+            let pool_names = || list(pools.iter().map(|p| format!("{:?}", p.name)));
+            let pool = match (&s.pool, ip.clone()) {
+                (None, None) => {
+                    self.sink.error(
+                        raw_service.span(),
+                        format!(
+                            "service {name:?} has neither pool nor ip: expected pool, ip, or both"
+                        ),
+                    );
+                    None
+                }
+                (Some(p), ip) => match pools.iter().find(|pool| &pool.name == p.get_ref()) {
+                    None if !pools_complete => None,
+                    None => {
+                        self.sink.error(
+                            p.span(),
+                            format!(
+                                "pool {:?} is not defined: expected one of {}",
+                                p.get_ref(),
+                                pool_names()
+                            ),
+                        );
+                        None
+                    }
+                    Some(pool) => {
+                        if let Some((ip, span)) = ip {
+                            let family = IpFamily::of(&ip);
+                            if !pool.ranges.iter().any(|r| r.family() == family) {
+                                self.sink.error(
+                                    span,
+                                    format!(
+                                        "ip {ip} is {} but pool {:?} has no {} addresses: expected an address of the pool ({})",
+                                        family_name(family),
+                                        pool.name,
+                                        family_name(family),
+                                        list(&pool.ranges)
+                                    ),
+                                );
+                            } else if !pool.contains(&ip) {
+                                self.sink.error(
+                                    span,
+                                    format!(
+                                        "ip {ip} is outside pool {:?}: expected an address of the pool ({})",
+                                        pool.name,
+                                        list(&pool.ranges)
+                                    ),
+                                );
+                            }
+                        }
+                        Some(pool.name.clone())
+                    }
+                },
+                (None, Some((ip, span))) => match pools.iter().find(|p| p.contains(&ip)) {
+                    Some(pool) => Some(pool.name.clone()),
+                    None if !pools_complete => None,
+                    None => {
+                        self.sink.error(
+                            span,
+                            format!("ip {ip} is in no pool: expected an address of one of the pools ({})", pool_names()),
+                        );
+                        None
+                    }
+                },
+            };
+            let mut ports: Vec<ServicePort> = Vec::new();
+            for p in s.ports.iter().flatten() {
+                match parse_service_port(p.get_ref()) {
+                    Ok(port) if ports.contains(&port) => self.sink.error(
+                        p.span(),
+                        format!(
+                            "port {:?} is listed twice: expected each port once",
+                            p.get_ref()
+                        ),
+                    ),
+                    Ok(port) => ports.push(port),
+                    Err(e) => self.sink.error(p.span(), e.to_string()),
+                }
+            }
+            if let Some((ip, span)) = &ip {
+                let sharers = by_ip.entry(*ip).or_default();
+                for (other, other_ports, line) in sharers.iter() {
+                    if ports.is_empty() || other_ports.is_empty() {
+                        self.sink.error(
+                            span.clone(),
+                            format!("ip {ip} is also used by service {other:?} (line {line}): expected both services to list their ports so they can share the IP"),
+                        );
+                    } else if let Some(clash) = ports.iter().find(|p| other_ports.contains(p)) {
+                        self.sink.error(
+                            span.clone(),
+                            format!(
+                                "ip {ip} port {}/{} is also used by service {other:?} (line {line}): expected services sharing an IP to use distinct ports",
+                                clash.port,
+                                clash.protocol.to_string().to_ascii_lowercase()
+                            ),
+                        );
+                    }
+                }
+                sharers.push((
+                    name.clone(),
+                    ports.clone(),
+                    self.sink.line_of(s.name.span().start),
+                ));
+            }
+            if let Some(pool) = pool {
+                out.push(StaticService {
+                    name,
+                    pool,
+                    ip: ip.map(|(ip, _)| ip),
+                    assign: s.assign.unwrap_or(false),
+                    ports,
+                });
+            }
+        }
+        out
+    }
+
+    // ---- [metrics], [log] -----------------------------------------------------------------
+
+    fn metrics(&mut self, raw: RawMetrics) -> MetricsConfig {
+        let Some(listen) = raw.listen else {
+            return MetricsConfig::default();
+        };
+        match listen.get_ref().parse::<SocketAddr>() {
+            Ok(a) if a.port() != 0 => MetricsConfig { listen: a },
+            _ => {
+                self.sink.error(
+                    listen.span(),
+                    format!(
+                        "metrics listen {:?} is not an address to listen on: expected IP:PORT with a non-zero port, e.g. \"127.0.0.1:7472\" or \"[::1]:7472\"",
+                        listen.get_ref()
+                    ),
+                );
+                MetricsConfig::default()
+            }
+        }
+    }
+
+    fn log(&mut self, raw: RawLog) -> LogConfig {
+        let level = match raw.level.as_ref().map(|l| (l.get_ref().as_str(), l.span())) {
+            None => LogLevel::Info,
+            Some(("error", _)) => LogLevel::Error,
+            Some(("warn", _)) => LogLevel::Warn,
+            Some(("info", _)) => LogLevel::Info,
+            Some(("debug", _)) => LogLevel::Debug,
+            Some(("trace", _)) => LogLevel::Trace,
+            Some((other, span)) => {
+                self.sink.error(
+                    span,
+                    format!(
+                        "log level {other:?} is unknown: expected error, warn, info, debug or trace"
+                    ),
+                );
+                LogLevel::Info
+            }
+        };
+        let format = match raw
+            .format
+            .as_ref()
+            .map(|f| (f.get_ref().as_str(), f.span()))
+        {
+            None | Some(("auto", _)) => LogFormat::Auto,
+            Some(("text", _)) => LogFormat::Text,
+            Some(("journald", _)) => LogFormat::Journald,
+            Some((other, span)) => {
+                self.sink.error(
+                    span,
+                    format!("log format {other:?} is unknown: expected auto, text or journald"),
+                );
+                LogFormat::Auto
+            }
+        };
+        LogConfig { level, format }
+    }
+}
+
+/// Default keepalive: a third of the hold time in whole seconds, at least 1 s (RFC 4271
+/// §10 suggests one third).
+fn default_keepalive(hold: Duration) -> Duration {
+    if hold.is_zero() {
+        Duration::ZERO
+    } else {
+        Duration::from_secs((hold.as_secs() / 3).max(1))
+    }
+}
+
+/// Why `name` is not a Kubernetes node name (an RFC 1123 DNS subdomain), if it is not.
+fn invalid_node_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("is empty");
+    }
+    if name.len() > 253 {
+        return Some("is longer than 253 characters");
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.split('.').all(label_ok) {
+        None
+    } else {
+        Some("is not a valid DNS name")
+    }
+}
