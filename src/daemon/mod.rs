@@ -32,7 +32,7 @@ const READY_BOUND: Duration = Duration::from_secs(10);
 
 fn notify(states: &[sd_notify::NotifyState]) {
     // Not running under systemd (no NOTIFY_SOCKET) is fine; a broken socket is worth a line.
-    if let Err(e) = sd_notify::notify(false, states) {
+    if let Err(e) = sd_notify::notify(states) {
         warn!(error = %e, "sd_notify failed");
     }
 }
