@@ -1,0 +1,1 @@
+//! Real routers and VRRP daemons started inside lab hosts.
