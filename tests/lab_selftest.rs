@@ -320,3 +320,157 @@ fn capture_records_arp_and_neighbor_discovery() {
     );
     assert_torn_down(lab);
 }
+
+#[test]
+fn frr_and_bird_establish_ebgp_and_exchange_routes() {
+    use support::lab::peers::{Bird, BirdConfig, Frr, FrrConfig, kernel_nexthops};
+    let lab = Lab::new("frrbird");
+    let r1 = lab.router("r1", &["10.10.100.1/24"]);
+    let r2 = lab.router("r2", &["10.10.100.2/24"]);
+    let frr = Frr::start(
+        &r1,
+        &FrrConfig::new(64501, "10.10.100.1")
+            .neighbor("10.10.100.2", 64502)
+            .network("192.0.2.0/24"),
+    )
+    .unwrap();
+    let bird = Bird::start(
+        &r2,
+        &BirdConfig::new(64502, "10.10.100.2")
+            .neighbor("10.10.100.1", 64501)
+            .network("198.51.100.0/24"),
+    )
+    .unwrap();
+    frr.wait_established("10.10.100.2", 20 * S).unwrap();
+    bird.wait_established(&BirdConfig::protocol_name(0), 20 * S)
+        .unwrap();
+    wait_until(10 * S, "FRR learns BIRD's route", || {
+        !frr.paths("198.51.100.0/24").is_empty()
+    });
+    let paths = frr.paths("198.51.100.0/24");
+    assert_eq!(paths[0]["nexthops"][0]["ip"], "10.10.100.2", "{paths:?}");
+    wait_until(10 * S, "zebra installs it in r1's kernel", || {
+        kernel_nexthops(&r1, "198.51.100.0/24").unwrap() == vec!["10.10.100.2".to_string()]
+    });
+    wait_until(10 * S, "BIRD learns FRR's route", || {
+        bird.has_route("192.0.2.0/24")
+    });
+    assert!(
+        bird.show_route_all()
+            .unwrap()
+            .contains("BGP.as_path: 64501")
+    );
+    wait_until(10 * S, "BIRD installs it in r2's kernel", || {
+        kernel_nexthops(&r2, "192.0.2.0/24").unwrap() == vec!["10.10.100.1".to_string()]
+    });
+    let summary = frr.bgp_summary_json().unwrap();
+    assert_eq!(
+        summary["ipv4Unicast"]["peers"]["10.10.100.2"]["state"],
+        "Established"
+    );
+    drop((frr, bird));
+    assert_torn_down(lab);
+}
+
+#[test]
+fn gobgp_and_exabgp_start_peer_and_are_queryable() {
+    use support::lab::peers::{Exabgp, ExabgpConfig, Gobgp, GobgpConfig};
+    let lab = Lab::new("gobgpexa");
+    let r1 = lab.router("r1", &["10.10.100.1/24"]);
+    let n1 = lab.node("node1", &["10.10.100.3/24"]);
+    let gobgp = Gobgp::start(
+        &r1,
+        &GobgpConfig::new(64500, "10.10.100.1").neighbor("10.10.100.3", 64500),
+    )
+    .unwrap();
+    gobgp.announce("10.99.0.0/24").unwrap();
+    // exabgp dials (gobgpd is passive: its own first dial would take 5-9 s).
+    let exa = Exabgp::start(
+        &n1,
+        &ExabgpConfig {
+            local_as: 64500,
+            router_id: "10.10.100.3".into(),
+            local_address: "10.10.100.3".into(),
+            peer_address: "10.10.100.1".into(),
+            peer_as: 64500,
+            hold_time: 9,
+            routes: vec!["203.0.113.0/24".into()],
+            passive: false,
+        },
+    )
+    .unwrap();
+    wait_until(20 * S, "gobgp sees the session established", || {
+        gobgp.neighbor_state("10.10.100.3").as_deref() == Some("established")
+    });
+    wait_until(10 * S, "exabgp reports the session up", || {
+        exa.state().as_deref() == Some("up")
+    });
+    wait_until(10 * S, "gobgp learns exabgp's route", || {
+        gobgp
+            .rib_json(false)
+            .unwrap()
+            .get("203.0.113.0/24")
+            .is_some()
+    });
+    wait_until(10 * S, "exabgp receives gobgp's route", || {
+        exa.routes().contains("10.99.0.0/24")
+    });
+    drop((gobgp, exa));
+    assert_torn_down(lab);
+}
+
+#[test]
+fn keepalived_elects_a_master_and_the_vip_fails_over_on_link_down() {
+    use support::lab::peers::{Keepalived, VrrpConfig};
+    let lab = Lab::new("vrrp");
+    let n1 = lab.node("node1", &["10.10.100.3/24"]);
+    let n2 = lab.node("node2", &["10.10.100.4/24"]);
+    let client = lab.host("client", &["10.10.100.9/24"]);
+    let cfg = |priority| VrrpConfig {
+        virtual_router_id: 51,
+        priority,
+        advert_int: 0.1,
+        vips: vec!["10.10.100.200/24".into()],
+        preempt: true,
+    };
+    let k1 = Keepalived::start(&n1, &cfg(150)).unwrap();
+    let k2 = Keepalived::start(&n2, &cfg(100)).unwrap();
+    wait_until(10 * S, "node1 becomes VRRP master", || {
+        k1.holds_vips() && k1.is_master()
+    });
+    wait_until(5 * S, "node2 stays backup without the VIP", || {
+        !k2.holds_vips()
+    });
+
+    let vip = "10.10.100.200".parse().unwrap();
+    let probe = probe::l2probe(&client, vip, 3 * S, Duration::from_millis(10)).unwrap();
+    wait_until(5 * S, "answers from the master", || {
+        probe.snapshot().len() >= 10
+    });
+    n1.link_down().unwrap();
+    let run = probe.finish().unwrap();
+    assert!(k2.holds_vips(), "node2 took no VIP: {}", k2.log());
+    let gap = run
+        .longest_gap_between_answers()
+        .expect("no answers at all");
+    let first_n2 = run
+        .first_answer_from(n2.mac())
+        .expect("node2 never answered");
+    assert!(
+        first_n2 >= gap.to - 1e-6,
+        "node2 answered before the gap ended"
+    );
+    assert!(
+        gap.duration() > Duration::from_millis(100),
+        "gap {:?} impossibly short",
+        gap.duration()
+    );
+    assert!(gap.duration() < 2 * S, "gap {:?}", gap.duration());
+    assert_eq!(run.split_brain(Duration::from_millis(10)), None);
+    println!(
+        "keepalived advert_int 0.1, master link down: ARP gap {:?}",
+        gap.duration()
+    );
+    drop((k1, k2));
+    assert_torn_down(lab);
+}
