@@ -474,3 +474,153 @@ fn keepalived_elects_a_master_and_the_vip_fails_over_on_link_down() {
     drop((k1, k2));
     assert_torn_down(lab);
 }
+
+#[test]
+fn isolate_also_drops_frames_sent_by_packet_sockets() {
+    let lab = Lab::new("isopkt");
+    let node = lab.node("node1", &["10.10.100.3/24"]);
+    let client = lab.host("client", &["10.10.100.9/24"]);
+    let target = "10.10.100.3".parse().unwrap();
+    let ms = Duration::from_millis(10);
+    client.isolate().unwrap();
+    let cut = probe::l2probe(&client, target, Duration::from_millis(300), ms)
+        .unwrap()
+        .finish()
+        .unwrap();
+    assert!(cut.sent > 10);
+    assert_eq!(cut.answers().count(), 0, "{:?}", cut.records);
+    client.heal().unwrap();
+    let healed = probe::l2probe(&client, target, Duration::from_millis(300), ms)
+        .unwrap()
+        .finish()
+        .unwrap();
+    assert_eq!(
+        healed.macs().into_iter().collect::<Vec<_>>(),
+        vec![node.mac().to_string()]
+    );
+    assert_torn_down(lab);
+}
+
+#[test]
+fn client_behind_a_router_reaches_nodes_through_a_second_segment() {
+    let lab = Lab::new("segments");
+    let router = lab.router("router", &["10.10.100.1/24"]);
+    let wan = lab.segment().unwrap();
+    router.attach(&wan, "eth1", &["192.168.50.1/24"]).unwrap();
+    let node = lab.node("node1", &["10.10.100.3/24"]);
+    node.run(&["ip", "route", "add", "default", "via", "10.10.100.1"])
+        .unwrap();
+    let client = lab.host("client", &[]);
+    client.attach(&wan, "eth1", &["192.168.50.9/24"]).unwrap();
+    client
+        .run(&["ip", "route", "add", "default", "via", "192.168.50.1"])
+        .unwrap();
+    assert!(client.ping("10.10.100.3"));
+    let hops = client
+        .stdout(&["ip", "-j", "route", "get", "10.10.100.3"])
+        .unwrap();
+    assert!(hops.contains("192.168.50.1"), "{hops}");
+    assert_torn_down(lab);
+}
+
+#[test]
+fn dropping_a_proc_kills_its_whole_process_group() {
+    let lab = Lab::new("procgrp");
+    let h = lab.host("h", &["10.10.100.9/24"]);
+    let p = h
+        .spawn(&["sh", "-c", "sleep 100 & echo child $!; sleep 100"])
+        .unwrap();
+    let child: u32 = wait_for_child_pid(&p);
+    assert!(pid_alive(p.pid()) && pid_alive(child));
+    assert!(p.wait_timeout(Duration::from_millis(50)).is_none());
+    let leader = p.pid();
+    drop(p);
+    assert!(!pid_alive(leader), "group leader survived");
+    assert!(!pid_alive(child), "background child survived");
+    let q = h
+        .spawn(&["sh", "-c", "echo out; echo err >&2; exit 3"])
+        .unwrap();
+    let status = q.wait_timeout(5 * S).expect("did not exit");
+    assert_eq!(status.code(), Some(3));
+    assert_eq!(q.log(), "out\nerr\n");
+    let e = h.run(&["sh", "-c", "echo boom >&2; exit 1"]).unwrap_err();
+    assert!(e.to_string().contains("boom"), "{e}");
+    assert_torn_down(lab);
+}
+
+fn wait_for_child_pid(p: &support::lab::Proc) -> u32 {
+    support::lab::wait_for(5 * S, "the shell to print its child's pid", || {
+        p.stdout().strip_prefix("child ")?.trim().parse().ok()
+    })
+}
+
+#[test]
+fn a_panicking_test_still_tears_down_namespaces_and_processes() {
+    let (prefix, pids, dir) = std::panic::catch_unwind(|| {
+        let lab = Lab::new("panic");
+        let h = lab.host("h", &["10.10.100.9/24"]);
+        let p = h.spawn(&["sleep", "100"]).unwrap();
+        // Leak the Proc: only the Lab's teardown can stop it now.
+        let pid = p.pid();
+        std::mem::forget(p);
+        let detached = h.spawn(&["setsid", "-f", "sleep", "100"]).unwrap();
+        detached.wait_timeout(5 * S);
+        let pids = lab.pids();
+        assert!(pids.contains(&pid) && pids.len() >= 2, "{pids:?}");
+        let info = (lab.prefix().to_string(), pids, lab.dir().to_path_buf());
+        std::panic::panic_any(info);
+    })
+    .expect_err("the closure panics")
+    .downcast::<(String, Vec<u32>, std::path::PathBuf)>()
+    .map(|b| *b)
+    .expect("panic payload");
+    assert!(namespaces_with_prefix(&format!("{prefix}-")).is_empty());
+    let alive: Vec<u32> = pids.into_iter().filter(|p| pid_alive(*p)).collect();
+    assert!(alive.is_empty(), "{alive:?}");
+    // The logs were kept for the post-mortem; this test does not need them.
+    assert!(dir.exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn new_lab_removes_leftovers_of_dead_owners_only() {
+    use std::process::Command;
+    // A dead PID: a child that already exited (and was reaped).
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    // A live PID that is not ours: a sleeping child.
+    let mut live = Command::new("sleep").arg("100").spawn().unwrap();
+    let stale = format!("lbl-{dead}-999-stale-h");
+    let kept = format!("lbl-{}-999-live-h", live.id());
+    for ns in [&stale, &kept] {
+        assert!(
+            Command::new("ip")
+                .args(["netns", "add", ns])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let mut inside = Command::new("ip")
+        .args(["netns", "exec", &stale, "sleep", "100"])
+        .spawn()
+        .unwrap();
+    wait_until(5 * S, "the process to enter the stale namespace", || {
+        !support::lab::ns_pids(&stale).is_empty()
+    });
+    let lab = Lab::new("cleanup");
+    let stale_gone = namespaces_with_prefix(&stale).is_empty();
+    let kept_there = !namespaces_with_prefix(&kept).is_empty();
+    let inside_status = inside.wait().unwrap();
+    let _ = Command::new("ip").args(["netns", "del", &kept]).status();
+    let _ = live.kill();
+    let _ = live.wait();
+    assert!(stale_gone, "namespace of a dead owner was left");
+    assert!(kept_there, "namespace of a live owner was removed");
+    assert!(
+        !inside_status.success(),
+        "the stale namespace's process was not killed"
+    );
+    assert_torn_down(lab);
+}

@@ -166,6 +166,28 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// Is any live (non-zombie) process in process group `pgid`?
+pub fn group_alive(pgid: u32) -> bool {
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return false;
+    };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .any(|pid| {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // After the command name: state, ppid, pgrp.
+            let Some(i) = stat.rfind(')') else {
+                return false;
+            };
+            let mut f = stat[i + 1..].split_whitespace();
+            let state = f.next().unwrap_or("");
+            let pgrp = f.nth(1).and_then(|g| g.parse::<u32>().ok());
+            pgrp == Some(pgid) && !matches!(state, "Z" | "X")
+        })
+}
+
 /// Names of all network namespaces whose name starts with `prefix`.
 pub fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
     let mut out: Vec<String> = match fs::read_dir(NETNS_DIR) {
@@ -1010,10 +1032,11 @@ impl ProcInner {
     }
 
     fn kill_and_reap(&self) {
-        // The group may outlive its leader (children of a daemon): signal it regardless.
+        // The group may outlive its leader (children of a daemon): signal it regardless,
+        // and wait until no member is left.
         send_signal(self.pid, Signal::Kill, true);
         let deadline = Instant::now() + Duration::from_secs(3);
-        while self.try_status().is_none() && Instant::now() < deadline {
+        while (self.try_status().is_none() || group_alive(self.pid)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
