@@ -46,7 +46,7 @@ fn hosts_on_the_bridge_ping_each_other_v4_and_v6() {
         for to in &all {
             for ip in to.ips() {
                 assert!(
-                    from.ping(&ip.to_string()),
+                    from.ping_within(&ip.to_string(), 5 * S),
                     "{} cannot ping {ip}",
                     from.name()
                 );
@@ -61,8 +61,8 @@ fn link_down_stops_ping_and_link_up_restores_it() {
     let lab = Lab::new("linkflap");
     let node = lab.node("node1", &["10.10.100.3/24", "fd00:10::3/64"]);
     let client = lab.host("client", &["10.10.100.9/24", "fd00:10::9/64"]);
-    assert!(client.ping("10.10.100.3"));
-    assert!(client.ping("fd00:10::3"));
+    assert!(client.ping_within("10.10.100.3", 5 * S));
+    assert!(client.ping_within("fd00:10::3", 5 * S));
     node.link_down().unwrap();
     assert!(!client.ping_wait("10.10.100.3", "0.3"));
     assert!(!client.ping_wait("fd00:10::3", "0.3"));
@@ -83,22 +83,22 @@ fn nft_isolate_and_partition_stop_ping_and_heal_restores_it() {
     let a = lab.node("node1", &["10.10.100.3/24", "fd00:10::3/64"]);
     let b = lab.node("node2", &["10.10.100.4/24", "fd00:10::4/64"]);
     let client = lab.host("client", &["10.10.100.9/24", "fd00:10::9/64"]);
-    assert!(client.ping("10.10.100.3") && client.ping("fd00:10::3"));
+    assert!(client.ping_within("10.10.100.3", 5 * S) && client.ping_within("fd00:10::3", 5 * S));
     a.isolate().unwrap();
     assert!(!client.ping_wait("10.10.100.3", "0.3"));
     assert!(!b.ping_wait("fd00:10::3", "0.3"));
     a.heal().unwrap();
-    assert!(client.ping("10.10.100.3") && client.ping("fd00:10::3"));
+    assert!(client.ping_within("10.10.100.3", 5 * S) && client.ping_within("fd00:10::3", 5 * S));
 
     a.partition_from(&b).unwrap();
     assert!(!b.ping_wait("10.10.100.3", "0.3"));
     assert!(!a.ping_wait("fd00:10::4", "0.3"));
     assert!(
-        client.ping("10.10.100.3"),
+        client.ping_within("10.10.100.3", 5 * S),
         "a partition from b must not cut the client"
     );
     a.heal().unwrap();
-    assert!(b.ping("10.10.100.3"));
+    assert!(b.ping_within("10.10.100.3", 5 * S));
 
     // One way: a drops what b sends; b's pings fail, but a's traffic still reaches b
     // (seen in b's counters would need a capture; the ping reply is dropped by a).
@@ -107,9 +107,9 @@ fn nft_isolate_and_partition_stop_ping_and_heal_restores_it() {
     a.heal().unwrap();
     a.block_to(&b).unwrap();
     assert!(!a.ping_wait("10.10.100.4", "0.3"));
-    assert!(client.ping("10.10.100.3"));
+    assert!(client.ping_within("10.10.100.3", 5 * S));
     a.heal().unwrap();
-    assert!(a.ping("10.10.100.4"));
+    assert!(a.ping_within("10.10.100.4", 5 * S));
     assert_torn_down(lab);
 }
 
@@ -284,8 +284,8 @@ fn capture_records_arp_and_neighbor_discovery() {
     let node = lab.node("node1", &["10.10.100.3/24", "fd00:10::3/64"]);
     let client = lab.host("client", &["10.10.100.9/24", "fd00:10::9/64"]);
     let cap = client.capture("arp or icmp6").unwrap();
-    assert!(client.ping("10.10.100.3"));
-    assert!(client.ping("fd00:10::3"));
+    assert!(client.ping_within("10.10.100.3", 5 * S));
+    assert!(client.ping_within("fd00:10::3", 5 * S));
     let frames = cap.stop().unwrap();
     use support::lab::capture::FrameKind;
     let arp_reply = frames.iter().find(|f| matches!(&f.kind, FrameKind::ArpReply { sender_ip: Some(ip), .. } if ip.to_string() == "10.10.100.3"));
@@ -515,7 +515,7 @@ fn client_behind_a_router_reaches_nodes_through_a_second_segment() {
     client
         .run(&["ip", "route", "add", "default", "via", "192.168.50.1"])
         .unwrap();
-    assert!(client.ping("10.10.100.3"));
+    assert!(client.ping_within("10.10.100.3", 5 * S));
     let hops = client
         .stdout(&["ip", "-j", "route", "get", "10.10.100.3"])
         .unwrap();

@@ -801,6 +801,12 @@ impl Host {
         self.ping_wait(ip, "1")
     }
 
+    /// Ping until one answer comes back or `timeout` passes (for "must work" checks that
+    /// must not flake on a loaded machine); true if answered.
+    pub fn ping_within(&self, ip: &str, timeout: Duration) -> bool {
+        try_wait_until(timeout, "ping", || self.ping_wait(ip, "0.5")).is_ok()
+    }
+
     /// One ping waiting at most `wait` seconds (fractions allowed, e.g. "0.3").
     pub fn ping_wait(&self, ip: &str, wait: &str) -> bool {
         self.succeeds(&["ping", "-n", "-q", "-c", "1", "-W", wait, ip])
