@@ -624,3 +624,50 @@ fn new_lab_removes_leftovers_of_dead_owners_only() {
     );
     assert_torn_down(lab);
 }
+
+#[test]
+fn frr_listen_range_installs_ecmp_routes_from_two_ibgp_nodes() {
+    use support::lab::peers::{Exabgp, ExabgpConfig, Frr, FrrConfig, kernel_nexthops};
+    let lab = Lab::new("ecmp");
+    let router = lab.router("router", &["10.10.100.1/24"]);
+    let mut cfg = FrrConfig::new(64500, "10.10.100.1").listen_range("10.10.100.0/24", 64500);
+    cfg.maximum_paths_ibgp = Some(4);
+    let frr = Frr::start(&router, &cfg).unwrap();
+    let nodes: Vec<_> = [3, 4]
+        .iter()
+        .map(|i| {
+            let ip = format!("10.10.100.{i}");
+            let node = lab.node(&format!("node{}", i - 2), &[&format!("{ip}/24")]);
+            let exa = Exabgp::start(
+                &node,
+                &ExabgpConfig {
+                    local_as: 64500,
+                    router_id: ip.clone(),
+                    local_address: ip.clone(),
+                    peer_address: "10.10.100.1".into(),
+                    peer_as: 64500,
+                    hold_time: 9,
+                    routes: vec!["172.19.100.5/32".into()],
+                    passive: false,
+                },
+            )
+            .unwrap();
+            (node, exa)
+        })
+        .collect();
+    wait_until(20 * S, "both dynamic sessions established", || {
+        frr.established_count() == 2
+    });
+    wait_until(
+        10 * S,
+        "an ECMP route over both nodes in the router's kernel",
+        || {
+            kernel_nexthops(&router, "172.19.100.5").unwrap()
+                == vec!["10.10.100.3".to_string(), "10.10.100.4".to_string()]
+        },
+    );
+    assert_eq!(frr.paths("172.19.100.5/32").len(), 2);
+    drop(nodes);
+    drop(frr);
+    assert_torn_down(lab);
+}
