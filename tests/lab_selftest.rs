@@ -443,7 +443,7 @@ fn keepalived_elects_a_master_and_the_vip_fails_over_on_link_down() {
     });
 
     let vip = "10.10.100.200".parse().unwrap();
-    let probe = probe::l2probe(&client, vip, 3 * S, Duration::from_millis(10)).unwrap();
+    let probe = probe::l2probe(&client, vip, 5 * S, Duration::from_millis(10)).unwrap();
     wait_until(5 * S, "answers from the master", || {
         probe.snapshot().len() >= 10
     });
@@ -465,7 +465,7 @@ fn keepalived_elects_a_master_and_the_vip_fails_over_on_link_down() {
         "gap {:?} impossibly short",
         gap.duration()
     );
-    assert!(gap.duration() < 2 * S, "gap {:?}", gap.duration());
+    assert!(gap.duration() < 4 * S, "gap {:?}", gap.duration());
     assert_eq!(run.split_brain(Duration::from_millis(10)), None);
     println!(
         "keepalived advert_int 0.1, master link down: ARP gap {:?}",
