@@ -1,1 +1,4 @@
 //! BGP-4 speaker: codec, session FSM (pure) and the TCP driver.
+
+pub mod codec;
+pub mod fsm;
