@@ -37,6 +37,7 @@ pub use open::{AddPathDirection, Capability, GracefulRestart, Open, OpenError};
 pub use update::{
     AS_TRANS, AsPath, AsSegment, AsSegmentType, Attr, AttrFlags, AttributeIssue, ErrorAction,
     MpNextHop, MpReach, MpUnreach, Nlri, Origin, PathAttribute, Update, UpdateError, attr_type,
+    prefix_wire_len,
 };
 
 use thiserror::Error;

@@ -143,7 +143,7 @@ impl Capability {
             CAP_FOUR_OCTET_AS if value.len() == 4 => {
                 Capability::FourOctetAs(r.u32().ok_or_else(malformed)?)
             }
-            CAP_GRACEFUL_RESTART if value.len() >= 2 && (value.len() - 2) % 4 == 0 => {
+            CAP_GRACEFUL_RESTART if value.len() >= 2 && (value.len() - 2).is_multiple_of(4) => {
                 let flags_time = r.u16().ok_or_else(malformed)?;
                 let mut families = Vec::new();
                 while !r.is_empty() {
@@ -159,7 +159,7 @@ impl Capability {
                     families,
                 })
             }
-            CAP_ADD_PATH if value.len() % 4 == 0 => {
+            CAP_ADD_PATH if value.len().is_multiple_of(4) => {
                 let mut entries = Vec::new();
                 while !r.is_empty() {
                     let afi = r.u16().ok_or_else(malformed)?;

@@ -903,13 +903,13 @@ fn decode_attr(
             }
         }
         // RFC 7606 §7.8 / RFC 8092 §6: empty or not a multiple of the entry size.
-        t::COMMUNITIES if !value.is_empty() && value.len() % 4 == 0 => Attr::Communities(
+        t::COMMUNITIES if !value.is_empty() && value.len().is_multiple_of(4) => Attr::Communities(
             value
                 .chunks_exact(4)
                 .map(|c| Community(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
                 .collect(),
         ),
-        t::LARGE_COMMUNITIES if !value.is_empty() && value.len() % 12 == 0 => {
+        t::LARGE_COMMUNITIES if !value.is_empty() && value.len().is_multiple_of(12) => {
             Attr::LargeCommunities(
                 value
                     .chunks_exact(12)
@@ -922,7 +922,7 @@ fn decode_attr(
             )
         }
         t::ORIGINATOR_ID => Attr::OriginatorId(ipv4(value).ok_or_else(bad_len)?),
-        t::CLUSTER_LIST if !value.is_empty() && value.len() % 4 == 0 => Attr::ClusterList(
+        t::CLUSTER_LIST if !value.is_empty() && value.len().is_multiple_of(4) => Attr::ClusterList(
             value
                 .chunks_exact(4)
                 .map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3]))
@@ -1065,7 +1065,7 @@ pub(crate) fn encode_prefix(net: &IpNet, out: &mut Vec<u8>) {
 }
 
 /// Octets `net` takes in an NLRI field.
-pub(crate) fn prefix_wire_len(net: &IpNet) -> usize {
+pub fn prefix_wire_len(net: &IpNet) -> usize {
     1 + (net.prefix_len() as usize).div_ceil(8)
 }
 
