@@ -353,10 +353,12 @@ impl Session {
             .min()
     }
 
-    /// Exponential backoff after `failures` consecutive failures.
+    /// Exponential backoff after the consecutive failures so far: `base` after the first,
+    /// doubling each time, at most `cap`.
     pub fn backoff(&self) -> Duration {
         let base = self.config.connect_retry_base;
-        let factor = 1u32.checked_shl(self.failures.min(31)).unwrap_or(u32::MAX);
+        let doublings = self.failures.saturating_sub(1).min(31);
+        let factor = 1u32.checked_shl(doublings).unwrap_or(u32::MAX);
         base.checked_mul(factor)
             .unwrap_or(self.config.connect_retry_cap)
             .min(self.config.connect_retry_cap)
@@ -816,3 +818,7 @@ impl Session {
         self.set_state(State::Idle, out);
     }
 }
+
+#[cfg(test)]
+#[path = "fsm_tests.rs"]
+mod tests;
