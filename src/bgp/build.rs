@@ -357,3 +357,245 @@ pub fn aggregate(ip: IpAddr, len: u8) -> Option<IpNet> {
             .map(|n| IpNet::V6(n.trunc())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::bgp::codec::{AS_TRANS, MAX_MESSAGE_LEN, decode};
+
+    fn peer(ibgp: bool, four_octet_as: bool, local_asn: u32) -> PeerParams {
+        PeerParams {
+            local_asn,
+            ibgp,
+            four_octet_as,
+            max_message_len: MAX_MESSAGE_LEN,
+            ipv6_link_local: None,
+        }
+    }
+
+    fn advert(prefix: &str, next_hop: &str) -> Advertisement {
+        Advertisement {
+            prefix: prefix.parse().unwrap(),
+            next_hop: next_hop.parse().unwrap(),
+            local_pref: Some(300),
+            communities: vec![Community::NO_EXPORT],
+            large_communities: vec![],
+        }
+    }
+
+    fn decode_all(p: &PeerParams, msgs: &[Vec<u8>]) -> Vec<Update> {
+        msgs.iter()
+            .map(|m| {
+                assert!(m.len() <= p.max_message_len);
+                match decode(m, &p.codec()) {
+                    Ok(Message::Update(u)) => {
+                        assert_eq!(u.error_action(), None, "{:?}", u.issues);
+                        u
+                    }
+                    other => panic!("not a clean UPDATE: {other:?}"),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ibgp_update_has_empty_as_path_and_local_pref() {
+        let p = peer(true, true, 64500);
+        let u = &decode_all(
+            &p,
+            &build_updates(&p, &[advert("192.0.2.1/32", "10.0.0.1")]).unwrap(),
+        )[0];
+        assert_eq!(u.origin(), Some(Origin::Igp));
+        assert!(u.as_path().unwrap().segments.is_empty());
+        assert_eq!(u.local_pref(), Some(300));
+        assert_eq!(u.next_hop(), Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(u.communities(), &[Community::NO_EXPORT]);
+    }
+
+    #[test]
+    fn ibgp_update_without_local_pref_sends_the_default() {
+        let p = peer(true, true, 64500);
+        let mut a = advert("192.0.2.1/32", "10.0.0.1");
+        a.local_pref = None;
+        let u = &decode_all(&p, &build_updates(&p, &[a]).unwrap())[0];
+        assert_eq!(u.local_pref(), Some(DEFAULT_LOCAL_PREF));
+    }
+
+    #[test]
+    fn ebgp_update_has_our_asn_and_no_local_pref() {
+        let p = peer(false, true, 4_200_000_000);
+        let u = &decode_all(
+            &p,
+            &build_updates(&p, &[advert("192.0.2.1/32", "10.0.0.1")]).unwrap(),
+        )[0];
+        assert_eq!(u.as_path().unwrap().segments[0].asns, vec![4_200_000_000]);
+        assert_eq!(u.local_pref(), None);
+        assert!(u.attr(crate::bgp::codec::attr_type::AS4_PATH).is_none());
+    }
+
+    #[test]
+    fn ebgp_update_to_a_2_octet_peer_sends_as_trans_and_as4_path() {
+        let p = peer(false, false, 4_200_000_000);
+        let u = &decode_all(
+            &p,
+            &build_updates(&p, &[advert("192.0.2.1/32", "10.0.0.1")]).unwrap(),
+        )[0];
+        assert_eq!(
+            u.as_path().unwrap().segments[0].asns,
+            vec![u32::from(AS_TRANS)]
+        );
+        assert_eq!(
+            u.attr(crate::bgp::codec::attr_type::AS4_PATH),
+            Some(&Attr::As4Path(AsPath::sequence(vec![4_200_000_000])))
+        );
+        // A 2-octet ASN needs no AS4_PATH.
+        let p2 = peer(false, false, 64500);
+        let u2 = &decode_all(
+            &p2,
+            &build_updates(&p2, &[advert("192.0.2.1/32", "10.0.0.1")]).unwrap(),
+        )[0];
+        assert_eq!(u2.as_path().unwrap().segments[0].asns, vec![64500]);
+        assert!(u2.attr(crate::bgp::codec::attr_type::AS4_PATH).is_none());
+    }
+
+    #[test]
+    fn ipv6_prefix_goes_in_mp_reach_with_the_link_local_next_hop_when_given() {
+        let mut p = peer(false, true, 64500);
+        p.ipv6_link_local = Some("fe80::1".parse().unwrap());
+        let u = &decode_all(
+            &p,
+            &build_updates(&p, &[advert("2001:db8::1/128", "2001:db8::ff")]).unwrap(),
+        )[0];
+        assert!(u.nlri.is_empty());
+        assert_eq!(u.next_hop(), None);
+        let mp = u.mp_reach().unwrap();
+        assert_eq!(
+            mp.next_hop,
+            MpNextHop::V6 {
+                global: "2001:db8::ff".parse().unwrap(),
+                link_local: Some("fe80::1".parse().unwrap())
+            }
+        );
+        assert_eq!(
+            u.announced(),
+            vec!["2001:db8::1/128".parse::<IpNet>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn ipv6_prefix_with_ipv4_next_hop_uses_the_mapped_address() {
+        let p = peer(false, true, 64500);
+        let u = &decode_all(
+            &p,
+            &build_updates(&p, &[advert("2001:db8::1/128", "10.0.0.1")]).unwrap(),
+        )[0];
+        assert_eq!(
+            u.mp_reach().unwrap().next_hop,
+            MpNextHop::V6 {
+                global: "::ffff:10.0.0.1".parse().unwrap(),
+                link_local: None
+            }
+        );
+    }
+
+    #[test]
+    fn ipv4_prefix_with_ipv6_next_hop_is_refused() {
+        let p = peer(false, true, 64500);
+        assert!(matches!(
+            build_updates(&p, &[advert("192.0.2.1/32", "2001:db8::1")]),
+            Err(BuildError::NextHopFamily { .. })
+        ));
+    }
+
+    #[test]
+    fn prefixes_with_identical_attributes_share_one_update() {
+        let p = peer(true, true, 64500);
+        let adverts: Vec<_> = (1..=10)
+            .map(|i| advert(&format!("192.0.2.{i}/32"), "10.0.0.1"))
+            .collect();
+        let msgs = build_updates(&p, &adverts).unwrap();
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(decode_all(&p, &msgs)[0].nlri.len(), 10);
+    }
+
+    #[test]
+    fn different_attributes_make_separate_updates() {
+        let p = peer(true, true, 64500);
+        let mut b = advert("192.0.2.2/32", "10.0.0.1");
+        b.local_pref = Some(50);
+        let msgs = build_updates(&p, &[advert("192.0.2.1/32", "10.0.0.1"), b]).unwrap();
+        assert_eq!(msgs.len(), 2);
+    }
+
+    #[test]
+    fn many_prefixes_are_packed_into_full_updates_under_4096_octets() {
+        for v6 in [false, true] {
+            let p = peer(true, true, 64500);
+            let adverts: Vec<_> = (0..3000u32)
+                .map(|i| {
+                    if v6 {
+                        advert(&format!("2001:db8::{:x}/128", i), "2001:db8::ff")
+                    } else {
+                        let ip = Ipv4Addr::from(0x0a00_0000 + i);
+                        advert(&format!("{ip}/32"), "10.255.0.1")
+                    }
+                })
+                .collect();
+            let msgs = build_updates(&p, &adverts).unwrap();
+            let updates = decode_all(&p, &msgs);
+            let announced: Vec<IpNet> = updates.iter().flat_map(|u| u.announced()).collect();
+            assert_eq!(
+                announced,
+                adverts.iter().map(|a| a.prefix).collect::<Vec<_>>()
+            );
+            // Every message but the last is nearly full: the next prefix would not fit.
+            let per_prefix = if v6 { 17 } else { 5 };
+            for m in &msgs[..msgs.len() - 1] {
+                assert!(
+                    m.len() + per_prefix > MAX_MESSAGE_LEN,
+                    "v6={v6} len {}",
+                    m.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn withdrawals_pack_ipv4_classic_and_ipv6_in_mp_unreach() {
+        let p = peer(false, true, 64500);
+        let mut prefixes: Vec<IpNet> = (0..2000u32)
+            .map(|i| IpNet::V4(Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + i), 32).unwrap()))
+            .collect();
+        prefixes
+            .extend((0..500u32).map(|i| format!("2001:db8::{i:x}/128").parse::<IpNet>().unwrap()));
+        let msgs = build_withdrawals(&p, &prefixes);
+        let updates = decode_all(&p, &msgs);
+        let withdrawn: Vec<IpNet> = updates
+            .iter()
+            .flat_map(|u| u.withdrawn_prefixes())
+            .collect();
+        assert_eq!(withdrawn, prefixes);
+        assert!(msgs.len() >= 4);
+    }
+
+    #[test]
+    fn end_of_rib_markers_decode_as_such() {
+        for f in [Family::IPV4_UNICAST, Family::IPV6_UNICAST] {
+            let Ok(Message::Update(u)) = decode(&end_of_rib(f), &CodecOptions::default()) else {
+                panic!("EoR")
+            };
+            assert_eq!(u.end_of_rib(), Some(f));
+        }
+    }
+
+    #[test]
+    fn aggregate_truncates_to_the_aggregation_length() {
+        assert_eq!(
+            aggregate("10.1.2.3".parse().unwrap(), 24),
+            Some("10.1.2.0/24".parse().unwrap())
+        );
+        assert_eq!(aggregate("10.1.2.3".parse().unwrap(), 33), None);
+    }
+}
