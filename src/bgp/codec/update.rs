@@ -702,7 +702,8 @@ impl Update {
                 update.issues.push(overrun(0));
                 break;
             };
-            let flags = AttrFlags(flags);
+            // RFC 4271 §4.3: the low-order four bits are unused and ignored on receipt.
+            let flags = AttrFlags(flags & 0xf0);
             let len = if flags.extended_length() {
                 a.u16().map(usize::from)
             } else {
