@@ -8,9 +8,18 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     for opts in [
-        CodecOptions { four_octet_as: true, max_message_len: MAX_MESSAGE_LEN },
-        CodecOptions { four_octet_as: false, max_message_len: MAX_MESSAGE_LEN },
-        CodecOptions { four_octet_as: true, max_message_len: MAX_EXTENDED_MESSAGE_LEN },
+        CodecOptions {
+            four_octet_as: true,
+            max_message_len: MAX_MESSAGE_LEN,
+        },
+        CodecOptions {
+            four_octet_as: false,
+            max_message_len: MAX_MESSAGE_LEN,
+        },
+        CodecOptions {
+            four_octet_as: true,
+            max_message_len: MAX_EXTENDED_MESSAGE_LEN,
+        },
     ] {
         let mut framer = Framer::new(opts.max_message_len);
         framer.push(data);
