@@ -394,7 +394,7 @@ impl Allocator {
     fn keep_existing(&mut self, svc: &Service, held: &[IpAddr], events: &mut Vec<Event>) -> bool {
         let kept = !held.is_empty()
             && !family_changed(held, svc)
-            && match self.assign_ips(svc, held) {
+            && match self.assign_ips(svc, held, self.preferred_pool(svc)) {
                 Ok(()) => true,
                 Err(err) => {
                     events.push(msg::clear_assignment(&svc.key, &err));
@@ -490,7 +490,7 @@ impl Allocator {
             .pools
             .first_free(pi, missing, &self.table, &svc.key, &svc.ports, &key);
         let result = match found {
-            Some(ip) => self.assign_ips(svc, &[existing, ip]).map(|()| ip),
+            Some(ip) => self.assign_ips(svc, &[existing, ip], Some(pi)).map(|()| ip),
             None => Err(msg::no_ips_in_pool(&pool_name, Fam::Single(missing))),
         };
         events.push(match result {
@@ -499,12 +499,30 @@ impl Allocator {
         });
     }
 
+    /// The pool to account kept IPs to when several hold them: the annotated one, else the
+    /// one they were held in.
+    fn preferred_pool(&self, svc: &Service) -> Option<usize> {
+        match &svc.pool {
+            Some(p) => self.pools.index(p),
+            None => self
+                .table
+                .allocs
+                .get(&svc.key)
+                .and_then(|a| self.pools.index(&a.assignment.pool)),
+        }
+    }
+
     /// MetalLB's `Allocator.Assign`: `svc` takes exactly `ips` if the config and the other
     /// users of the IPs allow it.
-    fn assign_ips(&mut self, svc: &Service, ips: &[IpAddr]) -> Result<(), String> {
+    fn assign_ips(
+        &mut self,
+        svc: &Service,
+        ips: &[IpAddr],
+        preferred: Option<usize>,
+    ) -> Result<(), String> {
         let pi = self
             .pools
-            .pool_for(ips)
+            .pool_for(ips, preferred)
             .ok_or_else(|| msg::not_allowed_in_config(ips))?;
         if ips.len() > 2 {
             return Err(msg::more_than_two(ips));
@@ -540,7 +558,8 @@ impl Allocator {
             if family_for_addresses(requested)? != fam {
                 return Err(msg::requested_family_mismatch(requested));
             }
-            self.assign_ips(svc, requested)?;
+            let annotated = svc.pool.as_deref().and_then(|p| self.pools.index(p));
+            self.assign_ips(svc, requested, annotated)?;
             if let Some(pool) = &svc.pool
                 && self.assignment(&svc.key).is_none_or(|a| &a.pool != pool)
             {
@@ -558,7 +577,7 @@ impl Allocator {
             let ips = self
                 .free_pair(pi, svc, fam)
                 .select(fam, svc.ip_family_policy, pool)?;
-            self.assign_ips(svc, &ips)?;
+            self.assign_ips(svc, &ips, Some(pi))?;
             return Ok(ips);
         }
 
@@ -570,7 +589,7 @@ impl Allocator {
         let ips = pair
             .select(fam, svc.ip_family_policy, &pool)
             .map_err(|_| msg::NO_AVAILABLE_IPS.to_string())?;
-        self.assign_ips(svc, &ips)
+        self.assign_ips(svc, &ips, Some(pi))
             .map_err(|_| msg::NO_AVAILABLE_IPS.to_string())?;
         Ok(ips)
     }

@@ -140,15 +140,18 @@ impl PoolSet {
         }
     }
 
-    /// MetalLB's `poolFor`: the first pool (config order) that holds every one of `ips`,
-    /// not counting `.0`/`.255` in pools that avoid them.
-    pub fn pool_for(&self, ips: &[IpAddr]) -> Option<usize> {
+    /// MetalLB's `poolFor`: the pool that holds every one of `ips`, not counting `.0`/`.255`
+    /// in pools that avoid them. `preferred` (the pool the IPs were picked from or the
+    /// annotated one) wins when it holds them; otherwise the first in config order.
+    /// (Validated configs have no overlapping pools; this keeps overlaps from flapping.)
+    pub fn pool_for(&self, ips: &[IpAddr], preferred: Option<usize>) -> Option<usize> {
         if ips.is_empty() {
             return None;
         }
-        self.pools
-            .iter()
-            .position(|p| ips.iter().all(|ip| p.acceptable(ip) && p.pool.contains(ip)))
+        let holds = |p: &PoolState| ips.iter().all(|ip| p.acceptable(ip) && p.pool.contains(ip));
+        preferred
+            .filter(|&i| self.pools.get(i).is_some_and(holds))
+            .or_else(|| self.pools.iter().position(holds))
     }
 
     pub fn has_family(&self, i: usize, family: IpFamily) -> bool {
