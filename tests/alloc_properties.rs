@@ -173,7 +173,7 @@ fn services_strategy() -> impl Strategy<Value = Vec<Service>> {
 #[derive(Clone, Debug)]
 enum Op {
     /// Replace Service i's spec (keeping its status) and update it.
-    Update(usize, Service),
+    Update(usize, Box<Service>),
     Release(usize),
     Sync,
     SetPools(Vec<Pool>),
@@ -181,7 +181,7 @@ enum Op {
 
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0usize..14, spec_strategy()).prop_map(|(i, s)| Op::Update(i, s)),
+        6 => (0usize..14, spec_strategy()).prop_map(|(i, s)| Op::Update(i, Box::new(s))),
         2 => (0usize..14).prop_map(Op::Release),
         1 => Just(Op::Sync),
         1 => pools_strategy().prop_map(Op::SetPools),
@@ -452,7 +452,7 @@ fn apply(a: &mut Allocator, world: &mut BTreeMap<ServiceKey, Service>, op: &Op) 
     match op {
         Op::Update(i, spec) => {
             let key = ServiceKey::new("ns", format!("s{i:02}"));
-            let mut s = spec.clone();
+            let mut s = Service::clone(spec);
             s.current_ips = world
                 .get(&key)
                 .map(|old| old.current_ips.clone())
