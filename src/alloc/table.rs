@@ -39,12 +39,21 @@ pub(super) struct Alloc {
     pub key: ShareKey,
 }
 
+/// The users of one IP. Few per IP (usually one), so sorted vectors rather than maps.
 #[derive(Clone, Debug)]
 pub(super) struct IpUse {
-    pub services: BTreeSet<ServiceKey>,
-    pub ports: BTreeMap<ServicePort, ServiceKey>,
+    /// Sorted, no duplicates.
+    pub services: Vec<ServiceKey>,
+    /// Who uses each (protocol, port); unordered, no duplicate ports.
+    pub ports: Vec<(ServicePort, ServiceKey)>,
     /// The key of the users; all users of one IP carry compatible (so equal) keys.
     pub key: ShareKey,
+}
+
+impl IpUse {
+    fn port_owner(&self, port: &ServicePort) -> Option<&ServiceKey> {
+        self.ports.iter().find(|(p, _)| p == port).map(|(_, k)| k)
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -76,7 +85,7 @@ impl Table {
             return Err(msg::sharing_conflict(svc, &others));
         }
         for port in ports {
-            if used.ports.get(port).is_some_and(|owner| owner != svc) {
+            if used.port_owner(port).is_some_and(|owner| owner != svc) {
                 return Err(msg::port_in_use(port, ip));
             }
         }
@@ -89,8 +98,8 @@ impl Table {
         let old = self.remove(&svc);
         for ip in &alloc.assignment.ips {
             let used = self.ips.entry(*ip).or_insert_with(|| IpUse {
-                services: BTreeSet::new(),
-                ports: BTreeMap::new(),
+                services: Vec::new(),
+                ports: Vec::new(),
                 key: alloc.key.clone(),
             });
             if used.services.is_empty() && alloc.key.sharing.is_some() {
@@ -99,9 +108,13 @@ impl Table {
                     .or_default()
                     .insert(*ip);
             }
-            used.services.insert(svc.clone());
+            if let Err(at) = used.services.binary_search(&svc) {
+                used.services.insert(at, svc.clone());
+            }
             for port in &alloc.ports {
-                used.ports.insert(*port, svc.clone());
+                // The caller checked that no other service uses the port here.
+                used.ports.retain(|(p, _)| p != port);
+                used.ports.push((*port, svc.clone()));
             }
             *self
                 .pool_use
@@ -131,12 +144,8 @@ impl Table {
         };
         for ip in &alloc.assignment.ips {
             if let Some(used) = self.ips.get_mut(ip) {
-                used.services.remove(svc);
-                for port in &alloc.ports {
-                    if used.ports.get(port) == Some(svc) {
-                        used.ports.remove(port);
-                    }
-                }
+                used.services.retain(|s| s != svc);
+                used.ports.retain(|(_, owner)| owner != svc);
                 if used.services.is_empty() {
                     let key = used.key.clone();
                     self.ips.remove(ip);
