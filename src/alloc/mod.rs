@@ -392,28 +392,36 @@ impl Allocator {
     /// The first half of MetalLB's `convergeBalancer`: keeps `held` for `svc` if still
     /// valid. Returns false (and holds nothing for `svc`) otherwise.
     fn keep_existing(&mut self, svc: &Service, held: &[IpAddr], events: &mut Vec<Event>) -> bool {
-        let kept = !held.is_empty()
-            && !family_changed(held, svc)
-            && match self.assign_ips(svc, held, self.preferred_pool(svc)) {
-                Ok(()) => true,
-                Err(err) => {
-                    events.push(msg::clear_assignment(&svc.key, &err));
-                    false
-                }
-            }
-            // "The user might also have changed the pool annotation."
-            && svc
-                .pool
-                .as_ref()
-                .is_none_or(|p| self.table.allocs.get(&svc.key).is_some_and(|a| &a.assignment.pool == p))
-            // "User set or changed the desired LB IP(s)." (unknowable on a spec error)
-            && (svc.spec_error.is_some()
-                || svc.requested_ips.is_empty()
-                || same_set(&svc.requested_ips, held));
+        let kept = self.still_valid(svc, held, events);
         if !kept {
             self.unassign(&svc.key);
         }
         kept
+    }
+
+    fn still_valid(&mut self, svc: &Service, held: &[IpAddr], events: &mut Vec<Event>) -> bool {
+        // Nothing held, or of another family than the Service now asks for: silently start
+        // afresh (MetalLB's `serviceFamilyChanged`).
+        if held.is_empty() || family_changed(held, svc) {
+            return false;
+        }
+        // "This assign is idempotent if the config is consistent, otherwise it'll fail and
+        // tell us why."
+        if let Err(err) = self.assign_ips(svc, held, self.preferred_pool(svc)) {
+            events.push(msg::clear_assignment(&svc.key, &err));
+            return false;
+        }
+        // "The user might also have changed the pool annotation."
+        if let Some(pool) = &svc.pool {
+            let held_in = self.table.allocs.get(&svc.key).map(|a| &a.assignment.pool);
+            if held_in != Some(pool) {
+                return false;
+            }
+        }
+        // "User set or changed the desired LB IP(s)." (Unknowable on a spec error: keep.)
+        svc.spec_error.is_some()
+            || svc.requested_ips.is_empty()
+            || same_set(&svc.requested_ips, held)
     }
 
     /// The second half of `convergeBalancer`: the extra family for PreferDualStack, or a
