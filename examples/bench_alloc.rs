@@ -7,9 +7,10 @@
 //! - shared: N Services in groups of 2, 3, 4 (cycling), each group with its own sharing key
 //!   and different ports, so a group lands on one IP.
 //!
-//! For each: `sync` of all N with empty status (first start), `sync` again with the status
-//! written back (restart), N incremental `update`s of new Services, N no-op `update`s of
-//! allocated ones, and N `release` + re-`update` pairs (churn). Each scenario runs in its own
+//! For each: N incremental `update`s of new Services (and the RSS they add), N no-op
+//! `update`s of allocated ones, N `release` + re-`update` pairs (churn), then on fresh
+//! allocators `sync` of all N with empty status (first start) and with the status written
+//! back (restart). Each scenario runs in its own
 //! process (the binary re-runs itself) so that its peak RSS (VmHWM) is its own.
 
 use std::net::IpAddr;
@@ -75,10 +76,18 @@ fn shared(n: usize) -> Vec<Service> {
     out
 }
 
-fn vm_hwm_kib() -> Option<u64> {
+fn proc_status_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn vm_hwm_kib() -> Option<u64> {
+    proc_status_kib("VmHWM:")
+}
+
+fn vm_rss_kib() -> Option<u64> {
+    proc_status_kib("VmRSS:")
 }
 
 fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
@@ -114,29 +123,8 @@ fn scenario(name: &str, services: &[Service]) {
     let n = services.len();
     println!("{name}: {n} services, pool 10.1.0.0/16 (avoid_buggy_ips)");
 
-    let mut a = Allocator::new(vec![pool()], None);
-    let (out, d) = time(|| a.sync(services));
-    let failed = out
-        .iter()
-        .filter(|o| !matches!(o.change, Change::Allocated { .. }))
-        .count();
-    report("sync, empty status", n, d);
-    assert_eq!(failed, 0, "every service fits");
-    let stats = &a.pool_stats()[0];
-    println!(
-        "    -> {} distinct IPs for {} services",
-        stats.used, stats.services
-    );
-
-    let back = written_back(&a, services);
-    let mut restarted = Allocator::new(vec![pool()], None);
-    let (out, d) = time(|| restarted.sync(&back));
-    report("sync, status written back", n, d);
-    assert!(out.iter().all(|o| o.change == Change::Unchanged));
-    drop((restarted, out));
-    let expected = a.pool_stats();
-    drop(a);
-
+    // Incremental first, in a fresh process: the RSS growth is the allocator's footprint.
+    let rss_before = vm_rss_kib().unwrap_or(0);
     let mut inc = Allocator::new(vec![pool()], None);
     let (_, d) = time(|| {
         for s in services {
@@ -144,9 +132,19 @@ fn scenario(name: &str, services: &[Service]) {
         }
     });
     report("update x N, new services", n, d);
-    // Same packing as sync (the order differs: sync goes in key order).
-    assert_eq!(inc.pool_stats(), expected);
+    let grown = vm_rss_kib().unwrap_or(0).saturating_sub(rss_before);
+    println!(
+        "    -> RSS grew {grown} KiB while the allocator took them ({} B/service)",
+        grown * 1024 / n.max(1) as u64
+    );
+    let stats = inc.pool_stats()[0].clone();
+    println!(
+        "    -> {} distinct IPs for {} services",
+        stats.used, stats.services
+    );
+    assert_eq!(stats.services, n, "every service fits");
 
+    let back = written_back(&inc, services);
     let (_, d) = time(|| {
         for s in &back {
             inc.update(s);
@@ -161,6 +159,23 @@ fn scenario(name: &str, services: &[Service]) {
         }
     });
     report("release + update x N (churn)", n, d);
+    drop(inc);
+
+    let mut a = Allocator::new(vec![pool()], None);
+    let (out, d) = time(|| a.sync(services));
+    report("sync, empty status", n, d);
+    assert!(
+        out.iter()
+            .all(|o| matches!(o.change, Change::Allocated { .. }))
+    );
+    // Same packing as the updates (the order differs: sync goes in key order).
+    assert_eq!(a.pool_stats()[0], stats);
+    drop((a, out));
+
+    let mut restarted = Allocator::new(vec![pool()], None);
+    let (out, d) = time(|| restarted.sync(&back));
+    report("sync, status written back", n, d);
+    assert!(out.iter().all(|o| o.change == Change::Unchanged));
 
     let hwm = vm_hwm_kib().unwrap_or(0);
     println!("  peak RSS (VmHWM) {hwm} KiB (with the input built: {base} KiB)");
