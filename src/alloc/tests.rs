@@ -923,3 +923,39 @@ fn pool_stats_count_capacity_net_of_buggy_ips_and_distinct_used_ips() {
     assert_eq!(stats[1].total, 1u128 << 64);
     assert_eq!(stats[1].used, 0);
 }
+
+#[test]
+fn a_new_pool_on_reload_places_services_that_were_waiting() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.1"])], None);
+    let services = vec![svc("x"), svc("y")];
+    let out = a.sync(&services);
+    assert!(matches!(out[1].change, Change::Failed { .. }));
+    let services = written_back(&a, &services);
+    let out = a.set_pools(
+        vec![pool("a", &["10.0.0.1"]), pool("b", &["10.0.1.1"])],
+        &services,
+    );
+    assert_eq!(out[0].change, Change::Unchanged);
+    assert_eq!(
+        out[1].change,
+        Change::Allocated {
+            ips: ips(&["10.0.1.1"]),
+            pool: "b".into()
+        }
+    );
+    assert_eq!(a.failed().count(), 0);
+}
+
+#[test]
+fn sync_forgets_services_missing_from_the_snapshot_and_reports_foreign_ones() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.1-10.0.0.2"])], None);
+    a.sync(&[svc("gone"), svc("stays")]);
+    let mut foreign = svc("foreign");
+    foreign.class = Some("other".into());
+    let out = a.sync(&[svc("stays"), foreign]);
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].service, key("foreign"));
+    assert_eq!(out[0].change, Change::NotOurs);
+    assert_eq!(a.assignment(&key("gone")), None);
+    assert_eq!(a.assignments().count(), 1);
+}
