@@ -1,0 +1,961 @@
+//! One test per allocation rule; expected texts are MetalLB's.
+
+use super::*;
+use crate::model::{IpRange, PoolProtocol, Protocol, ServicePort};
+use std::str::FromStr;
+
+fn ip(s: &str) -> IpAddr {
+    IpAddr::from_str(s).expect("test IP")
+}
+
+fn ips(list: &[&str]) -> Vec<IpAddr> {
+    list.iter().map(|s| ip(s)).collect()
+}
+
+/// `10.0.0.0/30`, `10.0.0.5-10.0.0.7` or `10.0.0.9`.
+fn range(s: &str) -> IpRange {
+    if let Some((a, b)) = s.split_once('-') {
+        return IpRange::new(ip(a), ip(b)).expect("test range");
+    }
+    if s.contains('/') {
+        let net = ipnet::IpNet::from_str(s).expect("test CIDR");
+        return IpRange::new(net.network(), net.broadcast()).expect("test range");
+    }
+    IpRange::new(ip(s), ip(s)).expect("test range")
+}
+
+fn pool(name: &str, ranges: &[&str]) -> Pool {
+    Pool {
+        name: name.to_string(),
+        protocol: PoolProtocol::Layer2,
+        ranges: ranges.iter().map(|r| range(r)).collect(),
+        auto_assign: true,
+        avoid_buggy_ips: false,
+        interfaces: Vec::new(),
+        node_selectors: Vec::new(),
+        bgp_advertisements: Vec::new(),
+    }
+}
+
+fn manual(mut p: Pool) -> Pool {
+    p.auto_assign = false;
+    p
+}
+
+fn svc(name: &str) -> Service {
+    Service {
+        key: ServiceKey::new("default", name),
+        ports: vec![tcp(80)],
+        ..Service::default()
+    }
+}
+
+fn tcp(port: u16) -> ServicePort {
+    ServicePort {
+        protocol: Protocol::Tcp,
+        port,
+    }
+}
+
+fn udp(port: u16) -> ServicePort {
+    ServicePort {
+        protocol: Protocol::Udp,
+        port,
+    }
+}
+
+fn shared(mut s: Service, key: &str, ports: Vec<ServicePort>) -> Service {
+    s.sharing_key = Some(key.to_string());
+    s.ports = ports;
+    s
+}
+
+fn key(name: &str) -> ServiceKey {
+    ServiceKey::new("default", name)
+}
+
+fn held(a: &Allocator, name: &str) -> Option<Vec<IpAddr>> {
+    a.assignment(&key(name)).map(|x| x.ips.clone())
+}
+
+fn failed_reason(o: &Outcome) -> &str {
+    match &o.change {
+        Change::Failed { reason } | Change::Cleared { reason } => reason,
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+/// Writes what the allocator holds into `current_ips`, as the status writer would.
+fn written_back(a: &Allocator, services: &[Service]) -> Vec<Service> {
+    services
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            s.current_ips = a
+                .assignment(&s.key)
+                .map(|x| x.ips.clone())
+                .unwrap_or_default();
+            s
+        })
+        .collect()
+}
+
+// ---- auto-assign ----
+
+#[test]
+fn auto_assign_gives_lowest_free_address_and_metallb_event() {
+    let mut a = Allocator::new(vec![pool("p", &["10.0.0.0/30"])], None);
+    let o = a.update(&svc("x"));
+    assert_eq!(
+        o.change,
+        Change::Allocated {
+            ips: ips(&["10.0.0.0"]),
+            pool: "p".into()
+        }
+    );
+    assert_eq!(
+        o.events,
+        vec![Event {
+            kind: EventType::Normal,
+            reason: "IPAllocated",
+            message: r#"Assigned IP ["10.0.0.0"]"#.into(),
+        }]
+    );
+    a.update(&svc("y"));
+    assert_eq!(held(&a, "y"), Some(ips(&["10.0.0.1"])));
+}
+
+#[test]
+fn auto_assign_skips_pools_without_auto_assign() {
+    let mut a = Allocator::new(
+        vec![
+            manual(pool("m", &["10.0.0.1"])),
+            pool("auto", &["10.0.1.1"]),
+        ],
+        None,
+    );
+    a.update(&svc("x"));
+    assert_eq!(
+        a.assignment(&key("x")),
+        Some(&Assignment {
+            ips: ips(&["10.0.1.1"]),
+            pool: "auto".into()
+        })
+    );
+}
+
+#[test]
+fn auto_assign_tries_pools_in_config_order_and_moves_on_when_full() {
+    let mut a = Allocator::new(
+        vec![
+            pool("z-first", &["10.0.9.1"]),
+            pool("a-second", &["10.0.0.1"]),
+        ],
+        None,
+    );
+    a.update(&svc("x"));
+    a.update(&svc("y"));
+    assert_eq!(held(&a, "x"), Some(ips(&["10.0.9.1"])));
+    assert_eq!(held(&a, "y"), Some(ips(&["10.0.0.1"])));
+    let o = a.update(&svc("z"));
+    assert_eq!(failed_reason(&o), "no available IPs");
+    assert_eq!(
+        o.events[0].message,
+        r#"Failed to allocate IP for "default/z": no available IPs"#
+    );
+    assert_eq!(o.events[0].kind, EventType::Warning);
+    assert_eq!(o.events[0].reason, "AllocationFailed");
+}
+
+#[test]
+fn auto_assign_follows_range_order_within_a_pool() {
+    let mut a = Allocator::new(vec![pool("p", &["10.0.0.9", "10.0.0.1"])], None);
+    a.update(&svc("x"));
+    a.update(&svc("y"));
+    assert_eq!(held(&a, "x"), Some(ips(&["10.0.0.9"])));
+    assert_eq!(held(&a, "y"), Some(ips(&["10.0.0.1"])));
+}
+
+#[test]
+fn avoid_buggy_ips_skips_addresses_ending_in_0_and_255() {
+    let mut p = pool("p", &["10.0.0.255-10.0.1.1"]);
+    p.avoid_buggy_ips = true;
+    let mut a = Allocator::new(vec![p], None);
+    a.update(&svc("x"));
+    assert_eq!(held(&a, "x"), Some(ips(&["10.0.1.1"])));
+    assert_eq!(failed_reason(&a.update(&svc("y"))), "no available IPs");
+    // Asking for one explicitly fails too: MetalLB's poolFor ignores them.
+    let mut s = svc("z");
+    s.requested_ips = ips(&["10.0.1.0"]);
+    assert_eq!(
+        failed_reason(&a.update(&s)),
+        r#"["10.0.1.0"] is not allowed in config"#
+    );
+}
+
+#[test]
+fn released_address_is_handed_out_again_lowest_first() {
+    let mut a = Allocator::new(vec![pool("p", &["10.0.0.0/29"])], None);
+    for n in ["a", "b", "c"] {
+        a.update(&svc(n));
+    }
+    let o = a.release(&key("a")).expect("a held an IP");
+    assert!(matches!(o.change, Change::Cleared { .. }));
+    assert_eq!(a.release(&key("a")), None);
+    a.update(&svc("d"));
+    assert_eq!(held(&a, "d"), Some(ips(&["10.0.0.0"])));
+    a.update(&svc("e"));
+    assert_eq!(held(&a, "e"), Some(ips(&["10.0.0.3"])));
+}
+
+// ---- address-pool annotation ----
+
+#[test]
+fn pool_annotation_takes_first_free_address_of_that_pool_even_if_not_auto_assign() {
+    let mut a = Allocator::new(
+        vec![
+            pool("a", &["10.0.0.1"]),
+            manual(pool("b", &["10.0.1.0/30"])),
+        ],
+        None,
+    );
+    let mut s = svc("x");
+    s.pool = Some("b".into());
+    a.update(&s);
+    assert_eq!(
+        a.assignment(&key("x")),
+        Some(&Assignment {
+            ips: ips(&["10.0.1.0"]),
+            pool: "b".into()
+        })
+    );
+}
+
+#[test]
+fn unknown_pool_annotation_fails() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.1"])], None);
+    let mut s = svc("x");
+    s.pool = Some("nope".into());
+    let o = a.update(&s);
+    assert_eq!(failed_reason(&o), r#"unknown pool "nope""#);
+    assert_eq!(
+        o.events[0].message,
+        r#"Failed to allocate IP for "default/x": unknown pool "nope""#
+    );
+}
+
+#[test]
+fn exhausted_named_pool_fails_with_family_in_reason() {
+    let mut a = Allocator::new(vec![pool("b", &["10.0.1.1"])], None);
+    let mut s = svc("x");
+    s.pool = Some("b".into());
+    a.update(&s);
+    s.key = key("y");
+    assert_eq!(
+        failed_reason(&a.update(&s)),
+        "no available IPs in pool b for ipv4 IPFamily"
+    );
+}
+
+#[test]
+fn pool_annotation_change_moves_service_to_the_named_pool() {
+    let mut a = Allocator::new(
+        vec![pool("a", &["10.0.0.1"]), pool("b", &["10.0.1.1"])],
+        None,
+    );
+    let mut s = svc("x");
+    a.update(&s);
+    s.current_ips = ips(&["10.0.0.1"]);
+    s.pool = Some("b".into());
+    let o = a.update(&s);
+    assert_eq!(
+        o.change,
+        Change::Allocated {
+            ips: ips(&["10.0.1.1"]),
+            pool: "b".into()
+        }
+    );
+    assert!(a.services_on(ip("10.0.0.1")).is_empty());
+}
+
+// ---- requested IPs ----
+
+#[test]
+fn requested_ip_is_honoured_from_a_non_auto_assign_pool() {
+    let mut a = Allocator::new(
+        vec![
+            pool("a", &["10.0.0.0/24"]),
+            manual(pool("m", &["10.0.1.0/24"])),
+        ],
+        None,
+    );
+    let mut s = svc("x");
+    s.requested_ips = ips(&["10.0.1.7"]);
+    let o = a.update(&s);
+    assert_eq!(
+        o.change,
+        Change::Allocated {
+            ips: ips(&["10.0.1.7"]),
+            pool: "m".into()
+        }
+    );
+}
+
+#[test]
+fn requested_ip_in_no_pool_fails() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.0/24"])], None);
+    let mut s = svc("x");
+    s.requested_ips = ips(&["192.0.2.1"]);
+    let o = a.update(&s);
+    assert_eq!(
+        o.change,
+        Change::Failed {
+            reason: r#"["192.0.2.1"] is not allowed in config"#.into()
+        }
+    );
+    assert_eq!(
+        o.events[0].message,
+        r#"Failed to allocate IP for "default/x": ["192.0.2.1"] is not allowed in config"#
+    );
+    assert_eq!(a.assignment(&key("x")), None);
+}
+
+#[test]
+fn requested_ip_from_another_pool_than_the_annotated_one_fails() {
+    let mut a = Allocator::new(
+        vec![pool("a", &["10.0.0.0/24"]), pool("b", &["10.0.1.0/24"])],
+        None,
+    );
+    let mut s = svc("x");
+    s.requested_ips = ips(&["10.0.0.5"]);
+    s.pool = Some("b".into());
+    assert_eq!(
+        failed_reason(&a.update(&s)),
+        r#"requested loadBalancer IP(s) ["10.0.0.5"] is not compatible with requested address pool b"#
+    );
+    assert!(a.services_on(ip("10.0.0.5")).is_empty());
+}
+
+#[test]
+fn requested_ip_held_by_an_incompatible_service_is_not_stolen() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.1-10.0.0.9"])], None);
+    a.update(&svc("owner"));
+    let mut s = svc("thief");
+    s.requested_ips = ips(&["10.0.0.1"]);
+    let o = a.update(&s);
+    assert_eq!(
+        failed_reason(&o),
+        r#"can't change sharing key for "default/thief", address also in use by default/owner"#
+    );
+    assert_eq!(a.services_on(ip("10.0.0.1")), vec![&key("owner")]);
+}
+
+#[test]
+fn requested_ip_on_a_port_already_used_there_fails() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.1-10.0.0.9"])], None);
+    a.update(&shared(svc("one"), "k", vec![tcp(80)]));
+    let mut s = shared(svc("two"), "k", vec![tcp(80)]);
+    s.requested_ips = ips(&["10.0.0.1"]);
+    assert_eq!(
+        failed_reason(&a.update(&s)),
+        r#"port TCP/80 is already in use on "10.0.0.1""#
+    );
+}
+
+#[test]
+fn requested_ip_change_moves_the_service() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.0/24"])], None);
+    let mut s = svc("x");
+    a.update(&s);
+    s.current_ips = ips(&["10.0.0.0"]);
+    s.requested_ips = ips(&["10.0.0.42"]);
+    let o = a.update(&s);
+    assert_eq!(
+        o.change,
+        Change::Allocated {
+            ips: ips(&["10.0.0.42"]),
+            pool: "a".into()
+        }
+    );
+    assert_eq!(o.events.len(), 1, "MetalLB clears silently here: {o:?}");
+}
+
+#[test]
+fn requested_ips_of_one_family_twice_fail() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.0/24"])], None);
+    let mut s = svc("x");
+    s.ip_family_policy = IpFamilyPolicy::RequireDualStack;
+    s.requested_ips = ips(&["10.0.0.1", "10.0.0.2"]);
+    assert_eq!(
+        failed_reason(&a.update(&s)),
+        r#"IPFamilyForAddresses: same address family ["10.0.0.1" "10.0.0.2"]"#
+    );
+}
+
+#[test]
+fn requested_ip_of_the_wrong_family_fails() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.0/24", "fd00::/120"])], None);
+    let mut s = svc("x");
+    s.requested_ips = ips(&["fd00::5"]);
+    assert_eq!(
+        failed_reason(&a.update(&s)),
+        r#"requested loadBalancer IP(s) ["fd00::5"] does not match the ipFamily of the service"#
+    );
+    s.ip_families = vec![IpFamily::V6];
+    assert!(matches!(a.update(&s).change, Change::Allocated { .. }));
+}
+
+// ---- sharing ----
+
+#[test]
+fn same_sharing_key_and_different_ports_share_one_ip() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.1-10.0.0.9"])], None);
+    a.update(&shared(svc("web"), "k", vec![tcp(80)]));
+    a.update(&shared(svc("tls"), "k", vec![tcp(443)]));
+    assert_eq!(held(&a, "tls"), Some(ips(&["10.0.0.1"])));
+    assert_eq!(
+        a.services_on(ip("10.0.0.1")),
+        vec![&key("tls"), &key("web")]
+    );
+    assert_eq!(a.pool_stats()[0].used, 1);
+    assert_eq!(a.pool_stats()[0].services, 2);
+}
+
+#[test]
+fn sharer_joins_the_lowest_compatible_ip_rather_than_the_first_free_one() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.1-10.0.0.9"])], None);
+    a.update(&svc("plain"));
+    a.update(&shared(svc("s1"), "k", vec![tcp(80)]));
+    a.release(&key("plain"));
+    // .1 is free again, but MetalLB's scan would take .1 first: lowest acceptable wins.
+    a.update(&shared(svc("s2"), "k", vec![tcp(81)]));
+    assert_eq!(held(&a, "s2"), Some(ips(&["10.0.0.1"])));
+    // With .1 taken, a third sharer joins s1 on .2.
+    a.update(&svc("plain2"));
+    a.update(&shared(svc("s3"), "k", vec![tcp(82)]));
+    assert_eq!(held(&a, "s1"), Some(ips(&["10.0.0.2"])));
+    assert_eq!(held(&a, "s3"), Some(ips(&["10.0.0.1"])));
+}
+
+#[test]
+fn same_port_on_a_shared_key_gets_its_own_ip() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.1-10.0.0.9"])], None);
+    a.update(&shared(svc("one"), "k", vec![tcp(80)]));
+    a.update(&shared(svc("two"), "k", vec![tcp(80)]));
+    assert_eq!(held(&a, "two"), Some(ips(&["10.0.0.2"])));
+    // Same port number, other protocol: shares.
+    a.update(&shared(svc("three"), "k", vec![udp(80)]));
+    assert_eq!(held(&a, "three"), Some(ips(&["10.0.0.1"])));
+}
+
+#[test]
+fn different_sharing_keys_do_not_share() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.1-10.0.0.9"])], None);
+    a.update(&shared(svc("one"), "k1", vec![tcp(80)]));
+    a.update(&shared(svc("two"), "k2", vec![tcp(443)]));
+    assert_eq!(held(&a, "two"), Some(ips(&["10.0.0.2"])));
+}
+
+#[test]
+fn a_service_without_sharing_key_never_shares() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.1-10.0.0.9"])], None);
+    a.update(&shared(svc("one"), "k", vec![tcp(80)]));
+    let mut s = svc("two");
+    s.ports = vec![tcp(443)];
+    s.requested_ips = ips(&["10.0.0.1"]);
+    assert!(matches!(a.update(&s).change, Change::Failed { .. }));
+    s.requested_ips.clear();
+    a.update(&s);
+    assert_eq!(held(&a, "two"), Some(ips(&["10.0.0.2"])));
+}
+
+fn local(mut s: Service, app: &str) -> Service {
+    s.traffic_policy = TrafficPolicy::Local;
+    s.selector = [("app".to_string(), app.to_string())].into();
+    s
+}
+
+#[test]
+fn local_services_share_only_with_local_services_of_the_same_selector() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.1-10.0.0.9"])], None);
+    a.update(&local(shared(svc("l1"), "k", vec![tcp(80)]), "web"));
+    a.update(&local(shared(svc("l2"), "k", vec![tcp(81)]), "web"));
+    a.update(&local(shared(svc("l3"), "k", vec![tcp(82)]), "db"));
+    assert_eq!(held(&a, "l2"), Some(ips(&["10.0.0.1"])));
+    assert_eq!(held(&a, "l3"), Some(ips(&["10.0.0.2"])));
+}
+
+#[test]
+fn local_services_never_share_with_cluster_services() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.1-10.0.0.9"])], None);
+    a.update(&shared(svc("c"), "k", vec![tcp(80)]));
+    let mut l = shared(svc("l"), "k", vec![tcp(81)]);
+    l.traffic_policy = TrafficPolicy::Local; // even with an empty selector
+    a.update(&l);
+    assert_eq!(held(&a, "l"), Some(ips(&["10.0.0.2"])));
+}
+
+#[test]
+fn changing_the_sharing_key_of_a_shared_ip_moves_the_changed_service() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.1-10.0.0.9"])], None);
+    let one = shared(svc("one"), "k", vec![tcp(80)]);
+    let mut two = shared(svc("two"), "k", vec![tcp(81)]);
+    a.update(&one);
+    a.update(&two);
+    two.current_ips = ips(&["10.0.0.1"]);
+    two.sharing_key = Some("other".into());
+    let o = a.update(&two);
+    assert_eq!(o.events[0].reason, "ClearAssignment");
+    assert_eq!(
+        o.events[0].message,
+        r#"current IP for "default/two" not allowed by config, will attempt for new IP assignment: can't change sharing key for "default/two", address also in use by default/one"#
+    );
+    assert_eq!(
+        o.change,
+        Change::Allocated {
+            ips: ips(&["10.0.0.2"]),
+            pool: "a".into()
+        }
+    );
+    assert_eq!(held(&a, "one"), Some(ips(&["10.0.0.1"])));
+}
+
+// ---- IP families ----
+
+fn dual_pool() -> Pool {
+    pool("d", &["10.0.0.1-10.0.0.9", "fd00::1-fd00::9"])
+}
+
+#[test]
+fn single_stack_defaults_to_ipv4() {
+    let mut a = Allocator::new(vec![pool("v6", &["fd00::/120"]), dual_pool()], None);
+    a.update(&svc("x"));
+    assert_eq!(held(&a, "x"), Some(ips(&["10.0.0.1"])));
+}
+
+#[test]
+fn single_stack_takes_its_first_listed_family() {
+    let mut a = Allocator::new(vec![dual_pool()], None);
+    let mut s = svc("x");
+    s.ip_families = vec![IpFamily::V6, IpFamily::V4];
+    a.update(&s);
+    assert_eq!(held(&a, "x"), Some(ips(&["fd00::1"])));
+}
+
+#[test]
+fn require_dual_stack_gets_one_of_each_family_from_one_pool() {
+    let mut a = Allocator::new(
+        vec![
+            pool("v4", &["10.0.9.1"]),
+            pool("v6", &["fd09::1"]),
+            dual_pool(),
+        ],
+        None,
+    );
+    let mut s = svc("x");
+    s.ip_family_policy = IpFamilyPolicy::RequireDualStack;
+    let o = a.update(&s);
+    assert_eq!(
+        o.change,
+        Change::Allocated {
+            ips: ips(&["10.0.0.1", "fd00::1"]),
+            pool: "d".into()
+        }
+    );
+    assert_eq!(o.events[0].message, r#"Assigned IP ["10.0.0.1" "fd00::1"]"#);
+}
+
+#[test]
+fn require_dual_stack_fails_without_a_pool_of_both_families() {
+    let mut a = Allocator::new(
+        vec![pool("v4", &["10.0.9.1"]), pool("v6", &["fd09::1"])],
+        None,
+    );
+    let mut s = svc("x");
+    s.ip_family_policy = IpFamilyPolicy::RequireDualStack;
+    assert_eq!(failed_reason(&a.update(&s)), "no available IPs");
+    s.pool = Some("v4".into());
+    assert_eq!(
+        failed_reason(&a.update(&s)),
+        "no available IPs in pool v4 for dual IPFamily"
+    );
+}
+
+#[test]
+fn prefer_dual_stack_takes_both_families_when_a_pool_has_both() {
+    let mut a = Allocator::new(vec![pool("v4", &["10.0.9.1"]), dual_pool()], None);
+    let mut s = svc("x");
+    s.ip_family_policy = IpFamilyPolicy::PreferDualStack;
+    a.update(&s);
+    assert_eq!(held(&a, "x"), Some(ips(&["10.0.0.1", "fd00::1"])));
+}
+
+#[test]
+fn prefer_dual_stack_takes_the_one_family_available() {
+    let mut a = Allocator::new(
+        vec![pool("v6", &["fd09::1"]), pool("v4", &["10.0.9.1"])],
+        None,
+    );
+    let mut s = svc("x");
+    s.ip_family_policy = IpFamilyPolicy::PreferDualStack;
+    a.update(&s);
+    // The primary family (IPv4 unless listed otherwise) wins among single-family pools.
+    assert_eq!(held(&a, "x"), Some(ips(&["10.0.9.1"])));
+    s.key = key("y");
+    s.ip_families = vec![IpFamily::V6, IpFamily::V4];
+    a.update(&s);
+    assert_eq!(held(&a, "y"), Some(ips(&["fd09::1"])));
+}
+
+#[test]
+fn prefer_dual_stack_holding_one_ip_gets_the_other_family_from_its_pool() {
+    let mut a = Allocator::new(vec![dual_pool()], None);
+    let mut s = svc("x");
+    s.ip_family_policy = IpFamilyPolicy::PreferDualStack;
+    s.current_ips = ips(&["10.0.0.5"]);
+    let o = a.update(&s);
+    assert_eq!(
+        o.change,
+        Change::Allocated {
+            ips: ips(&["10.0.0.5", "fd00::1"]),
+            pool: "d".into()
+        }
+    );
+    assert_eq!(
+        o.events,
+        vec![Event {
+            kind: EventType::Normal,
+            reason: "IPAllocated",
+            message: r#"Assigned additional IP "fd00::1""#.into(),
+        }]
+    );
+}
+
+#[test]
+fn prefer_dual_stack_reports_an_exhausted_other_family() {
+    let mut a = Allocator::new(vec![pool("d", &["10.0.0.1-10.0.0.9", "fd00::1"])], None);
+    let mut taker = svc("a-taker");
+    taker.ip_families = vec![IpFamily::V6];
+    a.update(&taker);
+    let mut s = svc("x");
+    s.ip_family_policy = IpFamilyPolicy::PreferDualStack;
+    s.current_ips = ips(&["10.0.0.5"]);
+    let o = a.update(&s);
+    assert_eq!(o.change, Change::Unchanged);
+    assert_eq!(o.events[0].reason, "AdditionalAssignFailed");
+    assert_eq!(
+        o.events[0].message,
+        "cannot assign additional IP in PreferDualStack: no available IPs in pool d for ipv6 IPFamily"
+    );
+}
+
+#[test]
+fn single_stack_service_holding_an_ip_of_the_other_family_is_reallocated() {
+    let mut a = Allocator::new(vec![dual_pool()], None);
+    let mut s = svc("x");
+    s.current_ips = ips(&["fd00::3"]);
+    let o = a.update(&s);
+    assert_eq!(
+        o.change,
+        Change::Allocated {
+            ips: ips(&["10.0.0.1"]),
+            pool: "d".into()
+        }
+    );
+}
+
+// ---- class ----
+
+#[test]
+fn service_of_another_class_is_not_ours_and_its_ip_is_released() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.1"])], None);
+    let mut s = svc("x");
+    a.update(&s);
+    s.class = Some("other.example/lb".into());
+    s.current_ips = ips(&["10.0.0.1"]);
+    let o = a.update(&s);
+    assert_eq!(o.change, Change::NotOurs);
+    assert!(o.events.is_empty());
+    assert_eq!(a.assignment(&key("x")), None);
+    assert!(matches!(
+        a.update(&svc("y")).change,
+        Change::Allocated { .. }
+    ));
+}
+
+#[test]
+fn with_a_class_configured_only_services_of_that_class_are_ours() {
+    let class = Some("example.com/lb".to_string());
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.0/24"])], class.clone());
+    assert_eq!(a.update(&svc("plain")).change, Change::NotOurs);
+    let mut s = svc("mine");
+    s.class = class;
+    assert!(matches!(a.update(&s).change, Change::Allocated { .. }));
+}
+
+// ---- spec errors ----
+
+#[test]
+fn spec_error_fails_and_keeps_the_existing_valid_ip() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.0/24"])], None);
+    let mut s = svc("x");
+    s.current_ips = ips(&["10.0.0.7"]);
+    s.spec_error = Some(r#"invalid metallb.io/loadBalancerIPs: "banana""#.into());
+    let o = a.update(&s);
+    assert_eq!(
+        o.change,
+        Change::Failed {
+            reason: r#"invalid metallb.io/loadBalancerIPs: "banana""#.into()
+        }
+    );
+    assert_eq!(o.events[0].kind, EventType::Warning);
+    assert_eq!(held(&a, "x"), Some(ips(&["10.0.0.7"])));
+    // Still held: nobody else gets it.
+    let mut t = svc("y");
+    t.requested_ips = ips(&["10.0.0.7"]);
+    assert!(matches!(a.update(&t).change, Change::Failed { .. }));
+}
+
+#[test]
+fn spec_error_without_an_ip_allocates_nothing() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.0/24"])], None);
+    let mut s = svc("x");
+    s.spec_error = Some("bad".into());
+    let o = a.update(&s);
+    assert_eq!(
+        o.change,
+        Change::Failed {
+            reason: "bad".into()
+        }
+    );
+    assert_eq!(
+        o.events[0].message,
+        r#"Failed to allocate IP for "default/x": bad"#
+    );
+    assert_eq!(a.assignment(&key("x")), None);
+    assert_eq!(a.failed().collect::<Vec<_>>(), vec![&key("x")]);
+}
+
+// ---- stability ----
+
+#[test]
+fn existing_assignment_is_kept_even_when_a_lower_address_is_free() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.0/24"])], None);
+    let mut s = svc("x");
+    s.current_ips = ips(&["10.0.0.200"]);
+    let o = a.update(&s);
+    assert_eq!(o.change, Change::Unchanged);
+    assert!(o.events.is_empty());
+    assert_eq!(
+        a.sync(std::slice::from_ref(&s))[0].change,
+        Change::Unchanged
+    );
+}
+
+#[test]
+fn update_with_a_status_not_yet_written_keeps_the_held_ip() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.0/24"])], None);
+    a.update(&svc("x"));
+    a.update(&svc("y"));
+    a.release(&key("x"));
+    // y's status still empty: it must stay on .1, not move down to the freed .0.
+    let o = a.update(&svc("y"));
+    assert_eq!(
+        o.change,
+        Change::Allocated {
+            ips: ips(&["10.0.0.1"]),
+            pool: "a".into()
+        }
+    );
+    assert!(o.events.is_empty(), "already announced: {o:?}");
+}
+
+#[test]
+fn sync_keeps_existing_assignments_before_allocating_new_ones() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.1-10.0.0.2"])], None);
+    let new = svc("a-new"); // sorts first
+    let mut old = svc("z-old");
+    old.current_ips = ips(&["10.0.0.1"]);
+    let out = a.sync(&[old.clone(), new.clone()]);
+    assert_eq!(out[0].service, key("a-new"));
+    assert_eq!(
+        out[0].change,
+        Change::Allocated {
+            ips: ips(&["10.0.0.2"]),
+            pool: "a".into()
+        }
+    );
+    assert_eq!(out[1].change, Change::Unchanged);
+}
+
+#[test]
+fn sync_resolves_conflicting_statuses_in_key_order() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.1-10.0.0.2"])], None);
+    let mut first = svc("a");
+    first.current_ips = ips(&["10.0.0.1"]);
+    let mut second = svc("b");
+    second.current_ips = ips(&["10.0.0.1"]);
+    let out = a.sync(&[second, first]);
+    assert_eq!(out[0].change, Change::Unchanged);
+    assert_eq!(out[1].events[0].reason, "ClearAssignment");
+    assert_eq!(
+        out[1].change,
+        Change::Allocated {
+            ips: ips(&["10.0.0.2"]),
+            pool: "a".into()
+        }
+    );
+}
+
+#[test]
+fn resync_of_written_back_output_changes_nothing() {
+    let pools = vec![dual_pool(), manual(pool("m", &["10.0.5.0/29"]))];
+    let mut a = Allocator::new(pools.clone(), None);
+    let mut services = vec![
+        svc("a"),
+        shared(svc("b"), "k", vec![tcp(1)]),
+        shared(svc("c"), "k", vec![tcp(2)]),
+        svc("d"),
+    ];
+    services[3].ip_family_policy = IpFamilyPolicy::PreferDualStack;
+    services.push({
+        let mut s = svc("e");
+        s.requested_ips = ips(&["10.0.5.3"]);
+        s
+    });
+    a.sync(&services);
+    let back = written_back(&a, &services);
+    for o in a.sync(&back) {
+        assert_eq!(o.change, Change::Unchanged, "{o:?}");
+        assert!(o.events.is_empty(), "{o:?}");
+    }
+    let mut fresh = Allocator::new(pools, None);
+    for o in fresh.sync(&back) {
+        assert_eq!(o.change, Change::Unchanged, "{o:?}");
+    }
+    assert!(fresh.assignments().eq(a.assignments()));
+}
+
+// ---- config reload ----
+
+#[test]
+fn shrinking_a_pool_moves_only_services_whose_ip_left_it() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.1-10.0.0.9"])], None);
+    let services: Vec<Service> = ["x", "y", "z"].iter().map(|n| svc(n)).collect();
+    a.sync(&services);
+    let services = written_back(&a, &services); // .1 .2 .3
+    let out = a.set_pools(vec![pool("a", &["10.0.0.2-10.0.0.9"])], &services);
+    assert_eq!(out[0].service, key("x"));
+    assert_eq!(
+        out[0].change,
+        Change::Allocated {
+            ips: ips(&["10.0.0.4"]),
+            pool: "a".into()
+        }
+    );
+    assert_eq!(
+        out[0].events[0].message,
+        r#"current IP for "default/x" not allowed by config, will attempt for new IP assignment: ["10.0.0.1"] is not allowed in config"#
+    );
+    assert_eq!(out[0].events[1].message, r#"Assigned IP ["10.0.0.4"]"#);
+    assert_eq!(out[1].change, Change::Unchanged);
+    assert_eq!(out[2].change, Change::Unchanged);
+}
+
+#[test]
+fn removing_a_pool_clears_its_services_when_nothing_else_fits() {
+    let mut a = Allocator::new(
+        vec![pool("a", &["10.0.0.1"]), manual(pool("b", &["10.0.1.1"]))],
+        None,
+    );
+    let services = vec![svc("x")];
+    a.sync(&services);
+    let services = written_back(&a, &services);
+    let out = a.set_pools(vec![manual(pool("b", &["10.0.1.1"]))], &services);
+    assert_eq!(
+        out[0].change,
+        Change::Cleared {
+            reason: "no available IPs".into()
+        }
+    );
+    assert_eq!(out[0].events.len(), 2);
+    assert_eq!(a.assignment(&key("x")), None);
+}
+
+#[test]
+fn a_failed_service_is_listed_until_it_gets_an_ip() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.1"])], None);
+    a.update(&svc("x"));
+    a.update(&svc("y"));
+    assert_eq!(a.failed().collect::<Vec<_>>(), vec![&key("y")]);
+    a.release(&key("x"));
+    a.update(&svc("y"));
+    assert_eq!(a.failed().count(), 0);
+    assert_eq!(held(&a, "y"), Some(ips(&["10.0.0.1"])));
+}
+
+// ---- stats ----
+
+#[test]
+fn pool_stats_count_capacity_net_of_buggy_ips_and_distinct_used_ips() {
+    let mut p = pool("a", &["10.0.0.0/23", "fd00::/126"]);
+    p.avoid_buggy_ips = true;
+    let mut a = Allocator::new(vec![p, pool("huge", &["fd01::/64"])], None);
+    a.update(&shared(svc("x"), "k", vec![tcp(1)]));
+    a.update(&shared(svc("y"), "k", vec![tcp(2)]));
+    let mut v6 = svc("z");
+    v6.ip_families = vec![IpFamily::V6];
+    a.update(&v6);
+    let stats = a.pool_stats();
+    assert_eq!(
+        stats[0],
+        PoolStats {
+            name: "a".into(),
+            total: 512 - 4 + 4,
+            total_v4: 508,
+            total_v6: 4,
+            used: 2,
+            used_v4: 1,
+            used_v6: 1,
+            services: 3,
+        }
+    );
+    assert_eq!(stats[1].total, 1u128 << 64);
+    assert_eq!(stats[1].used, 0);
+}
+
+#[test]
+fn a_new_pool_on_reload_places_services_that_were_waiting() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.1"])], None);
+    let services = vec![svc("x"), svc("y")];
+    let out = a.sync(&services);
+    assert!(matches!(out[1].change, Change::Failed { .. }));
+    let services = written_back(&a, &services);
+    let out = a.set_pools(
+        vec![pool("a", &["10.0.0.1"]), pool("b", &["10.0.1.1"])],
+        &services,
+    );
+    assert_eq!(out[0].change, Change::Unchanged);
+    assert_eq!(
+        out[1].change,
+        Change::Allocated {
+            ips: ips(&["10.0.1.1"]),
+            pool: "b".into()
+        }
+    );
+    assert_eq!(a.failed().count(), 0);
+}
+
+#[test]
+fn sync_forgets_services_missing_from_the_snapshot_and_reports_foreign_ones() {
+    let mut a = Allocator::new(vec![pool("a", &["10.0.0.1-10.0.0.2"])], None);
+    a.sync(&[svc("gone"), svc("stays")]);
+    let mut foreign = svc("foreign");
+    foreign.class = Some("other".into());
+    let out = a.sync(&[svc("stays"), foreign]);
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].service, key("foreign"));
+    assert_eq!(out[0].change, Change::NotOurs);
+    assert_eq!(a.assignment(&key("gone")), None);
+    assert_eq!(a.assignments().count(), 1);
+}
