@@ -18,6 +18,8 @@ use crate::model::{EndpointsByNode, Node, Pool, Service, ServiceKey, TrafficPoli
 /// Namespace under which `[[service]]` tables of lb.toml appear.
 pub const STATIC_NAMESPACE: &str = "static";
 
+// Inputs are moved once into `step`; boxing the common case would only add allocations.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
     Kube(KubeUpdate),
@@ -154,12 +156,9 @@ impl Controller {
             Input::Writer(w) => {
                 let became = w && !self.writer;
                 self.writer = w;
-                if became && self.synced.contains(&KindKey::Services) {
+                if became {
                     // The previous writer may have left work undone.
-                    let keys: Vec<ServiceKey> = self.services.keys().cloned().collect();
-                    for key in keys {
-                        self.reconcile_status(&key, &mut out);
-                    }
+                    self.reconcile_all(&mut out);
                 }
             }
             Input::Config { pools, statics } => {
@@ -169,6 +168,7 @@ impl Controller {
                 all.extend(self.services.values().cloned());
                 let outcomes = self.alloc.set_pools(pools, &all);
                 self.handle(outcomes, &mut out);
+                self.reconcile_all(&mut out);
             }
         }
         out
@@ -188,8 +188,18 @@ impl Controller {
             KubeUpdate::ServiceGone(key) => {
                 self.services.remove(&key);
                 self.endpoints.remove(&key);
-                // The object is gone: nothing to write, its addresses are free again.
-                self.alloc.release(&key);
+                // The object is gone: nothing to write, its addresses are free again —
+                // and a Service waiting for one may now get it.
+                if self.alloc.release(&key).is_some() {
+                    let waiting: Vec<ServiceKey> = self.alloc.failed().cloned().collect();
+                    for k in waiting {
+                        if let Some(svc) = self.services.get(&k).cloned() {
+                            let outcome = self.alloc.update(&svc);
+                            self.handle(vec![outcome], out);
+                            self.reconcile_status(&k, out);
+                        }
+                    }
+                }
             }
             KubeUpdate::Endpoints(key, by_node) => {
                 if by_node.is_empty() {
@@ -213,10 +223,7 @@ impl Controller {
                     all.extend(self.services.values().cloned());
                     let outcomes = self.alloc.sync(&all);
                     self.handle(outcomes, out);
-                    let keys: Vec<ServiceKey> = self.services.keys().cloned().collect();
-                    for key in keys {
-                        self.reconcile_status(&key, out);
-                    }
+                    self.reconcile_all(out);
                 }
             }
         }
@@ -224,14 +231,16 @@ impl Controller {
 
     fn handle(&mut self, outcomes: Vec<Outcome>, out: &mut Vec<Output>) {
         for o in outcomes {
-            if o.service.namespace == STATIC_NAMESPACE && !self.services.contains_key(&o.service)
-            {
+            if o.service.namespace == STATIC_NAMESPACE && !self.services.contains_key(&o.service) {
                 if let Change::Failed { reason } = &o.change {
                     tracing::error!(service = %o.service, %reason, "static service has no address");
                 }
                 continue;
             }
-            if let (true, Some(ev)) = (self.writer, o.event) {
+            if !self.writer {
+                continue;
+            }
+            for ev in o.events {
                 out.push(Output::Event {
                     service: o.service.clone(),
                     warning: ev.kind == EventType::Warning,
@@ -239,6 +248,15 @@ impl Controller {
                     message: ev.message,
                 });
             }
+        }
+    }
+
+    fn reconcile_all(&self, out: &mut Vec<Output>) {
+        if !self.synced.contains(&KindKey::Services) {
+            return;
+        }
+        for key in self.services.keys() {
+            self.reconcile_status(key, out);
         }
     }
 
@@ -312,5 +330,229 @@ impl Controller {
             a.local_only = all_local.get(ip).copied().unwrap_or(false);
         }
         by_ip.into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{IpRange, PoolProtocol, Protocol, ServicePort};
+
+    fn pool(name: &str, first: &str, last: &str) -> Pool {
+        Pool {
+            name: name.into(),
+            protocol: PoolProtocol::Layer2,
+            ranges: vec![IpRange::new(first.parse().unwrap(), last.parse().unwrap()).unwrap()],
+            auto_assign: true,
+            avoid_buggy_ips: false,
+            interfaces: vec![],
+            node_selectors: vec![],
+            bgp_advertisements: vec![],
+        }
+    }
+
+    fn svc(name: &str) -> Service {
+        Service {
+            key: ServiceKey::new("default", name),
+            ports: vec![ServicePort {
+                protocol: Protocol::Tcp,
+                port: 80,
+            }],
+            ..Service::default()
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn writer_ctl(pools: Vec<Pool>) -> Controller {
+        let mut c = Controller::new(pools, vec![], None, true);
+        assert!(c.step(Input::Writer(true)).is_empty());
+        c
+    }
+
+    fn sync_all(c: &mut Controller) -> Vec<Output> {
+        let mut out = c.step(Input::Kube(KubeUpdate::Synced(Kind::Services)));
+        out.extend(c.step(Input::Kube(KubeUpdate::Synced(Kind::EndpointSlices))));
+        out.extend(c.step(Input::Kube(KubeUpdate::Synced(Kind::Nodes))));
+        out
+    }
+
+    fn writes(out: &[Output]) -> Vec<(String, Vec<IpAddr>)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::WriteStatus { service, ips, .. } => {
+                    Some((service.to_string(), ips.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn nothing_is_written_before_the_services_have_synced() {
+        let mut c = writer_ctl(vec![pool("p", "10.0.0.1", "10.0.0.2")]);
+        let out = c.step(Input::Kube(KubeUpdate::Service(svc("a"))));
+        assert!(out.is_empty());
+        assert!(!c.synced());
+        let out = sync_all(&mut c);
+        assert_eq!(
+            writes(&out),
+            vec![("default/a".into(), vec![ip("10.0.0.1")])]
+        );
+        assert!(c.synced());
+    }
+
+    #[test]
+    fn new_service_after_sync_gets_an_ip_and_an_ipallocated_event() {
+        let mut c = writer_ctl(vec![pool("p", "10.0.0.1", "10.0.0.2")]);
+        sync_all(&mut c);
+        let out = c.step(Input::Kube(KubeUpdate::Service(svc("a"))));
+        assert_eq!(
+            writes(&out),
+            vec![("default/a".into(), vec![ip("10.0.0.1")])]
+        );
+        assert!(out.iter().any(|o| matches!(
+            o,
+            Output::Event {
+                reason: "IPAllocated",
+                warning: false,
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn the_status_echo_from_the_watch_is_a_no_op() {
+        let mut c = writer_ctl(vec![pool("p", "10.0.0.1", "10.0.0.2")]);
+        sync_all(&mut c);
+        c.step(Input::Kube(KubeUpdate::Service(svc("a"))));
+        let mut written = svc("a");
+        written.current_ips = vec![ip("10.0.0.1")];
+        assert!(c.step(Input::Kube(KubeUpdate::Service(written))).is_empty());
+    }
+
+    #[test]
+    fn existing_status_is_kept_across_a_restart() {
+        // Restart: the API server says b holds .2 and a holds nothing yet.
+        let mut c = writer_ctl(vec![pool("p", "10.0.0.1", "10.0.0.3")]);
+        let mut b = svc("b");
+        b.current_ips = vec![ip("10.0.0.2")];
+        c.step(Input::Kube(KubeUpdate::Service(b)));
+        c.step(Input::Kube(KubeUpdate::Service(svc("a"))));
+        let out = sync_all(&mut c);
+        // b keeps .2 (no write); a gets the lowest free, .1.
+        assert_eq!(
+            writes(&out),
+            vec![("default/a".into(), vec![ip("10.0.0.1")])]
+        );
+    }
+
+    #[test]
+    fn a_non_writer_computes_but_writes_nothing_until_it_becomes_writer() {
+        let mut c = Controller::new(vec![pool("p", "10.0.0.1", "10.0.0.2")], vec![], None, true);
+        c.step(Input::Kube(KubeUpdate::Service(svc("a"))));
+        assert!(sync_all(&mut c).is_empty());
+        assert_eq!(
+            c.allocator()
+                .assignment(&ServiceKey::new("default", "a"))
+                .unwrap()
+                .ips,
+            vec![ip("10.0.0.1")]
+        );
+        let out = c.step(Input::Writer(true));
+        assert_eq!(
+            writes(&out),
+            vec![("default/a".into(), vec![ip("10.0.0.1")])]
+        );
+    }
+
+    #[test]
+    fn exhausted_pool_yields_allocation_failed_and_a_deleted_service_frees_its_ip() {
+        let mut c = writer_ctl(vec![pool("p", "10.0.0.1", "10.0.0.1")]);
+        sync_all(&mut c);
+        c.step(Input::Kube(KubeUpdate::Service(svc("a"))));
+        let out = c.step(Input::Kube(KubeUpdate::Service(svc("b"))));
+        assert!(writes(&out).is_empty());
+        assert!(out.iter().any(|o| matches!(o,
+            Output::Event { reason: "AllocationFailed", warning: true, message, .. }
+                if message.contains("no available IPs"))));
+        let out = c.step(Input::Kube(KubeUpdate::ServiceGone(ServiceKey::new(
+            "default", "a",
+        ))));
+        assert_eq!(
+            writes(&out),
+            vec![("default/b".into(), vec![ip("10.0.0.1")])]
+        );
+    }
+
+    #[test]
+    fn static_services_reserve_their_address_before_kubernetes_services() {
+        let statics = vec![StaticService {
+            name: "apiserver".into(),
+            pool: "p".into(),
+            ip: Some(ip("10.0.0.1")),
+            assign: false,
+            ports: vec![],
+        }];
+        let mut c = Controller::new(vec![pool("p", "10.0.0.1", "10.0.0.2")], statics, None, true);
+        c.step(Input::Writer(true));
+        c.step(Input::Kube(KubeUpdate::Service(svc("a"))));
+        let out = sync_all(&mut c);
+        assert_eq!(
+            writes(&out),
+            vec![("default/a".into(), vec![ip("10.0.0.2")])]
+        );
+        let ann = c.announcements();
+        assert_eq!(
+            ann.len(),
+            1,
+            "only the static IP is in a status yet: {ann:?}"
+        );
+        assert_eq!(
+            ann[0].services,
+            vec![ServiceKey::new("static", "apiserver")]
+        );
+    }
+
+    #[test]
+    fn announcements_follow_the_status_and_mark_local_only_ips() {
+        let mut c = writer_ctl(vec![pool("p", "10.0.0.1", "10.0.0.9")]);
+        let mut a = svc("a");
+        a.current_ips = vec![ip("10.0.0.5")];
+        a.traffic_policy = TrafficPolicy::Local;
+        let mut foreign = svc("foreign");
+        foreign.current_ips = vec![ip("192.0.2.1")];
+        c.step(Input::Kube(KubeUpdate::Service(a)));
+        c.step(Input::Kube(KubeUpdate::Service(foreign)));
+        c.step(Input::Kube(KubeUpdate::Endpoints(
+            ServiceKey::new("default", "a"),
+            [("node-1".to_string(), 2)].into(),
+        )));
+        let ann = c.announcements();
+        assert_eq!(ann.len(), 1, "an IP outside our pools is not announced");
+        assert_eq!(ann[0].ip, ip("10.0.0.5"));
+        assert!(ann[0].local_only);
+        assert_eq!(ann[0].endpoints.get("node-1"), Some(&2));
+    }
+
+    #[test]
+    fn reload_with_a_shrunk_pool_moves_only_the_service_that_left_it() {
+        let mut c = writer_ctl(vec![pool("p", "10.0.0.1", "10.0.0.9")]);
+        sync_all(&mut c);
+        for (name, addr) in [("a", "10.0.0.1"), ("b", "10.0.0.9")] {
+            let mut s = svc(name);
+            s.current_ips = vec![ip(addr)];
+            c.step(Input::Kube(KubeUpdate::Service(s)));
+        }
+        let out = c.step(Input::Config {
+            pools: vec![pool("p", "10.0.0.1", "10.0.0.5")],
+            statics: vec![],
+        });
+        assert_eq!(
+            writes(&out),
+            vec![("default/b".into(), vec![ip("10.0.0.2")])]
+        );
     }
 }

@@ -8,6 +8,8 @@ pub mod alloc;
 pub mod bgp;
 pub mod cluster;
 pub mod config;
+pub mod controller;
+pub mod daemon;
 pub mod kube;
 pub mod l2;
 pub mod model;

@@ -174,7 +174,10 @@ fn reload(
     match config::load_file(path, ctx) {
         Err(diags) => {
             error!("reload failed; keeping the running configuration:\n{diags}");
-            let status = format!("reload failed: {} errors; running the previous config", diags.0.len());
+            let status = format!(
+                "reload failed: {} errors; running the previous config",
+                diags.0.len()
+            );
             notify(&[sd_notify::NotifyState::Status(&status)]);
             Vec::new()
         }
