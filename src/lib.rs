@@ -8,6 +8,7 @@ pub mod alloc;
 pub mod bgp;
 pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod kube;
 pub mod l2;
 pub mod model;
