@@ -209,6 +209,10 @@ pub async fn serve(
     let conn = builder
         .serve_at(OBJECT_PATH, daemon)
         .name(BUS_NAME)
+        // zbus defaults to replacing an existing owner and letting itself be replaced: a
+        // second lbd (or anything else allowed to own the name) must fail instead.
+        .allow_name_replacements(false)
+        .replace_existing_names(false)
         .build()
         .await
         .map_err(|e| match e {
