@@ -21,6 +21,8 @@ use super::state::Snapshot;
 const MAX_HEAD: usize = 8192;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: usize = 32;
+const LINGER: Duration = Duration::from_secs(1);
+const MAX_DRAIN: usize = 64 * 1024;
 
 /// Touched by the daemon's main loop on every tick; `/live` answers 200 while the last touch
 /// is at most `stale_after` old. Creation counts as a touch (start-up is alive).
@@ -77,6 +79,8 @@ pub enum HttpError {
     MethodNotAllowed(String),
     #[error("unsupported protocol version {0:?}")]
     BadVersion(String),
+    #[error("request head larger than 8 KiB")]
+    HeadTooLarge,
 }
 
 /// Parse the request line of an HTTP/1.x head (everything up to the blank line). Only the
@@ -131,6 +135,7 @@ impl Response {
             400 => "Bad Request",
             404 => "Not Found",
             405 => "Method Not Allowed",
+            431 => "Request Header Fields Too Large",
             505 => "HTTP Version Not Supported",
             503 => "Service Unavailable",
             _ => "Unknown",
@@ -248,7 +253,16 @@ async fn handle(
         Ok(r) => r?,
         Err(_) => return Ok(()),
     };
-    let (method, response) = match parse_request(&head) {
+    if head.is_empty() {
+        return Ok(());
+    }
+    let complete = head.windows(4).any(|w| w == b"\r\n\r\n");
+    let parsed = if !complete && head.len() >= MAX_HEAD {
+        Err(HttpError::HeadTooLarge)
+    } else {
+        parse_request(&head)
+    };
+    let (method, response) = match parsed {
         Ok((method, path)) => {
             let ready = snapshot.borrow().ready;
             let alive = liveness.is_alive_at(Instant::now());
@@ -258,10 +272,25 @@ async fn handle(
             (Method::Get, Response::text(405, &e.to_string()))
         }
         Err(e @ HttpError::BadVersion(_)) => (Method::Get, Response::text(505, &e.to_string())),
+        Err(e @ HttpError::HeadTooLarge) => (Method::Get, Response::text(431, &e.to_string())),
         Err(e) => (Method::Get, Response::text(400, &e.to_string())),
     };
     stream.write_all(&response.to_bytes(method)).await?;
-    stream.shutdown().await
+    stream.shutdown().await?;
+    // Lingering close: closing with unread input makes the kernel send RST, which can
+    // destroy the response before the client reads it. Drain briefly first.
+    let mut scratch = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut drained = 0usize;
+        while drained < MAX_DRAIN {
+            match stream.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
+    Ok(())
 }
 
 /// Read until the blank line ending the head, at most `MAX_HEAD` bytes.
