@@ -72,16 +72,21 @@ impl Bus {
             .spawn()
             .expect("dbus-daemon runs");
         // The address is printed once the bus listens: no polling needed.
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("unix:"), "dbus-daemon printed {line:?}");
-        Bus {
+        let stdout = child.stdout.take().unwrap();
+        let mut bus = Bus {
             child,
-            address: line.trim().to_string(),
+            address: String::new(),
             _dir: dir,
-        }
+        };
+        BufReader::new(stdout).read_line(&mut bus.address).unwrap();
+        bus.address = bus.address.trim().to_string();
+        // On failure `bus` is dropped here, which kills the daemon.
+        assert!(
+            bus.address.starts_with("unix:"),
+            "dbus-daemon printed {:?}",
+            bus.address
+        );
+        bus
     }
 }
 
