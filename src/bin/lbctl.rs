@@ -3,18 +3,42 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use lb::control::client::{self, Query};
 
 /// Control and inspect the lb load balancer daemon.
 #[derive(Parser)]
 #[command(name = "lbctl", version)]
 struct Args {
+    /// D-Bus address of the bus lbd is on (default: the system bus, or
+    /// $DBUS_SYSTEM_BUS_ADDRESS).
+    #[arg(long, global = true, value_name = "ADDRESS")]
+    bus: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(ClapArgs)]
+struct Output {
+    /// Print the daemon's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Summary of the running lbd: readiness, config, cluster, counts.
+    Status(Output),
+    /// Services with their IPs, pool, protocol, announcing nodes and state.
+    Services(Output),
+    /// Address pools: size, used, free.
+    Pools(Output),
+    /// BGP sessions.
+    Peers(Output),
+    /// raft-lite: term, leader and members.
+    Cluster(Output),
+    /// Make lbd re-read its configuration (root or group adm).
+    Reload(Output),
     /// Validate an lb.toml: errors and warnings with file, line and column.
     CheckConfig {
         #[arg(value_name = "FILE")]
@@ -29,7 +53,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match Args::parse().command {
+    let args = Args::parse();
+    let bus = args.bus.as_deref();
+    match args.command {
+        Command::Status(o) => client::run(Query::Status, o.json, bus),
+        Command::Services(o) => client::run(Query::Services, o.json, bus),
+        Command::Pools(o) => client::run(Query::Pools, o.json, bus),
+        Command::Peers(o) => client::run(Query::Peers, o.json, bus),
+        Command::Cluster(o) => client::run(Query::Cluster, o.json, bus),
+        Command::Reload(o) => client::run(Query::Reload, o.json, bus),
         Command::CheckConfig { path } => {
             lb::config::check_config_main(&path, &lb::config::Context::from_system())
         }

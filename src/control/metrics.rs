@@ -1,0 +1,574 @@
+//! Prometheus metrics. [`Metrics`] is cheap to clone and to update from any task: each
+//! update is an atomic operation on a counter or gauge (labelled series are looked up in a
+//! read-locked map, created on first use).
+//!
+//! Where MetalLB has an equivalent series ours has the same meaning and labels, with `lb_`
+//! for `metallb_` (see [`SERIES`]). MetalLB's Go client names a counter without `_total`
+//! (`metallb_layer2_requests_received`); the OpenMetrics encoder used here always appends
+//! `_total` to counters, so ours is `lb_layer2_requests_received_total`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::state::{AddressCount, AnnounceProtocol};
+
+/// Content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every series exposed: (sample name, OpenMetrics type, labels, MetalLB equivalent).
+pub const SERIES: &[(&str, &str, &[&str], Option<&str>)] = &[
+    ("lb_build_info", "info", &["version"], None),
+    (
+        "lb_allocator_addresses_total",
+        "gauge",
+        &["pool"],
+        Some("metallb_allocator_addresses_total"),
+    ),
+    (
+        "lb_allocator_addresses_in_use_total",
+        "gauge",
+        &["pool"],
+        Some("metallb_allocator_addresses_in_use_total"),
+    ),
+    ("lb_allocator_services_allocated", "gauge", &["pool"], None),
+    ("lb_announced_ips", "gauge", &["protocol"], None),
+    (
+        "lb_layer2_requests_received_total",
+        "counter",
+        &["ip"],
+        Some("metallb_layer2_requests_received"),
+    ),
+    (
+        "lb_layer2_responses_sent_total",
+        "counter",
+        &["ip"],
+        Some("metallb_layer2_responses_sent"),
+    ),
+    (
+        "lb_layer2_gratuitous_sent_total",
+        "counter",
+        &["ip"],
+        Some("metallb_layer2_gratuitous_sent"),
+    ),
+    (
+        "lb_bgp_session_up",
+        "gauge",
+        &["peer"],
+        Some("metallb_bgp_session_up"),
+    ),
+    (
+        "lb_bgp_updates_total",
+        "counter",
+        &["peer"],
+        Some("metallb_bgp_updates_total"),
+    ),
+    (
+        "lb_bgp_updates_received_total",
+        "counter",
+        &["peer"],
+        Some("metallb_bgp_updates_total_received"),
+    ),
+    (
+        "lb_bgp_announced_prefixes_total",
+        "gauge",
+        &["peer"],
+        Some("metallb_bgp_announced_prefixes_total"),
+    ),
+    ("lb_cluster_term", "gauge", &[], None),
+    ("lb_cluster_is_leader", "gauge", &[], None),
+    ("lb_cluster_elections_total", "counter", &[], None),
+    ("lb_failover_duration_seconds", "histogram", &[], None),
+    ("lb_config_reloads_total", "counter", &[], None),
+    ("lb_config_reload_failures_total", "counter", &[], None),
+    (
+        "lb_config_stale_bool",
+        "gauge",
+        &[],
+        Some("metallb_k8s_client_config_stale_bool"),
+    ),
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabel {
+    pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IpLabel {
+    ip: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabel {
+    peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabel {
+    protocol: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Failover buckets: raft-lite aims at sub-second, keepalived-like setups take seconds.
+const FAILOVER_BUCKETS: [f64; 12] = [
+    0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0,
+];
+
+struct Inner {
+    registry: Registry,
+    pool_total: Family<PoolLabel, FloatGauge>,
+    pool_in_use: Family<PoolLabel, FloatGauge>,
+    pool_services: Family<PoolLabel, Gauge>,
+    announced: Family<ProtocolLabel, Gauge>,
+    l2_requests: Family<IpLabel, Counter>,
+    l2_responses: Family<IpLabel, Counter>,
+    l2_gratuitous: Family<IpLabel, Counter>,
+    bgp_up: Family<PeerLabel, Gauge>,
+    bgp_updates_sent: Family<PeerLabel, Counter>,
+    bgp_updates_received: Family<PeerLabel, Counter>,
+    bgp_prefixes: Family<PeerLabel, Gauge>,
+    term: Gauge,
+    is_leader: Gauge,
+    elections: Counter,
+    failover: Histogram,
+    reloads: Counter,
+    reload_failures: Counter,
+    config_stale: Gauge,
+}
+
+/// The daemon's metrics; clone it into every task that counts something.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn peer_label(peer: SocketAddr) -> PeerLabel {
+    // MetalLB labels a session `ip:port`.
+    PeerLabel {
+        peer: peer.to_string(),
+    }
+}
+
+fn ip_label(ip: IpAddr) -> IpLabel {
+    IpLabel { ip: ip.to_string() }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::default();
+        let i = Inner {
+            pool_total: Family::default(),
+            pool_in_use: Family::default(),
+            pool_services: Family::default(),
+            announced: Family::default(),
+            l2_requests: Family::default(),
+            l2_responses: Family::default(),
+            l2_gratuitous: Family::default(),
+            bgp_up: Family::default(),
+            bgp_updates_sent: Family::default(),
+            bgp_updates_received: Family::default(),
+            bgp_prefixes: Family::default(),
+            term: Gauge::default(),
+            is_leader: Gauge::default(),
+            elections: Counter::default(),
+            failover: Histogram::new(FAILOVER_BUCKETS),
+            reloads: Counter::default(),
+            reload_failures: Counter::default(),
+            config_stale: Gauge::default(),
+            registry: Registry::default(),
+        };
+        r.register(
+            "lb_build",
+            "Version of the running lbd",
+            Info::new(vec![(
+                "version".to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            )]),
+        );
+        r.register(
+            "lb_allocator_addresses_total",
+            "Number of usable IP addresses, per pool",
+            i.pool_total.clone(),
+        );
+        r.register(
+            "lb_allocator_addresses_in_use_total",
+            "Number of IP addresses in use, per pool",
+            i.pool_in_use.clone(),
+        );
+        r.register(
+            "lb_allocator_services_allocated",
+            "Number of services with an IP from the pool",
+            i.pool_services.clone(),
+        );
+        r.register(
+            "lb_announced_ips",
+            "Number of IPs this node announces, per protocol (layer2, bgp)",
+            i.announced.clone(),
+        );
+        r.register(
+            "lb_layer2_requests_received",
+            "Number of layer2 requests (ARP, NDP NS) received for owned IPs",
+            i.l2_requests.clone(),
+        );
+        r.register(
+            "lb_layer2_responses_sent",
+            "Number of layer2 responses sent for owned IPs in response to requests",
+            i.l2_responses.clone(),
+        );
+        r.register(
+            "lb_layer2_gratuitous_sent",
+            "Number of gratuitous layer2 packets (ARP, unsolicited NA) sent for owned IPs",
+            i.l2_gratuitous.clone(),
+        );
+        r.register(
+            "lb_bgp_session_up",
+            "BGP session state (1 is up, 0 is down)",
+            i.bgp_up.clone(),
+        );
+        r.register(
+            "lb_bgp_updates",
+            "Number of BGP UPDATE messages sent",
+            i.bgp_updates_sent.clone(),
+        );
+        r.register(
+            "lb_bgp_updates_received",
+            "Number of BGP UPDATE messages received",
+            i.bgp_updates_received.clone(),
+        );
+        r.register(
+            "lb_bgp_announced_prefixes_total",
+            "Number of prefixes currently being advertised on the BGP session",
+            i.bgp_prefixes.clone(),
+        );
+        r.register("lb_cluster_term", "Current raft-lite term", i.term.clone());
+        r.register(
+            "lb_cluster_is_leader",
+            "1 if this node is the raft-lite leader",
+            i.is_leader.clone(),
+        );
+        r.register(
+            "lb_cluster_elections",
+            "Number of raft-lite elections this node started",
+            i.elections.clone(),
+        );
+        r.register_with_unit(
+            "lb_failover_duration",
+            "Time from losing an IP's owner to a new owner announcing it, as measured by the new leader",
+            Unit::Seconds,
+            i.failover.clone(),
+        );
+        r.register(
+            "lb_config_reloads",
+            "Number of configuration reloads attempted",
+            i.reloads.clone(),
+        );
+        r.register(
+            "lb_config_reload_failures",
+            "Number of configuration reloads refused",
+            i.reload_failures.clone(),
+        );
+        r.register(
+            "lb_config_stale_bool",
+            "1 if running on a stale configuration, because the latest reload failed",
+            i.config_stale.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner { registry: r, ..i }),
+        }
+    }
+
+    /// Pool size and addresses in use (IPv6 pools are approximated as floats beyond 2^53).
+    pub fn set_pool(&self, pool: &str, total: AddressCount, in_use: AddressCount, services: u64) {
+        let l = PoolLabel {
+            pool: pool.to_string(),
+        };
+        self.inner.pool_total.get_or_create(&l).set(total.as_f64());
+        self.inner
+            .pool_in_use
+            .get_or_create(&l)
+            .set(in_use.as_f64());
+        self.inner
+            .pool_services
+            .get_or_create(&l)
+            .set(i64::try_from(services).unwrap_or(i64::MAX));
+    }
+
+    /// A pool left the configuration.
+    pub fn remove_pool(&self, pool: &str) {
+        let l = PoolLabel {
+            pool: pool.to_string(),
+        };
+        self.inner.pool_total.remove(&l);
+        self.inner.pool_in_use.remove(&l);
+        self.inner.pool_services.remove(&l);
+    }
+
+    pub fn set_announced_ips(&self, protocol: AnnounceProtocol, count: u64) {
+        self.inner
+            .announced
+            .get_or_create(&ProtocolLabel {
+                protocol: protocol.to_string(),
+            })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    pub fn layer2_request_received(&self, ip: IpAddr) {
+        self.inner.l2_requests.get_or_create(&ip_label(ip)).inc();
+    }
+
+    pub fn layer2_response_sent(&self, ip: IpAddr) {
+        self.inner.l2_responses.get_or_create(&ip_label(ip)).inc();
+    }
+
+    pub fn layer2_gratuitous_sent(&self, ip: IpAddr) {
+        self.inner.l2_gratuitous.get_or_create(&ip_label(ip)).inc();
+    }
+
+    /// The IP is no longer ours to announce: drop its layer-2 series (keeps cardinality
+    /// bounded by the IPs in use; Prometheus treats a reappearing counter as a reset).
+    pub fn forget_layer2_ip(&self, ip: IpAddr) {
+        let l = ip_label(ip);
+        self.inner.l2_requests.remove(&l);
+        self.inner.l2_responses.remove(&l);
+        self.inner.l2_gratuitous.remove(&l);
+    }
+
+    pub fn set_bgp_session_up(&self, peer: SocketAddr, up: bool) {
+        self.inner
+            .bgp_up
+            .get_or_create(&peer_label(peer))
+            .set(i64::from(up));
+    }
+
+    pub fn bgp_update_sent(&self, peer: SocketAddr) {
+        self.inner
+            .bgp_updates_sent
+            .get_or_create(&peer_label(peer))
+            .inc();
+    }
+
+    pub fn bgp_update_received(&self, peer: SocketAddr) {
+        self.inner
+            .bgp_updates_received
+            .get_or_create(&peer_label(peer))
+            .inc();
+    }
+
+    pub fn set_bgp_announced_prefixes(&self, peer: SocketAddr, count: u64) {
+        self.inner
+            .bgp_prefixes
+            .get_or_create(&peer_label(peer))
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// The peer left the configuration.
+    pub fn remove_bgp_peer(&self, peer: SocketAddr) {
+        let l = peer_label(peer);
+        self.inner.bgp_up.remove(&l);
+        self.inner.bgp_updates_sent.remove(&l);
+        self.inner.bgp_updates_received.remove(&l);
+        self.inner.bgp_prefixes.remove(&l);
+    }
+
+    pub fn set_cluster_term(&self, term: u64) {
+        self.inner.term.set(i64::try_from(term).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_is_leader(&self, leader: bool) {
+        self.inner.is_leader.set(i64::from(leader));
+    }
+
+    pub fn election_started(&self) {
+        self.inner.elections.inc();
+    }
+
+    pub fn observe_failover(&self, took: Duration) {
+        self.inner.failover.observe(took.as_secs_f64());
+    }
+
+    /// A reload was attempted; `ok = false` when the new configuration was refused (the
+    /// daemon keeps the previous one, so the running configuration is now stale).
+    pub fn config_reloaded(&self, ok: bool) {
+        self.inner.reloads.inc();
+        if !ok {
+            self.inner.reload_failures.inc();
+        }
+        self.inner.config_stale.set(i64::from(!ok));
+    }
+
+    /// The OpenMetrics text exposition, ending in `# EOF`. A labelled family appears once it
+    /// has a series (no pools configured: no `lb_allocator_*` lines at all).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail; an Err would only come from a metric's own
+        // encoder, none of which fail for these types.
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry) {
+            tracing::warn!(error = %e, "metrics encoding failed");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line_value(text: &str, sample: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn every_documented_series_has_a_type_line_once_used() {
+        let m = Metrics::new();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let peer: SocketAddr = "10.0.0.254:179".parse().unwrap();
+        m.set_pool("p", AddressCount(4), AddressCount(1), 1);
+        m.set_announced_ips(AnnounceProtocol::Layer2, 1);
+        m.layer2_request_received(ip);
+        m.layer2_response_sent(ip);
+        m.layer2_gratuitous_sent(ip);
+        m.set_bgp_session_up(peer, true);
+        m.bgp_update_sent(peer);
+        m.bgp_update_received(peer);
+        m.set_bgp_announced_prefixes(peer, 1);
+        let text = m.encode();
+        for (name, kind, _, _) in SERIES {
+            let family = name
+                .strip_suffix("_total")
+                .filter(|_| *kind == "counter")
+                .or_else(|| name.strip_suffix("_info").filter(|_| *kind == "info"))
+                .unwrap_or(name);
+            assert!(
+                text.contains(&format!("# TYPE {family} {kind}\n")),
+                "no TYPE line for {name} ({kind}) in:\n{text}"
+            );
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn layer2_counters_are_labelled_by_ip() {
+        let m = Metrics::new();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        m.layer2_request_received(ip);
+        m.layer2_request_received(ip);
+        m.layer2_response_sent(ip);
+        let text = m.encode();
+        assert_eq!(
+            line_value(&text, "lb_layer2_requests_received_total{ip=\"10.0.0.1\"}"),
+            Some(2.0)
+        );
+        assert_eq!(
+            line_value(&text, "lb_layer2_responses_sent_total{ip=\"10.0.0.1\"}"),
+            Some(1.0)
+        );
+        m.forget_layer2_ip(ip);
+        assert!(!m.encode().contains("10.0.0.1"));
+    }
+
+    #[test]
+    fn bgp_series_use_metallb_peer_label_format() {
+        let m = Metrics::new();
+        let peer: SocketAddr = "[fd00::1]:179".parse().unwrap();
+        m.set_bgp_session_up(peer, true);
+        m.bgp_update_sent(peer);
+        m.set_bgp_announced_prefixes(peer, 3);
+        let text = m.encode();
+        assert_eq!(
+            line_value(&text, "lb_bgp_session_up{peer=\"[fd00::1]:179\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            line_value(&text, "lb_bgp_updates_total{peer=\"[fd00::1]:179\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                "lb_bgp_announced_prefixes_total{peer=\"[fd00::1]:179\"}"
+            ),
+            Some(3.0)
+        );
+        m.set_bgp_session_up(peer, false);
+        assert_eq!(
+            line_value(&m.encode(), "lb_bgp_session_up{peer=\"[fd00::1]:179\"}"),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn failed_reload_marks_config_stale_until_a_good_one() {
+        let m = Metrics::new();
+        m.config_reloaded(false);
+        let text = m.encode();
+        assert_eq!(line_value(&text, "lb_config_stale_bool"), Some(1.0));
+        assert_eq!(
+            line_value(&text, "lb_config_reload_failures_total"),
+            Some(1.0)
+        );
+        m.config_reloaded(true);
+        let text = m.encode();
+        assert_eq!(line_value(&text, "lb_config_stale_bool"), Some(0.0));
+        assert_eq!(line_value(&text, "lb_config_reloads_total"), Some(2.0));
+    }
+
+    #[test]
+    fn pool_gauges_hold_huge_ipv6_sizes() {
+        let m = Metrics::new();
+        m.set_pool("v6", AddressCount(1u128 << 64), AddressCount(2), 2);
+        let text = m.encode();
+        assert_eq!(
+            line_value(&text, "lb_allocator_addresses_total{pool=\"v6\"}"),
+            Some(18446744073709551616.0)
+        );
+        assert_eq!(
+            line_value(&text, "lb_allocator_addresses_in_use_total{pool=\"v6\"}"),
+            Some(2.0)
+        );
+        m.remove_pool("v6");
+        assert!(!m.encode().contains("pool=\"v6\""));
+    }
+
+    #[test]
+    fn failover_histogram_counts_observations() {
+        let m = Metrics::new();
+        m.observe_failover(Duration::from_millis(180));
+        let text = m.encode();
+        assert_eq!(
+            line_value(&text, "lb_failover_duration_seconds_count"),
+            Some(1.0)
+        );
+        assert_eq!(
+            line_value(&text, "lb_failover_duration_seconds_bucket{le=\"0.2\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            line_value(&text, "lb_failover_duration_seconds_bucket{le=\"0.1\"}"),
+            Some(0.0)
+        );
+    }
+}

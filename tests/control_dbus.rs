@@ -1,0 +1,662 @@
+//! org.lb.Daemon1 on a private dbus-daemon (our policy file included) and the real `lbctl`.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::StreamExt;
+use lb::control::dbus::{self, ReloadReply, ReloadRequest};
+use lb::control::state::*;
+use lb::control::{ControlError, ControlHandle};
+use tokio::sync::{mpsc, watch};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A dbus-daemon of our own: the system bus's default policy plus
+/// packaging/dbus/org.lb.Daemon1.conf. Killed (by PID) and its directory removed on drop.
+struct Bus {
+    child: Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Bus {
+    fn start() -> Bus {
+        let dir = tempfile::Builder::new()
+            .prefix("lbctl-dbus-")
+            .tempdir()
+            .unwrap();
+        // Other users (the policy test runs lbctl as nobody) must reach the socket.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let policy =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/dbus/org.lb.Daemon1.conf");
+        let config = dir.path().join("bus.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <listen>unix:path={sock}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+  </policy>
+  <include>{policy}</include>
+</busconfig>
+"#,
+                sock = dir.path().join("bus.sock").display(),
+                policy = policy.display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon runs");
+        // The address is printed once the bus listens: no polling needed.
+        let stdout = child.stdout.take().unwrap();
+        let mut bus = Bus {
+            child,
+            address: String::new(),
+            _dir: dir,
+        };
+        BufReader::new(stdout).read_line(&mut bus.address).unwrap();
+        bus.address = bus.address.trim().to_string();
+        // On failure `bus` is dropped here, which kills the daemon.
+        assert!(
+            bus.address.starts_with("unix:"),
+            "dbus-daemon printed {:?}",
+            bus.address
+        );
+        bus
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn snapshot() -> Snapshot {
+    Snapshot {
+        version: "0.1.0".into(),
+        node: "worker-1".into(),
+        role: NodeRole::Member,
+        ready: true,
+        status_line: "leader of term 7; 1 of 2 services announced".into(),
+        config: ConfigStatus {
+            path: "/etc/lb.toml".into(),
+            loaded_at: 1_767_225_600,
+            last_reload: None,
+        },
+        cluster: ClusterStatus {
+            term: 7,
+            leader: Some("worker-1".into()),
+            role: ClusterRole::Leader,
+            members: vec![
+                MemberStatus {
+                    name: "worker-1".into(),
+                    address: "10.10.100.3:7946".parse().unwrap(),
+                    role: NodeRole::Member,
+                    healthy: true,
+                    last_seen_ms: None,
+                },
+                MemberStatus {
+                    name: "worker-2".into(),
+                    address: "10.10.100.4:7946".parse().unwrap(),
+                    role: NodeRole::Member,
+                    healthy: true,
+                    last_seen_ms: Some(12),
+                },
+            ],
+        },
+        services: vec![
+            ServiceStatus {
+                namespace: "default".into(),
+                name: "nginx".into(),
+                ips: vec!["10.10.100.200".parse().unwrap()],
+                pool: "ip-space-1".into(),
+                protocol: AnnounceProtocol::Layer2,
+                announced_by: vec!["worker-2".into()],
+                state: ServiceState::Announced,
+            },
+            ServiceStatus {
+                namespace: "default".into(),
+                name: "web".into(),
+                ips: vec!["172.19.100.7".parse().unwrap()],
+                pool: "ip-pool-1".into(),
+                protocol: AnnounceProtocol::Bgp,
+                announced_by: vec![],
+                state: ServiceState::Pending,
+            },
+        ],
+        pools: vec![
+            PoolStatus::new(
+                "ip-space-1",
+                AnnounceProtocol::Layer2,
+                AddressCount(13),
+                AddressCount(1),
+            ),
+            PoolStatus::new(
+                "v6",
+                AnnounceProtocol::Bgp,
+                AddressCount(1 << 80),
+                AddressCount(0),
+            ),
+        ],
+        peers: vec![PeerStatus {
+            address: "10.10.100.1".parse().unwrap(),
+            my_asn: 64500,
+            peer_asn: 64500,
+            state: BgpState::Established,
+            uptime_s: 61,
+            prefixes_advertised: 1,
+            updates_received: 0,
+        }],
+    }
+}
+
+struct Served {
+    handle: ControlHandle,
+    tx: watch::Sender<Snapshot>,
+}
+
+/// Serve `snapshot()`; reloads are answered with `reply` by a stand-in for the daemon.
+async fn serve(bus: &Bus, reply: ReloadReply) -> Served {
+    let (tx, rx) = watch::channel(snapshot());
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    tokio::spawn(async move {
+        while let Some(req) = reload_rx.recv().await {
+            let _ = req.reply.send(reply.clone());
+        }
+    });
+    let handle = tokio::time::timeout(
+        TIMEOUT,
+        dbus::serve(Some(bus.address.clone()), rx, reload_tx),
+    )
+    .await
+    .expect("serve in time")
+    .expect("serve");
+    Served { handle, tx }
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Run the real lbctl, optionally as another user via setpriv.
+async fn lbctl_as(user: Option<&[&str]>, args: &[&str]) -> Run {
+    let lbctl = env!("CARGO_BIN_EXE_lbctl");
+    let mut cmd = match user {
+        Some(setpriv_args) => {
+            let mut c = tokio::process::Command::new("setpriv");
+            c.args(setpriv_args).arg("--").arg(lbctl);
+            c
+        }
+        None => tokio::process::Command::new(lbctl),
+    };
+    cmd.args(args)
+        .env_remove("DBUS_SYSTEM_BUS_ADDRESS")
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(TIMEOUT, cmd.output())
+        .await
+        .expect("lbctl finishes")
+        .expect("lbctl runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn lbctl(bus: &Bus, args: &[&str]) -> Run {
+    let mut all = vec!["--bus", &bus.address];
+    all.extend_from_slice(args);
+    lbctl_as(None, &all).await
+}
+
+fn ok_reply() -> ReloadReply {
+    ReloadReply {
+        ok: true,
+        message: "1 pool changed".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_json_is_the_served_snapshot() {
+    let bus = Bus::start();
+    let _s = serve(&bus, ok_reply()).await;
+    let r = lbctl(&bus, &["status", "--json"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let got: Snapshot = serde_json::from_str(&r.stdout).expect("lbctl printed a Snapshot");
+    assert_eq!(got, snapshot());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["pools"][1]["total"], "1208925819614629174706176");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_part_json_matches_its_slice_of_the_snapshot() {
+    let bus = Bus::start();
+    let _s = serve(&bus, ok_reply()).await;
+    let want = snapshot();
+    let r = lbctl(&bus, &["services", "--json"]).await;
+    assert_eq!(
+        serde_json::from_str::<Vec<ServiceStatus>>(&r.stdout).unwrap(),
+        want.services
+    );
+    let r = lbctl(&bus, &["pools", "--json"]).await;
+    assert_eq!(
+        serde_json::from_str::<Vec<PoolStatus>>(&r.stdout).unwrap(),
+        want.pools
+    );
+    let r = lbctl(&bus, &["peers", "--json"]).await;
+    assert_eq!(
+        serde_json::from_str::<Vec<PeerStatus>>(&r.stdout).unwrap(),
+        want.peers
+    );
+    let r = lbctl(&bus, &["cluster", "--json"]).await;
+    assert_eq!(
+        serde_json::from_str::<ClusterStatus>(&r.stdout).unwrap(),
+        want.cluster
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_are_aligned_and_complete() {
+    let bus = Bus::start();
+    let _s = serve(&bus, ok_reply()).await;
+
+    let r = lbctl(&bus, &["services"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", r.stdout);
+    let state_col = lines[0].find("STATE").unwrap();
+    assert_eq!(&lines[1][state_col..], "announced");
+    assert_eq!(&lines[2][state_col..], "pending");
+    assert!(lines[1].starts_with("default/nginx") && lines[1].contains("worker-2"));
+
+    let r = lbctl(&bus, &["pools"]).await;
+    let rows: Vec<Vec<&str>> = r
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["POOL", "PROTOCOL", "TOTAL", "USED", "FREE"]);
+    assert_eq!(rows[1], ["ip-space-1", "layer2", "13", "1", "12"]);
+    assert_eq!(rows[2][2], "1208925819614629174706176");
+
+    let r = lbctl(&bus, &["peers"]).await;
+    assert!(r.stdout.lines().nth(1).unwrap().split_whitespace().eq([
+        "10.10.100.1",
+        "64500",
+        "64500",
+        "Established",
+        "1m1s",
+        "1",
+        "0"
+    ]));
+
+    let r = lbctl(&bus, &["cluster"]).await;
+    assert!(
+        r.stdout
+            .starts_with("term 7, leader worker-1, this node is leader"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("worker-2") && r.stdout.contains("12ms ago"));
+
+    let r = lbctl(&bus, &["status"]).await;
+    assert!(r.stdout.contains("ready: leader of term 7"), "{}", r.stdout);
+    assert!(r.stdout.contains("2 (1 announced, 0 failed)"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_round_trip_reports_success() {
+    let bus = Bus::start();
+    let _s = serve(&bus, ok_reply()).await;
+    let r = lbctl(&bus, &["reload"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "reloaded: 1 pool changed\n");
+    let r = lbctl(&bus, &["reload", "--json"]).await;
+    let reply: ReloadReply = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(reply, ok_reply());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_reload_exits_1_with_the_reason() {
+    let bus = Bus::start();
+    let refused = ReloadReply {
+        ok: false,
+        message: "/etc/lb.toml:3:12: expected a CIDR".into(),
+    };
+    let _s = serve(&bus, refused.clone()).await;
+    let r = lbctl(&bus, &["reload"]).await;
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.is_empty());
+    assert!(
+        r.stderr.contains("reload refused")
+            && r.stderr.contains("/etc/lb.toml:3:12: expected a CIDR"),
+        "{}",
+        r.stderr
+    );
+    let r = lbctl(&bus, &["reload", "--json"]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        serde_json::from_str::<ReloadReply>(&r.stdout).unwrap(),
+        refused
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_when_daemon_loop_is_gone_answers_false() {
+    let bus = Bus::start();
+    let (_tx, rx) = watch::channel(snapshot());
+    let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(1);
+    drop(reload_rx);
+    let _h = dbus::serve(Some(bus.address.clone()), rx, reload_tx)
+        .await
+        .unwrap();
+    let r = lbctl(&bus, &["reload"]).await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("shutting down"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_lbd_every_query_says_not_running_and_exits_3() {
+    let bus = Bus::start();
+    for cmd in ["status", "services", "pools", "peers", "cluster", "reload"] {
+        let r = lbctl(&bus, &[cmd]).await;
+        assert_eq!(r.code, 3, "{cmd}: {}", r.stderr);
+        assert_eq!(
+            r.stderr,
+            "lbctl: lbd is not running (no org.lb.Daemon1 on the system bus)\n"
+        );
+        assert!(r.stdout.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_bus_is_an_error_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("unix:path={}", dir.path().join("none").display());
+    let r = lbctl_as(None, &["--bus", &addr, "status"]).await;
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .starts_with("lbctl: cannot connect to the bus at unix:path="),
+        "{}",
+        r.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_bus_address_comes_from_the_environment() {
+    let bus = Bus::start();
+    let _s = serve(&bus, ok_reply()).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .args(["peers", "--json"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        serde_json::from_slice::<Vec<PeerStatus>>(&out.stdout).unwrap(),
+        snapshot().peers
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busctl_introspection_shows_the_interface() {
+    let bus = Bus::start();
+    let _s = serve(&bus, ok_reply()).await;
+    let out = tokio::process::Command::new("busctl")
+        .arg(format!("--address={}", bus.address))
+        .args([
+            "introspect",
+            "org.lb.Daemon1",
+            "/org/lb/Daemon1",
+            "org.lb.Daemon1",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let member = |name: &str, kind: &str, sig: &str| {
+        text.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= 3 && f[0] == name && f[1] == kind && f[2] == sig
+        })
+    };
+    for m in [
+        "GetStatus",
+        "GetServices",
+        "GetPools",
+        "GetPeers",
+        "GetCluster",
+    ] {
+        assert!(
+            member(&format!(".{m}"), "method", "-"),
+            "{m} missing:\n{text}"
+        );
+    }
+    assert!(member(".Reload", "method", "-"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(".Reload") && l.contains("bs")),
+        "{text}"
+    );
+    for (p, sig) in [
+        ("Status", "s"),
+        ("Ready", "b"),
+        ("Leader", "s"),
+        ("Term", "t"),
+        ("Node", "s"),
+    ] {
+        assert!(
+            member(&format!(".{p}"), "property", sig),
+            "{p} missing:\n{text}"
+        );
+    }
+    assert!(member(".OwnershipChanged", "signal", "ss"), "{text}");
+
+    let term = tokio::process::Command::new("busctl")
+        .arg(format!("--address={}", bus.address))
+        .args([
+            "get-property",
+            "org.lb.Daemon1",
+            "/org/lb/Daemon1",
+            "org.lb.Daemon1",
+            "Term",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&term.stdout).trim(), "t 7");
+}
+
+async fn signal_stream(
+    bus: &Bus,
+    interface: &str,
+    member: &str,
+) -> (zbus::Connection, zbus::MessageStream) {
+    let conn = zbus::connection::Builder::address(bus.address.as_str())
+        .build()
+        .await
+        .unwrap();
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .interface(interface.to_string())
+        .member(member.to_string())
+        .build()
+        .unwrap();
+    let stream = zbus::MessageStream::for_match_rule(rule, &conn, None)
+        .await
+        .unwrap();
+    (conn, stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ownership_changed_signal_reaches_listeners() {
+    let bus = Bus::start();
+    let s = serve(&bus, ok_reply()).await;
+    let (_conn, mut stream) = signal_stream(&bus, "org.lb.Daemon1", "OwnershipChanged").await;
+    s.handle
+        .ownership_changed("10.10.100.200".parse().unwrap(), Some("worker-2"))
+        .await
+        .unwrap();
+    s.handle
+        .ownership_changed("fd00:10::1".parse().unwrap(), None)
+        .await
+        .unwrap();
+    for want in [("10.10.100.200", "worker-2"), ("fd00:10::1", "")] {
+        let msg = tokio::time::timeout(TIMEOUT, stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let (ip, owner): (String, String) = msg.body().deserialize().unwrap();
+        assert_eq!((ip.as_str(), owner.as_str()), want);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_change_emits_properties_changed() {
+    let bus = Bus::start();
+    let s = serve(&bus, ok_reply()).await;
+    let (_conn, mut stream) =
+        signal_stream(&bus, "org.freedesktop.DBus.Properties", "PropertiesChanged").await;
+    s.tx.send_modify(|snap| {
+        snap.cluster.term = 8;
+        snap.cluster.leader = Some("worker-2".into());
+    });
+    let mut changed = Vec::new();
+    while changed.len() < 2 {
+        let msg = tokio::time::timeout(TIMEOUT, stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let (iface, props, _): (
+            String,
+            std::collections::HashMap<String, zbus::OwnedVariant>,
+            Vec<String>,
+        ) = msg.body().deserialize().unwrap();
+        assert_eq!(iface, "org.lb.Daemon1");
+        changed.extend(props.into_iter().map(|(k, v)| format!("{k}={v:?}")));
+    }
+    changed.sort();
+    assert!(
+        changed[0].starts_with("Leader=") && changed[0].contains("worker-2"),
+        "{changed:?}"
+    );
+    assert!(
+        changed[1].starts_with("Term=") && changed[1].contains('8'),
+        "{changed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_server_gets_name_taken_and_first_keeps_it() {
+    let bus = Bus::start();
+    let _s = serve(&bus, ok_reply()).await;
+    let (_tx, rx) = watch::channel(snapshot());
+    let (reload_tx, _reload_rx) = mpsc::channel(1);
+    let err = dbus::serve(Some(bus.address.clone()), rx, reload_tx)
+        .await
+        .err()
+        .expect("second serve fails");
+    assert!(matches!(err, ControlError::NameTaken { .. }), "{err}");
+    // The first server keeps the name and still answers.
+    let r = lbctl(&bus, &["cluster", "--json"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+fn nobody(groups: &str) -> Vec<String> {
+    let mut v = vec!["--reuid=65534".to_string(), "--regid=65534".to_string()];
+    if groups.is_empty() {
+        v.push("--clear-groups".into());
+    } else {
+        v.push(format!("--groups={groups}"));
+    }
+    v
+}
+
+fn can_switch_users() -> bool {
+    // Needs root (CAP_SETUID); this suite runs as root in CI.
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_lets_anyone_read_but_only_root_and_adm_reload() {
+    assert!(
+        can_switch_users(),
+        "the policy test needs root to run lbctl as nobody"
+    );
+    let bus = Bus::start();
+    let _s = serve(&bus, ok_reply()).await;
+    let lbctl_path = PathBuf::from(env!("CARGO_BIN_EXE_lbctl"));
+    assert!(lbctl_path.exists());
+
+    let plain = nobody("");
+    let plain: Vec<&str> = plain.iter().map(String::as_str).collect();
+    let r = lbctl_as(Some(&plain), &["--bus", &bus.address, "services", "--json"]).await;
+    assert_eq!(r.code, 0, "nobody may read: {}", r.stderr);
+    assert_eq!(
+        serde_json::from_str::<Vec<ServiceStatus>>(&r.stdout).unwrap(),
+        snapshot().services
+    );
+
+    let r = lbctl_as(Some(&plain), &["--bus", &bus.address, "reload"]).await;
+    assert_eq!(
+        r.code, 1,
+        "nobody must not reload: {} {}",
+        r.stdout, r.stderr
+    );
+    assert!(
+        r.stderr
+            .starts_with("lbctl: permission denied calling Reload"),
+        "{}",
+        r.stderr
+    );
+
+    let adm = nobody("4");
+    let adm: Vec<&str> = adm.iter().map(String::as_str).collect();
+    let r = lbctl_as(Some(&adm), &["--bus", &bus.address, "reload"]).await;
+    assert_eq!(r.code, 0, "group adm may reload: {}", r.stderr);
+    assert_eq!(r.stdout, "reloaded: 1 pool changed\n");
+}
