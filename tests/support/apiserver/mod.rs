@@ -172,11 +172,7 @@ impl Kubectl {
 
     /// Runs kubectl to completion (stdin from `input` if given).
     pub async fn run(&self, args: &[&str]) -> KubectlOutput {
-        let out = self
-            .command(args)
-            .output()
-            .await
-            .expect("kubectl runs");
+        let out = self.command(args).output().await.expect("kubectl runs");
         KubectlOutput {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -34,7 +34,11 @@ fn merge_key(path: &[String]) -> Option<&'static str> {
     match last {
         "ports" if in_container => Some("containerPort"),
         "ports" if path.len() == 2 && path[0] == "spec" => Some("port"),
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes"
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
         | "imagePullSecrets" => Some("name"),
         "volumeMounts" => Some("mountPath"),
         "volumeDevices" => Some("devicePath"),
@@ -304,7 +308,8 @@ mod tests {
 
     #[test]
     fn strategic_merge_merges_service_ports_by_port() {
-        let t = json!({"spec":{"ports":[{"port":80,"targetPort":8080,"nodePort":31000},{"port":443}]}});
+        let t =
+            json!({"spec":{"ports":[{"port":80,"targetPort":8080,"nodePort":31000},{"port":443}]}});
         let p = json!({"spec":{"$setElementOrder/ports":[{"port":443},{"port":80}],
                       "ports":[{"port":80,"targetPort":8081}]}});
         assert_eq!(
@@ -317,7 +322,10 @@ mod tests {
     fn strategic_merge_patch_delete_removes_keyed_element() {
         let t = json!({"spec":{"ports":[{"port":80},{"port":443}]}});
         let p = json!({"spec":{"ports":[{"port":80,"$patch":"delete"}]}});
-        assert_eq!(strategic_merge(&t, &p), json!({"spec":{"ports":[{"port":443}]}}));
+        assert_eq!(
+            strategic_merge(&t, &p),
+            json!({"spec":{"ports":[{"port":443}]}})
+        );
     }
 
     #[test]

@@ -21,13 +21,7 @@ pub struct Resource {
 }
 
 const VERBS: &[&str] = &[
-    "create",
-    "delete",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
+    "create", "delete", "get", "list", "patch", "update", "watch",
 ];
 
 pub static RESOURCES: &[Resource] = &[
@@ -194,7 +188,9 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
     if resources.is_empty() {
         return None;
     }
-    Some(json!({"kind":"APIResourceList","apiVersion":"v1","groupVersion":gv,"resources":resources}))
+    Some(
+        json!({"kind":"APIResourceList","apiVersion":"v1","groupVersion":gv,"resources":resources}),
+    )
 }
 
 /// Aggregated discovery (`apidiscovery.k8s.io/<disc_version>`) for `/api` (core) or `/apis`.

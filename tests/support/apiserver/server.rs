@@ -4,7 +4,7 @@ use super::error::ApiError;
 use super::proto;
 use super::resources::{self, Resource};
 use super::select::Selector;
-use super::store::{PatchKind, Store, Target, WatchFilter};
+use super::store::{PatchKind, RequestRecord, Store, Target, WatchFilter};
 use super::table;
 use bytes::Bytes;
 use futures::Stream;
@@ -36,7 +36,10 @@ impl Body for RespBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            RespBody::Stream(s) => s.as_mut().poll_next(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+            RespBody::Stream(s) => s
+                .as_mut()
+                .poll_next(cx)
+                .map(|o| o.map(|b| Ok(Frame::data(b)))),
         }
     }
 
@@ -65,7 +68,11 @@ fn respond(code: u16, content_type: &str, body: Vec<u8>) -> Resp {
 }
 
 fn json_resp(code: u16, v: &Value) -> Resp {
-    respond(code, "application/json", serde_json::to_vec(v).unwrap_or_default())
+    respond(
+        code,
+        "application/json",
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
 }
 
 fn error_resp(e: &ApiError) -> Resp {
@@ -175,7 +182,6 @@ pub async fn handle(store: Arc<Store>, req: Request<Incoming>) -> Result<Resp, I
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| path.clone());
-    store.record_request(format!("{} {pq}", req.method()));
     let header = |k: hyper::header::HeaderName| {
         req.headers()
             .get(k)
@@ -189,6 +195,13 @@ pub async fn handle(store: Arc<Store>, req: Request<Incoming>) -> Result<Resp, I
         header(hyper::header::USER_AGENT),
     );
     let method = req.method().clone();
+    store.record_request(RequestRecord {
+        method: method.to_string(),
+        path_and_query: pq,
+        content_type: content_type.clone(),
+        accept: accept.clone(),
+        user_agent: user_agent.clone(),
+    });
     let query = Query(parse_query(req.uri().query()));
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
@@ -223,7 +236,11 @@ fn route(store: &Arc<Store>, r: Req) -> Resp {
                     "platform":"linux/amd64"}),
         ),
         ["openapi", "v2"] if get => respond(200, "application/octet-stream", Vec::new()),
-        ["openapi", "v3", ..] => error_resp(&ApiError::new(404, "NotFound", "the server could not find the requested resource")),
+        ["openapi", "v3", ..] => error_resp(&ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )),
         ["api"] if get => discovery(store, &r, true),
         ["apis"] if get => discovery(store, &r, false),
         ["api", "v1"] if get => legacy_resources("", "v1"),
@@ -272,7 +289,11 @@ fn resource_route(store: &Arc<Store>, r: &Req, g: &str, v: &str, rest: &[&str]) 
         _ => (None, rest),
     };
     let Some((plural, rest)) = rest.split_first() else {
-        return error_resp(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+        return error_resp(&ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
     };
     let Some(res) = Resource::lookup(g, v, plural) else {
         return error_resp(&ApiError::new(
@@ -282,7 +303,11 @@ fn resource_route(store: &Arc<Store>, r: &Req, g: &str, v: &str, rest: &[&str]) 
         ));
     };
     if ns.is_some() && !res.namespaced {
-        return error_resp(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+        return error_resp(&ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
     }
     let ns_str = ns.unwrap_or("");
     match rest {
@@ -308,8 +333,9 @@ fn method_not_allowed() -> Resp {
 fn parse_body(r: &Req) -> Result<Value, ApiError> {
     let ct = r.content_type.to_ascii_lowercase();
     if ct.starts_with("application/vnd.kubernetes.protobuf") {
-        return proto::decode_deployment(&r.body)
-            .map_err(|e| ApiError::new(415, "UnsupportedMediaType", format!("protobuf body: {e}")));
+        return proto::decode_deployment(&r.body).map_err(|e| {
+            ApiError::new(415, "UnsupportedMediaType", format!("protobuf body: {e}"))
+        });
     }
     if ct.contains("yaml") {
         return serde_yaml::from_slice::<Value>(&r.body)
@@ -332,10 +358,11 @@ fn collection(store: &Arc<Store>, r: &Req, res: &'static Resource, ns: Option<&s
     let status = false;
     match r.method {
         Method::GET => {
-            let sel = match Selector::parse(r.query.get("labelSelector"), r.query.get("fieldSelector")) {
-                Ok(s) => s,
-                Err(e) => return error_resp(&ApiError::bad_request(e)),
-            };
+            let sel =
+                match Selector::parse(r.query.get("labelSelector"), r.query.get("fieldSelector")) {
+                    Ok(s) => s,
+                    Err(e) => return error_resp(&ApiError::bad_request(e)),
+                };
             if r.query.flag("watch") {
                 return watch(store, r, res, ns, sel);
             }
@@ -384,12 +411,22 @@ fn object_resp(code: u16, r: &Req, res: &Resource, o: &Value) -> Resp {
             .and_then(Value::as_str)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        return json_resp(code, &table::table(res, std::slice::from_ref(o), rv, SystemTime::now()));
+        return json_resp(
+            code,
+            &table::table(res, std::slice::from_ref(o), rv, SystemTime::now()),
+        );
     }
     json_resp(code, o)
 }
 
-fn item(store: &Arc<Store>, r: &Req, res: &'static Resource, ns: &str, name: &str, status: bool) -> Resp {
+fn item(
+    store: &Arc<Store>,
+    r: &Req,
+    res: &'static Resource,
+    ns: &str,
+    name: &str,
+    status: bool,
+) -> Resp {
     let manager = field_manager(&r.query, &r.user_agent);
     let t = Target {
         res,
@@ -413,9 +450,13 @@ fn item(store: &Arc<Store>, r: &Req, res: &'static Resource, ns: &str, name: &st
                 PatchKind::Strategic
             } else if ct.starts_with("application/apply-patch") {
                 let manager = r.query.get("fieldManager").unwrap_or("");
-                let t = Target { manager, ..t.clone() };
+                let t = Target {
+                    manager,
+                    ..t.clone()
+                };
                 let force = r.query.flag("force");
-                let res = parse_body(r).and_then(|b| store.patch_obj(&t, name, PatchKind::Apply { force }, b));
+                let res = parse_body(r)
+                    .and_then(|b| store.patch_obj(&t, name, PatchKind::Apply { force }, b));
                 return match res {
                     Ok((code, o)) => object_resp(code, r, t.res, &o),
                     Err(e) => error_resp(&e),
@@ -426,7 +467,9 @@ fn item(store: &Arc<Store>, r: &Req, res: &'static Resource, ns: &str, name: &st
                 return error_resp(&ApiError::new(
                     415,
                     "UnsupportedMediaType",
-                    format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json; got {ct:?}"),
+                    format!(
+                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json; got {ct:?}"
+                    ),
                 ));
             };
             parse_body(r).and_then(|b| store.patch_obj(&t, name, kind, b))
@@ -460,7 +503,11 @@ fn item(store: &Arc<Store>, r: &Req, res: &'static Resource, ns: &str, name: &st
 fn json_patch(store: &Arc<Store>, r: &Req, t: &Target<'_>, name: &str) -> Resp {
     let ops: Vec<Value> = match serde_json::from_slice(&r.body) {
         Ok(Value::Array(ops)) => ops,
-        _ => return error_resp(&ApiError::bad_request("a JSON patch must be an array of operations")),
+        _ => {
+            return error_resp(&ApiError::bad_request(
+                "a JSON patch must be an array of operations",
+            ));
+        }
     };
     let Some(mut o) = store.get_obj(t.res, t.ns, name) else {
         return error_resp(&ApiError::not_found(t.res, name));
@@ -469,18 +516,30 @@ fn json_patch(store: &Arc<Store>, r: &Req, t: &Target<'_>, name: &str) -> Resp {
         let path = op.get("path").and_then(Value::as_str).unwrap_or("");
         let (parent, last) = match path.rsplit_once('/') {
             Some((p, l)) => (p.to_string(), l.replace("~1", "/").replace("~0", "~")),
-            None => return error_resp(&ApiError::bad_request(format!("bad JSON patch path {path:?}"))),
+            None => {
+                return error_resp(&ApiError::bad_request(format!(
+                    "bad JSON patch path {path:?}"
+                )));
+            }
         };
         let value = op.get("value").cloned().unwrap_or(Value::Null);
         let kind = op.get("op").and_then(Value::as_str).unwrap_or("");
         if kind == "test" {
             if o.pointer(path) != Some(&value) {
-                return error_resp(&ApiError::new(422, "Invalid", format!("JSON patch test failed at {path}")));
+                return error_resp(&ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("JSON patch test failed at {path}"),
+                ));
             }
             continue;
         }
         let Some(target) = o.pointer_mut(&parent) else {
-            return error_resp(&ApiError::new(422, "Invalid", format!("JSON patch: missing parent of {path}")));
+            return error_resp(&ApiError::new(
+                422,
+                "Invalid",
+                format!("JSON patch: missing parent of {path}"),
+            ));
         };
         match (kind, target) {
             ("add" | "replace", Value::Object(m)) => {
@@ -496,9 +555,21 @@ fn json_patch(store: &Arc<Store>, r: &Req, t: &Target<'_>, name: &str) -> Resp {
                 Ok(i) if k == "remove" && i < a.len() => {
                     a.remove(i);
                 }
-                _ => return error_resp(&ApiError::new(422, "Invalid", format!("JSON patch: bad index in {path}"))),
+                _ => {
+                    return error_resp(&ApiError::new(
+                        422,
+                        "Invalid",
+                        format!("JSON patch: bad index in {path}"),
+                    ));
+                }
             },
-            _ => return error_resp(&ApiError::new(422, "Invalid", format!("JSON patch: unsupported op {kind:?} at {path}"))),
+            _ => {
+                return error_resp(&ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("JSON patch: unsupported op {kind:?} at {path}"),
+                ));
+            }
         }
     }
     match store.replace_obj(t, name, o) {
@@ -531,7 +602,12 @@ struct WatchState {
 impl WatchState {
     fn event(&mut self, typ: &str, obj: &Value) -> Bytes {
         if self.table {
-            let mut t = table::table(self.filter.res, std::slice::from_ref(obj), 0, SystemTime::now());
+            let mut t = table::table(
+                self.filter.res,
+                std::slice::from_ref(obj),
+                0,
+                SystemTime::now(),
+            );
             if let Some(m) = t.as_object_mut() {
                 m.remove("metadata");
                 if !self.first_table_event {
@@ -550,12 +626,15 @@ impl WatchState {
         if initial_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        line(&json!({"type":"BOOKMARK","object":{"kind": self.filter.res.kind,
-            "apiVersion": self.filter.res.api_version(), "metadata": meta}}))
+        line(
+            &json!({"type":"BOOKMARK","object":{"kind": self.filter.res.kind,
+            "apiVersion": self.filter.res.api_version(), "metadata": meta}}),
+        )
     }
 
     fn gone(&mut self, e: &ApiError) {
-        self.pending.push_back(line(&json!({"type":"ERROR","object": e.to_status()})));
+        self.pending
+            .push_back(line(&json!({"type":"ERROR","object": e.to_status()})));
         self.done = true;
     }
 
@@ -604,7 +683,13 @@ impl WatchState {
     }
 }
 
-fn watch(store: &Arc<Store>, r: &Req, res: &'static Resource, ns: Option<&str>, selector: Selector) -> Resp {
+fn watch(
+    store: &Arc<Store>,
+    r: &Req,
+    res: &'static Resource,
+    ns: Option<&str>,
+    selector: Selector,
+) -> Resp {
     let filter = WatchFilter {
         res,
         ns: ns.map(str::to_string),
@@ -615,7 +700,9 @@ fn watch(store: &Arc<Store>, r: &Req, res: &'static Resource, ns: Option<&str>, 
         Some(s) => match s.parse::<u64>() {
             Ok(n) => Some(n),
             Err(_) => {
-                return error_resp(&ApiError::bad_request(format!("invalid resource version {s:?}")));
+                return error_resp(&ApiError::bad_request(format!(
+                    "invalid resource version {s:?}"
+                )));
             }
         },
     };

@@ -65,6 +65,27 @@ struct Settings {
     bookmark_interval: Duration,
 }
 
+/// One request as received (for tests asserting what a client sent).
+#[derive(Clone, Debug, Default)]
+pub struct RequestRecord {
+    pub method: String,
+    pub path_and_query: String,
+    pub content_type: String,
+    pub accept: String,
+    pub user_agent: String,
+}
+
+impl RequestRecord {
+    pub fn path(&self) -> &str {
+        self.path_and_query.split('?').next().unwrap_or("")
+    }
+
+    /// Is this a watch request (`watch=true` in the query)?
+    pub fn is_watch(&self) -> bool {
+        self.path_and_query.contains("watch=true") || self.path_and_query.contains("watch=1")
+    }
+}
+
 /// How a patch body is to be applied (from the request Content-Type).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PatchKind {
@@ -87,8 +108,9 @@ pub struct Store {
     inner: Mutex<Inner>,
     tick: watch::Sender<u64>,
     bookmarks: watch::Sender<u64>,
+    request_tick: watch::Sender<u64>,
     persist: Option<PathBuf>,
-    requests: Mutex<Vec<String>>,
+    requests: Mutex<Vec<RequestRecord>>,
     settings: Mutex<Settings>,
 }
 
@@ -135,7 +157,10 @@ impl Managed {
 }
 
 fn read_managed(o: &Value) -> Vec<Managed> {
-    let Some(list) = o.pointer("/metadata/managedFields").and_then(Value::as_array) else {
+    let Some(list) = o
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    else {
         return Vec::new();
     };
     list.iter()
@@ -317,6 +342,7 @@ impl Store {
             inner: Mutex::new(inner),
             tick: watch::Sender::new(0),
             bookmarks: watch::Sender::new(0),
+            request_tick: watch::Sender::new(0),
             persist,
             requests: Mutex::new(Vec::new()),
             settings: Mutex::new(Settings {
@@ -371,23 +397,43 @@ impl Store {
         self.bookmarks.subscribe()
     }
 
-    pub fn record_request(&self, line: String) {
-        lock(&self.requests).push(line);
+    pub fn record_request(&self, r: RequestRecord) {
+        lock(&self.requests).push(r);
+        self.request_tick.send_modify(|t| *t = t.wrapping_add(1));
+    }
+
+    /// Waits until a request matching `pred` has been received (including earlier ones).
+    pub async fn wait_for_request(&self, pred: impl Fn(&RequestRecord) -> bool) -> RequestRecord {
+        let mut rx = self.request_tick.subscribe();
+        loop {
+            rx.borrow_and_update();
+            if let Some(r) = lock(&self.requests).iter().find(|r| pred(r)) {
+                return r.clone();
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Every request seen, in order.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.requests).clone()
     }
 
     /// Every request seen, as `METHOD path?query`.
     pub fn request_log(&self) -> Vec<String> {
-        lock(&self.requests).clone()
+        lock(&self.requests)
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path_and_query))
+            .collect()
     }
 
     /// Number of requests whose path (without query) equals `path`, any method.
     pub fn request_count(&self, path: &str) -> usize {
         lock(&self.requests)
             .iter()
-            .filter(|l| {
-                let p = l.split_once(' ').map(|(_, p)| p).unwrap_or("");
-                p.split('?').next() == Some(path)
-            })
+            .filter(|r| r.path() == path)
             .count()
     }
 
@@ -460,7 +506,8 @@ impl Store {
             status: true,
             ..t
         };
-        self.patch_obj(&t, name, PatchKind::Merge, p).map(|(_, v)| v)
+        self.patch_obj(&t, name, PatchKind::Merge, p)
+            .map(|(_, v)| v)
     }
 
     pub fn delete(&self, resource: &str, ns: &str, name: &str) -> Result<Value, ApiError> {
@@ -671,7 +718,10 @@ impl Store {
         if !o.get("spec").is_some_and(Value::is_object) {
             o["spec"] = json!({});
         }
-        let old_spec = old.and_then(|o| o.get("spec")).cloned().unwrap_or(json!({}));
+        let old_spec = old
+            .and_then(|o| o.get("spec"))
+            .cloned()
+            .unwrap_or(json!({}));
         let mut taken = Self::used_node_ports(inner);
         let spec = &mut o["spec"];
         let typ = spec
@@ -773,7 +823,9 @@ impl Store {
                     let same = old_ports.iter().find(|op| {
                         op.get("port") == p.get("port") && op.get("protocol") == p.get("protocol")
                     });
-                    let np = match same.and_then(|op| op.get("nodePort")).and_then(Value::as_i64)
+                    let np = match same
+                        .and_then(|op| op.get("nodePort"))
+                        .and_then(Value::as_i64)
                     {
                         Some(np) if np > 0 => np,
                         _ => Self::alloc_node_port(inner, &mut taken),
@@ -933,7 +985,9 @@ impl Store {
             ));
         }
         if !body.is_object() {
-            return Err(ApiError::bad_request("the body of the request was not an object"));
+            return Err(ApiError::bad_request(
+                "the body of the request was not an object",
+            ));
         }
         let mut inner = lock(&self.inner);
         self.create_locked(&mut inner, t, body, None)
@@ -969,7 +1023,10 @@ impl Store {
                 return Err(ApiError::invalid(
                     res,
                     "",
-                    format!("{} \"\" is invalid: metadata.name: Required value: name or generateName is required", res.kind),
+                    format!(
+                        "{} \"\" is invalid: metadata.name: Required value: name or generateName is required",
+                        res.kind
+                    ),
                 ));
             }
             let uid = Self::new_uid(inner);
@@ -1122,7 +1179,9 @@ impl Store {
     /// PUT on the object or its `/status`.
     pub fn replace_obj(&self, t: &Target<'_>, name: &str, body: Value) -> Result<Value, ApiError> {
         if !body.is_object() {
-            return Err(ApiError::bad_request("the body of the request was not an object"));
+            return Err(ApiError::bad_request(
+                "the body of the request was not an object",
+            ));
         }
         let body_name = meta_str(&body, "name");
         if !body_name.is_empty() && body_name != name {
@@ -1153,7 +1212,9 @@ impl Store {
             ));
         }
         if !body.is_object() {
-            return Err(ApiError::bad_request("the body of the request was not an object"));
+            return Err(ApiError::bad_request(
+                "the body of the request was not an object",
+            ));
         }
         let mut inner = lock(&self.inner);
         match kind {
@@ -1337,7 +1398,13 @@ impl Store {
         }
         let mut inner = lock(&self.inner);
         let old = Self::existing(&inner, res, ns, name)?;
-        self.commit(&mut inner, res, key(ns, name), ChangeType::Deleted, old.clone());
+        self.commit(
+            &mut inner,
+            res,
+            key(ns, name),
+            ChangeType::Deleted,
+            old.clone(),
+        );
         Ok(old)
     }
 }

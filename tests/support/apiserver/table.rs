@@ -141,7 +141,11 @@ fn service_cells(o: &Value, now: SystemTime) -> Vec<Value> {
         json!(cluster_ip),
         json!(external),
         json!(or(ports.join(","), "<none>")),
-        json!(age(o.pointer("/metadata/creationTimestamp").and_then(Value::as_str), now)),
+        json!(age(
+            o.pointer("/metadata/creationTimestamp")
+                .and_then(Value::as_str),
+            now
+        )),
         json!(labels_string(o.pointer("/spec/selector"))),
     ]
 }
@@ -229,12 +233,21 @@ fn node_cells(o: &Value, now: SystemTime) -> Vec<Value> {
             .unwrap_or("<none>")
             .to_string()
     };
-    let info = |k: &str| or(s(o, &format!("/status/nodeInfo/{k}")).to_string(), "<unknown>");
+    let info = |k: &str| {
+        or(
+            s(o, &format!("/status/nodeInfo/{k}")).to_string(),
+            "<unknown>",
+        )
+    };
     vec![
         json!(s(o, "/metadata/name")),
         json!(status),
         json!(or(roles.join(","), "<none>")),
-        json!(age(o.pointer("/metadata/creationTimestamp").and_then(Value::as_str), now)),
+        json!(age(
+            o.pointer("/metadata/creationTimestamp")
+                .and_then(Value::as_str),
+            now
+        )),
         json!(s(o, "/status/nodeInfo/kubeletVersion")),
         json!(addr("InternalIP")),
         json!(addr("ExternalIP")),
@@ -264,7 +277,11 @@ fn deployment_cells(o: &Value, now: SystemTime) -> Vec<Value> {
         )),
         json!(n("/status/updatedReplicas")),
         json!(n("/status/availableReplicas")),
-        json!(age(o.pointer("/metadata/creationTimestamp").and_then(Value::as_str), now)),
+        json!(age(
+            o.pointer("/metadata/creationTimestamp")
+                .and_then(Value::as_str),
+            now
+        )),
         json!(names.join(",")),
         json!(images.join(",")),
         json!(labels_string(o.pointer("/spec/selector/matchLabels"))),
@@ -292,7 +309,11 @@ fn endpointslice_cells(o: &Value, now: SystemTime) -> Vec<Value> {
         json!(s(o, "/addressType")),
         json!(or(ports.join(","), "<unset>")),
         json!(endpoints),
-        json!(age(o.pointer("/metadata/creationTimestamp").and_then(Value::as_str), now)),
+        json!(age(
+            o.pointer("/metadata/creationTimestamp")
+                .and_then(Value::as_str),
+            now
+        )),
     ]
 }
 
@@ -306,7 +327,11 @@ pub fn row(r: &Resource, obj: &Value, now: SystemTime) -> Value {
         ("discovery.k8s.io", "endpointslices") => endpointslice_cells(obj, now),
         _ => vec![
             json!(s(obj, "/metadata/name")),
-            json!(age(obj.pointer("/metadata/creationTimestamp").and_then(Value::as_str), now)),
+            json!(age(
+                obj.pointer("/metadata/creationTimestamp")
+                    .and_then(Value::as_str),
+                now
+            )),
         ],
     };
     let mut meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));

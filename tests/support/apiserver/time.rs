@@ -104,7 +104,11 @@ pub fn human_duration(d: Duration) -> String {
     let m = s / 60;
     if m < 10 {
         let rs = s % 60;
-        return if rs == 0 { format!("{m}m") } else { format!("{m}m{rs}s") };
+        return if rs == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{rs}s")
+        };
     }
     if m < 180 {
         return format!("{m}m");
@@ -112,7 +116,11 @@ pub fn human_duration(d: Duration) -> String {
     let h = s / 3600;
     if h < 8 {
         let rm = m % 60;
-        return if rm == 0 { format!("{h}h") } else { format!("{h}h{rm}m") };
+        return if rm == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{rm}m")
+        };
     }
     if h < 48 {
         return format!("{h}h");
@@ -120,7 +128,11 @@ pub fn human_duration(d: Duration) -> String {
     let days = h / 24;
     if h < 24 * 8 {
         let rh = h % 24;
-        return if rh == 0 { format!("{days}d") } else { format!("{days}d{rh}h") };
+        return if rh == 0 {
+            format!("{days}d")
+        } else {
+            format!("{days}d{rh}h")
+        };
     }
     if h < 24 * 365 * 2 {
         return format!("{days}d");
@@ -128,7 +140,11 @@ pub fn human_duration(d: Duration) -> String {
     let y = days / 365;
     if h < 24 * 365 * 8 {
         let rd = days % 365;
-        return if rd == 0 { format!("{y}y") } else { format!("{y}y{rd}d") };
+        return if rd == 0 {
+            format!("{y}y")
+        } else {
+            format!("{y}y{rd}d")
+        };
     }
     format!("{y}y")
 }
