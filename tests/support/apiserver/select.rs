@@ -120,20 +120,3 @@ fn eval(r: &Req, get: &dyn Fn(&str) -> Option<String>) -> bool {
         Req::NotExists(k) => get(k).is_none(),
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn label_and_field_selectors_match_like_the_api_server() {
-        let o = json!({"metadata":{"name":"web","namespace":"default","labels":{"app":"web","tier":"fe"}}});
-        let ok = |l: Option<&str>, f: Option<&str>| Selector::parse(l, f).unwrap().matches(&o);
-        assert!(ok(Some("app=web,tier in (fe,be)"), None));
-        assert!(!ok(Some("app=web,tier notin (fe)"), None));
-        assert!(ok(Some("app,!missing"), Some("metadata.name=web")));
-        assert!(!ok(None, Some("metadata.namespace!=default")));
-        assert!(Selector::parse(Some("a in b"), None).is_err());
-    }
-}
