@@ -579,3 +579,34 @@ async fn persisted_store_reopens_with_objects_and_revision() {
     assert_eq!(next["metadata"]["resourceVersion"], (rev + 1).to_string());
     assert_ne!(next["spec"]["clusterIP"], svc["spec"]["clusterIP"]);
 }
+
+#[tokio::test]
+async fn streaming_list_watcher_gets_initial_events_then_changes() {
+    let (store, _server, client) = start();
+    store.create("services", lb_service("a")).unwrap();
+    let api: Api<Service> = Api::all(client);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut w = watcher::watcher(api, watcher::Config::default().streaming_lists())
+        .default_backoff()
+        .boxed();
+    tokio::spawn(async move {
+        while let Some(e) = w.next().await {
+            if let Ok(e) = e
+                && tx.send(e).is_err()
+            {
+                return;
+            }
+        }
+    });
+    assert_eq!(init_names(&mut rx).await, ["a"]);
+    assert_eq!(
+        lists_of(&store, "/api/v1/services"),
+        0,
+        "no LIST with streaming lists"
+    );
+    store.create("services", lb_service("b")).unwrap();
+    let Event::Apply(s) = next_event(&mut rx).await else {
+        panic!("ADDED after the initial events")
+    };
+    assert_eq!(s.metadata.name.as_deref(), Some("b"));
+}

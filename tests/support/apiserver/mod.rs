@@ -11,6 +11,14 @@
 //! server.stop().await;                                  // outage: listener and watches close
 //! let server = ApiServer::start(addr, store.clone())?;  // same objects, same RVs
 //! ```
+//!
+//! Test hooks live on [`Store`]: `create`/`get`/`list`/`patch`/`patch_status`/`delete` take a
+//! resource name (`services`, `nodes`, `endpointslices`, `deployments`, `events` =
+//! events.k8s.io); `events()`, `compact()` (older RVs then get a 410 ERROR event),
+//! `bookmark_now()`, `set_bookmark_interval()`, `requests()`/`request_count(path)`/
+//! `wait_for_request(pred)`, `set_server_minor("31")` (the kubectl dispatcher runs that
+//! kubectl) and `set_aggregated_discovery(false)`. [`Kubectl`] runs the real kubectl with its
+//! own kubeconfig and cache dir; [`kube_client`] builds a kube-rs client.
 #![allow(dead_code, unused_imports)]
 
 pub mod error;
