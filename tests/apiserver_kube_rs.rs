@@ -610,3 +610,80 @@ async fn streaming_list_watcher_gets_initial_events_then_changes() {
     };
     assert_eq!(s.metadata.name.as_deref(), Some("b"));
 }
+
+#[tokio::test]
+async fn field_selector_filters_lists_and_watch_from_zero_starts_with_synthetic_added() {
+    use kube::api::ListParams;
+    let (store, _server, client) = start();
+    store.create("services", lb_service("web")).unwrap();
+    store.create("services", lb_service("db")).unwrap();
+    let api: Api<Service> = Api::all(client);
+    let list = api
+        .list(&ListParams::default().fields("metadata.name=web,metadata.namespace=default"))
+        .await
+        .unwrap();
+    let names: Vec<_> = list
+        .items
+        .iter()
+        .map(|s| s.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(names, ["web"]);
+    assert_eq!(
+        list.metadata.resource_version,
+        Some(store.revision().to_string())
+    );
+
+    let mut s = api
+        .watch(&WatchParams::default().fields("metadata.name=db"), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let ev = tokio::time::timeout(WAIT, s.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let WatchEvent::Added(svc) = ev else {
+        panic!("synthetic ADDED, got {ev:?}")
+    };
+    assert_eq!(svc.metadata.name.as_deref(), Some("db"));
+    store.delete("services", "default", "web").unwrap();
+    store.delete("services", "default", "db").unwrap();
+    let ev = tokio::time::timeout(WAIT, s.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let WatchEvent::Deleted(svc) = ev else {
+        panic!("only db's DELETED, got {ev:?}")
+    };
+    assert_eq!(svc.metadata.name.as_deref(), Some("db"));
+}
+
+#[test]
+fn status_patch_keeps_unknown_fields_and_a_no_op_keeps_the_revision() {
+    let store = Store::new();
+    store.create("services", lb_service("web")).unwrap();
+    let ingress = json!({"status":{"loadBalancer":{"ingress":[{"ip":"192.0.2.9","ipMode":"VIP","x-future":1}]}}});
+    let a = store
+        .patch_status("services", "default", "web", ingress.clone())
+        .unwrap();
+    assert_eq!(a["status"]["loadBalancer"]["ingress"][0]["x-future"], 1);
+    let rev = store.revision();
+    let b = store
+        .patch_status("services", "default", "web", ingress)
+        .unwrap();
+    assert_eq!(store.revision(), rev);
+    assert_eq!(
+        a["metadata"]["resourceVersion"],
+        b["metadata"]["resourceVersion"]
+    );
+    let err = store
+        .create("services", lb_service("Bad_Name"))
+        .unwrap_err();
+    assert_eq!((err.code, err.reason), (422, "Invalid"));
+    let err = store
+        .patch("services", "default", "missing", json!({}))
+        .unwrap_err();
+    assert_eq!((err.code, err.reason), (404, "NotFound"));
+}

@@ -483,3 +483,33 @@ fn protobuf_body_shaped_like_kubectls_decodes_to_a_deployment() {
         "nginx"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_nodes_and_endpointslices_print_their_columns() {
+    let (store, _server, k) = start();
+    store
+        .create("nodes", json!({"metadata":{"name":"node-1","labels":{"node-role.kubernetes.io/control-plane":""}},
+            "status":{"conditions":[{"type":"Ready","status":"True"}],
+                      "addresses":[{"type":"InternalIP","address":"10.10.100.3"}],
+                      "nodeInfo":{"kubeletVersion":"v1.32.0"}}}))
+        .unwrap();
+    store
+        .create(
+            "endpointslices",
+            json!({"metadata":{"name":"web-abc","namespace":"default"},
+            "addressType":"IPv4","ports":[{"port":8080}],
+            "endpoints":[{"addresses":["10.244.1.5"]},{"addresses":["10.244.2.5"]}]}),
+        )
+        .unwrap();
+    let out = k.run(&["get", "nodes", "-o", "wide"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let cells = row(&out.stdout, "node-1");
+    assert_eq!(&cells[1..3], ["Ready", "control-plane"]);
+    assert_eq!(cells[4..6], ["v1.32.0", "10.10.100.3"]);
+    let out = k.run(&["get", "endpointslices"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        &row(&out.stdout, "web-abc")[1..4],
+        ["IPv4", "8080", "10.244.1.5,10.244.2.5"]
+    );
+}
