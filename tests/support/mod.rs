@@ -1,3 +1,6 @@
-//! Test support shared by the integration tests.
+//! Test support shared by the integration tests: the test Kubernetes API server and the
+//! network-namespace lab. Each test crate uses only part of it.
+#![allow(dead_code)]
 
+pub mod apiserver;
 pub mod lab;
