@@ -4,3 +4,4 @@
 
 pub mod apiserver;
 pub mod lab;
+pub mod lbd;

@@ -1,0 +1,132 @@
+//! `lbd` as a process on loopback: its own temp dir and config, killed (by PID) on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Lbd {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+    starts: usize,
+}
+
+impl Lbd {
+    /// Writes `config` (an lb.toml) into a fresh temp dir and starts lbd on it.
+    pub fn start(config: &str) -> Lbd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("lb.toml");
+        std::fs::write(&path, config).expect("config written");
+        let mut lbd = Lbd {
+            log: dir.path().join("lbd-0.log"),
+            dir,
+            config: path,
+            child: None,
+            starts: 0,
+        };
+        lbd.spawn();
+        lbd
+    }
+
+    /// A path inside the temp dir (for kubeconfigs, state).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn spawn(&mut self) {
+        self.log = self.dir.path().join(format!("lbd-{}.log", self.starts));
+        self.starts += 1;
+        let log = std::fs::File::create(&self.log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_lbd"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "lb=debug")
+            .env("NO_COLOR", "1")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("lbd starts");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, then start again on the same config.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends `signal` (e.g. "TERM", "HUP") by PID.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("lbd running").id();
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill -{signal} {pid} failed");
+    }
+
+    /// Still running?
+    pub fn alive(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().expect("try_wait").is_none(),
+            None => false,
+        }
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        let c = self.child.as_mut()?;
+        loop {
+            if let Some(st) = c.try_wait().expect("try_wait") {
+                self.child = None;
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The log of the current run.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Logs of every run so far, oldest first.
+    pub fn all_logs(&self) -> String {
+        (0..self.starts)
+            .map(|i| {
+                std::fs::read_to_string(self.dir.path().join(format!("lbd-{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n---- restart ----\n")
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+}
+
+impl Drop for Lbd {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("lbd log:\n{}", self.all_logs());
+        }
+        self.kill();
+    }
+}
