@@ -328,7 +328,7 @@ impl Node {
     pub fn next_wakeup(&self) -> Instant {
         let mut t = self.election_deadline;
         if let Some(l) = &self.lead {
-            t = t.min(l.next_heartbeat);
+            t = l.next_heartbeat;
             if let Some(a) = self.authority() {
                 t = t.min(a);
             }
@@ -441,10 +441,8 @@ impl Node {
             self.maybe_hand_over(now, out);
             return;
         }
-        if let Some(u) = self.held_until
-            && now >= u
-        {
-            self.held.clear();
+        // An expired lease keeps the map (a later heartbeat with a valid echo renews it).
+        if self.held_until.is_some_and(|u| now >= u) {
             self.held_until = None;
         }
         if now >= self.election_deadline && now >= self.promise_until && !self.witness && !self.leaving
@@ -781,7 +779,6 @@ impl Node {
             }
             if self.held_until.is_some_and(|u| now >= u) {
                 self.held_until = None;
-                self.held.clear();
             }
         }
         let finished = self.leaving && hb.leave_ok && self.held.is_empty();
