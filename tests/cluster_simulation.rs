@@ -78,14 +78,14 @@ fn run_many(name: &str, default_runs: u64, cfg: SimConfig) {
 
 #[test]
 fn five_hosts_never_double_own_and_recover_after_faults() {
-    run_many("five_hosts_never_double_own", 400, SimConfig::default());
+    run_many("five_hosts_never_double_own", 2000, SimConfig::default());
 }
 
 #[test]
 fn four_hosts_and_a_witness_never_double_own_and_recover() {
     run_many(
         "four_hosts_and_a_witness",
-        150,
+        600,
         SimConfig {
             witnesses: 1,
             ..SimConfig::default()
@@ -97,7 +97,7 @@ fn four_hosts_and_a_witness_never_double_own_and_recover() {
 fn three_hosts_under_heavy_duplication_never_double_own() {
     run_many(
         "three_hosts_heavy_duplication",
-        150,
+        600,
         SimConfig {
             hosts: 3,
             duplicate: 0.3,
