@@ -16,7 +16,8 @@ const LIVENESS_BOUND: u64 = 2_000 * MS;
 fn run(seed: u64, cfg: SimConfig) -> Result<u64, String> {
     let mut sim = Sim::new(seed, cfg);
     let mut log = Vec::new();
-    let fail = |log: &Vec<String>, v: Violation| format!("{}\nfaults:\n  {}", v.0, log.join("\n  "));
+    let fail =
+        |log: &Vec<String>, v: Violation| format!("{}\nfaults:\n  {}", v.0, log.join("\n  "));
     // Settle first: a leader and full ownership from a clean start.
     sim.run_until(1_000 * MS).map_err(|v| fail(&log, v))?;
     let fault_end = 4_000 * MS;
@@ -30,7 +31,9 @@ fn run(seed: u64, cfg: SimConfig) -> Result<u64, String> {
     log.push(format!("t={}ms heal", sim.now / MS));
     let healed = sim.now;
     let owned_at = sim
-        .run_until_cond(healed + LIVENESS_BOUND, |s| s.all_owned_once() && s.leader().is_some())
+        .run_until_cond(healed + LIVENESS_BOUND, |s| {
+            s.all_owned_once() && s.leader().is_some()
+        })
         .map_err(|v| fail(&log, v))?;
     let Some(t) = owned_at else {
         let owners: Vec<_> = sim.ips.iter().map(|ip| (ip, sim.owners(ip))).collect();
@@ -47,7 +50,10 @@ fn run(seed: u64, cfg: SimConfig) -> Result<u64, String> {
     // And it stays that way.
     sim.run_until(t + 1_000 * MS).map_err(|v| fail(&log, v))?;
     if !sim.all_owned_once() {
-        return Err(fail(&log, Violation("ownership did not stay stable after healing".into())));
+        return Err(fail(
+            &log,
+            Violation("ownership did not stay stable after healing".into()),
+        ));
     }
     Ok(t - healed)
 }
@@ -73,7 +79,10 @@ fn run_many(name: &str, default_runs: u64, cfg: SimConfig) {
             ),
         }
     }
-    println!("{name}: worst time to full ownership after healing: {}ms", worst / MS);
+    println!(
+        "{name}: worst time to full ownership after healing: {}ms",
+        worst / MS
+    );
 }
 
 #[test]

@@ -10,8 +10,8 @@
 //! before r + E ("promise"). The leader knows, per voter, the send time of the latest heartbeat
 //! (or vote request) that voter acknowledged; the majority-th latest of those plus E − drift is
 //! its *authority*: no other leader can exist before it. Follower leases end before the
-//! follower's own ack send time + lease − drift, which is before the leader received that ack
-//! + lease; the leader renews only while authority ≥ now + lease + drift. Within a term an IP is
+//! follower's own ack send time + lease − drift, which is before (the leader received that
+//! ack) + lease; the leader renews only while authority ≥ now + lease + drift. Within a term an IP is
 //! given to a new host only after the old holder acknowledged a map without it or its lease ran
 //! out by the leader's bound.
 //!
@@ -83,7 +83,10 @@ pub enum Role {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Output {
-    Send { to: String, msg: Message },
+    Send {
+        to: String,
+        msg: Message,
+    },
     /// Make durable (fsync) before sending anything that follows in the same batch.
     Persist(HardState),
     /// The IPs this host may answer for changed, or their lease deadline moved. Answer for
@@ -202,7 +205,11 @@ fn majority(n: usize) -> usize {
 impl Node {
     /// A node that just (re)started: it grants no vote and does not campaign for one election
     /// timeout (it may have forgotten a promise). A cluster of one is leader at once.
-    pub fn new(cfg: Config, hard: HardState, now: Instant) -> Result<(Self, Vec<Output>), ConfigError> {
+    pub fn new(
+        cfg: Config,
+        hard: HardState,
+        now: Instant,
+    ) -> Result<(Self, Vec<Output>), ConfigError> {
         let mut names: Vec<String> = cfg.members.iter().map(|m| m.name.clone()).collect();
         names.sort();
         for w in names.windows(2) {
@@ -351,7 +358,9 @@ impl Node {
             };
             if let Some(l) = &self.lead {
                 let p = &l.peers[i];
-                m.last_ack_age = p.latest_ack_received.map(|t| now.saturating_duration_since(t));
+                m.last_ack_age = p
+                    .latest_ack_received
+                    .map(|t| now.saturating_duration_since(t));
                 m.alive = self.alive(i, now);
                 m.eligible = if i == self.me {
                     self.eligible.len()
@@ -432,7 +441,11 @@ impl Node {
                 let eager: Vec<usize> = self
                     .lead
                     .as_ref()
-                    .map(|l| (0..l.peers.len()).filter(|i| l.peers[*i].heartbeat_now).collect())
+                    .map(|l| {
+                        (0..l.peers.len())
+                            .filter(|i| l.peers[*i].heartbeat_now)
+                            .collect()
+                    })
                     .unwrap_or_default();
                 if !eager.is_empty() {
                     self.send_heartbeats(now, &eager, out);
@@ -445,7 +458,10 @@ impl Node {
         if self.held_until.is_some_and(|u| now >= u) {
             self.held_until = None;
         }
-        if now >= self.election_deadline && now >= self.promise_until && !self.witness && !self.leaving
+        if now >= self.election_deadline
+            && now >= self.promise_until
+            && !self.witness
+            && !self.leaving
         {
             self.start_pre_vote(now, out);
         } else if now >= self.election_deadline {
@@ -648,11 +664,21 @@ impl Node {
                 }
             }
             Body::TimeoutNow => {
-                if term == self.term && self.leader == Some(from) && !self.witness && !self.leaving {
+                if term == self.term && self.leader == Some(from) && !self.witness && !self.leaving
+                {
                     self.become_candidate(now, out);
                     // become_candidate broadcast a normal vote; replace with transfer votes.
                     out.retain(|o| {
-                        !matches!(o, Output::Send { msg: Message { body: Body::Vote { .. }, .. }, .. })
+                        !matches!(
+                            o,
+                            Output::Send {
+                                msg: Message {
+                                    body: Body::Vote { .. },
+                                    ..
+                                },
+                                ..
+                            }
+                        )
                     });
                     if self.role == Role::Candidate {
                         self.broadcast(out, self.term, Body::Vote { transfer: true });
@@ -662,7 +688,14 @@ impl Node {
         }
     }
 
-    fn on_vote_request(&mut self, now: Instant, from: usize, term: u64, transfer: bool, out: &mut Vec<Output>) {
+    fn on_vote_request(
+        &mut self,
+        now: Instant,
+        from: usize,
+        term: u64,
+        transfer: bool,
+        out: &mut Vec<Output>,
+    ) {
         // Within a promise the request is ignored entirely, term included (thesis §4.2.3),
         // unless it is a handover the leader itself started.
         if term < self.term || (!transfer && self.in_promise(now)) || self.leaving {
@@ -742,7 +775,14 @@ impl Node {
 
     // ---- follower ------------------------------------------------------------------------
 
-    fn on_heartbeat(&mut self, now: Instant, from: usize, term: u64, hb: Heartbeat, out: &mut Vec<Output>) {
+    fn on_heartbeat(
+        &mut self,
+        now: Instant,
+        from: usize,
+        term: u64,
+        hb: Heartbeat,
+        out: &mut Vec<Output>,
+    ) {
         if term < self.term {
             // Tell the stale leader about the newer term.
             let t = self.term;
@@ -982,7 +1022,10 @@ impl Node {
             if !pending && l.revoked.contains_key(&ip) {
                 cleared.push(ip);
             }
-            if current.is_none() && !pending && can_grant && !settling
+            if current.is_none()
+                && !pending
+                && can_grant
+                && !settling
                 && let Some(t) = target
             {
                 grant.push((ip, t));

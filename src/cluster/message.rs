@@ -13,10 +13,14 @@ pub struct Message {
 pub enum Body {
     /// Pre-vote (Raft thesis §9.6) for term `term`; changes no state at the receiver.
     PreVote,
-    PreVoteReply { granted: bool },
+    PreVoteReply {
+        granted: bool,
+    },
     /// Vote request. `transfer`: sent after the leader's `TimeoutNow` (planned handover, the
     /// old leader has revoked every lease), so voters disregard their promise.
-    Vote { transfer: bool },
+    Vote {
+        transfer: bool,
+    },
     /// `ack_seq` works like an `Ack`'s: the new leader's first heartbeat may echo it.
     VoteReply {
         granted: bool,

@@ -15,7 +15,6 @@ pub mod message;
 pub mod placement;
 pub mod wire;
 
-
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -100,7 +100,10 @@ mod tests {
         let before = assign(&["a", "b", "c", "d"], &all);
         let after = assign(&["a", "b", "c", "d", "e"], &all);
         let moved: Vec<_> = all.iter().filter(|ip| before[*ip] != after[*ip]).collect();
-        assert!(moved.iter().all(|ip| after[*ip] == "e"), "only moves to the new host");
+        assert!(
+            moved.iter().all(|ip| after[*ip] == "e"),
+            "only moves to the new host"
+        );
         assert!((150..=250).contains(&moved.len()), "moved {}", moved.len());
     }
 

@@ -86,7 +86,7 @@ pub struct Sim {
     /// Real time, µs.
     pub now: u64,
     pub hosts: Vec<Host>,
-    net: BinaryHeap<Reverse<(u64, u64, usize, usize, MsgBox)>>,
+    net: BinaryHeap<Reverse<InFlight>>,
     msg_seq: u64,
     /// Directed links that drop everything: (from, to).
     pub blocked: BTreeSet<(usize, usize)>,
@@ -96,6 +96,9 @@ pub struct Sim {
     pub delivered: u64,
     pub events: u64,
 }
+
+/// (deliver at µs, sequence, from, to, message).
+type InFlight = (u64, u64, usize, usize, MsgBox);
 
 /// Messages ordered only by the (time, seq) in front of them.
 #[derive(Debug)]
@@ -262,7 +265,11 @@ impl Sim {
         if self.blocked.contains(&(from, to)) || self.rng.chance(self.cfg.loss) {
             return;
         }
-        let copies = if self.rng.chance(self.cfg.duplicate) { 2 } else { 1 };
+        let copies = if self.rng.chance(self.cfg.duplicate) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let at = self.now + self.rng.range(self.cfg.min_delay_us, self.cfg.max_delay_us);
             self.msg_seq += 1;
@@ -394,13 +401,17 @@ impl Sim {
     pub fn check_safety(&self) -> Result<(), Violation> {
         let mut holder: BTreeMap<IpAddr, usize> = BTreeMap::new();
         for h in 0..self.hosts.len() {
-            let Some(n) = &self.hosts[h].node else { continue };
+            let Some(n) = &self.hosts[h].node else {
+                continue;
+            };
             let owned = n.owned_ips(self.local(h, self.now));
             if owned.is_empty() {
                 continue;
             }
             let term_leader = self.leaders_by_term.get(&n.term()).copied();
-            let follows = n.leader().and_then(|l| self.hosts.iter().position(|x| x.name == l));
+            let follows = n
+                .leader()
+                .and_then(|l| self.hosts.iter().position(|x| x.name == l));
             if term_leader.is_none() || follows != term_leader {
                 return Err(Violation(format!(
                     "t={}us {} holds {:?} in term {} from {:?}, but that term's leader is {:?}",
@@ -413,7 +424,10 @@ impl Sim {
                 )));
             }
             if self.hosts[h].witness {
-                return Err(Violation(format!("witness {} holds {owned:?}", self.hosts[h].name)));
+                return Err(Violation(format!(
+                    "witness {} holds {owned:?}",
+                    self.hosts[h].name
+                )));
             }
             for ip in owned {
                 if let Some(other) = holder.insert(ip, h) {
