@@ -195,6 +195,8 @@ pub struct Node {
     lead: Option<Leadership>,
     leaving: bool,
     done: bool,
+    /// `now` of the latest step.
+    last_now: Instant,
     last_leases: (BTreeSet<IpAddr>, Option<Instant>),
 }
 
@@ -258,6 +260,7 @@ impl Node {
             lead: None,
             leaving: false,
             done: false,
+            last_now: now,
             last_leases: (BTreeSet::new(), None),
         };
         node.election_deadline = now + node.random_timeout();
@@ -339,6 +342,14 @@ impl Node {
             if let Some(a) = self.authority() {
                 t = t.min(a);
             }
+            // When a silent member counts as down (and its IPs may move).
+            for i in 0..self.names.len() {
+                if let Some(b) = self.lease_bound(i)
+                    && b > self.last_now
+                {
+                    t = t.min(b);
+                }
+            }
         }
         if let Some(u) = self.last_leases.1 {
             t = t.min(u);
@@ -393,6 +404,7 @@ impl Node {
 
     pub fn step(&mut self, now: Instant, input: Input) -> Vec<Output> {
         let mut out = Vec::new();
+        self.last_now = self.last_now.max(now);
         if self.done {
             return out;
         }
