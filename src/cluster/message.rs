@@ -3,13 +3,13 @@
 use std::net::IpAddr;
 
 /// One message; `term` travels in the datagram header.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Message {
     pub term: u64,
     pub body: Body,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Body {
     /// Pre-vote (Raft thesis §9.6) for term `term`; changes no state at the receiver.
     PreVote,
@@ -34,7 +34,7 @@ pub enum Body {
 }
 
 /// Leader → one follower: that follower's part of the ownership map.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Heartbeat {
     /// Leader-local heartbeat number; the ack echoes it.
     pub seq: u64,
@@ -52,7 +52,7 @@ pub struct Heartbeat {
 }
 
 /// Follower → leader.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ack {
     /// The heartbeat acknowledged.
     pub heartbeat: u64,
@@ -67,7 +67,7 @@ pub struct Ack {
 }
 
 /// What a host can announce, and what it held before the current term.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Report {
     pub eligibility_version: u64,
     pub eligible: Vec<IpAddr>,
