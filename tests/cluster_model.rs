@@ -33,17 +33,19 @@ const NAMES: [&str; N] = ["a", "b", "c"];
 const MAX_IN_FLIGHT: usize = 4;
 
 fn ips() -> BTreeMap<IpAddr, String> {
-    [
-        (
-            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
-            "default/web".to_string(),
-        ),
-        (
-            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
-            "default/db".to_string(),
-        ),
-    ]
-    .into()
+    (0..N as u8)
+        .map(|k| (ip(k), format!("default/svc-{k}")))
+        .collect()
+}
+
+fn ip(k: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, k + 1))
+}
+
+/// Node i can announce IPs i and i+1 (mod N): whoever leads, some IP must go to a follower,
+/// and every IP has a second host to move to.
+fn eligible(i: usize) -> BTreeSet<IpAddr> {
+    [ip(i as u8), ip(((i + 1) % N) as u8)].into()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -72,6 +74,8 @@ enum Action {
     /// Deliver everything in flight, in order (the fault-free network, in one step).
     Flush,
     Crash(usize),
+    /// Planned leave (`Input::Shutdown`); shares the crash budget.
+    Shutdown(usize),
     Restart(usize),
 }
 
@@ -121,8 +125,7 @@ impl RaftModel {
         s.nodes[i] = Some(node);
         self.apply(s, i, out);
         self.input(s, i, Input::DesiredIps(ips()));
-        let all: BTreeSet<IpAddr> = ips().keys().copied().collect();
-        self.input(s, i, Input::LocalEligibility(all));
+        self.input(s, i, Input::LocalEligibility(eligible(i)));
     }
 
     fn input(&self, s: &mut State, i: usize, input: Input) {
@@ -258,7 +261,10 @@ impl Model for RaftModel {
         }
         for i in 0..N {
             match &s.nodes[i] {
-                Some(_) if s.crashes < self.max_crashes => actions.push(Action::Crash(i)),
+                Some(_) if s.crashes < self.max_crashes => {
+                    actions.push(Action::Crash(i));
+                    actions.push(Action::Shutdown(i));
+                }
                 None => actions.push(Action::Restart(i)),
                 _ => {}
             }
@@ -311,6 +317,10 @@ impl Model for RaftModel {
             Action::Crash(i) => {
                 s.nodes[i] = None;
                 s.crashes += 1;
+            }
+            Action::Shutdown(i) => {
+                s.crashes += 1;
+                self.input(&mut s, i, Input::Shutdown);
             }
             Action::Restart(i) => self.start(&mut s, i),
         }
