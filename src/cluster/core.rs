@@ -1131,3 +1131,241 @@ impl Node {
         out.push(Output::ShutdownComplete);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn cfg(me: &str, names: &[&str]) -> Config {
+        Config {
+            me: me.into(),
+            members: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| Member {
+                    name: (*n).into(),
+                    addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+                })
+                .collect(),
+            witness: false,
+            timing: Timing::default(),
+            seed: 1,
+            incarnation: 1,
+        }
+    }
+
+    fn ip() -> IpAddr {
+        "10.10.100.200".parse().expect("ip")
+    }
+
+    const E: Duration = Duration::from_millis(300);
+
+    #[test]
+    fn single_member_is_leader_at_once_and_owns_eligible_ips() {
+        let t0 = Instant::now();
+        let (mut n, out) = Node::new(cfg("a", &["a"]), HardState::default(), t0).expect("node");
+        assert_eq!(n.role(), Role::Leader);
+        assert!(matches!(out.first(), Some(Output::Persist(h)) if h.term == 1));
+        n.step(t0, Input::DesiredIps([(ip(), "default/web".into())].into()));
+        n.step(t0, Input::LocalEligibility([ip()].into()));
+        assert_eq!(n.owned_ips(t0), [ip()].into());
+        n.step(t0, Input::LocalEligibility(BTreeSet::new()));
+        assert!(
+            n.owned_ips(t0).is_empty(),
+            "ineligible: stop answering at once"
+        );
+    }
+
+    #[test]
+    fn restarted_node_grants_no_vote_for_one_election_timeout() {
+        let t0 = Instant::now();
+        let (mut n, _) =
+            Node::new(cfg("b", &["a", "b", "c"]), HardState::default(), t0).expect("node");
+        let vote = Input::Received {
+            from: "a".into(),
+            msg: Message {
+                term: 1,
+                body: Body::Vote { transfer: false },
+            },
+        };
+        let out = n.step(t0 + E / 2, vote.clone());
+        assert!(out.iter().all(|o| !matches!(o, Output::Persist(_))));
+        assert!(out.iter().any(|o| matches!(
+            o,
+            Output::Send {
+                msg: Message {
+                    body: Body::VoteReply { granted: false, .. },
+                    ..
+                },
+                ..
+            }
+        )));
+        assert_eq!(
+            n.term(),
+            0,
+            "a vote request inside the promise does not bump the term"
+        );
+        let out = n.step(t0 + E, vote);
+        let persist = out
+            .iter()
+            .position(|o| matches!(o, Output::Persist(h) if h.voted_for.as_deref() == Some("a")));
+        let reply = out.iter().position(|o| {
+            matches!(
+                o,
+                Output::Send {
+                    msg: Message {
+                        body: Body::VoteReply { granted: true, .. },
+                        ..
+                    },
+                    ..
+                }
+            )
+        });
+        assert!(
+            persist.is_some() && reply.is_some() && persist < reply,
+            "persist before the vote reply: {out:?}"
+        );
+    }
+
+    #[test]
+    fn follower_that_heard_its_leader_rejects_pre_votes_until_promise_ends() {
+        let t0 = Instant::now();
+        let (mut n, _) = Node::new(
+            cfg("b", &["a", "b", "c"]),
+            HardState {
+                term: 3,
+                voted_for: None,
+            },
+            t0,
+        )
+        .expect("node");
+        let hb_at = t0 + E + Duration::from_millis(10);
+        let hb = Heartbeat {
+            seq: 1,
+            epoch: 1,
+            echo: None,
+            eligibility_known: 0,
+            leave_ok: false,
+            ips: vec![],
+        };
+        n.step(
+            hb_at,
+            Input::Received {
+                from: "a".into(),
+                msg: Message {
+                    term: 3,
+                    body: Body::Heartbeat(hb),
+                },
+            },
+        );
+        assert_eq!(n.leader(), Some("a"));
+        let pre = Input::Received {
+            from: "c".into(),
+            msg: Message {
+                term: 4,
+                body: Body::PreVote,
+            },
+        };
+        let granted = |out: &[Output]| {
+            out.iter().any(|o| {
+                matches!(
+                    o,
+                    Output::Send {
+                        msg: Message {
+                            body: Body::PreVoteReply { granted: true },
+                            ..
+                        },
+                        ..
+                    }
+                )
+            })
+        };
+        assert!(!granted(
+            &n.step(hb_at + E - Duration::from_millis(1), pre.clone())
+        ));
+        assert!(granted(&n.step(hb_at + E, pre)));
+    }
+
+    #[test]
+    fn higher_term_heartbeat_drops_leases_at_once() {
+        let t0 = Instant::now() + E * 2;
+        let (mut n, _) = Node::new(
+            cfg("b", &["a", "b", "c"]),
+            HardState {
+                term: 1,
+                voted_for: None,
+            },
+            t0 - E * 2,
+        )
+        .expect("node");
+        n.step(t0, Input::LocalEligibility([ip()].into()));
+        let hb = |seq, echo| Heartbeat {
+            seq,
+            epoch: 1,
+            echo,
+            eligibility_known: 0,
+            leave_ok: false,
+            ips: vec![ip()],
+        };
+        let out = n.step(
+            t0,
+            Input::Received {
+                from: "a".into(),
+                msg: Message {
+                    term: 1,
+                    body: Body::Heartbeat(hb(1, None)),
+                },
+            },
+        );
+        let ack = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Send {
+                    msg:
+                        Message {
+                            body: Body::Ack(a), ..
+                        },
+                    ..
+                } => Some(a.ack_seq),
+                _ => None,
+            })
+            .expect("ack");
+        assert!(n.owned_ips(t0).is_empty(), "no lease without an echoed ack");
+        let t1 = t0 + Duration::from_millis(20);
+        n.step(
+            t1,
+            Input::Received {
+                from: "a".into(),
+                msg: Message {
+                    term: 1,
+                    body: Body::Heartbeat(hb(2, Some(ack))),
+                },
+            },
+        );
+        assert_eq!(n.owned_ips(t1), [ip()].into());
+        // Lease = ack send time + lease - drift = t0 + 125 ms.
+        assert!(n.owned_ips(t0 + Duration::from_millis(124)).contains(&ip()));
+        assert!(n.owned_ips(t0 + Duration::from_millis(125)).is_empty());
+        let hb2 = Heartbeat {
+            seq: 1,
+            epoch: 1,
+            echo: None,
+            eligibility_known: 0,
+            leave_ok: false,
+            ips: vec![],
+        };
+        n.step(
+            t1,
+            Input::Received {
+                from: "c".into(),
+                msg: Message {
+                    term: 2,
+                    body: Body::Heartbeat(hb2),
+                },
+            },
+        );
+        assert!(n.owned_ips(t1).is_empty());
+        assert_eq!(n.leader(), Some("c"));
+    }
+}
