@@ -1,0 +1,742 @@
+//! raft-lite datagrams: encoding, HMAC-SHA256 authentication and replay protection (pure).
+//!
+//! One message per UDP datagram, all integers big-endian:
+//!
+//! ```text
+//!  0       4     5     6          6+n      14+n     22+n  23+n           len-32      len
+//!  +-------+-----+-----+----------+--------+--------+-----+----------------+-----------+
+//!  | "LBRL"| ver | n   | sender   | term   | seq    | kind| body           | HMAC-     |
+//!  | magic | =1  | u8  | n bytes  | u64    | u64    | u8  | (per kind)     | SHA256    |
+//!  +-------+-----+-----+----------+--------+--------+-----+----------------+-----------+
+//!  \__________________________ authenticated by the MAC ______________________/
+//! ```
+//!
+//! `seq` is per sender and starts at wall-clock nanoseconds at boot, so it keeps increasing
+//! across restarts; the receiver keeps the highest seq seen and a 64-bit bitmap of the ones
+//! below it (like IPsec's anti-replay window, RFC 4303 §3.4.3).
+//!
+//! Bodies: an IP list is `count u16` then per IP `4|6 u8` and 4 or 16 bytes; a report is
+//! `version u64, eligible ips, held ips`; an optional value is `0|1 u8` then the value.
+//! - 1 PreVote: empty            - 2 PreVoteReply: granted u8      - 3 Vote: transfer u8
+//! - 4 VoteReply: granted u8, ack_seq u64, report?
+//! - 5 Heartbeat: seq u64, epoch u64, echo u64?, eligibility_known u64, leave_ok u8, ips
+//! - 6 Ack: heartbeat u64, ack_seq u64, epoch u64, eligibility_version u64, leaving u8, report?
+//! - 7 TimeoutNow: empty
+//!
+//! Size limit: [`MAX_DATAGRAM`] (60 000 bytes). A heartbeat carries only the receiver's IPs and
+//! eligibility is sent only when it changed, so the limit binds a single host's list: about
+//! 3 500 IPv6 or 11 000 IPv4 addresses per host (a report carries eligible + held: half that).
+//! [`Sealer::seal`] refuses larger messages rather than sending a truncated one.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::message::{Ack, Body, Heartbeat, Message, Report};
+
+pub const MAGIC: [u8; 4] = *b"LBRL";
+pub const VERSION: u8 = 1;
+pub const MAC_LEN: usize = 32;
+pub const MAX_DATAGRAM: usize = 60_000;
+/// Smallest possible datagram: header with a 1-byte name, kind, MAC.
+const MIN_LEN: usize = 4 + 1 + 1 + 1 + 8 + 8 + 1 + MAC_LEN;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Why a datagram was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, thiserror::Error)]
+pub enum DropReason {
+    #[error("truncated datagram")]
+    Truncated,
+    #[error("bad magic (not raft-lite)")]
+    BadMagic,
+    #[error("unsupported (newer) protocol version")]
+    UnsupportedVersion,
+    #[error("sender is not a cluster member")]
+    UnknownSender,
+    #[error("bad MAC (wrong cluster key or forged)")]
+    BadMac,
+    #[error("replayed datagram")]
+    Replayed,
+    #[error("datagram older than the replay window")]
+    TooOld,
+    #[error("malformed body")]
+    Malformed,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    #[error(
+        "raft-lite message to be sent is {size} bytes, over the {MAX_DATAGRAM}-byte limit (too many IPs for one host)"
+    )]
+    TooLarge { size: usize },
+    #[error("member name {0:?} is longer than 255 bytes")]
+    NameTooLong(String),
+}
+
+/// Signs outgoing messages of one sender.
+#[derive(Clone)]
+pub struct Sealer {
+    name: String,
+    key: Vec<u8>,
+    next_seq: u64,
+}
+
+impl Sealer {
+    /// `first_seq`: wall-clock nanoseconds at boot (increases across restarts).
+    pub fn new(name: &str, key: &[u8], first_seq: u64) -> Result<Self, SealError> {
+        if name.len() > 255 || name.is_empty() {
+            return Err(SealError::NameTooLong(name.to_owned()));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            key: key.to_vec(),
+            next_seq: first_seq,
+        })
+    }
+
+    pub fn seal(&mut self, msg: &Message) -> Result<Vec<u8>, SealError> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let bytes = encode(&self.name, seq, msg, &self.key);
+        if bytes.len() > MAX_DATAGRAM {
+            return Err(SealError::TooLarge { size: bytes.len() });
+        }
+        Ok(bytes)
+    }
+}
+
+/// Encodes and signs; no size check (see [`Sealer::seal`]).
+pub fn encode(sender: &str, seq: u64, msg: &Message, key: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(64);
+    b.extend_from_slice(&MAGIC);
+    b.push(VERSION);
+    let name = &sender.as_bytes()[..sender.len().min(255)];
+    b.push(name.len() as u8);
+    b.extend_from_slice(name);
+    b.extend_from_slice(&msg.term.to_be_bytes());
+    b.extend_from_slice(&seq.to_be_bytes());
+    match &msg.body {
+        Body::PreVote => b.push(1),
+        Body::PreVoteReply { granted } => {
+            b.push(2);
+            b.push(u8::from(*granted));
+        }
+        Body::Vote { transfer } => {
+            b.push(3);
+            b.push(u8::from(*transfer));
+        }
+        Body::VoteReply {
+            granted,
+            ack_seq,
+            report,
+        } => {
+            b.push(4);
+            b.push(u8::from(*granted));
+            b.extend_from_slice(&ack_seq.to_be_bytes());
+            put_report(&mut b, report.as_ref());
+        }
+        Body::Heartbeat(h) => {
+            b.push(5);
+            b.extend_from_slice(&h.seq.to_be_bytes());
+            b.extend_from_slice(&h.epoch.to_be_bytes());
+            match h.echo {
+                None => b.push(0),
+                Some(e) => {
+                    b.push(1);
+                    b.extend_from_slice(&e.to_be_bytes());
+                }
+            }
+            b.extend_from_slice(&h.eligibility_known.to_be_bytes());
+            b.push(u8::from(h.leave_ok));
+            put_ips(&mut b, &h.ips);
+        }
+        Body::Ack(a) => {
+            b.push(6);
+            b.extend_from_slice(&a.heartbeat.to_be_bytes());
+            b.extend_from_slice(&a.ack_seq.to_be_bytes());
+            b.extend_from_slice(&a.epoch.to_be_bytes());
+            b.extend_from_slice(&a.eligibility_version.to_be_bytes());
+            b.push(u8::from(a.leaving));
+            put_report(&mut b, a.report.as_ref());
+        }
+        Body::TimeoutNow => b.push(7),
+    }
+    append_mac(b, key)
+}
+
+/// Appends HMAC-SHA256 of `payload` under `key` (the last step of encoding; also lets tests
+/// and fuzzing reach the body decoder with arbitrary authenticated bytes).
+pub fn append_mac(mut payload: Vec<u8>, key: &[u8]) -> Vec<u8> {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts any key length");
+    mac.update(&payload);
+    payload.extend_from_slice(&mac.finalize().into_bytes());
+    payload
+}
+
+fn put_ips(b: &mut Vec<u8>, ips: &[IpAddr]) {
+    let n = ips.len().min(u16::MAX as usize);
+    b.extend_from_slice(&(n as u16).to_be_bytes());
+    for ip in &ips[..n] {
+        match ip {
+            IpAddr::V4(v4) => {
+                b.push(4);
+                b.extend_from_slice(&v4.octets());
+            }
+            IpAddr::V6(v6) => {
+                b.push(6);
+                b.extend_from_slice(&v6.octets());
+            }
+        }
+    }
+}
+
+fn put_report(b: &mut Vec<u8>, r: Option<&Report>) {
+    match r {
+        None => b.push(0),
+        Some(r) => {
+            b.push(1);
+            b.extend_from_slice(&r.eligibility_version.to_be_bytes());
+            put_ips(b, &r.eligible);
+            put_ips(b, &r.held);
+        }
+    }
+}
+
+/// The parts of a datagram before authentication.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Header<'a> {
+    pub sender: &'a str,
+    pub term: u64,
+    pub seq: u64,
+    /// Offset of the kind byte.
+    body_at: usize,
+}
+
+/// Checks framing, magic and version; does not check the MAC.
+pub fn parse_header(d: &[u8]) -> Result<Header<'_>, DropReason> {
+    if d.len() < 6 {
+        return Err(DropReason::Truncated);
+    }
+    if d[..4] != MAGIC {
+        return Err(DropReason::BadMagic);
+    }
+    if d[4] != VERSION {
+        return Err(DropReason::UnsupportedVersion);
+    }
+    if d.len() < MIN_LEN {
+        return Err(DropReason::Truncated);
+    }
+    let n = d[5] as usize;
+    let mut r = Reader {
+        d: &d[..d.len() - MAC_LEN],
+        at: 6,
+    };
+    let name = r.take(n).ok_or(DropReason::Truncated)?;
+    let sender = std::str::from_utf8(name).map_err(|_| DropReason::UnknownSender)?;
+    let term = r.u64().ok_or(DropReason::Truncated)?;
+    let seq = r.u64().ok_or(DropReason::Truncated)?;
+    if r.at >= r.d.len() {
+        return Err(DropReason::Truncated);
+    }
+    Ok(Header {
+        sender,
+        term,
+        seq,
+        body_at: r.at,
+    })
+}
+
+/// Decodes the body of an authenticated datagram.
+fn decode_body(d: &[u8], h: &Header<'_>) -> Result<Message, DropReason> {
+    let mut r = Reader {
+        d: &d[..d.len() - MAC_LEN],
+        at: h.body_at,
+    };
+    let m = DropReason::Malformed;
+    let kind = r.u8().ok_or(m)?;
+    let body = match kind {
+        1 => Body::PreVote,
+        2 => Body::PreVoteReply {
+            granted: r.bool().ok_or(m)?,
+        },
+        3 => Body::Vote {
+            transfer: r.bool().ok_or(m)?,
+        },
+        4 => Body::VoteReply {
+            granted: r.bool().ok_or(m)?,
+            ack_seq: r.u64().ok_or(m)?,
+            report: r.report().ok_or(m)?,
+        },
+        5 => {
+            let seq = r.u64().ok_or(m)?;
+            let epoch = r.u64().ok_or(m)?;
+            let echo = match r.u8().ok_or(m)? {
+                0 => None,
+                1 => Some(r.u64().ok_or(m)?),
+                _ => return Err(m),
+            };
+            Body::Heartbeat(Heartbeat {
+                seq,
+                epoch,
+                echo,
+                eligibility_known: r.u64().ok_or(m)?,
+                leave_ok: r.bool().ok_or(m)?,
+                ips: r.ips().ok_or(m)?,
+            })
+        }
+        6 => Body::Ack(Ack {
+            heartbeat: r.u64().ok_or(m)?,
+            ack_seq: r.u64().ok_or(m)?,
+            epoch: r.u64().ok_or(m)?,
+            eligibility_version: r.u64().ok_or(m)?,
+            leaving: r.bool().ok_or(m)?,
+            report: r.report().ok_or(m)?,
+        }),
+        7 => Body::TimeoutNow,
+        _ => return Err(m),
+    };
+    if r.at != r.d.len() {
+        return Err(m); // trailing bytes
+    }
+    Ok(Message { term: h.term, body })
+}
+
+struct Reader<'a> {
+    d: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(n)?;
+        let s = self.d.get(self.at..end)?;
+        self.at = end;
+        Some(s)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|s| s[0])
+    }
+    fn bool(&mut self) -> Option<bool> {
+        match self.u8()? {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)?.try_into().ok().map(u64::from_be_bytes)
+    }
+    fn ips(&mut self) -> Option<Vec<IpAddr>> {
+        let n = u16::from_be_bytes(self.take(2)?.try_into().ok()?) as usize;
+        let mut v = Vec::with_capacity(n.min(4096));
+        for _ in 0..n {
+            v.push(match self.u8()? {
+                4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(self.take(4)?).ok()?)),
+                6 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(self.take(16)?).ok()?)),
+                _ => return None,
+            });
+        }
+        Some(v)
+    }
+    /// `Some(None)`: absent; `None`: malformed.
+    fn report(&mut self) -> Option<Option<Report>> {
+        match self.u8()? {
+            0 => Some(None),
+            1 => Some(Some(Report {
+                eligibility_version: self.u64()?,
+                eligible: self.ips()?,
+                held: self.ips()?,
+            })),
+            _ => None,
+        }
+    }
+}
+
+/// Per-sender anti-replay window: highest seq and a bitmap of the 64 below it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Window {
+    highest: u64,
+    /// Bit i set: `highest - i` was seen (bit 0 is `highest` itself).
+    seen: u64,
+}
+
+impl Window {
+    fn check(&self, seq: u64) -> Result<(), DropReason> {
+        if self.seen == 0 || seq > self.highest {
+            return Ok(());
+        }
+        let back = self.highest - seq;
+        if back >= 64 {
+            Err(DropReason::TooOld)
+        } else if self.seen & (1 << back) != 0 {
+            Err(DropReason::Replayed)
+        } else {
+            Ok(())
+        }
+    }
+    fn accept(&mut self, seq: u64) {
+        if self.seen == 0 {
+            *self = Window {
+                highest: seq,
+                seen: 1,
+            };
+        } else if seq > self.highest {
+            let shift = seq - self.highest;
+            self.seen = if shift >= 64 { 0 } else { self.seen << shift } | 1;
+            self.highest = seq;
+        } else {
+            self.seen |= 1 << (self.highest - seq);
+        }
+    }
+}
+
+/// Receiver side: authenticates datagrams from the members and drops replays. Pure.
+#[derive(Clone, Debug)]
+pub struct Authenticator {
+    key: Vec<u8>,
+    me: String,
+    windows: BTreeMap<String, Window>,
+    drops: BTreeMap<DropReason, u64>,
+}
+
+impl Authenticator {
+    /// `members`: every member name (datagrams claiming to be from `me` are dropped too).
+    pub fn new<'a>(key: &[u8], me: &str, members: impl IntoIterator<Item = &'a str>) -> Self {
+        Self {
+            key: key.to_vec(),
+            me: me.to_owned(),
+            windows: members
+                .into_iter()
+                .filter(|m| *m != me)
+                .map(|m| (m.to_owned(), Window::default()))
+                .collect(),
+            drops: BTreeMap::new(),
+        }
+    }
+
+    /// Returns the sender and the message, or why it was dropped (and counts the drop).
+    pub fn open(&mut self, d: &[u8]) -> Result<(String, Message), DropReason> {
+        let r = self.open_inner(d);
+        if let Err(reason) = r {
+            *self.drops.entry(reason).or_default() += 1;
+        }
+        r
+    }
+
+    fn open_inner(&mut self, d: &[u8]) -> Result<(String, Message), DropReason> {
+        let h = parse_header(d)?;
+        if h.sender == self.me {
+            return Err(DropReason::UnknownSender);
+        }
+        let window = *self
+            .windows
+            .get(h.sender)
+            .ok_or(DropReason::UnknownSender)?;
+        let split = d.len() - MAC_LEN;
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC accepts any key length");
+        mac.update(&d[..split]);
+        mac.verify_slice(&d[split..])
+            .map_err(|_| DropReason::BadMac)?;
+        window.check(h.seq)?;
+        let msg = decode_body(d, &h)?;
+        let sender = h.sender.to_owned();
+        if let Some(w) = self.windows.get_mut(&sender) {
+            w.accept(h.seq);
+        }
+        Ok((sender, msg))
+    }
+
+    /// Drop counters by reason (for metrics and rate-limited logs).
+    pub fn drops(&self) -> &BTreeMap<DropReason, u64> {
+        &self.drops
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn auth() -> Authenticator {
+        Authenticator::new(KEY, "b", ["a", "b", "c"])
+    }
+
+    fn ip4(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    fn samples() -> Vec<Message> {
+        let report = Report {
+            eligibility_version: 9,
+            eligible: vec![ip4("10.0.0.1"), "fd00::1".parse().expect("ip")],
+            held: vec![ip4("10.0.0.2")],
+        };
+        [
+            Body::PreVote,
+            Body::PreVoteReply { granted: true },
+            Body::Vote { transfer: true },
+            Body::VoteReply {
+                granted: true,
+                ack_seq: 77,
+                report: Some(report.clone()),
+            },
+            Body::VoteReply {
+                granted: false,
+                ack_seq: 0,
+                report: None,
+            },
+            Body::Heartbeat(Heartbeat {
+                seq: 5,
+                epoch: 6,
+                echo: Some(7),
+                eligibility_known: 8,
+                leave_ok: true,
+                ips: vec![ip4("10.10.100.200"), "fd00:10::5".parse().expect("ip")],
+            }),
+            Body::Heartbeat(Heartbeat {
+                seq: 1,
+                epoch: 1,
+                echo: None,
+                eligibility_known: 0,
+                leave_ok: false,
+                ips: vec![],
+            }),
+            Body::Ack(Ack {
+                heartbeat: 1,
+                ack_seq: 2,
+                epoch: 3,
+                eligibility_version: 4,
+                leaving: true,
+                report: Some(report),
+            }),
+            Body::TimeoutNow,
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| Message {
+            term: 100 + i as u64,
+            body,
+        })
+        .collect()
+    }
+
+    #[test]
+    fn every_message_kind_round_trips() {
+        let mut a = auth();
+        for (i, m) in samples().into_iter().enumerate() {
+            let d = encode("a", 1000 + i as u64, &m, KEY);
+            assert_eq!(a.open(&d), Ok(("a".to_string(), m)));
+        }
+    }
+
+    #[test]
+    fn pre_vote_bytes_match_the_documented_layout() {
+        let d = encode(
+            "a",
+            0x0102_0304_0506_0708,
+            &Message {
+                term: 3,
+                body: Body::PreVote,
+            },
+            KEY,
+        );
+        let expected_head: &[u8] = &[
+            b'L', b'B', b'R', b'L', 1, 1, b'a', 0, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6, 7, 8, 1,
+        ];
+        assert_eq!(&d[..expected_head.len()], expected_head);
+        assert_eq!(d.len(), expected_head.len() + MAC_LEN);
+        let mut mac = HmacSha256::new_from_slice(KEY).expect("key");
+        mac.update(expected_head);
+        assert_eq!(&d[expected_head.len()..], &mac.finalize().into_bytes()[..]);
+    }
+
+    #[test]
+    fn replayed_datagram_is_dropped_and_counted() {
+        let mut a = auth();
+        let d = encode("a", 50, &samples()[0], KEY);
+        assert!(a.open(&d).is_ok());
+        assert_eq!(a.open(&d), Err(DropReason::Replayed));
+        assert_eq!(a.drops().get(&DropReason::Replayed), Some(&1));
+    }
+
+    #[test]
+    fn reordered_datagrams_inside_the_window_are_accepted() {
+        let mut a = auth();
+        let m = &samples()[0];
+        for seq in [100, 98, 99, 163, 101] {
+            assert!(a.open(&encode("a", seq, m, KEY)).is_ok(), "seq {seq}");
+        }
+        assert_eq!(a.open(&encode("a", 99, m, KEY)), Err(DropReason::TooOld));
+        assert_eq!(a.open(&encode("a", 101, m, KEY)), Err(DropReason::Replayed));
+    }
+
+    #[test]
+    fn sequence_window_is_per_sender() {
+        let mut a = auth();
+        let m = &samples()[0];
+        assert!(a.open(&encode("a", 500, m, KEY)).is_ok());
+        assert!(a.open(&encode("c", 500, m, KEY)).is_ok());
+    }
+
+    #[test]
+    fn wrong_key_is_bad_mac() {
+        let mut a = auth();
+        let d = encode("a", 1, &samples()[0], b"another key");
+        assert_eq!(a.open(&d), Err(DropReason::BadMac));
+    }
+
+    #[test]
+    fn flipped_bit_is_bad_mac_and_does_not_consume_the_sequence_number() {
+        let mut a = auth();
+        let good = encode("a", 7, &samples()[5], KEY);
+        let mut bad = good.clone();
+        let last = bad.len() - MAC_LEN - 1;
+        bad[last] ^= 1;
+        assert_eq!(a.open(&bad), Err(DropReason::BadMac));
+        assert!(
+            a.open(&good).is_ok(),
+            "a forgery must not burn the real seq"
+        );
+    }
+
+    #[test]
+    fn unknown_and_own_sender_are_dropped() {
+        let mut a = auth();
+        let m = &samples()[0];
+        assert_eq!(
+            a.open(&encode("mallory", 1, m, KEY)),
+            Err(DropReason::UnknownSender)
+        );
+        assert_eq!(
+            a.open(&encode("b", 1, m, KEY)),
+            Err(DropReason::UnknownSender)
+        );
+    }
+
+    #[test]
+    fn newer_version_is_dropped_not_parsed() {
+        let mut a = auth();
+        let mut d = encode("a", 1, &samples()[0], KEY);
+        d[4] = 2;
+        assert_eq!(a.open(&d), Err(DropReason::UnsupportedVersion));
+        assert_eq!(a.drops().get(&DropReason::UnsupportedVersion), Some(&1));
+    }
+
+    #[test]
+    fn bad_magic_and_truncation_are_classified() {
+        let mut a = auth();
+        let d = encode("a", 1, &samples()[3], KEY);
+        let mut m = d.clone();
+        m[0] = b'X';
+        assert_eq!(a.open(&m), Err(DropReason::BadMagic));
+        assert_eq!(a.open(&d[..3]), Err(DropReason::Truncated));
+        assert_eq!(a.open(&d[..20]), Err(DropReason::Truncated));
+        // Cutting the tail breaks the MAC (the receiver cannot tell a cut from a forgery).
+        assert_eq!(a.open(&d[..d.len() - 1]), Err(DropReason::BadMac));
+    }
+
+    #[test]
+    fn authentic_but_malformed_body_is_malformed() {
+        let mut a = auth();
+        let mut d = encode("a", 1, &samples()[1], KEY);
+        d.truncate(d.len() - MAC_LEN);
+        let kind_at = d.len() - 2;
+        d[kind_at] = 99; // unknown kind
+        let d = append_mac(d, KEY);
+        assert_eq!(a.open(&d), Err(DropReason::Malformed));
+    }
+
+    #[test]
+    fn sealer_refuses_oversized_messages_and_counts_sequence() {
+        let mut s = Sealer::new("a", KEY, 10).expect("sealer");
+        let ips: Vec<IpAddr> = (0..4000u32)
+            .map(|i| IpAddr::V6(Ipv6Addr::from(u128::from(i))))
+            .collect();
+        let big = Message {
+            term: 1,
+            body: Body::Heartbeat(Heartbeat {
+                seq: 1,
+                epoch: 1,
+                echo: None,
+                eligibility_known: 0,
+                leave_ok: false,
+                ips,
+            }),
+        };
+        assert!(matches!(s.seal(&big), Err(SealError::TooLarge { .. })));
+        let d = s.seal(&samples()[0]).expect("small");
+        assert_eq!(parse_header(&d).expect("header").seq, 11);
+    }
+
+    #[test]
+    fn three_thousand_ipv4_addresses_fit_one_heartbeat() {
+        let ips: Vec<IpAddr> = (0..3000u32)
+            .map(|i| IpAddr::V4(Ipv4Addr::from(i)))
+            .collect();
+        let mut s = Sealer::new("worker-1", KEY, 1).expect("sealer");
+        let m = Message {
+            term: 1,
+            body: Body::Heartbeat(Heartbeat {
+                seq: 1,
+                epoch: 1,
+                echo: Some(1),
+                eligibility_known: 1,
+                leave_ok: false,
+                ips,
+            }),
+        };
+        let d = s.seal(&m).expect("fits");
+        assert!(d.len() < MAX_DATAGRAM);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_authenticated_bytes_decode_or_error(payload: Vec<u8>) {
+            let mut a = auth();
+            let mut p = encode("a", 1, &samples()[0], KEY);
+            p.truncate(6 + 1 + 16); // a valid header from "a", up to the kind byte
+            p.extend_from_slice(&payload);
+            let _ = a.open(&append_mac(p, KEY));
+        }
+    }
+
+    #[test]
+    fn random_and_mutated_datagrams_never_panic() {
+        let mut a = auth();
+        let valid: Vec<Vec<u8>> = samples()
+            .iter()
+            .enumerate()
+            .map(|(i, m)| encode("a", i as u64, m, KEY))
+            .collect();
+        let mut x: u64 = 0x1234_5678;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..20_000 {
+            let mut d = valid[i % valid.len()].clone();
+            match next() % 4 {
+                0 => {
+                    let at = next() as usize % d.len();
+                    d[at] ^= 1 << (next() % 8);
+                }
+                1 => d.truncate(next() as usize % (d.len() + 1)),
+                2 => d.extend((0..next() % 40).map(|_| next() as u8)),
+                _ => d = (0..next() % 120).map(|_| next() as u8).collect(),
+            }
+            let _ = a.open(&d);
+            let _ = parse_header(&d);
+            // Re-signed, the mutation reaches the body decoder.
+            if d.len() > MAC_LEN {
+                let payload = d[..d.len() - MAC_LEN].to_vec();
+                let _ = a.open(&append_mac(payload, KEY));
+            }
+        }
+    }
+}
