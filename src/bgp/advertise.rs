@@ -369,7 +369,15 @@ mod tests {
         p.node_selectors = vec![sel("rack", "a")];
         let a = [ann("172.19.100.1", false, &[("n1", 1)])];
         let pr = peer("10.0.0.1", 64500, 64500);
-        assert!(!routes_for_peer(&node("n1", &[("rack", "a")]), &pr, &[p.clone()], &a).is_empty());
+        assert!(
+            !routes_for_peer(
+                &node("n1", &[("rack", "a")]),
+                &pr,
+                std::slice::from_ref(&p),
+                &a
+            )
+            .is_empty()
+        );
         assert!(routes_for_peer(&node("n1", &[("rack", "b")]), &pr, &[p], &a).is_empty());
     }
 
@@ -393,7 +401,15 @@ mod tests {
         );
         let a = [ann("172.19.100.1", false, &[("n1", 1)])];
         let pr = peer("10.0.0.1", 64500, 64500);
-        assert!(!routes_for_peer(&node("n1", &[("bgp", "")]), &pr, &[p.clone()], &a).is_empty());
+        assert!(
+            !routes_for_peer(
+                &node("n1", &[("bgp", "")]),
+                &pr,
+                std::slice::from_ref(&p),
+                &a
+            )
+            .is_empty()
+        );
         assert!(routes_for_peer(&node("n1", &[]), &pr, &[p], &a).is_empty());
     }
 
@@ -447,10 +463,10 @@ mod tests {
             ann("172.19.100.7", false, &[("n1", 1)]),
         ];
         let pr = peer("10.0.0.1", 64500, 64500);
-        let both = routes_for_peer(&node("n1", &[]), &pr, &[p.clone()], &a);
+        let both = routes_for_peer(&node("n1", &[]), &pr, std::slice::from_ref(&p), &a);
         assert_eq!(prefixes(&both), vec!["172.19.100.0/24"]);
         // One IP left: the aggregate stays; none left: it goes.
-        let one = routes_for_peer(&node("n1", &[]), &pr, &[p.clone()], &a[..1]);
+        let one = routes_for_peer(&node("n1", &[]), &pr, std::slice::from_ref(&p), &a[..1]);
         assert!(diff(&both, &one).is_empty());
         let none = routes_for_peer(&node("n1", &[]), &pr, &[p], &[]);
         assert_eq!(
@@ -472,7 +488,12 @@ mod tests {
         );
         let a = [ann("fd00:10::13", false, &[("n1", 1)])];
         let n = node("n1", &[]);
-        let v6 = routes_for_peer(&n, &peer("fd00::1", 64500, 64500), &[p.clone()], &a);
+        let v6 = routes_for_peer(
+            &n,
+            &peer("fd00::1", 64500, 64500),
+            std::slice::from_ref(&p),
+            &a,
+        );
         assert_eq!(prefixes(&v6), vec!["fd00:10::10/124"]);
         let v4 = routes_for_peer(&n, &peer("10.0.0.1", 64500, 64500), &[p], &a);
         assert!(v4.is_empty());
@@ -498,7 +519,12 @@ mod tests {
         );
         let a = [ann("172.19.100.1", false, &[("n1", 1)])];
         let n = node("n1", &[]);
-        let ibgp = routes_for_peer(&n, &peer("10.0.0.1", 64500, 64500), &[p.clone()], &a);
+        let ibgp = routes_for_peer(
+            &n,
+            &peer("10.0.0.1", 64500, 64500),
+            std::slice::from_ref(&p),
+            &a,
+        );
         let ebgp = routes_for_peer(&n, &peer("10.0.0.2", 64500, 64501), &[p], &a);
         let i = ibgp.values().next().unwrap();
         let e = ebgp.values().next().unwrap();

@@ -11,4 +11,6 @@
 pub mod advertise;
 pub mod build;
 pub mod codec;
+pub mod driver;
 pub mod fsm;
+pub mod speaker;
