@@ -321,6 +321,15 @@ impl SpeakerTask {
                 drop(e.task);
             }
         }
+        // A node-wide router ID for peers without one whose own session cannot give one
+        // (IPv6 sessions): the first IPv4 peer's.
+        let mut driver_options = self.driver.clone();
+        if driver_options.router_id.is_none() {
+            driver_options.router_id = wanted
+                .values()
+                .filter(|p| p.address.is_ipv4() || p.router_id.is_some())
+                .find_map(|p| driver::resolve_router_id(p, None).ok());
+        }
         for (addr, cfg) in wanted {
             if self.peers.contains_key(&addr) {
                 continue;
@@ -338,7 +347,7 @@ impl SpeakerTask {
             let routes = self.routes_for(&cfg);
             info!(peer = %addr, peer_asn = cfg.peer_asn, passive = cfg.passive, "BGP peer added");
             let (tx, status, task) =
-                driver::spawn_peer(cfg.clone(), key, self.driver.clone(), routes.clone());
+                driver::spawn_peer(cfg.clone(), key, driver_options.clone(), routes.clone());
             self.peers.insert(
                 addr,
                 PeerEntry {
