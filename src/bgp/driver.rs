@@ -457,7 +457,7 @@ struct PeerTask {
     primary: Conn,
     secondary: Option<Conn>,
     next_id: u64,
-    dial: Option<(u64, JoinHandle<()>)>,
+    dial: Option<(u64, Instant, JoinHandle<()>)>,
     events_tx: mpsc::UnboundedSender<Event>,
     desired: RouteSet,
     /// What the Established session has been sent.
@@ -641,19 +641,26 @@ impl PeerTask {
                         self.attach(false, stream, ConnectionOrigin::Local);
                     }
                     Err(e) => {
-                        let text = e.to_string();
-                        if self.last_dial_error.as_deref() != Some(text.as_str()) {
-                            info!(peer = %self.peer.address, error = %text, "BGP connect failed");
-                        } else {
-                            debug!(peer = %self.peer.address, error = %text, "BGP connect failed");
-                        }
-                        self.last_dial_error = Some(text.clone());
-                        self.last_error = Some(text);
+                        self.dial_failed(&e);
                         self.step(false, Input::TcpConnectFailed);
                     }
                 }
             }
         }
+    }
+
+    /// Log a failed dial (once while it keeps failing the same way).
+    fn dial_failed(&mut self, e: &DriverError) {
+        let text = e.to_string();
+        // Compare without the kernel counters, which change every time.
+        let key = text.split("; TCP-MD5").next().unwrap_or("").to_string();
+        if self.last_dial_error.as_deref() != Some(key.as_str()) {
+            info!(peer = %self.peer.address, error = %text, "BGP connect failed");
+        } else {
+            debug!(peer = %self.peer.address, error = %text, "BGP connect failed");
+        }
+        self.last_dial_error = Some(key);
+        self.last_error = Some(text);
     }
 
     /// Give `stream` to a session: set socket options, start reader and writer, feed
@@ -736,7 +743,7 @@ impl PeerTask {
     fn incoming(&mut self, stream: TcpStream) {
         match self.primary.session.state() {
             State::Connect | State::Active => {
-                if let Some((_, d)) = self.dial.take() {
+                if let Some((_, _, d)) = self.dial.take() {
                     d.abort();
                 }
                 self.attach(false, stream, ConnectionOrigin::Remote);
@@ -776,8 +783,18 @@ impl PeerTask {
                             c.close();
                         }
                     } else {
-                        if let Some((_, d)) = self.dial.take() {
+                        if let Some((_, started, d)) = self.dial.take() {
                             d.abort();
+                            // Still in Connect: the retry timer gave up on this dial.
+                            if self.primary.session.state() == State::Connect {
+                                let e = DriverError::ConnectTimeout {
+                                    peer: self.peer.address,
+                                    remote: SocketAddr::new(self.peer.address, self.peer.port),
+                                    after: started.elapsed(),
+                                    hint: md5_hint(self.key.is_some()),
+                                };
+                                self.dial_failed(&e);
+                            }
                         }
                         self.primary.close();
                     }
@@ -811,7 +828,7 @@ impl PeerTask {
     }
 
     fn start_dial(&mut self) {
-        if let Some((_, d)) = self.dial.take() {
+        if let Some((_, _, d)) = self.dial.take() {
             d.abort();
         }
         let attempt = self.next_id;
@@ -824,7 +841,7 @@ impl PeerTask {
             let r = dial(&peer, key.as_deref(), timeout).await;
             let _ = events.send(Event::Dialed(attempt, r));
         });
-        self.dial = Some((attempt, task));
+        self.dial = Some((attempt, Instant::now(), task));
     }
 
     fn established(&mut self, secondary: bool, n: Negotiated) {
@@ -921,7 +938,7 @@ impl PeerTask {
             return;
         }
         if !self.primary.has_connection() {
-            if let Some((_, d)) = self.dial.take() {
+            if let Some((_, _, d)) = self.dial.take() {
                 d.abort();
             }
             if let Some(s) = self.secondary.take() {
@@ -986,7 +1003,7 @@ impl PeerTask {
         };
         self.step(true, stop.clone());
         self.step(false, stop);
-        if let Some((_, d)) = self.dial.take() {
+        if let Some((_, _, d)) = self.dial.take() {
             d.abort();
         }
         let mut writers: Vec<JoinHandle<()>> = Vec::new();
