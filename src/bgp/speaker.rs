@@ -157,6 +157,11 @@ impl SpeakerHandle {
         let _ = self.tx.send(Command::Peers(peers));
     }
 
+    /// The speaker task has ended (after [`shutdown`](Self::shutdown)).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Per peer: state, uptime, prefixes advertised, UPDATEs received.
     pub async fn snapshot(&self) -> Vec<PeerSnapshot> {
         let (tx, rx) = oneshot::channel();
