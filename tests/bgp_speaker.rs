@@ -338,3 +338,113 @@ async fn passive_peer_is_never_dialled() {
     assert!(r.is_err(), "a passive peer was dialled: {r:?}");
     assert_eq!(h.snapshot().await[0].status.state, State::Active);
 }
+
+/// Read one whole message from `stream`.
+async fn read_message(stream: &mut TcpStream, framer: &mut Framer) -> Option<Message> {
+    let opts = CodecOptions {
+        four_octet_as: true,
+        max_message_len: MAX_MESSAGE_LEN,
+    };
+    let mut buf = vec![0u8; 4096];
+    loop {
+        if let Ok(Some(frame)) = framer.next_message() {
+            return decode(&frame, &opts).ok();
+        }
+        let n = tokio::time::timeout(T, stream.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        framer.push(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn connection_collision_keeps_the_connection_opened_by_the_higher_router_id() {
+    let opts = CodecOptions {
+        four_octet_as: true,
+        max_message_len: MAX_MESSAGE_LEN,
+    };
+    // The speaker listens on a free port of its own.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let speaker_port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let peer_ip = Ipv4Addr::new(127, 0, 0, 9);
+    let listener = TcpListener::bind((peer_ip, 0)).await.unwrap();
+    let mut cfg = FakePeer {
+        addr: listener.local_addr().unwrap(),
+        seen: mpsc::unbounded_channel().1,
+    }
+    .peer_config(64500, 64501);
+    cfg.router_id = Some(Ipv4Addr::new(10, 0, 0, 3));
+    let h = Speaker::spawn(
+        node(),
+        vec![cfg],
+        vec![pool()],
+        SpeakerOptions {
+            listen_port: Some(speaker_port),
+            ..SpeakerOptions::default()
+        },
+    );
+    h.set_announcements(ann(&["172.19.100.1"]));
+    // Connection A: the speaker dials us; we read its OPEN and do not answer yet.
+    let (mut a, _) = tokio::time::timeout(T, listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut fa = Framer::new(MAX_MESSAGE_LEN);
+    assert!(matches!(
+        read_message(&mut a, &mut fa).await,
+        Some(Message::Open(_))
+    ));
+    // Connection B: we dial the speaker with a higher BGP identifier (10.0.0.9 > 10.0.0.3).
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::new(IpAddr::V4(peer_ip), 0)).unwrap();
+    let mut b = sock
+        .connect(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            speaker_port,
+        ))
+        .await
+        .unwrap();
+    let open = Open::new(
+        64501,
+        90,
+        Ipv4Addr::new(10, 0, 0, 9),
+        vec![
+            Capability::Multiprotocol(Family::IPV4_UNICAST),
+            Capability::FourOctetAs(64501),
+        ],
+    );
+    for m in [Message::Open(open), Message::Keepalive] {
+        b.write_all(&m.encode(&opts).unwrap()).await.unwrap();
+    }
+    // RFC 4271 §6.8: the connection opened by the higher identifier (ours, B) stays; the
+    // speaker closes its own (A) with Cease/Connection Collision Resolution.
+    let mut got_cease = false;
+    while let Some(m) = read_message(&mut a, &mut fa).await {
+        if let Message::Notification(n) = m {
+            assert_eq!(
+                n.code,
+                ErrorCode::Cease(CeaseSubcode::ConnectionCollisionResolution)
+            );
+            got_cease = true;
+        }
+    }
+    assert!(got_cease, "connection A closed without Cease");
+    let mut fb = Framer::new(MAX_MESSAGE_LEN);
+    let mut announced = Vec::new();
+    while let Some(m) = read_message(&mut b, &mut fb).await {
+        if let Message::Update(u) = m {
+            announced.extend(u.announced());
+            if u.end_of_rib().is_some() {
+                break;
+            }
+        }
+    }
+    assert_eq!(announced, vec![net("172.19.100.1/32")]);
+    let snap = h.snapshot().await;
+    assert_eq!(snap[0].status.state, State::Established);
+}
