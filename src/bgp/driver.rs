@@ -1050,3 +1050,106 @@ impl PeerTask {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(addr: &str, my: u32, their: u32) -> BgpPeer {
+        BgpPeer {
+            my_asn: my,
+            peer_asn: their,
+            address: addr.parse().unwrap(),
+            port: 179,
+            hold_time: Duration::from_secs(9),
+            keepalive_time: Duration::from_secs(3),
+            router_id: None,
+            source_address: None,
+            password_file: None,
+            ebgp_multihop: 1,
+            passive: false,
+            connect_delay: Duration::ZERO,
+            node_selectors: vec![],
+            bfd: None,
+        }
+    }
+
+    #[test]
+    fn ttl_is_one_for_ebgp_multihop_when_set_and_255_for_ibgp() {
+        assert_eq!(session_ttl(&peer("10.0.0.1", 1, 2)), 1);
+        let mut p = peer("10.0.0.1", 1, 2);
+        p.ebgp_multihop = 3;
+        assert_eq!(session_ttl(&p), 3);
+        assert_eq!(session_ttl(&peer("10.0.0.1", 1, 1)), 255);
+    }
+
+    #[test]
+    fn router_id_prefers_config_then_ipv4_source_then_fallback() {
+        let mut p = peer("10.0.0.1", 1, 2);
+        p.router_id = Some(Ipv4Addr::new(1, 1, 1, 1));
+        p.source_address = Some("10.0.0.3".parse().unwrap());
+        assert_eq!(
+            resolve_router_id(&p, None).unwrap(),
+            Ipv4Addr::new(1, 1, 1, 1)
+        );
+        p.router_id = None;
+        assert_eq!(
+            resolve_router_id(&p, None).unwrap(),
+            Ipv4Addr::new(10, 0, 0, 3)
+        );
+        let v6 = peer("fd00::1", 1, 2);
+        assert_eq!(
+            resolve_router_id(&v6, Some(Ipv4Addr::new(2, 2, 2, 2))).unwrap(),
+            Ipv4Addr::new(2, 2, 2, 2)
+        );
+    }
+
+    #[test]
+    fn ipv6_peer_without_any_router_id_is_an_error_naming_the_peer() {
+        let err = resolve_router_id(&peer("fd00::1", 1, 2), None).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("fd00::1") && text.contains("router_id"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn ipv4_peer_router_id_is_the_local_address_towards_it() {
+        // Loopback: the kernel picks 127.0.0.1 as the source towards 127.0.0.1.
+        let id = resolve_router_id(&peer("127.0.0.1", 1, 2), None).unwrap();
+        assert_eq!(id, Ipv4Addr::LOCALHOST);
+    }
+
+    #[test]
+    fn session_config_carries_timers_and_passive_flag() {
+        let mut p = peer("10.0.0.1", 64500, 64501);
+        p.passive = true;
+        p.connect_delay = Duration::from_secs(2);
+        let c = session_config(&p, Ipv4Addr::new(10, 0, 0, 3));
+        assert_eq!(c.hold_time, 9);
+        assert_eq!(c.keepalive_time, Some(3));
+        assert!(c.passive);
+        assert_eq!(c.first_connect_delay, Duration::from_secs(2));
+        assert_eq!((c.local_asn, c.peer_asn), (64500, 64501));
+    }
+
+    #[test]
+    fn password_file_is_read_without_the_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("key");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        let mut p = peer("10.0.0.1", 1, 2);
+        p.password_file = Some(f);
+        assert_eq!(read_password(&p).unwrap(), Some(b"s3cret".to_vec()));
+        p.password_file = Some(dir.path().join("missing"));
+        let err = read_password(&p).unwrap_err().to_string();
+        assert!(err.contains("10.0.0.1") && err.contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn md5_counters_are_read_from_proc() {
+        // Present on every kernel with TCP-MD5 support (the lab's has it).
+        assert!(md5_counters().is_some());
+    }
+}
