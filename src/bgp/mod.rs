@@ -8,6 +8,9 @@
 //!
 //! Byte vectors captured from GoBGP and FRR are in `tests/fixtures/bgp/`.
 
+pub mod advertise;
 pub mod build;
 pub mod codec;
+pub mod driver;
 pub mod fsm;
+pub mod speaker;

@@ -2,9 +2,11 @@
 //!
 //! - `packet`: the AF_PACKET socket that receives only ARP and NS/NA frames (classic BPF).
 //! - `netns`: entering a network namespace on the current thread (tests and the lab).
+//! - `tcp_md5`: TCP-MD5 signature keys (RFC 2385) on BGP sockets.
 
 pub mod netns;
 pub mod packet;
+pub mod tcp_md5;
 
 use std::ffi::CString;
 

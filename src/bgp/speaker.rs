@@ -1,0 +1,403 @@
+//! The BGP speaker: the peers of this node, what each is told, reloads and shutdown.
+//!
+//! One tokio task owns the desired state (node, pools, announced IPs, peers) and the shared
+//! listeners; it computes each peer's routes with [`advertise`](super::advertise) and hands
+//! them to that peer's task ([`driver`](super::driver)), which diffs and sends UPDATEs on
+//! its Established session. The handle is cheap to clone; every call is a message.
+//!
+//! Nothing here withdraws on a timer: routes change only when the caller says so (an API
+//! server outage never reaches the speaker as a change).
+//!
+//! ```ignore
+//! let bgp = Speaker::spawn(node, config.bgp_peers.clone(), config.pools.clone(), SpeakerOptions::default());
+//! bgp.set_announcements(announced);            // whenever the controller's output changes
+//! bgp.update_peers(new_config.bgp_peers);      // on SIGHUP
+//! bgp.shutdown("node maintenance", Duration::from_secs(3)).await;   // on SIGTERM
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+use super::advertise::{AnnouncedIp, LocalNode, RouteSet, node_peers_with, routes_for_peer};
+use super::driver::{self, DriverOptions, Listener, PeerCommand, PeerStatus};
+use super::fsm::State;
+use crate::config::BgpPeer;
+use crate::model::Pool;
+
+/// Speaker-wide settings.
+#[derive(Clone, Debug)]
+pub struct SpeakerOptions {
+    /// Port of the shared passive listeners (IPv4 and IPv6); `None`: do not listen (every
+    /// peer must then be active).
+    pub listen_port: Option<u16>,
+    pub connect_timeout: Duration,
+    /// Router ID for peers without `router_id` (else the session's local IPv4 address).
+    pub router_id: Option<Ipv4Addr>,
+}
+
+impl Default for SpeakerOptions {
+    fn default() -> Self {
+        Self {
+            listen_port: Some(BgpPeer::DEFAULT_PORT),
+            connect_timeout: Duration::from_secs(5),
+            router_id: None,
+        }
+    }
+}
+
+/// One peer in a [`SpeakerHandle::snapshot`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerSnapshot {
+    pub status: PeerStatus,
+    /// Time in Established, `None` when not Established.
+    pub uptime: Option<Duration>,
+}
+
+impl PeerSnapshot {
+    pub fn established(&self) -> bool {
+        self.status.state == State::Established
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("BGP shutdown did not finish within {0:?}; sessions were closed without waiting")]
+pub struct ShutdownTimeout(pub Duration);
+
+enum Command {
+    Announce(Vec<AnnouncedIp>),
+    Pools(Vec<Pool>),
+    Node(LocalNode),
+    Peers(Vec<BgpPeer>),
+    Snapshot(oneshot::Sender<Vec<PeerSnapshot>>),
+    Shutdown {
+        communication: String,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// Handle to the speaker task. Dropping every handle stops the task (sessions are closed
+/// with an empty Cease communication); call [`shutdown`](Self::shutdown) to withdraw first.
+#[derive(Clone)]
+pub struct SpeakerHandle {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+pub struct Speaker;
+
+impl Speaker {
+    /// Start the speaker (inside a tokio runtime). Peers whose `node_selectors` do not match
+    /// `node` are ignored.
+    pub fn spawn(
+        node: LocalNode,
+        peers: Vec<BgpPeer>,
+        pools: Vec<Pool>,
+        options: SpeakerOptions,
+    ) -> SpeakerHandle {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (in_tx, in_rx) = mpsc::unbounded_channel();
+        let mut task = SpeakerTask {
+            node,
+            pools,
+            announced: Vec::new(),
+            configured: Vec::new(),
+            peers: BTreeMap::new(),
+            listeners: Vec::new(),
+            driver: DriverOptions {
+                connect_timeout: options.connect_timeout,
+                router_id: options.router_id,
+                ..DriverOptions::default()
+            },
+        };
+        if let Some(port) = options.listen_port {
+            for ip in [
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ] {
+                let addr = SocketAddr::new(ip, port);
+                match Listener::bind(addr, in_tx.clone()) {
+                    Ok(l) => {
+                        info!(listen = %addr, "BGP listening");
+                        task.listeners.push(l);
+                    }
+                    Err(e) => warn!(error = %e, "BGP: passive peers of this family cannot connect"),
+                }
+            }
+        }
+        task.set_peers(peers);
+        tokio::spawn(task.run(rx, in_rx));
+        SpeakerHandle { tx }
+    }
+}
+
+impl SpeakerHandle {
+    /// The IPs to announce (desired state; replaces the previous set).
+    pub fn set_announcements(&self, announced: Vec<AnnouncedIp>) {
+        let _ = self.tx.send(Command::Announce(announced));
+    }
+
+    /// Pools after a reload (their advertisements decide prefixes and attributes).
+    pub fn set_pools(&self, pools: Vec<Pool>) {
+        let _ = self.tx.send(Command::Pools(pools));
+    }
+
+    /// This node's labels or eligibility changed.
+    pub fn set_node(&self, node: LocalNode) {
+        let _ = self.tx.send(Command::Node(node));
+    }
+
+    /// Reload the peers: sessions of added peers start, of removed or changed peers stop
+    /// (Cease), and unchanged peers' sessions stay up.
+    pub fn update_peers(&self, peers: Vec<BgpPeer>) {
+        let _ = self.tx.send(Command::Peers(peers));
+    }
+
+    /// The speaker task has ended (after [`shutdown`](Self::shutdown)).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Per peer: state, uptime, prefixes advertised, UPDATEs received.
+    pub async fn snapshot(&self) -> Vec<PeerSnapshot> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Snapshot(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Withdraw every route, send Cease/Administrative Shutdown carrying `communication`
+    /// (RFC 8203; at most 255 octets, longer is cut), close; at most `timeout`. The speaker
+    /// task ends.
+    pub async fn shutdown(
+        &self,
+        communication: &str,
+        timeout: Duration,
+    ) -> Result<(), ShutdownTimeout> {
+        let (done, rx) = oneshot::channel();
+        let cmd = Command::Shutdown {
+            communication: communication.to_string(),
+            done,
+        };
+        if self.tx.send(cmd).is_err() {
+            return Ok(());
+        }
+        tokio::time::timeout(timeout, rx)
+            .await
+            .map(|_| ())
+            .map_err(|_| ShutdownTimeout(timeout))
+    }
+}
+
+struct PeerEntry {
+    config: BgpPeer,
+    tx: mpsc::UnboundedSender<PeerCommand>,
+    status: watch::Receiver<PeerStatus>,
+    routes: RouteSet,
+    task: JoinHandle<()>,
+}
+
+struct SpeakerTask {
+    node: LocalNode,
+    pools: Vec<Pool>,
+    announced: Vec<AnnouncedIp>,
+    /// Peers as configured (also those this node does not peer with).
+    configured: Vec<BgpPeer>,
+    peers: BTreeMap<IpAddr, PeerEntry>,
+    listeners: Vec<Listener>,
+    driver: DriverOptions,
+}
+
+impl SpeakerTask {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut incoming: mpsc::UnboundedReceiver<(TcpStream, SocketAddr)>,
+    ) {
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Announce(a)) => {
+                        self.announced = a;
+                        self.push_routes();
+                    }
+                    Some(Command::Pools(p)) => {
+                        self.pools = p;
+                        self.push_routes();
+                    }
+                    Some(Command::Node(n)) => {
+                        self.node = n;
+                        let peers = self.configured.clone();
+                        self.set_peers(peers);
+                    }
+                    Some(Command::Peers(p)) => self.set_peers(p),
+                    Some(Command::Snapshot(reply)) => {
+                        let _ = reply.send(self.snapshot());
+                    }
+                    Some(Command::Shutdown { communication, done }) => {
+                        self.shutdown(&communication).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        self.shutdown("").await;
+                        return;
+                    }
+                },
+                Some((stream, remote)) = incoming.recv() => {
+                    match self.peers.get(&remote.ip()) {
+                        Some(p) => {
+                            debug!(peer = %remote, "BGP: incoming connection");
+                            let _ = p.tx.send(PeerCommand::Incoming(stream));
+                        }
+                        None => debug!(remote = %remote, "BGP: connection from an unknown address refused"),
+                    }
+                }
+            }
+        }
+    }
+
+    fn routes_for(&self, peer: &BgpPeer) -> RouteSet {
+        routes_for_peer(&self.node, peer, &self.pools, &self.announced)
+    }
+
+    fn push_routes(&mut self) {
+        let new: Vec<(IpAddr, RouteSet)> = self
+            .peers
+            .values()
+            .map(|p| (p.config.address, self.routes_for(&p.config)))
+            .collect();
+        for (addr, routes) in new {
+            if let Some(p) = self.peers.get_mut(&addr)
+                && p.routes != routes
+            {
+                p.routes = routes.clone();
+                let _ = p.tx.send(PeerCommand::SetRoutes(routes));
+            }
+        }
+    }
+
+    fn set_md5(&self, peer: IpAddr, key: &[u8]) {
+        for l in &self.listeners {
+            if l.addr.is_ipv6() == peer.is_ipv6()
+                && let Err(e) = l.set_md5_key(peer, key)
+            {
+                error!(error = %e, "BGP: TCP-MD5 key not set on the listener");
+            }
+        }
+    }
+
+    fn set_peers(&mut self, peers: Vec<BgpPeer>) {
+        self.configured = peers.clone();
+        let mut wanted: BTreeMap<IpAddr, BgpPeer> = BTreeMap::new();
+        for p in peers {
+            if !node_peers_with(&self.node, &p) {
+                continue;
+            }
+            if wanted.contains_key(&p.address) {
+                error!(peer = %p.address, "BGP: peer configured twice, the first one is used");
+                continue;
+            }
+            wanted.insert(p.address, p);
+        }
+        let gone: Vec<IpAddr> = self
+            .peers
+            .iter()
+            .filter(|(a, e)| wanted.get(a) != Some(&e.config))
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in gone {
+            if let Some(e) = self.peers.remove(&addr) {
+                info!(peer = %addr, "BGP peer removed or changed: stopping its session");
+                let (done, _) = oneshot::channel();
+                let _ = e.tx.send(PeerCommand::Shutdown {
+                    communication: "peer configuration changed".into(),
+                    done,
+                });
+                if e.config.password_file.is_some() {
+                    self.set_md5(addr, b"");
+                }
+                // The task ends by itself once the Cease is written.
+                drop(e.task);
+            }
+        }
+        // A node-wide router ID for peers without one whose own session cannot give one
+        // (IPv6 sessions): the first IPv4 peer's.
+        let mut driver_options = self.driver.clone();
+        if driver_options.router_id.is_none() {
+            driver_options.router_id = wanted
+                .values()
+                .filter(|p| p.address.is_ipv4() || p.router_id.is_some())
+                .find_map(|p| driver::resolve_router_id(p, None).ok());
+        }
+        for (addr, cfg) in wanted {
+            if self.peers.contains_key(&addr) {
+                continue;
+            }
+            let key = match driver::read_password(&cfg) {
+                Ok(k) => k,
+                Err(e) => {
+                    error!(error = %e, "BGP: peer not started");
+                    continue;
+                }
+            };
+            if let Some(k) = &key {
+                self.set_md5(addr, k);
+            }
+            let routes = self.routes_for(&cfg);
+            info!(peer = %addr, peer_asn = cfg.peer_asn, passive = cfg.passive, "BGP peer added");
+            let (tx, status, task) =
+                driver::spawn_peer(cfg.clone(), key, driver_options.clone(), routes.clone());
+            self.peers.insert(
+                addr,
+                PeerEntry {
+                    config: cfg,
+                    tx,
+                    status,
+                    routes,
+                    task,
+                },
+            );
+        }
+    }
+
+    fn snapshot(&self) -> Vec<PeerSnapshot> {
+        let now = Instant::now();
+        self.peers
+            .values()
+            .map(|p| {
+                let status = p.status.borrow().clone();
+                let uptime = (status.state == State::Established)
+                    .then(|| status.established_since.map(|t| now.duration_since(t)))
+                    .flatten();
+                PeerSnapshot { status, uptime }
+            })
+            .collect()
+    }
+
+    async fn shutdown(&mut self, communication: &str) {
+        let mut waits = Vec::new();
+        for (addr, p) in &self.peers {
+            let (done, rx) = oneshot::channel();
+            let cmd = PeerCommand::Shutdown {
+                communication: communication.to_string(),
+                done,
+            };
+            if p.tx.send(cmd).is_ok() {
+                waits.push((*addr, rx));
+            }
+        }
+        for (addr, rx) in waits {
+            if rx.await.is_err() {
+                warn!(peer = %addr, "BGP: peer task ended before confirming shutdown");
+            }
+        }
+        self.listeners.clear();
+        info!("BGP speaker stopped");
+    }
+}
