@@ -67,6 +67,9 @@ impl ApiServer {
                     _ = stop_rx.changed() => break,
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
+                        // Like the real API server (Go sets TCP_NODELAY on every connection):
+                        // without it, small responses wait for delayed ACKs.
+                        let _ = stream.set_nodelay(true);
                         let store = store.clone();
                         conns.spawn(async move {
                             let svc = hyper::service::service_fn(move |req| {

@@ -695,8 +695,8 @@ impl Store {
             .flat_map(|s| {
                 s.pointer("/spec/ports")
                     .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default()
+                    .into_iter()
+                    .flatten()
             })
             .filter_map(|p| p.get("nodePort").and_then(Value::as_i64))
             .collect()
@@ -722,7 +722,8 @@ impl Store {
             .and_then(|o| o.get("spec"))
             .cloned()
             .unwrap_or(json!({}));
-        let mut taken = Self::used_node_ports(inner);
+        // Computed only when a port needs one: it scans every Service.
+        let mut taken: Option<BTreeSet<i64>> = None;
         let spec = &mut o["spec"];
         let typ = spec
             .get("type")
@@ -828,7 +829,14 @@ impl Store {
                         .and_then(Value::as_i64)
                     {
                         Some(np) if np > 0 => np,
-                        _ => Self::alloc_node_port(inner, &mut taken),
+                        _ => {
+                            let used = match taken.take() {
+                                Some(t) => t,
+                                None => Self::used_node_ports(inner),
+                            };
+                            let used = taken.insert(used);
+                            Self::alloc_node_port(inner, used)
+                        }
                     };
                     p["nodePort"] = json!(np);
                 }
