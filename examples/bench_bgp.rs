@@ -12,7 +12,7 @@
 //! 4. node link down → route gone from the FIB (FRR timers 3 s / 9 s, no BFD).
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::collections::BTreeMap;

@@ -4,6 +4,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The lbd binary: Cargo names it for integration tests; examples find it beside themselves.
+pub fn lbd_binary() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_lbd") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe()
+            .expect("current exe")
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/examples/..")
+            .join("lbd"),
+    }
+}
+
 pub struct Lbd {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -38,7 +51,7 @@ impl Lbd {
         self.log = self.dir.path().join(format!("lbd-{}.log", self.starts));
         self.starts += 1;
         let log = std::fs::File::create(&self.log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_lbd"))
+        let child = Command::new(lbd_binary())
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", "lb=debug")
