@@ -8,7 +8,6 @@
 //! (`-- --services N --singles M` to change the sizes.)
 
 #[path = "../tests/support/apiserver/mod.rs"]
-#[allow(dead_code)]
 mod apiserver;
 
 use std::process::{Command, Stdio};
