@@ -58,6 +58,9 @@ pub struct Announcement {
     pub local_only: bool,
     /// Nodes with ready endpoints (summed over the services of the IP).
     pub endpoints: EndpointsByNode,
+    /// A static service's IP: there are no endpoints to wait for; every eligible node may
+    /// announce it.
+    pub always_ready: bool,
 }
 
 pub struct Controller {
@@ -298,13 +301,17 @@ impl Controller {
         let statics = self.statics.iter().filter_map(|s| {
             let key = ServiceKey::new(STATIC_NAMESPACE, s.name.clone());
             let a = self.alloc.assignment(&key)?;
-            Some((key, a.ips.clone(), TrafficPolicy::Cluster))
+            Some((key, a.ips.clone(), TrafficPolicy::Cluster, true))
         });
-        let kube = self
-            .services
-            .values()
-            .map(|s| (s.key.clone(), s.current_ips.clone(), s.traffic_policy));
-        for (key, ips, policy) in statics.chain(kube) {
+        let kube = self.services.values().map(|s| {
+            (
+                s.key.clone(),
+                s.current_ips.clone(),
+                s.traffic_policy,
+                false,
+            )
+        });
+        for (key, ips, policy, is_static) in statics.chain(kube) {
             for ip in ips {
                 let Some(pool) = self.pools.iter().find(|p| p.contains(&ip)) else {
                     continue;
@@ -315,8 +322,10 @@ impl Controller {
                     services: Vec::new(),
                     local_only: false,
                     endpoints: EndpointsByNode::new(),
+                    always_ready: false,
                 });
                 a.services.push(key.clone());
+                a.always_ready |= is_static;
                 if let Some(eps) = self.endpoints.get(&key) {
                     for (node, n) in eps {
                         *a.endpoints.entry(node.clone()).or_default() += n;

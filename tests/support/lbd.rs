@@ -57,6 +57,11 @@ impl Lbd {
             .env("RUST_LOG", "lb=debug")
             .env("NO_COLOR", "1")
             .env_remove("NOTIFY_SOCKET")
+            // Never the machine's system bus: a test that wants D-Bus passes its own.
+            .env(
+                "DBUS_SYSTEM_BUS_ADDRESS",
+                std::env::var("LB_TEST_DBUS").unwrap_or_else(|_| "unix:path=/nonexistent".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
