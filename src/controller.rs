@@ -97,6 +97,8 @@ pub fn static_service(s: &StaticService) -> Service {
         key: ServiceKey::new(STATIC_NAMESPACE, s.name.clone()),
         ports: s.ports.clone(),
         requested_ips: s.ip.into_iter().collect(),
+        // A static IPv6 address makes an IPv6 service (the default family is IPv4).
+        ip_families: s.ip.iter().map(crate::model::IpFamily::of).collect(),
         pool: Some(s.pool.clone()),
         ..Service::default()
     }
@@ -523,6 +525,27 @@ mod tests {
             ann[0].services,
             vec![ServiceKey::new("static", "apiserver")]
         );
+    }
+
+    #[test]
+    fn a_static_ipv6_service_gets_its_ipv6_address() {
+        let statics = vec![StaticService {
+            name: "vip6".into(),
+            pool: "p6".into(),
+            ip: Some(ip("fd00:10::200")),
+            assign: false,
+            ports: vec![],
+        }];
+        let c = Controller::new(
+            vec![pool("p6", "fd00:10::200", "fd00:10::2ff")],
+            statics,
+            None,
+            false,
+        );
+        let ann = c.announcements();
+        assert_eq!(ann.len(), 1, "{ann:?}");
+        assert_eq!(ann[0].ip, ip("fd00:10::200"));
+        assert!(ann[0].always_ready);
     }
 
     #[test]
