@@ -3,5 +3,6 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod dbus;
 pub mod lab;
 pub mod lbd;
