@@ -260,6 +260,12 @@ impl ClusterHandle {
         self.task.abort();
     }
 
+    /// [`abort`](Self::abort), then wait until the task is gone (its socket closed).
+    pub async fn abort_and_wait(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
     }
