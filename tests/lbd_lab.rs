@@ -12,11 +12,12 @@ use support::lbd::lbd_binary;
 
 const T: Duration = Duration::from_secs(20);
 
-fn node_config(name: &str, extra: &str) -> String {
+fn node_config(name: &str, state_dir: &str, extra: &str) -> String {
     format!(
         r#"
 [node]
 name = "{name}"
+state_dir = "{state_dir}"
 
 [metrics]
 listen = "127.0.0.1:7472"
@@ -48,8 +49,12 @@ fn standalone_lbd_answers_arp_and_ndp_for_static_services_and_falls_silent_on_si
     let lab = Lab::new("lbdl2");
     let node = lab.node("node1", &["10.10.100.3/24", "fd00:10::3/64"]);
     let client = lab.host("client", &["10.10.100.9/24", "fd00:10::9/64"]);
+    let state = node.owned_dir("state", "root:root").unwrap();
     let cfg = node
-        .write_file("lb.toml", &node_config("node1", ""))
+        .write_file(
+            "lb.toml",
+            &node_config("node1", &state.display().to_string(), ""),
+        )
         .unwrap();
     let lbd_bin = lbd_binary();
     let lbd = node
@@ -139,9 +144,12 @@ fn standalone_lbd_advertises_a_static_bgp_service_to_frr_and_withdraws_on_sigter
         &FrrConfig::new(64500, "10.10.100.1").neighbor("10.10.100.3", 64500),
     )
     .unwrap();
+    let state = node.owned_dir("state", "root:root").unwrap();
+    let state = state.display().to_string();
     let cfg = r#"
 [node]
 name = "node1"
+state_dir = "STATE"
 
 [[pool]]
 name = "ip-pool-1"
@@ -161,7 +169,9 @@ hold_time = "9s"
 name = "dns"
 ip = "172.19.100.0"
 "#;
-    let cfg = node.write_file("lb.toml", cfg).unwrap();
+    let cfg = node
+        .write_file("lb.toml", &cfg.replace("STATE", &state))
+        .unwrap();
     let lbd_bin = lbd_binary();
     let lbd = node
         .spawn(&[lbd_bin.to_str().unwrap(), "--config", cfg.to_str().unwrap()])

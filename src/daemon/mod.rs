@@ -359,7 +359,10 @@ impl Daemon {
         let mut ready_timer = Box::pin(tokio::time::sleep(READY_BOUND));
         self.after_change().await;
         loop {
-            let lease_end = self.ownership.next_expiry();
+            let lease_end = self
+                .ownership
+                .next_expiry()
+                .map(tokio::time::Instant::from_std);
             let far = tokio::time::Instant::now() + Duration::from_secs(3600);
             tokio::select! {
                 update = self.kube_rx.recv(), if self.kube_open => match update {
@@ -384,7 +387,7 @@ impl Daemon {
                         self.after_ownership().await;
                     }
                 }
-                _ = tokio::time::sleep_until(lease_end.map(Into::into).unwrap_or(far)), if lease_end.is_some() => {
+                _ = tokio::time::sleep_until(lease_end.unwrap_or(far)), if lease_end.is_some() => {
                     // A lease ran out without renewal: stop answering for it now.
                     self.after_ownership().await;
                 }

@@ -1,21 +1,19 @@
-//! Who owns each layer-2 IP, as the main loop sees it: raft-lite between the `[cluster]`
-//! members, or this host alone for a cluster of one (it then owns every IP it can announce,
-//! and is the status writer).
+//! Who owns each layer-2 IP, as the main loop sees it: the raft-lite driver's published
+//! view (a cluster of one runs the same driver without a socket). Every answer about
+//! ownership checks the lease deadline at the moment it is asked.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::time::Instant;
 
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::cluster::core::Role as CoreRole;
+use crate::cluster::driver::{
+    self, ClusterDriver, ClusterHandle, ClusterSettings, ClusterView, DriverError, ShutdownOutcome,
+};
 use crate::config::{Config, Role};
 use crate::control::state::{ClusterRole, MemberStatus, NodeRole};
-
-#[derive(Debug, thiserror::Error)]
-pub enum OwnershipError {
-    #[error(
-        "[cluster] has {0} members, but this build of lbd runs raft-lite only for a cluster of one"
-    )]
-    ClusterUnsupported(usize),
-}
 
 /// The cluster as this host sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,89 +21,127 @@ pub struct View {
     pub role: ClusterRole,
     pub term: u64,
     pub leader: Option<String>,
-    /// IP → owner, where this host knows it (the leader knows all).
+    /// IP → owner, where this host knows it (the leader knows all; others know their own).
     pub owners: BTreeMap<IpAddr, String>,
 }
 
 pub struct Ownership {
-    me: String,
-    desired: BTreeMap<IpAddr, String>,
-    eligible: BTreeSet<IpAddr>,
+    handle: Option<ClusterHandle>,
+    view: watch::Receiver<ClusterView>,
 }
 
 impl Ownership {
-    pub async fn start(config: &Config) -> Result<Self, OwnershipError> {
-        let n = config.cluster.members.len();
-        if n > 1 {
-            return Err(OwnershipError::ClusterUnsupported(n));
+    pub async fn start(config: &Config) -> Result<Self, DriverError> {
+        let settings = ClusterSettings::from_config(&config.node, &config.cluster)?;
+        let handle = ClusterDriver::spawn(settings).await?;
+        if let Some(addr) = handle.local_addr() {
+            info!(%addr, members = config.cluster.members.len(), "raft-lite transport up");
         }
+        let view = handle.view();
         Ok(Self {
-            me: config.node.name.clone(),
-            desired: BTreeMap::new(),
-            eligible: BTreeSet::new(),
+            handle: Some(handle),
+            view,
         })
     }
 
-    pub fn set_desired(&mut self, desired: BTreeMap<IpAddr, String>) {
-        self.desired = desired;
+    pub fn set_desired(&self, desired: BTreeMap<IpAddr, String>) {
+        if let Some(h) = &self.handle {
+            h.set_desired(desired);
+        }
     }
 
-    pub fn set_eligible(&mut self, eligible: BTreeSet<IpAddr>) {
-        self.eligible = eligible;
+    pub fn set_eligible(&self, eligible: BTreeSet<IpAddr>) {
+        if let Some(h) = &self.handle {
+            h.set_eligible(eligible);
+        }
     }
 
-    /// Resolves when the view changed by itself (a standalone host's never does: it changes
-    /// only through `set_*`, after which the caller recomputes anyway).
+    /// Resolves when the driver publishes a new view (false once the driver is gone).
     pub async fn changed(&mut self) -> bool {
-        std::future::pending().await
+        self.view.changed().await.is_ok()
     }
 
-    /// The IPs this host may answer for at this instant.
+    /// The IPs this host may answer for at this instant (lease deadlines checked now).
     pub fn owned_now(&self) -> BTreeSet<IpAddr> {
-        self.desired
-            .keys()
-            .filter(|ip| self.eligible.contains(ip))
-            .copied()
-            .collect()
+        self.view.borrow().owned_ips(driver::now())
     }
 
-    /// When the earliest lease runs out (standalone: none expire).
-    pub fn next_expiry(&self) -> Option<Instant> {
-        None
+    /// When the earliest lease still held runs out: the responder must drop that IP then,
+    /// even if no new view arrives.
+    pub fn next_expiry(&self) -> Option<std::time::Instant> {
+        self.view.borrow().next_expiry(driver::now())
     }
 
     pub fn view(&self) -> View {
-        View {
-            role: ClusterRole::Standalone,
-            term: 0,
-            leader: Some(self.me.clone()),
-            owners: self
-                .owned_now()
+        let v = self.view.borrow();
+        let role = if v.standalone {
+            ClusterRole::Standalone
+        } else {
+            match v.role {
+                CoreRole::Leader => ClusterRole::Leader,
+                CoreRole::Candidate | CoreRole::PreCandidate => ClusterRole::Candidate,
+                CoreRole::Follower => ClusterRole::Follower,
+            }
+        };
+        let now = driver::now();
+        let owners = if v.owners.is_empty() {
+            v.owned_ips(now)
                 .into_iter()
-                .map(|ip| (ip, self.me.clone()))
-                .collect(),
+                .map(|ip| (ip, v.me.clone()))
+                .collect()
+        } else {
+            v.owners.clone()
+        };
+        View {
+            role,
+            term: v.term,
+            leader: v.leader.clone(),
+            owners,
         }
     }
 
     pub fn members(&self, config: &Config) -> Vec<MemberStatus> {
+        let v = self.view.borrow();
+        let now = driver::now();
+        let leader_view = v.role == CoreRole::Leader;
         config
             .cluster
             .members
             .iter()
-            .map(|(name, addr)| MemberStatus {
-                name: name.clone(),
-                address: *addr,
-                role: if *name == config.node.name && config.node.role == Role::Witness {
-                    NodeRole::Witness
-                } else {
-                    NodeRole::Member
-                },
-                healthy: true,
-                last_seen_ms: None,
+            .map(|(name, addr)| {
+                let m = v.members.iter().find(|m| &m.name == name);
+                MemberStatus {
+                    name: name.clone(),
+                    address: *addr,
+                    role: if *name == config.node.name && config.node.role == Role::Witness {
+                        NodeRole::Witness
+                    } else {
+                        NodeRole::Member
+                    },
+                    healthy: if leader_view {
+                        m.is_some_and(|m| m.alive)
+                    } else {
+                        // A follower knows only itself and whether it hears a leader.
+                        *name == v.me || v.leader.as_ref() == Some(name)
+                    },
+                    last_seen_ms: m
+                        .and_then(|m| m.last_ack)
+                        .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                }
             })
             .collect()
     }
 
-    /// Planned leave. Standalone: nothing to hand over.
-    pub async fn shutdown(&mut self, _deadline: tokio::time::Instant) {}
+    /// Planned leave: hand leadership and owned IPs over (bounded by the driver's own
+    /// timeout and by `deadline`).
+    pub async fn shutdown(&mut self, deadline: tokio::time::Instant) {
+        let Some(handle) = self.handle.take() else {
+            return;
+        };
+        match tokio::time::timeout_at(deadline, handle.shutdown()).await {
+            Ok(ShutdownOutcome::Complete) => info!("raft-lite: left the cluster, IPs handed over"),
+            Ok(other) => warn!(?other, "raft-lite: planned leave did not complete"),
+            Err(_) => warn!("raft-lite: planned leave timed out"),
+        }
+    }
 }

@@ -37,6 +37,21 @@ impl Lbd {
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Lbd {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("lb.toml");
+        // raft-lite's hard state goes into the temp dir, never /var/lib/lb.
+        let state = dir.path().join("state");
+        let config = if config.contains("state_dir") {
+            config.to_string()
+        } else {
+            config.replacen(
+                "[node]\n",
+                &format!("[node]\nstate_dir = \"{}\"\n", state.display()),
+                1,
+            )
+        };
+        assert!(
+            config.contains("state_dir"),
+            "lbd test configs need a [node] table"
+        );
         std::fs::write(&path, config).expect("config written");
         let mut lbd = Lbd {
             log: dir.path().join("lbd-0.log"),
