@@ -16,7 +16,14 @@ use std::cell::RefCell;
 use support::lab::{Host, Lab, Proc, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
-const IPS: [&str; 3] = ["10.10.100.200", "10.10.100.201", "10.10.100.202"];
+/// With members n1..n3, rendezvous hashing gives every member at least one of these at start,
+/// so whichever host leads owns an IP.
+const IPS: [&str; 4] = [
+    "10.10.100.200",
+    "10.10.100.201",
+    "10.10.100.202",
+    "10.10.100.203",
+];
 const PORT: u16 = 7946;
 
 /// Builds the example once per test binary and returns its path.
@@ -220,16 +227,28 @@ impl ClusterLab {
 }
 
 #[test]
-fn cut_off_owner_stops_owning_before_another_host_takes_its_ip() {
-    let c = ClusterLab::start("clcut");
+fn cut_off_follower_stops_owning_before_another_host_takes_its_ip() {
+    cut_owner_and_check("clcutf", false);
+}
+
+#[test]
+fn cut_off_leader_stops_owning_before_another_host_takes_its_ip() {
+    cut_owner_and_check("clcutl", true);
+}
+
+/// Isolates (nft, every frame) a host owning an IP — the leader or a follower — and checks
+/// from the printed views that it stops owning before anyone else owns that IP.
+fn cut_owner_and_check(lab_name: &str, leader: bool) {
+    let c = ClusterLab::start(lab_name);
     c.wait_stable("a leader and one owner per IP");
-    let ip = IPS[0];
     let now = wall_ns();
-    let owner = c
-        .latest()
-        .into_iter()
-        .position(|l| owns_at(&l, ip, now))
-        .expect("an owner");
+    let latest = c.latest();
+    let (owner, ip) = latest
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| (l.role == "leader") == leader)
+        .find_map(|(i, l)| IPS.iter().find(|ip| owns_at(l, ip, now)).map(|ip| (i, *ip)))
+        .expect("a host of the wanted role owning an IP");
     let cut_name = c.hosts[owner].name().to_owned();
     let t_cut = wall_ns();
     c.hosts[owner].isolate().expect("isolate the owner");
