@@ -80,6 +80,15 @@ fn line(v: &ClusterView, stats: Option<&TransportStats>) -> String {
     .to_string()
 }
 
+async fn changed_opt(
+    rx: Option<&mut tokio::sync::watch::Receiver<TransportStats>>,
+) -> Result<(), tokio::sync::watch::error::RecvError> {
+    match rx {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -126,6 +135,9 @@ async fn main() -> ExitCode {
     handle.set_eligible(args.ips.iter().copied().collect());
     let mut view = handle.view();
     let stats = handle.stats();
+    // Drops are printed when they change too (a follower owning nothing rarely publishes).
+    let mut drops_rx = handle.stats();
+    let mut drops_seen = BTreeMap::new();
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -146,6 +158,17 @@ async fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
                 print(&view.borrow_and_update());
+            }
+            r = changed_opt(drops_rx.as_mut()) => {
+                if r.is_err() {
+                    drops_rx = None;
+                    continue;
+                }
+                let d = drops_rx.as_mut().map(|s| s.borrow_and_update().drops.clone());
+                if let Some(d) = d && d != drops_seen {
+                    drops_seen = d;
+                    print(&view.borrow());
+                }
             }
             _ = term.recv() => break,
             _ = int.recv() => break,

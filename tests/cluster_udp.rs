@@ -13,8 +13,9 @@ use lb::cluster::driver::{
     self, ClusterDriver, ClusterHandle, ClusterSettings, ClusterView, DEFAULT_SHUTDOWN_TIMEOUT,
     ShutdownOutcome,
 };
-use lb::cluster::transport::TransportStats;
-use lb::cluster::wire::{self, DropReason};
+use lb::cluster::message::{Body, Heartbeat, Message};
+use lb::cluster::transport::{TransportStats, pair_key};
+use lb::cluster::wire::{self, Authenticator, DropReason, Sealer};
 use lb::cluster::{Role, Timing, hard_state};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -468,4 +469,78 @@ async fn ineligible_owner_loses_the_ip_to_another_host() {
         snap.iter()
             .all(|v| v.me != owner || !v.owns(&ip, driver::now()))
     );
+}
+
+/// The test plays the leader of a 2-member cluster over a raw UDP socket and moves an IP to
+/// and away from the driver many times. Whenever the driver's ack says it applied a map
+/// without the IP, its published view must already not own it (the leader may give the IP
+/// to another host as soon as it reads that ack).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_view_drops_an_ip_before_acknowledging_its_revocation() {
+    let leader = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let b_addr = free_addr();
+    let members: BTreeMap<String, SocketAddr> = [
+        ("a".to_owned(), leader.local_addr().expect("addr")),
+        ("b".to_owned(), b_addr),
+    ]
+    .into();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (h, view) = start(settings("b", &members, KEY, &dir)).await;
+    let mut sealer = Sealer::new("a", &pair_key(KEY, "a", "b"), 1).expect("sealer");
+    let mut auth = Authenticator::new(&pair_key(KEY, "b", "a"), "a", ["b"]);
+    let x = ips()[0];
+    let mut buf = vec![0u8; 65_536];
+    let mut seq = 0;
+    let mut latest_ack = None;
+    let mut eligibility_known = 0;
+    let term = 1;
+    for round in 0..20u64 {
+        for (epoch, ips) in [(2 * round + 1, vec![x]), (2 * round + 2, vec![])] {
+            // Until b acks this epoch (and, when granting, holds a lease), send heartbeats.
+            loop {
+                seq += 1;
+                let hb = Message {
+                    term,
+                    body: Body::Heartbeat(Heartbeat {
+                        seq,
+                        epoch,
+                        echo: latest_ack,
+                        eligibility_known,
+                        leave_ok: false,
+                        ips: ips.clone(),
+                    }),
+                };
+                leader
+                    .send_to(&sealer.seal(&hb).expect("seal"), b_addr)
+                    .await
+                    .expect("send heartbeat");
+                let ack = loop {
+                    let (n, _) = tokio::time::timeout(WAIT, leader.recv_from(&mut buf))
+                        .await
+                        .expect("b answers")
+                        .expect("recv");
+                    if let Ok((_, m)) = auth.open(&buf[..n])
+                        && let Body::Ack(a) = m.body
+                    {
+                        break a;
+                    }
+                };
+                if ack.epoch >= epoch && ips.is_empty() {
+                    // The check: the view no longer owns x when the ack is read.
+                    assert!(
+                        !view.borrow().owns(&x, driver::now()),
+                        "round {round}: b acked epoch {epoch} without {x} but its view still owns it"
+                    );
+                }
+                latest_ack = Some(ack.ack_seq);
+                eligibility_known = ack.eligibility_version;
+                let done =
+                    ack.epoch >= epoch && (ips.is_empty() || view.borrow().owns(&x, driver::now()));
+                if done {
+                    break;
+                }
+            }
+        }
+    }
+    drop(h);
 }

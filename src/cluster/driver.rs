@@ -491,7 +491,21 @@ impl ClusterDriver {
     }
 
     /// Carries a step's outputs out, in order.
+    ///
+    /// Exception: the batch's lease change is applied and published FIRST. The core emits
+    /// `Leases` at the end of a step, after e.g. the `Ack` that tells the leader this host
+    /// applied a map without an IP; the leader may then give that IP to another host at once
+    /// (break-before-make, docs/raft-lite.md §4), so this host must have stopped answering
+    /// before the ack leaves. A lease gained in the step is valid from `now` anyway.
     async fn carry(&mut self, now: Instant, out: Vec<Output>) {
+        if let Some((ips, valid_until)) = out.iter().rev().find_map(|o| match o {
+            Output::Leases { ips, valid_until } => Some((ips.clone(), *valid_until)),
+            _ => None,
+        }) {
+            self.leases = (ips, valid_until);
+            self.log_ownership(now);
+            self.publish(now, false, false);
+        }
         let mut persist_failed = false;
         for o in out {
             match o {
@@ -520,10 +534,8 @@ impl ClusterDriver {
                         let _ = t.send(&to, &msg).await;
                     }
                 }
-                Output::Leases { ips, valid_until } => {
-                    self.leases = (ips, valid_until);
-                    self.log_ownership(now);
-                }
+                // Applied before the loop.
+                Output::Leases { .. } => {}
                 Output::RoleChanged { term, role, leader } => match (role, leader) {
                     (Role::Leader, _) => info!(term, "became leader for term {term}"),
                     (Role::Follower, Some(l)) => {

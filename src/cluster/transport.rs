@@ -513,6 +513,77 @@ mod tests {
         assert_eq!(stats.borrow().dropped(DropReason::BadMac), 1);
     }
 
+    #[tokio::test]
+    async fn sending_to_a_closed_port_does_not_stop_receiving() {
+        let (pa, pb, pc) = (free_port().await, free_port().await, free_port().await);
+        let m: BTreeMap<String, SocketAddr> = [
+            ("a".to_owned(), pa),
+            ("b".to_owned(), pb),
+            ("c".to_owned(), pc),
+        ]
+        .into();
+        let mut a = Transport::bind("a", &m, b"key", 1).await.expect("bind a");
+        let mut c = Transport::bind("c", &m, b"key", 1).await.expect("bind c");
+        // Nobody listens on b's port: ICMP port unreachable comes back to a.
+        let msg = Message {
+            term: 1,
+            body: Body::PreVote,
+        };
+        for _ in 0..5 {
+            let _ = a.send("b", &msg).await;
+        }
+        c.send("a", &msg).await.expect("send");
+        assert_eq!(a.recv().await, ("c".to_owned(), msg));
+    }
+
+    #[tokio::test]
+    async fn random_and_mutated_datagrams_are_dropped_not_fatal() {
+        let (pa, pb) = (free_port().await, free_port().await);
+        let m = members(pa, pb);
+        let mut b = Transport::bind("b", &m, b"key", 1).await.expect("bind b");
+        let stats = b.stats();
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let mut sealer = Sealer::new("a", &pair_key(b"key", "a", "b"), 10).expect("sealer");
+        let good = sealer
+            .seal(&Message {
+                term: 2,
+                body: Body::TimeoutNow,
+            })
+            .expect("seal");
+        // xorshift: deterministic garbage, plus single-byte mutations of a valid datagram.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // Few enough to fit the default socket receive buffer (all are queued before recv).
+        let n = 100;
+        for i in 0..n {
+            let d = if i % 2 == 0 {
+                let len = (next() % 120) as usize;
+                let mut d: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                if i % 4 == 0 && d.len() >= 5 {
+                    d[..5].copy_from_slice(b"LBRL\x01");
+                }
+                d
+            } else {
+                let mut d = good.clone();
+                let at = (next() as usize) % d.len();
+                d[at] ^= 1 << (next() % 8);
+                d
+            };
+            s.send_to(&d, pb).expect("send");
+        }
+        s.send_to(&good, pb).expect("send good");
+        let (from, msg) = b.recv().await;
+        assert_eq!((from.as_str(), msg.body), ("a", Body::TimeoutNow));
+        let st = stats.borrow().clone();
+        assert_eq!(st.drops.values().sum::<u64>(), n, "{st:?}");
+        assert_eq!(st.received, 1);
+    }
+
     #[test]
     fn icmp_errors_are_transient() {
         assert!(is_transient(&io::Error::from_raw_os_error(
