@@ -290,6 +290,7 @@ impl Daemon {
                 socket,
                 rx,
                 self.l2_events_tx.clone(),
+                self.ownership.gate(),
             ));
             self.l2 = Some(tx);
         }

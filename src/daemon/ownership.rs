@@ -66,6 +66,12 @@ impl Ownership {
         self.view.borrow().owned_ips(driver::now())
     }
 
+    /// For the ARP/NDP socket: may this host answer for `ip` at this very instant?
+    pub fn gate(&self) -> crate::l2::socket::Gate {
+        let view = self.view.clone();
+        std::sync::Arc::new(move |ip| view.borrow().owns(&ip, driver::now()))
+    }
+
     /// When the earliest lease still held runs out: the responder must drop that IP then,
     /// even if no new view arrives.
     pub fn next_expiry(&self) -> Option<std::time::Instant> {
