@@ -4,5 +4,6 @@
 
 pub mod apiserver;
 pub mod dbus;
+pub mod l2cluster;
 pub mod lab;
 pub mod lbd;
