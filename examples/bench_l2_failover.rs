@@ -100,8 +100,14 @@ fn main() {
         ("lbd: owner SIGKILL, owner was the leader", vec![]),
         ("lbd: owner SIGKILL, owner was a follower", vec![]),
         ("lbd: owner SIGTERM (planned hand-over)", vec![]),
-        ("keepalived VRRPv3 advert_int 1 s: master's link down", vec![]),
-        ("keepalived VRRPv3 advert_int 0.1 s: master's link down", vec![]),
+        (
+            "keepalived VRRPv3 advert_int 1 s: master's link down",
+            vec![],
+        ),
+        (
+            "keepalived VRRPv3 advert_int 0.1 s: master's link down",
+            vec![],
+        ),
     ];
     let mut k = 0;
     for _ in 0..n {
