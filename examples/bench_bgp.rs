@@ -71,6 +71,7 @@ fn announced(range: std::ops::Range<u32>) -> Vec<AnnouncedIp> {
             pool: "bench".into(),
             local_only: false,
             endpoints: BTreeMap::from([("node1".to_string(), 1)]),
+            always_ready: false,
         })
         .collect()
 }

@@ -84,9 +84,10 @@ async fn main() {
     std::fs::write(
         &config,
         format!(
-            "[node]\nname = \"bench\"\n[kubernetes]\nkubeconfig = \"{}\"\n\
+            "[node]\nname = \"bench\"\nstate_dir = \"{}\"\n[kubernetes]\nkubeconfig = \"{}\"\n\
              [[pool]]\nname = \"big\"\nprotocol = \"bgp\"\naddresses = [\"10.96.0.0/16\", \"10.97.0.0/16\"]\n\
              [log]\nlevel = \"warn\"\n",
+            dir.path().join("state").display(),
             kubeconfig.display()
         ),
     )

@@ -102,6 +102,7 @@ fn announcements(config: &Config, node: &str, ips: &[(IpAddr, String)]) -> Vec<A
             pool: pool.name.clone(),
             local_only: mode == "local",
             endpoints,
+            always_ready: false,
         });
     }
     out

@@ -58,6 +58,9 @@ pub struct Announcement {
     pub local_only: bool,
     /// Nodes with ready endpoints (summed over the services of the IP).
     pub endpoints: EndpointsByNode,
+    /// A static service's IP: there are no endpoints to wait for; every eligible node may
+    /// announce it.
+    pub always_ready: bool,
 }
 
 pub struct Controller {
@@ -94,6 +97,8 @@ pub fn static_service(s: &StaticService) -> Service {
         key: ServiceKey::new(STATIC_NAMESPACE, s.name.clone()),
         ports: s.ports.clone(),
         requested_ips: s.ip.into_iter().collect(),
+        // A static IPv6 address makes an IPv6 service (the default family is IPv4).
+        ip_families: s.ip.iter().map(crate::model::IpFamily::of).collect(),
         pool: Some(s.pool.clone()),
         ..Service::default()
     }
@@ -298,13 +303,17 @@ impl Controller {
         let statics = self.statics.iter().filter_map(|s| {
             let key = ServiceKey::new(STATIC_NAMESPACE, s.name.clone());
             let a = self.alloc.assignment(&key)?;
-            Some((key, a.ips.clone(), TrafficPolicy::Cluster))
+            Some((key, a.ips.clone(), TrafficPolicy::Cluster, true))
         });
-        let kube = self
-            .services
-            .values()
-            .map(|s| (s.key.clone(), s.current_ips.clone(), s.traffic_policy));
-        for (key, ips, policy) in statics.chain(kube) {
+        let kube = self.services.values().map(|s| {
+            (
+                s.key.clone(),
+                s.current_ips.clone(),
+                s.traffic_policy,
+                false,
+            )
+        });
+        for (key, ips, policy, is_static) in statics.chain(kube) {
             for ip in ips {
                 let Some(pool) = self.pools.iter().find(|p| p.contains(&ip)) else {
                     continue;
@@ -315,8 +324,10 @@ impl Controller {
                     services: Vec::new(),
                     local_only: false,
                     endpoints: EndpointsByNode::new(),
+                    always_ready: false,
                 });
                 a.services.push(key.clone());
+                a.always_ready |= is_static;
                 if let Some(eps) = self.endpoints.get(&key) {
                     for (node, n) in eps {
                         *a.endpoints.entry(node.clone()).or_default() += n;
@@ -514,6 +525,27 @@ mod tests {
             ann[0].services,
             vec![ServiceKey::new("static", "apiserver")]
         );
+    }
+
+    #[test]
+    fn a_static_ipv6_service_gets_its_ipv6_address() {
+        let statics = vec![StaticService {
+            name: "vip6".into(),
+            pool: "p6".into(),
+            ip: Some(ip("fd00:10::200")),
+            assign: false,
+            ports: vec![],
+        }];
+        let c = Controller::new(
+            vec![pool("p6", "fd00:10::200", "fd00:10::2ff")],
+            statics,
+            None,
+            false,
+        );
+        let ann = c.announcements();
+        assert_eq!(ann.len(), 1, "{ann:?}");
+        assert_eq!(ann[0].ip, ip("fd00:10::200"));
+        assert!(ann[0].always_ready);
     }
 
     #[test]

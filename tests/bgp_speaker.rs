@@ -174,6 +174,7 @@ fn ann(ips: &[&str]) -> Vec<AnnouncedIp> {
             pool: "p".into(),
             local_only: false,
             endpoints: BTreeMap::from([("n1".to_string(), 1)]),
+            always_ready: false,
         })
         .collect()
 }

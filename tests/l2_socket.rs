@@ -197,7 +197,13 @@ fn arping_and_ndisc6_get_answers_from_the_responder_for_a_vip_no_kernel_owns() {
                     }
                 }
             });
-            let driver = tokio::spawn(socket::run(r, sock, in_rx, out_tx));
+            let driver = tokio::spawn(socket::run(
+                r,
+                sock,
+                in_rx,
+                out_tx,
+                std::sync::Arc::new(|_| true),
+            ));
             // Ready once the driver has taken the IPs (it logs the announcement).
             loop {
                 match out_rx.recv().await {

@@ -9,9 +9,9 @@ fn run(lines: &[&str]) -> ProbeRun {
     ProbeRun::parse(&lines.join("\n")).unwrap()
 }
 
-fn reply(t: f64, mac: &str) -> String {
+fn reply_to(t: f64, seq: u64, mac: &str) -> String {
     format!(
-        r#"{{"ev": "reply", "t": {t}, "seq": 1, "mac": "{mac}", "kind": "reply", "lladdr": "{mac}"}}"#
+        r#"{{"ev": "reply", "t": {t}, "seq": {seq}, "mac": "{mac}", "kind": "reply", "lladdr": "{mac}"}}"#
     )
 }
 
@@ -22,10 +22,10 @@ const B: &str = "02:1b:00:00:00:02";
 fn longest_gap_spans_the_failover_between_two_macs() {
     let mut lines = vec![r#"{"ev": "start", "t": 100.0}"#.to_string()];
     for i in 0..10 {
-        lines.push(reply(100.0 + 0.01 * i as f64, A));
+        lines.push(reply_to(100.0 + 0.01 * i as f64, i, A));
     }
     for i in 0..10 {
-        lines.push(reply(100.5 + 0.01 * i as f64, B));
+        lines.push(reply_to(100.5 + 0.01 * i as f64, 50 + i, B));
     }
     lines.push(r#"{"ev": "end", "t": 100.6, "sent": 60}"#.to_string());
     let r = run(&lines.iter().map(String::as_str).collect::<Vec<_>>());
@@ -51,16 +51,12 @@ fn no_answers_make_the_whole_run_one_gap() {
 }
 
 #[test]
-fn split_brain_is_two_macs_within_one_window_and_ignores_announcements() {
-    let garp = format!(
-        r#"{{"ev": "reply", "t": 1.0005, "seq": 1, "mac": "{B}", "kind": "garp", "lladdr": "{B}"}}"#
-    );
+fn split_brain_is_one_request_answered_by_two_macs() {
     let lines = [
         r#"{"ev": "start", "t": 1.0}"#.to_string(),
-        reply(1.0, A),
-        garp,
-        reply(1.05, A),
-        reply(1.0502, B),
+        reply_to(1.0, 1, A),
+        reply_to(1.01, 2, A),
+        reply_to(1.0102, 2, B),
         r#"{"ev": "end", "t": 1.1, "sent": 10}"#.to_string(),
     ];
     let r = run(&lines.iter().map(String::as_str).collect::<Vec<_>>());
@@ -69,10 +65,38 @@ fn split_brain_is_two_macs_within_one_window_and_ignores_announcements() {
         .expect("not detected");
     assert_eq!(
         (sb.first.as_str(), sb.second.as_str(), sb.t),
-        (A, B, 1.0502)
+        (A, B, 1.0102)
     );
-    // The two answers are 0.2 ms apart: a 0.1 ms window does not hold both.
-    assert!(r.split_brain(Duration::from_micros(100)).is_none());
+}
+
+#[test]
+fn a_fast_clean_handover_is_not_split_brain_but_flapping_back_is() {
+    // A answers request 3, B's gratuitous ARP 3 ms later, B answers request 4: a handover.
+    let garp = format!(
+        r#"{{"ev": "reply", "t": 1.033, "seq": 3, "mac": "{B}", "kind": "garp", "lladdr": "{B}"}}"#
+    );
+    let mut lines = vec![
+        r#"{"ev": "start", "t": 1.0}"#.to_string(),
+        reply_to(1.03, 3, A),
+        garp,
+        reply_to(1.0399, 4, B),
+        reply_to(1.05, 5, B),
+    ];
+    let end = r#"{"ev": "end", "t": 1.2, "sent": 20}"#.to_string();
+    let clean = run(&lines
+        .iter()
+        .chain([&end])
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    assert_eq!(clean.split_brain(Duration::from_millis(10)), None);
+    // A answering again right after B took over: both are answering.
+    lines.push(reply_to(1.06, 6, A));
+    lines.push(end);
+    let flapping = run(&lines.iter().map(String::as_str).collect::<Vec<_>>());
+    let sb = flapping
+        .split_brain(Duration::from_millis(10))
+        .expect("flapping back not detected");
+    assert_eq!((sb.first.as_str(), sb.second.as_str()), (B, A));
 }
 
 #[test]

@@ -43,6 +43,8 @@ pub struct AnnouncedIp {
     pub local_only: bool,
     /// Ready endpoints per node.
     pub endpoints: EndpointsByNode,
+    /// A static service (lb.toml `[[service]]`): no endpoints to wait for.
+    pub always_ready: bool,
 }
 
 /// This node as the advertiser sees it.
@@ -100,7 +102,9 @@ pub fn node_peers_with(node: &LocalNode, peer: &BgpPeer) -> bool {
 
 /// Whether this node should announce `ann` at all, by traffic policy and endpoints.
 pub fn endpoints_allow(node: &LocalNode, ann: &AnnouncedIp) -> bool {
-    if ann.local_only {
+    if ann.always_ready {
+        true
+    } else if ann.local_only {
         ann.endpoints.get(&node.name).is_some_and(|n| *n > 0)
     } else {
         ann.endpoints.values().any(|n| *n > 0)
@@ -271,7 +275,16 @@ mod tests {
             pool: "p".into(),
             local_only,
             endpoints: eps.iter().map(|(n, c)| (n.to_string(), *c)).collect(),
+            always_ready: false,
         }
+    }
+
+    #[test]
+    fn static_service_ip_is_advertised_without_endpoints() {
+        let mut a = ann("172.19.100.7", false, &[]);
+        assert!(!endpoints_allow(&node("n1", &[]), &a));
+        a.always_ready = true;
+        assert!(endpoints_allow(&node("n1", &[]), &a));
     }
 
     fn sel(k: &str, v: &str) -> NodeSelector {

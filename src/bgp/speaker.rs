@@ -8,7 +8,7 @@
 //! Nothing here withdraws on a timer: routes change only when the caller says so (an API
 //! server outage never reaches the speaker as a change).
 //!
-//! ```ignore
+//! ```text
 //! let bgp = Speaker::spawn(node, config.bgp_peers.clone(), config.pools.clone(), SpeakerOptions::default());
 //! bgp.set_announcements(announced);            // whenever the controller's output changes
 //! bgp.update_peers(new_config.bgp_peers);      // on SIGHUP

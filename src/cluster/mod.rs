@@ -10,9 +10,11 @@
 //! `std::time::Instant` passed in by the caller, randomness comes from a seed.
 
 pub mod core;
+pub mod driver;
 pub mod hard_state;
 pub mod message;
 pub mod placement;
+pub mod transport;
 pub mod wire;
 
 use std::net::SocketAddr;

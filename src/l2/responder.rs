@@ -81,6 +81,9 @@ impl From<crate::net::TableChange> for Input {
 pub enum Output {
     SendFrame {
         ifindex: u32,
+        /// The owned IP the frame answers or announces for (the socket task checks the
+        /// lease for it at the moment of sending).
+        ip: IpAddr,
         bytes: Vec<u8>,
     },
     /// Receive frames for this solicited-node group (Ethernet `mac`) on `ifindex`. Emitted
@@ -365,7 +368,7 @@ impl Responder {
                 ndp::build_unsolicited_na(a.mac, v6)
             }
         };
-        out.push(Output::SendFrame { ifindex, bytes });
+        out.push(Output::SendFrame { ifindex, ip, bytes });
         a.burst_left = a.burst_left.saturating_sub(1);
         a.next_at = if a.burst_left > 0 {
             Some(now + self.params.gratuitous_interval)
@@ -470,6 +473,7 @@ impl Responder {
         self.counters.arp_replies_sent += 1;
         out.push(Output::SendFrame {
             ifindex,
+            ip: IpAddr::V4(f.target_ip),
             bytes: arp::build_reply(&f, a.mac),
         });
     }
@@ -512,6 +516,7 @@ impl Responder {
                 self.counters.na_replies_sent += 1;
                 out.push(Output::SendFrame {
                     ifindex,
+                    ip: IpAddr::V6(ns.target),
                     bytes: ndp::build_na_reply(&f, ns.target, a.mac),
                 });
             }
@@ -582,7 +587,7 @@ mod tests {
     fn frames(out: &[Output]) -> Vec<(u32, Vec<u8>)> {
         out.iter()
             .filter_map(|o| match o {
-                Output::SendFrame { ifindex, bytes } => Some((*ifindex, bytes.clone())),
+                Output::SendFrame { ifindex, bytes, .. } => Some((*ifindex, bytes.clone())),
                 _ => None,
             })
             .collect()

@@ -70,11 +70,18 @@ impl AsyncPacketSocket {
 /// multicast memberships are carried out here; everything else (eligibility, log events) is
 /// passed to `outputs`. Send errors are reported as `Output`-independent log lines via
 /// `tracing` and do not stop the task.
+/// Says, at the moment a frame is about to leave, whether this host may still answer for an
+/// IP (raft-lite's lease is checked then, not when the responder last heard of it: the
+/// leader may move an IP as soon as this host's lease has lapsed or its revocation is
+/// acknowledged, before the responder's own `OwnershipChanged` arrives).
+pub type Gate = std::sync::Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>;
+
 pub async fn run(
     mut responder: Responder,
     socket: AsyncPacketSocket,
     mut inputs: mpsc::Receiver<Input>,
     outputs: mpsc::Sender<Output>,
+    gate: Gate,
 ) -> Responder {
     let mut buf = vec![0u8; RECV_BUF];
     loop {
@@ -101,7 +108,11 @@ pub async fn run(
         };
         for out in responder.step(Instant::now(), input) {
             match out {
-                Output::SendFrame { ifindex, bytes } => {
+                Output::SendFrame { ifindex, ip, bytes } => {
+                    if !gate(ip) {
+                        tracing::debug!(%ip, "lease lapsed: frame not sent");
+                        continue;
+                    }
                     if let Err(e) = socket.send(ifindex, &bytes).await {
                         tracing::warn!(ifindex, error = %e, "sending ARP/NDP frame");
                     }

@@ -23,13 +23,35 @@ pub struct Lbd {
     child: Option<Child>,
     log: PathBuf,
     starts: usize,
+    env: Vec<(String, String)>,
 }
 
 impl Lbd {
     /// Writes `config` (an lb.toml) into a fresh temp dir and starts lbd on it.
     pub fn start(config: &str) -> Lbd {
+        Self::start_with_env(config, &[])
+    }
+
+    /// As [`start`](Self::start), with extra environment (e.g. `NOTIFY_SOCKET`,
+    /// `DBUS_SYSTEM_BUS_ADDRESS`).
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Lbd {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("lb.toml");
+        // raft-lite's hard state goes into the temp dir, never /var/lib/lb.
+        let state = dir.path().join("state");
+        let config = if config.contains("state_dir") {
+            config.to_string()
+        } else {
+            config.replacen(
+                "[node]\n",
+                &format!("[node]\nstate_dir = \"{}\"\n", state.display()),
+                1,
+            )
+        };
+        assert!(
+            config.contains("state_dir"),
+            "lbd test configs need a [node] table"
+        );
         std::fs::write(&path, config).expect("config written");
         let mut lbd = Lbd {
             log: dir.path().join("lbd-0.log"),
@@ -37,6 +59,10 @@ impl Lbd {
             config: path,
             child: None,
             starts: 0,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         lbd.spawn();
         lbd
@@ -57,6 +83,9 @@ impl Lbd {
             .env("RUST_LOG", "lb=debug")
             .env("NO_COLOR", "1")
             .env_remove("NOTIFY_SOCKET")
+            // Never the machine's system bus: a test that wants D-Bus passes its own.
+            .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)

@@ -3,5 +3,7 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod dbus;
+pub mod l2cluster;
 pub mod lab;
 pub mod lbd;

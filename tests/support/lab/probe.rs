@@ -159,27 +159,54 @@ impl ProbeRun {
             .max_by(|a, b| (a.to - a.from).total_cmp(&(b.to - b.from)))
     }
 
-    /// The first time two different MACs answered within `window` of each other (the
-    /// split-brain detector). With `window` = the probe interval, two hosts answering the
-    /// same request are caught, while a clean handover (one stops, later another starts) is
-    /// not.
+    /// The first sign of two hosts answering for the IP at once (the split-brain detector):
+    /// - one request (the same `seq`) answered by two different MACs, or
+    /// - answers flapping back: MAC A answers again after MAC B had taken over, within
+    ///   `window` × 100 of B's first answer (a genuine move back takes an election and a
+    ///   placement change: far longer).
+    ///
+    /// A clean handover — A's last answer, then B's first, to different requests — is not
+    /// split brain however close together they are. Pass the probe interval as `window`.
     pub fn split_brain(&self, window: Duration) -> Option<SplitBrain> {
-        let w = window.as_secs_f64();
-        let mut last: HashMap<&str, f64> = HashMap::new();
+        let mut by_seq: HashMap<u64, &str> = HashMap::new();
         for r in self.answers() {
             let Some(mac) = r.mac.as_deref() else {
                 continue;
             };
-            for (other, t) in &last {
-                if *other != mac && r.t - t <= w {
+            match by_seq.get(&r.seq) {
+                Some(first) if *first != mac => {
                     return Some(SplitBrain {
                         t: r.t,
-                        first: other.to_string(),
+                        first: first.to_string(),
                         second: mac.to_string(),
                     });
                 }
+                _ => {
+                    by_seq.insert(r.seq, mac);
+                }
             }
-            last.insert(mac, r.t);
+        }
+        let flap = window.as_secs_f64() * 100.0;
+        // (MAC, time it took over) in order of takeover.
+        let mut takeovers: Vec<(&str, f64)> = Vec::new();
+        for r in self.records.iter().filter(|r| r.ok) {
+            let Some(mac) = r.mac.as_deref() else {
+                continue;
+            };
+            if takeovers.last().map(|(m, _)| *m) == Some(mac) {
+                continue;
+            }
+            if let Some((prev, since)) = takeovers.last()
+                && takeovers.iter().any(|(m, _)| *m == mac)
+                && r.t - since <= flap
+            {
+                return Some(SplitBrain {
+                    t: r.t,
+                    first: prev.to_string(),
+                    second: mac.to_string(),
+                });
+            }
+            takeovers.push((mac, r.t));
         }
         None
     }

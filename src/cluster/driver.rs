@@ -1,0 +1,785 @@
+//! The raft-lite task: owns the pure [`core::Node`], feeds it timers, datagrams and the
+//! daemon's inputs, and carries its outputs out in order.
+//!
+//! ```text
+//!  daemon ── set_desired / set_eligible (watch) ──▶ ┌──────────────────────┐ ── Send ──▶ Transport (UDP)
+//!  daemon ── shutdown (mpsc) ─────────────────────▶ │ driver task          │ ── Persist ─▶ hard_state::store
+//!  Transport::recv ───────────────────────────────▶ │  owns core::Node     │              (blocking thread, fsync)
+//!  sleep_until(next_wakeup) ── Tick ──────────────▶ └──────────────────────┘ ── ClusterView (watch) ─▶ daemon
+//! ```
+//!
+//! Clock: `now` is the tokio clock as a `std::time::Instant`
+//! (`tokio::time::Instant::now().into_std()`, see [`now`]), which outside paused-time tests is
+//! `std::time::Instant::now()`. Lease deadlines in [`ClusterView::owned`] are on that clock:
+//! a responder checks `view.owns(ip, now())` when it answers, so it stops exactly when the
+//! lease ends even if this task is late.
+//!
+//! Ordering (core shell contract): outputs are handled in order; a `Persist` is durable before
+//! any later `Send` of the same batch goes out. If a `Persist` fails, the rest of the batch's
+//! `Send`s are not sent (a vote must never be answered before it is on disk).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+use super::core::{self, ConfigError, Input, Node, Output, Role};
+use super::hard_state::{self, HardStateError};
+use super::message::Message;
+use super::transport::{self, KeyError, Transport, TransportError, TransportStats};
+use super::{Member, Timing, TimingError};
+use crate::config::{ClusterConfig, NodeConfig};
+
+/// Default bound on a planned leave (the core's contract suggests about 1 s).
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+/// Views that differ only in members' last-ack times are published at most this often.
+const ACK_ONLY_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The driver's clock: the tokio clock as a `std::time::Instant` (see the module comment).
+pub fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// What the driver needs from the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// This host's member name.
+    pub name: String,
+    pub witness: bool,
+    /// Member name → UDP address; contains `name`.
+    pub members: BTreeMap<String, SocketAddr>,
+    /// The cluster key; `None` only for a cluster of one (which never sends).
+    pub key: Option<Vec<u8>>,
+    pub timing: Timing,
+    /// Hard state (term, vote) lives here; created if missing.
+    pub state_dir: PathBuf,
+    /// Bound on [`ClusterHandle::shutdown`].
+    pub shutdown_timeout: Duration,
+}
+
+impl ClusterSettings {
+    /// From the validated config; reads the key from `secret_file` (when there are peers).
+    pub fn from_config(node: &NodeConfig, cluster: &ClusterConfig) -> Result<Self, DriverError> {
+        let timing = Timing::new(
+            cluster.heartbeat,
+            cluster.election_timeout,
+            cluster.clock_drift,
+        )?;
+        let key = match &cluster.secret_file {
+            Some(path) => Some(transport::read_key(path)?),
+            None if cluster.members.len() > 1 => return Err(DriverError::NoKey),
+            None => None,
+        };
+        Ok(Self {
+            name: node.name.clone(),
+            witness: node.role == crate::config::Role::Witness,
+            members: cluster.members.clone(),
+            key,
+            timing,
+            state_dir: node.state_dir.clone(),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("[cluster] lists several members but no secret_file")]
+    NoKey,
+    #[error(transparent)]
+    Timing(#[from] TimingError),
+    #[error("creating raft-lite state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    HardState(#[from] HardStateError),
+    #[error(transparent)]
+    Core(#[from] ConfigError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// One member as this host sees it (health only known on the leader).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberView {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// The leader considers it alive (leader only; `true` for the leader itself).
+    pub alive: bool,
+    /// When the leader last received its ack (leader only; as of the view's publication).
+    pub last_ack: Option<Instant>,
+    /// IPs it reported it can announce (leader only).
+    pub eligible: usize,
+    /// IPs it owns in the leader's map (leader only).
+    pub owns: usize,
+}
+
+/// What the driver publishes after each change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterView {
+    pub me: String,
+    pub role: Role,
+    pub term: u64,
+    pub leader: Option<String>,
+    /// IP → lease deadline ([`now`]'s clock). Answer for an IP only while `now < deadline`:
+    /// use [`ClusterView::owns`].
+    pub owned: BTreeMap<IpAddr, Instant>,
+    /// The whole ownership map (leader only; empty elsewhere).
+    pub owners: BTreeMap<IpAddr, String>,
+    pub members: Vec<MemberView>,
+    /// A cluster of one (no socket).
+    pub standalone: bool,
+    /// The task has ended (planned leave done or timed out, handle dropped): owns nothing.
+    pub stopped: bool,
+}
+
+impl ClusterView {
+    /// May this host answer for `ip` at `now`?
+    pub fn owns(&self, ip: &IpAddr, now: Instant) -> bool {
+        self.owned.get(ip).is_some_and(|until| now < *until)
+    }
+
+    /// The IPs this host may answer for at `now`.
+    pub fn owned_ips(&self, now: Instant) -> BTreeSet<IpAddr> {
+        self.owned
+            .iter()
+            .filter(|(_, until)| now < **until)
+            .map(|(ip, _)| *ip)
+            .collect()
+    }
+
+    /// The earliest lease deadline still ahead of `now` (when a responder must look again).
+    pub fn next_expiry(&self, now: Instant) -> Option<Instant> {
+        self.owned.values().filter(|u| now < **u).min().copied()
+    }
+
+    /// Equal apart from members' `last_ack` (those change with every ack on the leader).
+    fn same_apart_from_ack_times(&self, other: &ClusterView) -> bool {
+        let strip = |v: &ClusterView| {
+            let mut v = v.clone();
+            for m in &mut v.members {
+                m.last_ack = None;
+            }
+            v
+        };
+        strip(self) == strip(other)
+    }
+}
+
+/// How the task ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownOutcome {
+    /// The core confirmed the planned leave (no IP held, leadership handed over).
+    Complete,
+    /// The bound passed first; the host stopped answering anyway.
+    TimedOut,
+    /// The handle was dropped without a shutdown.
+    HandleDropped,
+    /// The task panicked or was aborted.
+    TaskFailed,
+}
+
+enum Command {
+    Shutdown,
+}
+
+/// The daemon's side of the driver task.
+pub struct ClusterHandle {
+    desired: watch::Sender<BTreeMap<IpAddr, String>>,
+    eligible: watch::Sender<BTreeSet<IpAddr>>,
+    cmd: mpsc::Sender<Command>,
+    view: watch::Receiver<ClusterView>,
+    stats: Option<watch::Receiver<TransportStats>>,
+    local_addr: Option<SocketAddr>,
+    task: JoinHandle<ShutdownOutcome>,
+}
+
+impl ClusterHandle {
+    /// The layer-2 IPs that need an owner, with a service name for logs.
+    pub fn set_desired(&self, ips: BTreeMap<IpAddr, String>) {
+        self.desired.send_if_modified(|d| {
+            let changed = *d != ips;
+            *d = ips;
+            changed
+        });
+    }
+
+    /// What this host can announce now (interface up, selectors, Local endpoints). Takes
+    /// effect locally at once: an IP removed here is no longer owned in the next view.
+    pub fn set_eligible(&self, ips: BTreeSet<IpAddr>) {
+        self.eligible.send_if_modified(|e| {
+            let changed = *e != ips;
+            *e = ips;
+            changed
+        });
+    }
+
+    /// The published view; `changed()` on it wakes on every change.
+    pub fn view(&self) -> watch::Receiver<ClusterView> {
+        self.view.clone()
+    }
+
+    /// Does this host own `ip` at `now` ([`now`]'s clock)? Checks the lease deadline.
+    pub fn owns(&self, ip: &IpAddr, now: Instant) -> bool {
+        self.view.borrow().owns(ip, now)
+    }
+
+    /// Transport counters (drops by reason, socket errors); `None` for a cluster of one.
+    pub fn stats(&self) -> Option<watch::Receiver<TransportStats>> {
+        self.stats.clone()
+    }
+
+    /// The bound UDP address; `None` for a cluster of one.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// Planned leave: resolves when the core reports it complete, or after the configured
+    /// bound (the host has stopped answering either way).
+    pub async fn shutdown(mut self) -> ShutdownOutcome {
+        // A full channel cannot happen (one command per handle); a closed one means the
+        // task already ended, and its outcome is what the join reports.
+        let _ = self.cmd.try_send(Command::Shutdown);
+        match (&mut self.task).await {
+            Ok(o) => o,
+            Err(_) => ShutdownOutcome::TaskFailed,
+        }
+    }
+
+    /// Stops the task at once, without a planned leave (a crash, for tests and emergencies).
+    /// Views already handed out keep their deadlines: leases lapse by themselves.
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+
+    /// [`abort`](Self::abort), then wait until the task is gone (its socket closed).
+    pub async fn abort_and_wait(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// The task's state. Created and started by [`ClusterDriver::spawn`].
+pub struct ClusterDriver {
+    node: Node,
+    transport: Option<Transport>,
+    state_dir: PathBuf,
+    members: BTreeMap<String, SocketAddr>,
+    shutdown_timeout: Duration,
+    view: watch::Sender<ClusterView>,
+    desired: watch::Receiver<BTreeMap<IpAddr, String>>,
+    eligible: watch::Receiver<BTreeSet<IpAddr>>,
+    cmd: mpsc::Receiver<Command>,
+    /// Latest `Output::Leases`.
+    leases: (BTreeSet<IpAddr>, Option<Instant>),
+    /// What the ownership log lines last said this host answers for.
+    logged_owned: BTreeSet<IpAddr>,
+    last_publish: Instant,
+}
+
+enum Event {
+    Tick,
+    Received(String, Message),
+    Desired,
+    DesiredClosed,
+    Eligible,
+    EligibleClosed,
+    Shutdown,
+    HandleGone,
+}
+
+fn boot_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// FNV-1a, to mix the member name into the PRNG seed (two hosts booting in the same
+/// nanosecond still draw different election timeouts).
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn create_state_dir(path: &Path) -> Result<(), DriverError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| DriverError::StateDir {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+impl ClusterDriver {
+    /// Loads the hard state, binds the socket (not for a cluster of one), starts the task.
+    /// Returns once the first outputs of the core are carried out.
+    /// Must be called inside a tokio runtime.
+    pub async fn spawn(settings: ClusterSettings) -> Result<ClusterHandle, DriverError> {
+        create_state_dir(&settings.state_dir)?;
+        let hard = hard_state::load(&settings.state_dir)?;
+        let boot = boot_nanos();
+        let cfg = core::Config {
+            me: settings.name.clone(),
+            members: settings
+                .members
+                .iter()
+                .map(|(name, addr)| Member {
+                    name: name.clone(),
+                    addr: *addr,
+                })
+                .collect(),
+            witness: settings.witness,
+            timing: settings.timing,
+            seed: boot ^ fnv(&settings.name).rotate_left(17),
+            incarnation: boot,
+        };
+        let start = now();
+        let (node, first) = Node::new(cfg, hard, start)?;
+        let transport = if settings.members.len() > 1 {
+            let key = settings.key.as_deref().ok_or(DriverError::NoKey)?;
+            Some(Transport::bind(&settings.name, &settings.members, key, boot).await?)
+        } else {
+            None
+        };
+        let stats = transport.as_ref().map(Transport::stats);
+        let local_addr = transport.as_ref().and_then(|t| t.local_addr().ok());
+        let (desired_tx, desired) = watch::channel(BTreeMap::new());
+        let (eligible_tx, eligible) = watch::channel(BTreeSet::new());
+        let (cmd_tx, cmd) = mpsc::channel(1);
+        let view0 = ClusterView {
+            me: settings.name.clone(),
+            role: node.role(),
+            term: node.term(),
+            leader: node.leader().map(str::to_owned),
+            owned: BTreeMap::new(),
+            owners: BTreeMap::new(),
+            members: Vec::new(),
+            standalone: transport.is_none(),
+            stopped: false,
+        };
+        let (view_tx, view) = watch::channel(view0);
+        let mut driver = ClusterDriver {
+            node,
+            transport,
+            state_dir: settings.state_dir,
+            members: settings.members,
+            shutdown_timeout: settings.shutdown_timeout,
+            view: view_tx,
+            desired,
+            eligible,
+            cmd,
+            leases: (BTreeSet::new(), None),
+            logged_owned: BTreeSet::new(),
+            last_publish: start,
+        };
+        info!(
+            member = %driver.node.name(),
+            term = driver.node.term(),
+            addr = ?local_addr,
+            "raft-lite started"
+        );
+        // A cluster of one is leader at once: its term is durable before spawn returns.
+        driver.carry(start, first).await;
+        driver.publish(start, false, true);
+        let task = tokio::spawn(driver.run());
+        Ok(ClusterHandle {
+            desired: desired_tx,
+            eligible: eligible_tx,
+            cmd: cmd_tx,
+            view,
+            stats,
+            local_addr,
+            task,
+        })
+    }
+
+    async fn run(mut self) -> ShutdownOutcome {
+        let mut desired_open = true;
+        let mut eligible_open = true;
+        let mut leaving_until: Option<Instant> = None;
+        loop {
+            let mut wake = self.node.next_wakeup();
+            if let Some(d) = leaving_until {
+                wake = wake.min(d);
+            }
+            let ev = tokio::select! {
+                biased;
+                c = self.cmd.recv(), if leaving_until.is_none() => match c {
+                    Some(Command::Shutdown) => Event::Shutdown,
+                    None => Event::HandleGone,
+                },
+                r = self.desired.changed(), if desired_open => match r {
+                    Ok(()) => Event::Desired,
+                    Err(_) => Event::DesiredClosed,
+                },
+                r = self.eligible.changed(), if eligible_open => match r {
+                    Ok(()) => Event::Eligible,
+                    Err(_) => Event::EligibleClosed,
+                },
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => Event::Tick,
+                (from, msg) = recv_opt(self.transport.as_mut()) => Event::Received(from, msg),
+            };
+            let now = now();
+            let input = match ev {
+                Event::Tick => Input::Tick,
+                Event::Received(from, msg) => Input::Received { from, msg },
+                Event::Desired => Input::DesiredIps(self.desired.borrow_and_update().clone()),
+                Event::Eligible => {
+                    Input::LocalEligibility(self.eligible.borrow_and_update().clone())
+                }
+                Event::DesiredClosed => {
+                    desired_open = false;
+                    continue;
+                }
+                Event::EligibleClosed => {
+                    eligible_open = false;
+                    continue;
+                }
+                Event::Shutdown => {
+                    info!("raft-lite: planned leave, handing over owned IPs");
+                    leaving_until = Some(now + self.shutdown_timeout);
+                    Input::Shutdown
+                }
+                Event::HandleGone => {
+                    info!("raft-lite: handle dropped, stopping");
+                    self.stop(now);
+                    return ShutdownOutcome::HandleDropped;
+                }
+            };
+            let out = self.node.step(now, input);
+            let complete = out.iter().any(|o| matches!(o, Output::ShutdownComplete));
+            self.carry(now, out).await;
+            if complete || self.node.is_done() {
+                self.stop(now);
+                return ShutdownOutcome::Complete;
+            }
+            if leaving_until.is_some_and(|d| now >= d) {
+                warn!(
+                    timeout = ?self.shutdown_timeout,
+                    "raft-lite: planned leave not confirmed in time; stopping anyway"
+                );
+                self.stop(now);
+                return ShutdownOutcome::TimedOut;
+            }
+            self.publish(now, false, false);
+        }
+    }
+
+    /// Publishes a final view owning nothing.
+    fn stop(&mut self, now: Instant) {
+        self.leases = (BTreeSet::new(), None);
+        self.log_ownership(now);
+        self.publish(now, true, true);
+    }
+
+    /// Carries a step's outputs out, in order.
+    ///
+    /// Exception: the batch's lease change is applied and published FIRST. The core emits
+    /// `Leases` at the end of a step, after e.g. the `Ack` that tells the leader this host
+    /// applied a map without an IP; the leader may then give that IP to another host at once
+    /// (break-before-make, docs/raft-lite.md §4), so this host must have stopped answering
+    /// before the ack leaves. A lease gained in the step is valid from `now` anyway.
+    async fn carry(&mut self, now: Instant, out: Vec<Output>) {
+        if let Some((ips, valid_until)) = out.iter().rev().find_map(|o| match o {
+            Output::Leases { ips, valid_until } => Some((ips.clone(), *valid_until)),
+            _ => None,
+        }) {
+            self.leases = (ips, valid_until);
+            self.log_ownership(now);
+            self.publish(now, false, false);
+        }
+        let mut persist_failed = false;
+        for o in out {
+            match o {
+                Output::Persist(hs) => {
+                    let dir = self.state_dir.clone();
+                    let r = tokio::task::spawn_blocking(move || hard_state::store(&dir, &hs)).await;
+                    match r {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            error!("{e}; not sending this step's messages");
+                            persist_failed = true;
+                        }
+                        Err(e) => {
+                            error!(error = %e, "raft-lite state write task failed; not sending this step's messages");
+                            persist_failed = true;
+                        }
+                    }
+                }
+                Output::Send { to, msg } => {
+                    if persist_failed {
+                        debug!(peer = %to, "raft-lite message held back: hard state not durable");
+                        continue;
+                    }
+                    if let Some(t) = &mut self.transport {
+                        // Failures are counted and logged by the transport; UDP is lossy anyway.
+                        let _ = t.send(&to, &msg).await;
+                    }
+                }
+                // Applied before the loop.
+                Output::Leases { .. } => {}
+                Output::RoleChanged { term, role, leader } => match (role, leader) {
+                    (Role::Leader, _) => info!(term, "became leader for term {term}"),
+                    (Role::Follower, Some(l)) => {
+                        info!(term, leader = %l, "following {l} in term {term}")
+                    }
+                    (Role::Follower, None) => info!(term, "no leader known in term {term}"),
+                    (Role::Candidate, _) => info!(term, "campaigning for term {term}"),
+                    (Role::PreCandidate, _) => debug!(term, "pre-vote for term {}", term + 1),
+                },
+                Output::ShutdownComplete => info!("raft-lite: planned leave complete"),
+            }
+        }
+    }
+
+    fn log_ownership(&mut self, now: Instant) {
+        let (ips, until) = &self.leases;
+        let current: BTreeSet<IpAddr> = match until {
+            Some(u) if now < *u => ips.clone(),
+            _ => BTreeSet::new(),
+        };
+        if current == self.logged_owned {
+            return;
+        }
+        let desired = self.desired.borrow();
+        let name = |ip: &IpAddr| desired.get(ip).cloned().unwrap_or_default();
+        for ip in current.difference(&self.logged_owned) {
+            info!(ip = %ip, service = %name(ip), "now owner of {ip} ({})", name(ip));
+        }
+        for ip in self.logged_owned.difference(&current) {
+            info!(ip = %ip, service = %name(ip), "no longer owner of {ip} ({})", name(ip));
+        }
+        drop(desired);
+        self.logged_owned = current;
+    }
+
+    fn build_view(&self, now: Instant, stopped: bool) -> ClusterView {
+        let status = self.node.status(now);
+        let owned = match (&self.leases, stopped) {
+            ((ips, Some(until)), false) => ips.iter().map(|ip| (*ip, *until)).collect(),
+            _ => BTreeMap::new(),
+        };
+        ClusterView {
+            me: status.me,
+            role: status.role,
+            term: status.term,
+            leader: status.leader,
+            owned,
+            owners: status.owners,
+            members: status
+                .members
+                .into_iter()
+                .map(|m| MemberView {
+                    addr: self
+                        .members
+                        .get(&m.name)
+                        .copied()
+                        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                    name: m.name,
+                    alive: m.alive,
+                    last_ack: m.last_ack_age.and_then(|a| now.checked_sub(a)),
+                    eligible: m.eligible,
+                    owns: m.owns,
+                })
+                .collect(),
+            standalone: self.transport.is_none(),
+            stopped,
+        }
+    }
+
+    fn publish(&mut self, now: Instant, stopped: bool, force: bool) {
+        let v = self.build_view(now, stopped);
+        let ack_refresh =
+            now.saturating_duration_since(self.last_publish) >= ACK_ONLY_PUBLISH_INTERVAL;
+        let published = self.view.send_if_modified(|cur| {
+            let significant = !cur.same_apart_from_ack_times(&v);
+            if force || significant || (ack_refresh && *cur != v) {
+                *cur = v;
+                true
+            } else {
+                false
+            }
+        });
+        if published {
+            self.last_publish = now;
+        }
+    }
+}
+
+async fn recv_opt(t: Option<&mut Transport>) -> (String, Message) {
+    match t {
+        Some(t) => t.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn single(dir: &Path) -> ClusterSettings {
+        ClusterSettings {
+            name: "solo".into(),
+            witness: false,
+            members: [("solo".to_owned(), SocketAddr::from(([127, 0, 0, 1], 7946)))].into(),
+            key: None,
+            timing: Timing::default(),
+            state_dir: dir.join("state"),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    async fn wait_view(
+        rx: &mut watch::Receiver<ClusterView>,
+        what: &str,
+        f: impl Fn(&ClusterView) -> bool,
+    ) -> ClusterView {
+        let r = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|v| f(v)))
+            .await
+            .map(|r| r.map(|v| v.clone()));
+        match r {
+            Ok(Ok(v)) => v,
+            _ => panic!("timed out waiting for {what}: {:?}", *rx.borrow()),
+        }
+    }
+
+    #[tokio::test]
+    async fn single_member_leads_without_a_socket_and_owns_desired_eligible_ips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = ClusterDriver::spawn(single(dir.path()))
+            .await
+            .expect("spawn");
+        assert!(h.local_addr().is_none(), "a cluster of one binds nothing");
+        assert!(h.stats().is_none());
+        let mut rx = h.view();
+        let x = ip("10.0.0.1");
+        h.set_desired([(x, "default/web".to_owned())].into());
+        h.set_eligible([x].into());
+        let v = wait_view(&mut rx, "owning x", |v| v.owns(&x, now())).await;
+        assert_eq!(v.role, Role::Leader);
+        assert!(v.standalone);
+        assert!(v.term >= 1);
+        assert_eq!(v.owners.get(&x).map(String::as_str), Some("solo"));
+        assert!(
+            dir.path()
+                .join("state")
+                .join(hard_state::FILE_NAME)
+                .exists()
+        );
+        h.set_eligible(BTreeSet::new());
+        wait_view(&mut rx, "x released", |v| !v.owns(&x, now())).await;
+        assert_eq!(h.shutdown().await, ShutdownOutcome::Complete);
+        let v = rx.borrow().clone();
+        assert!(v.stopped && v.owned.is_empty());
+    }
+
+    #[tokio::test]
+    async fn lease_deadline_is_checked_at_answer_time() {
+        let t = now();
+        let v = ClusterView {
+            me: "a".into(),
+            role: Role::Follower,
+            term: 1,
+            leader: Some("b".into()),
+            owned: [(ip("10.0.0.1"), t + Duration::from_millis(100))].into(),
+            owners: BTreeMap::new(),
+            members: vec![],
+            standalone: false,
+            stopped: false,
+        };
+        assert!(v.owns(&ip("10.0.0.1"), t));
+        assert!(!v.owns(&ip("10.0.0.1"), t + Duration::from_millis(100)));
+        assert!(!v.owns(&ip("10.0.0.2"), t));
+        assert_eq!(v.next_expiry(t), Some(t + Duration::from_millis(100)));
+        assert!(v.owned_ips(t + Duration::from_secs(1)).is_empty());
+    }
+
+    #[tokio::test]
+    async fn restarted_single_member_keeps_a_term_not_lower() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = ClusterDriver::spawn(single(dir.path()))
+            .await
+            .expect("spawn");
+        let mut rx = h.view();
+        let t1 = wait_view(&mut rx, "leader", |v| v.role == Role::Leader)
+            .await
+            .term;
+        h.abort();
+        let h2 = ClusterDriver::spawn(single(dir.path()))
+            .await
+            .expect("respawn");
+        let mut rx2 = h2.view();
+        let v = wait_view(&mut rx2, "leader again", |v| v.role == Role::Leader).await;
+        assert!(v.term > t1, "new term {} after {t1}", v.term);
+        drop(h2);
+    }
+
+    #[tokio::test]
+    async fn peers_without_a_key_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = single(dir.path());
+        s.members
+            .insert("other".into(), SocketAddr::from(([127, 0, 0, 1], 1)));
+        assert!(matches!(
+            ClusterDriver::spawn(s).await,
+            Err(DriverError::NoKey)
+        ));
+    }
+
+    #[test]
+    fn settings_from_config_read_the_key_and_validate_timing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("cluster.key");
+        std::fs::write(&key, b"s3cret\n").expect("write key");
+        let node = NodeConfig {
+            name: "a".into(),
+            role: crate::config::Role::Witness,
+            state_dir: dir.path().join("state"),
+        };
+        let mut cluster = ClusterConfig {
+            members: [
+                ("a".to_owned(), SocketAddr::from(([127, 0, 0, 1], 1))),
+                ("b".to_owned(), SocketAddr::from(([127, 0, 0, 1], 2))),
+            ]
+            .into(),
+            secret_file: Some(key),
+            heartbeat: Duration::from_millis(50),
+            election_timeout: Duration::from_millis(300),
+            clock_drift: Duration::from_millis(25),
+            lease: Duration::from_millis(150),
+        };
+        let s = ClusterSettings::from_config(&node, &cluster).expect("settings");
+        assert_eq!(s.key.as_deref(), Some(&b"s3cret"[..]));
+        assert!(s.witness);
+        cluster.secret_file = None;
+        assert!(matches!(
+            ClusterSettings::from_config(&node, &cluster),
+            Err(DriverError::NoKey)
+        ));
+        cluster.secret_file = Some(dir.path().join("missing.key"));
+        let err = ClusterSettings::from_config(&node, &cluster).expect_err("missing key");
+        assert!(err.to_string().contains("missing.key"), "{err}");
+    }
+}

@@ -1,0 +1,153 @@
+//! Who owns each layer-2 IP, as the main loop sees it: the raft-lite driver's published
+//! view (a cluster of one runs the same driver without a socket). Every answer about
+//! ownership checks the lease deadline at the moment it is asked.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::cluster::core::Role as CoreRole;
+use crate::cluster::driver::{
+    self, ClusterDriver, ClusterHandle, ClusterSettings, ClusterView, DriverError, ShutdownOutcome,
+};
+use crate::config::{Config, Role};
+use crate::control::state::{ClusterRole, MemberStatus, NodeRole};
+
+/// The cluster as this host sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    pub role: ClusterRole,
+    pub term: u64,
+    pub leader: Option<String>,
+    /// IP → owner, where this host knows it (the leader knows all; others know their own).
+    pub owners: BTreeMap<IpAddr, String>,
+}
+
+pub struct Ownership {
+    handle: Option<ClusterHandle>,
+    view: watch::Receiver<ClusterView>,
+}
+
+impl Ownership {
+    pub async fn start(config: &Config) -> Result<Self, DriverError> {
+        let settings = ClusterSettings::from_config(&config.node, &config.cluster)?;
+        let handle = ClusterDriver::spawn(settings).await?;
+        if let Some(addr) = handle.local_addr() {
+            info!(%addr, members = config.cluster.members.len(), "raft-lite transport up");
+        }
+        let view = handle.view();
+        Ok(Self {
+            handle: Some(handle),
+            view,
+        })
+    }
+
+    pub fn set_desired(&self, desired: BTreeMap<IpAddr, String>) {
+        if let Some(h) = &self.handle {
+            h.set_desired(desired);
+        }
+    }
+
+    pub fn set_eligible(&self, eligible: BTreeSet<IpAddr>) {
+        if let Some(h) = &self.handle {
+            h.set_eligible(eligible);
+        }
+    }
+
+    /// Resolves when the driver publishes a new view (false once the driver is gone).
+    pub async fn changed(&mut self) -> bool {
+        self.view.changed().await.is_ok()
+    }
+
+    /// The IPs this host may answer for at this instant (lease deadlines checked now).
+    pub fn owned_now(&self) -> BTreeSet<IpAddr> {
+        self.view.borrow().owned_ips(driver::now())
+    }
+
+    /// For the ARP/NDP socket: may this host answer for `ip` at this very instant?
+    pub fn gate(&self) -> crate::l2::socket::Gate {
+        let view = self.view.clone();
+        std::sync::Arc::new(move |ip| view.borrow().owns(&ip, driver::now()))
+    }
+
+    /// When the earliest lease still held runs out: the responder must drop that IP then,
+    /// even if no new view arrives.
+    pub fn next_expiry(&self) -> Option<std::time::Instant> {
+        self.view.borrow().next_expiry(driver::now())
+    }
+
+    pub fn view(&self) -> View {
+        let v = self.view.borrow();
+        let role = if v.standalone {
+            ClusterRole::Standalone
+        } else {
+            match v.role {
+                CoreRole::Leader => ClusterRole::Leader,
+                CoreRole::Candidate | CoreRole::PreCandidate => ClusterRole::Candidate,
+                CoreRole::Follower => ClusterRole::Follower,
+            }
+        };
+        let now = driver::now();
+        let owners = if v.owners.is_empty() {
+            v.owned_ips(now)
+                .into_iter()
+                .map(|ip| (ip, v.me.clone()))
+                .collect()
+        } else {
+            v.owners.clone()
+        };
+        View {
+            role,
+            term: v.term,
+            leader: v.leader.clone(),
+            owners,
+        }
+    }
+
+    pub fn members(&self, config: &Config) -> Vec<MemberStatus> {
+        let v = self.view.borrow();
+        let now = driver::now();
+        let leader_view = v.role == CoreRole::Leader;
+        config
+            .cluster
+            .members
+            .iter()
+            .map(|(name, addr)| {
+                let m = v.members.iter().find(|m| &m.name == name);
+                MemberStatus {
+                    name: name.clone(),
+                    address: *addr,
+                    role: if *name == config.node.name && config.node.role == Role::Witness {
+                        NodeRole::Witness
+                    } else {
+                        NodeRole::Member
+                    },
+                    healthy: if leader_view {
+                        m.is_some_and(|m| m.alive)
+                    } else {
+                        // A follower knows only itself and whether it hears a leader.
+                        *name == v.me || v.leader.as_ref() == Some(name)
+                    },
+                    last_seen_ms: m
+                        .and_then(|m| m.last_ack)
+                        .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                }
+            })
+            .collect()
+    }
+
+    /// Planned leave: hand leadership and owned IPs over (bounded by the driver's own
+    /// timeout and by `deadline`).
+    pub async fn shutdown(&mut self, deadline: tokio::time::Instant) {
+        let Some(handle) = self.handle.take() else {
+            return;
+        };
+        match tokio::time::timeout_at(deadline, handle.shutdown()).await {
+            Ok(ShutdownOutcome::Complete) => info!("raft-lite: left the cluster, IPs handed over"),
+            Ok(other) => warn!(?other, "raft-lite: planned leave did not complete"),
+            Err(_) => warn!("raft-lite: planned leave timed out"),
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The whole lbd, one node, in the namespace lab: a static layer-2 service is answered by ARP
+//! and NDP from the node's MAC and reached by the client; a static BGP service is in the
+//! router's RIB; SIGTERM silences ARP, withdraws the route with a Cease, and exits 0.
+
+mod support;
+
+use std::time::Duration;
+
+use support::lab::peers::{Frr, FrrConfig};
+use support::lab::{Lab, probe, wait_until};
+use support::lbd::lbd_binary;
+
+const T: Duration = Duration::from_secs(20);
+
+fn node_config(name: &str, state_dir: &str, extra: &str) -> String {
+    format!(
+        r#"
+[node]
+name = "{name}"
+state_dir = "{state_dir}"
+
+[metrics]
+listen = "127.0.0.1:7472"
+
+[layer2]
+gratuitous_count = 2
+gratuitous_interval = "200ms"
+
+[[pool]]
+name = "ip-space-1"
+protocol = "layer2"
+addresses = ["10.10.100.200/32", "10.10.100.201/32", "fd00:10::200/128"]
+
+[[service]]
+name = "vip4"
+ip = "10.10.100.200"
+assign = true
+
+[[service]]
+name = "vip6"
+ip = "fd00:10::200"
+{extra}
+"#
+    )
+}
+
+#[test]
+fn standalone_lbd_answers_arp_and_ndp_for_static_services_and_falls_silent_on_sigterm() {
+    let lab = Lab::new("lbdl2");
+    let node = lab.node("node1", &["10.10.100.3/24", "fd00:10::3/64"]);
+    let client = lab.host("client", &["10.10.100.9/24", "fd00:10::9/64"]);
+    let state = node.owned_dir("state", "root:root").unwrap();
+    let cfg = node
+        .write_file(
+            "lb.toml",
+            &node_config("node1", &state.display().to_string(), ""),
+        )
+        .unwrap();
+    let lbd_bin = lbd_binary();
+    let lbd = node
+        .spawn(&[lbd_bin.to_str().unwrap(), "--config", cfg.to_str().unwrap()])
+        .unwrap();
+    for ip in ["10.10.100.200", "fd00:10::200"] {
+        lbd.wait_for_log(&format!("announcing {ip} on eth0"), T)
+            .unwrap_or_else(|e| panic!("{e}\n{}", lbd.log()));
+    }
+
+    let p4 = probe::l2probe(
+        &client,
+        "10.10.100.200".parse().unwrap(),
+        Duration::from_secs(2),
+        Duration::from_millis(20),
+    )
+    .unwrap();
+    let p6 = probe::l2probe(
+        &client,
+        "fd00:10::200".parse().unwrap(),
+        Duration::from_secs(2),
+        Duration::from_millis(20),
+    )
+    .unwrap();
+    let r4 = p4.finish().unwrap();
+    let r6 = p6.finish().unwrap();
+    assert_eq!(
+        r4.macs().into_iter().collect::<Vec<_>>(),
+        vec![node.mac().to_string()],
+        "ARP answered by the node only"
+    );
+    assert_eq!(
+        r6.macs().into_iter().collect::<Vec<_>>(),
+        vec![node.mac().to_string()],
+        "NDP answered by the node only"
+    );
+    assert!(
+        r4.answers().count() > 50,
+        "ARP answers: {}",
+        r4.answers().count()
+    );
+    // The client reaches the VIP: the node holds it on lo (assign = true), arp_ignore=1.
+    assert!(client.ping_within("10.10.100.200", T));
+    // Nothing else was answered: .201 belongs to no service.
+    let idle = probe::l2probe(
+        &client,
+        "10.10.100.201".parse().unwrap(),
+        Duration::from_millis(500),
+        Duration::from_millis(20),
+    )
+    .unwrap()
+    .finish()
+    .unwrap();
+    assert_eq!(
+        idle.answers().count(),
+        0,
+        "an unassigned IP is answered: {:?}",
+        idle.macs()
+    );
+
+    lbd.kill(support::lab::Signal::Term);
+    let status = lbd.wait_timeout(T).expect("lbd exits on SIGTERM");
+    assert!(status.success(), "exit status {status:?}\n{}", lbd.log());
+    let after = probe::l2probe(
+        &client,
+        "10.10.100.200".parse().unwrap(),
+        Duration::from_millis(500),
+        Duration::from_millis(20),
+    )
+    .unwrap()
+    .finish()
+    .unwrap();
+    assert_eq!(after.answers().count(), 0, "still answered after SIGTERM");
+    let lo = node
+        .stdout(&["ip", "-o", "addr", "show", "dev", "lo"])
+        .unwrap();
+    assert!(!lo.contains("10.10.100.200"), "static IP left on lo: {lo}");
+}
+
+#[test]
+fn standalone_lbd_advertises_a_static_bgp_service_to_frr_and_withdraws_on_sigterm() {
+    let lab = Lab::new("lbdbgp");
+    let router = lab.router("router", &["10.10.100.1/24"]);
+    let node = lab.node("node1", &["10.10.100.3/24"]);
+    let frr = Frr::start(
+        &router,
+        &FrrConfig::new(64500, "10.10.100.1").neighbor("10.10.100.3", 64500),
+    )
+    .unwrap();
+    let state = node.owned_dir("state", "root:root").unwrap();
+    let state = state.display().to_string();
+    let cfg = r#"
+[node]
+name = "node1"
+state_dir = "STATE"
+
+[[pool]]
+name = "ip-pool-1"
+protocol = "bgp"
+addresses = ["172.19.100.0/24"]
+[[pool.bgp_advertisement]]
+local_pref = 200
+communities = ["64500:100", "no-export"]
+
+[[bgp_peer]]
+my_asn = 64500
+peer_asn = 64500
+address = "10.10.100.1"
+hold_time = "9s"
+
+[[service]]
+name = "dns"
+ip = "172.19.100.0"
+"#;
+    let cfg = node
+        .write_file("lb.toml", &cfg.replace("STATE", &state))
+        .unwrap();
+    let lbd_bin = lbd_binary();
+    let lbd = node
+        .spawn(&[lbd_bin.to_str().unwrap(), "--config", cfg.to_str().unwrap()])
+        .unwrap();
+    frr.wait_established("10.10.100.3", T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", lbd.log()));
+    wait_until(T, "172.19.100.0/32 in FRR's RIB", || {
+        !frr.paths("172.19.100.0/32").is_empty()
+    });
+    let routes = frr.routes_json(Some("172.19.100.0/32")).unwrap();
+    let text = routes.to_string();
+    assert!(text.contains("10.10.100.3"), "next hop: {text}");
+    assert!(text.contains("200"), "local pref: {text}");
+    assert!(
+        text.contains("64500:100") && text.contains("noExport"),
+        "communities: {text}"
+    );
+
+    lbd.kill(support::lab::Signal::Term);
+    let status = lbd.wait_timeout(T).expect("lbd exits on SIGTERM");
+    assert!(status.success(), "exit status {status:?}\n{}", lbd.log());
+    wait_until(T, "route withdrawn", || {
+        frr.paths("172.19.100.0/32").is_empty()
+    });
+    let neighbor = frr.vtysh(&["show bgp neighbor 10.10.100.3 json"]).unwrap();
+    assert!(
+        neighbor.contains("lbd shutting down"),
+        "FRR saw the shutdown communication: {neighbor}"
+    );
+}

@@ -1,0 +1,232 @@
+//! Operating a running lbd: lbctl reads its real state over a private D-Bus, /metrics and
+//! /ready answer, SIGHUP applies a good file and refuses a bad one (saying why), and
+//! sd_notify READY/STATUS/WATCHDOG/STOPPING reach a notify socket.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::dbus::Bus;
+use support::lbd::Lbd;
+
+const T: Duration = Duration::from_secs(20);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn config(port: u16, extra_pool: bool) -> String {
+    let extra = if extra_pool {
+        "\n[[pool]]\nname = \"extra\"\nprotocol = \"bgp\"\naddresses = [\"172.19.101.0/24\"]\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"
+[node]
+name = "ops-node"
+
+[metrics]
+listen = "127.0.0.1:{port}"
+
+[[pool]]
+name = "static-pool"
+protocol = "bgp"
+addresses = ["172.19.100.0/28"]
+{extra}
+[[service]]
+name = "apiserver"
+ip = "172.19.100.5"
+"#
+    )
+}
+
+fn lbctl(bus: &Bus, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .arg("--bus")
+        .arg(&bus.address)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn wait_json(
+    bus: &Bus,
+    lbd: &mut Lbd,
+    args: &[&str],
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + T;
+    loop {
+        let (code, out, _) = lbctl(bus, args);
+        if code == 0
+            && let Ok(v) = serde_json::from_str::<Value>(&out)
+            && ok(&v)
+        {
+            return v;
+        }
+        assert!(lbd.alive(), "lbd exited:\n{}", lbd.log());
+        assert!(
+            Instant::now() < deadline,
+            "{what}: last lbctl output {out}\n{}",
+            lbd.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    let code = body
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body)
+}
+
+#[test]
+fn lbctl_reads_the_real_state_of_a_running_lbd_and_metrics_answer() {
+    let bus = Bus::start();
+    let port = free_port();
+    let mut lbd = Lbd::start_with_env(
+        &config(port, false),
+        &[("DBUS_SYSTEM_BUS_ADDRESS", bus.address.as_str())],
+    );
+    let status = wait_json(
+        &bus,
+        &mut lbd,
+        &["status", "--json"],
+        "lbd ready on the bus",
+        |v| v["ready"] == true,
+    );
+    assert_eq!(status["node"], "ops-node");
+    assert_eq!(status["cluster"]["role"], "standalone");
+    let services = wait_json(
+        &bus,
+        &mut lbd,
+        &["services", "--json"],
+        "static service listed",
+        |v| v.as_array().is_some_and(|a| !a.is_empty()),
+    );
+    assert_eq!(services[0]["name"], "apiserver");
+    assert_eq!(services[0]["ips"][0], "172.19.100.5");
+    let pools = wait_json(&bus, &mut lbd, &["pools", "--json"], "pool usage", |v| {
+        v[0]["used"] == "1"
+    });
+    assert_eq!(pools[0]["total"], "16");
+    let (code, table, _) = lbctl(&bus, &["services"]);
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("apiserver") && table.contains("172.19.100.5"),
+        "{table}"
+    );
+
+    let (code, body) = http_get(port, "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("lb_allocator_addresses_in_use_total{pool=\"static-pool\"} 1"),
+        "{body}"
+    );
+    assert_eq!(http_get(port, "/ready").0, 200);
+    assert_eq!(http_get(port, "/live").0, 200);
+}
+
+#[test]
+fn sighup_refuses_a_bad_file_keeping_the_running_config_and_applies_a_good_one() {
+    let bus = Bus::start();
+    let port = free_port();
+    let mut lbd = Lbd::start_with_env(
+        &config(port, false),
+        &[("DBUS_SYSTEM_BUS_ADDRESS", bus.address.as_str())],
+    );
+    wait_json(&bus, &mut lbd, &["status", "--json"], "ready", |v| {
+        v["ready"] == true
+    });
+
+    std::fs::write(lbd.config_path(), "[[pool]]\nname = 3\n").unwrap();
+    lbd.signal("HUP");
+    let status = wait_json(
+        &bus,
+        &mut lbd,
+        &["status", "--json"],
+        "reload refused",
+        |v| v["config"]["last_reload"]["ok"] == false,
+    );
+    let msg = status["config"]["last_reload"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("lb.toml:2"),
+        "the refusal names file and line: {msg}"
+    );
+    let pools = wait_json(&bus, &mut lbd, &["pools", "--json"], "pools", |_| true);
+    assert_eq!(pools.as_array().unwrap().len(), 1, "running config kept");
+
+    std::fs::write(lbd.config_path(), config(port, true)).unwrap();
+    let (code, out, err) = lbctl(&bus, &["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let pools = wait_json(&bus, &mut lbd, &["pools", "--json"], "new pool", |v| {
+        v.as_array().is_some_and(|a| a.len() == 2)
+    });
+    assert_eq!(pools[1]["name"], "extra");
+    // The static service kept its address through both reloads.
+    let services = wait_json(&bus, &mut lbd, &["services", "--json"], "services", |_| {
+        true
+    });
+    assert_eq!(services[0]["ips"][0], "172.19.100.5");
+}
+
+#[test]
+fn sd_notify_ready_status_watchdog_and_stopping_reach_the_notify_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(T)).unwrap();
+    let mut lbd = Lbd::start_with_env(
+        &config(free_port(), false),
+        &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())],
+    );
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let mut recv_until = |needle: &str, seen: &mut String| {
+        while !seen.contains(needle) {
+            let n = sock
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no {needle} (got {seen:?}): {e}"));
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            seen.push('\n');
+        }
+    };
+    recv_until("READY=1", &mut seen);
+    assert!(seen.contains("STATUS=standalone"), "{seen}");
+    recv_until("WATCHDOG=1", &mut seen);
+    lbd.signal("TERM");
+    recv_until("STOPPING=1", &mut seen);
+    assert_eq!(
+        lbd.wait_exit(T),
+        Some(0),
+        "exit code after SIGTERM\n{}",
+        lbd.log()
+    );
+}
