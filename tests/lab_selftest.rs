@@ -671,3 +671,42 @@ fn frr_listen_range_installs_ecmp_routes_from_two_ibgp_nodes() {
     drop(frr);
     assert_torn_down(lab);
 }
+
+#[test]
+fn api_server_on_a_lab_host_serves_kubectl_from_the_host_and_keeps_objects_across_a_restart() {
+    use support::kubelab::KubeLab;
+    let lab = Lab::new("kube");
+    let cp = lab.host("cp", &["10.10.100.10/24"]);
+    let node = lab.node("node1", &["10.10.100.3/24"]);
+    let mut k = KubeLab::start(&cp);
+    k.add_node("node1", "10.10.100.3");
+    k.ok(&["create", "deploy", "web", "--image", "nginx:stable-alpine"]);
+    k.ok(&[
+        "expose",
+        "deploy",
+        "web",
+        "--port",
+        "80",
+        "--type=LoadBalancer",
+    ]);
+    k.set_endpoints(
+        "default",
+        "web",
+        &[("node1", "10.244.1.5")],
+        &[("", 80, "TCP")],
+    );
+    // Another namespace reaches the server over the LAN (as lbd does).
+    let version = node
+        .stdout(&["curl", "-sf", "http://10.10.100.10:6443/version"])
+        .unwrap();
+    assert!(version.contains("gitVersion"), "{version}");
+    k.restart();
+    let nodes = k.ok(&["get", "nodes", "-o", "name"]);
+    assert_eq!(nodes.trim(), "node/node1");
+    let slices = k.ok(&["get", "endpointslices", "-o", "name"]);
+    assert!(slices.contains("web-lab"), "{slices}");
+    assert!(k.ingress_ips("default", "web").is_empty());
+    k.stop();
+    assert!(!k.is_running());
+    assert_torn_down(lab);
+}

@@ -4,6 +4,8 @@
 
 pub mod apiserver;
 pub mod dbus;
+pub mod examples;
+pub mod kubelab;
 pub mod l2cluster;
 pub mod lab;
 pub mod lbd;
