@@ -230,3 +230,36 @@ fn sd_notify_ready_status_watchdog_and_stopping_reach_the_notify_socket() {
         lbd.log()
     );
 }
+
+#[test]
+fn sigterm_with_a_bus_gives_up_the_name_and_exits_zero_within_the_bound() {
+    let bus = Bus::start();
+    let port = free_port();
+    let mut lbd = Lbd::start_with_env(
+        &config(port, false),
+        &[("DBUS_SYSTEM_BUS_ADDRESS", bus.address.as_str())],
+    );
+    wait_json(
+        &bus,
+        &mut lbd,
+        &["status", "--json"],
+        "lbd ready on the bus",
+        |v| v["ready"] == true,
+    );
+    let sent = Instant::now();
+    lbd.signal("TERM");
+    // SHUTDOWN_BOUND is 5 s; a hang here used to last until systemd's TimeoutStopSec.
+    let code = lbd.wait_exit(Duration::from_secs(10));
+    assert_eq!(
+        code,
+        Some(0),
+        "lbd did not exit 0 after SIGTERM\n{}",
+        lbd.log()
+    );
+    eprintln!("exited {:?} after SIGTERM", sent.elapsed());
+    assert!(lbd.log().contains("stopped"), "{}", lbd.log());
+    // The name is free again: lbctl now says lbd isn't running.
+    let (code, _, err) = lbctl(&bus, &["status"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not running") || err.contains("lbd"), "{err}");
+}

@@ -172,13 +172,22 @@ impl ControlHandle {
         &self.conn
     }
 
-    /// Give up the bus name and close the connection.
+    /// Give up the bus name, then drop the connection. Not `graceful_shutdown`: that waits
+    /// for every clone of the connection (the object server holds some) to go away, and so
+    /// never returned — lbd hung after SIGTERM until systemd killed it. Bounded, since a
+    /// stuck bus must not hold up the exit.
     pub async fn shutdown(self) {
         self.watcher.abort();
-        let _ = self.conn.release_name(BUS_NAME).await;
-        self.conn.clone().graceful_shutdown().await;
+        match tokio::time::timeout(RELEASE_BOUND, self.conn.release_name(BUS_NAME)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "releasing the D-Bus name failed"),
+            Err(_) => tracing::warn!("releasing the D-Bus name timed out"),
+        }
     }
 }
+
+/// How long shutdown waits for the bus to confirm the name release.
+const RELEASE_BOUND: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Drop for ControlHandle {
     fn drop(&mut self) {
