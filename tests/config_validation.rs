@@ -843,6 +843,17 @@ fn ebgp_multihop_on_ibgp_warns() {
 }
 
 #[test]
+fn bfd_on_a_peer_is_kept_but_warns_that_lbd_does_not_run_bfd() {
+    let text = format!("{BGP}bfd = {{ detect_multiplier = 5 }}\n");
+    let checked = valid(&text);
+    assert_eq!(checked.warnings.len(), 1, "{:?}", checked.warnings);
+    let w = &checked.warnings[0];
+    assert_eq!(w.severity, Severity::Warning);
+    assert!(w.message.contains("does not run BFD"), "{}", w.message);
+    assert!(checked.config.bgp_peers[0].bfd.is_some());
+}
+
+#[test]
 fn bfd_detect_multiplier_zero_is_an_error() {
     let text = format!("{BGP}bfd = {{ detect_multiplier = 0 }}\n");
     assert_error(&text, "0 }", &["from 1 to 255"]);
