@@ -81,11 +81,25 @@ pub fn l2_eligible<'a>(
     layer2(announcements, pools)
         .filter(|(a, p)| {
             selectors_match(&p.node_selectors, &labels)
-                && (!a.local_only || a.endpoints.get(me.name).is_some_and(|n| *n > 0))
+                && has_ready_endpoint(a, me.name)
                 && iface::eligible(&a.ip, &p.interfaces, interfaces.iter().copied())
         })
         .map(|(a, _)| a.ip)
         .collect()
+}
+
+/// MetalLB's rule (layer2 `ShouldAnnounce`): nothing is announced for a Service without a
+/// ready endpoint anywhere; with `Local`, only from nodes that have one. Static services have
+/// no endpoints to wait for.
+fn has_ready_endpoint(a: &Announcement, me: &str) -> bool {
+    if a.always_ready {
+        return true;
+    }
+    if a.local_only {
+        a.endpoints.get(me).is_some_and(|n| *n > 0)
+    } else {
+        a.endpoints.values().any(|n| *n > 0)
+    }
 }
 
 /// What the responder answers for: the IPs this host owns now, with their interfaces and
@@ -204,7 +218,7 @@ mod tests {
 
     #[test]
     fn eligibility_needs_an_up_interface_in_the_subnet() {
-        let a = vec![ann("10.10.100.200", "l2", false, &[])];
+        let a = vec![ann("10.10.100.200", "l2", false, &[("worker-2", 1)])];
         let n = node("worker-1");
         let me = Me {
             name: "worker-1",
@@ -218,7 +232,7 @@ mod tests {
 
     #[test]
     fn witness_excluded_and_unknown_nodes_never_announce() {
-        let a = vec![ann("10.10.100.200", "l2", false, &[])];
+        let a = vec![ann("10.10.100.200", "l2", false, &[("worker-2", 1)])];
         let n = node("worker-1");
         let witness = Me {
             name: "worker-1",
@@ -272,13 +286,35 @@ mod tests {
     }
 
     #[test]
+    fn cluster_ip_without_any_ready_endpoint_is_not_announced_but_a_static_one_is() {
+        let n = node("worker-1");
+        let me = Me {
+            name: "worker-1",
+            role: Role::Member,
+            node: Some(&n),
+            kubernetes: true,
+        };
+        let none = vec![ann("10.10.100.200", "l2", false, &[("worker-2", 0)])];
+        assert!(l2_eligible(&none, &pools(), &me, &[eth0(true)]).is_empty());
+        // A ready endpoint on another node is enough for `Cluster`.
+        let elsewhere = vec![ann("10.10.100.200", "l2", false, &[("worker-2", 1)])];
+        assert_eq!(
+            l2_eligible(&elsewhere, &pools(), &me, &[eth0(true)]).len(),
+            1
+        );
+        let mut stat = ann("10.10.100.200", "l2", false, &[]);
+        stat.always_ready = true;
+        assert_eq!(l2_eligible(&[stat], &pools(), &me, &[eth0(true)]).len(), 1);
+    }
+
+    #[test]
     fn pool_node_selectors_limit_eligibility() {
         let mut ps = pools();
         ps[0].node_selectors = vec![crate::model::NodeSelector {
             match_labels: [("rack".to_string(), "a".to_string())].into(),
             match_expressions: vec![],
         }];
-        let a = vec![ann("10.10.100.200", "l2", false, &[])];
+        let a = vec![ann("10.10.100.200", "l2", false, &[("worker-2", 1)])];
         let mut n = node("worker-1");
         let me = Me {
             name: "worker-1",
