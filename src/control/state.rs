@@ -184,12 +184,15 @@ impl fmt::Display for AnnounceProtocol {
     }
 }
 
-/// Serialized as `"announced"`, `"pending"` or `"failed: <reason>"`.
+/// Serialized as `"announced"`, `"pending"`, `"elsewhere"` or `"failed: <reason>"`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServiceState {
     Announced,
     /// Allocated but not (yet) announced by anyone, e.g. no eligible node.
     Pending,
+    /// A layer-2 IP this follower does not own: only the raft-lite leader knows which host
+    /// does (ask it), so a follower doesn't claim "pending".
+    Elsewhere,
     Failed(String),
 }
 
@@ -198,6 +201,7 @@ impl fmt::Display for ServiceState {
         match self {
             ServiceState::Announced => f.write_str("announced"),
             ServiceState::Pending => f.write_str("pending"),
+            ServiceState::Elsewhere => f.write_str("elsewhere"),
             ServiceState::Failed(reason) => write!(f, "failed: {reason}"),
         }
     }
@@ -210,12 +214,13 @@ impl std::str::FromStr for ServiceState {
         match s {
             "announced" => Ok(ServiceState::Announced),
             "pending" => Ok(ServiceState::Pending),
+            "elsewhere" => Ok(ServiceState::Elsewhere),
             _ => match s.strip_prefix("failed") {
                 Some(rest) => Ok(ServiceState::Failed(
                     rest.strip_prefix(':').unwrap_or(rest).trim().to_string(),
                 )),
                 None => Err(format!(
-                    "unknown service state {s:?} (expected announced, pending or failed: …)"
+                    "unknown service state {s:?} (expected announced, pending, elsewhere or failed: …)"
                 )),
             },
         }
@@ -462,6 +467,11 @@ pub(crate) mod tests {
         assert_eq!(v[1]["state"], "failed: no available IPs in pool ip-pool-1");
         assert_eq!(v[1]["protocol"], "bgp");
         assert_eq!("pending".parse::<ServiceState>(), Ok(ServiceState::Pending));
+        assert_eq!(
+            "elsewhere".parse::<ServiceState>(),
+            Ok(ServiceState::Elsewhere)
+        );
+        assert_eq!(ServiceState::Elsewhere.to_string(), "elsewhere");
         assert!("exploded".parse::<ServiceState>().is_err());
     }
 

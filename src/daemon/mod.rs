@@ -627,6 +627,9 @@ impl Daemon {
                     None if owned.contains(&a.ip) => {
                         (vec![self.config.node.name.clone()], ServiceState::Announced)
                     }
+                    None if matches!(view.role, ClusterRole::Follower | ClusterRole::Candidate) => {
+                        (Vec::new(), ServiceState::Elsewhere)
+                    }
                     None => (Vec::new(), ServiceState::Pending),
                 },
                 PoolProtocol::Bgp if bgp_up => {
