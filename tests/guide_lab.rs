@@ -44,7 +44,10 @@ fn guide_layer2_service_gets_the_first_pool_ip_one_node_answers_arp_and_the_clie
         r.arp_log_line
     );
     // Traffic enters through the ARP owner (kube-proxy would forward it to the pod).
-    assert_eq!(r.http_answered_by.into_iter().collect::<Vec<_>>(), vec![owner]);
+    assert_eq!(
+        r.http_answered_by.into_iter().collect::<Vec<_>>(),
+        vec![owner]
+    );
 }
 
 #[test]
@@ -60,9 +63,22 @@ fn guide_failover_link_down_on_the_arp_owner_moves_the_ip_and_the_client_gap_is_
     println!("failover gap seen by the client's TCP connects: {gap:?} ({old} -> {new})");
     assert!(gap < Duration::from_secs(3), "gap {gap:?}\n{}", g.logs());
     // Before: the old owner answered; after: the new one.
-    assert!(r.http_answered_by.contains(&old), "{:?}", r.http_answered_by);
-    assert!(r.http_answered_by.contains(&new), "{:?}", r.http_answered_by);
-    assert!(r.probe_ok * 2 > r.probe_attempts, "{} of {}", r.probe_ok, r.probe_attempts);
+    assert!(
+        r.http_answered_by.contains(&old),
+        "{:?}",
+        r.http_answered_by
+    );
+    assert!(
+        r.http_answered_by.contains(&new),
+        "{:?}",
+        r.http_answered_by
+    );
+    assert!(
+        r.probe_ok * 2 > r.probe_attempts,
+        "{} of {}",
+        r.probe_ok,
+        r.probe_attempts
+    );
 }
 
 #[test]
@@ -79,10 +95,11 @@ fn guide_layer3_service_ip_is_routed_by_the_router_over_all_three_nodes_and_reac
     assert_eq!(r.nexthops, all_nodes());
     let route = r.router_route.clone().unwrap_or_default();
     for (_, ip) in NODES {
-        assert!(route.contains(&format!("via {ip}")), "{route}");
+        assert!(route.contains(&format!("* {ip}, via eth0")), "{route}");
     }
     assert!(route.contains("172.19.100.0/32"), "{route}");
-    assert!(!r.http_answered_by.is_empty());
+    // 12 new connections hashed by L4 ports over 3 next hops: all on one node has p < 1e-5.
+    assert!(r.http_answered_by.len() >= 2, "{:?}", r.http_answered_by);
     assert!(
         r.http_answered_by
             .iter()
@@ -99,12 +116,13 @@ fn guide_multiple_pools_address_pool_annotation_takes_the_ip_from_ip_pool_2() {
     let (svc, ips) = &r.services[0];
     assert_eq!(svc, "default/nginx-metallb-13-ip-pool");
     assert_eq!(ips, &vec!["172.19.101.0".to_string()], "{}", g.logs());
+    // Written with the status by the raft-lite leader, as MetalLB does.
     let pool = g.kube.ok(&[
         "get",
         "svc",
         "nginx-metallb-13-ip-pool",
         "-o",
-        "jsonpath={.metadata.annotations.metallb\\.universe\\.tf/ip-allocated-from-pool}",
+        "jsonpath={.metadata.annotations.metallb\\.io/ip-allocated-from-pool}",
     ]);
     assert_eq!(pool.trim(), "ip-pool-2");
     assert_eq!(r.nexthops, all_nodes());
@@ -131,4 +149,10 @@ fn guide_ip_sharing_coredns_tcp_and_udp_services_share_172_19_100_0_and_dig_answ
     assert!(!r.dig[0].0.contains("+tcp") && r.dig[1].0.contains("+tcp"));
     assert_eq!(r.dig[0].1, r.expected_dns[0]);
     assert_eq!(r.dig[1].1, r.expected_dns[1]);
+    // The guide's TCP template as printed does not parse (kubectl says so); re-indented it does.
+    assert!(
+        r.notes.iter().any(|n| n.contains("not valid YAML")),
+        "{:?}",
+        r.notes
+    );
 }

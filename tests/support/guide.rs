@@ -97,6 +97,8 @@ pub struct Report {
     pub dig: Vec<(String, String)>,
     /// IP sharing: the ClusterIPs the DNS server answers with.
     pub expected_dns: Vec<String>,
+    /// Where the guide's text did not work as printed.
+    pub notes: Vec<String>,
 }
 
 /// The whole lab: hosts, router, API server, the three lbds and the kube-proxy stand-ins.
@@ -251,8 +253,13 @@ impl Guide {
                 .expect("node default route");
         }
         say(&format!(
-            "lab: router {ROUTER} (FRR, AS {ASN}), nodes {}, API server {CONTROL_PLANE}:6443, \
-             client {LAN_CLIENT}, client {REMOTE_CLIENT} behind the router",
+            "lab: router {ROUTER}{}, nodes {}, API server {CONTROL_PLANE}:6443, client \
+             {LAN_CLIENT} on the LAN, client {REMOTE_CLIENT} behind the router",
+            if config.has_bgp() {
+                format!(" (FRR, AS {ASN}, iBGP to the nodes, maximum-paths ibgp)")
+            } else {
+                String::new()
+            },
             NODES.map(|(n, ip)| format!("{n} {ip}")).join(", ")
         ));
 
@@ -408,14 +415,7 @@ impl Guide {
 
     /// The Deployment's pods, as the endpoints controller would publish them: `replicas`
     /// endpoints spread round-robin over the nodes starting at `first`.
-    pub fn endpoints(
-        &self,
-        ns: &str,
-        svc: &str,
-        replicas: usize,
-        first: usize,
-        port: (u16, &str),
-    ) {
+    pub fn endpoints(&self, ns: &str, svc: &str, replicas: usize, first: usize, port: (u16, &str)) {
         let eps: Vec<(String, String)> = (0..replicas)
             .map(|r| {
                 let n = (first + r) % NODES.len();
@@ -701,7 +701,8 @@ impl Guide {
         ]);
         self.endpoints("default", "nginx-metallb-13", 1, 0, (80, "TCP"));
         let ip = self.wait_ip("default", "nginx-metallb-13")[0].clone();
-        r.services.push(self.svc_entry("default", "nginx-metallb-13"));
+        r.services
+            .push(self.svc_entry("default", "nginx-metallb-13"));
         r.kubectl_get_svc = self.kubectl(&["get", "svc", "nginx-metallb-13"]);
         step("The router's routes");
         self.router_ecmp(&ip, &mut r);
@@ -790,6 +791,20 @@ impl Guide {
             ..Report::default()
         };
         step("Layer 3 - IP Sharing LAB: coreDNS TCP and UDP services on one LB IP");
+        // The guide's TCP template as printed has `ports:` one space in and the rest two:
+        // not valid YAML. Show what kubectl says, then apply it with that line fixed.
+        say("$ kubectl apply -f coredns-tcp-svc.yaml   (the template exactly as printed)");
+        let bad = self
+            .kube
+            .kubectl_stdin(&["apply", "-f", "-"], Some(COREDNS_TCP_AS_PRINTED));
+        if bad.code != 0 {
+            print!("{}", indent(bad.stderr.trim_end()));
+            say("    (` ports:` is indented by one space, `selector:` by two: re-indented)");
+            r.notes.push(format!(
+                "the guide's coredns-tcp-svc template is not valid YAML: {}",
+                bad.stderr.trim()
+            ));
+        }
         self.apply("coredns-tcp-svc.yaml", COREDNS_TCP);
         self.apply("coredns-udp-svc.yaml", COREDNS_UDP);
         // The existing coreDNS deployment's two pods.
@@ -804,7 +819,9 @@ impl Guide {
         r.kubectl_get_svc = self.kubectl(&["get", "svc", "-n", "kube-system"]);
         let ip = udp[0].clone();
         if tcp != udp {
-            say(&format!("the two Services got different IPs: {tcp:?} {udp:?}"));
+            say(&format!(
+                "the two Services got different IPs: {tcp:?} {udp:?}"
+            ));
             return r;
         }
         self.router_ecmp(&ip, &mut r);
@@ -881,8 +898,8 @@ impl Guide {
     }
 }
 
-/// The guide's coreDNS TCP service template, verbatim.
-pub const COREDNS_TCP: &str = "apiVersion: v1
+/// The guide's coreDNS TCP service template, verbatim (` ports:` one space in: invalid YAML).
+pub const COREDNS_TCP_AS_PRINTED: &str = "apiVersion: v1
 kind: Service
 metadata:
   name: coredns-tcp-svc
@@ -891,6 +908,24 @@ metadata:
     metallb.universe.tf/allow-shared-ip: gns3-ip
 spec:
  ports:
+  - port: 53
+    protocol: TCP
+    targetPort: 53
+  selector:
+    k8s-app: kube-dns
+  type: LoadBalancer
+";
+
+/// The guide's coreDNS TCP service template with `ports:` indented like its siblings.
+pub const COREDNS_TCP: &str = "apiVersion: v1
+kind: Service
+metadata:
+  name: coredns-tcp-svc
+  namespace: kube-system
+  annotations:
+    metallb.universe.tf/allow-shared-ip: gns3-ip
+spec:
+  ports:
   - port: 53
     protocol: TCP
     targetPort: 53
