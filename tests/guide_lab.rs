@@ -59,9 +59,17 @@ fn guide_failover_link_down_on_the_arp_owner_moves_the_ip_and_the_client_gap_is_
     let old = r.failed_node.clone().expect("a node failed");
     let new = r.new_arp_node.clone().expect("another node took over");
     assert_ne!(old, new);
-    let gap = r.gap.expect("answers before and after the failover");
-    println!("failover gap seen by the client's TCP connects: {gap:?} ({old} -> {new})");
+    let gap = r.gap.expect("pings answered before and after the failover");
+    let tcp_gap = r
+        .tcp_gap
+        .expect("TCP answered before and after the failover");
+    println!("failover gap seen by the client: ping {gap:?}, TCP {tcp_gap:?} ({old} -> {new})");
     assert!(gap < Duration::from_secs(3), "gap {gap:?}\n{}", g.logs());
+    assert!(
+        tcp_gap < Duration::from_secs(3),
+        "TCP gap {tcp_gap:?}\n{}",
+        g.logs()
+    );
     // Before: the old owner answered; after: the new one.
     assert!(
         r.http_answered_by.contains(&old),

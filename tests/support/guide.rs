@@ -83,10 +83,13 @@ pub struct Report {
     pub arp_answered_by: BTreeSet<String>,
     /// Nodes whose HTTP server answered the client.
     pub http_answered_by: BTreeSet<String>,
-    /// Failover: the node whose link went down, the one that took over, the traffic gap.
+    /// Failover: the node whose link went down, the one that took over, and the client's
+    /// traffic gap (longest time between answered pings, one every 10 ms).
     pub failed_node: Option<String>,
     pub new_arp_node: Option<String>,
     pub gap: Option<Duration>,
+    /// Failover: the longest gap between TCP connects answered (coarser: 200 ms timeouts).
+    pub tcp_gap: Option<Duration>,
     /// Failover: TCP connects tried / succeeded during the probe.
     pub probe_attempts: usize,
     pub probe_ok: usize,
@@ -477,6 +480,24 @@ impl Guide {
         })
     }
 
+    /// `kubectl delete svc NAMES` and kube-proxy's part: the freed IPs leave every `lo`.
+    pub fn delete_services(&mut self, ns: &str, names: &[&str]) {
+        let mut freed = Vec::new();
+        for n in names {
+            freed.extend(self.kube.ingress_ips(ns, n));
+        }
+        let mut args = vec!["delete", "svc", "-n", ns];
+        args.extend_from_slice(names);
+        self.kubectl(&args);
+        for ip in freed {
+            if self.on_lo.remove(&ip) {
+                for n in &self.nodes {
+                    n.del_lo_ip(&format!("{ip}/32")).expect("VIP off lo");
+                }
+            }
+        }
+    }
+
     fn svc_entry(&self, ns: &str, svc: &str) -> (String, Vec<String>) {
         (format!("{ns}/{svc}"), self.kube.ingress_ips(ns, svc))
     }
@@ -635,19 +656,32 @@ impl Guide {
         r.arp_node = Some(owner.clone());
         r.arp_log_line = Some(line);
 
-        // The client's traffic: a TCP connect to port 80 every 20 ms.
+        // The client's traffic: a ping every 10 ms (the gap, to 10 ms) and a TCP connect to
+        // port 80 every 20 ms (which node's server answers; each failed connect costs its
+        // 200 ms timeout, so its gap is coarser).
         let duration = Duration::from_secs(6);
-        let p = probe::reach(
+        let target = ip.parse().expect("IP");
+        let ping = probe::reach(
+            &self.client,
+            ReachMode::Icmp,
+            target,
+            duration,
+            Duration::from_millis(10),
+        )
+        .expect("ping probe");
+        let tcp = probe::reach(
             &self.client,
             ReachMode::Tcp(80),
-            ip.parse().expect("IP"),
+            target,
             duration,
             Duration::from_millis(20),
         )
-        .expect("reach probe");
+        .expect("TCP probe");
         let started = Instant::now();
         wait_for(T, "the client's traffic flows", || {
-            (p.snapshot().iter().filter(|x| x.ok).count() >= 10).then_some(())
+            (tcp.snapshot().iter().filter(|x| x.ok).count() >= 10
+                && ping.snapshot().iter().filter(|x| x.ok).count() >= 10)
+                .then_some(())
         });
         step(&format!(
             "Shutdown the interface of the node that is responding to ARP ({owner})"
@@ -661,16 +695,27 @@ impl Guide {
         r.new_arp_node = Some(new_owner);
         assert!(
             started.elapsed() < duration,
-            "the probe ended before the takeover"
+            "the probes ended before the takeover"
         );
-        let run = p.finish().expect("reach run");
-        r.probe_attempts = run.records.len();
-        r.probe_ok = run.answers().count();
-        r.http_answered_by = run.data();
-        r.gap = run.longest_gap_between_answers().map(|g| g.duration());
+        let ping = ping.finish().expect("ping run");
+        let tcp = tcp.finish().expect("TCP run");
+        r.gap = ping.longest_gap_between_answers().map(|g| g.duration());
+        r.tcp_gap = tcp.longest_gap_between_answers().map(|g| g.duration());
+        r.probe_attempts = tcp.records.len();
+        r.probe_ok = tcp.answers().count();
+        r.http_answered_by = tcp.data();
+        let ms = |d: Option<Duration>| {
+            d.map(|d| format!("{:.0} ms", d.as_secs_f64() * 1000.0))
+                .unwrap_or_else(|| "none".into())
+        };
         say(&format!(
-            "client: {} of {} TCP connects to {ip}:80 answered, by {:?}; longest gap {:?}",
-            r.probe_ok, r.probe_attempts, r.http_answered_by, r.gap
+            "client: ping {ip} every 10 ms: longest gap {}; TCP connects to {ip}:80 every 20 ms: \
+             {} of {} answered, by {:?}, longest gap {}",
+            ms(r.gap),
+            r.probe_ok,
+            r.probe_attempts,
+            r.http_answered_by,
+            ms(r.tcp_gap)
         ));
         failed.link_up().expect("link up");
         r
