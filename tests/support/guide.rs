@@ -552,7 +552,10 @@ impl Guide {
         });
         let cmd = format!("show ip route {prefix}");
         let text = frr.vtysh(&[&cmd]).expect("vtysh");
-        say(&format!("router$ vtysh -c \"{cmd}\"\n{}", indent(&text)));
+        say(&format!(
+            "router$ vtysh -c \"{cmd}\"\n{}",
+            indent(text.trim_end())
+        ));
         report.router_route = Some(text);
         report.nexthops = found;
     }
@@ -628,6 +631,10 @@ impl Guide {
             ..Report::default()
         };
         step("Test for Failover: 4 replicas spread across the nodes");
+        say(
+            "(the guide first scales MetalLB's controller to 2 replicas; lb has no controller \
+             pod: lbd runs on every node and raft-lite elects who answers, so nothing to scale)",
+        );
         self.kubectl(&[
             "create",
             "deploy",
