@@ -64,7 +64,11 @@ fn main() {
             println!("    answers ARP:     {n}");
         }
         if let (Some(old), Some(new)) = (&r.failed_node, &r.new_arp_node) {
-            println!("    failover:        {old} link down -> {new} answers ARP");
+            let after = r
+                .takeover
+                .map(|d| format!(" {:.0} ms later", d.as_secs_f64() * 1000.0))
+                .unwrap_or_default();
+            println!("    failover:        {old} link down -> {new} answers ARP{after}");
         }
         if let (Some(gap), Some(tcp)) = (r.gap, r.tcp_gap) {
             println!(

@@ -63,7 +63,12 @@ fn guide_failover_link_down_on_the_arp_owner_moves_the_ip_and_the_client_gap_is_
     let tcp_gap = r
         .tcp_gap
         .expect("TCP answered before and after the failover");
-    println!("failover gap seen by the client: ping {gap:?}, TCP {tcp_gap:?} ({old} -> {new})");
+    let takeover = r.takeover.expect("the new owner's log line has a time");
+    println!(
+        "failover: {old} -> {new} announced {takeover:?} after link down; client gap: ping \
+         {gap:?}, TCP {tcp_gap:?}"
+    );
+    assert!(takeover < Duration::from_secs(3), "takeover {takeover:?}");
     assert!(gap < Duration::from_secs(3), "gap {gap:?}\n{}", g.logs());
     assert!(
         tcp_gap < Duration::from_secs(3),

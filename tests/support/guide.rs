@@ -88,6 +88,8 @@ pub struct Report {
     pub failed_node: Option<String>,
     pub new_arp_node: Option<String>,
     pub gap: Option<Duration>,
+    /// Failover: from the link going down to the new owner's "announcing" log line.
+    pub takeover: Option<Duration>,
     /// Failover: the longest gap between TCP connects answered (coarser: 200 ms timeouts).
     pub tcp_gap: Option<Duration>,
     /// Failover: TCP connects tried / succeeded during the probe.
@@ -695,10 +697,17 @@ impl Guide {
         ));
         say(&format!("{owner}$ ip link set dev eth0 down"));
         let failed = &self.nodes[self.node_index(&owner)];
+        let down_at = std::time::SystemTime::now();
         failed.link_down().expect("link down");
         r.failed_node = Some(owner.clone());
         let (new_owner, line) = self.arp_owner(&ip, svc, Some(&owner));
-        say(&format!("{new_owner}: {line}"));
+        r.takeover = log_time_after(&line, down_at);
+        say(&format!(
+            "{new_owner}: {line}\n    ({} after the link went down)",
+            r.takeover
+                .map(|d| format!("{:.0} ms", d.as_secs_f64() * 1000.0))
+                .unwrap_or_else(|| "?".into())
+        ));
         r.new_arp_node = Some(new_owner);
         assert!(
             started.elapsed() < duration,
@@ -948,6 +957,27 @@ impl Guide {
         }
         r
     }
+}
+
+/// How long after `t` an lbd log line (`2026-01-02T03:04:05.678901Z  INFO ...`, UTC) was
+/// written; `None` if the line has no timestamp. Compares the time of day (the line and `t`
+/// are seconds apart), so midnight is handled by wrapping.
+fn log_time_after(line: &str, t: std::time::SystemTime) -> Option<Duration> {
+    let stamp = line.split_whitespace().next()?;
+    let time = stamp.split('T').nth(1)?.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let sec: f64 = parts.next()?.parse().ok()?;
+    let line_day = h * 3600.0 + m * 60.0 + sec;
+    let t_day = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64()
+        .rem_euclid(86400.0);
+    let d = (line_day - t_day).rem_euclid(86400.0);
+    // More than an hour "after" is a line from before `t`.
+    (d < 3600.0).then(|| Duration::from_secs_f64(d))
 }
 
 /// The guide's coreDNS TCP service template, verbatim (` ports:` one space in: invalid YAML).
