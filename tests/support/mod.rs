@@ -5,6 +5,7 @@
 pub mod apiserver;
 pub mod dbus;
 pub mod examples;
+pub mod guide;
 pub mod kubelab;
 pub mod l2cluster;
 pub mod lab;
