@@ -335,7 +335,7 @@ impl ClusterDriver {
     pub async fn spawn(settings: ClusterSettings) -> Result<ClusterHandle, DriverError> {
         create_state_dir(&settings.state_dir)?;
         let hard = hard_state::load(&settings.state_dir)?;
-        let boot = boot_nanos();
+        let boot = hard_state::next_boot(&settings.state_dir, boot_nanos())?;
         let cfg = core::Config {
             me: settings.name.clone(),
             members: settings
