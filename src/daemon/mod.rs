@@ -291,6 +291,7 @@ impl Daemon {
                 rx,
                 self.l2_events_tx.clone(),
                 self.ownership.gate(),
+                self.metrics.clone(),
             ));
             self.l2 = Some(tx);
         }
