@@ -363,18 +363,20 @@ impl Metrics {
             .set(i64::from(up));
     }
 
-    pub fn bgp_update_sent(&self, peer: SocketAddr) {
+    /// `count` more UPDATE messages were sent to `peer`.
+    pub fn bgp_updates_sent(&self, peer: SocketAddr, count: u64) {
         self.inner
             .bgp_updates_sent
             .get_or_create(&peer_label(peer))
-            .inc();
+            .inc_by(count);
     }
 
-    pub fn bgp_update_received(&self, peer: SocketAddr) {
+    /// `count` more UPDATE messages were received from `peer`.
+    pub fn bgp_updates_received(&self, peer: SocketAddr, count: u64) {
         self.inner
             .bgp_updates_received
             .get_or_create(&peer_label(peer))
-            .inc();
+            .inc_by(count);
     }
 
     pub fn set_bgp_announced_prefixes(&self, peer: SocketAddr, count: u64) {
@@ -452,8 +454,8 @@ mod tests {
         m.layer2_response_sent(ip);
         m.layer2_gratuitous_sent(ip);
         m.set_bgp_session_up(peer, true);
-        m.bgp_update_sent(peer);
-        m.bgp_update_received(peer);
+        m.bgp_updates_sent(peer, 1);
+        m.bgp_updates_received(peer, 1);
         m.set_bgp_announced_prefixes(peer, 1);
         let text = m.encode();
         for (name, kind, _, _) in SERIES {
@@ -495,7 +497,7 @@ mod tests {
         let m = Metrics::new();
         let peer: SocketAddr = "[fd00::1]:179".parse().unwrap();
         m.set_bgp_session_up(peer, true);
-        m.bgp_update_sent(peer);
+        m.bgp_updates_sent(peer, 1);
         m.set_bgp_announced_prefixes(peer, 3);
         let text = m.encode();
         assert_eq!(

@@ -302,7 +302,10 @@ impl Daemon {
                 me,
                 self.config.bgp_peers.clone(),
                 self.config.pools.clone(),
-                SpeakerOptions::default(),
+                SpeakerOptions {
+                    metrics: self.metrics.clone(),
+                    ..SpeakerOptions::default()
+                },
             ));
         }
         Ok(())
@@ -530,6 +533,8 @@ impl Daemon {
                 }
             }
             self.claimed = claims;
+            self.metrics
+                .set_announced_ips(AnnounceProtocol::Layer2, self.claimed.len() as u64);
         }
     }
 
@@ -569,6 +574,14 @@ impl Daemon {
                         bgp.update_peers(new.bgp_peers.clone());
                     }
                     changed.push("BGP peers");
+                }
+                for gone in self
+                    .config
+                    .pools
+                    .iter()
+                    .filter(|p| !new.pools.iter().any(|n| n.name == p.name))
+                {
+                    self.metrics.remove_pool(&gone.name);
                 }
                 let restart_needed = new.cluster != self.config.cluster
                     || new.node != self.config.node
@@ -610,9 +623,9 @@ impl Daemon {
     async fn publish(&mut self) {
         let view = self.ownership.view();
         let owned = self.ownership.owned_now();
-        let peers = match &self.bgp {
-            Some(b) => b.snapshot().await,
-            None => Vec::new(),
+        let (peers, bgp_advertised) = match &self.bgp {
+            Some(b) => (b.snapshot().await, b.advertised_ips().await),
+            None => (Vec::new(), 0),
         };
         let bgp_up = peers
             .iter()
@@ -718,6 +731,8 @@ impl Daemon {
         let members = self.ownership.members(&self.config);
         self.metrics
             .set_announced_ips(AnnounceProtocol::Layer2, self.claimed.len() as u64);
+        self.metrics
+            .set_announced_ips(AnnounceProtocol::Bgp, bgp_advertised as u64);
         self.snapshot.send_if_modified(|s| {
             let new = Snapshot {
                 version: s.version.clone(),
