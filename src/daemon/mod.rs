@@ -187,7 +187,10 @@ impl Daemon {
             }
         };
 
-        let ownership = Ownership::start(&config).await.map_err(|e| e.to_string())?;
+        let metrics = Metrics::new();
+        let ownership = Ownership::start(&config, metrics.clone())
+            .await
+            .map_err(|e| e.to_string())?;
 
         let (snapshot, snap_rx) = watch::channel(Snapshot::starting(
             &config.node.name,
@@ -202,7 +205,6 @@ impl Daemon {
                 None
             }
         };
-        let metrics = Metrics::new();
         let liveness = http::Liveness::new(Duration::from_secs(10));
         let metrics_server = match http::serve(
             config.metrics.listen,
