@@ -6,6 +6,12 @@
 //! for `metallb_` (see [`SERIES`]). MetalLB's Go client names a counter without `_total`
 //! (`metallb_layer2_requests_received`); the OpenMetrics encoder used here always appends
 //! `_total` to counters, so ours is `lb_layer2_requests_received_total`.
+//!
+//! Who feeds what: the daemon's main loop (pools, announced IPs, term, leadership,
+//! reloads), the ARP/NDP socket task (`l2::socket::run`: per-IP layer-2 counters), each BGP
+//! peer task (`bgp::driver::PeerMetrics`: per-peer series; the speaker removes a removed
+//! peer's), and the raft-lite driver (elections started, failover durations: the core's
+//! `Output::ElectionStarted` / `Output::Failover`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -276,7 +282,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "lb_failover_duration",
-            "Time from losing an IP's owner to a new owner announcing it, as measured by the new leader",
+            "On the leader, for an IP moved because its owner (or the previous leader) failed: from the last moment the IP was known served to the new owner's acknowledgement of its grant",
             Unit::Seconds,
             i.failover.clone(),
         );
