@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -19,30 +18,9 @@ const S: Duration = Duration::from_secs(1);
 const VIP4: &str = "172.19.100.10";
 const VIP6: &str = "fd00:172::10";
 
-/// Builds the example once per test binary and returns its path.
-fn speaker_bin() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let mut cmd = std::process::Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "--example", "lb-bgp-speaker"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        // The test's CARGO_PKG_* etc. would make build scripts (ring) rerun: drop them.
-        for (k, _) in std::env::vars() {
-            if k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR" {
-                cmd.env_remove(k);
-            }
-        }
-        let status = cmd
-            .status()
-            .expect("run cargo build --example lb-bgp-speaker");
-        assert!(status.success(), "building lb-bgp-speaker failed");
-        let exe = std::env::current_exe().unwrap();
-        // target/debug/deps/bgp_interop-… → target/debug/examples/lb-bgp-speaker
-        exe.parent()
-            .and_then(|d| d.parent())
-            .map(|d| d.join("examples/lb-bgp-speaker"))
-            .unwrap()
-    })
+/// The speaker example, built on first use.
+fn speaker_bin() -> PathBuf {
+    support::examples::example_binary("lb-bgp-speaker")
 }
 
 /// One `[[bgp_peer]]` of the speaker's lb.toml.
@@ -520,6 +498,8 @@ fn exabgp_receives_the_update_and_the_shutdown_notification() {
     let lab = Lab::new("bgpexa");
     let router = lab.router("router", &["10.10.100.1/24"]);
     let node = lab.node("node1", &["10.10.100.3/24"]);
+    // Build the speaker before exabgp starts: a build can outlast exabgp's wait for a peer.
+    speaker_bin();
     let exa = Exabgp::start(
         &router,
         &ExabgpConfig {

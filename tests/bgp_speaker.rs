@@ -15,6 +15,7 @@ use lb::bgp::codec::{
 use lb::bgp::fsm::State;
 use lb::bgp::speaker::{Speaker, SpeakerHandle, SpeakerOptions};
 use lb::config::BgpPeer;
+use lb::control::metrics::Metrics;
 use lb::model::{BgpAdvertisement, Community, IpRange, Pool, PoolProtocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -448,4 +449,71 @@ async fn connection_collision_keeps_the_connection_opened_by_the_higher_router_i
     assert_eq!(announced, vec![net("172.19.100.1/32")]);
     let snap = h.snapshot().await;
     assert_eq!(snap[0].status.state, State::Established);
+}
+
+/// The value of `name{peer="ip:port"}` in the metrics text.
+fn peer_sample(m: &Metrics, name: &str, peer: SocketAddr) -> Option<f64> {
+    let prefix = format!("{name}{{peer=\"{peer}\"}} ");
+    m.encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+}
+
+#[tokio::test]
+async fn peer_series_follow_the_session_and_vanish_when_the_peer_is_removed() {
+    let mut peer = FakePeer::start(Ipv4Addr::new(127, 0, 0, 20), 64501).await;
+    let metrics = Metrics::new();
+    let h = Speaker::spawn(
+        node(),
+        vec![peer.peer_config(64500, 64501)],
+        vec![pool()],
+        SpeakerOptions {
+            listen_port: None,
+            metrics: metrics.clone(),
+            ..SpeakerOptions::default()
+        },
+    );
+    assert_eq!(
+        peer_sample(&metrics, "lb_bgp_session_up", peer.addr),
+        Some(0.0),
+        "a configured peer has its series from the start"
+    );
+    h.set_announcements(ann(&["172.19.100.1"]));
+    peer.until(|s| *s == Seen::EndOfRib(Family::IPV6_UNICAST))
+        .await;
+    // The peer task publishes right after sending; poll until it has.
+    let deadline = tokio::time::Instant::now() + T;
+    while peer_sample(&metrics, "lb_bgp_updates_total", peer.addr) != Some(3.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            metrics.encode()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // One route, then End-of-RIB for IPv4 and IPv6.
+    assert_eq!(
+        peer_sample(&metrics, "lb_bgp_session_up", peer.addr),
+        Some(1.0)
+    );
+    assert_eq!(
+        peer_sample(&metrics, "lb_bgp_announced_prefixes_total", peer.addr),
+        Some(1.0)
+    );
+    assert_eq!(h.advertised_ips().await, 1);
+
+    h.update_peers(vec![]);
+    // Commands are handled in order: once the snapshot answers, the peer is gone.
+    assert!(h.snapshot().await.is_empty());
+    assert!(!metrics.encode().contains("127.0.0.20"));
+    // The stopping task publishes once more after its Cease; its handle is detached, so
+    // that cannot bring the series back (deterministically: the driver's unit test
+    // `detached_peer_metrics_cannot_revive_removed_series`).
+    peer.until(|s| *s == Seen::Closed).await;
+    assert!(
+        !metrics.encode().contains("127.0.0.20"),
+        "{}",
+        metrics.encode()
+    );
+    assert_eq!(h.advertised_ips().await, 0);
 }

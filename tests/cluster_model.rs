@@ -153,7 +153,10 @@ impl RaftModel {
                         s.two_leaders = true;
                     }
                 }
-                Output::Leases { .. } | Output::ShutdownComplete => {}
+                Output::Leases { .. }
+                | Output::ShutdownComplete
+                | Output::ElectionStarted { .. }
+                | Output::Failover { .. } => {}
             }
         }
         s.net.sort();

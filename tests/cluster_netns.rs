@@ -8,7 +8,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -26,29 +25,9 @@ const IPS: [&str; 4] = [
 ];
 const PORT: u16 = 7946;
 
-/// Builds the example once per test binary and returns its path.
-fn node_bin() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let mut cmd = std::process::Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "--example", "lb-cluster-node"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR" {
-                cmd.env_remove(k);
-            }
-        }
-        let status = cmd
-            .status()
-            .expect("run cargo build --example lb-cluster-node");
-        assert!(status.success(), "building lb-cluster-node failed");
-        let exe = std::env::current_exe().expect("current exe");
-        // target/debug/deps/cluster_netns-… → target/debug/examples/lb-cluster-node
-        exe.parent()
-            .and_then(|d| d.parent())
-            .map(|d| d.join("examples/lb-cluster-node"))
-            .expect("examples dir")
-    })
+/// The raft-lite node example, built on first use.
+fn node_bin() -> PathBuf {
+    support::examples::example_binary("lb-cluster-node")
 }
 
 fn wall_ns() -> i128 {

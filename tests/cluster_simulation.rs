@@ -7,6 +7,7 @@
 mod cluster_support;
 
 use cluster_support::{Sim, SimConfig, Violation};
+use std::time::Duration;
 
 const MS: u64 = 1000;
 /// After the last fault heals, every desired IP must have exactly one owner within this.
@@ -129,5 +130,127 @@ fn clean_start_elects_one_leader_and_assigns_every_ip_quickly() {
         // Placement spreads: no host owns everything.
         let max = (0..5).map(|h| sim.owned_by(h).len()).max().unwrap_or(0);
         assert!(max < sim.ips.len(), "seed {seed}: one host owns all IPs");
+    }
+}
+
+/// A clean start with every IP placed, then 200 ms more so every grant is acknowledged.
+fn settled(seed: u64) -> Sim {
+    let mut sim = Sim::new(seed, SimConfig::default());
+    sim.run_until_cond(2_000 * MS, |s| s.all_owned_once() && s.leader().is_some())
+        .expect("safety")
+        .unwrap_or_else(|| panic!("seed {seed}: no full ownership within 2s"));
+    sim.run_until(sim.now + 200 * MS).expect("safety");
+    assert!(
+        sim.failovers.is_empty(),
+        "seed {seed}: a clean start is no failover: {:?}",
+        sim.failovers
+    );
+    let leader = sim.leader().expect("a leader");
+    assert!(
+        sim.elections.iter().any(|(h, _)| *h == leader),
+        "seed {seed}: the leader started an election"
+    );
+    sim
+}
+
+/// Leader-clock bound on a failover's duration: real time from the crash to the report,
+/// plus the heartbeat interval and network delay before the crash, at the fastest clock.
+fn failover_upper_bound(sim: &Sim, crashed_at: u64, reported_at: u64) -> Duration {
+    let real = Duration::from_micros(reported_at - crashed_at)
+        + sim.cfg.timing.heartbeat
+        + Duration::from_micros(2 * sim.cfg.max_delay_us);
+    real.mul_f64(1.0 + sim.cfg.max_ppm as f64 / 1e6)
+}
+
+#[test]
+fn leader_reports_failover_of_a_crashed_followers_ips_once_each() {
+    for seed in seeds(30) {
+        let mut sim = settled(seed);
+        let leader = sim.leader().expect("a leader");
+        let victim = (0..sim.hosts.len())
+            .find(|h| *h != leader && !sim.owned_by(*h).is_empty())
+            .expect("a follower owns an IP");
+        let lost = sim.owned_by(victim);
+        let crashed_at = sim.now;
+        sim.crash(victim);
+        sim.run_until_cond(crashed_at + 2_000 * MS, |s| {
+            lost.iter()
+                .all(|ip| s.failovers.iter().any(|f| f.ip == *ip))
+        })
+        .expect("safety")
+        .unwrap_or_else(|| panic!("seed {seed}: failovers not reported within 2s"));
+        sim.run_until(sim.now + 200 * MS).expect("safety");
+        assert_eq!(
+            sim.failovers.len(),
+            lost.len(),
+            "seed {seed}: one report per lost IP: {:?}",
+            sim.failovers
+        );
+        let t = sim.cfg.timing;
+        for f in &sim.failovers {
+            assert_eq!(f.by, leader, "seed {seed}: {f:?}");
+            assert!(lost.contains(&f.ip), "seed {seed}: {f:?}");
+            assert_ne!(f.to, sim.hosts[victim].name, "seed {seed}: {f:?}");
+            // The owner counts as lost only once its lease bound after the last ack passed.
+            assert!(f.took >= t.lease + t.clock_drift, "seed {seed}: {f:?}");
+            assert!(
+                f.took <= failover_upper_bound(&sim, crashed_at, f.at),
+                "seed {seed}: {f:?} crashed at {crashed_at}"
+            );
+        }
+    }
+}
+
+#[test]
+fn new_leader_reports_failover_of_every_ip_after_the_leader_crashed() {
+    for seed in seeds(30) {
+        let mut sim = settled(seed);
+        let old = sim.leader().expect("a leader");
+        let elections_before = sim.elections.len();
+        let crashed_at = sim.now;
+        sim.crash(old);
+        sim.run_until_cond(crashed_at + 3_000 * MS, |s| {
+            s.failovers.len() >= s.ips.len() && s.all_owned_once()
+        })
+        .expect("safety")
+        .unwrap_or_else(|| panic!("seed {seed}: failovers not reported within 3s"));
+        let new = sim.leader().expect("a new leader");
+        assert_ne!(new, old);
+        assert!(
+            sim.elections[elections_before..]
+                .iter()
+                .any(|(h, _)| *h == new),
+            "seed {seed}: the new leader started an election: {:?}",
+            sim.elections
+        );
+        let ips: std::collections::BTreeSet<_> = sim.failovers.iter().map(|f| f.ip).collect();
+        assert_eq!(ips.len(), sim.ips.len(), "seed {seed}: {:?}", sim.failovers);
+        let t = sim.cfg.timing;
+        for f in &sim.failovers {
+            assert_eq!(f.by, new, "seed {seed}: {f:?}");
+            // No campaign before an election timeout without the leader's heartbeat.
+            assert!(f.took >= t.election_timeout, "seed {seed}: {f:?}");
+            assert!(
+                f.took <= failover_upper_bound(&sim, crashed_at, f.at),
+                "seed {seed}: {f:?} crashed at {crashed_at}"
+            );
+        }
+    }
+}
+
+#[test]
+fn planned_leader_hand_over_is_not_reported_as_failover() {
+    for seed in seeds(30) {
+        let mut sim = settled(seed);
+        let old = sim.leader().expect("a leader");
+        sim.input(old, lb::cluster::Input::Shutdown)
+            .expect("safety");
+        sim.run_until_cond(sim.now + 2_000 * MS, |s| {
+            s.leader().is_some_and(|l| l != old) && s.all_owned_once()
+        })
+        .expect("safety")
+        .unwrap_or_else(|| panic!("seed {seed}: no hand-over within 2s"));
+        sim.run_until(sim.now + 300 * MS).expect("safety");
+        assert!(sim.failovers.is_empty(), "seed {seed}: {:?}", sim.failovers);
     }
 }

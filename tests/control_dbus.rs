@@ -15,83 +15,9 @@ use support::dbus::Bus;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The shared fixture (`lb::control::state::sample`), also used by the render unit tests.
 fn snapshot() -> Snapshot {
-    Snapshot {
-        version: "0.1.0".into(),
-        node: "worker-1".into(),
-        role: NodeRole::Member,
-        ready: true,
-        status_line: "leader of term 7; 1 of 2 services announced".into(),
-        config: ConfigStatus {
-            path: "/etc/lb.toml".into(),
-            loaded_at: 1_767_225_600,
-            last_reload: None,
-        },
-        cluster: ClusterStatus {
-            term: 7,
-            leader: Some("worker-1".into()),
-            role: ClusterRole::Leader,
-            members: vec![
-                MemberStatus {
-                    name: "worker-1".into(),
-                    address: "10.10.100.3:7946".parse().unwrap(),
-                    role: NodeRole::Member,
-                    healthy: true,
-                    last_seen_ms: None,
-                },
-                MemberStatus {
-                    name: "worker-2".into(),
-                    address: "10.10.100.4:7946".parse().unwrap(),
-                    role: NodeRole::Member,
-                    healthy: true,
-                    last_seen_ms: Some(12),
-                },
-            ],
-        },
-        services: vec![
-            ServiceStatus {
-                namespace: "default".into(),
-                name: "nginx".into(),
-                ips: vec!["10.10.100.200".parse().unwrap()],
-                pool: "ip-space-1".into(),
-                protocol: AnnounceProtocol::Layer2,
-                announced_by: vec!["worker-2".into()],
-                state: ServiceState::Announced,
-            },
-            ServiceStatus {
-                namespace: "default".into(),
-                name: "web".into(),
-                ips: vec!["172.19.100.7".parse().unwrap()],
-                pool: "ip-pool-1".into(),
-                protocol: AnnounceProtocol::Bgp,
-                announced_by: vec![],
-                state: ServiceState::Pending,
-            },
-        ],
-        pools: vec![
-            PoolStatus::new(
-                "ip-space-1",
-                AnnounceProtocol::Layer2,
-                AddressCount(13),
-                AddressCount(1),
-            ),
-            PoolStatus::new(
-                "v6",
-                AnnounceProtocol::Bgp,
-                AddressCount(1 << 80),
-                AddressCount(0),
-            ),
-        ],
-        peers: vec![PeerStatus {
-            address: "10.10.100.1".parse().unwrap(),
-            my_asn: 64500,
-            peer_asn: 64500,
-            state: BgpState::Established,
-            uptime_s: 61,
-            prefixes_advertised: 1,
-            updates_received: 0,
-        }],
-    }
+    sample()
 }
 
 struct Served {
@@ -171,7 +97,7 @@ async fn status_json_is_the_served_snapshot() {
     let got: Snapshot = serde_json::from_str(&r.stdout).expect("lbctl printed a Snapshot");
     assert_eq!(got, snapshot());
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(v["pools"][1]["total"], "1208925819614629174706176");
+    assert_eq!(v["pools"][1]["total"], "18446744073709551616");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,8 +138,11 @@ async fn tables_are_aligned_and_complete() {
     assert_eq!(lines.len(), 3, "{}", r.stdout);
     let state_col = lines[0].find("STATE").unwrap();
     assert_eq!(&lines[1][state_col..], "announced");
-    assert_eq!(&lines[2][state_col..], "pending");
-    assert!(lines[1].starts_with("default/nginx") && lines[1].contains("worker-2"));
+    assert_eq!(
+        &lines[2][state_col..],
+        "failed: no available IPs in pool ip-pool-1"
+    );
+    assert!(lines[1].starts_with("default/nginx") && lines[1].contains("worker-1"));
 
     let r = lbctl(&bus, &["pools"]).await;
     let rows: Vec<Vec<&str>> = r
@@ -222,18 +151,18 @@ async fn tables_are_aligned_and_complete() {
         .map(|l| l.split_whitespace().collect())
         .collect();
     assert_eq!(rows[0], ["POOL", "PROTOCOL", "TOTAL", "USED", "FREE"]);
-    assert_eq!(rows[1], ["ip-space-1", "layer2", "13", "1", "12"]);
-    assert_eq!(rows[2][2], "1208925819614629174706176");
+    assert_eq!(rows[1], ["ip-space-1", "layer2", "258", "1", "257"]);
+    assert_eq!(rows[2][2], "18446744073709551616");
 
     let r = lbctl(&bus, &["peers"]).await;
     assert!(r.stdout.lines().nth(1).unwrap().split_whitespace().eq([
         "10.10.100.1",
         "64500",
-        "64500",
+        "64501",
         "Established",
-        "1m1s",
-        "1",
-        "0"
+        "1h2m5s",
+        "2",
+        "5"
     ]));
 
     let r = lbctl(&bus, &["cluster"]).await;
@@ -243,11 +172,11 @@ async fn tables_are_aligned_and_complete() {
         "{}",
         r.stdout
     );
-    assert!(r.stdout.contains("worker-2") && r.stdout.contains("12ms ago"));
+    assert!(r.stdout.contains("worker-2") && r.stdout.contains("4200ms ago"));
 
     let r = lbctl(&bus, &["status"]).await;
     assert!(r.stdout.contains("ready: leader of term 7"), "{}", r.stdout);
-    assert!(r.stdout.contains("2 (1 announced, 0 failed)"));
+    assert!(r.stdout.contains("2 (1 announced, 1 failed)"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -109,8 +109,8 @@ fn populated() -> Metrics {
     m.layer2_gratuitous_sent(ip);
     m.layer2_gratuitous_sent(ip);
     m.set_bgp_session_up(peer, true);
-    m.bgp_update_sent(peer);
-    m.bgp_update_received(peer);
+    m.bgp_updates_sent(peer, 1);
+    m.bgp_updates_received(peer, 1);
     m.set_bgp_announced_prefixes(peer, 1);
     m.set_cluster_term(7);
     m.set_is_leader(true);

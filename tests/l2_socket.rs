@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use l2_lab::{Lab, MAC_B};
+use lb::control::metrics::Metrics;
 use lb::l2::iface::Interface;
 use lb::l2::responder::{Claim, Input, Output, Params, Responder};
 use lb::l2::socket::{self, AsyncPacketSocket};
@@ -158,6 +159,8 @@ fn arping_and_ndisc6_get_answers_from_the_responder_for_a_vip_no_kernel_owns() {
     let lab = Lab::new("resp");
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = mpsc::channel::<Input>(16);
+    let metrics = Metrics::new();
+    let task_metrics = metrics.clone();
     let responder = in_netns(&lab.b, move || {
         Box::pin(async move {
             let ifindex = sys::if_nametoindex("vb").expect("vb exists");
@@ -203,6 +206,7 @@ fn arping_and_ndisc6_get_answers_from_the_responder_for_a_vip_no_kernel_owns() {
                 in_rx,
                 out_tx,
                 std::sync::Arc::new(|_| true),
+                task_metrics,
             ));
             // Ready once the driver has taken the IPs (it logs the announcement).
             loop {
@@ -236,8 +240,14 @@ fn arping_and_ndisc6_get_answers_from_the_responder_for_a_vip_no_kernel_owns() {
         &lab.a,
         &["arping", "-c", "1", "-w", "1", "-I", "va", "10.98.0.201"],
     );
+    let owned_text = metrics.encode();
+    // Releasing the IPs drops their series; the task ends after handling that input.
+    stop_tx
+        .blocking_send(Input::OwnershipChanged(Vec::new()))
+        .expect("driver still running");
     drop(stop_tx);
     let counters = responder.join().expect("responder thread");
+    let released_text = metrics.encode();
 
     assert!(arping.status.success(), "arping: {arping:?}");
     assert!(
@@ -258,4 +268,29 @@ fn arping_and_ndisc6_get_answers_from_the_responder_for_a_vip_no_kernel_owns() {
         "{counters:?}"
     );
     assert!(counters.gratuitous_arp_sent >= 1 && counters.unsolicited_na_sent >= 1);
+
+    for ip in ["10.98.0.200", "fd98::200"] {
+        for series in [
+            "lb_layer2_requests_received_total",
+            "lb_layer2_responses_sent_total",
+            "lb_layer2_gratuitous_sent_total",
+        ] {
+            let v = sample(&owned_text, &format!("{series}{{ip=\"{ip}\"}}"));
+            assert!(v.is_some_and(|v| v >= 1.0), "{series} {ip}: {owned_text}");
+        }
+    }
+    assert!(
+        !owned_text.contains("10.98.0.201"),
+        "an IP not owned has no series: {owned_text}"
+    );
+    assert!(
+        !released_text.contains("ip=\""),
+        "released IPs keep series: {released_text}"
+    );
+}
+
+/// The value of one sample line (`name{labels} value`) of an OpenMetrics text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }

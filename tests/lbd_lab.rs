@@ -1,6 +1,7 @@
 //! The whole lbd, one node, in the namespace lab: a static layer-2 service is answered by ARP
 //! and NDP from the node's MAC and reached by the client; a static BGP service is in the
 //! router's RIB; SIGTERM silences ARP, withdraws the route with a Cease, and exits 0.
+//! Both scrape the node's `/metrics` and check the layer-2 and BGP series.
 
 mod support;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use support::lab::peers::{Frr, FrrConfig};
 use support::lab::{Lab, probe, wait_until};
-use support::lbd::lbd_binary;
+use support::lbd::{lbd_binary, scrape_metrics};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -115,6 +116,35 @@ fn standalone_lbd_answers_arp_and_ndp_for_static_services_and_falls_silent_on_si
         idle.macs()
     );
 
+    // The probes' requests and our replies, per IP, on /metrics.
+    let m = scrape_metrics(&node, "127.0.0.1:7472");
+    for (ip, answers) in [
+        ("10.10.100.200", r4.answers().count()),
+        ("fd00:10::200", r6.answers().count()),
+    ] {
+        let get = |series: &str| m.get(&format!("{series}{{ip=\"{ip}\"}}")).copied();
+        let requests = get("lb_layer2_requests_received_total").unwrap_or(0.0);
+        let responses = get("lb_layer2_responses_sent_total").unwrap_or(0.0);
+        assert!(
+            requests >= answers as f64 && responses >= answers as f64,
+            "{ip}: {requests} requests, {responses} responses, {answers} answers seen: {m:?}"
+        );
+        assert!(
+            get("lb_layer2_gratuitous_sent_total").is_some_and(|g| g >= 2.0),
+            "{ip}: gratuitous_count = 2: {m:?}"
+        );
+    }
+    assert!(
+        !m.keys().any(|k| k.contains("10.10.100.201")),
+        "a series for an IP not owned: {m:?}"
+    );
+    assert_eq!(
+        m.get("lb_announced_ips{protocol=\"layer2\"}"),
+        Some(&2.0),
+        "{m:?}"
+    );
+    assert_eq!(m.get("lb_cluster_is_leader"), Some(&1.0), "{m:?}");
+
     lbd.kill(support::lab::Signal::Term);
     let status = lbd.wait_timeout(T).expect("lbd exits on SIGTERM");
     assert!(status.success(), "exit status {status:?}\n{}", lbd.log());
@@ -150,6 +180,9 @@ fn standalone_lbd_advertises_a_static_bgp_service_to_frr_and_withdraws_on_sigter
 [node]
 name = "node1"
 state_dir = "STATE"
+
+[metrics]
+listen = "127.0.0.1:7472"
 
 [[pool]]
 name = "ip-pool-1"
@@ -188,6 +221,30 @@ ip = "172.19.100.0"
     assert!(
         text.contains("64500:100") && text.contains("noExport"),
         "communities: {text}"
+    );
+
+    // The session and what it carries, on /metrics (lb_announced_ips is refreshed each second).
+    let peer = "{peer=\"10.10.100.1:179\"}";
+    let mut m = Default::default();
+    wait_until(T, "BGP series on /metrics", || {
+        m = scrape_metrics(&node, "127.0.0.1:7472");
+        m.get(&format!("lb_bgp_session_up{peer}")) == Some(&1.0)
+            && m.get("lb_announced_ips{protocol=\"bgp\"}") == Some(&1.0)
+    });
+    assert_eq!(
+        m.get(&format!("lb_bgp_announced_prefixes_total{peer}")),
+        Some(&1.0),
+        "{m:?}"
+    );
+    // The route and an End-of-RIB at least.
+    assert!(
+        m.get(&format!("lb_bgp_updates_total{peer}"))
+            .is_some_and(|n| *n >= 2.0),
+        "{m:?}"
+    );
+    assert!(
+        m.contains_key(&format!("lb_bgp_updates_received_total{peer}")),
+        "{m:?}"
     );
 
     lbd.kill(support::lab::Signal::Term);

@@ -150,6 +150,19 @@ fn lbctl_reads_the_real_state_of_a_running_lbd_and_metrics_answer() {
         body.contains("lb_allocator_addresses_in_use_total{pool=\"static-pool\"} 1"),
         "{body}"
     );
+    let m = support::lbd::parse_metrics(&body);
+    assert_eq!(
+        m.get("lb_allocator_services_allocated{pool=\"static-pool\"}"),
+        Some(&1.0),
+        "{body}"
+    );
+    // A cluster of one campaigns once, at start, and leads.
+    assert_eq!(m.get("lb_cluster_elections_total"), Some(&1.0), "{body}");
+    assert_eq!(m.get("lb_cluster_is_leader"), Some(&1.0), "{body}");
+    assert!(
+        m.get("lb_cluster_term").is_some_and(|t| *t >= 1.0),
+        "{body}"
+    );
     assert_eq!(http_get(port, "/ready").0, 200);
     assert_eq!(http_get(port, "/live").0, 200);
 }

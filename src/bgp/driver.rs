@@ -38,6 +38,7 @@ use super::fsm::{
     State,
 };
 use crate::config::BgpPeer;
+use crate::control::metrics::Metrics;
 use crate::sys::tcp_md5::{self, Md5Error};
 
 #[derive(Debug, thiserror::Error)]
@@ -371,6 +372,43 @@ impl PeerStatus {
     }
 }
 
+/// A peer task's handle on its `lb_bgp_*{peer="ip:port"}` series. The speaker
+/// [`detach`](Self::detach)es it before it removes the series of a peer that left the
+/// configuration, so the task, still sending its Cease, cannot bring them back.
+#[derive(Clone, Debug)]
+pub struct PeerMetrics {
+    peer: SocketAddr,
+    metrics: Arc<std::sync::Mutex<Option<Metrics>>>,
+}
+
+impl PeerMetrics {
+    pub fn new(metrics: Metrics, peer: SocketAddr) -> Self {
+        Self {
+            peer,
+            metrics: Arc::new(std::sync::Mutex::new(Some(metrics))),
+        }
+    }
+
+    /// No further updates from this handle (nor its clones).
+    pub fn detach(&self) {
+        *self.metrics.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Brings the series from `old` to `new`: the gauges to `new`'s values, the counters up
+    /// by the UPDATEs sent and received in between (both only grow over a task's life).
+    pub fn report(&self, old: &PeerStatus, new: &PeerStatus) {
+        let guard = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(m) = guard.as_ref() else { return };
+        m.set_bgp_session_up(self.peer, new.state == State::Established);
+        m.set_bgp_announced_prefixes(self.peer, new.prefixes_advertised as u64);
+        m.bgp_updates_sent(self.peer, new.updates_sent.saturating_sub(old.updates_sent));
+        m.bgp_updates_received(
+            self.peer,
+            new.updates_received.saturating_sub(old.updates_received),
+        );
+    }
+}
+
 /// Settings of the driver that are not per peer.
 #[derive(Clone, Debug)]
 pub struct DriverOptions {
@@ -393,20 +431,24 @@ impl Default for DriverOptions {
 
 /// Start the task for `peer`. It runs until `Shutdown` or until the command channel closes
 /// (then it stops the same way with an empty communication).
+/// Its status goes to `metrics` too (the series exist from the start, session down).
 pub fn spawn_peer(
     peer: BgpPeer,
     key: Option<Vec<u8>>,
     options: DriverOptions,
     initial_routes: RouteSet,
+    metrics: PeerMetrics,
 ) -> (
     mpsc::UnboundedSender<PeerCommand>,
     watch::Receiver<PeerStatus>,
     JoinHandle<()>,
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let (status_tx, status_rx) = watch::channel(PeerStatus::new(&peer));
+    let initial = PeerStatus::new(&peer);
+    metrics.report(&initial, &initial);
+    let (status_tx, status_rx) = watch::channel(initial);
     let task = tokio::spawn(async move {
-        run_peer(peer, key, options, initial_routes, rx, status_tx).await;
+        run_peer(peer, key, options, initial_routes, rx, status_tx, metrics).await;
     });
     (tx, status_rx, task)
 }
@@ -469,6 +511,7 @@ struct PeerTask {
     last_error: Option<String>,
     /// Last dial error logged, to log a repeated failure once.
     last_dial_error: Option<String>,
+    metrics: PeerMetrics,
 }
 
 fn describe(reason: &DownReason) -> String {
@@ -490,6 +533,7 @@ async fn run_peer(
     initial_routes: RouteSet,
     mut commands: mpsc::UnboundedReceiver<PeerCommand>,
     status: watch::Sender<PeerStatus>,
+    metrics: PeerMetrics,
 ) {
     // Without a router ID there is no OPEN to send: retry, answering commands meanwhile.
     let mut desired = initial_routes;
@@ -542,6 +586,7 @@ async fn run_peer(
         established_count: 0,
         last_error: None,
         last_dial_error: None,
+        metrics,
     };
     let out = t.primary.session.step(Instant::now(), Input::ManualStart);
     t.apply(false, out);
@@ -994,6 +1039,7 @@ impl PeerTask {
                 let params = PeerParams::from_negotiated(&n, self.peer.my_asn);
                 let prefixes: Vec<IpNet> = self.sent.keys().copied().collect();
                 let msgs = build_withdrawals(&params, &prefixes);
+                self.updates_sent += msgs.len() as u64;
                 self.step(false, Input::SendUpdates(msgs));
             }
             self.sent.clear();
@@ -1042,6 +1088,7 @@ impl PeerTask {
         };
         status.send_if_modified(|old| {
             if *old != s {
+                self.metrics.report(old, &s);
                 *old = s;
                 true
             } else {
@@ -1072,6 +1119,59 @@ mod tests {
             node_selectors: vec![],
             bfd: None,
         }
+    }
+
+    fn sample_value(text: &str, name: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn peer_metrics_follow_status_and_count_update_deltas() {
+        let m = Metrics::new();
+        let addr: SocketAddr = "10.0.0.1:179".parse().unwrap();
+        let pm = PeerMetrics::new(m.clone(), addr);
+        let idle = PeerStatus::new(&peer("10.0.0.1", 1, 2));
+        pm.report(&idle, &idle);
+        let text = m.encode();
+        assert_eq!(
+            sample_value(&text, "lb_bgp_session_up{peer=\"10.0.0.1:179\"}"),
+            Some(0.0)
+        );
+        let up = PeerStatus {
+            state: State::Established,
+            prefixes_advertised: 2,
+            updates_sent: 3,
+            updates_received: 4,
+            ..idle.clone()
+        };
+        pm.report(&idle, &up);
+        let more = PeerStatus {
+            updates_sent: 5,
+            updates_received: 4,
+            ..up.clone()
+        };
+        pm.report(&up, &more);
+        let text = m.encode();
+        let v = |n: &str| sample_value(&text, &format!("{n}{{peer=\"10.0.0.1:179\"}}"));
+        assert_eq!(v("lb_bgp_session_up"), Some(1.0));
+        assert_eq!(v("lb_bgp_announced_prefixes_total"), Some(2.0));
+        assert_eq!(v("lb_bgp_updates_total"), Some(5.0));
+        assert_eq!(v("lb_bgp_updates_received_total"), Some(4.0));
+    }
+
+    #[test]
+    fn detached_peer_metrics_cannot_revive_removed_series() {
+        let m = Metrics::new();
+        let addr: SocketAddr = "10.0.0.1:179".parse().unwrap();
+        let pm = PeerMetrics::new(m.clone(), addr);
+        let idle = PeerStatus::new(&peer("10.0.0.1", 1, 2));
+        pm.report(&idle, &idle);
+        pm.detach();
+        m.remove_bgp_peer(addr);
+        // The task's last publication, after its Cease.
+        pm.report(&idle, &idle);
+        assert!(!m.encode().contains("10.0.0.1"));
     }
 
     #[test]

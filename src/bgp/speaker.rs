@@ -25,9 +25,10 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use super::advertise::{AnnouncedIp, LocalNode, RouteSet, node_peers_with, routes_for_peer};
-use super::driver::{self, DriverOptions, Listener, PeerCommand, PeerStatus};
+use super::driver::{self, DriverOptions, Listener, PeerCommand, PeerMetrics, PeerStatus};
 use super::fsm::State;
 use crate::config::BgpPeer;
+use crate::control::metrics::Metrics;
 use crate::model::Pool;
 
 /// Speaker-wide settings.
@@ -39,6 +40,8 @@ pub struct SpeakerOptions {
     pub connect_timeout: Duration,
     /// Router ID for peers without `router_id` (else the session's local IPv4 address).
     pub router_id: Option<Ipv4Addr>,
+    /// Where the `lb_bgp_*` series of each peer go (the default: a registry nobody reads).
+    pub metrics: Metrics,
 }
 
 impl Default for SpeakerOptions {
@@ -47,6 +50,7 @@ impl Default for SpeakerOptions {
             listen_port: Some(BgpPeer::DEFAULT_PORT),
             connect_timeout: Duration::from_secs(5),
             router_id: None,
+            metrics: Metrics::new(),
         }
     }
 }
@@ -75,6 +79,7 @@ enum Command {
     Node(LocalNode),
     Peers(Vec<BgpPeer>),
     Snapshot(oneshot::Sender<Vec<PeerSnapshot>>),
+    AdvertisedIps(oneshot::Sender<usize>),
     Shutdown {
         communication: String,
         done: oneshot::Sender<()>,
@@ -108,6 +113,7 @@ impl Speaker {
             configured: Vec::new(),
             peers: BTreeMap::new(),
             listeners: Vec::new(),
+            metrics: options.metrics.clone(),
             driver: DriverOptions {
                 connect_timeout: options.connect_timeout,
                 router_id: options.router_id,
@@ -171,6 +177,15 @@ impl SpeakerHandle {
         rx.await.unwrap_or_default()
     }
 
+    /// How many of the announced IPs at least one Established peer has a route for.
+    pub async fn advertised_ips(&self) -> usize {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::AdvertisedIps(tx)).is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
+    }
+
     /// Withdraw every route, send Cease/Administrative Shutdown carrying `communication`
     /// (RFC 8203; at most 255 octets, longer is cut), close; at most `timeout`. The speaker
     /// task ends.
@@ -200,6 +215,7 @@ struct PeerEntry {
     status: watch::Receiver<PeerStatus>,
     routes: RouteSet,
     task: JoinHandle<()>,
+    metrics: PeerMetrics,
 }
 
 struct SpeakerTask {
@@ -211,6 +227,7 @@ struct SpeakerTask {
     peers: BTreeMap<IpAddr, PeerEntry>,
     listeners: Vec<Listener>,
     driver: DriverOptions,
+    metrics: Metrics,
 }
 
 impl SpeakerTask {
@@ -238,6 +255,18 @@ impl SpeakerTask {
                     Some(Command::Peers(p)) => self.set_peers(p),
                     Some(Command::Snapshot(reply)) => {
                         let _ = reply.send(self.snapshot());
+                    }
+                    Some(Command::AdvertisedIps(reply)) => {
+                        let sessions: Vec<(PeerStatus, &RouteSet)> = self
+                            .peers
+                            .values()
+                            .map(|p| (p.status.borrow().clone(), &p.routes))
+                            .collect();
+                        let n = advertised_ips(
+                            &self.announced,
+                            sessions.iter().map(|(s, r)| (s, *r)),
+                        );
+                        let _ = reply.send(n);
                     }
                     Some(Command::Shutdown { communication, done }) => {
                         self.shutdown(&communication).await;
@@ -314,6 +343,13 @@ impl SpeakerTask {
         for addr in gone {
             if let Some(e) = self.peers.remove(&addr) {
                 info!(peer = %addr, "BGP peer removed or changed: stopping its session");
+                // A changed peer at the same ip:port keeps its series (the new task goes on
+                // counting); a removed one loses them.
+                e.metrics.detach();
+                if wanted.get(&addr).is_none_or(|w| w.port != e.config.port) {
+                    self.metrics
+                        .remove_bgp_peer(SocketAddr::new(addr, e.config.port));
+                }
                 let (done, _) = oneshot::channel();
                 let _ = e.tx.send(PeerCommand::Shutdown {
                     communication: "peer configuration changed".into(),
@@ -351,8 +387,14 @@ impl SpeakerTask {
             }
             let routes = self.routes_for(&cfg);
             info!(peer = %addr, peer_asn = cfg.peer_asn, passive = cfg.passive, "BGP peer added");
-            let (tx, status, task) =
-                driver::spawn_peer(cfg.clone(), key, driver_options.clone(), routes.clone());
+            let metrics = PeerMetrics::new(self.metrics.clone(), SocketAddr::new(addr, cfg.port));
+            let (tx, status, task) = driver::spawn_peer(
+                cfg.clone(),
+                key,
+                driver_options.clone(),
+                routes.clone(),
+                metrics.clone(),
+            );
             self.peers.insert(
                 addr,
                 PeerEntry {
@@ -361,6 +403,7 @@ impl SpeakerTask {
                     status,
                     routes,
                     task,
+                    metrics,
                 },
             );
         }
@@ -399,5 +442,88 @@ impl SpeakerTask {
         }
         self.listeners.clear();
         info!("BGP speaker stopped");
+    }
+}
+
+/// How many of `announced` at least one Established session has a route for: a prefix of
+/// the session's address family covering the IP (an aggregated route covers several IPs).
+fn advertised_ips<'a>(
+    announced: &[AnnouncedIp],
+    sessions: impl Iterator<Item = (&'a PeerStatus, &'a RouteSet)>,
+) -> usize {
+    let mut covered: std::collections::BTreeSet<IpAddr> = std::collections::BTreeSet::new();
+    for (status, routes) in sessions {
+        if status.state != State::Established {
+            continue;
+        }
+        let v6 = status.local.is_some_and(|l| l.is_ipv6());
+        for a in announced {
+            if a.ip.is_ipv6() == v6 && routes.keys().any(|p| p.contains(&a.ip)) {
+                covered.insert(a.ip);
+            }
+        }
+    }
+    covered.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bgp::advertise::RouteAttrs;
+
+    fn announced(ip: &str) -> AnnouncedIp {
+        AnnouncedIp {
+            ip: ip.parse().unwrap(),
+            pool: "p".into(),
+            local_only: false,
+            endpoints: Default::default(),
+            always_ready: true,
+        }
+    }
+
+    fn status(state: State, local: &str) -> PeerStatus {
+        PeerStatus {
+            address: "10.0.0.1".parse().unwrap(),
+            peer_asn: 64500,
+            state,
+            router_id: None,
+            local: Some(local.parse().unwrap()),
+            established_since: None,
+            prefixes_advertised: 0,
+            updates_received: 0,
+            updates_sent: 0,
+            established_count: 0,
+            last_error: None,
+        }
+    }
+
+    fn routes(prefixes: &[&str]) -> RouteSet {
+        prefixes
+            .iter()
+            .map(|p| (p.parse().unwrap(), RouteAttrs::default()))
+            .collect()
+    }
+
+    #[test]
+    fn advertised_ips_counts_ips_covered_on_established_sessions_once() {
+        let ann = [
+            announced("172.19.0.1"),
+            announced("172.19.0.2"),
+            announced("172.19.1.9"),
+            announced("fd00::1"),
+        ];
+        // Two sessions share 172.19.0.1; an aggregate covers 172.19.0.2; the v6 route
+        // is not sent on an IPv4 session; a down session advertises nothing.
+        let up_a = status(State::Established, "10.0.0.3:40000");
+        let up_b = status(State::Established, "10.0.0.3:40001");
+        let down = status(State::Active, "10.0.0.3:40002");
+        let ra = routes(&["172.19.0.1/32", "fd00::1/128"]);
+        let rb = routes(&["172.19.0.0/24"]);
+        let rd = routes(&["172.19.1.9/32"]);
+        let n = advertised_ips(&ann, [(&up_a, &ra), (&up_b, &rb), (&down, &rd)].into_iter());
+        assert_eq!(n, 2);
+        let v6 = status(State::Established, "[fd00::3]:40003");
+        let n = advertised_ips(&ann, [(&v6, &ra)].into_iter());
+        assert_eq!(n, 1);
     }
 }

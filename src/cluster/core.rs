@@ -102,6 +102,23 @@ pub enum Output {
     },
     /// After `Input::Shutdown`: nothing is held any more, the process may exit.
     ShutdownComplete,
+    /// This host starts campaigning for `term` (voted for itself; pre-votes not counted).
+    ElectionStarted {
+        term: u64,
+    },
+    /// Leader: `ip` moved to `to` because its owner failed, and `to` acknowledged the grant.
+    ///
+    /// `took` runs from the last moment the leader knew the IP was served (the last ack it
+    /// received from the lost owner; after a leader failover, the new leader's last contact
+    /// with the old one) until the ack of the map granting it to `to` arrived. That interval
+    /// contains the time the IP went unanswered, so `took` bounds the outage from above
+    /// (by up to one heartbeat plus one network delay). Planned moves (a member's or the
+    /// leader's shutdown, eligibility changes, rebalancing) are not reported.
+    Failover {
+        ip: IpAddr,
+        to: String,
+        took: Duration,
+    },
 }
 
 /// For logs, lbctl and metrics.
@@ -149,6 +166,15 @@ struct Peer {
     heartbeat_now: bool,
 }
 
+/// A failover the leader is timing ([`Output::Failover`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Failover {
+    /// Leader clock: when the IP was last known to be served.
+    since: Instant,
+    /// The host it was granted to and the first epoch with the grant.
+    granted: Option<(usize, u64)>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Leadership {
     elected_at: Instant,
@@ -162,6 +188,8 @@ struct Leadership {
     revoked: BTreeMap<IpAddr, Vec<(usize, u64)>>,
     /// Shutdown: everything revoked; hand over when nothing is pending.
     handing_over: bool,
+    /// IPs moving because their owner (or the previous leader) failed.
+    failovers: BTreeMap<IpAddr, Failover>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -197,6 +225,11 @@ pub struct Node {
     done: bool,
     /// `now` of the latest step.
     last_now: Instant,
+    /// When this host last knew a leader to be working: a heartbeat accepted, or its own
+    /// leadership ending. Starts the failover timing if it wins the next election.
+    last_leader_contact: Option<Instant>,
+    /// Set when campaigning after losing the leader (not for a transfer): `last_leader_contact`.
+    leader_lost_since: Option<Instant>,
     last_leases: (BTreeSet<IpAddr>, Option<Instant>),
 }
 
@@ -262,11 +295,13 @@ impl Node {
             done: false,
             last_now: now,
             last_leases: (BTreeSet::new(), None),
+            last_leader_contact: None,
+            leader_lost_since: None,
         };
         node.election_deadline = now + node.random_timeout();
         let mut out = Vec::new();
         if node.names.len() == 1 && !node.witness {
-            node.become_candidate(now, &mut out);
+            node.become_candidate(now, false, &mut out);
         }
         Ok((node, out))
     }
@@ -428,6 +463,7 @@ impl Node {
             Input::Shutdown => self.shutdown(now, &mut out),
         }
         self.on_timers(now, &mut out);
+        self.settle_failovers(now, &mut out);
         self.emit_leases(&mut out);
         out
     }
@@ -545,14 +581,20 @@ impl Node {
         self.votes = BTreeSet::from([self.me]);
         self.election_deadline = now + self.random_timeout();
         if self.votes.len() >= majority(self.names.len()) {
-            self.become_candidate(now, out);
+            self.become_candidate(now, false, out);
             return;
         }
         self.broadcast(out, self.term + 1, Body::PreVote);
     }
 
-    fn become_candidate(&mut self, now: Instant, out: &mut Vec<Output>) {
+    /// `transfer`: the leader asked for it (TimeoutNow), a planned hand-over.
+    fn become_candidate(&mut self, now: Instant, transfer: bool, out: &mut Vec<Output>) {
         self.term += 1;
+        self.leader_lost_since = if transfer {
+            None
+        } else {
+            self.last_leader_contact
+        };
         self.voted_for = Some(self.me);
         self.role = Role::Candidate;
         self.leader = None;
@@ -564,6 +606,7 @@ impl Node {
         self.vote_sent_at = now;
         self.election_deadline = now + self.random_timeout();
         self.persist(out);
+        out.push(Output::ElectionStarted { term: self.term });
         if self.votes.len() >= majority(self.names.len()) {
             self.become_leader(now, out);
             return;
@@ -583,6 +626,9 @@ impl Node {
     /// Adopt a higher term (or lose leadership in this one). Leases are dropped at once.
     fn step_down(&mut self, now: Instant, term: u64, leader: Option<usize>, out: &mut Vec<Output>) {
         let was = (self.role, self.leader, self.term);
+        if self.role == Role::Leader {
+            self.last_leader_contact = Some(now);
+        }
         if let Some(l) = self.lead.take() {
             self.held_before = l
                 .owners
@@ -648,7 +694,7 @@ impl Node {
                 } else if self.role == Role::PreCandidate && granted && term == self.term + 1 {
                     self.votes.insert(from);
                     if self.votes.len() >= majority(self.names.len()) {
-                        self.become_candidate(now, out);
+                        self.become_candidate(now, false, out);
                     }
                 }
             }
@@ -678,7 +724,7 @@ impl Node {
             Body::TimeoutNow => {
                 if term == self.term && self.leader == Some(from) && !self.witness && !self.leaving
                 {
-                    self.become_candidate(now, out);
+                    self.become_candidate(now, true, out);
                     // become_candidate broadcast a normal vote; replace with transfer votes.
                     out.retain(|o| {
                         !matches!(
@@ -778,6 +824,23 @@ impl Node {
             owners: BTreeMap::new(),
             revoked: BTreeMap::new(),
             handing_over: false,
+            // Every IP went unanswered once the lost leader's leases ran out.
+            failovers: match self.leader_lost_since.take() {
+                Some(since) => self
+                    .desired
+                    .keys()
+                    .map(|ip| {
+                        (
+                            *ip,
+                            Failover {
+                                since,
+                                granted: None,
+                            },
+                        )
+                    })
+                    .collect(),
+                None => BTreeMap::new(),
+            },
         });
         self.promise_until = self.promise_until.max(now + self.timing.election_timeout);
         self.role_changed(out);
@@ -817,6 +880,7 @@ impl Node {
         }
         self.promise_until = self.promise_until.max(now + self.timing.election_timeout);
         self.election_deadline = now + self.random_timeout();
+        self.last_leader_contact = Some(now);
         if hb.epoch >= self.applied_epoch {
             if hb.epoch > self.applied_epoch {
                 self.applied_epoch = hb.epoch;
@@ -1002,8 +1066,17 @@ impl Node {
         let mut revoke: Vec<(IpAddr, usize)> = Vec::new();
         let mut grant: Vec<(IpAddr, usize)> = Vec::new();
         let mut cleared: Vec<IpAddr> = Vec::new();
+        // IPs whose owner was lost (no ack within its lease bound): last ack received.
+        let mut lost: Vec<(IpAddr, Instant)> = Vec::new();
         for ip in ips {
             let current = l.owners.get(&ip).copied();
+            if let Some(c) = current
+                && c != self.me
+                && !self.alive(c, now)
+                && let Some(at) = l.peers[c].latest_ack_received
+            {
+                lost.push((ip, at));
+            }
             let names: Vec<&str> = (0..self.names.len())
                 .filter(|i| cands[*i] && self.eligible_for(*i, &ip))
                 .map(|i| self.names[i].as_str())
@@ -1045,24 +1118,62 @@ impl Node {
         }
         let changed = !revoke.is_empty() || !grant.is_empty();
         let me = self.me;
+        let desired = &self.desired;
         let Some(l) = &mut self.lead else { return };
         for ip in cleared {
             l.revoked.remove(&ip);
         }
         let next_epoch = l.epoch + 1;
+        for (ip, since) in lost {
+            // A failover already timed (its new owner failed too) keeps its start.
+            l.failovers.entry(ip).or_insert(Failover {
+                since,
+                granted: None,
+            });
+        }
+        l.failovers.retain(|ip, _| desired.contains_key(ip));
         for (ip, c) in revoke {
             l.owners.remove(&ip);
             if c != me {
                 l.revoked.entry(ip).or_default().push((c, next_epoch));
             }
+            if let Some(f) = l.failovers.get_mut(&ip) {
+                f.granted = None;
+            }
         }
         for (ip, t) in grant {
             l.owners.insert(ip, t);
+            if let Some(f) = l.failovers.get_mut(&ip) {
+                f.granted = Some((t, next_epoch));
+            }
         }
         if changed {
             l.epoch = next_epoch;
             // Tell followers now rather than at the next heartbeat.
             l.next_heartbeat = now;
+        }
+    }
+
+    /// Reports the failovers whose new owner has acknowledged its grant (the leader's own
+    /// grants at once: it answers as soon as it owns an IP).
+    fn settle_failovers(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let me = self.me;
+        let Some(l) = &mut self.lead else { return };
+        let done: Vec<(IpAddr, usize, Instant)> = l
+            .failovers
+            .iter()
+            .filter_map(|(ip, f)| match f.granted {
+                Some((h, e)) if h == me || l.peers[h].acked_epoch >= e => Some((*ip, h, f.since)),
+                _ => None,
+            })
+            .collect();
+        for (ip, h, since) in done {
+            l.failovers.remove(&ip);
+            out.push(Output::Failover {
+                ip,
+                to: self.names[h].clone(),
+                took: now.saturating_duration_since(since),
+            });
         }
     }
 
@@ -1160,6 +1271,50 @@ mod tests {
     }
 
     const E: Duration = Duration::from_millis(300);
+
+    #[test]
+    fn campaigning_emits_election_started_after_the_vote_is_persisted() {
+        let t0 = Instant::now();
+        let (_, out) = Node::new(cfg("a", &["a"]), HardState::default(), t0).expect("node");
+        let persist = out
+            .iter()
+            .position(|o| matches!(o, Output::Persist(h) if h.term == 1));
+        let started = out
+            .iter()
+            .position(|o| *o == Output::ElectionStarted { term: 1 });
+        assert!(persist.is_some() && started > persist, "{out:?}");
+        // A follower of three campaigns only after its election timeout (pre-vote first).
+        let (mut n, out) =
+            Node::new(cfg("a", &["a", "b", "c"]), HardState::default(), t0).expect("node");
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::ElectionStarted { .. }))
+        );
+        let later = t0 + Timing::default().election_timeout * 3;
+        let out = n.step(later, Input::Tick);
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::ElectionStarted { .. }))
+        );
+        for from in ["b", "c"] {
+            let out = n.step(
+                later,
+                Input::Received {
+                    from: from.into(),
+                    msg: Message {
+                        term: 1,
+                        body: Body::PreVoteReply { granted: true },
+                    },
+                },
+            );
+            if from == "b" {
+                assert!(
+                    out.contains(&Output::ElectionStarted { term: 1 }),
+                    "{out:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn single_member_is_leader_at_once_and_owns_eligible_ips() {

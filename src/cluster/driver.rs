@@ -33,6 +33,7 @@ use super::message::Message;
 use super::transport::{self, KeyError, Transport, TransportError, TransportStats};
 use super::{Member, Timing, TimingError};
 use crate::config::{ClusterConfig, NodeConfig};
+use crate::control::metrics::Metrics;
 
 /// Default bound on a planned leave (the core's contract suggests about 1 s).
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -287,6 +288,8 @@ pub struct ClusterDriver {
     /// What the ownership log lines last said this host answers for.
     logged_owned: BTreeSet<IpAddr>,
     last_publish: Instant,
+    /// Elections started and failover durations go here.
+    metrics: Option<Metrics>,
 }
 
 enum Event {
@@ -333,6 +336,23 @@ impl ClusterDriver {
     /// Returns once the first outputs of the core are carried out.
     /// Must be called inside a tokio runtime.
     pub async fn spawn(settings: ClusterSettings) -> Result<ClusterHandle, DriverError> {
+        Self::spawn_inner(settings, None).await
+    }
+
+    /// [`spawn`](Self::spawn), counting elections this host starts
+    /// (`lb_cluster_elections_total`) and, while it leads, failover durations
+    /// (`lb_failover_duration_seconds`, see [`Output::Failover`]) in `metrics`.
+    pub async fn spawn_with_metrics(
+        settings: ClusterSettings,
+        metrics: Metrics,
+    ) -> Result<ClusterHandle, DriverError> {
+        Self::spawn_inner(settings, Some(metrics)).await
+    }
+
+    async fn spawn_inner(
+        settings: ClusterSettings,
+        metrics: Option<Metrics>,
+    ) -> Result<ClusterHandle, DriverError> {
         create_state_dir(&settings.state_dir)?;
         let hard = hard_state::load(&settings.state_dir)?;
         let boot = hard_state::next_boot(&settings.state_dir, boot_nanos())?;
@@ -389,6 +409,7 @@ impl ClusterDriver {
             leases: (BTreeSet::new(), None),
             logged_owned: BTreeSet::new(),
             last_publish: start,
+            metrics,
         };
         info!(
             member = %driver.node.name(),
@@ -546,6 +567,17 @@ impl ClusterDriver {
                     (Role::PreCandidate, _) => debug!(term, "pre-vote for term {}", term + 1),
                 },
                 Output::ShutdownComplete => info!("raft-lite: planned leave complete"),
+                Output::ElectionStarted { .. } => {
+                    if let Some(m) = &self.metrics {
+                        m.election_started();
+                    }
+                }
+                Output::Failover { ip, to, took } => {
+                    info!(%ip, to = %to, ?took, "failover: {ip} moved to {to} after its owner was lost");
+                    if let Some(m) = &self.metrics {
+                        m.observe_failover(took);
+                    }
+                }
             }
         }
     }

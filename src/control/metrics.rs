@@ -6,6 +6,12 @@
 //! for `metallb_` (see [`SERIES`]). MetalLB's Go client names a counter without `_total`
 //! (`metallb_layer2_requests_received`); the OpenMetrics encoder used here always appends
 //! `_total` to counters, so ours is `lb_layer2_requests_received_total`.
+//!
+//! Who feeds what: the daemon's main loop (pools, announced IPs, term, leadership,
+//! reloads), the ARP/NDP socket task (`l2::socket::run`: per-IP layer-2 counters), each BGP
+//! peer task (`bgp::driver::PeerMetrics`: per-peer series; the speaker removes a removed
+//! peer's), and the raft-lite driver (elections started, failover durations: the core's
+//! `Output::ElectionStarted` / `Output::Failover`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -276,7 +282,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "lb_failover_duration",
-            "Time from losing an IP's owner to a new owner announcing it, as measured by the new leader",
+            "On the leader, for an IP moved because its owner (or the previous leader) failed: from the last moment the IP was known served to the new owner's acknowledgement of its grant",
             Unit::Seconds,
             i.failover.clone(),
         );
@@ -363,18 +369,20 @@ impl Metrics {
             .set(i64::from(up));
     }
 
-    pub fn bgp_update_sent(&self, peer: SocketAddr) {
+    /// `count` more UPDATE messages were sent to `peer`.
+    pub fn bgp_updates_sent(&self, peer: SocketAddr, count: u64) {
         self.inner
             .bgp_updates_sent
             .get_or_create(&peer_label(peer))
-            .inc();
+            .inc_by(count);
     }
 
-    pub fn bgp_update_received(&self, peer: SocketAddr) {
+    /// `count` more UPDATE messages were received from `peer`.
+    pub fn bgp_updates_received(&self, peer: SocketAddr, count: u64) {
         self.inner
             .bgp_updates_received
             .get_or_create(&peer_label(peer))
-            .inc();
+            .inc_by(count);
     }
 
     pub fn set_bgp_announced_prefixes(&self, peer: SocketAddr, count: u64) {
@@ -452,8 +460,8 @@ mod tests {
         m.layer2_response_sent(ip);
         m.layer2_gratuitous_sent(ip);
         m.set_bgp_session_up(peer, true);
-        m.bgp_update_sent(peer);
-        m.bgp_update_received(peer);
+        m.bgp_updates_sent(peer, 1);
+        m.bgp_updates_received(peer, 1);
         m.set_bgp_announced_prefixes(peer, 1);
         let text = m.encode();
         for (name, kind, _, _) in SERIES {
@@ -495,7 +503,7 @@ mod tests {
         let m = Metrics::new();
         let peer: SocketAddr = "[fd00::1]:179".parse().unwrap();
         m.set_bgp_session_up(peer, true);
-        m.bgp_update_sent(peer);
+        m.bgp_updates_sent(peer, 1);
         m.set_bgp_announced_prefixes(peer, 3);
         let text = m.encode();
         assert_eq!(

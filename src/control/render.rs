@@ -266,7 +266,7 @@ pub fn timestamp(unix: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::state::tests::sample;
+    use crate::control::state::sample;
 
     #[test]
     fn table_columns_align_to_widest_cell() {

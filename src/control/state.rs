@@ -361,96 +361,98 @@ impl fmt::Display for BgpState {
     }
 }
 
+/// A snapshot with one of everything: the fixture of the render and D-Bus unit tests and of
+/// `tests/control_dbus.rs` (one copy, so the lbctl tests and the unit tests agree).
+#[doc(hidden)]
+pub fn sample() -> Snapshot {
+    Snapshot {
+        version: "0.1.0".into(),
+        node: "worker-1".into(),
+        role: NodeRole::Member,
+        ready: true,
+        status_line: "leader of term 7; 2 of 3 services announced".into(),
+        config: ConfigStatus {
+            path: "/etc/lb.toml".into(),
+            loaded_at: 1_767_225_600,
+            last_reload: Some(ReloadResult {
+                ok: false,
+                at: 1_767_229_200,
+                message: "pool web: 10.0.0.0/33 is not a CIDR".into(),
+            }),
+        },
+        cluster: ClusterStatus {
+            term: 7,
+            leader: Some("worker-1".into()),
+            role: ClusterRole::Leader,
+            members: vec![
+                MemberStatus {
+                    name: "worker-1".into(),
+                    address: SocketAddr::from(([10, 10, 100, 3], 7946)),
+                    role: NodeRole::Member,
+                    healthy: true,
+                    last_seen_ms: None,
+                },
+                MemberStatus {
+                    name: "worker-2".into(),
+                    address: SocketAddr::from(([10, 10, 100, 4], 7946)),
+                    role: NodeRole::Witness,
+                    healthy: false,
+                    last_seen_ms: Some(4200),
+                },
+            ],
+        },
+        services: vec![
+            ServiceStatus {
+                namespace: "default".into(),
+                name: "nginx".into(),
+                ips: vec![
+                    IpAddr::from([10, 10, 100, 200]),
+                    IpAddr::from([0xfd00, 0x10, 0, 0, 0, 0, 0, 1]),
+                ],
+                pool: "ip-space-1".into(),
+                protocol: AnnounceProtocol::Layer2,
+                announced_by: vec!["worker-1".into()],
+                state: ServiceState::Announced,
+            },
+            ServiceStatus {
+                namespace: "shop".into(),
+                name: "checkout".into(),
+                ips: vec![],
+                pool: "ip-pool-1".into(),
+                protocol: AnnounceProtocol::Bgp,
+                announced_by: vec![],
+                state: ServiceState::Failed("no available IPs in pool ip-pool-1".into()),
+            },
+        ],
+        pools: vec![
+            PoolStatus::new(
+                "ip-space-1",
+                AnnounceProtocol::Layer2,
+                AddressCount(258),
+                AddressCount(1),
+            ),
+            PoolStatus::new(
+                "v6-big",
+                AnnounceProtocol::Bgp,
+                AddressCount(1u128 << 64),
+                AddressCount(0),
+            ),
+        ],
+        peers: vec![PeerStatus {
+            address: IpAddr::from([10, 10, 100, 1]),
+            my_asn: 64500,
+            peer_asn: 64501,
+            state: BgpState::Established,
+            uptime_s: 3725,
+            prefixes_advertised: 2,
+            updates_received: 5,
+        }],
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    /// A snapshot with one of everything, shared by the render and D-Bus unit tests.
-    pub(crate) fn sample() -> Snapshot {
-        Snapshot {
-            version: "0.1.0".into(),
-            node: "worker-1".into(),
-            role: NodeRole::Member,
-            ready: true,
-            status_line: "leader of term 7; 2 of 3 services announced".into(),
-            config: ConfigStatus {
-                path: "/etc/lb.toml".into(),
-                loaded_at: 1_767_225_600,
-                last_reload: Some(ReloadResult {
-                    ok: false,
-                    at: 1_767_229_200,
-                    message: "pool web: 10.0.0.0/33 is not a CIDR".into(),
-                }),
-            },
-            cluster: ClusterStatus {
-                term: 7,
-                leader: Some("worker-1".into()),
-                role: ClusterRole::Leader,
-                members: vec![
-                    MemberStatus {
-                        name: "worker-1".into(),
-                        address: "10.10.100.3:7946".parse().unwrap(),
-                        role: NodeRole::Member,
-                        healthy: true,
-                        last_seen_ms: None,
-                    },
-                    MemberStatus {
-                        name: "worker-2".into(),
-                        address: "10.10.100.4:7946".parse().unwrap(),
-                        role: NodeRole::Witness,
-                        healthy: false,
-                        last_seen_ms: Some(4200),
-                    },
-                ],
-            },
-            services: vec![
-                ServiceStatus {
-                    namespace: "default".into(),
-                    name: "nginx".into(),
-                    ips: vec![
-                        "10.10.100.200".parse().unwrap(),
-                        "fd00:10::1".parse().unwrap(),
-                    ],
-                    pool: "ip-space-1".into(),
-                    protocol: AnnounceProtocol::Layer2,
-                    announced_by: vec!["worker-1".into()],
-                    state: ServiceState::Announced,
-                },
-                ServiceStatus {
-                    namespace: "shop".into(),
-                    name: "checkout".into(),
-                    ips: vec![],
-                    pool: "ip-pool-1".into(),
-                    protocol: AnnounceProtocol::Bgp,
-                    announced_by: vec![],
-                    state: ServiceState::Failed("no available IPs in pool ip-pool-1".into()),
-                },
-            ],
-            pools: vec![
-                PoolStatus::new(
-                    "ip-space-1",
-                    AnnounceProtocol::Layer2,
-                    AddressCount(258),
-                    AddressCount(1),
-                ),
-                PoolStatus::new(
-                    "v6-big",
-                    AnnounceProtocol::Bgp,
-                    AddressCount(1u128 << 64),
-                    AddressCount(0),
-                ),
-            ],
-            peers: vec![PeerStatus {
-                address: "10.10.100.1".parse().unwrap(),
-                my_asn: 64500,
-                peer_asn: 64501,
-                state: BgpState::Established,
-                uptime_s: 3725,
-                prefixes_advertised: 2,
-                updates_received: 5,
-            }],
-        }
-    }
 
     #[test]
     fn snapshot_json_round_trips() {

@@ -187,7 +187,10 @@ impl Daemon {
             }
         };
 
-        let ownership = Ownership::start(&config).await.map_err(|e| e.to_string())?;
+        let metrics = Metrics::new();
+        let ownership = Ownership::start(&config, metrics.clone())
+            .await
+            .map_err(|e| e.to_string())?;
 
         let (snapshot, snap_rx) = watch::channel(Snapshot::starting(
             &config.node.name,
@@ -202,7 +205,6 @@ impl Daemon {
                 None
             }
         };
-        let metrics = Metrics::new();
         let liveness = http::Liveness::new(Duration::from_secs(10));
         let metrics_server = match http::serve(
             config.metrics.listen,
@@ -291,6 +293,7 @@ impl Daemon {
                 rx,
                 self.l2_events_tx.clone(),
                 self.ownership.gate(),
+                self.metrics.clone(),
             ));
             self.l2 = Some(tx);
         }
@@ -301,7 +304,10 @@ impl Daemon {
                 me,
                 self.config.bgp_peers.clone(),
                 self.config.pools.clone(),
-                SpeakerOptions::default(),
+                SpeakerOptions {
+                    metrics: self.metrics.clone(),
+                    ..SpeakerOptions::default()
+                },
             ));
         }
         Ok(())
@@ -529,6 +535,8 @@ impl Daemon {
                 }
             }
             self.claimed = claims;
+            self.metrics
+                .set_announced_ips(AnnounceProtocol::Layer2, self.claimed.len() as u64);
         }
     }
 
@@ -568,6 +576,14 @@ impl Daemon {
                         bgp.update_peers(new.bgp_peers.clone());
                     }
                     changed.push("BGP peers");
+                }
+                for gone in self
+                    .config
+                    .pools
+                    .iter()
+                    .filter(|p| !new.pools.iter().any(|n| n.name == p.name))
+                {
+                    self.metrics.remove_pool(&gone.name);
                 }
                 let restart_needed = new.cluster != self.config.cluster
                     || new.node != self.config.node
@@ -609,9 +625,9 @@ impl Daemon {
     async fn publish(&mut self) {
         let view = self.ownership.view();
         let owned = self.ownership.owned_now();
-        let peers = match &self.bgp {
-            Some(b) => b.snapshot().await,
-            None => Vec::new(),
+        let (peers, bgp_advertised) = match &self.bgp {
+            Some(b) => (b.snapshot().await, b.advertised_ips().await),
+            None => (Vec::new(), 0),
         };
         let bgp_up = peers
             .iter()
@@ -720,6 +736,8 @@ impl Daemon {
         let members = self.ownership.members(&self.config);
         self.metrics
             .set_announced_ips(AnnounceProtocol::Layer2, self.claimed.len() as u64);
+        self.metrics
+            .set_announced_ips(AnnounceProtocol::Bgp, bgp_advertised as u64);
         self.snapshot.send_if_modified(|s| {
             let new = Snapshot {
                 version: s.version.clone(),

@@ -13,6 +13,7 @@ use crate::cluster::driver::{
     self, ClusterDriver, ClusterHandle, ClusterSettings, ClusterView, DriverError, ShutdownOutcome,
 };
 use crate::config::{Config, Role};
+use crate::control::metrics::Metrics;
 use crate::control::state::{ClusterRole, MemberStatus, NodeRole};
 
 /// The cluster as this host sees it.
@@ -31,9 +32,9 @@ pub struct Ownership {
 }
 
 impl Ownership {
-    pub async fn start(config: &Config) -> Result<Self, DriverError> {
+    pub async fn start(config: &Config, metrics: Metrics) -> Result<Self, DriverError> {
         let settings = ClusterSettings::from_config(&config.node, &config.cluster)?;
-        let handle = ClusterDriver::spawn(settings).await?;
+        let handle = ClusterDriver::spawn_with_metrics(settings, metrics).await?;
         if let Some(addr) = handle.local_addr() {
             info!(%addr, members = config.cluster.members.len(), "raft-lite transport up");
         }

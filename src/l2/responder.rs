@@ -84,6 +84,8 @@ pub enum Output {
         /// The owned IP the frame answers or announces for (the socket task checks the
         /// lease for it at the moment of sending).
         ip: IpAddr,
+        /// Why it is sent (for the per-IP request/reply/gratuitous counters).
+        kind: FrameKind,
         bytes: Vec<u8>,
     },
     /// Receive frames for this solicited-node group (Ethernet `mac`) on `ifindex`. Emitted
@@ -105,6 +107,16 @@ pub enum Output {
         eligible: bool,
     },
     Log(Event),
+}
+
+/// Why a frame is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    /// The reply to an ARP request / Neighbor Solicitation for an IP answered on that
+    /// interface: one per such request received, so it also counts the requests.
+    Reply,
+    /// A gratuitous ARP / unsolicited Neighbor Advertisement (burst or refresh).
+    Gratuitous,
 }
 
 /// Things worth a log line (`Display` gives the line).
@@ -368,7 +380,12 @@ impl Responder {
                 ndp::build_unsolicited_na(a.mac, v6)
             }
         };
-        out.push(Output::SendFrame { ifindex, ip, bytes });
+        out.push(Output::SendFrame {
+            ifindex,
+            ip,
+            kind: FrameKind::Gratuitous,
+            bytes,
+        });
         a.burst_left = a.burst_left.saturating_sub(1);
         a.next_at = if a.burst_left > 0 {
             Some(now + self.params.gratuitous_interval)
@@ -474,6 +491,7 @@ impl Responder {
         out.push(Output::SendFrame {
             ifindex,
             ip: IpAddr::V4(f.target_ip),
+            kind: FrameKind::Reply,
             bytes: arp::build_reply(&f, a.mac),
         });
     }
@@ -517,6 +535,7 @@ impl Responder {
                 out.push(Output::SendFrame {
                     ifindex,
                     ip: IpAddr::V6(ns.target),
+                    kind: FrameKind::Reply,
                     bytes: ndp::build_na_reply(&f, ns.target, a.mac),
                 });
             }
@@ -1062,5 +1081,57 @@ mod tests {
             assert!(out.is_empty());
         }
         assert_eq!(r.counters().malformed, 3);
+    }
+
+    fn kinds(out: &[Output]) -> Vec<(IpAddr, FrameKind)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::SendFrame { ip, kind, .. } => Some((*ip, *kind)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frames_say_whether_they_answer_a_request_or_announce() {
+        let t0 = Instant::now();
+        let mut r = Responder::new(params(1, 1, 0));
+        r.step(t0, Input::LinkChanged(eth0(true)));
+        let out = r.step(
+            t0,
+            Input::OwnershipChanged(vec![claim(vip4()), claim(vip6())]),
+        );
+        assert_eq!(
+            kinds(&out),
+            [
+                (vip4(), FrameKind::Gratuitous),
+                (vip6(), FrameKind::Gratuitous)
+            ]
+        );
+        let out = r.step(
+            t0,
+            Input::FrameReceived {
+                ifindex: ETH0,
+                bytes: arp_request("10.10.100.200"),
+            },
+        );
+        assert_eq!(kinds(&out), [(vip4(), FrameKind::Reply)]);
+        let out = r.step(
+            t0,
+            Input::FrameReceived {
+                ifindex: ETH0,
+                bytes: ns_for(vip6()),
+            },
+        );
+        assert_eq!(kinds(&out), [(vip6(), FrameKind::Reply)]);
+        // A request for an IP we do not own is seen but not answered: no frame to count.
+        let out = r.step(
+            t0,
+            Input::FrameReceived {
+                ifindex: ETH0,
+                bytes: arp_request("10.10.100.201"),
+            },
+        );
+        assert!(kinds(&out).is_empty());
     }
 }

@@ -1,14 +1,17 @@
 //! Tokio wrapper around the filtered packet socket (`sys::packet`), and the task that joins
 //! it to the responder core.
 
+use std::collections::BTreeSet;
 use std::io;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use super::MacAddr;
-use super::responder::{Input, Output, Responder};
+use super::responder::{FrameKind, Input, Output, Responder};
+use crate::control::metrics::Metrics;
 use crate::sys::packet::{PacketError, PacketSocket, register_async};
 
 /// Largest frame we care about: ARP and NDP frames are far smaller than one MTU.
@@ -70,6 +73,11 @@ impl AsyncPacketSocket {
 /// multicast memberships are carried out here; everything else (eligibility, log events) is
 /// passed to `outputs`. Send errors are reported as `Output`-independent log lines via
 /// `tracing` and do not stop the task.
+///
+/// Per-IP layer-2 counters go to `metrics` here, where frames really leave: a request is
+/// counted when the core answers it (a request for an IP answered on that interface), the
+/// reply and a gratuitous frame once the socket accepted them. An IP's series are dropped
+/// when it leaves the owned set, so their number stays bounded by the IPs owned.
 /// Says, at the moment a frame is about to leave, whether this host may still answer for an
 /// IP (raft-lite's lease is checked then, not when the responder last heard of it: the
 /// leader may move an IP as soon as this host's lease has lapsed or its revocation is
@@ -82,8 +90,10 @@ pub async fn run(
     mut inputs: mpsc::Receiver<Input>,
     outputs: mpsc::Sender<Output>,
     gate: Gate,
+    metrics: Metrics,
 ) -> Responder {
     let mut buf = vec![0u8; RECV_BUF];
+    let mut claimed: BTreeSet<IpAddr> = BTreeSet::new();
     loop {
         let deadline = responder.next_deadline();
         let sleep = async {
@@ -106,15 +116,36 @@ pub async fn run(
             },
             _ = sleep => Input::Tick,
         };
+        let released = match &input {
+            Input::OwnershipChanged(claims) => {
+                let now: BTreeSet<IpAddr> = claims.iter().map(|c| c.ip).collect();
+                let gone: Vec<IpAddr> = claimed.difference(&now).copied().collect();
+                claimed = now;
+                gone
+            }
+            _ => Vec::new(),
+        };
         for out in responder.step(Instant::now(), input) {
             match out {
-                Output::SendFrame { ifindex, ip, bytes } => {
+                Output::SendFrame {
+                    ifindex,
+                    ip,
+                    kind,
+                    bytes,
+                } => {
+                    if kind == FrameKind::Reply {
+                        metrics.layer2_request_received(ip);
+                    }
                     if !gate(ip) {
                         tracing::debug!(%ip, "lease lapsed: frame not sent");
                         continue;
                     }
-                    if let Err(e) = socket.send(ifindex, &bytes).await {
-                        tracing::warn!(ifindex, error = %e, "sending ARP/NDP frame");
+                    match socket.send(ifindex, &bytes).await {
+                        Ok(_) => match kind {
+                            FrameKind::Reply => metrics.layer2_response_sent(ip),
+                            FrameKind::Gratuitous => metrics.layer2_gratuitous_sent(ip),
+                        },
+                        Err(e) => tracing::warn!(ifindex, error = %e, "sending ARP/NDP frame"),
                     }
                 }
                 Output::JoinMulticast { ifindex, mac, .. } => {
@@ -136,6 +167,9 @@ pub async fn run(
                     }
                 }
             }
+        }
+        for ip in released {
+            metrics.forget_layer2_ip(ip);
         }
     }
 }

@@ -95,6 +95,20 @@ pub struct Sim {
     pub desired: BTreeMap<IpAddr, String>,
     pub delivered: u64,
     pub events: u64,
+    /// `Output::ElectionStarted`: (host, term).
+    pub elections: Vec<(usize, u64)>,
+    /// `Output::Failover`: reported by host, with the real time (µs) it was reported.
+    pub failovers: Vec<FailoverReport>,
+}
+
+/// One `Output::Failover` as the simulation saw it.
+#[derive(Clone, Debug)]
+pub struct FailoverReport {
+    pub by: usize,
+    pub ip: IpAddr,
+    pub to: String,
+    pub took: Duration,
+    pub at: u64,
 }
 
 /// (deliver at µs, sequence, from, to, message).
@@ -156,6 +170,8 @@ impl Sim {
             desired,
             delivered: 0,
             events: 0,
+            elections: Vec::new(),
+            failovers: Vec::new(),
         };
         for h in 0..sim.hosts.len() {
             sim.start(h).expect("start");
@@ -255,6 +271,14 @@ impl Sim {
                         self.leaders_by_term.insert(term, h);
                     }
                 }
+                Output::ElectionStarted { term } => self.elections.push((h, term)),
+                Output::Failover { ip, to, took } => self.failovers.push(FailoverReport {
+                    by: h,
+                    ip,
+                    to,
+                    took,
+                    at: self.now,
+                }),
                 Output::Leases { .. } | Output::ShutdownComplete => {}
             }
         }

@@ -1,5 +1,6 @@
 //! `lbd` as a process on loopback: its own temp dir and config, killed (by PID) on drop.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,6 +16,31 @@ pub fn lbd_binary() -> PathBuf {
             .expect("target/<profile>/examples/..")
             .join("lbd"),
     }
+}
+
+/// The samples of an OpenMetrics text: `name{labels}` → value (`# ...` lines skipped).
+pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `GET http://{addr}/metrics` from inside `host`'s namespace (curl), parsed; empty when
+/// the endpoint does not answer (yet).
+pub fn scrape_metrics(host: &super::lab::Host, addr: &str) -> BTreeMap<String, f64> {
+    host.stdout(&[
+        "curl",
+        "-sf",
+        "--max-time",
+        "5",
+        &format!("http://{addr}/metrics"),
+    ])
+    .map(|t| parse_metrics(&t))
+    .unwrap_or_default()
 }
 
 pub struct Lbd {
