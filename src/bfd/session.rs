@@ -98,7 +98,7 @@ impl Jitter {
         Jitter(seed)
     }
 
-    fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -113,7 +113,7 @@ impl Jitter {
         } else {
             (75, 100)
         };
-        let pct = lo + self.next() % (hi - lo + 1);
+        let pct = lo + self.next_u64() % (hi - lo + 1);
         interval * pct as u32 / 100
     }
 }
