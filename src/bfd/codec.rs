@@ -345,17 +345,18 @@ mod tests {
     }
 
     #[test]
-    fn down_packet_from_frr_bfdd_decodes() {
-        // FRR 8.4 bfdd's first packet (Down, Your Discriminator 0, slow 1 s TX while Down,
-        // 300 ms RX, echo 50 ms), captured in the lab (tests/fixtures/bfd/).
-        let b = hex("20 40 03 18 46 c1 b9 5b 00 00 00 00 00 0f 42 40 00 04 93 e0 00 00 c3 50");
+    fn up_packet_captured_from_frr_bfdd_decodes() {
+        // FRR 8.4 bfdd (profile 300 ms / 300 ms / 3, echo RX 50 ms) to lbd, Up; captured
+        // with tcpdump by tests/bfd_lab.rs (which prints each run's packet).
+        let b = hex("20 c0 03 18 c6 25 33 1d 80 26 39 9d 00 04 93 e0 00 04 93 e0 00 00 c3 50");
         let p = decode(&b).unwrap();
-        assert_eq!(p.state, State::Down);
+        assert_eq!(p.state, State::Up);
         assert_eq!(p.diag, Diag::None);
+        assert!(!p.poll && !p.final_ && !p.demand && !p.control_plane_independent);
         assert_eq!(p.detect_mult, 3);
-        assert_eq!(p.my_discriminator, 0x46c1_b95b);
-        assert_eq!(p.your_discriminator, 0);
-        assert_eq!(p.desired_min_tx, 1_000_000);
+        assert_eq!(p.my_discriminator, 0xc625_331d);
+        assert_eq!(p.your_discriminator, 0x8026_399d);
+        assert_eq!(p.desired_min_tx, 300_000);
         assert_eq!(p.required_min_rx, 300_000);
         assert_eq!(p.required_min_echo_rx, 50_000);
         assert_eq!(p.encode().to_vec(), b);
