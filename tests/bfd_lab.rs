@@ -9,6 +9,7 @@
 
 mod support;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use lb::bfd::codec::{State, decode};
@@ -21,7 +22,7 @@ const ROUTER: &str = "10.10.100.1";
 const NODE: &str = "10.10.100.3";
 const SERVICE: &str = "172.19.100.0/32";
 
-fn start(prefix: &str) -> (Lab, Host, Host, Frr, Proc) {
+fn start(prefix: &str) -> (Lab, Host, Host, Frr, Proc, PathBuf) {
     let lab = Lab::new(prefix);
     let router = lab.router("router", &[&format!("{ROUTER}/24")]);
     let node = lab.node("node1", &[&format!("{NODE}/24")]);
@@ -29,7 +30,22 @@ fn start(prefix: &str) -> (Lab, Host, Host, Frr, Proc) {
     cfg.bfd = Some((300, 300, 3));
     let frr = Frr::start(&router, &cfg).unwrap();
     let state = node.owned_dir("state", "root:root").unwrap();
-    let text = format!(
+    let text = lbd_config(&state);
+    let conf = node.write_file("lb.toml", &text).unwrap();
+    let bin = lbd_binary();
+    let lbd = node
+        .spawn(&[bin.to_str().unwrap(), "--config", conf.to_str().unwrap()])
+        .unwrap();
+    frr.wait_established(NODE, T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", lbd.log()));
+    wait_until(T, "the service route in FRR's RIB", || {
+        !frr.paths(SERVICE).is_empty()
+    });
+    (lab, router, node, frr, lbd, conf)
+}
+
+fn lbd_config(state: &Path) -> String {
+    format!(
         r#"
 [node]
 name = "node1"
@@ -52,18 +68,7 @@ name = "dns"
 ip = "172.19.100.0"
 "#,
         state.display()
-    );
-    let conf = node.write_file("lb.toml", &text).unwrap();
-    let bin = lbd_binary();
-    let lbd = node
-        .spawn(&[bin.to_str().unwrap(), "--config", conf.to_str().unwrap()])
-        .unwrap();
-    frr.wait_established(NODE, T)
-        .unwrap_or_else(|e| panic!("{e}\n{}", lbd.log()));
-    wait_until(T, "the service route in FRR's RIB", || {
-        !frr.paths(SERVICE).is_empty()
-    });
-    (lab, router, node, frr, lbd)
+    )
 }
 
 fn wait_bfd_up(frr: &Frr, lbd: &Proc) -> serde_json::Value {
@@ -80,7 +85,7 @@ fn wait_bfd_up(frr: &Frr, lbd: &Proc) -> serde_json::Value {
 
 #[test]
 fn frr_shows_the_bfd_session_with_lbd_up_and_a_captured_bfdd_packet_decodes() {
-    let (_lab, router, _node, frr, lbd) = start("bfdup");
+    let (_lab, router, _node, frr, lbd, _) = start("bfdup");
     let peer = wait_bfd_up(&frr, &lbd);
     println!("FRR show bfd peers: {peer}");
     assert_eq!(peer["local"].as_str(), Some(ROUTER), "{peer}");
@@ -134,7 +139,7 @@ fn hex_of(b: &[u8]) -> String {
 
 #[test]
 fn node_link_down_removes_the_route_at_frr_within_the_bfd_detection_time() {
-    let (_lab, _router, node, frr, lbd) = start("bfdlink");
+    let (_lab, _router, node, frr, lbd, _) = start("bfdlink");
     wait_bfd_up(&frr, &lbd);
     let t0 = Instant::now();
     node.link_down().unwrap();
@@ -162,7 +167,7 @@ fn node_link_down_removes_the_route_at_frr_within_the_bfd_detection_time() {
 
 #[test]
 fn lbd_resets_bgp_with_cease_bfd_down_when_frr_bfd_packets_stop() {
-    let (_lab, _router, node, frr, lbd) = start("bfdcease");
+    let (_lab, _router, node, frr, lbd, _) = start("bfdcease");
     wait_bfd_up(&frr, &lbd);
     lbd.wait_for_log("BFD session up", T).unwrap();
     let t0 = Instant::now();
@@ -182,4 +187,63 @@ fn lbd_resets_bgp_with_cease_bfd_down_when_frr_bfd_packets_stop() {
         .vtysh(&[&format!("show bgp neighbor {NODE} json")])
         .unwrap();
     assert!(n.contains("BFD"), "FRR's last reset names BFD: {n}");
+}
+
+#[test]
+fn reload_retimes_removes_and_re_adds_the_bfd_session() {
+    let (_lab, _router, _node, frr, lbd, conf) = start("bfdhup");
+    let t0 = Instant::now();
+    wait_bfd_up(&frr, &lbd);
+    println!("BGP established -> BFD Up at FRR: {:?}", t0.elapsed());
+    let dropped = |frr: &Frr| {
+        frr.vtysh_json(&format!("show bgp neighbor {NODE} json"))
+            .ok()
+            .and_then(|v| v[NODE]["connectionsDropped"].as_u64())
+    };
+    let before = dropped(&frr).expect("connectionsDropped");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let bfd_line = text
+        .lines()
+        .find(|l| l.starts_with("bfd = "))
+        .unwrap()
+        .to_string();
+    // New timers: a Poll Sequence, FRR sees them, BGP stays up.
+    let faster = text.replace(
+        "transmit_interval = \"300ms\"",
+        "transmit_interval = \"200ms\"",
+    );
+    std::fs::write(&conf, &faster).unwrap();
+    lbd.kill(support::lab::Signal::Hup);
+    wait_until(T, "FRR sees lbd's 200 ms transmit interval", || {
+        frr.bfd_peer(NODE).is_some_and(|p| {
+            p["status"].as_str() == Some("up")
+                && p["remote-transmit-interval"].as_u64() == Some(200)
+        })
+    });
+    assert_eq!(
+        dropped(&frr),
+        Some(before),
+        "BGP not reset by re-timing\n{}",
+        lbd.log()
+    );
+    // Remove bfd: lbd's session goes AdminDown and FRR's goes down; lbd does not reset BGP
+    // itself (FRR 8.4 does: it treats a peer's AdminDown as Down).
+    std::fs::write(&conf, text.replace(&bfd_line, "")).unwrap();
+    lbd.kill(support::lab::Signal::Hup);
+    wait_until(T, "FRR's BFD peer down (lbd sent AdminDown)", || {
+        frr.bfd_peer(NODE)
+            .is_some_and(|p| p["status"].as_str() == Some("down"))
+    });
+    lbd.wait_for_log("BFD session removed", T).unwrap();
+    assert!(
+        !lbd.log().contains("resetting the BGP session"),
+        "{}",
+        lbd.log()
+    );
+    // Re-add it: Up again, BGP Established.
+    std::fs::write(&conf, &text).unwrap();
+    lbd.kill(support::lab::Signal::Hup);
+    wait_bfd_up(&frr, &lbd);
+    frr.wait_established(NODE, T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", lbd.log()));
 }
