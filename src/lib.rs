@@ -5,6 +5,7 @@
 //! `kube`, `net`, `l2::socket`, `bgp::driver`, `control` and `sys` move bytes.
 
 pub mod alloc;
+pub mod bfd;
 pub mod bgp;
 pub mod cluster;
 pub mod config;

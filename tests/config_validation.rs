@@ -843,14 +843,17 @@ fn ebgp_multihop_on_ibgp_warns() {
 }
 
 #[test]
-fn bfd_on_a_peer_is_kept_but_warns_that_lbd_does_not_run_bfd() {
+fn bfd_on_a_peer_is_kept_without_warnings() {
     let text = format!("{BGP}bfd = {{ detect_multiplier = 5 }}\n");
     let checked = valid(&text);
-    assert_eq!(checked.warnings.len(), 1, "{:?}", checked.warnings);
-    let w = &checked.warnings[0];
-    assert_eq!(w.severity, Severity::Warning);
-    assert!(w.message.contains("does not run BFD"), "{}", w.message);
-    assert!(checked.config.bgp_peers[0].bfd.is_some());
+    assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
+    assert_eq!(
+        checked.config.bgp_peers[0]
+            .bfd
+            .as_ref()
+            .map(|b| b.detect_multiplier),
+        Some(5)
+    );
 }
 
 #[test]

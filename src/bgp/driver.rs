@@ -37,6 +37,7 @@ use super::fsm::{
     self, ConnectionOrigin, DownReason, Input, Keep, Negotiated, Output, Session, SessionConfig,
     State,
 };
+use crate::bfd::driver::BfdStatus;
 use crate::config::BgpPeer;
 use crate::control::metrics::Metrics;
 use crate::sys::tcp_md5::{self, Md5Error};
@@ -333,6 +334,9 @@ pub enum PeerCommand {
         communication: String,
         done: oneshot::Sender<()>,
     },
+    /// The BFD session to watch (`None`: none). When it leaves Up for a path failure the
+    /// BGP session is reset with Cease/BFD Down (RFC 5882 §4.3, RFC 9384).
+    Bfd(Option<watch::Receiver<BfdStatus>>),
 }
 
 /// What a peer task publishes about itself.
@@ -537,6 +541,7 @@ async fn run_peer(
 ) {
     // Without a router ID there is no OPEN to send: retry, answering commands meanwhile.
     let mut desired = initial_routes;
+    let mut bfd = BfdWatch::default();
     let router_id = loop {
         match resolve_router_id(&peer, options.router_id) {
             Ok(id) => break id,
@@ -549,6 +554,7 @@ async fn run_peer(
                     cmd = commands.recv() => match cmd {
                         Some(PeerCommand::SetRoutes(r)) => desired = r,
                         Some(PeerCommand::Incoming(_)) => {}
+                        Some(PeerCommand::Bfd(w)) => bfd.set(w),
                         Some(PeerCommand::Shutdown { done, .. }) => {
                             let _ = done.send(());
                             return;
@@ -612,6 +618,7 @@ async fn run_peer(
                     t.sync_routes(false);
                 }
                 Some(PeerCommand::Incoming(stream)) => t.incoming(stream),
+                Some(PeerCommand::Bfd(w)) => bfd.set(w),
                 Some(PeerCommand::Shutdown { communication, done }) => {
                     t.shutdown(&communication).await;
                     t.publish(&status);
@@ -625,9 +632,44 @@ async fn run_peer(
             },
             Some(ev) = events.recv() => t.event(ev),
             _ = timer => t.tick(),
+            failed = bfd.failed() => if failed {
+                warn!(peer = %t.peer.address, "BFD down: resetting the BGP session (Cease/BFD Down)");
+                t.step(false, Input::BfdDown);
+                t.step(true, Input::BfdDown);
+            },
         }
         t.normalize();
         t.publish(&status);
+    }
+}
+
+/// The peer's BFD session as the peer task sees it: the failure count already acted on.
+#[derive(Default)]
+struct BfdWatch {
+    rx: Option<watch::Receiver<BfdStatus>>,
+    failures: u64,
+}
+
+impl BfdWatch {
+    fn set(&mut self, rx: Option<watch::Receiver<BfdStatus>>) {
+        self.failures = rx.as_ref().map_or(0, |r| r.borrow().failures);
+        self.rx = rx;
+    }
+
+    /// Resolves on a change: `true` when the session failed since the last call. Never
+    /// resolves without a BFD session.
+    async fn failed(&mut self) -> bool {
+        let Some(rx) = self.rx.as_mut() else {
+            return std::future::pending().await;
+        };
+        if rx.changed().await.is_err() {
+            self.rx = None; // the BFD session was removed
+            return false;
+        }
+        let f = rx.borrow_and_update().failures;
+        let failed = f > self.failures;
+        self.failures = f;
+        failed
     }
 }
 

@@ -138,6 +138,9 @@ pub enum Input {
     SendUpdates(Vec<Vec<u8>>),
     /// The driver's collision resolution closes this connection (RFC 4271 §6.8).
     CollisionLost,
+    /// BFD saw the path to the peer fail (RFC 5882 §4.3): with a connection, send
+    /// Cease/BFD Down (RFC 9384) and go Idle; restart after the backoff as for any error.
+    BfdDown,
 }
 
 /// Why a connection or session ended.
@@ -398,6 +401,14 @@ impl Session {
                     );
                     self.stopped = true;
                     self.teardown(now, DownReason::CollisionLost, &mut out);
+                }
+            }
+            Input::BfdDown => {
+                if matches!(
+                    self.state,
+                    State::OpenSent | State::OpenConfirm | State::Established
+                ) {
+                    self.fail(now, Notification::cease(CeaseSubcode::BfdDown), &mut out);
                 }
             }
         }

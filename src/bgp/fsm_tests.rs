@@ -954,3 +954,33 @@ fn collision_with_an_established_session_keeps_it() {
         Keep::Existing
     );
 }
+
+#[test]
+fn bfd_down_in_established_sends_cease_bfd_down_and_restarts_after_backoff() {
+    let t0 = Instant::now();
+    let mut s = to_established(ebgp(), t0);
+    let out = s.step(t0 + secs(1), Input::BfdDown);
+    assert_eq!(
+        sent_notification(&out),
+        Some(Notification::cease(CeaseSubcode::BfdDown))
+    );
+    assert!(has(&out, &Output::CloseTcp));
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Down { .. })),
+        "{out:?}"
+    );
+    assert_eq!(s.state(), State::Idle);
+    let retry = s.next_deadline().expect("restart scheduled");
+    let out = s.step(retry, Input::Tick);
+    assert!(has(&out, &Output::Connect), "{out:?}");
+}
+
+#[test]
+fn bfd_down_without_a_connection_changes_nothing() {
+    let t0 = Instant::now();
+    let mut s = Session::new(ebgp());
+    s.step(t0, Input::ManualStart);
+    assert_eq!(s.state(), State::Connect);
+    assert!(s.step(t0, Input::BfdDown).is_empty());
+    assert_eq!(s.state(), State::Connect);
+}

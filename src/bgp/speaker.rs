@@ -27,6 +27,7 @@ use tracing::{debug, error, info, warn};
 use super::advertise::{AnnouncedIp, LocalNode, RouteSet, node_peers_with, routes_for_peer};
 use super::driver::{self, DriverOptions, Listener, PeerCommand, PeerMetrics, PeerStatus};
 use super::fsm::State;
+use crate::bfd::driver::{BfdHandle, BfdOptions};
 use crate::config::BgpPeer;
 use crate::control::metrics::Metrics;
 use crate::model::Pool;
@@ -114,6 +115,7 @@ impl Speaker {
             peers: BTreeMap::new(),
             listeners: Vec::new(),
             metrics: options.metrics.clone(),
+            bfd: None,
             driver: DriverOptions {
                 connect_timeout: options.connect_timeout,
                 router_id: options.router_id,
@@ -226,6 +228,8 @@ struct SpeakerTask {
     configured: Vec<BgpPeer>,
     peers: BTreeMap<IpAddr, PeerEntry>,
     listeners: Vec<Listener>,
+    /// Started with the first peer that has `bfd`.
+    bfd: Option<BfdHandle>,
     driver: DriverOptions,
     metrics: Metrics,
 }
@@ -337,11 +341,31 @@ impl SpeakerTask {
         let gone: Vec<IpAddr> = self
             .peers
             .iter()
-            .filter(|(a, e)| wanted.get(a) != Some(&e.config))
+            .filter(|(a, e)| !wanted.get(a).is_some_and(|w| same_but_bfd(w, &e.config)))
             .map(|(a, _)| *a)
             .collect();
+        // Only `bfd` changed: the BGP session stays, the BFD session follows the config.
+        for (addr, w) in &wanted {
+            if gone.contains(addr) {
+                continue;
+            }
+            if let Some(e) = self.peers.get(addr)
+                && e.config.bfd != w.bfd
+            {
+                let (old, tx) = (e.config.clone(), e.tx.clone());
+                self.sync_bfd(Some(&old), w, &tx);
+                if let Some(e) = self.peers.get_mut(addr) {
+                    e.config = w.clone();
+                }
+            }
+        }
         for addr in gone {
             if let Some(e) = self.peers.remove(&addr) {
+                if e.config.bfd.is_some()
+                    && let Some(b) = &self.bfd
+                {
+                    b.remove(addr);
+                }
                 info!(peer = %addr, "BGP peer removed or changed: stopping its session");
                 // A changed peer at the same ip:port keeps its series (the new task goes on
                 // counting); a removed one loses them.
@@ -395,6 +419,7 @@ impl SpeakerTask {
                 routes.clone(),
                 metrics.clone(),
             );
+            self.sync_bfd(None, &cfg, &tx);
             self.peers.insert(
                 addr,
                 PeerEntry {
@@ -406,6 +431,46 @@ impl SpeakerTask {
                     metrics,
                 },
             );
+        }
+    }
+
+    /// Start, retime or stop the BFD session of `new` (whose BGP task is `tx`) given the
+    /// config it had (`None`: a new peer).
+    fn sync_bfd(
+        &mut self,
+        old: Option<&BgpPeer>,
+        new: &BgpPeer,
+        tx: &mpsc::UnboundedSender<PeerCommand>,
+    ) {
+        let had = old.and_then(|o| o.bfd.as_ref());
+        match (had, &new.bfd) {
+            (None, None) => {}
+            (Some(_), None) => {
+                if let Some(b) = &self.bfd {
+                    b.remove(new.address);
+                }
+                let _ = tx.send(PeerCommand::Bfd(None));
+            }
+            (Some(_), Some(c)) => {
+                if let Some(b) = &self.bfd {
+                    b.set_timers(new.address, c.into());
+                }
+            }
+            (None, Some(c)) => {
+                if self.bfd.is_none() {
+                    match BfdHandle::spawn(BfdOptions::default()) {
+                        Ok(b) => self.bfd = Some(b),
+                        Err(e) => {
+                            error!(error = %e, "BFD not started: BGP peers rely on the hold timer");
+                            return;
+                        }
+                    }
+                }
+                if let Some(b) = &self.bfd {
+                    let rx = b.add(new.address, new.source_address, c.into());
+                    let _ = tx.send(PeerCommand::Bfd(Some(rx)));
+                }
+            }
         }
     }
 
@@ -441,6 +506,9 @@ impl SpeakerTask {
             }
         }
         self.listeners.clear();
+        if let Some(b) = self.bfd.take() {
+            b.shutdown().await;
+        }
         info!("BGP speaker stopped");
     }
 }
@@ -464,6 +532,17 @@ fn advertised_ips<'a>(
         }
     }
     covered.len()
+}
+
+/// The two configs differ at most in `bfd` (which is changed without resetting BGP).
+fn same_but_bfd(a: &BgpPeer, b: &BgpPeer) -> bool {
+    BgpPeer {
+        bfd: None,
+        ..a.clone()
+    } == BgpPeer {
+        bfd: None,
+        ..b.clone()
+    }
 }
 
 #[cfg(test)]

@@ -1792,10 +1792,6 @@ impl State {
                 self.notes.push(n);
             }
         }
-        self.notes.push(format!(
-            "{at}: lbd does not run BFD yet; the bfd table is validated and kept, but a dead \
-             peer is noticed by the BGP hold timer only"
-        ));
         out
     }
 

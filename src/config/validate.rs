@@ -974,12 +974,6 @@ impl Checker<'_> {
                 Duration::ZERO,
             );
             let node_selectors = self.selectors(p.node_selectors.as_ref());
-            if let Some(b) = &p.bfd {
-                self.sink.warning(
-                    b.span(),
-                    "bfd is accepted but lbd does not run BFD yet: a dead peer is noticed by the BGP hold timer only",
-                );
-            }
             let bfd = p.bfd.as_ref().map(|b| self.bfd(b.get_ref()));
             let (
                 Some(my_asn),

@@ -3,10 +3,12 @@
 //! - `packet`: the AF_PACKET socket that receives only ARP and NS/NA frames (classic BPF).
 //! - `netns`: entering a network namespace on the current thread (tests and the lab).
 //! - `tcp_md5`: TCP-MD5 signature keys (RFC 2385) on BGP sockets.
+//! - `udp_ttl`: UDP receive with the TTL / hop limit (GTSM for single-hop BFD).
 
 pub mod netns;
 pub mod packet;
 pub mod tcp_md5;
+pub mod udp_ttl;
 
 use std::ffi::CString;
 

@@ -79,6 +79,9 @@ pub struct FrrConfig {
     pub networks: Vec<String>,
     /// Raw lines appended inside `router bgp`.
     pub extra: Vec<String>,
+    /// BFD with every static neighbor: (receive ms, transmit ms, detect multiplier) as the
+    /// bfdd profile `lb`; [`Frr::start`] then also runs bfdd.
+    pub bfd: Option<(u32, u32, u8)>,
 }
 
 impl FrrConfig {
@@ -94,6 +97,7 @@ impl FrrConfig {
             timers: (3, 9),
             networks: Vec::new(),
             extra: Vec::new(),
+            bfd: None,
         }
     }
 
@@ -114,6 +118,14 @@ impl FrrConfig {
     pub fn network(mut self, prefix: &str) -> FrrConfig {
         self.networks.push(prefix.to_string());
         self
+    }
+
+    /// The bfdd configuration text (the `lb` profile), when `bfd` is set.
+    pub fn render_bfdd(&self, hostname: &str) -> Option<String> {
+        let (rx, tx, mult) = self.bfd?;
+        Some(format!(
+            "frr defaults traditional\nhostname {hostname}\n!\nbfd\n profile lb\n  receive-interval {rx}\n  transmit-interval {tx}\n  detect-multiplier {mult}\n !\n!\n"
+        ))
     }
 
     /// The bgpd configuration text.
@@ -143,6 +155,9 @@ impl FrrConfig {
             }
             if n.passive {
                 let _ = writeln!(s, " neighbor {a} passive");
+            }
+            if self.bfd.is_some() {
+                let _ = writeln!(s, " neighbor {a} bfd profile lb");
             }
             peers.push(a.clone());
         }
@@ -185,6 +200,7 @@ pub struct Frr {
     run_dir: PathBuf,
     bgpd: Proc,
     zebra: Proc,
+    bfdd: Option<Proc>,
 }
 
 impl Frr {
@@ -217,12 +233,22 @@ impl Frr {
             host.spawn_labeled(name, &args)
         };
         let zebra = daemon("zebra", &zconf, &[])?;
+        // bfdd before bgpd so bgpd's BFD registrations find it.
+        let bfdd = match cfg.render_bfdd(host.name()) {
+            Some(text) => {
+                let bconf = host.write_file("bfdd.conf", &text)?;
+                let ctl = format!("{rd}/bfdd.sock");
+                Some(daemon("bfdd", &bconf, &["--bfdctl", &ctl])?)
+            }
+            None => None,
+        };
         let bgpd = daemon("bgpd", &conf, &["-p", "179"])?;
         let frr = Frr {
             host: host.clone(),
             run_dir,
             bgpd,
             zebra,
+            bfdd,
         };
         try_wait_until(UP_TIMEOUT, "FRR zebra and bgpd to answer vtysh", || {
             frr.vtysh(&["show zebra client summary"])
@@ -329,7 +355,28 @@ impl Frr {
     }
 
     pub fn log(&self) -> String {
-        format!("zebra:\n{}\nbgpd:\n{}", self.zebra.log(), self.bgpd.log())
+        let bfdd = self.bfdd.as_ref().map(|p| p.log()).unwrap_or_default();
+        format!(
+            "zebra:\n{}\nbgpd:\n{}\nbfdd:\n{bfdd}",
+            self.zebra.log(),
+            self.bgpd.log()
+        )
+    }
+
+    /// Stop bfdd (SIGTERM).
+    pub fn stop_bfdd(&self) {
+        if let Some(p) = &self.bfdd {
+            p.stop(Duration::from_secs(5));
+        }
+    }
+
+    /// `show bfd peers json`: the session with `peer`, if bfdd knows it.
+    pub fn bfd_peer(&self, peer: &str) -> Option<Value> {
+        let v = self.vtysh_json("show bfd peers json").ok()?;
+        v.as_array()?
+            .iter()
+            .find(|p| p["peer"].as_str() == Some(peer))
+            .cloned()
     }
 
     /// Stop bgpd (SIGTERM: FRR sends Cease to its peers).
