@@ -152,13 +152,7 @@ fn example_with_every_commented_key_switched_on_is_valid() {
     };
     let checked = parse_str(&text, Path::new("lb.toml"), &ctx)
         .unwrap_or_else(|e| panic!("uncommented etc/lb.toml is invalid:\n{e}"));
-    // The one warning a documented key may give: bfd is kept but not run yet.
-    let unexpected: Vec<_> = checked
-        .warnings
-        .iter()
-        .filter(|w| !w.message.contains("does not run BFD"))
-        .collect();
-    assert!(unexpected.is_empty(), "{unexpected:?}");
+    assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
     let peer = &checked.config.bgp_peers[0];
     assert!(peer.bfd.is_some() && peer.password_file.is_some());
 }
