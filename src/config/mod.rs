@@ -31,11 +31,16 @@ pub struct Context {
 impl Context {
     /// The kernel's hostname (`/proc/sys/kernel/hostname`, else `/etc/hostname`), files checked.
     pub fn from_system() -> Context {
-        let hostname = ["/proc/sys/kernel/hostname", "/etc/hostname"]
-            .iter()
-            .filter_map(|p| std::fs::read_to_string(p).ok())
-            .map(|h| h.trim().to_string())
-            .find(|h| !h.is_empty())
+        // uname(2), not /proc/sys/kernel/hostname: the unit's ProcSubset=pid hides /proc/sys,
+        // and /etc/hostname can differ from the kernel's name (then `lbd --check-config` in a
+        // shell and lbd under systemd would disagree about this host's name).
+        let hostname = crate::sys::hostname()
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+            })
             .unwrap_or_default();
         Context {
             hostname,
