@@ -589,8 +589,13 @@ impl Daemon {
                     || new.node != self.config.node
                     || new.kubernetes != self.config.kubernetes
                     || new.metrics != self.config.metrics
-                    || new.layer2 != self.config.layer2;
-                self.config = new;
+                    || new.layer2 != self.config.layer2
+                    || new.log != self.config.log;
+                // Adopt only what was applied: the running tasks (raft-lite, kube watch,
+                // responder, metrics server, logging) still use the old sections, and the rest
+                // of lbd must agree with them — e.g. a new [node] name would make the
+                // announcers look up another Node than raft-lite speaks for.
+                self.config = reloadable_part(new, &self.config);
                 if let Err(e) = self.start_announcers() {
                     error!("{e}");
                 }
@@ -605,7 +610,7 @@ impl Daemon {
                 };
                 if restart_needed {
                     message.push_str(
-                        "; [node], [cluster], [kubernetes], [layer2] and [metrics] changes take effect at the next restart",
+                        "; [node], [cluster], [kubernetes], [layer2], [metrics] and [log] changes take effect at the next restart",
                     );
                 }
                 info!("{message}");
@@ -799,6 +804,20 @@ impl Daemon {
         }
         info!("stopped");
         ExitCode::SUCCESS
+    }
+}
+
+/// `new` with the sections a reload does not apply ([node], [cluster], [kubernetes],
+/// [layer2], [metrics], [log]) kept as they run.
+fn reloadable_part(new: Config, running: &Config) -> Config {
+    Config {
+        node: running.node.clone(),
+        kubernetes: running.kubernetes.clone(),
+        cluster: running.cluster.clone(),
+        layer2: running.layer2.clone(),
+        metrics: running.metrics.clone(),
+        log: running.log.clone(),
+        ..new
     }
 }
 
