@@ -46,7 +46,7 @@ fn lbd_trial(fault: Fault, n: usize) -> (Duration, bool) {
         Fault::Term => c.lbds[owner].as_ref().unwrap().kill(Signal::Term),
     }
     let run = p.finish().unwrap();
-    let gap = check_failover(&c, &run, owner);
+    let (gap, _) = check_failover(&c, &run, owner);
     c.lbds[owner] = None;
     (gap, was_leader)
 }
