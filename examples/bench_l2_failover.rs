@@ -2,7 +2,7 @@
 //! raft-lite, default timings) beside keepalived (VRRPv3, advert_int 1 s and 0.1 s) in the
 //! same namespace lab. The client probes every 10 ms.
 //!
-//! Run as root:  cargo build --release --bin lbd && cargo run --release --example bench_l2_failover [-- --trials N]
+//! Run as root:  cargo build --release --bin lbd && cargo run --release --example bench_l2_failover [-- --trials N] [--only link|kill|term|keepalived]
 
 #[path = "../tests/support/mod.rs"]
 #[allow(unused_imports)]
@@ -13,6 +13,15 @@ use std::time::Duration;
 use support::l2cluster::{PROBE_INTERVAL, VIP, check_failover, start_cluster};
 use support::lab::peers::{Keepalived, VrrpConfig};
 use support::lab::{Lab, Signal, probe};
+
+/// `--only link|kill|term|keepalived`: run just that scenario (default: all).
+fn only() -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
 
 fn trials() -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -100,7 +109,14 @@ fn main() {
         ("lbd: owner's link down, owner was a follower", vec![]),
         ("lbd: owner SIGKILL, owner was the leader", vec![]),
         ("lbd: owner SIGKILL, owner was a follower", vec![]),
-        ("lbd: owner SIGTERM (planned hand-over)", vec![]),
+        (
+            "lbd: owner SIGTERM (planned hand-over), owner was the leader",
+            vec![],
+        ),
+        (
+            "lbd: owner SIGTERM (planned hand-over), owner was a follower",
+            vec![],
+        ),
         (
             "keepalived VRRPv3 advert_int 1 s: master's link down",
             vec![],
@@ -110,18 +126,29 @@ fn main() {
             vec![],
         ),
     ];
+    let only = only();
+    let wanted = |what: &str| only.as_deref().is_none_or(|o| o == what);
     let mut k = 0;
     for _ in 0..n {
+        if !wanted("keepalived") {
+            break;
+        }
         k += 1;
-        rows[4].1.push(lbd_trial(Fault::Term, k).0);
+        rows[6].1.push(keepalived_trial(1.0, k));
         k += 1;
-        rows[5].1.push(keepalived_trial(1.0, k));
-        k += 1;
-        rows[6].1.push(keepalived_trial(0.1, k));
+        rows[7].1.push(keepalived_trial(0.1, k));
     }
-    // Link down and SIGKILL until the leader and the follower case have n trials each (the
-    // owner is the leader about 1 time in 3; a leader's failure needs an election).
-    for (fault, leader_row) in [(Fault::LinkDown, 0), (Fault::Kill, 2)] {
+    // Each fault until the leader and the follower case have n trials each (the owner is
+    // the leader about 1 time in 3; a leader's failure needs an election, its planned leave
+    // a hand-over of the leadership).
+    for (fault, leader_row, what) in [
+        (Fault::LinkDown, 0, "link"),
+        (Fault::Kill, 2, "kill"),
+        (Fault::Term, 4, "term"),
+    ] {
+        if !wanted(what) {
+            continue;
+        }
         let mut attempts = 0;
         while (rows[leader_row].1.len() < n || rows[leader_row + 1].1.len() < n) && attempts < 8 * n
         {
