@@ -1,4 +1,5 @@
-//! The probe-record computations (gap, split-brain detector) on synthetic records.
+//! The probe-record computations (gap, split-brain detector) and the capture check (two MACs
+//! answering for one IP at once) on synthetic records and frames.
 
 mod support;
 
@@ -104,4 +105,140 @@ fn truncated_probe_output_is_an_error_not_a_panic() {
     assert!(ProbeRun::parse(r#"{"ev": "start", "t": 1.0}"#).is_err());
     assert!(ProbeRun::parse("not json").is_err());
     assert!(ProbeRun::parse("").is_err());
+}
+
+mod capture_check {
+    use super::{A, B};
+    use crate::support::lab::capture::{
+        Conflict, Frame, FrameKind, answer_conflict, answering_macs,
+    };
+    use std::net::IpAddr;
+
+    const CLIENT_MAC: &str = "02:1b:00:00:00:09";
+
+    fn vip() -> IpAddr {
+        "10.10.100.200".parse().unwrap()
+    }
+
+    fn client() -> Option<IpAddr> {
+        "10.10.100.9".parse().ok()
+    }
+
+    fn frame(time: f64, src: &str, kind: FrameKind) -> Frame {
+        Frame {
+            time,
+            src_mac: src.to_string(),
+            dst_mac: "ff:ff:ff:ff:ff:ff".to_string(),
+            src_ip: None,
+            dst_ip: None,
+            kind,
+        }
+    }
+
+    fn request(t: f64) -> Frame {
+        frame(
+            t,
+            CLIENT_MAC,
+            FrameKind::ArpRequest {
+                sender_ip: client(),
+                sender_mac: CLIENT_MAC.to_string(),
+                target_ip: Some(vip()),
+            },
+        )
+    }
+
+    fn reply(t: f64, mac: &str) -> Frame {
+        frame(
+            t,
+            mac,
+            FrameKind::ArpReply {
+                sender_ip: Some(vip()),
+                sender_mac: mac.to_string(),
+                target_ip: client(),
+            },
+        )
+    }
+
+    fn garp(t: f64, mac: &str) -> Frame {
+        frame(
+            t,
+            mac,
+            FrameKind::ArpRequest {
+                sender_ip: Some(vip()),
+                sender_mac: mac.to_string(),
+                target_ip: Some(vip()),
+            },
+        )
+    }
+
+    /// Requests every 10 ms from 0.0; A answers the first `a`, B the rest (`n` in all).
+    fn handover(a: usize, n: usize) -> Vec<Frame> {
+        let mut f = Vec::new();
+        for i in 0..n {
+            let t = i as f64 * 0.01;
+            f.push(request(t));
+            f.push(reply(t + 0.001, if i < a { A } else { B }));
+        }
+        f
+    }
+
+    #[test]
+    fn a_clean_handover_with_a_gratuitous_arp_right_after_the_old_reply_is_no_conflict() {
+        let mut f = handover(5, 10);
+        // B announces between A's last reply and the next request.
+        f.push(garp(0.045, B));
+        f.sort_by(|a, b| a.time.total_cmp(&b.time));
+        assert_eq!(answer_conflict(&f, vip()), None);
+        assert_eq!(
+            answering_macs(&f, vip()),
+            vec![A.to_string(), B.to_string()]
+        );
+    }
+
+    #[test]
+    fn one_request_answered_by_two_macs_is_a_conflict() {
+        let mut f = handover(10, 10);
+        f.push(reply(0.052, B));
+        f.sort_by(|a, b| a.time.total_cmp(&b.time));
+        assert_eq!(
+            answer_conflict(&f, vip()),
+            Some(Conflict::SameRequest {
+                t: 0.052,
+                first: A.to_string(),
+                second: B.to_string()
+            })
+        );
+    }
+
+    #[test]
+    fn the_old_owner_announcing_after_the_new_one_took_over_is_a_conflict() {
+        let mut f = handover(5, 10);
+        f.push(garp(0.085, A));
+        f.sort_by(|a, b| a.time.total_cmp(&b.time));
+        assert_eq!(
+            answer_conflict(&f, vip()),
+            Some(Conflict::Interleaved {
+                t: 0.085,
+                mac: A.to_string(),
+                other: B.to_string()
+            })
+        );
+    }
+
+    #[test]
+    fn answers_for_other_ips_are_ignored() {
+        let mut f = handover(10, 10);
+        f.push(frame(
+            0.052,
+            B,
+            FrameKind::ArpReply {
+                sender_ip: "10.10.100.4".parse().ok(),
+                sender_mac: B.to_string(),
+                target_ip: client(),
+            },
+        ));
+        f.sort_by(|a, b| a.time.total_cmp(&b.time));
+        assert_eq!(answer_conflict(&f, vip()), None);
+        assert_eq!(answering_macs(&f, vip()), vec![A.to_string()]);
+    }
 }

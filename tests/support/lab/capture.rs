@@ -218,3 +218,131 @@ fn parse_line(line: &str) -> Option<Frame> {
         kind,
     })
 }
+
+/// What a frame says about who has `ip`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// Someone asks who has `ip` (ARP request, Neighbor Solicitation).
+    Request,
+    /// `mac` claims `ip`: an ARP reply or solicited Neighbor Advertisement (`solicited`), or
+    /// an announcement (gratuitous ARP, unsolicited NA).
+    Answer { mac: String, solicited: bool },
+}
+
+/// The frames about `ip`, in capture order: requests for it and answers claiming it.
+pub fn claims(frames: &[Frame], ip: IpAddr) -> Vec<(f64, Claim)> {
+    let mut out: Vec<(f64, Claim)> = frames
+        .iter()
+        .filter_map(|f| {
+            let c = match &f.kind {
+                FrameKind::ArpRequest {
+                    sender_ip,
+                    sender_mac,
+                    target_ip,
+                } if *target_ip == Some(ip) => {
+                    if *sender_ip == Some(ip) {
+                        // Gratuitous ARP request: an announcement, not a question.
+                        Claim::Answer {
+                            mac: sender_mac.clone(),
+                            solicited: false,
+                        }
+                    } else {
+                        Claim::Request
+                    }
+                }
+                FrameKind::ArpReply {
+                    sender_ip,
+                    sender_mac,
+                    target_ip,
+                } if *sender_ip == Some(ip) => Claim::Answer {
+                    mac: sender_mac.clone(),
+                    // A reply to nobody but itself is a gratuitous one.
+                    solicited: *target_ip != Some(ip),
+                },
+                FrameKind::NeighborSolicitation { target, .. } if *target == Some(ip) => {
+                    Claim::Request
+                }
+                FrameKind::NeighborAdvertisement {
+                    target,
+                    target_mac,
+                    solicited,
+                } if *target == Some(ip) => Claim::Answer {
+                    mac: target_mac.clone().unwrap_or_else(|| f.src_mac.clone()),
+                    solicited: *solicited,
+                },
+                _ => return None,
+            };
+            Some((f.time, c))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// Two MACs answering for one IP at once, as a capture shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Conflict {
+    /// Both answered between the same two requests (one request answered by both).
+    SameRequest {
+        t: f64,
+        first: String,
+        second: String,
+    },
+    /// `mac` answered again at `t` after `other` had taken over: the two interleave.
+    Interleaved { t: f64, mac: String, other: String },
+}
+
+/// The first time two MACs answer for `ip` at once in `frames`, if any: replies to one
+/// request from two MACs, or an earlier owner answering or announcing again after a new one
+/// took over (A … B … A). A clean handover (A's last answer, then only B, whose gratuitous
+/// announcement may follow A's reply closely) is no conflict.
+pub fn answer_conflict(frames: &[Frame], ip: IpAddr) -> Option<Conflict> {
+    // The MAC that replied since the last request.
+    let mut since_request: Option<String> = None;
+    // Owners in order of takeover.
+    let mut owners: Vec<String> = Vec::new();
+    for (t, c) in claims(frames, ip) {
+        match c {
+            Claim::Request => since_request = None,
+            Claim::Answer { mac, solicited } => {
+                if solicited {
+                    if let Some(first) = &since_request
+                        && *first != mac
+                    {
+                        return Some(Conflict::SameRequest {
+                            t,
+                            first: first.clone(),
+                            second: mac,
+                        });
+                    }
+                    since_request = Some(mac.clone());
+                }
+                match owners.last() {
+                    Some(last) if *last == mac => {}
+                    Some(last) if owners.contains(&mac) => {
+                        return Some(Conflict::Interleaved {
+                            t,
+                            mac,
+                            other: last.clone(),
+                        });
+                    }
+                    _ => owners.push(mac),
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The distinct MACs that answered for `ip`, in order of their first answer.
+pub fn answering_macs(frames: &[Frame], ip: IpAddr) -> Vec<String> {
+    let mut macs: Vec<String> = Vec::new();
+    for (_, c) in claims(frames, ip) {
+        if let Claim::Answer { mac, .. } = c
+            && !macs.contains(&mac)
+        {
+            macs.push(mac);
+        }
+    }
+    macs
+}
