@@ -4,7 +4,8 @@
 //! one or three lbd nodes (10.10.100.3…) reaching it over the lab LAN with a layer-2 pool, a
 //! Node object per lbd node, and a client (10.10.100.9) sending an ARP request for the
 //! Service's IP every 10 ms. Each trial creates one Service type LoadBalancer
-//! (externalTrafficPolicy Cluster, its IP requested with `metallb.io/loadBalancerIPs` so the
+//! (externalTrafficPolicy Cluster, with a ready endpoint applied just before it in the same
+//! `kubectl apply`; its IP requested with `metallb.io/loadBalancerIPs` so the
 //! probe knows what to ask for) with the real kubectl. A `kubectl get svc -w` started before
 //! the trials timestamps every event as it arrives, which gives
 //!   (a) created (the watch's ADDED event) → `status.loadBalancer.ingress` seen by the watch,
@@ -125,8 +126,28 @@ fn trial(k: &KubeLab, client: &Host, events: &Events, n: usize) -> Trial {
     let ip = format!("10.10.100.{}", 200 + n);
     let p = probe::l2probe(client, ip.parse().unwrap(), T, PROBE_INTERVAL).expect("l2probe");
     let applied = now();
+    // The Deployment's pods exist before the Service, as usual: a ready endpoint first (lbd,
+    // like MetalLB, announces no Service without one), then the Service, in one apply.
     k.apply(&format!(
-        r#"apiVersion: v1
+        r#"apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-pods
+  namespace: default
+  labels:
+    kubernetes.io/service-name: {name}
+addressType: IPv4
+endpoints:
+- addresses: ["10.244.1.{n}"]
+  nodeName: node1
+  conditions:
+    ready: true
+ports:
+- name: http
+  port: 80
+  protocol: TCP
+---
+apiVersion: v1
 kind: Service
 metadata:
   name: {name}

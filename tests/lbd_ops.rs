@@ -234,6 +234,24 @@ fn sd_notify_ready_status_watchdog_and_stopping_reach_the_notify_socket() {
     recv_until("READY=1", &mut seen);
     assert!(seen.contains("STATUS=standalone"), "{seen}");
     recv_until("WATCHDOG=1", &mut seen);
+    // A refused reload: RELOADING=1, then READY=1 with the reason in STATUS=.
+    let good = std::fs::read_to_string(lbd.config_path()).unwrap();
+    std::fs::write(lbd.config_path(), "[node\n").unwrap();
+    seen.clear();
+    lbd.signal("HUP");
+    recv_until("RELOADING=1", &mut seen);
+    recv_until("STATUS=reload failed", &mut seen);
+    assert!(
+        seen.contains("last reload FAILED, running the previous configuration"),
+        "{seen}"
+    );
+    // A good one: the status line says so, and no longer reports the failure.
+    std::fs::write(lbd.config_path(), good).unwrap();
+    seen.clear();
+    lbd.signal("HUP");
+    recv_until("RELOADING=1", &mut seen);
+    recv_until("STATUS=configuration reloaded", &mut seen);
+    assert!(!seen.contains("FAILED"), "{seen}");
     lbd.signal("TERM");
     recv_until("STOPPING=1", &mut seen);
     assert_eq!(
@@ -275,4 +293,48 @@ fn sigterm_with_a_bus_gives_up_the_name_and_exits_zero_within_the_bound() {
     let (code, _, err) = lbctl(&bus, &["status"]);
     assert_ne!(code, 0);
     assert!(err.contains("not running") || err.contains("lbd"), "{err}");
+}
+
+#[test]
+fn ready_waits_for_a_raft_lite_leader_and_comes_at_the_bound_saying_so_without_one() {
+    // Two members, the other never starts: no majority, no leader. READY=1 must not come at
+    // once (the cluster is not joined), but at the 10 s bound, so systemd does not fail the
+    // start, with STATUS= saying what is missing.
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let key = dir.path().join("cluster.key");
+    std::fs::write(&key, "ops-cluster-shared-secret-0123456789\n").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let port = free_port();
+    let raft = free_port();
+    let cfg = config(port, false).replacen(
+        "[metrics]",
+        &format!(
+            "[cluster]\nmembers = {{ ops-node = \"127.0.0.1:{raft}\", absent = \"127.0.0.1:{}\" }}\nsecret_file = \"{}\"\n\n[metrics]",
+            free_port(),
+            key.display()
+        ),
+        1,
+    );
+    let started = Instant::now();
+    let mut lbd = Lbd::start_with_env(&cfg, &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
+    let mut buf = [0u8; 4096];
+    let mut seen = String::new();
+    while !seen.contains("READY=1") {
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no READY=1 (got {seen:?}): {e}\n{}", lbd.log()));
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        seen.push('\n');
+    }
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_secs(9),
+        "READY after {after:?} without a leader\n{seen}"
+    );
+    assert!(seen.contains("waiting for a raft-lite leader"), "{seen}");
+    assert!(lbd.alive());
 }

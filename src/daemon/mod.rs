@@ -135,6 +135,10 @@ struct Daemon {
     ready: bool,
     loaded_at: u64,
     last_reload: Option<ReloadResult>,
+    /// BGP sessions (Established, configured) as of the last publish, for STATUS=.
+    bgp_sessions: (usize, usize),
+    /// The last STATUS= sent, so it is re-sent only when it changes.
+    last_status: String,
 }
 
 impl Daemon {
@@ -258,6 +262,8 @@ impl Daemon {
             ready: false,
             loaded_at: unix_now(),
             last_reload: None,
+            bgp_sessions: (0, 0),
+            last_status: String::new(),
             config,
         };
         d.start_announcers()?;
@@ -404,15 +410,12 @@ impl Daemon {
                     }
                 }
                 Some(req) = self.reload_rx.recv() => {
-                    let reply = self.reload().await;
+                    let reply = self.reload_notifying().await;
                     let _ = req.reply.send(reply);
                 }
                 Some(sig) = signals.next() => match sig {
                     SIGHUP => {
-                        notify(&[sd_notify::NotifyState::Reloading]);
-                        let reply = self.reload().await;
-                        notify(&[sd_notify::NotifyState::Ready,
-                                 sd_notify::NotifyState::Status(&reply.message)]);
+                        self.reload_notifying().await;
                     }
                     _ => return self.shutdown().await,
                 },
@@ -423,17 +426,50 @@ impl Daemon {
                     notify(&[sd_notify::NotifyState::Watchdog]);
                     self.liveness.touch();
                     self.publish().await;
+                    self.notify_status_if_changed();
                 }
             }
-            if !self.ready && self.ctl.synced() {
+            if !self.ready && self.ctl.synced() && self.cluster_joined() {
                 self.set_ready(started);
             }
+        }
+    }
+
+    /// Joined: a cluster of one, or a leader is known (this host heard from a majority's
+    /// leader, or is it). READY waits for it, at most [`READY_BOUND`].
+    fn cluster_joined(&self) -> bool {
+        let v = self.ownership.view();
+        v.role == ClusterRole::Standalone || v.leader.is_some()
+    }
+
+    /// A reload (SIGHUP or lbctl reload) framed by RELOADING=1 … READY=1 for systemd, with
+    /// the result in STATUS= until the next status change.
+    async fn reload_notifying(&mut self) -> ReloadReply {
+        notify(&[sd_notify::NotifyState::Reloading]);
+        let reply = self.reload().await;
+        let status = format!("{}; {}", reply.message, self.status_line());
+        notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status),
+        ]);
+        self.last_status = status;
+        reply
+    }
+
+    /// STATUS= follows the daemon's state (role, leader, IPs owned, BGP sessions, a refused
+    /// reload); sent only when the line changes.
+    fn notify_status_if_changed(&mut self) {
+        let status = self.status_line();
+        if !self.last_status.ends_with(&status) || self.last_status.is_empty() {
+            notify(&[sd_notify::NotifyState::Status(&status)]);
+            self.last_status = status;
         }
     }
 
     fn set_ready(&mut self, started: tokio::time::Instant) {
         self.ready = true;
         let status = self.status_line();
+        self.last_status = status.clone();
         info!(%status, after = ?started.elapsed(), "ready");
         notify(&[
             sd_notify::NotifyState::Ready,
@@ -453,8 +489,21 @@ impl Daemon {
         } else {
             "; waiting for the API server"
         };
+        let joined = if self.cluster_joined() {
+            ""
+        } else {
+            "; waiting for a raft-lite leader"
+        };
+        let bgp = match self.bgp_sessions {
+            (_, 0) => String::new(),
+            (up, all) => format!("; BGP {up}/{all} sessions up"),
+        };
+        let stale = match &self.last_reload {
+            Some(r) if !r.ok => "; last reload FAILED, running the previous configuration",
+            _ => "",
+        };
         format!(
-            "{} term {}{}; {} services; owning {} layer-2 IPs{}",
+            "{} term {}{}; {} services; owning {} layer-2 IPs{}{}{}{}",
             v.role,
             v.term,
             v.leader
@@ -463,7 +512,10 @@ impl Daemon {
                 .unwrap_or_default(),
             self.ctl.services().len(),
             owned,
-            sync
+            bgp,
+            sync,
+            joined,
+            stale
         )
     }
 
@@ -634,9 +686,12 @@ impl Daemon {
             Some(b) => (b.snapshot().await, b.advertised_ips().await),
             None => (Vec::new(), 0),
         };
-        let bgp_up = peers
+        let established = peers
             .iter()
-            .any(|p| p.status.state == crate::bgp::fsm::State::Established);
+            .filter(|p| p.status.state == crate::bgp::fsm::State::Established)
+            .count();
+        self.bgp_sessions = (established, peers.len());
+        let bgp_up = established > 0;
         let mut services = Vec::new();
         for a in &self.announcements {
             let Some(pool) = self.config.pools.iter().find(|p| p.name == a.pool) else {
