@@ -15,198 +15,21 @@
 #[allow(unused_imports)]
 mod support;
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, Ipv4Addr};
-use std::process::{Command, Stdio};
-use std::sync::mpsc as std_mpsc;
+#[path = "common/bench.rs"]
+mod bench;
+#[path = "common/bgp_lab.rs"]
+mod bgp_lab;
+
 use std::time::{Duration, Instant};
 
-use lb::bgp::advertise::{AnnouncedIp, LocalNode};
-use lb::bgp::speaker::{Speaker, SpeakerHandle, SpeakerOptions};
-use lb::config::BgpPeer;
-use lb::model::{IpRange, Pool, PoolProtocol};
+use bench::{arg, cpu_seconds, ms, status_kib};
+use bgp_lab::{NODE, ROUTER, announced, drain, ip, monitor, peer, start_speaker, wait_route};
 use support::lab::peers::{Frr, FrrConfig};
-use support::lab::{Host, Lab, wait_until};
-
-const ROUTER: &str = "10.10.100.1";
-const NODE: &str = "10.10.100.3";
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn pool() -> Pool {
-    Pool {
-        name: "bench".into(),
-        protocol: PoolProtocol::Bgp,
-        ranges: vec![
-            IpRange::new(
-                IpAddr::V4(Ipv4Addr::new(172, 16, 0, 0)),
-                IpAddr::V4(Ipv4Addr::new(172, 31, 255, 255)),
-            )
-            .unwrap_or_else(|| unreachable!()),
-        ],
-        auto_assign: true,
-        avoid_buggy_ips: false,
-        interfaces: vec![],
-        node_selectors: vec![],
-        bgp_advertisements: vec![],
-    }
-}
-
-fn ip(i: u32) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 1)) + i))
-}
-
-fn announced(range: std::ops::Range<u32>) -> Vec<AnnouncedIp> {
-    range
-        .map(|i| AnnouncedIp {
-            ip: ip(i),
-            pool: "bench".into(),
-            local_only: false,
-            endpoints: BTreeMap::from([("node1".to_string(), 1)]),
-            always_ready: false,
-        })
-        .collect()
-}
-
-fn peer(hold: u64) -> BgpPeer {
-    BgpPeer {
-        my_asn: 64500,
-        peer_asn: 64500,
-        address: ROUTER.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        port: 179,
-        hold_time: Duration::from_secs(hold),
-        keepalive_time: Duration::from_secs(hold / 3),
-        router_id: None,
-        source_address: None,
-        password_file: None,
-        ebgp_multihop: 1,
-        passive: false,
-        connect_delay: Duration::ZERO,
-        node_selectors: vec![],
-        bfd: None,
-    }
-}
-
-/// The speaker on its own thread inside `ns`; returns its handle and the thread's id.
-fn start_speaker(ns: &str, hold: u64) -> (SpeakerHandle, u32) {
-    let (tx, rx) = std_mpsc::channel();
-    let ns = ns.to_string();
-    std::thread::spawn(move || {
-        if let Err(e) = lb::sys::netns::enter(&ns) {
-            panic!("{e}");
-        }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let tid: u32 = std::fs::read_link("/proc/thread-self")
-            .ok()
-            .and_then(|p| p.file_name()?.to_str()?.parse().ok())
-            .unwrap_or(0);
-        rt.block_on(async move {
-            let node = LocalNode {
-                name: "node1".into(),
-                labels: BTreeMap::new(),
-                eligible: true,
-            };
-            let h = Speaker::spawn(
-                node,
-                vec![peer(hold)],
-                vec![pool()],
-                SpeakerOptions::default(),
-            );
-            let _ = tx.send((h.clone(), tid));
-            // Run until the speaker has been shut down.
-            while !h.is_closed() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        });
-    });
-    rx.recv().expect("speaker thread started")
-}
-
-/// CPU seconds (user + system) of thread `tid` of this process.
-fn thread_cpu(tid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 of stat(5); `after` starts at field 3.
-    let ticks = |i: usize| {
-        f.get(i - 3)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(14) + ticks(15)) / 100.0
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// `ip monitor route` in the router's namespace: (arrival time, line).
-fn monitor(router: &Host) -> std_mpsc::Receiver<(Instant, String)> {
-    let (tx, rx) = std_mpsc::channel();
-    let mut child = Command::new("ip")
-        .args(["-n", router.ns(), "monitor", "route"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("ip monitor");
-    let out = child.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send((Instant::now(), line)).is_err() {
-                break;
-            }
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    });
-    rx
-}
-
-/// Wait for a route line about `prefix` (`deleted`: a "Deleted" line).
-fn wait_route(
-    rx: &std_mpsc::Receiver<(Instant, String)>,
-    prefix: &str,
-    deleted: bool,
-    timeout: Duration,
-) -> Option<Instant> {
-    let end = Instant::now() + timeout;
-    loop {
-        let left = end.checked_duration_since(Instant::now())?;
-        let (t, line) = rx.recv_timeout(left).ok()?;
-        let is_del = line.starts_with("Deleted");
-        if line.contains(prefix) && is_del == deleted {
-            return Some(t);
-        }
-    }
-}
-
-fn drain(rx: &std_mpsc::Receiver<(Instant, String)>) {
-    while rx.try_recv().is_ok() {}
-}
+use support::lab::{Lab, wait_until};
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
 fn frr_prefixes(frr: &Frr) -> u64 {
@@ -231,7 +54,7 @@ fn main() {
     let mon = monitor(&router);
 
     // 1. announce → FIB latency.
-    let (h, tid) = start_speaker(node.ns(), 9);
+    let (h, tid) = start_speaker(node.ns(), peer(9, None));
     wait_until(Duration::from_secs(20), "session up", || {
         frr.neighbor_state(NODE).as_deref() == Some("Established")
     });
@@ -256,7 +79,8 @@ fn main() {
     );
 
     // 2. scale.
-    let cpu0 = thread_cpu(tid);
+    let speaker_stat = format!("/proc/self/task/{tid}/stat");
+    let cpu0 = cpu_seconds(&speaker_stat);
     let t0 = Instant::now();
     h.set_announcements(announced(0..scale));
     wait_until(
@@ -268,8 +92,8 @@ fn main() {
     println!(
         "{scale} prefixes -> FRR RIB: {} ; speaker CPU {:.2} s ; peak RSS of the bench process {} MiB",
         ms(took),
-        thread_cpu(tid) - cpu0,
-        peak_rss_kib() / 1024
+        cpu_seconds(&speaker_stat) - cpu0,
+        status_kib("/proc/self/status", "VmHWM:") / 1024
     );
     // Back to one prefix for the shutdown rounds.
     h.set_announcements(announced(0..1));
@@ -287,7 +111,7 @@ fn main() {
     let mut handle = h;
     for r in 0..5 {
         if r > 0 {
-            let (h2, _) = start_speaker(node.ns(), 9);
+            let (h2, _) = start_speaker(node.ns(), peer(9, None));
             drain(&mon);
             h2.set_announcements(announced(0..1));
             wait_route(&mon, &p0, false, Duration::from_secs(20)).expect("route back");
@@ -310,7 +134,7 @@ fn main() {
     );
 
     // 4. link down → route gone (hold 9 s at FRR, 3 s keepalives).
-    let (h, _) = start_speaker(node.ns(), 9);
+    let (h, _) = start_speaker(node.ns(), peer(9, None));
     h.set_announcements(announced(0..1));
     let mut down = Vec::new();
     for r in 0..link_rounds {

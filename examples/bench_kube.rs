@@ -9,41 +9,15 @@
 
 #[path = "../tests/support/apiserver/mod.rs"]
 mod apiserver;
+#[path = "common/bench.rs"]
+mod bench;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use apiserver::{ApiServer, Store, write_kubeconfig};
+use bench::{arg, cpu_seconds, ms, status_kib};
 use serde_json::json;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn proc_status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the ")" of the command name: utime is the 12th, stime the 13th.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
 
 fn service(name: &str) -> serde_json::Value {
     json!({"apiVersion": "v1", "kind": "Service",
@@ -133,9 +107,9 @@ async fn main() {
     );
     println!(
         "bulk: lbd peak RSS {} MiB, current RSS {} MiB, CPU {:.2} s",
-        proc_status_kib(pid, "VmHWM:") / 1024,
-        proc_status_kib(pid, "VmRSS:") / 1024,
-        cpu_seconds(pid)
+        status_kib(&format!("/proc/{pid}/status"), "VmHWM:") / 1024,
+        status_kib(&format!("/proc/{pid}/status"), "VmRSS:") / 1024,
+        cpu_seconds(&format!("/proc/{pid}/stat"))
     );
 
     // 2. One at a time.
@@ -152,10 +126,10 @@ async fn main() {
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1];
     println!(
-        "single: creation -> IP in status over {singles}: median {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        pct(0.5).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3,
-        lat.last().unwrap().as_secs_f64() * 1e3
+        "single: creation -> IP in status over {singles}: median {}, p99 {}, max {}",
+        ms(pct(0.5)),
+        ms(pct(0.99)),
+        ms(lat[lat.len() - 1])
     );
     let _ = lbd.kill();
     let _ = lbd.wait();

@@ -77,20 +77,9 @@ impl FakePeer {
 
     fn peer_config(&self, my_asn: u32, peer_asn: u32) -> BgpPeer {
         BgpPeer {
-            my_asn,
-            peer_asn,
-            address: self.addr.ip(),
             port: self.addr.port(),
-            hold_time: Duration::from_secs(90),
-            keepalive_time: Duration::from_secs(30),
             router_id: Some(Ipv4Addr::new(10, 0, 0, 3)),
-            source_address: None,
-            password_file: None,
-            ebgp_multihop: 1,
-            passive: false,
-            connect_delay: Duration::ZERO,
-            node_selectors: vec![],
-            bfd: None,
+            ..BgpPeer::new(my_asn, peer_asn, self.addr.ip())
         }
     }
 }

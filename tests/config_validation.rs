@@ -682,6 +682,8 @@ fn peer_defaults_are_filled_in() {
     assert_eq!(p.connect_delay, Duration::ZERO);
     assert_eq!(p.bfd, None);
     assert!(p.is_ibgp());
+    // Test fixtures build peers with `BgpPeer::new`: it must be what the parser makes.
+    assert_eq!(p, BgpPeer::new(64500, 64500, "10.0.0.1".parse().unwrap()));
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::apiserver::{ApiServer, Handle, Kubectl, Store, write_kubeconfig};
+use support::guide::{COREDNS_UDP, coredns_tcp};
 use support::lbd::Lbd;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -218,46 +219,11 @@ async fn address_pool_annotation_and_load_balancer_ip_are_honoured() {
     assert_eq!(env.wait_ip("default", "tiny").await, ["10.10.100.200"]);
 }
 
-/// The lab guide's IP-sharing manifests, verbatim.
-const COREDNS_TCP: &str = "apiVersion: v1
-kind: Service
-metadata:
-  name: coredns-tcp-svc
-  namespace: kube-system
-  annotations:
-    metallb.universe.tf/allow-shared-ip: gns3-ip
-spec:
- ports:
-  - port: 53
-    protocol: TCP
-    targetPort: 53
- selector:
-    k8s-app: kube-dns
- type: LoadBalancer
-";
-
-const COREDNS_UDP: &str = "apiVersion: v1
-kind: Service
-metadata:
-  name: coredns-udp-svc
-  namespace: kube-system
-  annotations:
-    metallb.universe.tf/allow-shared-ip: gns3-ip
-spec:
-  ports:
-  - port: 53
-    protocol: UDP
-    targetPort: 53
-  selector:
-    k8s-app: kube-dns
-  type: LoadBalancer
-  loadBalancerIP: 172.19.100.0
-";
-
 #[tokio::test]
 async fn lab_guide_coredns_tcp_and_udp_services_share_172_19_100_0() {
     let mut env = start().await;
-    env.apply("coredns-tcp", COREDNS_TCP).await;
+    // The lab guide's IP-sharing manifests (the TCP one re-indented: as printed it is not YAML).
+    env.apply("coredns-tcp", &coredns_tcp()).await;
     env.apply("coredns-udp", COREDNS_UDP).await;
     assert_eq!(
         env.wait_ip("kube-system", "coredns-tcp-svc").await,

@@ -74,32 +74,10 @@ ports = ["80/tcp", "443/tcp"]
 format = "text"
 TOML
 done
-# private system bus for worker-1's lbctl
-cat > $D/bus.conf <<XML
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <listen>unix:path=$D/bus.sock</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <include>$REPO/packaging/dbus/org.lb.Daemon1.conf</include>
-</busconfig>
-XML
+# a private system bus per node, for its lbd and lbctl (tests/fixtures/dbus/bus.conf.in)
 for n in a b c; do
-  sed "s#$D/bus.sock#$D/bus-$n.sock#" $D/bus.conf > $D/bus-$n.conf
+  sed -e "s#@SOCKET@#$D/bus-$n.sock#" -e "s#@POLICY@#$REPO/packaging/dbus/org.lb.Daemon1.conf#" \
+    $REPO/tests/fixtures/dbus/bus.conf.in > $D/bus-$n.conf
   dbus-daemon --config-file=$D/bus-$n.conf --nofork --print-address=1 > $D/bus-$n.addr 2>/dev/null &
   PIDS+=($!)
 done

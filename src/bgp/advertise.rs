@@ -219,28 +219,12 @@ pub fn to_advertisements(routes: &RouteSet, local: IpAddr) -> Vec<Advertisement>
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use super::*;
     use crate::model::{IpRange, LabelExpression, LabelOperator};
 
     fn peer(addr: &str, my_asn: u32, peer_asn: u32) -> BgpPeer {
-        BgpPeer {
-            my_asn,
-            peer_asn,
-            address: addr.parse().unwrap(),
-            port: 179,
-            hold_time: Duration::from_secs(90),
-            keepalive_time: Duration::from_secs(30),
-            router_id: None,
-            source_address: None,
-            password_file: None,
-            ebgp_multihop: 1,
-            passive: false,
-            connect_delay: Duration::ZERO,
-            node_selectors: vec![],
-            bfd: None,
-        }
+        BgpPeer::new(my_asn, peer_asn, addr.parse().unwrap())
     }
 
     fn pool(name: &str, cidr_first: &str, cidr_last: &str, advs: Vec<BgpAdvertisement>) -> Pool {

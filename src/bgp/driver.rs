@@ -1146,20 +1146,9 @@ mod tests {
 
     fn peer(addr: &str, my: u32, their: u32) -> BgpPeer {
         BgpPeer {
-            my_asn: my,
-            peer_asn: their,
-            address: addr.parse().unwrap(),
-            port: 179,
             hold_time: Duration::from_secs(9),
             keepalive_time: Duration::from_secs(3),
-            router_id: None,
-            source_address: None,
-            password_file: None,
-            ebgp_multihop: 1,
-            passive: false,
-            connect_delay: Duration::ZERO,
-            node_selectors: vec![],
-            bfd: None,
+            ..BgpPeer::new(my, their, addr.parse().unwrap())
         }
     }
 

@@ -127,6 +127,27 @@ impl BgpPeer {
     pub const DEFAULT_PORT: u16 = 179;
     pub const DEFAULT_HOLD_TIME: Duration = Duration::from_secs(90);
 
+    /// A peer as a `[[bgp_peer]]` with only `my_asn`, `peer_asn` and `address` set gets it:
+    /// every other key at its lb.toml(5) default (hold 90 s, keepalive a third of it).
+    pub fn new(my_asn: u32, peer_asn: u32, address: IpAddr) -> BgpPeer {
+        BgpPeer {
+            my_asn,
+            peer_asn,
+            address,
+            port: Self::DEFAULT_PORT,
+            hold_time: Self::DEFAULT_HOLD_TIME,
+            keepalive_time: Self::DEFAULT_HOLD_TIME / 3,
+            router_id: None,
+            source_address: None,
+            password_file: None,
+            ebgp_multihop: 1,
+            passive: false,
+            connect_delay: Duration::ZERO,
+            node_selectors: vec![],
+            bfd: None,
+        }
+    }
+
     pub fn is_ibgp(&self) -> bool {
         self.my_asn == self.peer_asn
     }

@@ -1,5 +1,5 @@
 //! A private dbus-daemon for tests: the system bus's default policy plus our policy file
-//! (packaging/dbus/org.lb.Daemon1.conf).
+//! (packaging/dbus/org.lb.Daemon1.conf), from tests/fixtures/dbus/bus.conf.in.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -25,37 +25,13 @@ impl Bus {
         let policy =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/dbus/org.lb.Daemon1.conf");
         let config = dir.path().join("bus.conf");
-        std::fs::write(
-            &config,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <listen>unix:path={sock}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-  </policy>
-  <include>{policy}</include>
-</busconfig>
-"#,
-                sock = dir.path().join("bus.sock").display(),
-                policy = policy.display()
-            ),
-        )
-        .unwrap();
+        let text = include_str!("../fixtures/dbus/bus.conf.in")
+            .replace(
+                "@SOCKET@",
+                &dir.path().join("bus.sock").display().to_string(),
+            )
+            .replace("@POLICY@", &policy.display().to_string());
+        std::fs::write(&config, text).unwrap();
         let mut child = Command::new("dbus-daemon")
             .arg(format!("--config-file={}", config.display()))
             .args(["--nofork", "--print-address=1"])

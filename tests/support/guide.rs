@@ -51,15 +51,19 @@ pub enum GuideConfig {
 }
 
 impl GuideConfig {
-    pub fn fixture(self) -> PathBuf {
-        let name = match self {
+    /// The ConfigMap's file name in `tests/fixtures/metallb/`.
+    pub fn file_name(self) -> &'static str {
+        match self {
             GuideConfig::Layer2 => "lab-guide-layer2.yaml",
             GuideConfig::Bgp => "lab-guide-bgp.yaml",
             GuideConfig::BgpTwoPools => "lab-guide-bgp-two-pools.yaml",
-        };
+        }
+    }
+
+    pub fn fixture(self) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/metallb")
-            .join(name)
+            .join(self.file_name())
     }
 
     fn has_bgp(self) -> bool {
@@ -298,11 +302,7 @@ impl Guide {
             if i == 0 {
                 say(&format!(
                     "lb.toml on node1 = `lbctl import-metallb {}` + site tables:\n{}",
-                    config
-                        .fixture()
-                        .file_name()
-                        .map(|f| f.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
+                    config.file_name(),
                     indent(&std::fs::read_to_string(&cfg).unwrap_or_default())
                 ));
             }
@@ -410,6 +410,25 @@ impl Guide {
         let out = self.kube.ok(args);
         print!("{}", indent(&out));
         out
+    }
+
+    /// The guide's `kubectl create deploy NAME --image nginx:stable-alpine`, `extra` appended.
+    fn create_nginx(&self, name: &str, extra: &[&str]) {
+        let mut args = vec!["create", "deploy", name, "--image", "nginx:stable-alpine"];
+        args.extend_from_slice(extra);
+        self.kubectl(&args);
+    }
+
+    /// The guide's `kubectl expose deploy NAME --port 80 --type=LoadBalancer`.
+    fn expose(&self, name: &str) {
+        self.kubectl(&[
+            "expose",
+            "deploy",
+            name,
+            "--port",
+            "80",
+            "--type=LoadBalancer",
+        ]);
     }
 
     /// `kubectl apply -f -` with a guide manifest.
@@ -532,11 +551,7 @@ impl Guide {
         say(&format!(
             "lb.toml on every node = `lbctl import-metallb {}` + site tables; `systemctl reload \
              lbd` (SIGHUP):\n    node1: {}",
-            config
-                .fixture()
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            config.file_name(),
             line.trim()
         ));
         self.config = config;
@@ -572,21 +587,8 @@ impl Guide {
             ..Report::default()
         };
         step("Lab 2 - Layer 2: create deployment and expose it as a LB type service");
-        self.kubectl(&[
-            "create",
-            "deploy",
-            "nginx-metallb",
-            "--image",
-            "nginx:stable-alpine",
-        ]);
-        self.kubectl(&[
-            "expose",
-            "deploy",
-            "nginx-metallb",
-            "--port",
-            "80",
-            "--type=LoadBalancer",
-        ]);
+        self.create_nginx("nginx-metallb", &[]);
+        self.expose("nginx-metallb");
         self.endpoints("default", "nginx-metallb", 1, 1, (80, "TCP"));
         let ips = self.wait_ip("default", "nginx-metallb");
         r.services.push(self.svc_entry("default", "nginx-metallb"));
@@ -637,22 +639,8 @@ impl Guide {
             "(the guide first scales MetalLB's controller to 2 replicas; lb has no controller \
              pod: lbd runs on every node and raft-lite elects who answers, so nothing to scale)",
         );
-        self.kubectl(&[
-            "create",
-            "deploy",
-            "nginx-metallb-failover",
-            "--image",
-            "nginx:stable-alpine",
-            "--replicas=4",
-        ]);
-        self.kubectl(&[
-            "expose",
-            "deploy",
-            "nginx-metallb-failover",
-            "--port",
-            "80",
-            "--type=LoadBalancer",
-        ]);
+        self.create_nginx("nginx-metallb-failover", &["--replicas=4"]);
+        self.expose("nginx-metallb-failover");
         self.endpoints("default", "nginx-metallb-failover", 4, 0, (80, "TCP"));
         let ips = self.wait_ip("default", "nginx-metallb-failover");
         r.services
@@ -745,21 +733,8 @@ impl Guide {
             ..Report::default()
         };
         step("Layer 3 - LAB: create deployment and expose it via LB service type");
-        self.kubectl(&[
-            "create",
-            "deploy",
-            "nginx-metallb-13",
-            "--image",
-            "nginx:stable-alpine",
-        ]);
-        self.kubectl(&[
-            "expose",
-            "deploy",
-            "nginx-metallb-13",
-            "--port",
-            "80",
-            "--type=LoadBalancer",
-        ]);
+        self.create_nginx("nginx-metallb-13", &[]);
+        self.expose("nginx-metallb-13");
         self.endpoints("default", "nginx-metallb-13", 1, 0, (80, "TCP"));
         let ip = self.wait_ip("default", "nginx-metallb-13")[0].clone();
         r.services
@@ -795,13 +770,7 @@ impl Guide {
         if self.config != GuideConfig::BgpTwoPools {
             self.switch_config(GuideConfig::BgpTwoPools);
         }
-        self.kubectl(&[
-            "create",
-            "deploy",
-            "nginx-metallb-13-ip-pool",
-            "--image",
-            "nginx:stable-alpine",
-        ]);
+        self.create_nginx("nginx-metallb-13-ip-pool", &[]);
         say(
             "$ kubectl expose deploy nginx-metallb-13-ip-pool --port 80 --type=LoadBalancer \
              --dry-run=client -o yaml > metallb-ip-pool-demo.yaml",
@@ -866,7 +835,7 @@ impl Guide {
                 bad.stderr.trim()
             ));
         }
-        self.apply("coredns-tcp-svc.yaml", COREDNS_TCP);
+        self.apply("coredns-tcp-svc.yaml", &coredns_tcp());
         self.apply("coredns-udp-svc.yaml", COREDNS_UDP);
         // The existing coreDNS deployment's two pods.
         self.endpoints("kube-system", "coredns-tcp-svc", 2, 0, (53, "TCP"));
@@ -999,22 +968,9 @@ spec:
 ";
 
 /// The guide's coreDNS TCP service template with `ports:` indented like its siblings.
-pub const COREDNS_TCP: &str = "apiVersion: v1
-kind: Service
-metadata:
-  name: coredns-tcp-svc
-  namespace: kube-system
-  annotations:
-    metallb.universe.tf/allow-shared-ip: gns3-ip
-spec:
-  ports:
-  - port: 53
-    protocol: TCP
-    targetPort: 53
-  selector:
-    k8s-app: kube-dns
-  type: LoadBalancer
-";
+pub fn coredns_tcp() -> String {
+    COREDNS_TCP_AS_PRINTED.replacen("\n ports:", "\n  ports:", 1)
+}
 
 /// The guide's coreDNS UDP service template, verbatim.
 pub const COREDNS_UDP: &str = "apiVersion: v1
