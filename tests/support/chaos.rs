@@ -30,7 +30,7 @@ use serde_json::Value;
 use super::kubelab::KubeLab;
 use super::lab::capture::{Capture, Frame, FrameKind};
 use super::lab::peers::{Frr, FrrConfig};
-use super::lab::probe::{self, ProbeRun, Record, ReachMode, RunningProbe, SplitBrain};
+use super::lab::probe::{self, ProbeRun, ReachMode, Record, RunningProbe, SplitBrain};
 use super::lab::{Host, Lab, Proc, Signal};
 use super::lbd::lbd_binary;
 
@@ -110,6 +110,8 @@ pub struct FaultRecord {
     pub target_was_leader: bool,
     pub start: f64,
     pub heal: f64,
+    /// The end of its observation (after the recovery wait and the settle time).
+    pub end: f64,
     /// Longest outage of any IP between the fault and the heal, and that IP.
     pub outage_during: Option<(Duration, String)>,
     /// Heal → every IP served again (`None`: not within `recovery_timeout`), and the IP
@@ -150,6 +152,16 @@ pub struct SvcView {
     pub selector: String,
 }
 
+/// A gap longer than the outage threshold in one IP's answers.
+#[derive(Debug, Clone)]
+pub struct Outage {
+    pub ip: String,
+    pub from: f64,
+    pub to: f64,
+    /// The fault whose window (start to heal + recovery + settle) it falls in.
+    pub fault: Option<usize>,
+}
+
 /// Everything the soak found.
 #[derive(Debug, Clone, Default)]
 pub struct SoakReport {
@@ -185,6 +197,12 @@ pub struct SoakReport {
     /// Probe answers per IP over the whole run.
     pub answers: BTreeMap<String, usize>,
     pub probe_requests: u64,
+    /// Every outage of every IP during the fault loop.
+    pub outages: Vec<Outage>,
+    /// For each split brain: the answers around it (probe and capture), for the report.
+    pub split_brain_context: Vec<String>,
+    /// Where the lab's logs (lbd, FRR, probes, pcaps) were copied when a check failed.
+    pub logs_kept: Option<PathBuf>,
 }
 
 fn epoch() -> f64 {
@@ -233,8 +251,15 @@ const NODE_IPS: [&str; 5] = [
 const ROUTER: &str = "10.10.100.1";
 const ASN: u32 = 64500;
 
-/// The Services: (name, pool, sharing key, ports as (port, protocol)).
-const SERVICES: &[(&str, &str, Option<&str>, &[(u16, &str)])] = &[
+/// A Service of the soak: (name, pool, sharing key, ports as (port, protocol)).
+type SvcSpec = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static [(u16, &'static str)],
+);
+
+const SERVICES: &[SvcSpec] = &[
     ("web-a", "l2", None, &[(80, "TCP")]),
     ("web-b", "l2", None, &[(80, "TCP")]),
     ("web-c", "l2", None, &[(8080, "TCP")]),
@@ -740,9 +765,11 @@ impl Soak {
             return;
         };
         self.report.ip_checks += 1;
-        self.report
-            .sharing_violations
-            .extend(sharing_violations(&svcs).into_iter().map(|v| format!("{when}: {v}")));
+        self.report.sharing_violations.extend(
+            sharing_violations(&svcs)
+                .into_iter()
+                .map(|v| format!("{when}: {v}")),
+        );
         for s in &svcs {
             match self.report.services.get(&s.key) {
                 Some(first) if *first != s.ips => self.report.churn.push(format!(
@@ -778,8 +805,10 @@ impl Soak {
                 .iter()
                 .map(|(p, proto)| (format!("p{p}"), *p, *proto))
                 .collect();
-            let ports: Vec<(&str, u16, &str)> =
-                ports.iter().map(|(n, p, pr)| (n.as_str(), *p, *pr)).collect();
+            let ports: Vec<(&str, u16, &str)> = ports
+                .iter()
+                .map(|(n, p, pr)| (n.as_str(), *p, *pr))
+                .collect();
             self.kube.set_endpoints(NAMESPACE, name, &nodes, &ports);
         }
         let deadline = Instant::now() + Duration::from_secs(90);
@@ -912,7 +941,13 @@ impl Soak {
                 }
                 self.observe(watch, hold);
                 target.heal().expect("nft heal");
-                (kind, self.nodes[i].name.clone(), leader == Some(i), start, epoch())
+                (
+                    kind,
+                    self.nodes[i].name.clone(),
+                    leader == Some(i),
+                    start,
+                    epoch(),
+                )
             }
             FaultKind::ApiStop => {
                 let hold = self.rng.millis(2000, 5000);
@@ -939,10 +974,11 @@ pub fn sharing_violations(svcs: &[SvcView]) -> Vec<String> {
     let mut out = Vec::new();
     for (ip, group) in by_ip.into_iter().filter(|(_, g)| g.len() > 1) {
         let names: Vec<&str> = group.iter().map(|s| s.key.as_str()).collect();
-        let keys: BTreeSet<Option<&str>> =
-            group.iter().map(|s| s.sharing_key.as_deref()).collect();
+        let keys: BTreeSet<Option<&str>> = group.iter().map(|s| s.sharing_key.as_deref()).collect();
         if keys.len() != 1 || keys.contains(&None) || keys.contains(&Some("")) {
-            out.push(format!("{ip} given to {names:?} without one common sharing key"));
+            out.push(format!(
+                "{ip} given to {names:?} without one common sharing key"
+            ));
         }
         let mut seen = BTreeSet::new();
         for s in &group {
@@ -1013,6 +1049,22 @@ pub fn pcap_run(frames: &[Frame], ip: IpAddr, client_mac: &str) -> ProbeRun {
     }
     run.sent = seq;
     run
+}
+
+/// The answers for `ip` within a second of `t`, one line each (t relative to `t0`).
+fn context(source: &str, ip: &str, run: &ProbeRun, t: f64, t0: f64) -> String {
+    let mut out = format!("{source}, {ip}, split brain at t={:.3}:", t - t0);
+    for r in run.records.iter().filter(|r| (r.t - t).abs() <= 1.0) {
+        let _ = write!(
+            out,
+            "\n    t={:.3} seq={} {} {}",
+            r.t - t0,
+            r.seq,
+            r.kind,
+            r.mac.as_deref().unwrap_or("-")
+        );
+    }
+    out
 }
 
 /// BGP message types in a pcap (tshark's `bgp.type`).
@@ -1131,6 +1183,7 @@ pub fn run(cfg: SoakConfig) -> SoakReport {
             target_was_leader: was_leader,
             start,
             heal,
+            end: until,
             outage_during: during,
             recovered,
         });
@@ -1147,10 +1200,11 @@ pub fn run(cfg: SoakConfig) -> SoakReport {
     s.report.probe_requests = l2_run.sent;
     for ip in &s.report.l2_ips {
         let run = l2_run.for_target(ip);
-        s.report
-            .answers
-            .insert(ip.clone(), run.answers().count());
+        s.report.answers.insert(ip.clone(), run.answers().count());
         if let Some(sb) = run.split_brain(interval) {
+            s.report
+                .split_brain_context
+                .push(context("probe", ip, &run, sb.t, s.report.t0));
             s.report.split_brain_probe.push((ip.clone(), sb));
         }
     }
@@ -1167,12 +1221,53 @@ pub fn run(cfg: SoakConfig) -> SoakReport {
         let run = pcap_run(&frames, ip.parse().expect("IP"), &client_mac);
         s.report.arp_replies_captured += run.answers().count();
         if let Some(sb) = run.split_brain(interval) {
+            s.report
+                .split_brain_context
+                .push(context("capture", ip, &run, sb.t, s.report.t0));
             s.report.split_brain_pcap.push((ip.clone(), sb));
         }
     }
+    watch.poll();
+    let th = s.cfg.outage_threshold.as_secs_f64();
+    let t0 = s.report.t0;
+    for ip in &s.ips {
+        let Some(a) = watch.answers.get(ip) else {
+            continue;
+        };
+        let from = a.iter().rev().find(|&&t| t <= t0).copied().unwrap_or(t0);
+        let mut times = vec![from];
+        times.extend(a.iter().copied().filter(|&t| t > t0));
+        for w in times.windows(2).filter(|w| w[1] - w[0] > th) {
+            let fault = s
+                .report
+                .faults
+                .iter()
+                .find(|f| w[1] >= f.start && w[0] <= f.end)
+                .map(|f| f.n);
+            s.report.outages.push(Outage {
+                ip: ip.clone(),
+                from: w[0],
+                to: w[1],
+                fault,
+            });
+        }
+    }
+    s.report.outages.sort_by(|a, b| a.from.total_cmp(&b.from));
     s.report.rss = s.rss.values().cloned().collect();
     if !s.report.failures(Duration::from_secs(1)).is_empty() {
-        eprintln!("soak lbd logs (tails):\n{}", s.logs());
+        // The lab deletes its directory on drop: keep a copy to look into.
+        let keep =
+            std::env::temp_dir().join(format!("lb-soak-{}-{}", std::process::id(), s.cfg.seed));
+        let copied = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(s.lab.dir())
+            .arg(&keep)
+            .status()
+            .is_ok_and(|st| st.success());
+        if copied {
+            eprintln!("soak: lab logs kept in {}", keep.display());
+            s.report.logs_kept = Some(keep);
+        }
     }
     let report = s.report.clone();
     drop(s);
@@ -1315,21 +1410,53 @@ impl SoakReport {
              | no IP churn | {} |\n\
              | lbd memory flat (≤ {:.0}% after {} s warm-up, lifetimes ≥ {} s) | {} |\n\
              | no lbd crash | {} |",
-            if over == 0 && unrec == 0 { "pass" } else { "FAIL" },
+            if over == 0 && unrec == 0 {
+                "pass"
+            } else {
+                "FAIL"
+            },
             pct(0.5),
             pct(0.95),
             rec.last().map(|d| secs(*d)).unwrap_or("-".into()),
-            if self.split_brain_probe.is_empty() { "pass".to_string() } else { format!("FAIL {:?}", self.split_brain_probe) },
+            if self.split_brain_probe.is_empty() {
+                "pass".to_string()
+            } else {
+                format!("FAIL {:?}", self.split_brain_probe)
+            },
             self.arp_replies_captured,
-            if self.split_brain_pcap.is_empty() { "pass".to_string() } else { format!("FAIL {:?}", self.split_brain_pcap) },
+            if self.split_brain_pcap.is_empty() {
+                "pass".to_string()
+            } else {
+                format!("FAIL {:?}", self.split_brain_pcap)
+            },
             self.ip_checks,
-            if self.sharing_violations.is_empty() { "pass".to_string() } else { format!("FAIL {:?}", self.sharing_violations) },
-            if self.churn.is_empty() { "pass".to_string() } else { format!("FAIL {:?}", self.churn) },
+            if self.sharing_violations.is_empty() {
+                "pass".to_string()
+            } else {
+                format!("FAIL {:?}", self.sharing_violations)
+            },
+            if self.churn.is_empty() {
+                "pass".to_string()
+            } else {
+                format!("FAIL {:?}", self.churn)
+            },
             self.rss_tolerance * 100.0,
             self.rss_warmup.as_secs(),
             self.rss_min_span.as_secs() + self.rss_warmup.as_secs(),
-            if self.failures(Duration::MAX).iter().any(|f| f.starts_with("memory") || f.starts_with("no lbd process")) { "FAIL" } else { "pass" },
-            if self.crashes.is_empty() { "pass".to_string() } else { format!("FAIL ({})", self.crashes.len()) },
+            if self
+                .failures(Duration::MAX)
+                .iter()
+                .any(|f| f.starts_with("memory") || f.starts_with("no lbd process"))
+            {
+                "FAIL"
+            } else {
+                "pass"
+            },
+            if self.crashes.is_empty() {
+                "pass".to_string()
+            } else {
+                format!("FAIL ({})", self.crashes.len())
+            },
         );
         let _ = writeln!(m, "\n## Faults\n");
         let _ = writeln!(
@@ -1424,6 +1551,35 @@ impl SoakReport {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         let _ = writeln!(m, "{}", msgs.join(", "));
+        let _ = writeln!(
+            m,
+            "\n## Every outage (gap > {} s between answers)\n\n| IP | from t | to t | s | during fault |\n|---|---|---|---|---|",
+            secs(self.outage_threshold)
+        );
+        for o in &self.outages {
+            let _ = writeln!(
+                m,
+                "| {} | {:.2} | {:.2} | {:.3} | {} |",
+                o.ip,
+                self.rel(o.from),
+                self.rel(o.to),
+                o.to - o.from,
+                o.fault
+                    .and_then(|n| self.faults.iter().find(|f| f.n == n))
+                    .map(|f| format!("{} {} ({})", f.n, f.kind.name(), f.target))
+                    .unwrap_or("**none**".into())
+            );
+        }
+        if !self.split_brain_context.is_empty() {
+            let _ = writeln!(m, "\n## Split brain: the answers around it\n\n```");
+            for c in &self.split_brain_context {
+                let _ = writeln!(m, "{c}");
+            }
+            let _ = writeln!(m, "```");
+        }
+        if let Some(k) = &self.logs_kept {
+            let _ = writeln!(m, "\nLab logs kept in `{}`.", k.display());
+        }
         let _ = writeln!(m, "\n## Failed checks (1 s recovery target)\n");
         if failures_strict.is_empty() {
             let _ = writeln!(m, "none");
