@@ -435,52 +435,56 @@ impl Watch {
         })
     }
 
-    /// Longest gap above `threshold` in answers of `ip` overlapping `[from, to]`.
     fn longest_outage(&self, ip: &str, from: f64, to: f64, threshold: f64) -> f64 {
-        let Some(a) = self.answers.get(ip) else {
-            return to - from;
-        };
-        let before = a.iter().rev().find(|&&t| t <= from).copied();
-        let mut times: Vec<f64> = before.into_iter().collect();
-        times.extend(a.iter().copied().filter(|&t| t > from && t <= to));
-        if times.is_empty() {
-            return to - from;
-        }
-        let mut longest: f64 = 0.0;
-        for w in times.windows(2) {
-            let g = w[1] - w[0];
-            if g > threshold {
-                longest = longest.max(g);
-            }
-        }
-        // Still silent at `to`.
-        if let Some(&last) = times.last()
-            && to - last > threshold
-        {
-            longest = longest.max(to - last);
-        }
-        longest
+        longest_outage(self.answers.get(ip).map_or(&[], |a| a), from, to, threshold)
     }
 
-    /// Heal → served again for `ip`: the end of the last outage (gap > threshold) that ends
-    /// after `heal` and starts before `until`, minus `heal`; 0 if none. `None`: no answer
-    /// after the heal at all.
     fn served_again(&self, ip: &str, heal: f64, until: f64, threshold: f64) -> Option<f64> {
-        let a = self.answers.get(ip)?;
-        a.iter().find(|&&t| t >= heal)?;
-        let mut result = 0.0;
-        let mut prev: Option<f64> = None;
-        for &t in a.iter().filter(|&&t| t <= until) {
-            if let Some(p) = prev
-                && t > heal
-                && t - p > threshold
-            {
-                result = t - heal;
-            }
-            prev = Some(t);
-        }
-        Some(result)
+        served_again(self.answers.get(ip)?, heal, until, threshold)
     }
+}
+
+/// Longest gap above `threshold` in sorted answer times `a` overlapping `[from, to]` (still
+/// silent at `to` counts up to `to`; no answer at all is the whole window).
+pub fn longest_outage(a: &[f64], from: f64, to: f64, threshold: f64) -> f64 {
+    let before = a.iter().rev().find(|&&t| t <= from).copied();
+    let mut times: Vec<f64> = before.into_iter().collect();
+    times.extend(a.iter().copied().filter(|&t| t > from && t <= to));
+    if times.is_empty() {
+        return to - from;
+    }
+    let mut longest: f64 = 0.0;
+    for w in times.windows(2) {
+        let g = w[1] - w[0];
+        if g > threshold {
+            longest = longest.max(g);
+        }
+    }
+    if let Some(&last) = times.last()
+        && to - last > threshold
+    {
+        longest = longest.max(to - last);
+    }
+    longest
+}
+
+/// Heal → served again, from sorted answer times `a`: the end of the last outage (gap >
+/// `threshold`) that ends after `heal` (and by `until`), minus `heal`; 0 if none. `None`: no
+/// answer after the heal at all.
+pub fn served_again(a: &[f64], heal: f64, until: f64, threshold: f64) -> Option<f64> {
+    a.iter().find(|&&t| t >= heal)?;
+    let mut result = 0.0;
+    let mut prev: Option<f64> = None;
+    for &t in a.iter().filter(|&&t| t <= until) {
+        if let Some(p) = prev
+            && t > heal
+            && t - p > threshold
+        {
+            result = t - heal;
+        }
+        prev = Some(t);
+    }
+    Some(result)
 }
 
 /// The lab, the cluster and the probes, alive for one run.
