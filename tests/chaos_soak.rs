@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use support::chaos::{SoakConfig, run};
 
-/// Heal → every IP served again, asserted here (the target is 1 s; see
-/// docs/soak/report.md for the measured numbers).
-const RECOVERY_BOUND: Duration = Duration::from_secs(1);
+/// Heal → every IP served again, asserted here. The target is 1 s; the recorded
+/// 10-minute runs meet it (max 0.28 s, docs/soak/), so CI allows 2 s for a loaded machine.
+const RECOVERY_BOUND: Duration = Duration::from_secs(2);
 
 #[test]
 fn two_minute_chaos_soak_keeps_ips_unique_stable_and_served() {
