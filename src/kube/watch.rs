@@ -10,6 +10,7 @@ use std::fmt::Debug;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -138,7 +139,10 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     let api: Api<K> = Api::all(client);
-    watcher::watcher(api, watcher::Config::default())
+    // The watcher itself retries at once: without a backoff an unreachable API server makes
+    // it spin (the chaos soak saw ~3000 retries/s per kind, starving raft-lite of CPU).
+    // client-go's policy: 0.8 s doubling to 30 s, with jitter.
+    watcher::watcher(api, watcher::Config::default()).default_backoff()
 }
 
 /// Runs until `tx` is closed. Errors (API server unreachable, watch failures) are logged and
@@ -283,6 +287,33 @@ async fn watch_nodes(client: Client, ignore_exclude_label: bool, tx: mpsc::Sende
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn unreachable_api_server_is_retried_with_backoff_not_in_a_spin() {
+        // A closed port on loopback: every connect fails at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let uri = format!("http://127.0.0.1:{port}").parse().expect("uri");
+        let client = Client::try_from(kube::Config::new(uri)).expect("client");
+        let mut stream = std::pin::pin!(watch_stream::<core::Node>(client));
+        let mut errors = 0;
+        let window = tokio::time::sleep(std::time::Duration::from_millis(1500));
+        tokio::pin!(window);
+        loop {
+            tokio::select! {
+                _ = &mut window => break,
+                item = stream.next() => match item {
+                    Some(Err(_)) => errors += 1,
+                    Some(Ok(_)) => {} // Event::Init before the first list
+                    None => break,
+                },
+            }
+        }
+        assert!(errors >= 1, "the failure is reported");
+        assert!(errors <= 4, "{errors} retries in 1.5 s: no backoff");
+    }
 
     #[test]
     fn relist_turns_missing_objects_into_deletes() {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod chaos;
 pub mod dbus;
 pub mod examples;
 pub mod guide;

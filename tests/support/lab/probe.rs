@@ -32,6 +32,8 @@ pub struct Record {
     pub data: Option<String>,
     /// reach: round-trip time in seconds.
     pub rtt: Option<f64>,
+    /// l2probe: the IP this answers for (a probe may ask for several).
+    pub target: Option<String>,
 }
 
 impl Record {
@@ -99,6 +101,7 @@ impl ProbeRun {
                     mac: v["mac"].as_str().map(str::to_string),
                     data: v["data"].as_str().map(str::to_string),
                     rtt: v["rtt"].as_f64(),
+                    target: v["target"].as_str().map(str::to_string),
                 }),
                 _ => {}
             }
@@ -111,6 +114,21 @@ impl ProbeRun {
         }
         run.records.sort_by(|a, b| a.t.total_cmp(&b.t));
         Ok(run)
+    }
+
+    /// The records about `ip` only (for a probe asking for several IPs), same start and end.
+    pub fn for_target(&self, ip: &str) -> ProbeRun {
+        ProbeRun {
+            start: self.start,
+            end: self.end,
+            sent: self.sent,
+            records: self
+                .records
+                .iter()
+                .filter(|r| r.target.as_deref() == Some(ip))
+                .cloned()
+                .collect(),
+        }
     }
 
     /// Records that answer a request.
@@ -249,6 +267,22 @@ impl RunningProbe {
         }
     }
 
+    /// End the probe now (SIGTERM: it prints its end record) and parse its records.
+    pub fn stop(self) -> Result<ProbeRun> {
+        self.proc.kill(super::Signal::Term);
+        self.finish()
+    }
+
+    /// The file the probe writes its JSON lines to (for reading it incrementally).
+    pub fn stdout_path(&self) -> &std::path::Path {
+        self.proc.stdout_path()
+    }
+
+    /// The probe's process ID.
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
     /// Records so far (the probe keeps running).
     pub fn snapshot(&self) -> Vec<Record> {
         let mut text = self.proc.stdout();
@@ -301,6 +335,52 @@ pub fn l2probe(
             &src,
             "--target",
             &target_s,
+            "--duration",
+            &dur,
+            "--interval",
+            &int,
+        ],
+        duration,
+    )
+}
+
+/// [`l2probe`] for several IPv4 (or several IPv6) targets from one process: each interval one
+/// request per target; every record names its `target` (see [`ProbeRun::for_target`]).
+pub fn l2probe_many(
+    client: &Host,
+    targets: &[IpAddr],
+    duration: Duration,
+    interval: Duration,
+) -> Result<RunningProbe> {
+    let first = targets.first().ok_or_else(|| LabError::Parse {
+        what: "l2probe targets".into(),
+        detail: "no target".into(),
+    })?;
+    let src = if first.is_ipv4() {
+        client.ip4()
+    } else {
+        client.ip6()
+    }
+    .ok_or_else(|| LabError::Parse {
+        what: format!("{} addresses", client.name()),
+        detail: format!("no address of the family of {first}"),
+    })?;
+    let src = src.to_string();
+    let list: Vec<String> = targets.iter().map(IpAddr::to_string).collect();
+    let list = list.join(",");
+    let (dur, int) = (secs(duration), secs(interval));
+    let script = script("l2probe.py");
+    RunningProbe::start(
+        client,
+        &[
+            PYTHON,
+            &script,
+            "--iface",
+            client.ifname(),
+            "--src",
+            &src,
+            "--target",
+            &list,
             "--duration",
             &dur,
             "--interval",

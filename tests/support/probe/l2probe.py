@@ -8,10 +8,15 @@ Run inside the client's namespace:
     ip netns exec NS l2probe.py --iface eth0 --src 10.10.100.9 --target 10.10.100.200 \
         --duration 5 [--interval 0.01]
 
+--target may be repeated (or comma-separated) to probe several IPs of one family from one
+process: each interval one request per target. SIGTERM/SIGINT end the run early (the end
+record is still printed).
+
 Output, one JSON object per line on stdout:
     {"ev":"start","t":..., "mode":"arp"|"ns", "target":..., "mac": our MAC}
     {"ev":"reply","t":..., "seq": last request number sent, "mac": Ethernet source,
-     "kind":"reply"|"garp"|"na"|"una", "lladdr": ARP sender / NA target MAC}
+     "kind":"reply"|"garp"|"na"|"una", "lladdr": ARP sender / NA target MAC,
+     "target": the IP answered for}
     {"ev":"end","t":..., "sent": requests sent}
 "reply"/"na" answer a request; "garp"/"una" are unsolicited announcements.
 """
@@ -19,6 +24,7 @@ import argparse
 import ipaddress
 import json
 import select
+import signal
 import socket
 import struct
 import sys
@@ -66,26 +72,29 @@ def ns_request(src_mac, src_ip, target):
     return eth + ip6 + icmp
 
 
-def parse_arp(frame, target):
+def parse_arp(frame, targets):
+    """(kind, lladdr, target) of an ARP answer for one of `targets` (packed -> address)."""
     if len(frame) < 42:
         return None
     op = struct.unpack("!H", frame[20:22])[0]
     sha, spa, tpa = frame[22:28], frame[28:32], frame[38:42]
-    if spa != target.packed:
+    target = targets.get(spa)
+    if target is None:
         return None
     if op == 2:
-        return "reply", mac_str(sha)
-    if op == 1 and tpa == target.packed:
-        return "garp", mac_str(sha)
+        return "reply", mac_str(sha), target
+    if op == 1 and tpa == spa:
+        return "garp", mac_str(sha), target
     return None
 
 
-def parse_na(frame, target):
+def parse_na(frame, targets):
     # Ethernet(14) + IPv6(40) + ICMPv6; no extension headers in NDP (RFC 4861 s6.1.2 style).
     if len(frame) < 14 + 40 + 24 or frame[14 + 6] != 58:
         return None
     icmp = frame[54:]
-    if icmp[0] != 136 or icmp[8:24] != target.packed:
+    target = targets.get(icmp[8:24])
+    if icmp[0] != 136 or target is None:
         return None
     solicited = bool(icmp[4] & 0x40)
     lladdr = None
@@ -97,48 +106,56 @@ def parse_na(frame, target):
         if opts[0] == 2 and olen >= 8:
             lladdr = mac_str(opts[2:8])
         opts = opts[olen:]
-    return ("na" if solicited else "una"), lladdr
+    return ("na" if solicited else "una"), lladdr, target
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--iface", required=True)
     ap.add_argument("--src", required=True, help="our address (the replies come back to it)")
-    ap.add_argument("--target", required=True)
+    ap.add_argument("--target", required=True, action="append")
     ap.add_argument("--duration", type=float, required=True)
     ap.add_argument("--interval", type=float, default=0.01)
     a = ap.parse_args()
 
-    target = ipaddress.ip_address(a.target)
+    targets = [ipaddress.ip_address(t) for arg in a.target for t in arg.split(",") if t]
     src = ipaddress.ip_address(a.src)
-    v6 = target.version == 6
+    v6 = targets[0].version == 6
+    if any((t.version == 6) != v6 for t in targets):
+        sys.exit("l2probe: all targets must be of one family")
+    by_packed = {t.packed: t for t in targets}
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
     proto = ETH_P_IPV6 if v6 else ETH_P_ARP
     with open("/sys/class/net/%s/address" % a.iface) as f:
         my_mac_s = f.read().strip()
     my_mac = mac_bytes(my_mac_s)
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
     s.bind((a.iface, proto))
-    frame = ns_request(my_mac, src, target) if v6 else arp_request(my_mac, src, target)
+    frames = [ns_request(my_mac, src, t) if v6 else arp_request(my_mac, src, t) for t in targets]
     parse = parse_na if v6 else parse_arp
 
     out = sys.stdout
     start = time.time()
     out.write(json.dumps({"ev": "start", "t": start, "mode": "ns" if v6 else "arp",
-                          "target": str(target), "mac": my_mac_s}) + "\n")
+                          "target": ",".join(str(t) for t in targets),
+                          "mac": my_mac_s}) + "\n")
     out.flush()
     end = start + a.duration
     seq = 0
     next_send = start
     while True:
         now = time.time()
-        if now >= end:
+        if now >= end or stop:
             break
         if now >= next_send:
             seq += 1
-            try:
-                s.send(frame)
-            except OSError:
-                pass  # link down: keep probing, the gap shows it
+            for frame in frames:
+                try:
+                    s.send(frame)
+                except OSError:
+                    pass  # link down: keep probing, the gap shows it
             next_send += a.interval
             if next_send < now:
                 next_send = now + a.interval
@@ -155,13 +172,13 @@ def main():
                 break
             if addr[2] == PACKET_OUTGOING:
                 continue
-            got = parse(data, target)
+            got = parse(data, by_packed)
             if got is None:
                 continue
-            kind, lladdr = got
+            kind, lladdr, target = got
             out.write(json.dumps({"ev": "reply", "t": time.time(), "seq": seq,
                                   "mac": mac_str(data[6:12]), "kind": kind,
-                                  "lladdr": lladdr}) + "\n")
+                                  "lladdr": lladdr, "target": str(target)}) + "\n")
         out.flush()
     out.write(json.dumps({"ev": "end", "t": time.time(), "sent": seq}) + "\n")
     out.flush()

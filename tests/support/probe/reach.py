@@ -12,16 +12,27 @@ Output, one JSON object per line on stdout:
 ICMP is asynchronous (a late reply still counts, matched by sequence number); TCP connects
 and reads until the peer closes or TIMEOUT; UDP sends "probe SEQ" and waits TIMEOUT for one
 datagram. "data" lets a test see which backend answered (e.g. a server that prints its name).
+SIGTERM/SIGINT end the run early (results so far and the end record are still printed).
 """
 import argparse
 import ipaddress
 import json
 import os
 import select
+import signal
 import socket
 import struct
 import sys
 import time
+
+
+# Set by SIGTERM/SIGINT: stop sending, finish as if the duration had passed.
+STOPPED = []
+
+
+def until(end):
+    """The run's end: `end`, or now once a stop signal came."""
+    return min(end, STOPPED[0]) if STOPPED else end
 
 
 def emit(obj):
@@ -52,6 +63,7 @@ def icmp_loop(a, target, end):
     next_send = time.time()
     while True:
         now = time.time()
+        end = until(end)
         if now >= end + a.timeout:
             break
         if now >= next_send and now < end:
@@ -92,7 +104,7 @@ def stream_loop(a, target, end, udp):
     fam = socket.AF_INET6 if target.version == 6 else socket.AF_INET
     seq = 0
     next_send = time.time()
-    while time.time() < end:
+    while time.time() < until(end):
         now = time.time()
         if now < next_send:
             time.sleep(next_send - now)
@@ -142,6 +154,8 @@ def main():
     ap.add_argument("--timeout", type=float, default=0.2)
     a = ap.parse_args()
     target = ipaddress.ip_address(a.target)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: STOPPED.append(time.time()))
     start = time.time()
     emit({"ev": "start", "t": start, "mode": a.mode, "target": str(target)})
     end = start + a.duration
