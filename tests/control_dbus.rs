@@ -11,7 +11,7 @@ use lb::control::{ControlError, ControlHandle};
 use tokio::sync::{mpsc, watch};
 
 mod support;
-use support::dbus::Bus;
+use support::dbus::{Bus, signal_stream};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -351,27 +351,6 @@ async fn busctl_introspection_shows_the_interface() {
         .await
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&term.stdout).trim(), "t 7");
-}
-
-async fn signal_stream(
-    bus: &Bus,
-    interface: &str,
-    member: &str,
-) -> (zbus::Connection, zbus::MessageStream) {
-    let conn = zbus::connection::Builder::address(bus.address.as_str())
-        .build()
-        .await
-        .unwrap();
-    let rule = zbus::MatchRule::builder()
-        .msg_type(zbus::message::Type::Signal)
-        .interface(interface.to_string())
-        .member(member.to_string())
-        .build()
-        .unwrap();
-    let stream = zbus::MessageStream::for_match_rule(rule, &conn, None)
-        .await
-        .unwrap();
-    (conn, stream)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ mod support;
 
 use std::time::Duration;
 
+use support::dbus::{Bus, OwnershipSignals};
 use support::lab::peers::{Frr, FrrConfig};
 use support::lab::{Lab, probe, wait_until};
 use support::lbd::{lbd_binary, scrape_metrics};
@@ -58,8 +59,19 @@ fn standalone_lbd_answers_arp_and_ndp_for_static_services_and_falls_silent_on_si
         )
         .unwrap();
     let lbd_bin = lbd_binary();
+    // A private bus (a unix socket: reachable from the namespace), to see the D-Bus
+    // OwnershipChanged signals a running lbd sends.
+    let bus = Bus::start();
+    let signals = OwnershipSignals::collect(&bus);
+    let bus_env = format!("DBUS_SYSTEM_BUS_ADDRESS={}", bus.address);
     let lbd = node
-        .spawn(&[lbd_bin.to_str().unwrap(), "--config", cfg.to_str().unwrap()])
+        .spawn(&[
+            "env",
+            &bus_env,
+            lbd_bin.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
         .unwrap();
     for ip in ["10.10.100.200", "fd00:10::200"] {
         lbd.wait_for_log(&format!("announcing {ip} on eth0"), T)
@@ -145,9 +157,25 @@ fn standalone_lbd_answers_arp_and_ndp_for_static_services_and_falls_silent_on_si
     );
     assert_eq!(m.get("lb_cluster_is_leader"), Some(&1.0), "{m:?}");
 
+    // Every gain was signalled on the bus, naming this host.
+    wait_until(T, "OwnershipChanged for both VIPs", || {
+        let seen = signals.seen();
+        ["10.10.100.200", "fd00:10::200"]
+            .iter()
+            .all(|ip| seen.contains(&(ip.to_string(), "node1".to_string())))
+    });
+
     lbd.kill(support::lab::Signal::Term);
     let status = lbd.wait_timeout(T).expect("lbd exits on SIGTERM");
     assert!(status.success(), "exit status {status:?}\n{}", lbd.log());
+    // ...and the loss (owner ""), before lbd left the bus.
+    let seen = signals.seen();
+    for ip in ["10.10.100.200", "fd00:10::200"] {
+        assert!(
+            seen.contains(&(ip.to_string(), String::new())),
+            "no OwnershipChanged({ip}, \"\") at shutdown: {seen:?}"
+        );
+    }
     let after = probe::l2probe(
         &client,
         "10.10.100.200".parse().unwrap(),

@@ -17,7 +17,7 @@ pub mod logging;
 pub mod ownership;
 pub mod writer;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,7 +27,7 @@ use futures::StreamExt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
 use tokio::sync::{mpsc, watch};
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 use crate::bgp::speaker::{Speaker, SpeakerHandle, SpeakerOptions};
 use crate::config::{self, Config, Context, Role};
@@ -139,6 +139,8 @@ struct Daemon {
     bgp_sessions: (usize, usize),
     /// The last STATUS= sent, so it is re-sent only when it changes.
     last_status: String,
+    /// Layer-2 owners last signalled on D-Bus (`OwnershipChanged`).
+    signalled: BTreeMap<IpAddr, String>,
 }
 
 impl Daemon {
@@ -264,6 +266,7 @@ impl Daemon {
             last_reload: None,
             bgp_sessions: (0, 0),
             last_status: String::new(),
+            signalled: BTreeMap::new(),
             config,
         };
         d.start_announcers()?;
@@ -293,14 +296,17 @@ impl Daemon {
                 responder.step(now, responder::Input::LinkChanged(iface.clone()));
             }
             let (tx, rx) = mpsc::channel(256);
-            tokio::spawn(crate::l2::socket::run(
-                responder,
-                socket,
-                rx,
-                self.l2_events_tx.clone(),
-                self.ownership.gate(),
-                self.metrics.clone(),
-            ));
+            tokio::spawn(
+                crate::l2::socket::run(
+                    responder,
+                    socket,
+                    rx,
+                    self.l2_events_tx.clone(),
+                    self.ownership.gate(),
+                    self.metrics.clone(),
+                )
+                .instrument(tracing::info_span!("l2", node = %self.config.node.name)),
+            );
             self.l2 = Some(tx);
         }
         let wants_bgp = !self.config.bgp_peers.is_empty();
@@ -576,20 +582,39 @@ impl Daemon {
                     .send(responder::Input::OwnershipChanged(claims.clone()))
                     .await;
             }
-            if let Some(bus) = &self.bus {
-                let before: BTreeSet<IpAddr> = self.claimed.iter().map(|c| c.ip).collect();
-                for c in &claims {
-                    if !before.contains(&c.ip) {
-                        let _ = bus
-                            .ownership_changed(c.ip, Some(&self.config.node.name))
-                            .await;
-                    }
-                }
-            }
             self.claimed = claims;
             self.metrics
                 .set_announced_ips(AnnounceProtocol::Layer2, self.claimed.len() as u64);
         }
+        self.signal_ownership(&view).await;
+    }
+
+    /// D-Bus `OwnershipChanged(ip, owner)` for every change of who owns a layer-2 IP, as far
+    /// as this host knows: the leader knows the whole map, any other host its own IPs. A lost
+    /// IP is signalled with owner "".
+    async fn signal_ownership(&mut self, view: &ownership::View) {
+        let known: BTreeMap<IpAddr, String> = if view.role == ClusterRole::Leader {
+            view.owners.clone()
+        } else {
+            self.claimed
+                .iter()
+                .map(|c| (c.ip, self.config.node.name.clone()))
+                .collect()
+        };
+        if known == self.signalled {
+            return;
+        }
+        if let Some(bus) = &self.bus {
+            for (ip, owner) in &known {
+                if self.signalled.get(ip) != Some(owner) {
+                    let _ = bus.ownership_changed(*ip, Some(owner)).await;
+                }
+            }
+            for ip in self.signalled.keys().filter(|ip| !known.contains_key(ip)) {
+                let _ = bus.ownership_changed(*ip, None).await;
+            }
+        }
+        self.signalled = known;
     }
 
     /// SIGHUP or D-Bus Reload: validate, then apply only the difference.
@@ -855,6 +880,12 @@ impl Daemon {
         }
         self.on_lo.clear();
         if let Some(bus) = self.bus.take() {
+            // Nothing is owned here any more.
+            for (ip, owner) in &self.signalled {
+                if *owner == self.config.node.name {
+                    let _ = bus.ownership_changed(*ip, None).await;
+                }
+            }
             bus.shutdown().await;
         }
         info!("stopped");

@@ -10,7 +10,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use super::MacAddr;
-use super::responder::{FrameKind, Input, Output, Responder};
+use super::responder::{Event, FrameKind, Input, Output, Responder};
 use crate::control::metrics::Metrics;
 use crate::sys::packet::{PacketError, PacketSocket, register_async};
 
@@ -160,7 +160,7 @@ pub async fn run(
                 }
                 other => {
                     if let Output::Log(ev) = &other {
-                        tracing::info!("{ev}");
+                        log_event(ev);
                     }
                     if outputs.send(other).await.is_err() {
                         return responder;
@@ -171,5 +171,35 @@ pub async fn run(
         for ip in released {
             metrics.forget_layer2_ip(ip);
         }
+    }
+}
+
+/// One line per ownership change (info) or problem (warn), with the IP, interface and
+/// services as structured fields (journald: `F_IP`, `F_INTERFACE`, `F_SERVICE`); the host is
+/// the `node` field of the task's span.
+fn log_event(ev: &Event) {
+    let services = |s: &[crate::model::ServiceKey]| {
+        s.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match ev {
+        Event::Announcing {
+            ip,
+            interface,
+            services: s,
+        } => tracing::info!(ip = %ip, interface = %interface, service = %services(s), "{ev}"),
+        Event::Withdrawn { ip, interface } => {
+            tracing::info!(ip = %ip, interface = %interface, "{ev}")
+        }
+        Event::Ineligible { ip, services: s } => {
+            tracing::warn!(ip = %ip, service = %services(s), "{ev}")
+        }
+        Event::Conflict {
+            ip,
+            interface,
+            other_mac,
+        } => tracing::warn!(ip = %ip, interface = %interface, mac = %other_mac, "{ev}"),
     }
 }

@@ -64,3 +64,77 @@ impl Drop for Bus {
         let _ = self.child.wait();
     }
 }
+
+/// Subscribes to `interface.member` signals on `bus`.
+pub async fn signal_stream(
+    bus: &Bus,
+    interface: &str,
+    member: &str,
+) -> (zbus::Connection, zbus::MessageStream) {
+    let conn = zbus::connection::Builder::address(bus.address.as_str())
+        .build()
+        .await
+        .expect("connect to the test bus");
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .interface(interface.to_string())
+        .member(member.to_string())
+        .build()
+        .expect("match rule");
+    let stream = zbus::MessageStream::for_match_rule(rule, &conn, None)
+        .await
+        .expect("match rule");
+    (conn, stream)
+}
+
+/// `org.lb.Daemon1.OwnershipChanged(ip, owner)` signals collected in the background (its
+/// own thread and runtime), for tests that are not async.
+pub struct OwnershipSignals {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl OwnershipSignals {
+    /// Subscribed before this returns: no signal sent afterwards is missed.
+    pub fn collect(bus: &Bus) -> OwnershipSignals {
+        use futures::StreamExt;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let address = bus.address.clone();
+        let out = seen.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let conn = zbus::connection::Builder::address(address.as_str())
+                    .build()
+                    .await
+                    .expect("connect to the test bus");
+                let rule = zbus::MatchRule::builder()
+                    .msg_type(zbus::message::Type::Signal)
+                    .interface("org.lb.Daemon1")
+                    .member("OwnershipChanged")
+                    .build()
+                    .expect("match rule");
+                let mut stream = zbus::MessageStream::for_match_rule(rule, &conn, None)
+                    .await
+                    .expect("match rule");
+                let _ = ready_tx.send(());
+                while let Some(Ok(msg)) = stream.next().await {
+                    if let Ok(body) = msg.body().deserialize::<(String, String)>() {
+                        out.lock().unwrap_or_else(|e| e.into_inner()).push(body);
+                    }
+                }
+            });
+        });
+        ready_rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("subscribed to OwnershipChanged");
+        OwnershipSignals { seen }
+    }
+
+    pub fn seen(&self) -> Vec<(String, String)> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
