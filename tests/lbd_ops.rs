@@ -338,3 +338,42 @@ fn ready_waits_for_a_raft_lite_leader_and_comes_at_the_bound_saying_so_without_o
     assert!(seen.contains("waiting for a raft-lite leader"), "{seen}");
     assert!(lbd.alive());
 }
+
+#[test]
+fn an_invalid_config_at_start_reaches_the_journal_as_priority_error() {
+    // systemd reads "<3>" at the start of a stderr line as priority 3 (error) when stderr is
+    // the journal stream (JOURNAL_STREAM = its device:inode).
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("lb.toml");
+    std::fs::write(&cfg, "[node\n").unwrap();
+    let err_path = dir.path().join("stderr");
+    let err = std::fs::File::create(&err_path).unwrap();
+    let meta = err.metadata().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lbd"))
+        .arg("--config")
+        .arg(&cfg)
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stderr(err)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = std::fs::read_to_string(&err_path).unwrap();
+    assert!(!text.is_empty());
+    for line in text.lines() {
+        assert!(line.starts_with("<3>"), "{line:?} in\n{text}");
+    }
+    assert!(text.contains("is invalid; not starting"), "{text}");
+    // Not the journal: plain lines.
+    let out = Command::new(env!("CARGO_BIN_EXE_lbd"))
+        .arg("--config")
+        .arg(&cfg)
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("is invalid; not starting") && !text.contains("<3>"),
+        "{text}"
+    );
+}

@@ -9,7 +9,7 @@ use crate::config::{LogConfig, LogFormat};
 
 /// True when stderr is connected to the journal (systemd sets `JOURNAL_STREAM` to the
 /// device:inode of the stream it gave us).
-fn stderr_is_journal() -> bool {
+pub fn stderr_is_journal() -> bool {
     use std::os::unix::fs::MetadataExt;
     let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
         return false;
@@ -18,6 +18,31 @@ fn stderr_is_journal() -> bool {
         return false;
     };
     stream == format!("{}:{}", meta.dev(), meta.ino())
+}
+
+/// syslog's meaning of each level (tracing-journald's default puts INFO at 5, notice):
+/// errors 3, warnings 4, info 6, debug and trace 7.
+fn priorities() -> tracing_journald::PriorityMappings {
+    use tracing_journald::Priority;
+    tracing_journald::PriorityMappings {
+        error: Priority::Error,
+        warn: Priority::Warning,
+        info: Priority::Informational,
+        debug: Priority::Debug,
+        trace: Priority::Debug,
+    }
+}
+
+/// Lines written to stderr before logging is set up (an invalid lb.toml at start): with the
+/// `<3>` prefix systemd reads them as priority error when stderr is the journal.
+pub fn early_error(line: &str) {
+    if stderr_is_journal() {
+        for l in line.lines() {
+            eprintln!("<3>{l}");
+        }
+    } else {
+        eprintln!("{line}");
+    }
 }
 
 /// Installs the global subscriber. Call once, after the configuration is loaded.
@@ -34,7 +59,11 @@ pub fn init(log: &LogConfig) {
             Ok(layer) => {
                 tracing_subscriber::registry()
                     .with(filter)
-                    .with(layer.with_syslog_identifier("lbd".into()))
+                    .with(
+                        layer
+                            .with_syslog_identifier("lbd".into())
+                            .with_priority_mappings(priorities()),
+                    )
                     .init();
                 return;
             }
@@ -49,4 +78,16 @@ pub fn init(log: &LogConfig) {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn info_is_informational_not_notice_in_the_journal() {
+        let p = super::priorities();
+        assert_eq!(p.error as u8, 3);
+        assert_eq!(p.warn as u8, 4);
+        assert_eq!(p.info as u8, 6);
+        assert_eq!(p.debug as u8, 7);
+    }
 }

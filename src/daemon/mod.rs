@@ -71,8 +71,11 @@ pub fn main(config_path: &Path) -> ExitCode {
     let checked = match config::load_file(config_path, &ctx) {
         Ok(c) => c,
         Err(diags) => {
-            eprintln!("{diags}");
-            eprintln!("lbd: {} is invalid; not starting", config_path.display());
+            logging::early_error(&diags.to_string());
+            logging::early_error(&format!(
+                "lbd: {} is invalid; not starting",
+                config_path.display()
+            ));
             return ExitCode::from(1);
         }
     };
