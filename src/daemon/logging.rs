@@ -85,9 +85,11 @@ mod tests {
     #[test]
     fn info_is_informational_not_notice_in_the_journal() {
         let p = super::priorities();
-        assert_eq!(p.error as u8, 3);
-        assert_eq!(p.warn as u8, 4);
-        assert_eq!(p.info as u8, 6);
-        assert_eq!(p.debug as u8, 7);
+        // The journal's PRIORITY field, as the ASCII digit tracing-journald writes.
+        assert_eq!(p.error as u8, b'3');
+        assert_eq!(p.warn as u8, b'4');
+        assert_eq!(p.info as u8, b'6');
+        assert_eq!(p.debug as u8, b'7');
+        assert_eq!(p.trace as u8, b'7');
     }
 }
