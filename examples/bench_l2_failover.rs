@@ -1,8 +1,9 @@
 //! Benchmark: the client's ARP-answer gap for a layer-2 VIP when its owner fails, lbd (3 nodes,
 //! raft-lite, default timings) beside keepalived (VRRPv3, advert_int 1 s and 0.1 s) in the
-//! same namespace lab. The client probes every 10 ms.
+//! same namespace lab. The client probes every 10 ms. The leader owns no IP while another host
+//! can answer, so the owner is a follower; the leader's own failures are measured too.
 //!
-//! Run as root:  cargo build --release --bin lbd && cargo run --release --example bench_l2_failover [-- --trials N] [--only link|kill|term|keepalived]
+//! Run as root:  cargo build --release --bin lbd && cargo run --release --example bench_l2_failover [-- --trials N] [--only link|kill|term|leader|keepalived]
 
 #[path = "../tests/support/mod.rs"]
 #[allow(unused_imports)]
@@ -14,7 +15,7 @@ use support::l2cluster::{PROBE_INTERVAL, VIP, check_failover, start_cluster};
 use support::lab::peers::{Keepalived, VrrpConfig};
 use support::lab::{Lab, Signal, probe};
 
-/// `--only link|kill|term|keepalived`: run just that scenario (default: all).
+/// `--only link|kill|term|leader|keepalived`: run just those scenarios (default: all).
 fn only() -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -39,25 +40,63 @@ enum Fault {
     Term,
 }
 
-/// One lbd trial: (gap, the failed owner was the raft-lite leader).
-fn lbd_trial(fault: Fault, n: usize) -> (Duration, bool) {
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Target {
+    /// The host answering for the VIP (a follower: the leader owns no IP while another host
+    /// can answer).
+    Owner,
+    /// The raft-lite leader (which does not own the VIP).
+    Leader,
+}
+
+/// The node whose lbd most recently logged "became leader" (tracing's RFC 3339 timestamp
+/// starts each line, so the text order is time order).
+fn leader_of(c: &support::l2cluster::Cluster) -> Option<usize> {
+    (0..c.lbds.len())
+        .filter_map(|i| {
+            let log = c.lbds[i].as_ref()?.log();
+            let line = log.lines().rev().find(|l| l.contains("became leader"))?;
+            Some((line.split_whitespace().next()?.to_string(), i))
+        })
+        .max()
+        .map(|(_, i)| i)
+}
+
+/// One lbd trial: the client's gap when `target` suffers `fault`.
+fn lbd_trial(fault: Fault, target: Target, n: usize) -> Duration {
     let mut c = start_cluster(&format!("bl2{n}"));
     let (p, owner) = c.probe_until_owned(Duration::from_secs(6));
     std::thread::sleep(Duration::from_millis(500));
-    let was_leader = c.lbds[owner]
-        .as_ref()
-        .unwrap()
-        .log()
-        .contains("became leader");
+    let leader = leader_of(&c).expect("a raft-lite leader");
+    assert_ne!(leader, owner, "the leader owns the VIP\n{}", c.logs());
+    let victim = match target {
+        Target::Owner => owner,
+        Target::Leader => leader,
+    };
     match fault {
-        Fault::LinkDown => c.nodes[owner].link_down().unwrap(),
-        Fault::Kill => c.lbds[owner].as_ref().unwrap().kill(Signal::Kill),
-        Fault::Term => c.lbds[owner].as_ref().unwrap().kill(Signal::Term),
+        Fault::LinkDown => c.nodes[victim].link_down().unwrap(),
+        Fault::Kill => c.lbds[victim].as_ref().unwrap().kill(Signal::Kill),
+        Fault::Term => c.lbds[victim].as_ref().unwrap().kill(Signal::Term),
     }
     let run = p.finish().unwrap();
-    let (gap, _) = check_failover(&c, &run, owner);
-    c.lbds[owner] = None;
-    (gap, was_leader)
+    let gap = match target {
+        Target::Owner => check_failover(&c, &run, owner).0,
+        Target::Leader => {
+            // The owner keeps the IP (or another follower takes it): one MAC at a time,
+            // and the gap until a new leader renewed or re-granted it.
+            assert_eq!(
+                run.split_brain(PROBE_INTERVAL),
+                None,
+                "two MACs answered at once\n{}",
+                c.logs()
+            );
+            run.longest_gap_between_answers()
+                .map(|g| g.duration())
+                .unwrap_or_default()
+        }
+    };
+    c.lbds[victim] = None;
+    gap
 }
 
 fn keepalived_trial(advert: f64, n: usize) -> Duration {
@@ -104,62 +143,68 @@ fn summary(name: &str, mut gaps: Vec<Duration>) {
 
 fn main() {
     let n = trials();
-    let mut rows: Vec<(&str, Vec<Duration>)> = vec![
-        ("lbd: owner's link down, owner was the leader", vec![]),
-        ("lbd: owner's link down, owner was a follower", vec![]),
-        ("lbd: owner SIGKILL, owner was the leader", vec![]),
-        ("lbd: owner SIGKILL, owner was a follower", vec![]),
+    let lbd_rows = [
         (
-            "lbd: owner SIGTERM (planned hand-over), owner was the leader",
-            vec![],
+            "lbd: owner's link down",
+            Fault::LinkDown,
+            Target::Owner,
+            "link",
+        ),
+        ("lbd: owner SIGKILL", Fault::Kill, Target::Owner, "kill"),
+        (
+            "lbd: owner SIGTERM (planned hand-over)",
+            Fault::Term,
+            Target::Owner,
+            "term",
         ),
         (
-            "lbd: owner SIGTERM (planned hand-over), owner was a follower",
-            vec![],
+            "lbd: leader's link down (owner a follower)",
+            Fault::LinkDown,
+            Target::Leader,
+            "leader",
         ),
         (
-            "keepalived VRRPv3 advert_int 1 s: master's link down",
-            vec![],
+            "lbd: leader SIGKILL (owner a follower)",
+            Fault::Kill,
+            Target::Leader,
+            "leader",
         ),
         (
-            "keepalived VRRPv3 advert_int 0.1 s: master's link down",
-            vec![],
+            "lbd: leader SIGTERM (owner a follower)",
+            Fault::Term,
+            Target::Leader,
+            "leader",
         ),
     ];
     let only = only();
     let wanted = |what: &str| only.as_deref().is_none_or(|o| o == what);
+    let mut rows: Vec<(&str, Vec<Duration>)> = Vec::new();
     let mut k = 0;
-    for _ in 0..n {
-        if !wanted("keepalived") {
-            break;
-        }
-        k += 1;
-        rows[6].1.push(keepalived_trial(1.0, k));
-        k += 1;
-        rows[7].1.push(keepalived_trial(0.1, k));
-    }
-    // Each fault until the leader and the follower case have n trials each (the owner is
-    // the leader about 1 time in 3; a leader's failure needs an election, its planned leave
-    // a hand-over of the leadership).
-    for (fault, leader_row, what) in [
-        (Fault::LinkDown, 0, "link"),
-        (Fault::Kill, 2, "kill"),
-        (Fault::Term, 4, "term"),
-    ] {
+    for (name, fault, target, what) in lbd_rows {
         if !wanted(what) {
             continue;
         }
-        let mut attempts = 0;
-        while (rows[leader_row].1.len() < n || rows[leader_row + 1].1.len() < n) && attempts < 8 * n
-        {
-            attempts += 1;
+        let gaps = (0..n)
+            .map(|_| {
+                k += 1;
+                lbd_trial(fault, target, k)
+            })
+            .collect();
+        rows.push((name, gaps));
+    }
+    if wanted("keepalived") {
+        let (mut slow, mut fast) = (Vec::new(), Vec::new());
+        for _ in 0..n {
             k += 1;
-            let (gap, leader) = lbd_trial(fault, k);
-            let row = if leader { leader_row } else { leader_row + 1 };
-            if rows[row].1.len() < n {
-                rows[row].1.push(gap);
-            }
+            slow.push(keepalived_trial(1.0, k));
+            k += 1;
+            fast.push(keepalived_trial(0.1, k));
         }
+        rows.push(("keepalived VRRPv3 advert_int 1 s: master's link down", slow));
+        rows.push((
+            "keepalived VRRPv3 advert_int 0.1 s: master's link down",
+            fast,
+        ));
     }
     println!("| scenario (client ARP probe every 10 ms) | median gap | max gap | trials |");
     println!("|---|---|---|---|");

@@ -207,17 +207,58 @@ impl ClusterLab {
 
 #[test]
 fn cut_off_follower_stops_owning_before_another_host_takes_its_ip() {
-    cut_owner_and_check("clcutf", false);
+    cut_owner_and_check("clcutf");
 }
 
 #[test]
-fn cut_off_leader_stops_owning_before_another_host_takes_its_ip() {
-    cut_owner_and_check("clcutl", true);
+fn the_leader_owns_no_ip_and_when_cut_off_the_others_hold_every_ip_again() {
+    let c = ClusterLab::start("clcutl");
+    c.wait_stable("a leader and one owner per IP");
+    let now = wall_ns();
+    let latest = c.latest();
+    let leader = latest
+        .iter()
+        .position(|l| l.role == "leader")
+        .expect("a leader");
+    // Three eligible hosts: the leader leaves the IPs to the followers (its failure costs an
+    // election, a follower's only a lease).
+    for ip in IPS {
+        assert!(
+            !owns_at(&latest[leader], ip, now),
+            "the leader owns {ip}: {:?}",
+            latest[leader]
+        );
+    }
+    let t_cut = wall_ns();
+    c.hosts[leader].isolate().expect("isolate the leader");
+    // The other two elect a leader among themselves and every IP is held again, once each.
+    wait_until(
+        WAIT,
+        "a new leader and one owner per IP among the others",
+        || {
+            let now = wall_ns();
+            let others: Vec<_> = c
+                .latest()
+                .into_iter()
+                .enumerate()
+                .filter(|(i, l)| *i != leader && l.wall > t_cut)
+                .map(|(_, l)| l)
+                .collect();
+            others.len() == 2
+                && others.iter().filter(|l| l.role == "leader").count() == 1
+                && IPS
+                    .iter()
+                    .all(|ip| others.iter().filter(|l| owns_at(l, ip, now)).count() == 1)
+        },
+    );
+    c.hosts[leader].heal().expect("heal");
+    c.wait_stable("stable again after healing");
+    c.lab.teardown();
 }
 
-/// Isolates (nft, every frame) a host owning an IP — the leader or a follower — and checks
-/// from the printed views that it stops owning before anyone else owns that IP.
-fn cut_owner_and_check(lab_name: &str, leader: bool) {
+/// Isolates (nft, every frame) a follower owning an IP and checks from the printed views that
+/// it stops owning before anyone else owns that IP.
+fn cut_owner_and_check(lab_name: &str) {
     let c = ClusterLab::start(lab_name);
     c.wait_stable("a leader and one owner per IP");
     let now = wall_ns();
@@ -225,7 +266,7 @@ fn cut_owner_and_check(lab_name: &str, leader: bool) {
     let (owner, ip) = latest
         .iter()
         .enumerate()
-        .filter(|(_, l)| (l.role == "leader") == leader)
+        .filter(|(_, l)| l.role != "leader")
         .find_map(|(i, l)| IPS.iter().find(|ip| owns_at(l, ip, now)).map(|ip| (i, *ip)))
         .expect("a host of the wanted role owning an IP");
     let cut_name = c.hosts[owner].name().to_owned();

@@ -1077,10 +1077,19 @@ impl Node {
             {
                 lost.push((ip, at));
             }
-            let names: Vec<&str> = (0..self.names.len())
+            let mut names: Vec<&str> = (0..self.names.len())
                 .filter(|i| cands[*i] && self.eligible_for(*i, &ip))
                 .map(|i| self.names[i].as_str())
                 .collect();
+            // The leader takes an IP only when no other host can. Its failure already stops
+            // every lease until an election (≥ election timeout); an IP it also answered for
+            // would go dark for all of that, one on a follower only for what is left after
+            // its lease (election timeout − lease). And an owner's link or process failing
+            // then costs one lease (a follower's), never an election.
+            if names.len() > 1 {
+                let me = self.names[self.me].as_str();
+                names.retain(|n| *n != me);
+            }
             let target = if !self.desired.contains_key(&ip) || l.handing_over {
                 None
             } else {
