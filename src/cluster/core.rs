@@ -215,6 +215,10 @@ pub struct Node {
     held_before: BTreeSet<IpAddr>,
     eligible: BTreeSet<IpAddr>,
     eligibility_version: u64,
+    /// Held IPs given up because this host became ineligible (link down): not answered again
+    /// until the leader assigns them knowing this host is eligible again — `Some(v)`: eligible
+    /// again since eligibility version `v`, waiting for a heartbeat that knows `v`.
+    relinquished: BTreeMap<IpAddr, Option<u64>>,
     desired: BTreeMap<IpAddr, String>,
     // Candidate side.
     votes: BTreeSet<usize>,
@@ -286,6 +290,7 @@ impl Node {
             held_before: BTreeSet::new(),
             eligible: BTreeSet::new(),
             eligibility_version: cfg.incarnation.max(1),
+            relinquished: BTreeMap::new(),
             desired: BTreeMap::new(),
             votes: BTreeSet::new(),
             vote_sent_at: now,
@@ -361,7 +366,12 @@ impl Node {
                 _ => (BTreeSet::new(), None),
             };
         }
-        let ips: BTreeSet<IpAddr> = self.held.intersection(&self.eligible).copied().collect();
+        let ips: BTreeSet<IpAddr> = self
+            .held
+            .intersection(&self.eligible)
+            .filter(|ip| !self.relinquished.contains_key(*ip))
+            .copied()
+            .collect();
         if ips.is_empty() {
             (ips, None)
         } else {
@@ -455,8 +465,19 @@ impl Node {
             Input::LocalEligibility(ips) => {
                 let ips = if self.witness { BTreeSet::new() } else { ips };
                 if ips != self.eligible {
+                    let version = self.eligibility_version + 1;
+                    for ip in self.eligible.difference(&ips) {
+                        if self.held.contains(ip) {
+                            self.relinquished.insert(*ip, None);
+                        }
+                    }
+                    for ip in ips.difference(&self.eligible) {
+                        if let Some(back) = self.relinquished.get_mut(ip) {
+                            *back = Some(version);
+                        }
+                    }
                     self.eligible = ips;
-                    self.eligibility_version += 1;
+                    self.eligibility_version = version;
                 }
             }
             Input::DesiredIps(d) => self.desired = d,
@@ -886,6 +907,12 @@ impl Node {
                 self.applied_epoch = hb.epoch;
                 self.held = hb.ips.iter().copied().collect();
             }
+            // A relinquished IP is answered again once the leader still assigns it to us
+            // knowing we are eligible again; one it moved away is forgotten.
+            let held = &self.held;
+            self.relinquished.retain(|ip, back| {
+                held.contains(ip) && !back.is_some_and(|v| hb.eligibility_known >= v)
+            });
             if let Some(k) = hb.echo
                 && let Some((_, sent)) = self.acks_sent.iter().find(|(s, _)| *s == k)
             {
@@ -1531,5 +1558,70 @@ mod tests {
         );
         assert!(n.owned_ips(t1).is_empty());
         assert_eq!(n.leader(), Some("c"));
+    }
+
+    #[test]
+    fn an_ip_given_up_on_link_down_is_answered_again_only_once_the_leader_assigns_it_again() {
+        let t0 = Instant::now() + E * 2;
+        let (mut n, _) = Node::new(
+            cfg("b", &["a", "b", "c"]),
+            HardState {
+                term: 1,
+                voted_for: None,
+            },
+            t0 - E * 2,
+        )
+        .expect("node");
+        n.step(t0, Input::LocalEligibility([ip()].into()));
+        let hb = |seq, echo, known| Input::Received {
+            from: "a".into(),
+            msg: Message {
+                term: 1,
+                body: Body::Heartbeat(Heartbeat {
+                    seq,
+                    epoch: 1,
+                    echo,
+                    eligibility_known: known,
+                    leave_ok: false,
+                    ips: vec![ip()],
+                }),
+            },
+        };
+        let ack_of = |out: &[Output]| {
+            out.iter()
+                .find_map(|o| match o {
+                    Output::Send {
+                        msg:
+                            Message {
+                                body: Body::Ack(a), ..
+                            },
+                        ..
+                    } => Some((a.ack_seq, a.eligibility_version)),
+                    _ => None,
+                })
+                .expect("ack")
+        };
+        let (ack, v_up) = ack_of(&n.step(t0, hb(1, None, 0)));
+        let t1 = t0 + Duration::from_millis(10);
+        n.step(t1, hb(2, Some(ack), v_up));
+        assert_eq!(n.owned_ips(t1), [ip()].into());
+        // Link down: given up at once; link up again within the lease, before the leader
+        // heard of either: still not answered (the lease alone is not an assignment).
+        n.step(t1, Input::LocalEligibility(BTreeSet::new()));
+        assert!(n.owned_ips(t1).is_empty());
+        let t2 = t1 + Duration::from_millis(5);
+        n.step(t2, Input::LocalEligibility([ip()].into()));
+        assert!(
+            n.owned_ips(t2).is_empty(),
+            "answered again without a new assignment"
+        );
+        // A heartbeat from a leader that has not yet seen the new eligibility: still silent.
+        let (ack, v_now) = ack_of(&n.step(t2, hb(3, Some(ack), v_up)));
+        assert!(v_now > v_up + 1);
+        assert!(n.owned_ips(t2).is_empty());
+        // The leader knows this host is eligible again and still assigns it the IP: answer.
+        let t3 = t2 + Duration::from_millis(5);
+        n.step(t3, hb(4, Some(ack), v_now));
+        assert_eq!(n.owned_ips(t3), [ip()].into());
     }
 }
