@@ -164,7 +164,27 @@ fn sigterm_hands_the_vip_over_before_exit() {
     assert!(gap < Duration::from_secs(2), "gap {gap:?}\n{}", c.logs());
     c.wait_for_curl_from(VIP, new_owner);
     c.check_capture(cap, VIP);
+    // Handed over before exit: the new owner announced before the old lbd's last line.
+    let announced = log_time(
+        &c.lbds[new_owner].as_ref().unwrap().log(),
+        &format!("announcing {VIP}"),
+    )
+    .unwrap_or_else(|| panic!("new owner never logged the announcement\n{}", c.logs()));
+    let old_log = lbd.log();
+    let stopped_line = old_log
+        .lines()
+        .rfind(|l| l.trim_end().ends_with("lb::daemon: stopped"))
+        .unwrap_or_else(|| panic!("no final 'stopped' line\n{old_log}"));
+    let stopped = log_time(stopped_line, "stopped").expect("timestamp");
+    assert!(
+        announced <= stopped,
+        "node{} announced at {announced}, after node{} exited at {stopped}\n{}",
+        new_owner + 1,
+        owner + 1,
+        c.logs()
+    );
 }
+
 /// Seconds since the epoch of the first log line containing `needle` (tracing's RFC 3339
 /// timestamp at the start of each line).
 fn log_time(log: &str, needle: &str) -> Option<f64> {

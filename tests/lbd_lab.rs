@@ -234,14 +234,49 @@ ip = "172.19.100.0"
         .write_file("lb.toml", &cfg.replace("STATE", &state))
         .unwrap();
     let lbd_bin = lbd_binary();
+    let bus = Bus::start();
+    let bus_env = format!("DBUS_SYSTEM_BUS_ADDRESS={}", bus.address);
     let lbd = node
-        .spawn(&[lbd_bin.to_str().unwrap(), "--config", cfg.to_str().unwrap()])
+        .spawn(&[
+            "env",
+            &bus_env,
+            lbd_bin.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
         .unwrap();
     frr.wait_established("10.10.100.3", T)
         .unwrap_or_else(|e| panic!("{e}\n{}", lbd.log()));
     wait_until(T, "172.19.100.0/32 in FRR's RIB", || {
         !frr.paths("172.19.100.0/32").is_empty()
     });
+
+    // lbctl peers / cluster read the running lbd over D-Bus.
+    let lbctl = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lbctl"))
+            .arg("--bus")
+            .arg(&bus.address)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "lbctl {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_until(T, "lbctl peers: Established, one prefix", || {
+        let peers: serde_json::Value =
+            serde_json::from_str(&lbctl(&["peers", "--json"])).unwrap_or_default();
+        peers[0]["address"] == "10.10.100.1"
+            && peers[0]["state"] == "Established"
+            && peers[0]["prefixes_advertised"] == 1
+    });
+    let table = lbctl(&["peers"]);
+    assert!(
+        table.contains("10.10.100.1") && table.contains("Established"),
+        "{table}"
+    );
+    let cluster: serde_json::Value = serde_json::from_str(&lbctl(&["cluster", "--json"])).unwrap();
+    assert_eq!(cluster["role"], "standalone", "{cluster}");
+    assert!(lbctl(&["cluster"]).contains("standalone"));
     let routes = frr.routes_json(Some("172.19.100.0/32")).unwrap();
     let text = routes.to_string();
     assert!(text.contains("10.10.100.3"), "next hop: {text}");
