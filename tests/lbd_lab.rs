@@ -128,6 +128,39 @@ fn standalone_lbd_answers_arp_and_ndp_for_static_services_and_falls_silent_on_si
         idle.macs()
     );
 
+    // A reload that changes something else (a new pool) keeps answering the VIP: no gap
+    // beyond the probe's own jitter while lbd re-reads and applies the file.
+    let during = probe::l2probe(
+        &client,
+        "10.10.100.200".parse().unwrap(),
+        Duration::from_secs(2),
+        Duration::from_millis(10),
+    )
+    .unwrap();
+    wait_until(T, "the probe gets answers", || {
+        during.snapshot().iter().filter(|r| r.ok).count() >= 10
+    });
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{text}\n[[pool]]\nname = \"extra\"\nprotocol = \"layer2\"\naddresses = [\"10.10.100.210/32\"]\n"),
+    )
+    .unwrap();
+    lbd.kill(support::lab::Signal::Hup);
+    lbd.wait_for_log("configuration reloaded: pools/services applied", T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", lbd.log()));
+    let during = during.finish().unwrap();
+    let gap = during
+        .longest_gap_between_answers()
+        .map(|g| g.duration())
+        .unwrap_or_default();
+    assert!(
+        gap < Duration::from_millis(200),
+        "the VIP went unanswered for {gap:?} across the reload\n{}",
+        lbd.log()
+    );
+    assert_eq!(during.macs().len(), 1);
+
     // The probes' requests and our replies, per IP, on /metrics.
     let m = scrape_metrics(&node, "127.0.0.1:7472");
     for (ip, answers) in [
