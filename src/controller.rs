@@ -154,6 +154,34 @@ impl Controller {
         &self.nodes
     }
 
+    /// The Kubernetes Services that would lose or change their IP if `pools` and `statics`
+    /// replaced the running configuration, with the IPs they hold now. A reload that would
+    /// orphan one is refused, as MetalLB refuses it ("new config not compatible with assigned
+    /// IPs"): an address change is the user's decision, made on the Service.
+    pub fn orphaned_by(
+        &self,
+        pools: &[Pool],
+        statics: &[StaticService],
+    ) -> Vec<(ServiceKey, Vec<IpAddr>)> {
+        let mut trial = self.alloc.clone();
+        let mut all: Vec<Service> = statics.iter().map(static_service).collect();
+        all.extend(self.services.values().cloned());
+        trial
+            .set_pools(pools.to_vec(), &all)
+            .into_iter()
+            .filter(|o| o.service.namespace != STATIC_NAMESPACE)
+            .filter_map(|o| {
+                let before = self.alloc.assignment(&o.service)?.ips.clone();
+                let kept = match &o.change {
+                    Change::Unchanged | Change::NotOurs => true,
+                    Change::Allocated { ips, .. } => *ips == before,
+                    Change::Failed { .. } | Change::Cleared { .. } => false,
+                };
+                (!kept).then_some((o.service, before))
+            })
+            .collect()
+    }
+
     pub fn step(&mut self, input: Input) -> Vec<Output> {
         let mut out = Vec::new();
         match input {
@@ -585,6 +613,45 @@ mod tests {
         assert_eq!(
             writes(&out),
             vec![("default/b".into(), vec![ip("10.0.0.2")])]
+        );
+    }
+
+    #[test]
+    fn a_config_that_would_take_a_services_ip_is_reported_and_a_compatible_one_is_not() {
+        let mut c = writer_ctl(vec![pool("p", "10.0.0.1", "10.0.0.9")]);
+        sync_all(&mut c);
+        for (name, addr) in [("a", "10.0.0.1"), ("b", "10.0.0.9")] {
+            let mut s = svc(name);
+            s.current_ips = vec![ip(addr)];
+            c.step(Input::Kube(KubeUpdate::Service(s)));
+        }
+        // Shrunk: b's 10.0.0.9 would move.
+        let orphaned = c.orphaned_by(&[pool("p", "10.0.0.1", "10.0.0.5")], &[]);
+        assert_eq!(
+            orphaned,
+            vec![(ServiceKey::new("default", "b"), vec![ip("10.0.0.9")])]
+        );
+        // Replaced by another range entirely (the guide's layer-2 → BGP ConfigMap): both.
+        assert_eq!(
+            c.orphaned_by(&[pool("q", "172.19.100.0", "172.19.100.255")], &[])
+                .len(),
+            2
+        );
+        // Renamed, or grown: nothing moves.
+        assert!(
+            c.orphaned_by(&[pool("renamed", "10.0.0.1", "10.0.0.9")], &[])
+                .is_empty()
+        );
+        assert!(
+            c.orphaned_by(&[pool("p", "10.0.0.1", "10.0.0.99")], &[])
+                .is_empty()
+        );
+        // The check changed nothing.
+        assert_eq!(
+            c.allocator()
+                .assignment(&ServiceKey::new("default", "b"))
+                .map(|a| a.ips.clone()),
+            Some(vec![ip("10.0.0.9")])
         );
     }
 }

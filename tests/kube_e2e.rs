@@ -188,6 +188,52 @@ async fn service_created_with_kubectl_gets_an_ip_that_get_svc_shows() {
     );
 }
 
+impl Env {
+    /// Waits until lbd's log contains `needle`.
+    async fn wait_log(&mut self, needle: &str) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !self.lbd.log().contains(needle) {
+            assert!(self.lbd.alive(), "lbd exited:\n{}", self.lbd.log());
+            assert!(
+                Instant::now() < deadline,
+                "no `{needle}` in lbd's log:\n{}",
+                self.lbd.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_reload_that_would_take_a_services_ip_is_refused_and_a_compatible_one_applies() {
+    let mut env = start().await;
+    env.apply("web", &lb_svc("web", "", "")).await;
+    assert_eq!(env.wait_ip("default", "web").await, ["172.19.100.0"]);
+    // The guide's next ConfigMap replaces the pool the Service's IP came from.
+    let good = std::fs::read_to_string(env.lbd.config_path()).unwrap();
+    let orphaning = good.replacen("172.19.100.0/24", "172.19.102.0/24", 1);
+    assert_ne!(orphaning, good);
+    std::fs::write(env.lbd.config_path(), &orphaning).unwrap();
+    env.lbd.signal("HUP");
+    env.wait_log("reload refused").await;
+    let log = env.lbd.log();
+    assert!(
+        log.contains("would take the IP of default/web (172.19.100.0)"),
+        "{log}"
+    );
+    assert_eq!(env.ingress("default", "web"), ["172.19.100.0"]);
+    // A compatible change (one more pool) applies, and the Service keeps its IP.
+    std::fs::write(
+        env.lbd.config_path(),
+        format!("{good}\n[[pool]]\nname = \"more\"\nprotocol = \"bgp\"\naddresses = [\"172.19.103.0/24\"]\n"),
+    )
+    .unwrap();
+    env.lbd.signal("HUP");
+    env.wait_log("configuration reloaded: pools/services applied")
+        .await;
+    assert_eq!(env.ingress("default", "web"), ["172.19.100.0"]);
+}
+
 #[tokio::test]
 async fn address_pool_annotation_and_load_balancer_ip_are_honoured() {
     let mut env = start().await;

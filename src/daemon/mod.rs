@@ -639,6 +639,10 @@ impl Daemon {
                     warn!("{w}");
                 }
                 let new = checked.config;
+                let orphaned = self.ctl.orphaned_by(&new.pools, &new.services);
+                if !orphaned.is_empty() {
+                    return self.refuse_orphaning_reload(&orphaned).await;
+                }
                 let mut changed = Vec::new();
                 if new.pools != self.config.pools || new.services != self.config.services {
                     let out = self.ctl.step(controller::Input::Config {
@@ -699,6 +703,42 @@ impl Daemon {
         };
         self.last_reload = Some(ReloadResult {
             ok: reply.ok,
+            at: unix_now(),
+            message: reply.message.clone(),
+        });
+        self.publish().await;
+        reply
+    }
+
+    /// A reload that would take IPs from Kubernetes Services: nothing changes (MetalLB
+    /// refuses such a configuration too); the user moves or deletes those Services first.
+    async fn refuse_orphaning_reload(
+        &mut self,
+        orphaned: &[(crate::model::ServiceKey, Vec<IpAddr>)],
+    ) -> ReloadReply {
+        let list: Vec<String> = orphaned
+            .iter()
+            .take(5)
+            .map(|(key, ips)| {
+                let ips: Vec<String> = ips.iter().map(ToString::to_string).collect();
+                format!("{key} ({})", ips.join(", "))
+            })
+            .collect();
+        let more = orphaned.len().saturating_sub(list.len());
+        let message = format!(
+            "reload refused, running the previous configuration: the new pools would take the IP of {}{}; delete those Services or give them addresses in the new pools first",
+            list.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        );
+        error!("{message}");
+        self.metrics.config_reloaded(false);
+        let reply = ReloadReply { ok: false, message };
+        self.last_reload = Some(ReloadResult {
+            ok: false,
             at: unix_now(),
             message: reply.message.clone(),
         });
