@@ -622,7 +622,19 @@ impl Daemon {
 
     /// SIGHUP or D-Bus Reload: validate, then apply only the difference.
     async fn reload(&mut self) -> ReloadReply {
-        let reply = match config::load_file(&self.config_path, &self.ctx) {
+        let reply = self.apply_reload().await;
+        self.last_reload = Some(ReloadResult {
+            ok: reply.ok,
+            at: unix_now(),
+            message: reply.message.clone(),
+        });
+        self.publish().await;
+        reply
+    }
+
+    /// Validates the file and applies it, or says why not.
+    async fn apply_reload(&mut self) -> ReloadReply {
+        match config::load_file(&self.config_path, &self.ctx) {
             Err(diags) => {
                 error!("reload failed; keeping the running configuration:\n{diags}");
                 self.metrics.config_reloaded(false);
@@ -641,7 +653,7 @@ impl Daemon {
                 let new = checked.config;
                 let orphaned = self.ctl.orphaned_by(&new.pools, &new.services);
                 if !orphaned.is_empty() {
-                    return self.refuse_orphaning_reload(&orphaned).await;
+                    return self.refused_reload(&orphaned);
                 }
                 let mut changed = Vec::new();
                 if new.pools != self.config.pools || new.services != self.config.services {
@@ -700,22 +712,12 @@ impl Daemon {
                 info!("{message}");
                 ReloadReply { ok: true, message }
             }
-        };
-        self.last_reload = Some(ReloadResult {
-            ok: reply.ok,
-            at: unix_now(),
-            message: reply.message.clone(),
-        });
-        self.publish().await;
-        reply
+        }
     }
 
     /// A reload that would take IPs from Kubernetes Services: nothing changes (MetalLB
     /// refuses such a configuration too); the user moves or deletes those Services first.
-    async fn refuse_orphaning_reload(
-        &mut self,
-        orphaned: &[(crate::model::ServiceKey, Vec<IpAddr>)],
-    ) -> ReloadReply {
+    fn refused_reload(&self, orphaned: &[(crate::model::ServiceKey, Vec<IpAddr>)]) -> ReloadReply {
         let list: Vec<String> = orphaned
             .iter()
             .take(5)
@@ -736,14 +738,7 @@ impl Daemon {
         );
         error!("{message}");
         self.metrics.config_reloaded(false);
-        let reply = ReloadReply { ok: false, message };
-        self.last_reload = Some(ReloadResult {
-            ok: false,
-            at: unix_now(),
-            message: reply.message.clone(),
-        });
-        self.publish().await;
-        reply
+        ReloadReply { ok: false, message }
     }
 
     /// Rebuilds the snapshot lbctl and /ready read.
