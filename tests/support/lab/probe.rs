@@ -312,36 +312,7 @@ pub fn l2probe(
     duration: Duration,
     interval: Duration,
 ) -> Result<RunningProbe> {
-    let src = if target.is_ipv4() {
-        client.ip4()
-    } else {
-        client.ip6()
-    }
-    .ok_or_else(|| LabError::Parse {
-        what: format!("{} addresses", client.name()),
-        detail: format!("no address of the family of {target}"),
-    })?;
-    let (src, target_s) = (src.to_string(), target.to_string());
-    let (dur, int) = (secs(duration), secs(interval));
-    let script = script("l2probe.py");
-    RunningProbe::start(
-        client,
-        &[
-            PYTHON,
-            &script,
-            "--iface",
-            client.ifname(),
-            "--src",
-            &src,
-            "--target",
-            &target_s,
-            "--duration",
-            &dur,
-            "--interval",
-            &int,
-        ],
-        duration,
-    )
+    l2probe_many(client, &[target], duration, interval)
 }
 
 /// [`l2probe`] for several IPv4 (or several IPv6) targets from one process: each interval one
