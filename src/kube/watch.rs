@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1 as core;
@@ -141,8 +142,43 @@ where
     let api: Api<K> = Api::all(client);
     // The watcher itself retries at once: without a backoff an unreachable API server makes
     // it spin (the chaos soak saw ~3000 retries/s per kind, starving raft-lite of CPU).
-    // client-go's policy: 0.8 s doubling to 30 s, with jitter.
-    watcher::watcher(api, watcher::Config::default()).default_backoff()
+    watcher::watcher(api, watcher::Config::default()).backoff(RetryBackoff::default())
+}
+
+/// Retry delays for a failed watch: 0.5 s doubling to at most 4 s, back to 0.5 s after a
+/// success. Not client-go's 30 s cap (kube-runtime's `default_backoff`): one host's three
+/// watchers are no load worth spreading, while a 30 s cap left lbd blind to a returned API
+/// server for up to half a minute after a long outage.
+#[derive(Clone, Debug)]
+pub struct RetryBackoff {
+    next: Duration,
+}
+
+impl RetryBackoff {
+    pub const FIRST: Duration = Duration::from_millis(500);
+    pub const MAX: Duration = Duration::from_secs(4);
+}
+
+impl Default for RetryBackoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Iterator for RetryBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let d = self.next;
+        self.next = (d * 2).min(Self::MAX);
+        Some(d)
+    }
+}
+
+impl kube::runtime::utils::Backoff for RetryBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
 }
 
 /// Runs until `tx` is closed. Errors (API server unreachable, watch failures) are logged and
@@ -287,6 +323,16 @@ async fn watch_nodes(client: Client, ignore_exclude_label: bool, tx: mpsc::Sende
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_delays_double_to_a_4s_cap_and_reset_after_a_success() {
+        use kube::runtime::utils::Backoff;
+        let mut b = RetryBackoff::default();
+        let ms: Vec<u128> = b.by_ref().take(6).map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [500, 1000, 2000, 4000, 4000, 4000]);
+        b.reset();
+        assert_eq!(b.next(), Some(Duration::from_millis(500)));
+    }
 
     #[tokio::test]
     async fn unreachable_api_server_is_retried_with_backoff_not_in_a_spin() {
