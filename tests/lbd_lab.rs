@@ -46,6 +46,25 @@ ip = "fd00:10::200"
     )
 }
 
+/// lbd in `node`'s namespace with `bus` as its system bus (a unix socket: reachable from
+/// the namespace).
+fn spawn_on_bus(
+    node: &support::lab::Host,
+    bin: &std::path::Path,
+    cfg: &std::path::Path,
+    bus: &Bus,
+) -> support::lab::Proc {
+    let bus_env = format!("DBUS_SYSTEM_BUS_ADDRESS={}", bus.address);
+    node.spawn(&[
+        "env",
+        &bus_env,
+        bin.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ])
+    .unwrap()
+}
+
 #[test]
 fn standalone_lbd_answers_arp_and_ndp_for_static_services_and_falls_silent_on_sigterm() {
     let lab = Lab::new("lbdl2");
@@ -63,16 +82,7 @@ fn standalone_lbd_answers_arp_and_ndp_for_static_services_and_falls_silent_on_si
     // OwnershipChanged signals a running lbd sends.
     let bus = Bus::start();
     let signals = OwnershipSignals::collect(&bus);
-    let bus_env = format!("DBUS_SYSTEM_BUS_ADDRESS={}", bus.address);
-    let lbd = node
-        .spawn(&[
-            "env",
-            &bus_env,
-            lbd_bin.to_str().unwrap(),
-            "--config",
-            cfg.to_str().unwrap(),
-        ])
-        .unwrap();
+    let lbd = spawn_on_bus(&node, &lbd_bin, &cfg, &bus);
     for ip in ["10.10.100.200", "fd00:10::200"] {
         lbd.wait_for_log(&format!("announcing {ip} on eth0"), T)
             .unwrap_or_else(|e| panic!("{e}\n{}", lbd.log()));
@@ -268,16 +278,7 @@ ip = "172.19.100.0"
         .unwrap();
     let lbd_bin = lbd_binary();
     let bus = Bus::start();
-    let bus_env = format!("DBUS_SYSTEM_BUS_ADDRESS={}", bus.address);
-    let lbd = node
-        .spawn(&[
-            "env",
-            &bus_env,
-            lbd_bin.to_str().unwrap(),
-            "--config",
-            cfg.to_str().unwrap(),
-        ])
-        .unwrap();
+    let lbd = spawn_on_bus(&node, &lbd_bin, &cfg, &bus);
     frr.wait_established("10.10.100.3", T)
         .unwrap_or_else(|e| panic!("{e}\n{}", lbd.log()));
     wait_until(T, "172.19.100.0/32 in FRR's RIB", || {
