@@ -16,7 +16,10 @@ cargo-fuzz = true
 
 [dependencies]
 libfuzzer-sys = "0.4"
-lb = { path = ".." }
+# The pure crates only: no tokio, kube or zbus in the sanitizer build.
+lb-core = { path = "../crates/lb-core" }
+lb-config = { path = "../crates/lb-config" }
+lb-metallb = { path = "../crates/lb-metallb" }
 
 # Not part of the lb crate's build.
 [workspace]

@@ -4,16 +4,19 @@
 //! feeds them: `alloc`, `controller`, `cluster::core`, `bgp::fsm`, `l2::responder` decide;
 //! `kube`, `net`, `l2::socket`, `bgp::driver`, `control` and `sys` move bytes.
 
-pub mod alloc;
+#![deny(unsafe_code)]
+
+pub use lb_config as config;
+pub use lb_core::{alloc, controller, machine, model};
+pub use lb_metallb as metallb;
+
 pub mod bfd;
 pub mod bgp;
 pub mod cluster;
-pub mod config;
 pub mod control;
-pub mod controller;
 pub mod daemon;
 pub mod kube;
 pub mod l2;
-pub mod model;
 pub mod net;
+#[allow(unsafe_code)] // the one place: packet filters, TCP-MD5, uname, setns
 pub mod sys;

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use lb::config::metallb::{ImportError, Imported, import, import_main};
+use lb::control::offline::import_metallb_main as import_main;
+use lb::metallb::{ImportError, Imported, import};
 use proptest::prelude::*;
 use toml::Value;
 

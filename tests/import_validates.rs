@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use lb::config::{Context, metallb, parse_str};
+use lb::config::{Context, parse_str};
+use lb::metallb;
 
 fn ctx() -> Context {
     Context {

@@ -4,8 +4,8 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(frame) = lb::l2::arp::decode(data) {
+    if let Ok(frame) = lb_core::l2::arp::decode(data) {
         let encoded = frame.encode();
-        assert_eq!(&encoded[..], &data[..lb::l2::arp::FRAME_LEN]);
+        assert_eq!(&encoded[..], &data[..lb_core::l2::arp::FRAME_LEN]);
     }
 });

@@ -5,9 +5,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(p) = lb::bfd::codec::decode(data) {
-        let mut expect = data[..lb::bfd::codec::PACKET_LEN].to_vec();
-        expect[3] = lb::bfd::codec::PACKET_LEN as u8; // Length > 24 decodes; we write 24
+    if let Ok(p) = lb_core::bfd::codec::decode(data) {
+        let mut expect = data[..lb_core::bfd::codec::PACKET_LEN].to_vec();
+        expect[3] = lb_core::bfd::codec::PACKET_LEN as u8; // Length > 24 decodes; we write 24
         assert_eq!(&p.encode()[..], &expect[..]);
     }
 });

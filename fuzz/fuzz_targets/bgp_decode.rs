@@ -1,7 +1,7 @@
 //! Framer + decoder of BGP messages, with every codec option; decoded messages re-encode.
 #![no_main]
 
-use lb::bgp::codec::{
+use lb_core::bgp::codec::{
     CodecOptions, Framer, MAX_EXTENDED_MESSAGE_LEN, MAX_MESSAGE_LEN, Message, decode,
 };
 use libfuzzer_sys::fuzz_target;

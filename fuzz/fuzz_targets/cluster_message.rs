@@ -1,7 +1,7 @@
 #![no_main]
 //! raft-lite datagram decoder: raw bytes, and the same bytes re-signed so the body decoder
 //! (behind the MAC) is reached too.
-use lb::cluster::wire::{append_mac, Authenticator};
+use lb_core::cluster::wire::{append_mac, Authenticator};
 use libfuzzer_sys::fuzz_target;
 
 const KEY: &[u8] = b"fuzz-cluster-key";

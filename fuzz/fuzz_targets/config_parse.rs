@@ -7,11 +7,11 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let ctx = lb::config::Context {
+        let ctx = lb_config::Context {
             hostname: "worker-1".into(),
             check_files: false,
         };
-        if let Err(diagnostics) = lb::config::parse_str(text, Path::new("fuzz.toml"), &ctx) {
+        if let Err(diagnostics) = lb_config::parse_str(text, Path::new("fuzz.toml"), &ctx) {
             // Rendering must not panic either.
             let _ = diagnostics.to_string();
         }

@@ -4,11 +4,11 @@
 
 use std::time::Instant;
 
-use lb::l2::responder::{Claim, Input, Params, Responder};
+use lb_core::l2::responder::{Claim, Input, Params, Responder};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(frame) = lb::l2::ndp::decode(data) {
+    if let Ok(frame) = lb_core::l2::ndp::decode(data) {
         assert_eq!(frame.hop_limit, 255);
         assert!(!frame.target().is_multicast());
     }

@@ -1,16 +1,7 @@
-//! BGP-4 speaker: codec, session FSM (pure) and the TCP driver.
-//!
-//! - [`codec`]: messages to and from bytes, the streaming [`codec::Framer`], and the
-//!   NOTIFICATION / RFC 7606 action each decode error calls for.
-//! - [`fsm`]: one session's RFC 4271 §8 state machine, `step(now, input) -> outputs`, plus
-//!   [`fsm::resolve_collision`] for the driver.
-//! - [`build`]: UPDATEs (announce, withdraw, End-of-RIB) from advertisement intents.
-//!
-//! Byte vectors captured from GoBGP and FRR are in `tests/fixtures/bgp/`.
+//! BGP-4 speaker. The pure parts (codec, session FSM, UPDATE building, advertisement) are in
+//! `lb_core::bgp`, re-exported here; this module adds the TCP driver and the speaker task.
 
-pub mod advertise;
-pub mod build;
-pub mod codec;
+pub use lb_core::bgp::*;
+
 pub mod driver;
-pub mod fsm;
 pub mod speaker;

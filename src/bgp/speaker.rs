@@ -296,7 +296,7 @@ impl SpeakerTask {
     }
 
     fn routes_for(&self, peer: &BgpPeer) -> RouteSet {
-        routes_for_peer(&self.node, peer, &self.pools, &self.announced)
+        routes_for_peer(&self.node, &peer.policy(), &self.pools, &self.announced)
     }
 
     fn push_routes(&mut self) {
@@ -329,7 +329,7 @@ impl SpeakerTask {
         self.configured = peers.clone();
         let mut wanted: BTreeMap<IpAddr, BgpPeer> = BTreeMap::new();
         for p in peers {
-            if !node_peers_with(&self.node, &p) {
+            if !node_peers_with(&self.node, &p.policy()) {
                 continue;
             }
             if wanted.contains_key(&p.address) {

@@ -65,6 +65,6 @@ fn main() -> ExitCode {
         Command::CheckConfig { path } => {
             lb::config::check_config_main(&path, &lb::config::Context::from_system())
         }
-        Command::ImportMetallb { path } => lb::config::metallb::import_main(&path),
+        Command::ImportMetallb { path } => lb::control::offline::import_metallb_main(&path),
     }
 }

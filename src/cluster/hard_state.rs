@@ -10,12 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HardState {
-    pub term: u64,
-    pub voted_for: Option<String>,
-}
+pub use lb_core::cluster::HardState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HardStateError {

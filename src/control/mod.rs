@@ -39,6 +39,7 @@ pub mod client;
 pub mod dbus;
 pub mod http;
 pub mod metrics;
+pub mod offline;
 pub mod render;
 pub mod state;
 

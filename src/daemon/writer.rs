@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::controller::Output;
 use crate::kube::status::StatusWriter;
@@ -84,6 +84,9 @@ async fn accept(writer: &StatusWriter, pending: &mut BTreeMap<ServiceKey, Pendin
             if let Err(e) = writer.event(&service, warning, reason, &message).await {
                 warn!(service = %service, error = %e, "event not posted");
             }
+        }
+        Output::StaticUnallocated { service, reason } => {
+            error!(service = %service, %reason, "static service has no address");
         }
     }
 }

@@ -19,29 +19,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::translate;
+pub use crate::model::kube::{Kind, KubeUpdate};
 use crate::model::{EndpointsByNode, Node, Service, ServiceKey};
-
-/// What the watchers tell the controller.
-#[derive(Clone, Debug, PartialEq)]
-pub enum KubeUpdate {
-    /// A `type: LoadBalancer` Service appeared or changed.
-    Service(Service),
-    /// A Service was deleted or stopped being `type: LoadBalancer`.
-    ServiceGone(ServiceKey),
-    /// The ready endpoints of a Service changed (empty map: none left).
-    Endpoints(ServiceKey, EndpointsByNode),
-    Node(Node),
-    NodeGone(String),
-    /// The first complete list of this kind has been delivered.
-    Synced(Kind),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Services,
-    EndpointSlices,
-    Nodes,
-}
 
 /// One object's change as seen by a [`Tracker`]: what was delivered before and what is now.
 #[derive(Debug, PartialEq)]

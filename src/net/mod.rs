@@ -1,61 +1,19 @@
 //! rtnetlink: interfaces, addresses and link state as events (not polling), and adding a
 //! static service's IP to `lo`.
 //!
-//! `mod.rs` is pure: typed events made from rtnetlink messages, and `InterfaceTable`, which
-//! folds events into `l2::iface::Interface` snapshots for the responder. `netlink` does the
-//! I/O (dump at start, then the RTNLGRP_LINK / IPV4_IFADDR / IPV6_IFADDR groups).
+//! `mod.rs` turns rtnetlink messages into the model's typed [`NetEvent`]s, which
+//! [`InterfaceTable`] (in `lb_core::model::iface`) folds into interface snapshots for the
+//! responder. `netlink` does the I/O (dump at start, then the RTNLGRP_LINK / IPV4_IFADDR /
+//! IPV6_IFADDR groups).
 
 pub mod netlink;
-
-use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 
-use crate::l2::MacAddr;
-use crate::l2::iface::Interface;
-
-/// A change of one interface or address, as the kernel reported it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NetEvent {
-    /// The link exists and is up with carrier (IFF_UP and IFF_LOWER_UP).
-    LinkUp {
-        ifindex: u32,
-        name: String,
-        mac: MacAddr,
-    },
-    /// The link exists but is down or has no carrier.
-    LinkDown {
-        ifindex: u32,
-        name: String,
-        mac: MacAddr,
-    },
-    LinkRemoved {
-        ifindex: u32,
-        name: String,
-    },
-    AddressAdded {
-        ifindex: u32,
-        address: IpNet,
-    },
-    AddressRemoved {
-        ifindex: u32,
-        address: IpNet,
-    },
-}
-
-impl NetEvent {
-    pub fn ifindex(&self) -> u32 {
-        match self {
-            NetEvent::LinkUp { ifindex, .. }
-            | NetEvent::LinkDown { ifindex, .. }
-            | NetEvent::LinkRemoved { ifindex, .. }
-            | NetEvent::AddressAdded { ifindex, .. }
-            | NetEvent::AddressRemoved { ifindex, .. } => *ifindex,
-        }
-    }
-}
+use crate::model::iface::MacAddr;
+pub use crate::model::iface::{InterfaceTable, NetEvent, TableChange};
 
 /// The event an RTM_NEWLINK (`removed = false`) or RTM_DELLINK message stands for. Links
 /// without an Ethernet-sized address (lo, tun) get the all-zero MAC.
@@ -102,68 +60,6 @@ pub fn address_event(msg: &AddressMessage, removed: bool) -> Option<NetEvent> {
     } else {
         NetEvent::AddressAdded { ifindex, address }
     })
-}
-
-/// The interfaces as the events so far describe them.
-#[derive(Clone, Debug, Default)]
-pub struct InterfaceTable {
-    interfaces: BTreeMap<u32, Interface>,
-}
-
-/// What applying an event changed, for the responder.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TableChange {
-    Changed(Interface),
-    Removed { ifindex: u32 },
-}
-
-impl InterfaceTable {
-    pub fn get(&self, ifindex: u32) -> Option<&Interface> {
-        self.interfaces.get(&ifindex)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Interface> {
-        self.interfaces.values()
-    }
-
-    pub fn by_name(&self, name: &str) -> Option<&Interface> {
-        self.interfaces.values().find(|i| i.name == name)
-    }
-
-    /// Applies `event`; returns the change, or `None` when nothing changed (the kernel
-    /// repeats RTM_NEWLINK for changes we do not track).
-    pub fn apply(&mut self, event: &NetEvent) -> Option<TableChange> {
-        let ifindex = event.ifindex();
-        if let NetEvent::LinkRemoved { .. } = event {
-            return self
-                .interfaces
-                .remove(&ifindex)
-                .map(|_| TableChange::Removed { ifindex });
-        }
-        let entry = self.interfaces.entry(ifindex).or_insert_with(|| Interface {
-            index: ifindex,
-            name: String::new(),
-            mac: MacAddr::ZERO,
-            up: false,
-            addresses: Vec::new(),
-        });
-        let before = entry.clone();
-        match event {
-            NetEvent::LinkUp { name, mac, .. } | NetEvent::LinkDown { name, mac, .. } => {
-                entry.name = name.clone();
-                entry.mac = *mac;
-                entry.up = matches!(event, NetEvent::LinkUp { .. });
-            }
-            NetEvent::AddressAdded { address, .. } => {
-                if !entry.addresses.contains(address) {
-                    entry.addresses.push(*address);
-                }
-            }
-            NetEvent::AddressRemoved { address, .. } => entry.addresses.retain(|a| a != address),
-            NetEvent::LinkRemoved { .. } => {}
-        }
-        (*entry != before).then(|| TableChange::Changed(entry.clone()))
-    }
 }
 
 #[cfg(test)]

@@ -20,31 +20,3 @@ pub fn if_nametoindex(name: &str) -> Option<u32> {
     let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
     (index != 0).then_some(index)
 }
-
-/// The kernel's hostname (uname(2)'s nodename) — works where `/proc/sys` is hidden (the
-/// unit's `ProcSubset=pid`). `None` if the call fails or the name is empty.
-pub fn hostname() -> Option<String> {
-    // SAFETY: `utsname` is plain old data; all-zero is a valid value for uname to fill.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: `u` is a valid, writable utsname.
-    if unsafe { libc::uname(&mut u) } != 0 {
-        return None;
-    }
-    let bytes: Vec<u8> = u
-        .nodename
-        .iter()
-        .take_while(|c| **c != 0)
-        .map(|c| *c as u8)
-        .collect();
-    let name = String::from_utf8(bytes).ok()?;
-    (!name.is_empty()).then_some(name)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn hostname_matches_the_kernels() {
-        let expected = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("procfs");
-        assert_eq!(super::hostname().as_deref(), Some(expected.trim()));
-    }
-}

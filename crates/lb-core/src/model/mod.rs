@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
+pub mod iface;
+pub mod kube;
+
 /// `namespace/name` of a Service (or `static/<name>` for a `[[service]]` from lb.toml).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceKey {
@@ -329,3 +332,16 @@ pub struct Node {
 /// Where a Service's ready endpoints are: node name → number of ready (or serving)
 /// endpoints on it, from the EndpointSlices.
 pub type EndpointsByNode = BTreeMap<String, usize>;
+
+/// A `[[service]]`: announced without Kubernetes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticService {
+    pub name: String,
+    /// The pool it draws from: as written, or the pool holding `ip`.
+    pub pool: String,
+    /// `None`: the allocator picks the lowest free address of `pool`.
+    pub ip: Option<IpAddr>,
+    /// Put the IP on `lo` (hosts without kube-proxy).
+    pub assign: bool,
+    pub ports: Vec<ServicePort>,
+}

@@ -114,7 +114,7 @@ fn secs(n: u64) -> Duration {
 
 #[test]
 fn idle_manual_start_dials_at_once_and_enters_connect() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = Session::new(ebgp());
     let out = s.step(t0, Input::ManualStart);
     assert_eq!(s.state(), State::Connect);
@@ -123,7 +123,7 @@ fn idle_manual_start_dials_at_once_and_enters_connect() {
 
 #[test]
 fn idle_manual_start_with_first_connect_delay_dials_only_after_the_delay() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut cfg = ebgp();
     cfg.first_connect_delay = secs(5);
     let mut s = Session::new(cfg);
@@ -137,7 +137,7 @@ fn idle_manual_start_with_first_connect_delay_dials_only_after_the_delay() {
 
 #[test]
 fn idle_manual_start_of_passive_peer_enters_active_without_dialing() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut cfg = ebgp();
     cfg.passive = true;
     let mut s = Session::new(cfg);
@@ -150,14 +150,14 @@ fn idle_manual_start_of_passive_peer_enters_active_without_dialing() {
 #[test]
 fn idle_refuses_an_incoming_connection() {
     let mut s = Session::new(ebgp());
-    let out = s.step(Instant::now(), connected());
+    let out = s.step(crate::test_origin(), connected());
     assert_eq!(out, vec![Output::CloseTcp]);
     assert_eq!(s.state(), State::Idle);
 }
 
 #[test]
 fn idle_after_an_error_restarts_by_itself_after_the_backoff() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_opensent(ebgp(), t0);
     s.step(t0, peer_open(65000, 90)); // bad peer AS
     assert_eq!(s.state(), State::Idle);
@@ -174,7 +174,7 @@ fn idle_after_an_error_restarts_by_itself_after_the_backoff() {
 
 #[test]
 fn idle_after_manual_stop_never_restarts() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_established(ebgp(), t0);
     s.step(
         t0,
@@ -189,7 +189,7 @@ fn idle_after_manual_stop_never_restarts() {
 
 #[test]
 fn manual_start_when_not_idle_is_ignored() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_opensent(ebgp(), t0);
     assert!(s.step(t0, Input::ManualStart).is_empty());
     assert_eq!(s.state(), State::OpenSent);
@@ -199,7 +199,7 @@ fn manual_start_when_not_idle_is_ignored() {
 
 #[test]
 fn connect_tcp_connected_sends_open_and_enters_opensent() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = Session::new(SessionConfig::new(4_200_000_001, 64501, LOCAL_ID));
     s.step(t0, Input::ManualStart);
     let out = s.step(t0, connected());
@@ -222,7 +222,7 @@ fn connect_tcp_connected_sends_open_and_enters_opensent() {
 
 #[test]
 fn connect_failure_goes_active_and_retries_with_exponential_backoff_up_to_the_cap() {
-    let mut t = Instant::now();
+    let mut t = crate::test_origin();
     let mut cfg = ebgp();
     cfg.connect_retry_base = secs(1);
     cfg.connect_retry_cap = secs(8);
@@ -244,7 +244,7 @@ fn connect_failure_goes_active_and_retries_with_exponential_backoff_up_to_the_ca
 
 #[test]
 fn connect_retry_timer_expiry_abandons_the_dial_and_dials_again() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = Session::new(ebgp());
     s.step(t0, Input::ManualStart);
     let deadline = s.next_deadline().expect("connect retry timer");
@@ -255,7 +255,7 @@ fn connect_retry_timer_expiry_abandons_the_dial_and_dials_again() {
 
 #[test]
 fn connect_manual_stop_abandons_the_dial_and_goes_idle() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = Session::new(ebgp());
     s.step(t0, Input::ManualStart);
     let out = s.step(
@@ -273,7 +273,7 @@ fn connect_manual_stop_abandons_the_dial_and_goes_idle() {
 
 #[test]
 fn active_incoming_connection_sends_open_and_enters_opensent() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut cfg = ebgp();
     cfg.passive = true;
     let mut s = Session::new(cfg);
@@ -285,7 +285,7 @@ fn active_incoming_connection_sends_open_and_enters_opensent() {
 
 #[test]
 fn active_retry_timer_expiry_enters_connect_and_dials() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = Session::new(ebgp());
     s.step(t0, Input::ManualStart);
     s.step(t0, Input::TcpConnectFailed);
@@ -303,7 +303,7 @@ fn active_retry_timer_expiry_enters_connect_and_dials() {
 
 #[test]
 fn passive_peer_never_dials_even_after_a_failed_session() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut cfg = ebgp();
     cfg.passive = true;
     let mut s = to_opensent(cfg, t0);
@@ -321,7 +321,7 @@ fn passive_peer_never_dials_even_after_a_failed_session() {
 
 #[test]
 fn active_manual_stop_goes_idle() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut cfg = ebgp();
     cfg.passive = true;
     let mut s = Session::new(cfg);
@@ -339,7 +339,7 @@ fn active_manual_stop_goes_idle() {
 
 #[test]
 fn opensent_valid_open_sends_keepalive_and_enters_openconfirm() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_opensent(ebgp(), t0);
     let out = s.step(t0, peer_open(64501, 30));
     assert_eq!(s.state(), State::OpenConfirm);
@@ -350,7 +350,7 @@ fn opensent_valid_open_sends_keepalive_and_enters_openconfirm() {
 
 #[test]
 fn opensent_with_bad_peer_as_sends_notification_and_goes_idle() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_opensent(ebgp(), t0);
     let out = s.step(t0, peer_open(65000, 90));
     let n = sent_notification(&out).expect("NOTIFICATION");
@@ -369,7 +369,7 @@ fn opensent_with_bad_peer_as_sends_notification_and_goes_idle() {
 
 #[test]
 fn opensent_accepts_a_4_octet_peer_asn_carried_in_the_capability() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_opensent(SessionConfig::new(64500, 4_200_000_002, LOCAL_ID), t0);
     s.step(t0, peer_open(4_200_000_002, 90));
     assert_eq!(s.state(), State::OpenConfirm);
@@ -377,7 +377,7 @@ fn opensent_accepts_a_4_octet_peer_asn_carried_in_the_capability() {
 
 #[test]
 fn opensent_with_our_own_bgp_identifier_on_ibgp_sends_bad_bgp_identifier() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_opensent(ibgp(), t0);
     let out = s.step(t0, bytes(Message::Open(peer_open_msg(64500, 90, LOCAL_ID))));
     let n = sent_notification(&out).expect("NOTIFICATION");
@@ -387,7 +387,7 @@ fn opensent_with_our_own_bgp_identifier_on_ibgp_sends_bad_bgp_identifier() {
 
 #[test]
 fn opensent_with_our_own_bgp_identifier_on_ebgp_is_accepted() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_opensent(ebgp(), t0);
     s.step(t0, bytes(Message::Open(peer_open_msg(64501, 90, LOCAL_ID))));
     assert_eq!(s.state(), State::OpenConfirm);
@@ -395,7 +395,7 @@ fn opensent_with_our_own_bgp_identifier_on_ebgp_is_accepted() {
 
 #[test]
 fn opensent_with_hold_time_two_sends_unacceptable_hold_time() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_opensent(ebgp(), t0);
     let out = s.step(t0, peer_open(64501, 2));
     let n = sent_notification(&out).expect("NOTIFICATION");
@@ -405,7 +405,7 @@ fn opensent_with_hold_time_two_sends_unacceptable_hold_time() {
 
 #[test]
 fn opensent_with_version_3_sends_unsupported_version_naming_version_4() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_opensent(ebgp(), t0);
     let mut raw = Message::Open(peer_open_msg(64501, 90, PEER_ID))
         .encode(&opts())
@@ -423,7 +423,7 @@ fn opensent_with_version_3_sends_unsupported_version_naming_version_4() {
 
 #[test]
 fn opensent_with_unknown_optional_parameter_sends_unsupported_optional_parameter() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_opensent(ebgp(), t0);
     // OPEN with one optional parameter of type 1 (deprecated authentication).
     let mut raw = vec![0xff; 16];
@@ -438,7 +438,7 @@ fn opensent_with_unknown_optional_parameter_sends_unsupported_optional_parameter
 
 #[test]
 fn opensent_unexpected_keepalive_sends_fsm_error() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_opensent(ebgp(), t0);
     let out = s.step(t0, bytes(Message::Keepalive));
     let n = sent_notification(&out).expect("NOTIFICATION");
@@ -451,7 +451,7 @@ fn opensent_unexpected_keepalive_sends_fsm_error() {
 
 #[test]
 fn opensent_tcp_closed_goes_active_and_retries() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_opensent(ebgp(), t0);
     let out = s.step(t0, Input::TcpClosed);
     assert_eq!(s.state(), State::Active);
@@ -467,7 +467,7 @@ fn opensent_tcp_closed_goes_active_and_retries() {
 
 #[test]
 fn opensent_hold_timer_expiry_sends_hold_timer_expired() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_opensent(ebgp(), t0);
     let out = s.step(t0 + OPEN_HOLD_TIME, Input::Tick);
     let n = sent_notification(&out).expect("NOTIFICATION");
@@ -477,7 +477,7 @@ fn opensent_hold_timer_expiry_sends_hold_timer_expired() {
 
 #[test]
 fn opensent_notification_received_closes_and_goes_idle() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_opensent(ebgp(), t0);
     let n = Notification::cease(CeaseSubcode::ConnectionRejected);
     let out = s.step(t0, bytes(Message::Notification(n.clone())));
@@ -494,7 +494,7 @@ fn opensent_notification_received_closes_and_goes_idle() {
 
 #[test]
 fn opensent_bad_marker_sends_connection_not_synchronized() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_opensent(ebgp(), t0);
     let mut raw = Message::Keepalive.encode(&opts()).unwrap();
     raw[3] = 0;
@@ -508,7 +508,7 @@ fn opensent_bad_marker_sends_connection_not_synchronized() {
 
 #[test]
 fn opensent_bad_length_sends_bad_message_length_with_the_length() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_opensent(ebgp(), t0);
     let mut raw = vec![0xff; 16];
     raw.extend_from_slice(&[0x10, 0x01, 2]); // 4097
@@ -523,7 +523,7 @@ fn opensent_bad_length_sends_bad_message_length_with_the_length() {
 
 #[test]
 fn opensent_manual_stop_sends_cease_administrative_shutdown() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_opensent(ebgp(), t0);
     let out = s.step(
         t0,
@@ -538,7 +538,7 @@ fn opensent_manual_stop_sends_cease_administrative_shutdown() {
 
 #[test]
 fn an_open_split_across_reads_is_reassembled() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_opensent(ebgp(), t0);
     let raw = Message::Open(peer_open_msg(64501, 90, PEER_ID))
         .encode(&opts())
@@ -555,7 +555,7 @@ fn an_open_split_across_reads_is_reassembled() {
 
 #[test]
 fn openconfirm_keepalive_enters_established_with_the_negotiated_result() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_openconfirm(ebgp(), t0);
     let out = s.step(t0, bytes(Message::Keepalive));
     assert_eq!(s.state(), State::Established);
@@ -576,7 +576,7 @@ fn openconfirm_keepalive_enters_established_with_the_negotiated_result() {
 
 #[test]
 fn openconfirm_sends_keepalives_every_third_of_the_hold_time() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_opensent(ebgp(), t0);
     s.step(t0, peer_open(64501, 9));
     for k in 1..=2 {
@@ -588,7 +588,7 @@ fn openconfirm_sends_keepalives_every_third_of_the_hold_time() {
 
 #[test]
 fn openconfirm_hold_timer_expiry_sends_notification_and_goes_idle() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_opensent(ebgp(), t0);
     s.step(t0, peer_open(64501, 9));
     let out = s.step(t0 + secs(9), Input::Tick);
@@ -601,7 +601,7 @@ fn openconfirm_hold_timer_expiry_sends_notification_and_goes_idle() {
 
 #[test]
 fn openconfirm_update_sends_fsm_error() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_openconfirm(ebgp(), t0);
     let out = s.step(t0, bytes(Message::Update(Default::default())));
     assert_eq!(
@@ -613,7 +613,7 @@ fn openconfirm_update_sends_fsm_error() {
 
 #[test]
 fn openconfirm_tcp_closed_goes_idle() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_openconfirm(ebgp(), t0);
     let out = s.step(t0, Input::TcpClosed);
     assert!(has(
@@ -627,7 +627,7 @@ fn openconfirm_tcp_closed_goes_idle() {
 
 #[test]
 fn openconfirm_collision_lost_sends_cease_collision_resolution() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_openconfirm(ebgp(), t0);
     let out = s.step(t0, Input::CollisionLost);
     assert_eq!(
@@ -644,7 +644,7 @@ fn openconfirm_collision_lost_sends_cease_collision_resolution() {
 
 #[test]
 fn established_hold_timer_expiry_sends_notification_and_reports_down() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_established(ebgp(), t0);
     // Keepalives go out at 30 and 60 s; nothing comes back.
     s.step(t0 + secs(30), Input::Tick);
@@ -665,7 +665,7 @@ fn established_hold_timer_expiry_sends_notification_and_reports_down() {
 
 #[test]
 fn established_keepalive_restarts_the_hold_timer() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_established(ebgp(), t0);
     s.step(t0 + secs(80), bytes(Message::Keepalive));
     let out = s.step(t0 + secs(100), Input::Tick);
@@ -677,7 +677,7 @@ fn established_keepalive_restarts_the_hold_timer() {
 
 #[test]
 fn established_update_is_decoded_counted_and_dropped() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_established(ebgp(), t0);
     let adverts = [crate::bgp::build::Advertisement {
         prefix: "192.0.2.1/32".parse().unwrap(),
@@ -714,7 +714,7 @@ fn established_update_is_decoded_counted_and_dropped() {
 
 #[test]
 fn established_malformed_update_sends_the_prescribed_notification_and_reports_down() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_established(ebgp(), t0);
     // Withdrawn routes length 10 in a 4-octet body: Malformed Attribute List.
     let mut raw = vec![0xff; 16];
@@ -730,7 +730,7 @@ fn established_malformed_update_sends_the_prescribed_notification_and_reports_do
 
 #[test]
 fn established_treat_as_withdraw_update_is_counted_and_the_session_stays_up() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_established(ebgp(), t0);
     // ORIGIN with value 7 (invalid), AS_PATH, NEXT_HOP, NLRI 192.0.2.1/32.
     let mut raw = vec![0xff; 16];
@@ -749,7 +749,7 @@ fn established_treat_as_withdraw_update_is_counted_and_the_session_stays_up() {
 
 #[test]
 fn established_route_refresh_request_is_passed_to_the_speaker() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_established(ebgp(), t0);
     let rr = |family, subtype| bytes(Message::RouteRefresh(RouteRefresh { family, subtype }));
     let out = s.step(t0, rr(Family::IPV6_UNICAST, 0));
@@ -765,7 +765,7 @@ fn established_route_refresh_request_is_passed_to_the_speaker() {
 
 #[test]
 fn established_open_sends_fsm_error() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_established(ebgp(), t0);
     let out = s.step(t0, peer_open(64501, 90));
     assert_eq!(
@@ -777,7 +777,7 @@ fn established_open_sends_fsm_error() {
 
 #[test]
 fn established_manual_stop_sends_cease_with_the_shutdown_communication() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_established(ebgp(), t0);
     let out = s.step(
         t0,
@@ -806,7 +806,7 @@ fn established_manual_stop_sends_cease_with_the_shutdown_communication() {
 
 #[test]
 fn established_notification_received_reports_down_and_restarts_later() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_established(ebgp(), t0);
     let n = Notification::admin_reset("maintenance");
     let out = s.step(t0, bytes(Message::Notification(n.clone())));
@@ -823,7 +823,7 @@ fn established_notification_received_reports_down_and_restarts_later() {
 
 #[test]
 fn established_tcp_closed_reports_down() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_established(ebgp(), t0);
     let out = s.step(t0, Input::TcpClosed);
     assert!(has(
@@ -837,7 +837,7 @@ fn established_tcp_closed_reports_down() {
 
 #[test]
 fn established_send_updates_passes_them_out_and_defers_the_keepalive() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_established(ebgp(), t0);
     let eor = crate::bgp::build::end_of_rib(Family::IPV4_UNICAST);
     let out = s.step(t0 + secs(20), Input::SendUpdates(vec![eor.clone()]));
@@ -853,7 +853,7 @@ fn established_send_updates_passes_them_out_and_defers_the_keepalive() {
 
 #[test]
 fn send_updates_outside_established_are_dropped() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_openconfirm(ebgp(), t0);
     assert!(
         s.step(t0, Input::SendUpdates(vec![vec![1, 2, 3]]))
@@ -865,7 +865,7 @@ fn send_updates_outside_established_are_dropped() {
 
 #[test]
 fn hold_time_zero_disables_keepalives_and_the_hold_timer() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_opensent(ebgp(), t0);
     s.step(t0, peer_open(64501, 0));
     s.step(t0, bytes(Message::Keepalive));
@@ -880,7 +880,7 @@ fn hold_time_zero_disables_keepalives_and_the_hold_timer() {
 
 #[test]
 fn configured_keepalive_is_used_but_capped_at_a_third_of_the_hold_time() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     for (configured, peer_hold, expected) in [(Some(5), 90, 5), (Some(60), 30, 10), (None, 30, 10)]
     {
         let mut cfg = ebgp();
@@ -897,7 +897,7 @@ fn configured_keepalive_is_used_but_capped_at_a_third_of_the_hold_time() {
 
 #[test]
 fn negotiated_hold_time_is_the_smaller_of_both() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut cfg = ebgp();
     cfg.hold_time = 9;
     let mut s = to_opensent(cfg, t0);
@@ -907,7 +907,7 @@ fn negotiated_hold_time_is_the_smaller_of_both() {
 
 #[test]
 fn peer_without_4_octet_or_multiprotocol_capabilities_gets_ipv4_and_2_octet_as_paths() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_opensent(ebgp(), t0);
     let open = Open::new(64501, 90, PEER_ID, vec![]);
     s.step(t0, bytes(Message::Open(open)));
@@ -957,7 +957,7 @@ fn collision_with_an_established_session_keeps_it() {
 
 #[test]
 fn bfd_down_in_established_sends_cease_bfd_down_and_restarts_after_backoff() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = to_established(ebgp(), t0);
     let out = s.step(t0 + secs(1), Input::BfdDown);
     assert_eq!(
@@ -977,7 +977,7 @@ fn bfd_down_in_established_sends_cease_bfd_down_and_restarts_after_backoff() {
 
 #[test]
 fn bfd_down_without_a_connection_changes_nothing() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut s = Session::new(ebgp());
     s.step(t0, Input::ManualStart);
     assert_eq!(s.state(), State::Connect);

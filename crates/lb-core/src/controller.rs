@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::alloc::{Allocator, Change, EventType, Outcome};
-use crate::config::StaticService;
-use crate::kube::watch::{Kind, KubeUpdate};
+use crate::model::StaticService;
+use crate::model::kube::{Kind, KubeUpdate};
 use crate::model::{EndpointsByNode, Node, Pool, Service, ServiceKey, TrafficPolicy};
 
 /// Namespace under which `[[service]]` tables of lb.toml appear.
@@ -46,6 +46,9 @@ pub enum Output {
         reason: &'static str,
         message: String,
     },
+    /// A static service (lb.toml `[[service]]`) got no address: there is no Service object
+    /// to post an Event on, so the daemon logs it as an error.
+    StaticUnallocated { service: ServiceKey, reason: String },
 }
 
 /// One announced IP and why.
@@ -70,25 +73,8 @@ pub struct Controller {
     services: BTreeMap<ServiceKey, Service>,
     endpoints: BTreeMap<ServiceKey, EndpointsByNode>,
     nodes: BTreeMap<String, Node>,
-    synced: BTreeSet<KindKey>,
+    synced: BTreeSet<Kind>,
     writer: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum KindKey {
-    Services,
-    EndpointSlices,
-    Nodes,
-}
-
-impl From<Kind> for KindKey {
-    fn from(k: Kind) -> Self {
-        match k {
-            Kind::Services => KindKey::Services,
-            Kind::EndpointSlices => KindKey::EndpointSlices,
-            Kind::Nodes => KindKey::Nodes,
-        }
-    }
 }
 
 /// The model Service for a `[[service]]` table.
@@ -125,7 +111,7 @@ impl Controller {
         };
         if !kubernetes {
             c.synced
-                .extend([KindKey::Services, KindKey::EndpointSlices, KindKey::Nodes]);
+                .extend([Kind::Services, Kind::EndpointSlices, Kind::Nodes]);
         }
         // Static services first, so no Kubernetes Service can take their addresses.
         let statics: Vec<Service> = c.statics.iter().map(static_service).collect();
@@ -212,7 +198,7 @@ impl Controller {
             KubeUpdate::Service(svc) => {
                 let key = svc.key.clone();
                 self.services.insert(key.clone(), svc.clone());
-                if self.synced.contains(&KindKey::Services) {
+                if self.synced.contains(&Kind::Services) {
                     let outcome = self.alloc.update(&svc);
                     self.handle(vec![outcome], out);
                     self.reconcile_status(&key, out);
@@ -248,7 +234,7 @@ impl Controller {
                 self.nodes.remove(&name);
             }
             KubeUpdate::Synced(kind) => {
-                let first = self.synced.insert(kind.into());
+                let first = self.synced.insert(kind);
                 if first && kind == Kind::Services {
                     // Rebuild from status before anything new is allocated (the allocator
                     // keeps valid existing assignments first), so IPs never churn.
@@ -265,8 +251,11 @@ impl Controller {
     fn handle(&mut self, outcomes: Vec<Outcome>, out: &mut Vec<Output>) {
         for o in outcomes {
             if o.service.namespace == STATIC_NAMESPACE && !self.services.contains_key(&o.service) {
-                if let Change::Failed { reason } = &o.change {
-                    tracing::error!(service = %o.service, %reason, "static service has no address");
+                if let Change::Failed { reason } = o.change {
+                    out.push(Output::StaticUnallocated {
+                        service: o.service,
+                        reason,
+                    });
                 }
                 continue;
             }
@@ -285,7 +274,7 @@ impl Controller {
     }
 
     fn reconcile_all(&self, out: &mut Vec<Output>) {
-        if !self.synced.contains(&KindKey::Services) {
+        if !self.synced.contains(&Kind::Services) {
             return;
         }
         for key in self.services.keys() {

@@ -1,36 +1,9 @@
-//! Interfaces as the responder sees them, and the choice of interface(s) to answer on for an
-//! IP. Pure.
+//! The choice of interface(s) to answer ARP/NDP on for an IP. Pure. (The interfaces
+//! themselves, as netlink reports them, are [`crate::model::iface`].)
 
 use std::net::IpAddr;
 
-use ipnet::IpNet;
-
-use super::MacAddr;
-
-/// One network interface: what netlink reports about it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Interface {
-    pub index: u32,
-    pub name: String,
-    /// All zero for interfaces without an Ethernet address (`lo`, tun): never chosen.
-    pub mac: MacAddr,
-    /// Administratively up and carrier present (IFF_UP and IFF_LOWER_UP / oper state up).
-    pub up: bool,
-    /// The interface's addresses with their prefix length (so also its subnets).
-    pub addresses: Vec<IpNet>,
-}
-
-impl Interface {
-    /// Can ARP/NDP be answered here at all: up, with an Ethernet MAC.
-    pub fn usable(&self) -> bool {
-        self.up && self.mac != MacAddr::ZERO && !self.mac.is_multicast()
-    }
-
-    /// One of the interface's IPv4/IPv6 subnets holds `ip`.
-    pub fn has_subnet_for(&self, ip: &IpAddr) -> bool {
-        self.addresses.iter().any(|net| net.contains(ip))
-    }
-}
+pub use crate::model::iface::Interface;
 
 /// The interfaces to answer ARP/NDP on for `ip`, as ifindexes in ascending order:
 /// - `pool_interfaces` given (the pool's `interfaces`): those of them that are usable,
@@ -73,6 +46,7 @@ pub fn eligible<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::iface::MacAddr;
 
     fn iface(index: u32, name: &str, up: bool, addrs: &[&str]) -> Interface {
         Interface {

@@ -1,11 +1,12 @@
-//! /etc/lb.toml: schema, validation, and the MetalLB importer.
+//! /etc/lb.toml: schema and validation.
 //!
 //! [`parse_str`] / [`load_file`] turn the file into a validated [`Config`] or into
 //! [`Diagnostics`] naming every problem with its line and column. The schema is annotated in
 //! `etc/lb.toml`; the serde mirror is in `raw`, the checks in `validate`.
 
+#![forbid(unsafe_code)]
+
 mod diagnostic;
-pub mod metallb;
 mod raw;
 mod types;
 mod validate;
@@ -16,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
+// The domain types the config is made of (`crate::model::…` in this crate's modules).
+use lb_core::model;
 pub use types::*;
 
 /// What validation needs from the host it runs on.
@@ -34,7 +37,7 @@ impl Context {
         // uname(2), not /proc/sys/kernel/hostname: the unit's ProcSubset=pid hides /proc/sys,
         // and /etc/hostname can differ from the kernel's name (then `lbd --check-config` in a
         // shell and lbd under systemd would disagree about this host's name).
-        let hostname = crate::sys::hostname()
+        let hostname = kernel_hostname()
             .or_else(|| {
                 std::fs::read_to_string("/etc/hostname")
                     .ok()
@@ -47,6 +50,14 @@ impl Context {
             check_files: true,
         }
     }
+}
+
+/// The kernel's host name (uname(2)'s nodename) — works where `/proc/sys` is hidden (the
+/// unit's `ProcSubset=pid`). `None` if empty or not UTF-8.
+pub fn kernel_hostname() -> Option<String> {
+    let uts = rustix::system::uname();
+    let name = uts.nodename().to_str().ok()?;
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// A valid config and the warnings found on the way.
@@ -115,5 +126,14 @@ pub fn check_config_main(path: &Path, ctx: &Context) -> ExitCode {
             ExitCode::SUCCESS
         }
         None => ExitCode::FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kernel_hostname_matches_procfs() {
+        let expected = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("procfs");
+        assert_eq!(super::kernel_hostname().as_deref(), Some(expected.trim()));
     }
 }

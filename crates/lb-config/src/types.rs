@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::model::{NodeSelector, Pool, ServicePort};
+pub use crate::model::StaticService;
+use crate::model::{NodeSelector, Pool};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -151,6 +152,15 @@ impl BgpPeer {
     pub fn is_ibgp(&self) -> bool {
         self.my_asn == self.peer_asn
     }
+
+    /// What the route advertiser needs of this peer.
+    pub fn policy(&self) -> lb_core::bgp::advertise::PeerPolicy {
+        lb_core::bgp::advertise::PeerPolicy {
+            address: self.address,
+            ibgp: self.is_ibgp(),
+            node_selectors: self.node_selectors.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,19 +178,6 @@ impl Default for BfdConfig {
             detect_multiplier: 3,
         }
     }
-}
-
-/// A `[[service]]`: announced without Kubernetes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StaticService {
-    pub name: String,
-    /// The pool it draws from: as written, or the pool holding `ip`.
-    pub pool: String,
-    /// `None`: the allocator picks the lowest free address of `pool`.
-    pub ip: Option<IpAddr>,
-    /// Put the IP on `lo` (hosts without kube-proxy).
-    pub assign: bool,
-    pub ports: Vec<ServicePort>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -231,4 +228,14 @@ pub enum LogFormat {
     Auto,
     Text,
     Journald,
+}
+
+impl From<&BfdConfig> for lb_core::bfd::session::Timers {
+    fn from(c: &BfdConfig) -> Self {
+        lb_core::bfd::session::Timers {
+            desired_min_tx: c.transmit_interval,
+            required_min_rx: c.receive_interval,
+            detect_mult: c.detect_multiplier.max(1),
+        }
+    }
 }

@@ -1,4 +1,7 @@
-//! Importer of MetalLB ConfigMaps and CRDs into lb.toml (`lbctl import-metallb FILE`).
+//! Importer of MetalLB ConfigMaps and CRDs into lb.toml (`lbctl import-metallb FILE`; the
+//! command itself is `lb::control::offline::import_metallb_main`).
+
+#![forbid(unsafe_code)]
 //!
 //! Accepted input (one YAML stream, documents separated by `---`; `kind: List` is unwrapped):
 //! - the MetalLB ConfigMap (v0.9–v0.12: `data.config` holds `peers`, `bgp-communities`,
@@ -27,17 +30,14 @@
 //! - Community aliases stay aliases in `[bgp_communities]`; `large:a:b:c` is written `a:b:c`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
 use std::net::IpAddr;
-use std::path::Path;
-use std::process::ExitCode;
 use std::str::FromStr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_yaml::{Mapping, Value};
 
-use crate::model::{LabelExpression, LabelOperator, NodeSelector};
+use lb_core::model::{LabelExpression, LabelOperator, NodeSelector};
 
 /// The converted configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,44 +158,6 @@ pub fn import(yaml: &str) -> Result<Imported> {
             .push(format!("{u}: not MetalLB configuration, ignored"));
     }
     st.finish()
-}
-
-/// `lbctl import-metallb FILE`: prints the TOML to stdout and each note to stderr prefixed
-/// `note: `; on error prints `lbctl: FILE: <error>` and exits 1. FILE `-` is stdin.
-pub fn import_main(path: &Path) -> ExitCode {
-    let name = path.display().to_string();
-    let mut text = String::new();
-    let read = if path == Path::new("-") {
-        std::io::stdin().read_to_string(&mut text).map(|_| ())
-    } else {
-        std::fs::read_to_string(path).map(|t| text = t)
-    };
-    if let Err(e) = read {
-        eprintln!("lbctl: {name}: {e}");
-        return ExitCode::FAILURE;
-    }
-    match import(&text) {
-        Ok(imported) => {
-            let mut err = std::io::stderr().lock();
-            for n in &imported.notes {
-                // A failed write to stderr leaves nothing better to report to.
-                let _ = writeln!(err, "note: {n}");
-            }
-            let mut out = std::io::stdout().lock();
-            if let Err(e) = out
-                .write_all(imported.toml.as_bytes())
-                .and_then(|()| out.flush())
-            {
-                let _ = writeln!(err, "lbctl: {name}: writing output: {e}");
-                return ExitCode::FAILURE;
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("lbctl: {name}: {e}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

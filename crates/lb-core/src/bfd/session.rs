@@ -51,16 +51,6 @@ pub struct Timers {
     pub detect_mult: u8,
 }
 
-impl From<&crate::config::BfdConfig> for Timers {
-    fn from(c: &crate::config::BfdConfig) -> Self {
-        Timers {
-            desired_min_tx: c.transmit_interval,
-            required_min_rx: c.receive_interval,
-            detect_mult: c.detect_multiplier.max(1),
-        }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
     /// Leave AdminDown (a new session starts there) and start transmitting.
@@ -498,7 +488,7 @@ mod tests {
 
     #[test]
     fn three_way_handshake_goes_down_init_up() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut s = started(t0);
         let out = s.step(t0, Input::Received(peer(State::Down, 0)));
         assert_eq!(changes(&out), vec![(State::Init, Diag::None)]);
@@ -512,7 +502,7 @@ mod tests {
 
     #[test]
     fn down_session_goes_up_directly_when_the_peer_is_in_init() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut s = started(t0);
         let out = s.step(t0, Input::Received(peer(State::Init, 7)));
         assert_eq!(changes(&out), vec![(State::Up, Diag::None)]);
@@ -520,7 +510,7 @@ mod tests {
 
     #[test]
     fn detection_timeout_goes_down_with_diag_1() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut s = up(t0);
         // 3 × max(300 ms, 300 ms) = 900 ms after the last packet.
         assert_eq!(s.detection_time(), Some(900 * MS));
@@ -545,7 +535,7 @@ mod tests {
 
     #[test]
     fn each_received_packet_restarts_the_detection_timer() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut s = up(t0);
         s.step(t0 + 600 * MS, Input::Received(peer(State::Up, 7)));
         let out = s.step(t0 + 1200 * MS, Input::Tick);
@@ -555,7 +545,7 @@ mod tests {
 
     #[test]
     fn peer_signals_down_goes_down_with_diag_3() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut s = up(t0);
         let out = s.step(t0, Input::Received(peer(State::Down, 7)));
         assert_eq!(
@@ -566,7 +556,7 @@ mod tests {
 
     #[test]
     fn peer_admin_down_goes_down_with_diag_3_and_reports_the_remote_state() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut s = up(t0);
         let mut p = peer(State::AdminDown, 7);
         p.diag = Diag::AdministrativelyDown;
@@ -587,7 +577,7 @@ mod tests {
 
     #[test]
     fn detection_timer_does_not_take_a_down_session_down_again() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut s = started(t0);
         s.step(t0, Input::Received(peer(State::AdminDown, 0)));
         let out = s.step(t0 + Duration::from_secs(10), Input::Tick);
@@ -596,7 +586,7 @@ mod tests {
 
     #[test]
     fn transmits_at_most_once_a_second_while_not_up() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut s = started(t0);
         let first = sent(&s.step(t0, Input::Tick));
         assert!(first.is_empty(), "the Start packet was just sent");
@@ -614,7 +604,7 @@ mod tests {
 
     #[test]
     fn periodic_interval_is_jittered_between_75_and_100_percent() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut s = up(t0);
         // Poll answered: the 300 ms rate is in use.
         let mut f = peer(State::Up, 7);
@@ -645,7 +635,7 @@ mod tests {
 
     #[test]
     fn going_up_starts_a_poll_sequence_for_the_faster_rate() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut s = started(t0);
         s.step(t0, Input::Received(peer(State::Down, 0)));
         let out = s.step(t0, Input::Received(peer(State::Up, 7)));
@@ -665,7 +655,7 @@ mod tests {
 
     #[test]
     fn a_poll_is_answered_at_once_with_final_and_without_poll() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut s = up(t0);
         let mut p = peer(State::Up, 7);
         p.poll = true;
@@ -677,7 +667,7 @@ mod tests {
 
     #[test]
     fn slower_tx_takes_effect_only_after_the_final() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut s = up(t0);
         let mut f = peer(State::Up, 7);
         f.final_ = true;
@@ -704,7 +694,7 @@ mod tests {
 
     #[test]
     fn peer_required_min_rx_sets_a_slower_transmit_interval() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut s = up(t0);
         let mut p = peer(State::Up, 7);
         p.required_min_rx = 2_000_000;
@@ -714,7 +704,7 @@ mod tests {
 
     #[test]
     fn peer_required_min_rx_zero_stops_periodic_transmission() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut s = up(t0);
         let mut p = peer(State::Up, 7);
         p.required_min_rx = 0;
@@ -726,7 +716,7 @@ mod tests {
 
     #[test]
     fn detection_time_uses_the_peer_multiplier_and_slower_of_the_two_intervals() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut s = up(t0);
         let mut p = peer(State::Up, 7);
         p.detect_mult = 5;
@@ -737,7 +727,7 @@ mod tests {
 
     #[test]
     fn packet_for_another_discriminator_is_ignored() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut s = started(t0);
         let out = s.step(t0, Input::Received(peer(State::Init, 8)));
         assert!(out.is_empty());
@@ -746,7 +736,7 @@ mod tests {
 
     #[test]
     fn admin_down_tells_the_peer_with_diag_7_and_ignores_packets() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut s = up(t0);
         let out = s.step(t0, Input::AdminDown);
         assert_eq!(
@@ -763,7 +753,7 @@ mod tests {
 
     #[test]
     fn up_session_sends_the_peer_discriminator_and_configured_intervals() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut s = up(t0);
         let p = sent(&s.step(t0 + 300 * MS, Input::Tick));
         assert_eq!(p.len(), 1);

@@ -26,7 +26,6 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::build::{Advertisement, aggregate};
-use crate::config::BgpPeer;
 use crate::model::{
     BgpAdvertisement, Community, EndpointsByNode, LargeCommunity, NodeSelector, Pool, PoolProtocol,
     selectors_match,
@@ -55,6 +54,16 @@ pub struct LocalNode {
     /// May announce at all: a member (not a witness), not excluded from external load
     /// balancers, network available.
     pub eligible: bool,
+}
+
+/// A BGP peer as the advertiser sees it (from a `[[bgp_peer]]`: only what decides routes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerPolicy {
+    pub address: IpAddr,
+    /// iBGP (same AS both ends): LOCAL_PREF is sent.
+    pub ibgp: bool,
+    /// Only nodes matching these peer with it (empty: all).
+    pub node_selectors: Vec<NodeSelector>,
 }
 
 /// Attributes of one advertised prefix (the next hop is the session's).
@@ -96,7 +105,7 @@ fn pool_advertisements(pool: &Pool) -> Vec<BgpAdvertisement> {
 }
 
 /// Whether the node takes part in sessions with `peer` at all (peer `node_selectors`).
-pub fn node_peers_with(node: &LocalNode, peer: &BgpPeer) -> bool {
+pub fn node_peers_with(node: &LocalNode, peer: &PeerPolicy) -> bool {
     selectors_match(&peer.node_selectors, &node.labels)
 }
 
@@ -118,7 +127,7 @@ fn node_matches(node: &LocalNode, selectors: &[NodeSelector]) -> bool {
 /// The routes to advertise to `peer`.
 pub fn routes_for_peer(
     node: &LocalNode,
-    peer: &BgpPeer,
+    peer: &PeerPolicy,
     pools: &[Pool],
     announced: &[AnnouncedIp],
 ) -> RouteSet {
@@ -152,7 +161,7 @@ pub fn routes_for_peer(
                 continue;
             };
             let attrs = out.entry(prefix).or_default();
-            if peer.is_ibgp() {
+            if peer.ibgp {
                 attrs.local_pref = attrs.local_pref.max(adv.local_pref);
             }
             attrs.communities = merge(&attrs.communities, &adv.communities);
@@ -174,7 +183,7 @@ fn merge<T: Ord + Copy>(a: &[T], b: &[T]) -> Vec<T> {
 /// The route sets of every peer this node has a session with, keyed by peer address.
 pub fn routes_per_peer(
     node: &LocalNode,
-    peers: &[BgpPeer],
+    peers: &[PeerPolicy],
     pools: &[Pool],
     announced: &[AnnouncedIp],
 ) -> BTreeMap<IpAddr, RouteSet> {
@@ -223,8 +232,12 @@ mod tests {
     use super::*;
     use crate::model::{IpRange, LabelExpression, LabelOperator};
 
-    fn peer(addr: &str, my_asn: u32, peer_asn: u32) -> BgpPeer {
-        BgpPeer::new(my_asn, peer_asn, addr.parse().unwrap())
+    fn peer(addr: &str, my_asn: u32, peer_asn: u32) -> PeerPolicy {
+        PeerPolicy {
+            address: addr.parse().unwrap(),
+            ibgp: my_asn == peer_asn,
+            node_selectors: Vec::new(),
+        }
     }
 
     fn pool(name: &str, cidr_first: &str, cidr_last: &str, advs: Vec<BgpAdvertisement>) -> Pool {

@@ -67,12 +67,12 @@ pub enum Input {
     Tick,
 }
 
-impl From<crate::net::TableChange> for Input {
+impl From<crate::model::iface::TableChange> for Input {
     /// What netlink's interface table reports becomes the responder's link input.
-    fn from(change: crate::net::TableChange) -> Self {
+    fn from(change: crate::model::iface::TableChange) -> Self {
         match change {
-            crate::net::TableChange::Changed(iface) => Input::LinkChanged(iface),
-            crate::net::TableChange::Removed { ifindex } => Input::LinkRemoved { ifindex },
+            crate::model::iface::TableChange::Changed(iface) => Input::LinkChanged(iface),
+            crate::model::iface::TableChange::Removed { ifindex } => Input::LinkRemoved { ifindex },
         }
     }
 }
@@ -635,7 +635,7 @@ mod tests {
 
     #[test]
     fn taking_an_ip_logs_and_sends_gratuitous_arp_at_once() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut r = Responder::new(Params::default());
         r.step(t0, Input::LinkChanged(eth0(true)));
         let out = r.step(t0, Input::OwnershipChanged(vec![claim(vip4())]));
@@ -659,7 +659,7 @@ mod tests {
 
     #[test]
     fn gratuitous_burst_repeats_count_times_then_refreshes() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut r = Responder::new(params(3, 1, 30));
         r.step(t0, Input::LinkChanged(eth0(true)));
         let mut sent_at = vec![];
@@ -679,7 +679,7 @@ mod tests {
 
     #[test]
     fn zero_refresh_interval_stops_after_the_burst() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut r = owning(params(2, 1, 0), t0, &[vip4()]);
         assert_eq!(r.next_deadline(), Some(t0 + Duration::from_secs(1)));
         assert_eq!(
@@ -693,7 +693,7 @@ mod tests {
 
     #[test]
     fn zero_gratuitous_count_sends_nothing_on_taking_but_still_refreshes() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut r = Responder::new(params(0, 1, 30));
         r.step(t0, Input::LinkChanged(eth0(true)));
         let out = r.step(t0, Input::OwnershipChanged(vec![claim(vip4())]));
@@ -703,7 +703,7 @@ mod tests {
 
     #[test]
     fn arp_request_for_owned_ip_is_answered_with_our_mac() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut r = owning(Params::default(), t0, &[vip4()]);
         let req = arp_request("10.10.100.200");
         let out = r.step(
@@ -725,7 +725,7 @@ mod tests {
 
     #[test]
     fn arp_request_for_ip_not_owned_is_counted_not_answered() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut r = owning(Params::default(), t0, &[vip4()]);
         let out = r.step(
             t0,
@@ -741,7 +741,7 @@ mod tests {
 
     #[test]
     fn request_on_another_interface_than_the_ips_is_not_answered() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut r = owning(Params::default(), t0, &[vip4()]);
         r.step(
             t0,
@@ -759,7 +759,7 @@ mod tests {
 
     #[test]
     fn requests_from_our_own_mac_are_ignored() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut r = owning(Params::default(), t0, &[vip4()]);
         let mut f = arp::decode(&arp_request("10.10.100.200")).unwrap();
         f.eth.src = OUR_MAC;
@@ -777,7 +777,7 @@ mod tests {
 
     #[test]
     fn gratuitous_arp_and_replies_are_not_answered() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut r = owning(Params::default(), t0, &[vip4()]);
         let mut g = arp::decode(&arp_request("10.10.100.200")).unwrap();
         g.sender_ip = Ipv4Addr::new(10, 10, 100, 200);
@@ -798,7 +798,7 @@ mod tests {
 
     #[test]
     fn gratuitous_arp_from_another_mac_for_our_ip_logs_a_conflict() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut r = owning(Params::default(), t0, &[vip4()]);
         let mut g = arp::decode(&arp_request("10.10.100.200")).unwrap();
         g.sender_ip = Ipv4Addr::new(10, 10, 100, 200);
@@ -817,7 +817,7 @@ mod tests {
 
     #[test]
     fn neighbor_solicitation_for_owned_ipv6_is_answered_with_na() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut r = owning(Params::default(), t0, &[vip6()]);
         let ns = ns_for(vip6());
         let out = r.step(
@@ -839,7 +839,7 @@ mod tests {
 
     #[test]
     fn dad_probe_for_owned_ipv6_is_defended_with_na_to_all_nodes() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut r = owning(Params::default(), t0, &[vip6()]);
         let IpAddr::V6(t) = vip6() else { panic!() };
         let dad = ndp::build_ns(CLIENT_MAC, Ipv6Addr::UNSPECIFIED, t);
@@ -857,7 +857,7 @@ mod tests {
 
     #[test]
     fn ns_with_hop_limit_below_255_is_counted_malformed_and_not_answered() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut r = owning(Params::default(), t0, &[vip6()]);
         let mut ns = ns_for(vip6());
         ns[21] = 64;
@@ -874,7 +874,7 @@ mod tests {
 
     #[test]
     fn taking_ipv6_joins_its_solicited_node_group_once_per_interface() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut r = Responder::new(Params::default());
         r.step(t0, Input::LinkChanged(eth0(true)));
         // fd00:10::200 and fd00:10::1:0:200 share the low 24 bits: one group.
@@ -913,7 +913,7 @@ mod tests {
 
     #[test]
     fn link_down_stops_answering_at_once_and_reports_ineligible() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut r = owning(Params::default(), t0, &[vip4(), vip6()]);
         let out = r.step(t0, Input::LinkChanged(eth0(false)));
         let mut inel: Vec<IpAddr> = out
@@ -946,7 +946,7 @@ mod tests {
 
     #[test]
     fn link_back_up_reports_eligible_and_announces_again() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut r = owning(Params::default(), t0, &[vip4()]);
         r.step(t0, Input::LinkChanged(eth0(false)));
         let out = r.step(t0, Input::LinkChanged(eth0(true)));
@@ -959,7 +959,7 @@ mod tests {
 
     #[test]
     fn claim_without_any_usable_interface_is_reported_ineligible_once() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut r = Responder::new(Params::default());
         r.step(t0, Input::LinkChanged(eth0(true)));
         let far = claim("203.0.113.9".parse().unwrap());
@@ -974,7 +974,7 @@ mod tests {
 
     #[test]
     fn releasing_an_ip_stops_answering_and_logs_withdrawal() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut r = owning(Params::default(), t0, &[vip4()]);
         let out = r.step(t0, Input::OwnershipChanged(vec![]));
         assert!(
@@ -994,7 +994,7 @@ mod tests {
 
     #[test]
     fn pool_interfaces_answer_on_each_listed_interface() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut r = Responder::new(params(1, 1, 0));
         r.step(t0, Input::LinkChanged(eth0(true)));
         r.step(t0, Input::LinkChanged(eth(ETH1, OTHER_MAC, true, &[])));
@@ -1016,7 +1016,7 @@ mod tests {
 
     #[test]
     fn mac_change_restarts_the_burst_with_the_new_mac() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut r = owning(Params::default(), t0, &[vip4()]);
         let mut i = eth0(true);
         i.mac = OTHER_MAC;
@@ -1028,8 +1028,8 @@ mod tests {
 
     #[test]
     fn netlink_link_down_event_silences_the_responder() {
-        use crate::net::{InterfaceTable, NetEvent};
-        let t0 = Instant::now();
+        use crate::model::iface::{InterfaceTable, NetEvent};
+        let t0 = crate::test_origin();
         let mut table = InterfaceTable::default();
         let mut r = Responder::new(Params::default());
         for ev in [
@@ -1064,7 +1064,7 @@ mod tests {
 
     #[test]
     fn garbage_frames_are_counted_not_answered() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut r = owning(Params::default(), t0, &[vip4()]);
         for bytes in [vec![], vec![0xff; 13], {
             let mut b = arp_request("10.10.100.200");
@@ -1094,7 +1094,7 @@ mod tests {
 
     #[test]
     fn frames_say_whether_they_answer_a_request_or_announce() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut r = Responder::new(params(1, 1, 0));
         r.step(t0, Input::LinkChanged(eth0(true)));
         let out = r.step(

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::hard_state::HardState;
+use super::HardState;
 use super::message::{Ack, Body, Heartbeat, Message, Report};
 use super::placement;
 use super::{Member, Timing};
@@ -1310,7 +1310,7 @@ mod tests {
 
     #[test]
     fn campaigning_emits_election_started_after_the_vote_is_persisted() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let (_, out) = Node::new(cfg("a", &["a"]), HardState::default(), t0).expect("node");
         let persist = out
             .iter()
@@ -1354,7 +1354,7 @@ mod tests {
 
     #[test]
     fn single_member_is_leader_at_once_and_owns_eligible_ips() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let (mut n, out) = Node::new(cfg("a", &["a"]), HardState::default(), t0).expect("node");
         assert_eq!(n.role(), Role::Leader);
         assert!(matches!(out.first(), Some(Output::Persist(h)) if h.term == 1));
@@ -1370,7 +1370,7 @@ mod tests {
 
     #[test]
     fn restarted_node_grants_no_vote_for_one_election_timeout() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let (mut n, _) =
             Node::new(cfg("b", &["a", "b", "c"]), HardState::default(), t0).expect("node");
         let vote = Input::Received {
@@ -1421,7 +1421,7 @@ mod tests {
 
     #[test]
     fn follower_that_heard_its_leader_rejects_pre_votes_until_promise_ends() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let (mut n, _) = Node::new(
             cfg("b", &["a", "b", "c"]),
             HardState {
@@ -1480,7 +1480,7 @@ mod tests {
 
     #[test]
     fn higher_term_heartbeat_drops_leases_at_once() {
-        let t0 = Instant::now() + E * 2;
+        let t0 = crate::test_origin() + E * 2;
         let (mut n, _) = Node::new(
             cfg("b", &["a", "b", "c"]),
             HardState {
@@ -1562,7 +1562,7 @@ mod tests {
 
     #[test]
     fn an_ip_given_up_on_link_down_is_answered_again_only_once_the_leader_assigns_it_again() {
-        let t0 = Instant::now() + E * 2;
+        let t0 = crate::test_origin() + E * 2;
         let (mut n, _) = Node::new(
             cfg("b", &["a", "b", "c"]),
             HardState {

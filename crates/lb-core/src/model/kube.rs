@@ -1,0 +1,25 @@
+//! What the Kubernetes watchers report, as the controller consumes it.
+
+use super::{EndpointsByNode, Node, Service, ServiceKey};
+
+/// What the watchers tell the controller.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KubeUpdate {
+    /// A `type: LoadBalancer` Service appeared or changed.
+    Service(Service),
+    /// A Service was deleted or stopped being `type: LoadBalancer`.
+    ServiceGone(ServiceKey),
+    /// The ready endpoints of a Service changed (empty map: none left).
+    Endpoints(ServiceKey, EndpointsByNode),
+    Node(Node),
+    NodeGone(String),
+    /// The first complete list of this kind has been delivered.
+    Synced(Kind),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Services,
+    EndpointSlices,
+    Nodes,
+}
