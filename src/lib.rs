@@ -15,6 +15,7 @@ pub mod bgp;
 pub mod cluster;
 pub mod control;
 pub mod daemon;
+pub mod driver;
 pub mod kube;
 pub mod l2;
 pub mod net;

@@ -1,4 +1,6 @@
-//! Single-hop BFD over UDP (RFC 5881): one tokio task owning every [`Session`].
+//! Single-hop BFD over UDP (RFC 5881): one tokio task running the pure [`Sessions`] (every
+//! session's state machine, demultiplexing, discriminators) with [`crate::driver::run`];
+//! this module owns the sockets.
 //!
 //! ```text
 //!  BfdHandle ──Command──▶ task ──Send──▶ per-session UDP socket (src port 49152–65535,
@@ -7,14 +9,12 @@
 //!                          └──▶ watch<BfdStatus> per peer (the BGP peer task watches it)
 //! ```
 //!
-//! Demultiplexing (RFC 5880 §6.8.6): by Your Discriminator when non-zero, else by the
-//! source address (the peer's address); a packet whose source is not the session's peer is
-//! dropped. Discriminators are allocated per session from a random non-zero start.
-//! Received packets whose TTL / hop limit is not 255 are dropped (RFC 5881 §5, GTSM).
+//! Demultiplexing, the GTSM check and discriminators: see `lb_core::bfd::sessions`.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -24,16 +24,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::codec::{Diag, State, decode};
-use super::session::{Input, Jitter, Output, Session, Timers};
+use super::session::Timers;
+use super::sessions::{Event, Input, Output, Sessions};
+use crate::driver;
 use crate::sys::udp_ttl;
 
 /// RFC 5881 §4: Control packets go to this UDP port.
 pub const CONTROL_PORT: u16 = 3784;
-/// RFC 5881 §4: source ports are in this range.
-pub const SOURCE_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
-/// RFC 5881 §5: the TTL / hop limit sent and required on receipt.
-pub const TTL: u8 = 255;
+pub use super::sessions::{BfdStatus, SOURCE_PORTS, TTL};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BfdError {
@@ -67,22 +65,6 @@ impl Default for BfdOptions {
             seed: None,
         }
     }
-}
-
-/// What the task publishes about one peer's session.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BfdStatus {
-    pub peer: IpAddr,
-    pub state: State,
-    pub diag: Diag,
-    pub remote_state: State,
-    pub local_discriminator: u32,
-    pub remote_discriminator: u32,
-    /// Times the session left Up for a path failure (detection timeout or the peer
-    /// signalling Down); a peer's AdminDown does not count (RFC 5882 §3.2). The BGP peer
-    /// task resets its session when this grows.
-    pub failures: u64,
-    pub up_since: Option<Instant>,
 }
 
 enum Command {
@@ -143,16 +125,20 @@ impl BfdHandle {
                 ^ u64::from(std::process::id()) << 32
         });
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut rng = Jitter::new(seed);
-        let next_discr = (rng.next_u64() as u32).max(1);
-        let task = Task {
-            options,
-            sessions: BTreeMap::new(),
-            rng,
-            next_discr,
+        let mut shell = Shell {
+            peer_port: options.peer_port,
+            commands: rx,
+            incoming: in_rx,
+            sockets: BTreeMap::new(),
+            statuses: BTreeMap::new(),
+            pending_status: None,
+            done: None,
             _readers: readers.into_iter().map(AbortOnDrop).collect(),
         };
-        tokio::spawn(task.run(rx, in_rx));
+        tokio::spawn(async move {
+            let mut sessions = Sessions::new(seed);
+            driver::run(&mut sessions, &mut shell).await;
+        });
         Ok(BfdHandle { tx })
     }
 
@@ -164,16 +150,7 @@ impl BfdHandle {
         source: Option<IpAddr>,
         timers: Timers,
     ) -> watch::Receiver<BfdStatus> {
-        let (status, rx) = watch::channel(BfdStatus {
-            peer,
-            state: State::AdminDown,
-            diag: Diag::None,
-            remote_state: State::Down,
-            local_discriminator: 0,
-            remote_discriminator: 0,
-            failures: 0,
-            up_since: None,
-        });
+        let (status, rx) = watch::channel(BfdStatus::initial(peer));
         let _ = self.tx.send(Command::Add {
             peer,
             source,
@@ -302,280 +279,158 @@ fn bind_sender(
     Err(BfdError::NoSourcePort { peer })
 }
 
-struct Entry {
-    session: Session,
+/// A session's send socket, and the last send error logged for it (logged once per kind).
+struct SendSocket {
+    socket: std::net::UdpSocket,
     peer: IpAddr,
-    source: Option<IpAddr>,
-    socket: Option<std::net::UdpSocket>,
-    status: watch::Sender<BfdStatus>,
-    failures: u64,
-    up_since: Option<Instant>,
-    /// Removed: AdminDown is being sent until then.
-    remove_at: Option<Instant>,
-    last_send_error: Option<io::ErrorKind>,
+    last_error: Option<io::ErrorKind>,
 }
 
-struct Task {
-    options: BfdOptions,
+/// The BFD task's I/O: the commands from the handles, the datagrams from the readers, one
+/// send socket per session, and each session's status watch.
+struct Shell {
+    peer_port: u16,
+    commands: mpsc::UnboundedReceiver<Command>,
+    incoming: mpsc::UnboundedReceiver<Datagram>,
     /// By local discriminator.
-    sessions: BTreeMap<u32, Entry>,
-    rng: Jitter,
-    next_discr: u32,
+    sockets: BTreeMap<u32, SendSocket>,
+    statuses: BTreeMap<u32, watch::Sender<BfdStatus>>,
+    /// The watch of the `Add` being stepped: it belongs to the session that step opens.
+    pending_status: Option<watch::Sender<BfdStatus>>,
+    /// The shutdown caller, told once every session has said AdminDown.
+    done: Option<oneshot::Sender<()>>,
     _readers: Vec<AbortOnDrop>,
 }
 
-impl Task {
-    async fn run(
-        mut self,
-        mut commands: mpsc::UnboundedReceiver<Command>,
-        mut incoming: mpsc::UnboundedReceiver<Datagram>,
-    ) {
-        loop {
-            let deadline = self
-                .sessions
-                .values()
-                .flat_map(|e| [e.session.next_deadline(), e.remove_at])
-                .flatten()
-                .min();
-            let timer = async move {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                    None => std::future::pending().await,
+impl driver::Shell<Sessions> for Shell {
+    async fn next_input(&mut self) -> Option<Input> {
+        tokio::select! {
+            cmd = self.commands.recv() => Some(match cmd? {
+                Command::Add { peer, source, timers, status } => {
+                    self.pending_status = Some(status);
+                    Input::Add { peer, source, timers }
                 }
-            };
-            tokio::select! {
-                cmd = commands.recv() => match cmd {
-                    Some(Command::Add { peer, source, timers, status }) => {
-                        self.add(peer, source, timers, status)
+                Command::SetTimers(peer, timers) => Input::SetTimers { peer, timers },
+                Command::Remove(peer) => Input::Remove { peer },
+                Command::Shutdown(done) => {
+                    self.done = Some(done);
+                    Input::Shutdown
+                }
+            }),
+            Some(d) = self.incoming.recv() => Some(Input::Datagram {
+                from: d.from.ip(),
+                ttl: d.ttl,
+                bytes: d.bytes,
+            }),
+        }
+    }
+
+    async fn carry(&mut self, _: Instant, _: &Sessions, out: Vec<Output>) -> ControlFlow<()> {
+        for o in out {
+            match o {
+                Output::Open {
+                    discr,
+                    peer,
+                    source,
+                    port_hint,
+                } => {
+                    match bind_sender(peer, source, port_hint) {
+                        Ok(socket) => {
+                            self.sockets.insert(
+                                discr,
+                                SendSocket {
+                                    socket,
+                                    peer,
+                                    last_error: None,
+                                },
+                            );
+                        }
+                        Err(e) => warn!(error = %e, "BFD: session cannot send"),
                     }
-                    Some(Command::SetTimers(peer, t)) => {
-                        if let Some(d) = self.find_peer(peer) {
-                            self.step(d, Input::SetTimers(t));
+                    if let Some(status) = self.pending_status.take() {
+                        self.statuses.insert(discr, status);
+                    }
+                }
+                Output::Close { discr } => {
+                    self.sockets.remove(&discr);
+                    self.statuses.remove(&discr);
+                }
+                Output::Send { discr, packet, .. } => {
+                    let Some(s) = self.sockets.get_mut(&discr) else {
+                        continue;
+                    };
+                    let to = SocketAddr::new(s.peer, self.peer_port);
+                    match s.socket.send_to(&packet.encode(), to) {
+                        Ok(_) => s.last_error = None,
+                        Err(err) => {
+                            if s.last_error != Some(err.kind()) {
+                                info!(peer = %s.peer, error = %err, "BFD: send failed");
+                            }
+                            s.last_error = Some(err.kind());
                         }
                     }
-                    Some(Command::Remove(peer)) => self.remove(peer),
-                    Some(Command::Shutdown(done)) => {
-                        let all: Vec<IpAddr> = self.sessions.values().map(|e| e.peer).collect();
-                        for p in all {
-                            self.remove(p);
-                        }
+                }
+                Output::Status { discr, status } => {
+                    if let Some(w) = self.statuses.get(&discr) {
+                        w.send_if_modified(|old| {
+                            let changed = *old != status;
+                            *old = status;
+                            changed
+                        });
+                    }
+                }
+                Output::Log(ev) => log_event(&ev),
+                Output::Stopped => {
+                    if let Some(done) = self.done.take() {
                         let _ = done.send(());
-                        return;
                     }
-                    None => return,
-                },
-                Some(d) = incoming.recv() => self.datagram(d),
-                _ = timer => self.tick(),
+                    return ControlFlow::Break(());
+                }
             }
         }
+        ControlFlow::Continue(())
     }
+}
 
-    fn find_peer(&self, peer: IpAddr) -> Option<u32> {
-        self.sessions
-            .iter()
-            .find(|(_, e)| e.peer == peer && e.remove_at.is_none())
-            .map(|(d, _)| *d)
-    }
-
-    fn alloc_discr(&mut self) -> u32 {
-        loop {
-            let d = self.next_discr;
-            self.next_discr = self.next_discr.wrapping_add(1);
-            if d != 0 && !self.sessions.contains_key(&d) {
-                return d;
-            }
-        }
-    }
-
-    fn add(
-        &mut self,
-        peer: IpAddr,
-        source: Option<IpAddr>,
-        timers: Timers,
-        status: watch::Sender<BfdStatus>,
-    ) {
-        // A session being removed stops its AdminDown packets: they would take the peer's
-        // side of the new session down.
-        self.sessions
-            .retain(|_, e| e.peer != peer || e.remove_at.is_none());
-        if self.find_peer(peer).is_some() {
-            self.remove(peer);
-            self.sessions
-                .retain(|_, e| e.peer != peer || e.remove_at.is_none());
-        }
-        let discr = self.alloc_discr();
-        let start = *SOURCE_PORTS.start() + (self.rng.next_u64() % 16384) as u16;
-        let socket = match bind_sender(peer, source, start) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                warn!(error = %e, "BFD: session cannot send");
-                None
-            }
-        };
-        let session = Session::new(discr, timers, Jitter::new(self.rng.next_u64()));
-        info!(
+fn log_event(ev: &Event) {
+    match ev {
+        Event::Added {
+            peer,
+            discr,
+            timers,
+        } => info!(
             peer = %peer,
             discriminator = discr,
             tx_ms = timers.desired_min_tx.as_millis() as u64,
             rx_ms = timers.required_min_rx.as_millis() as u64,
             detect_mult = timers.detect_mult,
             "BFD session added"
-        );
-        self.sessions.insert(
-            discr,
-            Entry {
-                session,
-                peer,
-                source,
-                socket,
-                status,
-                failures: 0,
-                up_since: None,
-                remove_at: None,
-                last_send_error: None,
-            },
-        );
-        self.step(discr, Input::Start);
-    }
-
-    fn remove(&mut self, peer: IpAddr) {
-        let Some(d) = self.find_peer(peer) else {
-            return;
-        };
-        self.step(d, Input::AdminDown);
-        if let Some(e) = self.sessions.get_mut(&d) {
-            // Keep telling the peer for its detection time (at least 1 s, at most 5 s).
-            let keep = e
-                .session
-                .detection_time()
-                .unwrap_or(Duration::ZERO)
-                .clamp(Duration::from_secs(1), Duration::from_secs(5));
-            e.remove_at = Some(Instant::now() + keep);
-            info!(peer = %peer, "BFD session removed (AdminDown sent)");
+        ),
+        Event::Removed { peer } => info!(peer = %peer, "BFD session removed (AdminDown sent)"),
+        Event::Up { peer, source } => info!(peer = %peer, source = ?source, "BFD session up"),
+        Event::Failed { peer, diag } => warn!(peer = %peer, diag = %diag, "BFD session down"),
+        Event::AdminDown {
+            peer,
+            state,
+            diag,
+            remote,
+        } => {
+            info!(peer = %peer, state = %state, diag = %diag, remote = %remote, "BFD session down (administratively)")
         }
-    }
-
-    fn tick(&mut self) {
-        let now = Instant::now();
-        self.sessions
-            .retain(|_, e| e.remove_at.is_none_or(|at| now < at));
-        let due: Vec<u32> = self
-            .sessions
-            .iter()
-            .filter(|(_, e)| e.session.next_deadline().is_some_and(|d| d <= now))
-            .map(|(d, _)| *d)
-            .collect();
-        for d in due {
-            self.step(d, Input::Tick);
-        }
-    }
-
-    fn datagram(&mut self, d: Datagram) {
-        // RFC 5881 §5: single-hop packets must arrive with TTL / hop limit 255.
-        if d.ttl != Some(TTL) {
-            debug!(from = %d.from, ttl = ?d.ttl, "BFD: packet dropped (TTL is not 255)");
-            return;
-        }
-        let p = match decode(&d.bytes) {
-            Ok(p) => p,
-            Err(e) => {
-                debug!(from = %d.from, error = %e, "BFD: packet discarded");
-                return;
-            }
-        };
-        let src = canonical(d.from.ip());
-        let discr = if p.your_discriminator != 0 {
-            Some(p.your_discriminator).filter(|x| self.sessions.contains_key(x))
-        } else {
-            self.find_peer(src)
-        };
-        let Some(discr) = discr else {
-            debug!(from = %d.from, your = p.your_discriminator, "BFD: packet for no session");
-            return;
-        };
-        if self.sessions.get(&discr).map(|e| e.peer) != Some(src) {
-            debug!(from = %d.from, "BFD: packet from an address that is not the session's peer");
-            return;
-        }
-        self.step(discr, Input::Received(p));
-    }
-
-    fn step(&mut self, discr: u32, input: Input) {
-        let peer_port = self.options.peer_port;
-        let Some(e) = self.sessions.get_mut(&discr) else {
-            return;
-        };
-        let now = Instant::now();
-        for o in e.session.step(now, input) {
-            match o {
-                Output::Send(p) => {
-                    let Some(s) = &e.socket else { continue };
-                    let to = SocketAddr::new(e.peer, peer_port);
-                    match s.send_to(&p.encode(), to) {
-                        Ok(_) => e.last_send_error = None,
-                        Err(err) => {
-                            if e.last_send_error != Some(err.kind()) {
-                                info!(peer = %e.peer, error = %err, "BFD: send failed");
-                            }
-                            e.last_send_error = Some(err.kind());
-                        }
-                    }
-                }
-                Output::StateChanged {
-                    from,
-                    to,
-                    diag,
-                    remote,
-                } => {
-                    if to == State::Up {
-                        e.up_since = Some(now);
-                        info!(peer = %e.peer, source = ?e.source, "BFD session up");
-                    } else if from == State::Up {
-                        e.up_since = None;
-                        if to == State::Down && remote != State::AdminDown {
-                            e.failures += 1;
-                            warn!(peer = %e.peer, diag = %diag, "BFD session down");
-                        } else {
-                            info!(peer = %e.peer, state = %to, diag = %diag, remote = %remote, "BFD session down (administratively)");
-                        }
-                    } else {
-                        debug!(peer = %e.peer, %from, %to, %diag, "BFD state");
-                    }
-                }
-            }
-        }
-        let s = BfdStatus {
-            peer: e.peer,
-            state: e.session.state(),
-            diag: e.session.local_diag(),
-            remote_state: e.session.remote_state(),
-            local_discriminator: discr,
-            remote_discriminator: e.session.remote_discr(),
-            failures: e.failures,
-            up_since: e.up_since,
-        };
-        e.status.send_if_modified(|old| {
-            if *old != s {
-                *old = s;
-                true
-            } else {
-                false
-            }
-        });
-    }
-}
-
-/// IPv4-mapped IPv6 sources (never expected: the IPv6 socket is V6ONLY) as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
+        Event::State {
+            peer,
+            from,
+            to,
+            diag,
+        } => debug!(peer = %peer, %from, %to, %diag, "BFD state"),
+        Event::Dropped { from, why } => debug!(from = %from, "BFD: packet dropped: {why}"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bfd::codec::{Diag, State};
 
     fn timers() -> Timers {
         Timers {

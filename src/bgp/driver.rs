@@ -16,13 +16,14 @@
 //! Sockets: TTL 1 (or `ebgp_multihop`) for eBGP, 255 for iBGP; TCP-MD5 keys (RFC 2385) on
 //! the active socket and, per peer, on the shared listeners ([`Listener`]).
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ipnet::IpNet;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,16 +31,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::advertise::{RouteSet, diff, to_advertisements};
-use super::build::{PeerParams, build_updates, build_withdrawals, end_of_rib};
-use super::codec::Family;
-use super::fsm::{
-    self, ConnectionOrigin, DownReason, Input, Keep, Negotiated, Output, Session, SessionConfig,
-    State,
-};
+use super::advertise::RouteSet;
+use super::fsm::{SessionConfig, State};
+use super::peer::{Event as PeerEvent, Input as PeerInput, Output as PeerOutput, Peer, PeerConfig};
 use crate::bfd::driver::BfdStatus;
 use crate::config::BgpPeer;
 use crate::control::metrics::Metrics;
+use crate::driver;
 use crate::sys::tcp_md5::{self, Md5Error};
 
 #[derive(Debug, thiserror::Error)]
@@ -205,9 +203,7 @@ fn md5_hint(md5: bool) -> String {
     let counters = md5_counters()
         .map(|(f, n)| format!(" (kernel: TCPMD5Failure={f}, TCPMD5NotFound={n})"))
         .unwrap_or_default();
-    format!(
-        "; TCP-MD5 is configured: a password mismatch makes the kernels drop the segments silently{counters}"
-    )
+    format!("{}{counters}", super::peer::MD5_HINT)
 }
 
 /// Dial `peer`: MD5 key, TTL and source address set before `connect`.
@@ -339,42 +335,7 @@ pub enum PeerCommand {
     Bfd(Option<watch::Receiver<BfdStatus>>),
 }
 
-/// What a peer task publishes about itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerStatus {
-    pub address: IpAddr,
-    pub peer_asn: u32,
-    pub state: State,
-    pub router_id: Option<Ipv4Addr>,
-    pub local: Option<SocketAddr>,
-    pub established_since: Option<Instant>,
-    /// Prefixes the current session has been sent.
-    pub prefixes_advertised: usize,
-    /// Over the task's lifetime.
-    pub updates_received: u64,
-    pub updates_sent: u64,
-    pub established_count: u64,
-    /// Why the session last went down or failed to come up.
-    pub last_error: Option<String>,
-}
-
-impl PeerStatus {
-    fn new(peer: &BgpPeer) -> Self {
-        Self {
-            address: peer.address,
-            peer_asn: peer.peer_asn,
-            state: State::Idle,
-            router_id: None,
-            local: None,
-            established_since: None,
-            prefixes_advertised: 0,
-            updates_received: 0,
-            updates_sent: 0,
-            established_count: 0,
-            last_error: None,
-        }
-    }
-}
+pub use super::peer::PeerStatus;
 
 /// A peer task's handle on its `lb_bgp_*{peer="ip:port"}` series. The speaker
 /// [`detach`](Self::detach)es it before it removes the series of a peer that left the
@@ -448,7 +409,7 @@ pub fn spawn_peer(
     JoinHandle<()>,
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let initial = PeerStatus::new(&peer);
+    let initial = PeerStatus::new(peer.address, peer.peer_asn);
     metrics.report(&initial, &initial);
     let (status_tx, status_rx) = watch::channel(initial);
     let task = tokio::spawn(async move {
@@ -457,77 +418,53 @@ pub fn spawn_peer(
     (tx, status_rx, task)
 }
 
+/// Reader, writer and dial tasks report here.
 enum Event {
     Bytes(u64, Vec<u8>),
     Closed(u64),
     Dialed(u64, Result<TcpStream, DriverError>),
 }
 
-struct Conn {
-    id: u64,
-    session: Session,
-    origin: ConnectionOrigin,
+/// One TCP connection: the writer drains its queue before closing, so a NOTIFICATION queued
+/// just before `Close` reaches the peer.
+struct Connection {
     writer: Option<mpsc::UnboundedSender<Vec<u8>>>,
     writer_task: Option<JoinHandle<()>>,
-    reader_task: Option<JoinHandle<()>>,
+    reader_task: JoinHandle<()>,
 }
 
-impl Conn {
-    fn has_connection(&self) -> bool {
-        matches!(
-            self.session.state(),
-            State::OpenSent | State::OpenConfirm | State::Established
-        )
-    }
-
+impl Connection {
     /// Stop reading; let the writer drain its queue and close.
     fn close(&mut self) {
         self.writer = None;
-        if let Some(r) = self.reader_task.take() {
-            r.abort();
-        }
+        self.reader_task.abort();
     }
 }
 
-impl Drop for Conn {
+impl Drop for Connection {
     fn drop(&mut self) {
         self.close();
     }
 }
 
-struct PeerTask {
+/// The peer task's I/O: commands from the speaker, the BFD watch, the connections and the
+/// pending dial; the status watch and metrics it publishes to.
+struct Shell {
     peer: BgpPeer,
     key: Option<Vec<u8>>,
     options: DriverOptions,
-    router_id: Ipv4Addr,
-    primary: Conn,
-    secondary: Option<Conn>,
-    next_id: u64,
-    dial: Option<(u64, Instant, JoinHandle<()>)>,
+    commands: mpsc::UnboundedReceiver<PeerCommand>,
+    bfd: BfdWatch,
     events_tx: mpsc::UnboundedSender<Event>,
-    desired: RouteSet,
-    /// What the Established session has been sent.
-    sent: RouteSet,
-    established_since: Option<Instant>,
-    updates_received: u64,
-    updates_sent: u64,
-    established_count: u64,
-    last_error: Option<String>,
-    /// Last dial error logged, to log a repeated failure once.
-    last_dial_error: Option<String>,
+    events: mpsc::UnboundedReceiver<Event>,
+    conns: BTreeMap<u64, Connection>,
+    dial: Option<(u64, JoinHandle<()>)>,
+    /// The stream of the `Incoming` / `Dialed` input being stepped.
+    pending: Option<TcpStream>,
+    /// The shutdown being carried out: its communication and who waits for it.
+    stopping: Option<(String, Option<oneshot::Sender<()>>)>,
+    status: watch::Sender<PeerStatus>,
     metrics: PeerMetrics,
-}
-
-fn describe(reason: &DownReason) -> String {
-    match reason {
-        DownReason::ManualStop => "stopped".into(),
-        DownReason::HoldTimerExpired => "hold timer expired".into(),
-        DownReason::TcpClosed => "TCP connection closed".into(),
-        DownReason::CollisionLost => "connection collision resolution".into(),
-        DownReason::NotificationReceived(n) => format!("NOTIFICATION received: {n}"),
-        DownReason::NotificationSent(n) => format!("NOTIFICATION sent: {n}"),
-        DownReason::Malformed(e) => format!("malformed message: {e}"),
-    }
 }
 
 async fn run_peer(
@@ -565,81 +502,306 @@ async fn run_peer(
             }
         }
     };
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    let session = Session::new(session_config(&peer, router_id));
-    let mut t = PeerTask {
-        primary: Conn {
-            id: 0,
-            session,
-            origin: ConnectionOrigin::Local,
-            writer: None,
-            writer_task: None,
-            reader_task: None,
-        },
+    let config = PeerConfig {
+        address: peer.address,
+        port: peer.port,
+        my_asn: peer.my_asn,
+        router_id,
+        md5: key.is_some(),
+        session: session_config(&peer, router_id),
+    };
+    let mut machine = Peer::new(config, desired);
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let mut shell = Shell {
         peer,
         key,
         options,
-        router_id,
-        secondary: None,
-        next_id: 1,
-        dial: None,
+        commands,
+        bfd,
         events_tx,
-        desired,
-        sent: RouteSet::new(),
-        established_since: None,
-        updates_received: 0,
-        updates_sent: 0,
-        established_count: 0,
-        last_error: None,
-        last_dial_error: None,
+        events,
+        conns: BTreeMap::new(),
+        dial: None,
+        pending: None,
+        stopping: None,
+        status,
         metrics,
     };
-    let out = t.primary.session.step(Instant::now(), Input::ManualStart);
-    t.apply(false, out);
-    t.publish(&status);
-    loop {
-        let deadline = [
-            t.primary.session.next_deadline(),
-            t.secondary.as_ref().and_then(|c| c.session.next_deadline()),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let timer = async move {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                None => std::future::pending().await,
+    let now = driver::now();
+    let out = machine.step(now, PeerInput::Start);
+    let _ = driver::Shell::carry(&mut shell, now, &machine, out).await;
+    driver::run(&mut machine, &mut shell).await;
+}
+
+impl driver::Shell<Peer> for Shell {
+    async fn next_input(&mut self) -> Option<PeerInput> {
+        loop {
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    Some(PeerCommand::SetRoutes(r)) => return Some(PeerInput::SetRoutes(r)),
+                    Some(PeerCommand::Incoming(stream)) => {
+                        let (Ok(local), Ok(remote)) = (stream.local_addr(), stream.peer_addr()) else {
+                            continue; // already gone
+                        };
+                        self.pending = Some(stream);
+                        return Some(PeerInput::Incoming { local, remote });
+                    }
+                    Some(PeerCommand::Bfd(w)) => self.bfd.set(w),
+                    Some(PeerCommand::Shutdown { communication, done }) => {
+                        self.stopping = Some((communication.clone(), Some(done)));
+                        return Some(PeerInput::Shutdown { communication });
+                    }
+                    // The speaker is gone: stop the same way, without a communication.
+                    None => {
+                        self.stopping = Some((String::new(), None));
+                        return Some(PeerInput::Shutdown { communication: String::new() });
+                    }
+                },
+                Some(ev) = self.events.recv() => return Some(match ev {
+                    Event::Bytes(conn, bytes) => PeerInput::Bytes { conn, bytes },
+                    Event::Closed(conn) => PeerInput::Closed { conn },
+                    Event::Dialed(attempt, Ok(stream)) => {
+                        match (stream.local_addr(), stream.peer_addr()) {
+                            (Ok(local), Ok(remote)) => {
+                                self.pending = Some(stream);
+                                PeerInput::Dialed { attempt, local, remote }
+                            }
+                            (Err(e), _) | (_, Err(e)) => {
+                                let error = format!("BGP peer {}: connection lost at once: {e}", self.peer.address);
+                                PeerInput::DialFailed { attempt, key: error.clone(), error }
+                            }
+                        }
+                    }
+                    Event::Dialed(attempt, Err(e)) => {
+                        let error = e.to_string();
+                        // Compare without the kernel counters, which change every time.
+                        let key = error.split("; TCP-MD5").next().unwrap_or("").to_string();
+                        PeerInput::DialFailed { attempt, error, key }
+                    }
+                }),
+                failed = self.bfd.failed() => if failed {
+                    return Some(PeerInput::BfdDown);
+                },
+            }
+        }
+    }
+
+    async fn carry(&mut self, _: Instant, machine: &Peer, out: Vec<PeerOutput>) -> ControlFlow<()> {
+        for o in out {
+            match o {
+                PeerOutput::Dial { attempt } => self.start_dial(attempt),
+                PeerOutput::AbortDial { attempt } => {
+                    if let Some((a, task)) = self.dial.take() {
+                        if a == attempt {
+                            task.abort();
+                        } else {
+                            self.dial = Some((a, task));
+                        }
+                    }
+                }
+                PeerOutput::Attach { conn } => {
+                    if let Some(stream) = self.pending.take() {
+                        self.attach(conn, stream);
+                    }
+                }
+                PeerOutput::Refuse => self.pending = None,
+                PeerOutput::Send { conn, bytes } => {
+                    if let Some(w) = self.conns.get(&conn).and_then(|c| c.writer.as_ref()) {
+                        let _ = w.send(bytes);
+                    }
+                }
+                PeerOutput::Close { conn } => {
+                    if let Some(mut c) = self.conns.remove(&conn) {
+                        c.close();
+                        // The writer finishes on its own; only a shutdown waits for it.
+                        if self.stopping.is_some() {
+                            self.conns.insert(conn, c);
+                        }
+                    }
+                }
+                PeerOutput::Log(ev) => self.log(&ev),
+                PeerOutput::Stopped => {
+                    self.flush().await;
+                    self.publish(machine);
+                    if let Some((communication, done)) = self.stopping.take() {
+                        info!(peer = %self.peer.address, communication, "BGP session shut down");
+                        if let Some(done) = done {
+                            let _ = done.send(());
+                        }
+                    }
+                    return ControlFlow::Break(());
+                }
+            }
+        }
+        self.pending = None;
+        self.publish(machine);
+        ControlFlow::Continue(())
+    }
+}
+
+impl Shell {
+    fn start_dial(&mut self, attempt: u64) {
+        if let Some((_, d)) = self.dial.take() {
+            d.abort();
+        }
+        let peer = self.peer.clone();
+        let key = self.key.clone();
+        let timeout = self.options.connect_timeout;
+        let events = self.events_tx.clone();
+        let task = tokio::spawn(async move {
+            let r = dial(&peer, key.as_deref(), timeout).await;
+            let _ = events.send(Event::Dialed(attempt, r));
+        });
+        self.dial = Some((attempt, task));
+    }
+
+    /// Connection `id` on `stream`: session TTL, reader and writer tasks.
+    fn attach(&mut self, id: u64, stream: TcpStream) {
+        if let Err(e) = set_ttl(
+            &SockRef::from(&stream),
+            self.peer.address,
+            session_ttl(&self.peer),
+        ) {
+            warn!(peer = %self.peer.address, error = %e, "BGP: cannot set the session TTL");
+        }
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let events = self.events_tx.clone();
+        let reader_task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        let _ = events.send(Event::Closed(id));
+                        return;
+                    }
+                    Ok(n) => {
+                        if events.send(Event::Bytes(id, buf[..n].to_vec())).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let writer_task = tokio::spawn(async move {
+            while let Some(bytes) = wrx.recv().await {
+                if wr.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            let _ = wr.shutdown().await;
+        });
+        self.conns.insert(
+            id,
+            Connection {
+                writer: Some(wtx),
+                writer_task: Some(writer_task),
+                reader_task,
+            },
+        );
+    }
+
+    /// Waits (bounded) for every closing connection's writer to drain its queue.
+    async fn flush(&mut self) {
+        if let Some((_, d)) = self.dial.take() {
+            d.abort();
+        }
+        let mut writers: Vec<JoinHandle<()>> = Vec::new();
+        for c in self.conns.values_mut() {
+            c.close();
+            writers.extend(c.writer_task.take());
+        }
+        let flush = async {
+            for w in writers {
+                let _ = w.await;
             }
         };
-        tokio::select! {
-            cmd = commands.recv() => match cmd {
-                Some(PeerCommand::SetRoutes(r)) => {
-                    t.desired = r;
-                    t.sync_routes(false);
-                }
-                Some(PeerCommand::Incoming(stream)) => t.incoming(stream),
-                Some(PeerCommand::Bfd(w)) => bfd.set(w),
-                Some(PeerCommand::Shutdown { communication, done }) => {
-                    t.shutdown(&communication).await;
-                    t.publish(&status);
-                    let _ = done.send(());
-                    return;
-                }
-                None => {
-                    t.shutdown("").await;
-                    return;
-                }
-            },
-            Some(ev) = events.recv() => t.event(ev),
-            _ = timer => t.tick(),
-            failed = bfd.failed() => if failed {
-                warn!(peer = %t.peer.address, "BFD down: resetting the BGP session (Cease/BFD Down)");
-                t.step(false, Input::BfdDown);
-                t.step(true, Input::BfdDown);
-            },
+        if tokio::time::timeout(self.options.flush_timeout, flush)
+            .await
+            .is_err()
+        {
+            warn!(peer = %self.peer.address, "BGP: NOTIFICATION not flushed before the timeout");
         }
-        t.normalize();
-        t.publish(&status);
+        self.conns.clear();
+    }
+
+    fn log(&self, ev: &PeerEvent) {
+        let peer = self.peer.address;
+        match ev {
+            PeerEvent::StateChanged {
+                from,
+                to,
+                secondary,
+            } => {
+                debug!(peer = %peer, ?from, ?to, secondary, "BGP state")
+            }
+            PeerEvent::Established(n) => info!(
+                peer = %peer,
+                local = %n.local,
+                peer_asn = n.peer_asn,
+                peer_id = %n.peer_id,
+                hold_time = n.hold_time,
+                "BGP session established"
+            ),
+            PeerEvent::Down { reason } => warn!(peer = %peer, reason = %reason, "BGP session down"),
+            PeerEvent::ConnectionFailed { reason } => {
+                info!(peer = %peer, reason = %reason, "BGP connection failed before Established")
+            }
+            PeerEvent::DialFailed { error, repeated } => {
+                if *repeated {
+                    debug!(peer = %peer, error = %error, "BGP connect failed");
+                } else {
+                    info!(peer = %peer, error = %error, "BGP connect failed");
+                }
+            }
+            PeerEvent::DialTimedOut { error, repeated } => {
+                // The machine's text ends with the TCP-MD5 hint when a key is set; the
+                // kernel's counters of dropped segments complete it here.
+                let error = match (self.key.is_some(), md5_counters()) {
+                    (true, Some((f, n))) => {
+                        format!("{error} (kernel: TCPMD5Failure={f}, TCPMD5NotFound={n})")
+                    }
+                    _ => error.clone(),
+                };
+                if *repeated {
+                    debug!(peer = %peer, error = %error, "BGP connect failed");
+                } else {
+                    info!(peer = %peer, error = %error, "BGP connect failed");
+                }
+            }
+            PeerEvent::RefusedIncoming { state } => {
+                debug!(peer = %peer, state = ?state, "BGP: refusing incoming connection")
+            }
+            PeerEvent::Collision { keep } => {
+                debug!(peer = %peer, ?keep, "BGP connection collision")
+            }
+            PeerEvent::RouteRefreshRequested(family) => {
+                debug!(peer = %peer, ?family, "BGP route refresh requested")
+            }
+            PeerEvent::Updates { announce, withdraw } => {
+                debug!(peer = %peer, announce = ?announce, withdraw = ?withdraw, "BGP UPDATE")
+            }
+            PeerEvent::BuildFailed { error } => {
+                warn!(peer = %peer, error = %error, "BGP: cannot build UPDATEs")
+            }
+            PeerEvent::BfdDown => {
+                warn!(peer = %peer, "BFD down: resetting the BGP session (Cease/BFD Down)")
+            }
+        }
+    }
+
+    fn publish(&self, machine: &Peer) {
+        let s = machine.status();
+        self.status.send_if_modified(|old| {
+            if *old != s {
+                self.metrics.report(old, &s);
+                *old = s;
+                true
+            } else {
+                false
+            }
+        });
     }
 }
 
@@ -673,473 +835,6 @@ impl BfdWatch {
     }
 }
 
-impl PeerTask {
-    fn conn_mut(&mut self, id: u64) -> Option<(bool, &mut Conn)> {
-        if self.primary.id == id {
-            return Some((false, &mut self.primary));
-        }
-        match &mut self.secondary {
-            Some(c) if c.id == id => Some((true, c)),
-            _ => None,
-        }
-    }
-
-    fn step(&mut self, secondary: bool, input: Input) {
-        let now = Instant::now();
-        let out = if secondary {
-            match &mut self.secondary {
-                Some(c) => c.session.step(now, input),
-                None => return,
-            }
-        } else {
-            self.primary.session.step(now, input)
-        };
-        self.apply(secondary, out);
-    }
-
-    fn tick(&mut self) {
-        self.step(false, Input::Tick);
-        self.step(true, Input::Tick);
-    }
-
-    fn event(&mut self, ev: Event) {
-        match ev {
-            Event::Bytes(id, bytes) => {
-                if let Some((sec, _)) = self.conn_mut(id) {
-                    self.step(sec, Input::Bytes(bytes));
-                }
-            }
-            Event::Closed(id) => {
-                if let Some((sec, _)) = self.conn_mut(id) {
-                    self.step(sec, Input::TcpClosed);
-                }
-            }
-            Event::Dialed(attempt, result) => {
-                if self.dial.as_ref().map(|d| d.0) != Some(attempt) {
-                    return; // abandoned attempt
-                }
-                self.dial = None;
-                if self.primary.session.state() != State::Connect {
-                    return;
-                }
-                match result {
-                    Ok(stream) => {
-                        self.last_dial_error = None;
-                        self.attach(false, stream, ConnectionOrigin::Local);
-                    }
-                    Err(e) => {
-                        self.dial_failed(&e);
-                        self.step(false, Input::TcpConnectFailed);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Log a failed dial (once while it keeps failing the same way).
-    fn dial_failed(&mut self, e: &DriverError) {
-        let text = e.to_string();
-        // Compare without the kernel counters, which change every time.
-        let key = text.split("; TCP-MD5").next().unwrap_or("").to_string();
-        if self.last_dial_error.as_deref() != Some(key.as_str()) {
-            info!(peer = %self.peer.address, error = %text, "BGP connect failed");
-        } else {
-            debug!(peer = %self.peer.address, error = %text, "BGP connect failed");
-        }
-        self.last_dial_error = Some(key);
-        self.last_error = Some(text);
-    }
-
-    /// Give `stream` to a session: set socket options, start reader and writer, feed
-    /// `TcpConnected`.
-    fn attach(&mut self, secondary: bool, stream: TcpStream, origin: ConnectionOrigin) {
-        let (local, remote) = match (stream.local_addr(), stream.peer_addr()) {
-            (Ok(l), Ok(r)) => (l, r),
-            _ => {
-                if !secondary {
-                    self.step(false, Input::TcpConnectFailed);
-                }
-                return;
-            }
-        };
-        if let Err(e) = set_ttl(
-            &SockRef::from(&stream),
-            self.peer.address,
-            session_ttl(&self.peer),
-        ) {
-            warn!(peer = %self.peer.address, error = %e, "BGP: cannot set the session TTL");
-        }
-        let _ = stream.set_nodelay(true);
-        let id = self.next_id;
-        self.next_id += 1;
-        let (mut rd, mut wr) = stream.into_split();
-        let events = self.events_tx.clone();
-        let reader = tokio::spawn(async move {
-            let mut buf = vec![0u8; 65536];
-            loop {
-                match rd.read(&mut buf).await {
-                    Ok(0) | Err(_) => {
-                        let _ = events.send(Event::Closed(id));
-                        return;
-                    }
-                    Ok(n) => {
-                        if events.send(Event::Bytes(id, buf[..n].to_vec())).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
-        let writer = tokio::spawn(async move {
-            while let Some(bytes) = wrx.recv().await {
-                if wr.write_all(&bytes).await.is_err() {
-                    return;
-                }
-            }
-            let _ = wr.shutdown().await;
-        });
-        let conn = if secondary {
-            let mut s = Session::new(session_config(&self.peer, self.router_id));
-            // Its own dial is never made: the connection is the peer's.
-            let _ = s.step(Instant::now(), Input::ManualStart);
-            self.secondary = Some(Conn {
-                id,
-                session: s,
-                origin,
-                writer: None,
-                writer_task: None,
-                reader_task: None,
-            });
-            match &mut self.secondary {
-                Some(c) => c,
-                None => return,
-            }
-        } else {
-            &mut self.primary
-        };
-        conn.close();
-        conn.id = id;
-        conn.origin = origin;
-        conn.writer = Some(wtx);
-        conn.writer_task = Some(writer);
-        conn.reader_task = Some(reader);
-        self.step(secondary, Input::TcpConnected { local, remote });
-    }
-
-    fn incoming(&mut self, stream: TcpStream) {
-        match self.primary.session.state() {
-            State::Connect | State::Active => {
-                if let Some((_, _, d)) = self.dial.take() {
-                    d.abort();
-                }
-                self.attach(false, stream, ConnectionOrigin::Remote);
-            }
-            State::OpenSent | State::OpenConfirm if self.secondary.is_none() => {
-                self.attach(true, stream, ConnectionOrigin::Remote);
-            }
-            // Idle (stopped or backing off), Established (RFC 4271 §6.8: the new connection
-            // is closed), or already two connections: refuse.
-            s => debug!(peer = %self.peer.address, state = ?s, "BGP: refusing incoming connection"),
-        }
-    }
-
-    /// Carry out a session's outputs.
-    fn apply(&mut self, secondary: bool, outputs: Vec<Output>) {
-        for o in outputs {
-            match o {
-                Output::Connect => {
-                    if secondary {
-                        continue;
-                    }
-                    self.start_dial();
-                }
-                Output::Send(bytes) => {
-                    let c = if secondary {
-                        self.secondary.as_mut()
-                    } else {
-                        Some(&mut self.primary)
-                    };
-                    if let Some(w) = c.and_then(|c| c.writer.as_ref()) {
-                        let _ = w.send(bytes);
-                    }
-                }
-                Output::CloseTcp => {
-                    if secondary {
-                        if let Some(c) = &mut self.secondary {
-                            c.close();
-                        }
-                    } else {
-                        if let Some((_, started, d)) = self.dial.take() {
-                            d.abort();
-                            // Still in Connect: the retry timer gave up on this dial.
-                            if self.primary.session.state() == State::Connect {
-                                let e = DriverError::ConnectTimeout {
-                                    peer: self.peer.address,
-                                    remote: SocketAddr::new(self.peer.address, self.peer.port),
-                                    after: started.elapsed(),
-                                    hint: md5_hint(self.key.is_some()),
-                                };
-                                self.dial_failed(&e);
-                            }
-                        }
-                        self.primary.close();
-                    }
-                }
-                Output::StateChanged { from, to } => {
-                    debug!(peer = %self.peer.address, ?from, ?to, secondary, "BGP state");
-                }
-                Output::Established(n) => self.established(secondary, n),
-                Output::Down { reason } => {
-                    let why = describe(&reason);
-                    warn!(peer = %self.peer.address, reason = %why, "BGP session down");
-                    self.last_error = Some(why);
-                    self.established_since = None;
-                    self.sent.clear();
-                }
-                Output::ConnectionFailed { reason } => {
-                    let why = describe(&reason);
-                    if !matches!(reason, DownReason::CollisionLost) {
-                        info!(peer = %self.peer.address, reason = %why, "BGP connection failed before Established");
-                        self.last_error = Some(why);
-                    }
-                }
-                Output::RouteRefreshRequested(family) => {
-                    debug!(peer = %self.peer.address, ?family, "BGP route refresh requested");
-                    let v6 = family == Family::IPV6_UNICAST;
-                    self.sent.retain(|p, _| p.addr().is_ipv6() != v6);
-                    self.sync_routes(false);
-                }
-            }
-        }
-    }
-
-    fn start_dial(&mut self) {
-        if let Some((_, _, d)) = self.dial.take() {
-            d.abort();
-        }
-        let attempt = self.next_id;
-        self.next_id += 1;
-        let peer = self.peer.clone();
-        let key = self.key.clone();
-        let timeout = self.options.connect_timeout;
-        let events = self.events_tx.clone();
-        let task = tokio::spawn(async move {
-            let r = dial(&peer, key.as_deref(), timeout).await;
-            let _ = events.send(Event::Dialed(attempt, r));
-        });
-        self.dial = Some((attempt, Instant::now(), task));
-    }
-
-    fn established(&mut self, secondary: bool, n: Negotiated) {
-        if secondary {
-            // The second connection won (§6.8: an Established one stays): the first closes
-            // with Cease/Connection Collision Resolution and the second becomes the session.
-            self.step(false, Input::CollisionLost);
-            if let Some(s) = self.secondary.take() {
-                self.promote(s);
-            }
-        }
-        info!(
-            peer = %self.peer.address,
-            local = %n.local,
-            peer_asn = n.peer_asn,
-            peer_id = %n.peer_id,
-            hold_time = n.hold_time,
-            "BGP session established"
-        );
-        self.established_since = Some(Instant::now());
-        self.established_count += 1;
-        self.last_error = None;
-        self.sent.clear();
-        self.sync_routes(true);
-    }
-
-    /// Send the difference between `sent` and `desired` on the Established session;
-    /// `initial`: after the session came up, followed by End-of-RIB per family.
-    fn sync_routes(&mut self, initial: bool) {
-        if self.primary.session.state() != State::Established {
-            return;
-        }
-        let Some(n) = self.primary.session.negotiated().cloned() else {
-            return;
-        };
-        let local = n.local.ip();
-        let wanted: RouteSet = self
-            .desired
-            .iter()
-            .filter(|(p, _)| {
-                p.addr().is_ipv6() == local.is_ipv6()
-                    && n.family_enabled(if p.addr().is_ipv6() {
-                        Family::IPV6_UNICAST
-                    } else {
-                        Family::IPV4_UNICAST
-                    })
-            })
-            .map(|(p, a)| (*p, a.clone()))
-            .collect();
-        let d = diff(&self.sent, &wanted);
-        let params = PeerParams::from_negotiated(&n, self.peer.my_asn);
-        let mut msgs = Vec::new();
-        if !d.withdraw.is_empty() {
-            msgs.extend(build_withdrawals(&params, &d.withdraw));
-        }
-        if !d.announce.is_empty() {
-            match build_updates(&params, &to_advertisements(&d.announce, local)) {
-                Ok(m) => msgs.extend(m),
-                Err(e) => {
-                    warn!(peer = %self.peer.address, error = %e, "BGP: cannot build UPDATEs");
-                    return;
-                }
-            }
-        }
-        if initial {
-            for (fam, on) in [
-                (Family::IPV4_UNICAST, n.ipv4_unicast),
-                (Family::IPV6_UNICAST, n.ipv6_unicast),
-            ] {
-                if on {
-                    msgs.push(end_of_rib(fam));
-                }
-            }
-        }
-        if !d.is_empty() {
-            let added: Vec<&IpNet> = d.announce.keys().collect();
-            debug!(peer = %self.peer.address, announce = ?added, withdraw = ?d.withdraw, "BGP UPDATE");
-        }
-        self.sent = wanted;
-        if !msgs.is_empty() {
-            self.updates_sent += msgs.len() as u64;
-            self.step(false, Input::SendUpdates(msgs));
-        }
-    }
-
-    /// Keep at most one connection per state of affairs: drop a dead second one, promote a
-    /// live second one over a dead primary, resolve collisions.
-    fn normalize(&mut self) {
-        let Some(sec) = &self.secondary else {
-            return;
-        };
-        if !sec.has_connection() {
-            self.secondary = None;
-            return;
-        }
-        if !self.primary.has_connection() {
-            if let Some((_, _, d)) = self.dial.take() {
-                d.abort();
-            }
-            if let Some(s) = self.secondary.take() {
-                self.promote(s);
-            }
-            return;
-        }
-        // Both connected: resolve once someone has the peer's BGP identifier.
-        let remote_id = self
-            .primary
-            .session
-            .peer_open()
-            .or(sec.session.peer_open())
-            .map(|o| o.bgp_id);
-        // (An Established session always has the peer's OPEN.)
-        let Some(remote_id) = remote_id else {
-            return;
-        };
-        let keep = if sec.session.state() == State::Established {
-            Keep::New
-        } else {
-            fsm::resolve_collision(
-                self.router_id,
-                remote_id,
-                self.primary.origin,
-                self.primary.session.state(),
-            )
-        };
-        debug!(peer = %self.peer.address, ?keep, "BGP connection collision");
-        match keep {
-            Keep::Existing => {
-                self.step(true, Input::CollisionLost);
-                self.secondary = None;
-            }
-            Keep::New => {
-                self.step(false, Input::CollisionLost);
-                if let Some(s) = self.secondary.take() {
-                    self.promote(s);
-                }
-            }
-        }
-    }
-
-    /// Make `c` the primary connection; keep the counters of the one it replaces.
-    fn promote(&mut self, c: Conn) {
-        let old = std::mem::replace(&mut self.primary, c);
-        self.updates_received += old.session.stats().updates_in;
-    }
-
-    async fn shutdown(&mut self, communication: &str) {
-        if self.primary.session.state() == State::Established && !self.sent.is_empty() {
-            if let Some(n) = self.primary.session.negotiated().cloned() {
-                let params = PeerParams::from_negotiated(&n, self.peer.my_asn);
-                let prefixes: Vec<IpNet> = self.sent.keys().copied().collect();
-                let msgs = build_withdrawals(&params, &prefixes);
-                self.updates_sent += msgs.len() as u64;
-                self.step(false, Input::SendUpdates(msgs));
-            }
-            self.sent.clear();
-        }
-        let stop = Input::ManualStop {
-            communication: communication.to_string(),
-        };
-        self.step(true, stop.clone());
-        self.step(false, stop);
-        if let Some((_, _, d)) = self.dial.take() {
-            d.abort();
-        }
-        let mut writers: Vec<JoinHandle<()>> = Vec::new();
-        for c in std::iter::once(&mut self.primary).chain(self.secondary.as_mut()) {
-            c.close();
-            writers.extend(c.writer_task.take());
-        }
-        let flush = async {
-            for w in writers {
-                let _ = w.await;
-            }
-        };
-        if tokio::time::timeout(self.options.flush_timeout, flush)
-            .await
-            .is_err()
-        {
-            warn!(peer = %self.peer.address, "BGP: NOTIFICATION not flushed before the timeout");
-        }
-        info!(peer = %self.peer.address, communication, "BGP session shut down");
-    }
-
-    fn publish(&self, status: &watch::Sender<PeerStatus>) {
-        let stats = self.primary.session.stats();
-        let s = PeerStatus {
-            address: self.peer.address,
-            peer_asn: self.peer.peer_asn,
-            state: self.primary.session.state(),
-            router_id: Some(self.router_id),
-            local: self.primary.session.negotiated().map(|n| n.local),
-            established_since: self.established_since,
-            prefixes_advertised: self.sent.len(),
-            updates_received: self.updates_received + stats.updates_in,
-            updates_sent: self.updates_sent,
-            established_count: self.established_count,
-            last_error: self.last_error.clone(),
-        };
-        status.send_if_modified(|old| {
-            if *old != s {
-                self.metrics.report(old, &s);
-                *old = s;
-                true
-            } else {
-                false
-            }
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1162,7 +857,7 @@ mod tests {
         let m = Metrics::new();
         let addr: SocketAddr = "10.0.0.1:179".parse().unwrap();
         let pm = PeerMetrics::new(m.clone(), addr);
-        let idle = PeerStatus::new(&peer("10.0.0.1", 1, 2));
+        let idle = PeerStatus::new("10.0.0.1".parse().unwrap(), 2);
         pm.report(&idle, &idle);
         let text = m.encode();
         assert_eq!(
@@ -1196,7 +891,7 @@ mod tests {
         let m = Metrics::new();
         let addr: SocketAddr = "10.0.0.1:179".parse().unwrap();
         let pm = PeerMetrics::new(m.clone(), addr);
-        let idle = PeerStatus::new(&peer("10.0.0.1", 1, 2));
+        let idle = PeerStatus::new("10.0.0.1".parse().unwrap(), 2);
         pm.report(&idle, &idle);
         pm.detach();
         m.remove_bgp_peer(addr);

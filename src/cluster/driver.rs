@@ -1,5 +1,5 @@
-//! The raft-lite task: owns the pure [`core::Node`], feeds it timers, datagrams and the
-//! daemon's inputs, and carries its outputs out in order.
+//! The raft-lite task: the pure [`core::Node`] run by [`crate::driver::run`] with a shell
+//! that feeds it datagrams and the daemon's inputs and carries its outputs out in order.
 //!
 //! ```text
 //!  daemon ── set_desired / set_eligible (watch) ──▶ ┌──────────────────────┐ ── Send ──▶ Transport (UDP)
@@ -14,12 +14,14 @@
 //! a responder checks `view.owns(ip, now())` when it answers, so it stops exactly when the
 //! lease ends even if this task is late.
 //!
-//! Ordering (core shell contract): outputs are handled in order; a `Persist` is durable before
-//! any later `Send` of the same batch goes out. If a `Persist` fails, the rest of the batch's
-//! `Send`s are not sent (a vote must never be answered before it is on disk).
+//! Ordering (core shell contract): outputs are handled in the order the core gives them (its
+//! lease change first); a `Persist` is durable before any later `Send` of the same batch goes
+//! out. If a `Persist` fails, the rest of the batch's `Send`s are not sent (a vote must never
+//! be answered before it is on disk).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -34,16 +36,14 @@ use super::transport::{self, KeyError, Transport, TransportError, TransportStats
 use super::{Member, Timing, TimingError};
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::control::metrics::Metrics;
+use crate::driver;
 
 /// Default bound on a planned leave (the core's contract suggests about 1 s).
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Views that differ only in members' last-ack times are published at most this often.
 const ACK_ONLY_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The driver's clock: the tokio clock as a `std::time::Instant` (see the module comment).
-pub fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
+pub use crate::driver::now;
 
 /// What the driver needs from the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -272,17 +272,25 @@ impl ClusterHandle {
     }
 }
 
-/// The task's state. Created and started by [`ClusterDriver::spawn`].
-pub struct ClusterDriver {
-    node: Node,
+/// Starts the raft-lite task: [`ClusterDriver::spawn`].
+pub struct ClusterDriver;
+
+/// The task's I/O: the transport, the hard state on disk, the daemon's channels, the view.
+struct Shell {
     transport: Option<Transport>,
     state_dir: PathBuf,
     members: BTreeMap<String, SocketAddr>,
     shutdown_timeout: Duration,
     view: watch::Sender<ClusterView>,
     desired: watch::Receiver<BTreeMap<IpAddr, String>>,
+    desired_open: bool,
     eligible: watch::Receiver<BTreeSet<IpAddr>>,
+    eligible_open: bool,
     cmd: mpsc::Receiver<Command>,
+    /// Set by a planned leave: the leave is given up (the host stops answering anyway) then.
+    leaving_until: Option<Instant>,
+    /// How the task ended, once it has.
+    outcome: Option<ShutdownOutcome>,
     /// Latest `Output::Leases`.
     leases: (BTreeSet<IpAddr>, Option<Instant>),
     /// What the ownership log lines last said this host answers for.
@@ -290,17 +298,6 @@ pub struct ClusterDriver {
     last_publish: Instant,
     /// Elections started and failover durations go here.
     metrics: Option<Metrics>,
-}
-
-enum Event {
-    Tick,
-    Received(String, Message),
-    Desired,
-    DesiredClosed,
-    Eligible,
-    EligibleClosed,
-    Shutdown,
-    HandleGone,
 }
 
 fn boot_nanos() -> u64 {
@@ -396,31 +393,41 @@ impl ClusterDriver {
             stopped: false,
         };
         let (view_tx, view) = watch::channel(view0);
-        let mut driver = ClusterDriver {
-            node,
+        let mut shell = Shell {
             transport,
             state_dir: settings.state_dir,
             members: settings.members,
             shutdown_timeout: settings.shutdown_timeout,
             view: view_tx,
             desired,
+            desired_open: true,
             eligible,
+            eligible_open: true,
             cmd,
+            leaving_until: None,
+            outcome: None,
             leases: (BTreeSet::new(), None),
             logged_owned: BTreeSet::new(),
             last_publish: start,
             metrics,
         };
         info!(
-            member = %driver.node.name(),
-            term = driver.node.term(),
-            addr = ?local_addr,
+            member = %node.name(),
+            term = node.term(),
+            listen = %local_addr.map_or_else(|| "none (a cluster of one)".to_owned(), |a| a.to_string()),
             "raft-lite started"
         );
         // A cluster of one is leader at once: its term is durable before spawn returns.
-        driver.carry(start, first).await;
-        driver.publish(start, false, true);
-        let task = tokio::spawn(driver.run());
+        let _ = driver::Shell::carry(&mut shell, start, &node, first).await;
+        shell.publish(&node, start, false, true);
+        let task = tokio::spawn(async move {
+            let mut node = node;
+            driver::run(&mut node, &mut shell).await;
+            let now = now();
+            let outcome = shell.outcome.unwrap_or(ShutdownOutcome::HandleDropped);
+            shell.stop(&node, now);
+            outcome
+        });
         Ok(ClusterHandle {
             desired: desired_tx,
             eligible: eligible_tx,
@@ -431,105 +438,62 @@ impl ClusterDriver {
             task,
         })
     }
+}
 
-    async fn run(mut self) -> ShutdownOutcome {
-        let mut desired_open = true;
-        let mut eligible_open = true;
-        let mut leaving_until: Option<Instant> = None;
+impl driver::Shell<Node> for Shell {
+    async fn next_input(&mut self) -> Option<Input> {
         loop {
-            let mut wake = self.node.next_wakeup();
-            if let Some(d) = leaving_until {
-                wake = wake.min(d);
-            }
-            let ev = tokio::select! {
+            let leave = self.leaving_until;
+            tokio::select! {
                 biased;
-                c = self.cmd.recv(), if leaving_until.is_none() => match c {
-                    Some(Command::Shutdown) => Event::Shutdown,
-                    None => Event::HandleGone,
+                c = self.cmd.recv(), if leave.is_none() => match c {
+                    Some(Command::Shutdown) => {
+                        info!("raft-lite: planned leave, handing over owned IPs");
+                        self.leaving_until = Some(now() + self.shutdown_timeout);
+                        return Some(Input::Shutdown);
+                    }
+                    None => {
+                        info!("raft-lite: handle dropped, stopping");
+                        self.outcome = Some(ShutdownOutcome::HandleDropped);
+                        return None;
+                    }
                 },
-                r = self.desired.changed(), if desired_open => match r {
-                    Ok(()) => Event::Desired,
-                    Err(_) => Event::DesiredClosed,
+                r = self.desired.changed(), if self.desired_open => match r {
+                    Ok(()) => return Some(Input::DesiredIps(self.desired.borrow_and_update().clone())),
+                    Err(_) => self.desired_open = false,
                 },
-                r = self.eligible.changed(), if eligible_open => match r {
-                    Ok(()) => Event::Eligible,
-                    Err(_) => Event::EligibleClosed,
+                r = self.eligible.changed(), if self.eligible_open => match r {
+                    Ok(()) => {
+                        return Some(Input::LocalEligibility(self.eligible.borrow_and_update().clone()));
+                    }
+                    Err(_) => self.eligible_open = false,
                 },
-                () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => Event::Tick,
-                (from, msg) = recv_opt(self.transport.as_mut()) => Event::Received(from, msg),
-            };
-            let now = now();
-            let input = match ev {
-                Event::Tick => Input::Tick,
-                Event::Received(from, msg) => Input::Received { from, msg },
-                Event::Desired => Input::DesiredIps(self.desired.borrow_and_update().clone()),
-                Event::Eligible => {
-                    Input::LocalEligibility(self.eligible.borrow_and_update().clone())
+                (from, msg) = recv_opt(self.transport.as_mut()) => {
+                    return Some(Input::Received { from, msg });
                 }
-                Event::DesiredClosed => {
-                    desired_open = false;
-                    continue;
+                () = driver::sleep_until(leave), if leave.is_some() => {
+                    warn!(
+                        timeout = ?self.shutdown_timeout,
+                        "raft-lite: planned leave not confirmed in time; stopping anyway"
+                    );
+                    self.outcome = Some(ShutdownOutcome::TimedOut);
+                    return None;
                 }
-                Event::EligibleClosed => {
-                    eligible_open = false;
-                    continue;
-                }
-                Event::Shutdown => {
-                    info!("raft-lite: planned leave, handing over owned IPs");
-                    leaving_until = Some(now + self.shutdown_timeout);
-                    Input::Shutdown
-                }
-                Event::HandleGone => {
-                    info!("raft-lite: handle dropped, stopping");
-                    self.stop(now);
-                    return ShutdownOutcome::HandleDropped;
-                }
-            };
-            let out = self.node.step(now, input);
-            let complete = out.iter().any(|o| matches!(o, Output::ShutdownComplete));
-            self.carry(now, out).await;
-            if complete || self.node.is_done() {
-                self.stop(now);
-                return ShutdownOutcome::Complete;
             }
-            if leaving_until.is_some_and(|d| now >= d) {
-                warn!(
-                    timeout = ?self.shutdown_timeout,
-                    "raft-lite: planned leave not confirmed in time; stopping anyway"
-                );
-                self.stop(now);
-                return ShutdownOutcome::TimedOut;
-            }
-            self.publish(now, false, false);
         }
     }
 
-    /// Publishes a final view owning nothing.
-    fn stop(&mut self, now: Instant) {
-        self.leases = (BTreeSet::new(), None);
-        self.log_ownership(now);
-        self.publish(now, true, true);
-    }
-
-    /// Carries a step's outputs out, in order.
-    ///
-    /// Exception: the batch's lease change is applied and published FIRST. The core emits
-    /// `Leases` at the end of a step, after e.g. the `Ack` that tells the leader this host
-    /// applied a map without an IP; the leader may then give that IP to another host at once
-    /// (break-before-make, docs/raft-lite.md §4), so this host must have stopped answering
-    /// before the ack leaves. A lease gained in the step is valid from `now` anyway.
-    async fn carry(&mut self, now: Instant, out: Vec<Output>) {
-        if let Some((ips, valid_until)) = out.iter().rev().find_map(|o| match o {
-            Output::Leases { ips, valid_until } => Some((ips.clone(), *valid_until)),
-            _ => None,
-        }) {
-            self.leases = (ips, valid_until);
-            self.log_ownership(now);
-            self.publish(now, false, false);
-        }
+    /// Carries a step's outputs out, in the core's order.
+    async fn carry(&mut self, now: Instant, node: &Node, out: Vec<Output>) -> ControlFlow<()> {
         let mut persist_failed = false;
+        let mut complete = false;
         for o in out {
             match o {
+                Output::Leases { ips, valid_until } => {
+                    self.leases = (ips, valid_until);
+                    self.log_ownership(now);
+                    self.publish(node, now, false, false);
+                }
                 Output::Persist(hs) => {
                     let dir = self.state_dir.clone();
                     let r = tokio::task::spawn_blocking(move || hard_state::store(&dir, &hs)).await;
@@ -555,8 +519,6 @@ impl ClusterDriver {
                         let _ = t.send(&to, &msg).await;
                     }
                 }
-                // Applied before the loop.
-                Output::Leases { .. } => {}
                 Output::RoleChanged { term, role, leader } => match (role, leader) {
                     (Role::Leader, _) => info!(term, "became leader for term {term}"),
                     (Role::Follower, Some(l)) => {
@@ -566,7 +528,10 @@ impl ClusterDriver {
                     (Role::Candidate, _) => info!(term, "campaigning for term {term}"),
                     (Role::PreCandidate, _) => debug!(term, "pre-vote for term {}", term + 1),
                 },
-                Output::ShutdownComplete => info!("raft-lite: planned leave complete"),
+                Output::ShutdownComplete => {
+                    info!("raft-lite: planned leave complete");
+                    complete = true;
+                }
                 Output::ElectionStarted { .. } => {
                     if let Some(m) = &self.metrics {
                         m.election_started();
@@ -580,6 +545,21 @@ impl ClusterDriver {
                 }
             }
         }
+        if complete || node.is_done() {
+            self.outcome = Some(ShutdownOutcome::Complete);
+            return ControlFlow::Break(());
+        }
+        self.publish(node, now, false, false);
+        ControlFlow::Continue(())
+    }
+}
+
+impl Shell {
+    /// Publishes a final view owning nothing.
+    fn stop(&mut self, node: &Node, now: Instant) {
+        self.leases = (BTreeSet::new(), None);
+        self.log_ownership(now);
+        self.publish(node, now, true, true);
     }
 
     fn log_ownership(&mut self, now: Instant) {
@@ -603,8 +583,8 @@ impl ClusterDriver {
         self.logged_owned = current;
     }
 
-    fn build_view(&self, now: Instant, stopped: bool) -> ClusterView {
-        let status = self.node.status(now);
+    fn build_view(&self, node: &Node, now: Instant, stopped: bool) -> ClusterView {
+        let status = node.status(now);
         let owned = match (&self.leases, stopped) {
             ((ips, Some(until)), false) => ips.iter().map(|ip| (*ip, *until)).collect(),
             _ => BTreeMap::new(),
@@ -637,8 +617,8 @@ impl ClusterDriver {
         }
     }
 
-    fn publish(&mut self, now: Instant, stopped: bool, force: bool) {
-        let v = self.build_view(now, stopped);
+    fn publish(&mut self, node: &Node, now: Instant, stopped: bool, force: bool) {
+        let v = self.build_view(node, now, stopped);
         let ack_refresh =
             now.saturating_duration_since(self.last_publish) >= ACK_ONLY_PUBLISH_INTERVAL;
         let published = self.view.send_if_modified(|cur| {

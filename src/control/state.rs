@@ -337,29 +337,8 @@ pub struct PeerStatus {
     pub updates_received: u64,
 }
 
-/// RFC 4271 §8.2.2 session states.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BgpState {
-    Idle,
-    Connect,
-    Active,
-    OpenSent,
-    OpenConfirm,
-    Established,
-}
-
-impl fmt::Display for BgpState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            BgpState::Idle => "Idle",
-            BgpState::Connect => "Connect",
-            BgpState::Active => "Active",
-            BgpState::OpenSent => "OpenSent",
-            BgpState::OpenConfirm => "OpenConfirm",
-            BgpState::Established => "Established",
-        })
-    }
-}
+/// RFC 4271 §8.2.2 session states (the FSM's own type).
+pub use crate::bgp::fsm::State as BgpState;
 
 /// A snapshot with one of everything: the fixture of the render and D-Bus unit tests and of
 /// `tests/control_dbus.rs` (one copy, so the lbctl tests and the unit tests agree).

@@ -841,7 +841,7 @@ impl Daemon {
                     address: p.status.address,
                     my_asn: cfg.my_asn,
                     peer_asn: cfg.peer_asn,
-                    state: bgp_state(p.status.state),
+                    state: p.status.state,
                     uptime_s: p.uptime.map(|u| u.as_secs()).unwrap_or(0),
                     prefixes_advertised: p.status.prefixes_advertised as u64,
                     updates_received: p.status.updates_received,
@@ -942,19 +942,6 @@ fn reloadable_part(new: Config, running: &Config) -> Config {
         metrics: running.metrics.clone(),
         log: running.log.clone(),
         ..new
-    }
-}
-
-fn bgp_state(s: crate::bgp::fsm::State) -> crate::control::state::BgpState {
-    use crate::bgp::fsm::State as F;
-    use crate::control::state::BgpState as B;
-    match s {
-        F::Idle => B::Idle,
-        F::Connect => B::Connect,
-        F::Active => B::Active,
-        F::OpenSent => B::OpenSent,
-        F::OpenConfirm => B::OpenConfirm,
-        F::Established => B::Established,
     }
 }
 

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::io;
 use std::net::IpAddr;
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use tokio::io::unix::AsyncFd;
@@ -12,6 +13,7 @@ use tokio::sync::mpsc;
 use super::MacAddr;
 use super::responder::{Event, FrameKind, Input, Output, Responder};
 use crate::control::metrics::Metrics;
+use crate::driver;
 use crate::sys::packet::{PacketError, PacketSocket, register_async};
 
 /// Largest frame we care about: ARP and NDP frames are far smaller than one MTU.
@@ -87,46 +89,64 @@ pub type Gate = std::sync::Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>;
 pub async fn run(
     mut responder: Responder,
     socket: AsyncPacketSocket,
-    mut inputs: mpsc::Receiver<Input>,
+    inputs: mpsc::Receiver<Input>,
     outputs: mpsc::Sender<Output>,
     gate: Gate,
     metrics: Metrics,
 ) -> Responder {
-    let mut buf = vec![0u8; RECV_BUF];
-    let mut claimed: BTreeSet<IpAddr> = BTreeSet::new();
-    loop {
-        let deadline = responder.next_deadline();
-        let sleep = async {
-            match deadline {
-                Some(t) => tokio::time::sleep_until(t.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        let input = tokio::select! {
-            r = socket.recv(&mut buf) => match r {
-                Ok((n, ifindex)) => Input::FrameReceived { ifindex, bytes: buf[..n].to_vec() },
-                Err(e) => {
-                    tracing::warn!(error = %e, "receiving on the ARP/NDP socket");
-                    continue;
-                }
-            },
-            i = inputs.recv() => match i {
-                Some(i) => i,
-                None => return responder,
-            },
-            _ = sleep => Input::Tick,
-        };
-        let released = match &input {
-            Input::OwnershipChanged(claims) => {
+    let mut shell = Shell {
+        socket,
+        buf: vec![0u8; RECV_BUF],
+        inputs,
+        outputs,
+        gate,
+        metrics,
+        claimed: BTreeSet::new(),
+        released: Vec::new(),
+    };
+    driver::run(&mut responder, &mut shell).await;
+    responder
+}
+
+/// The responder task's I/O: the packet socket, the channels to and from the daemon.
+struct Shell {
+    socket: AsyncPacketSocket,
+    buf: Vec<u8>,
+    inputs: mpsc::Receiver<Input>,
+    outputs: mpsc::Sender<Output>,
+    gate: Gate,
+    metrics: Metrics,
+    /// The IPs of the latest `OwnershipChanged`.
+    claimed: BTreeSet<IpAddr>,
+    /// IPs the pending input releases: their counters are dropped once its step is carried.
+    released: Vec<IpAddr>,
+}
+
+impl driver::Shell<Responder> for Shell {
+    async fn next_input(&mut self) -> Option<Input> {
+        loop {
+            let input = tokio::select! {
+                r = self.socket.recv(&mut self.buf) => match r {
+                    Ok((n, ifindex)) => Input::FrameReceived { ifindex, bytes: self.buf[..n].to_vec() },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "receiving on the ARP/NDP socket");
+                        continue;
+                    }
+                },
+                i = self.inputs.recv() => i?,
+            };
+            if let Input::OwnershipChanged(claims) = &input {
                 let now: BTreeSet<IpAddr> = claims.iter().map(|c| c.ip).collect();
-                let gone: Vec<IpAddr> = claimed.difference(&now).copied().collect();
-                claimed = now;
-                gone
+                self.released = self.claimed.difference(&now).copied().collect();
+                self.claimed = now;
             }
-            _ => Vec::new(),
-        };
-        for out in responder.step(Instant::now(), input) {
-            match out {
+            return Some(input);
+        }
+    }
+
+    async fn carry(&mut self, _: Instant, _: &Responder, out: Vec<Output>) -> ControlFlow<()> {
+        for o in out {
+            match o {
                 Output::SendFrame {
                     ifindex,
                     ip,
@@ -134,27 +154,27 @@ pub async fn run(
                     bytes,
                 } => {
                     if kind == FrameKind::Reply {
-                        metrics.layer2_request_received(ip);
+                        self.metrics.layer2_request_received(ip);
                     }
-                    if !gate(ip) {
+                    if !(self.gate)(ip) {
                         tracing::debug!(%ip, "lease lapsed: frame not sent");
                         continue;
                     }
-                    match socket.send(ifindex, &bytes).await {
+                    match self.socket.send(ifindex, &bytes).await {
                         Ok(_) => match kind {
-                            FrameKind::Reply => metrics.layer2_response_sent(ip),
-                            FrameKind::Gratuitous => metrics.layer2_gratuitous_sent(ip),
+                            FrameKind::Reply => self.metrics.layer2_response_sent(ip),
+                            FrameKind::Gratuitous => self.metrics.layer2_gratuitous_sent(ip),
                         },
                         Err(e) => tracing::warn!(ifindex, error = %e, "sending ARP/NDP frame"),
                     }
                 }
                 Output::JoinMulticast { ifindex, mac, .. } => {
-                    if let Err(e) = socket.join_multicast(ifindex, mac) {
+                    if let Err(e) = self.socket.join_multicast(ifindex, mac) {
                         tracing::warn!(error = %e, "joining solicited-node group");
                     }
                 }
                 Output::LeaveMulticast { ifindex, mac, .. } => {
-                    if let Err(e) = socket.leave_multicast(ifindex, mac) {
+                    if let Err(e) = self.socket.leave_multicast(ifindex, mac) {
                         tracing::warn!(error = %e, "leaving solicited-node group");
                     }
                 }
@@ -162,15 +182,16 @@ pub async fn run(
                     if let Output::Log(ev) = &other {
                         log_event(ev);
                     }
-                    if outputs.send(other).await.is_err() {
-                        return responder;
+                    if self.outputs.send(other).await.is_err() {
+                        return ControlFlow::Break(());
                     }
                 }
             }
         }
-        for ip in released {
-            metrics.forget_layer2_ip(ip);
+        for ip in std::mem::take(&mut self.released) {
+            self.metrics.forget_layer2_ip(ip);
         }
+        ControlFlow::Continue(())
     }
 }
 

@@ -105,7 +105,8 @@ impl SessionConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// RFC 4271 §8.2.2 session states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum State {
     Idle,
     Connect,
@@ -113,6 +114,19 @@ pub enum State {
     OpenSent,
     OpenConfirm,
     Established,
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            State::Idle => "Idle",
+            State::Connect => "Connect",
+            State::Active => "Active",
+            State::OpenSent => "OpenSent",
+            State::OpenConfirm => "OpenConfirm",
+            State::Established => "Established",
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,3 +14,4 @@ pub mod advertise;
 pub mod build;
 pub mod codec;
 pub mod fsm;
+pub mod peer;

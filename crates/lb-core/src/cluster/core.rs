@@ -16,7 +16,9 @@
 //! out by the leader's bound.
 //!
 //! Ordering contract for the shell: process outputs in order; a `Persist` must be durable
-//! (fsync) before any later `Send` of the same batch leaves the host.
+//! (fsync) before any later `Send` of the same batch leaves the host. A batch's `Leases`
+//! comes first, so a host stops answering for an IP before its acknowledgement of giving it
+//! up can reach the leader.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
@@ -538,14 +540,22 @@ impl Node {
         }
     }
 
+    /// The step's lease change goes FIRST in the batch: the step may also send the `Ack`
+    /// that tells the leader this host applied a map without an IP, and the leader may give
+    /// that IP to another host as soon as the ack arrives (break-before-make,
+    /// docs/raft-lite.md §4), so this host must have stopped answering before the ack
+    /// leaves. A lease gained in the step is valid from `now` anyway.
     fn emit_leases(&mut self, out: &mut Vec<Output>) {
         let cur = self.leases();
         if cur != self.last_leases {
             self.last_leases = cur.clone();
-            out.push(Output::Leases {
-                ips: cur.0,
-                valid_until: cur.1,
-            });
+            out.insert(
+                0,
+                Output::Leases {
+                    ips: cur.0,
+                    valid_until: cur.1,
+                },
+            );
         }
     }
 
@@ -1279,6 +1289,23 @@ impl Node {
     }
 }
 
+impl crate::machine::Machine for Node {
+    type Input = Input;
+    type Output = Output;
+
+    fn step(&mut self, now: Instant, input: Input) -> Vec<Output> {
+        Node::step(self, now, input)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        Some(self.next_wakeup())
+    }
+
+    fn timer_input(&self) -> Input {
+        Input::Tick
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1623,5 +1650,72 @@ mod tests {
         let t3 = t2 + Duration::from_millis(5);
         n.step(t3, hb(4, Some(ack), v_now));
         assert_eq!(n.owned_ips(t3), [ip()].into());
+    }
+
+    #[test]
+    fn a_revoked_lease_is_given_up_before_the_ack_that_lets_the_leader_move_it() {
+        let t0 = crate::test_origin() + E * 2;
+        let (mut n, _) = Node::new(
+            cfg("b", &["a", "b", "c"]),
+            HardState {
+                term: 1,
+                voted_for: None,
+            },
+            t0 - E * 2,
+        )
+        .expect("node");
+        n.step(t0, Input::LocalEligibility([ip()].into()));
+        let hb = |seq, echo, epoch, ips: Vec<IpAddr>| Input::Received {
+            from: "a".into(),
+            msg: Message {
+                term: 1,
+                body: Body::Heartbeat(Heartbeat {
+                    seq,
+                    epoch,
+                    echo,
+                    eligibility_known: 1,
+                    leave_ok: false,
+                    ips,
+                }),
+            },
+        };
+        let ack_seq = |out: &[Output]| {
+            out.iter().find_map(|o| match o {
+                Output::Send {
+                    msg:
+                        Message {
+                            body: Body::Ack(a), ..
+                        },
+                    ..
+                } => Some(a.ack_seq),
+                _ => None,
+            })
+        };
+        let ack = ack_seq(&n.step(t0, hb(1, None, 1, vec![ip()]))).expect("ack");
+        let t1 = t0 + Duration::from_millis(10);
+        n.step(t1, hb(2, Some(ack), 1, vec![ip()]));
+        assert_eq!(n.owned_ips(t1), [ip()].into());
+        // The map without the IP: the batch gives the lease up first, then acks.
+        let out = n.step(t1, hb(3, Some(ack), 2, vec![]));
+        let leases = out
+            .iter()
+            .position(|o| matches!(o, Output::Leases { ips, .. } if ips.is_empty()))
+            .unwrap_or_else(|| panic!("lease given up: {out:?}"));
+        let acked = out
+            .iter()
+            .position(|o| {
+                matches!(
+                    o,
+                    Output::Send {
+                        msg: Message {
+                            body: Body::Ack(_),
+                            ..
+                        },
+                        ..
+                    }
+                )
+            })
+            .expect("ack");
+        assert!(leases < acked, "{out:?}");
     }
 }

@@ -543,6 +543,23 @@ impl Responder {
     }
 }
 
+impl crate::machine::Machine for Responder {
+    type Input = Input;
+    type Output = Output;
+
+    fn step(&mut self, now: Instant, input: Input) -> Vec<Output> {
+        Responder::step(self, now, input)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        Responder::next_deadline(self)
+    }
+
+    fn timer_input(&self) -> Input {
+        Input::Tick
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
