@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use l2_lab::{Lab, MAC_B};
 use lb::control::metrics::Metrics;
 use lb::l2::iface::Interface;
-use lb::l2::responder::{Claim, Input, Output, Params, Responder};
+use lb::l2::responder::{Claim, Input, Params, Responder};
 use lb::l2::socket::{self, AsyncPacketSocket};
 use lb::l2::{ETHERTYPE_ARP, ETHERTYPE_IPV6, MacAddr, arp, ndp};
 use lb::model::ServiceKey;
@@ -179,7 +179,13 @@ fn arping_and_ndisc6_get_answers_from_the_responder_for_a_vip_no_kernel_owns() {
                     ],
                 }),
             );
-            let (out_tx, mut out_rx) = mpsc::channel(64);
+            // The gate is asked at the moment each frame leaves: the first gratuitous NA
+            // for fd98::200 says the driver has taken the IPs (and joined their groups).
+            let (sending_tx, mut sending_rx) = mpsc::unbounded_channel::<IpAddr>();
+            let gate: lb::l2::socket::Gate = std::sync::Arc::new(move |ip| {
+                let _ = sending_tx.send(ip);
+                true
+            });
             let inputs = stop_rx;
             let claims = ["10.98.0.200", "fd98::200"]
                 .iter()
@@ -200,20 +206,11 @@ fn arping_and_ndisc6_get_answers_from_the_responder_for_a_vip_no_kernel_owns() {
                     }
                 }
             });
-            let driver = tokio::spawn(socket::run(
-                r,
-                sock,
-                in_rx,
-                out_tx,
-                std::sync::Arc::new(|_| true),
-                task_metrics,
-            ));
-            // Ready once the driver has taken the IPs (it logs the announcement).
+            let driver = tokio::spawn(socket::run(r, sock, in_rx, gate, task_metrics));
+            let v6: IpAddr = "fd98::200".parse().unwrap();
             loop {
-                match out_rx.recv().await {
-                    Some(Output::Log(e)) if e.to_string().starts_with("announcing fd98::200") => {
-                        break;
-                    }
+                match sending_rx.recv().await {
+                    Some(ip) if ip == v6 => break,
                     Some(_) => {}
                     None => panic!("driver ended"),
                 }

@@ -322,6 +322,8 @@ impl Drop for Listener {
 pub enum PeerCommand {
     /// The desired routes (the task diffs against what the session has been sent).
     SetRoutes(RouteSet),
+    /// Changes to them (`None`: the prefix is withdrawn).
+    RouteChanges(Vec<(ipnet::IpNet, Option<super::advertise::RouteAttrs>)>),
     /// A connection the peer opened to our listener.
     Incoming(TcpStream),
     /// Withdraw everything, send Cease/Administrative Shutdown with this communication,
@@ -490,6 +492,14 @@ async fn run_peer(
                     _ = wait => {}
                     cmd = commands.recv() => match cmd {
                         Some(PeerCommand::SetRoutes(r)) => desired = r,
+                        Some(PeerCommand::RouteChanges(changes)) => {
+                            for (prefix, attrs) in changes {
+                                match attrs {
+                                    Some(a) => desired.insert(prefix, a),
+                                    None => desired.remove(&prefix),
+                                };
+                            }
+                        }
                         Some(PeerCommand::Incoming(_)) => {}
                         Some(PeerCommand::Bfd(w)) => bfd.set(w),
                         Some(PeerCommand::Shutdown { done, .. }) => {
@@ -539,6 +549,7 @@ impl driver::Shell<Peer> for Shell {
             tokio::select! {
                 cmd = self.commands.recv() => match cmd {
                     Some(PeerCommand::SetRoutes(r)) => return Some(PeerInput::SetRoutes(r)),
+                    Some(PeerCommand::RouteChanges(c)) => return Some(PeerInput::RouteChanges(c)),
                     Some(PeerCommand::Incoming(stream)) => {
                         let (Ok(local), Ok(remote)) = (stream.local_addr(), stream.peer_addr()) else {
                             continue; // already gone

@@ -24,7 +24,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use super::advertise::{AnnouncedIp, LocalNode, RouteSet, node_peers_with, routes_for_peer};
+use super::advertise::{
+    AnnounceChange, AnnouncedIp, LocalNode, RouteAttrs, RouteSet, node_peers_with, prefixes_of,
+    route_for_prefix, routes_for_peer,
+};
 use super::driver::{self, DriverOptions, Listener, PeerCommand, PeerMetrics, PeerStatus};
 use super::fsm::State;
 use crate::bfd::driver::{BfdHandle, BfdOptions};
@@ -76,6 +79,7 @@ pub struct ShutdownTimeout(pub Duration);
 
 enum Command {
     Announce(Vec<AnnouncedIp>),
+    Changes(Vec<AnnounceChange>),
     Pools(Vec<Pool>),
     Node(LocalNode),
     Peers(Vec<BgpPeer>),
@@ -110,7 +114,7 @@ impl Speaker {
         let mut task = SpeakerTask {
             node,
             pools,
-            announced: Vec::new(),
+            announced: BTreeMap::new(),
             configured: Vec::new(),
             peers: BTreeMap::new(),
             listeners: Vec::new(),
@@ -147,6 +151,14 @@ impl SpeakerHandle {
     /// The IPs to announce (desired state; replaces the previous set).
     pub fn set_announcements(&self, announced: Vec<AnnouncedIp>) {
         let _ = self.tx.send(Command::Announce(announced));
+    }
+
+    /// Changes to the IPs to announce: only the prefixes they touch are recomputed and
+    /// sent.
+    pub fn change_announcements(&self, changes: Vec<AnnounceChange>) {
+        if !changes.is_empty() {
+            let _ = self.tx.send(Command::Changes(changes));
+        }
     }
 
     /// Pools after a reload (their advertisements decide prefixes and attributes).
@@ -223,7 +235,7 @@ struct PeerEntry {
 struct SpeakerTask {
     node: LocalNode,
     pools: Vec<Pool>,
-    announced: Vec<AnnouncedIp>,
+    announced: BTreeMap<IpAddr, AnnouncedIp>,
     /// Peers as configured (also those this node does not peer with).
     configured: Vec<BgpPeer>,
     peers: BTreeMap<IpAddr, PeerEntry>,
@@ -244,9 +256,10 @@ impl SpeakerTask {
             tokio::select! {
                 cmd = commands.recv() => match cmd {
                     Some(Command::Announce(a)) => {
-                        self.announced = a;
+                        self.announced = a.into_iter().map(|a| (a.ip, a)).collect();
                         self.push_routes();
                     }
+                    Some(Command::Changes(changes)) => self.apply_changes(changes),
                     Some(Command::Pools(p)) => {
                         self.pools = p;
                         self.push_routes();
@@ -296,7 +309,45 @@ impl SpeakerTask {
     }
 
     fn routes_for(&self, peer: &BgpPeer) -> RouteSet {
-        routes_for_peer(&self.node, &peer.policy(), &self.pools, &self.announced)
+        routes_for_peer(
+            &self.node,
+            &peer.policy(),
+            &self.pools,
+            self.announced.values(),
+        )
+    }
+
+    /// Applies announcement changes: every peer gets the changed routes of the prefixes
+    /// they touch (an aggregate is recomputed from the IPs inside it).
+    fn apply_changes(&mut self, changes: Vec<AnnounceChange>) {
+        let mut prefixes = std::collections::BTreeSet::new();
+        for c in changes {
+            if let Some(old) = self.announced.remove(&c.ip()) {
+                prefixes.extend(prefixes_of(&old, &self.pools));
+            }
+            if let AnnounceChange::Announce(a) = c {
+                prefixes.extend(prefixes_of(&a, &self.pools));
+                self.announced.insert(a.ip, a);
+            }
+        }
+        for p in self.peers.values_mut() {
+            let policy = p.config.policy();
+            let mut changed: Vec<(ipnet::IpNet, Option<RouteAttrs>)> = Vec::new();
+            for prefix in &prefixes {
+                let r =
+                    route_for_prefix(&self.node, &policy, &self.pools, &self.announced, *prefix);
+                if p.routes.get(prefix) != r.as_ref() {
+                    match &r {
+                        Some(a) => p.routes.insert(*prefix, a.clone()),
+                        None => p.routes.remove(prefix),
+                    };
+                    changed.push((*prefix, r));
+                }
+            }
+            if !changed.is_empty() {
+                let _ = p.tx.send(PeerCommand::RouteChanges(changed));
+            }
+        }
     }
 
     fn push_routes(&mut self) {
@@ -516,7 +567,7 @@ impl SpeakerTask {
 /// How many of `announced` at least one Established session has a route for: a prefix of
 /// the session's address family covering the IP (an aggregated route covers several IPs).
 fn advertised_ips<'a>(
-    announced: &[AnnouncedIp],
+    announced: &BTreeMap<IpAddr, AnnouncedIp>,
     sessions: impl Iterator<Item = (&'a PeerStatus, &'a RouteSet)>,
 ) -> usize {
     let mut covered: std::collections::BTreeSet<IpAddr> = std::collections::BTreeSet::new();
@@ -525,10 +576,12 @@ fn advertised_ips<'a>(
             continue;
         }
         let v6 = status.local.is_some_and(|l| l.is_ipv6());
-        for a in announced {
-            if a.ip.is_ipv6() == v6 && routes.keys().any(|p| p.contains(&a.ip)) {
-                covered.insert(a.ip);
-            }
+        for prefix in routes.keys().filter(|p| p.addr().is_ipv6() == v6) {
+            covered.extend(
+                announced
+                    .range(prefix.network()..=prefix.broadcast())
+                    .map(|(ip, _)| *ip),
+            );
         }
     }
     covered.len()
@@ -585,12 +638,15 @@ mod tests {
 
     #[test]
     fn advertised_ips_counts_ips_covered_on_established_sessions_once() {
-        let ann = [
+        let ann: BTreeMap<IpAddr, AnnouncedIp> = [
             announced("172.19.0.1"),
             announced("172.19.0.2"),
             announced("172.19.1.9"),
             announced("fd00::1"),
-        ];
+        ]
+        .into_iter()
+        .map(|a| (a.ip, a))
+        .collect();
         // Two sessions share 172.19.0.1; an aggregate covers 172.19.0.2; the v6 route
         // is not sent on an IPv4 session; a down session advertises nothing.
         let up_a = status(State::Established, "10.0.0.3:40000");

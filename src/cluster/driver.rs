@@ -2,7 +2,7 @@
 //! that feeds it datagrams and the daemon's inputs and carries its outputs out in order.
 //!
 //! ```text
-//!  daemon ── set_desired / set_eligible (watch) ──▶ ┌──────────────────────┐ ── Send ──▶ Transport (UDP)
+//!  daemon ── desired / eligible changes (mpsc) ───▶ ┌──────────────────────┐ ── Send ──▶ Transport (UDP)
 //!  daemon ── shutdown (mpsc) ─────────────────────▶ │ driver task          │ ── Persist ─▶ hard_state::store
 //!  Transport::recv ───────────────────────────────▶ │  owns core::Node     │              (blocking thread, fsync)
 //!  sleep_until(next_wakeup) ── Tick ──────────────▶ └──────────────────────┘ ── ClusterView (watch) ─▶ daemon
@@ -192,10 +192,44 @@ enum Command {
     Shutdown,
 }
 
+/// What the daemon tells raft-lite about the layer-2 IPs.
+enum Update {
+    Desired(BTreeMap<IpAddr, String>),
+    Eligible(BTreeSet<IpAddr>),
+    DesiredChanges(Vec<(IpAddr, Option<String>)>),
+    EligibleChanges(Vec<(IpAddr, bool)>),
+}
+
+impl Update {
+    /// One core input for a run of queued updates: consecutive changes of one kind merge,
+    /// so a burst costs one step.
+    fn merge(self, next: Update) -> Result<Update, (Update, Update)> {
+        match (self, next) {
+            (Update::DesiredChanges(mut a), Update::DesiredChanges(b)) => {
+                a.extend(b);
+                Ok(Update::DesiredChanges(a))
+            }
+            (Update::EligibleChanges(mut a), Update::EligibleChanges(b)) => {
+                a.extend(b);
+                Ok(Update::EligibleChanges(a))
+            }
+            (a, b) => Err((a, b)),
+        }
+    }
+
+    fn into_input(self) -> Input {
+        match self {
+            Update::Desired(d) => Input::DesiredIps(d),
+            Update::Eligible(e) => Input::LocalEligibility(e),
+            Update::DesiredChanges(c) => Input::DesiredChanges(c),
+            Update::EligibleChanges(c) => Input::EligibilityChanges(c),
+        }
+    }
+}
+
 /// The daemon's side of the driver task.
 pub struct ClusterHandle {
-    desired: watch::Sender<BTreeMap<IpAddr, String>>,
-    eligible: watch::Sender<BTreeSet<IpAddr>>,
+    updates: mpsc::UnboundedSender<Update>,
     cmd: mpsc::Sender<Command>,
     view: watch::Receiver<ClusterView>,
     stats: Option<watch::Receiver<TransportStats>>,
@@ -206,21 +240,27 @@ pub struct ClusterHandle {
 impl ClusterHandle {
     /// The layer-2 IPs that need an owner, with a service name for logs.
     pub fn set_desired(&self, ips: BTreeMap<IpAddr, String>) {
-        self.desired.send_if_modified(|d| {
-            let changed = *d != ips;
-            *d = ips;
-            changed
-        });
+        let _ = self.updates.send(Update::Desired(ips));
     }
 
     /// What this host can announce now (interface up, selectors, Local endpoints). Takes
     /// effect locally at once: an IP removed here is no longer owned in the next view.
     pub fn set_eligible(&self, ips: BTreeSet<IpAddr>) {
-        self.eligible.send_if_modified(|e| {
-            let changed = *e != ips;
-            *e = ips;
-            changed
-        });
+        let _ = self.updates.send(Update::Eligible(ips));
+    }
+
+    /// Changes to the desired IPs (`None`: no longer desired): work proportional to them.
+    pub fn change_desired(&self, changes: Vec<(IpAddr, Option<String>)>) {
+        if !changes.is_empty() {
+            let _ = self.updates.send(Update::DesiredChanges(changes));
+        }
+    }
+
+    /// Changes to what this host can announce.
+    pub fn change_eligible(&self, changes: Vec<(IpAddr, bool)>) {
+        if !changes.is_empty() {
+            let _ = self.updates.send(Update::EligibleChanges(changes));
+        }
     }
 
     /// The published view; `changed()` on it wakes on every change.
@@ -282,10 +322,10 @@ struct Shell {
     members: BTreeMap<String, SocketAddr>,
     shutdown_timeout: Duration,
     view: watch::Sender<ClusterView>,
-    desired: watch::Receiver<BTreeMap<IpAddr, String>>,
-    desired_open: bool,
-    eligible: watch::Receiver<BTreeSet<IpAddr>>,
-    eligible_open: bool,
+    updates: mpsc::UnboundedReceiver<Update>,
+    updates_open: bool,
+    /// An update received while merging a run, to be stepped next.
+    held: Option<Update>,
     cmd: mpsc::Receiver<Command>,
     /// Set by a planned leave: the leave is given up (the host stops answering anyway) then.
     leaving_until: Option<Instant>,
@@ -378,8 +418,7 @@ impl ClusterDriver {
         };
         let stats = transport.as_ref().map(Transport::stats);
         let local_addr = transport.as_ref().and_then(|t| t.local_addr().ok());
-        let (desired_tx, desired) = watch::channel(BTreeMap::new());
-        let (eligible_tx, eligible) = watch::channel(BTreeSet::new());
+        let (updates_tx, updates) = mpsc::unbounded_channel();
         let (cmd_tx, cmd) = mpsc::channel(1);
         let view0 = ClusterView {
             me: settings.name.clone(),
@@ -399,10 +438,9 @@ impl ClusterDriver {
             members: settings.members,
             shutdown_timeout: settings.shutdown_timeout,
             view: view_tx,
-            desired,
-            desired_open: true,
-            eligible,
-            eligible_open: true,
+            updates,
+            updates_open: true,
+            held: None,
             cmd,
             leaving_until: None,
             outcome: None,
@@ -429,8 +467,7 @@ impl ClusterDriver {
             outcome
         });
         Ok(ClusterHandle {
-            desired: desired_tx,
-            eligible: eligible_tx,
+            updates: updates_tx,
             cmd: cmd_tx,
             view,
             stats,
@@ -442,6 +479,9 @@ impl ClusterDriver {
 
 impl driver::Shell<Node> for Shell {
     async fn next_input(&mut self) -> Option<Input> {
+        if let Some(u) = self.held.take() {
+            return Some(self.merge_queued(u).into_input());
+        }
         loop {
             let leave = self.leaving_until;
             tokio::select! {
@@ -458,15 +498,9 @@ impl driver::Shell<Node> for Shell {
                         return None;
                     }
                 },
-                r = self.desired.changed(), if self.desired_open => match r {
-                    Ok(()) => return Some(Input::DesiredIps(self.desired.borrow_and_update().clone())),
-                    Err(_) => self.desired_open = false,
-                },
-                r = self.eligible.changed(), if self.eligible_open => match r {
-                    Ok(()) => {
-                        return Some(Input::LocalEligibility(self.eligible.borrow_and_update().clone()));
-                    }
-                    Err(_) => self.eligible_open = false,
+                u = self.updates.recv(), if self.updates_open => match u {
+                    Some(u) => return Some(self.merge_queued(u).into_input()),
+                    None => self.updates_open = false,
                 },
                 (from, msg) = recv_opt(self.transport.as_mut()) => {
                     return Some(Input::Received { from, msg });
@@ -491,7 +525,7 @@ impl driver::Shell<Node> for Shell {
             match o {
                 Output::Leases { ips, valid_until } => {
                     self.leases = (ips, valid_until);
-                    self.log_ownership(now);
+                    self.log_ownership(node, now);
                     self.publish(node, now, false, false);
                 }
                 Output::Persist(hs) => {
@@ -555,14 +589,30 @@ impl driver::Shell<Node> for Shell {
 }
 
 impl Shell {
+    /// `first` merged with the updates queued behind it, up to one of another kind (held
+    /// for the next step).
+    fn merge_queued(&mut self, first: Update) -> Update {
+        let mut cur = first;
+        while let Ok(next) = self.updates.try_recv() {
+            match cur.merge(next) {
+                Ok(merged) => cur = merged,
+                Err((done, next)) => {
+                    self.held = Some(next);
+                    return done;
+                }
+            }
+        }
+        cur
+    }
+
     /// Publishes a final view owning nothing.
     fn stop(&mut self, node: &Node, now: Instant) {
         self.leases = (BTreeSet::new(), None);
-        self.log_ownership(now);
+        self.log_ownership(node, now);
         self.publish(node, now, true, true);
     }
 
-    fn log_ownership(&mut self, now: Instant) {
+    fn log_ownership(&mut self, node: &Node, now: Instant) {
         let (ips, until) = &self.leases;
         let current: BTreeSet<IpAddr> = match until {
             Some(u) if now < *u => ips.clone(),
@@ -571,15 +621,13 @@ impl Shell {
         if current == self.logged_owned {
             return;
         }
-        let desired = self.desired.borrow();
-        let name = |ip: &IpAddr| desired.get(ip).cloned().unwrap_or_default();
+        let name = |ip: &IpAddr| node.desired().get(ip).cloned().unwrap_or_default();
         for ip in current.difference(&self.logged_owned) {
             info!(ip = %ip, service = %name(ip), "now owner of {ip} ({})", name(ip));
         }
         for ip in self.logged_owned.difference(&current) {
             info!(ip = %ip, service = %name(ip), "no longer owner of {ip} ({})", name(ip));
         }
-        drop(desired);
         self.logged_owned = current;
     }
 

@@ -151,6 +151,8 @@ struct Inner {
     reloads: Counter,
     reload_failures: Counter,
     config_stale: Gauge,
+    events_dropped: Counter,
+    status_retries: Counter,
 }
 
 /// The daemon's metrics; clone it into every task that counts something.
@@ -204,6 +206,8 @@ impl Metrics {
             reloads: Counter::default(),
             reload_failures: Counter::default(),
             config_stale: Gauge::default(),
+            events_dropped: Counter::default(),
+            status_retries: Counter::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -300,6 +304,16 @@ impl Metrics {
             "lb_config_stale_bool",
             "1 if running on a stale configuration, because the latest reload failed",
             i.config_stale.clone(),
+        );
+        r.register(
+            "lb_kube_events_dropped",
+            "Number of Kubernetes Events not posted (queue full or the API server refused them); Events are best effort, status writes are never dropped",
+            i.events_dropped.clone(),
+        );
+        r.register(
+            "lb_kube_status_write_retries",
+            "Number of Service status writes that failed and were retried",
+            i.status_retries.clone(),
         );
         Metrics {
             inner: Arc::new(Inner { registry: r, ..i }),
@@ -419,6 +433,14 @@ impl Metrics {
 
     /// A reload was attempted; `ok = false` when the new configuration was refused (the
     /// daemon keeps the previous one, so the running configuration is now stale).
+    pub fn kube_event_dropped(&self) {
+        self.inner.events_dropped.inc();
+    }
+
+    pub fn kube_status_write_retried(&self) {
+        self.inner.status_retries.inc();
+    }
+
     pub fn config_reloaded(&self, ok: bool) {
         self.inner.reloads.inc();
         if !ok {

@@ -1,11 +1,17 @@
 //! From the controller's announcements to what each announcer needs (pure): the layer-2 IPs
-//! raft-lite must place, which of them this host could answer for now, the claims the ARP/NDP
-//! responder acts on, and the BGP speaker's view.
+//! raft-lite must place, which of them this host could answer for now (its eligibility,
+//! decided here and nowhere else), the claims the ARP/NDP responder acts on, and the BGP
+//! speaker's view.
+//!
+//! [`Announcer`] keeps that per IP, so an announcement change costs the IP it is about: it
+//! hands raft-lite, the responder and the speaker changes, not whole sets. Only what
+//! concerns every IP (an interface, this host's Node) recomputes all layer-2 IPs. The
+//! whole-set functions below are the reference the tests compare it with.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::bgp::advertise::{AnnouncedIp, LocalNode};
+use crate::bgp::advertise::{AnnounceChange, AnnouncedIp, LocalNode};
 use crate::config::Role;
 use crate::controller::Announcement;
 use crate::l2::iface::{self, Interface};
@@ -45,28 +51,68 @@ fn pool<'a>(pools: &'a [Pool], name: &str) -> Option<&'a Pool> {
     pools.iter().find(|p| p.name == name)
 }
 
+/// The pool of `a` when it is a layer-2 pool.
+fn layer2_pool<'a>(a: &Announcement, pools: &'a [Pool]) -> Option<&'a Pool> {
+    pool(pools, &a.pool).filter(|p| p.protocol == PoolProtocol::Layer2)
+}
+
 fn layer2<'a>(
     announcements: &'a [Announcement],
     pools: &'a [Pool],
 ) -> impl Iterator<Item = (&'a Announcement, &'a Pool)> {
-    announcements.iter().filter_map(move |a| {
-        let p = pool(pools, &a.pool)?;
-        (p.protocol == PoolProtocol::Layer2).then_some((a, p))
-    })
+    announcements
+        .iter()
+        .filter_map(move |a| Some((a, layer2_pool(a, pools)?)))
+}
+
+/// The service names raft-lite logs for a layer-2 IP.
+fn desired_name(a: &Announcement) -> String {
+    let names: Vec<String> = a.services.iter().map(|s| s.to_string()).collect();
+    names.join(",")
+}
+
+/// Whether this host could answer for the layer-2 IP of `a` (from `pool`) right now: it may
+/// announce, the pool's node selectors match, a `Local` IP has a ready endpoint here, and
+/// an interface for the IP is up.
+pub fn eligible<'a>(
+    a: &Announcement,
+    pool: &Pool,
+    me: &Me<'_>,
+    labels: &BTreeMap<String, String>,
+    interfaces: impl IntoIterator<Item = &'a Interface>,
+) -> bool {
+    me.may_announce()
+        && selectors_match(&pool.node_selectors, labels)
+        && has_ready_endpoint(a, me.name)
+        && iface::eligible(&a.ip, &pool.interfaces, interfaces)
+}
+
+fn claim(a: &Announcement, pool: &Pool) -> Claim {
+    Claim {
+        ip: a.ip,
+        interfaces: pool.interfaces.clone(),
+        services: a.services.clone(),
+    }
+}
+
+fn announced_ip(a: &Announcement) -> AnnouncedIp {
+    AnnouncedIp {
+        ip: a.ip,
+        pool: a.pool.clone(),
+        local_only: a.local_only,
+        endpoints: a.endpoints.clone(),
+        always_ready: a.always_ready,
+    }
 }
 
 /// The layer-2 IPs that need an owner, each with a service name for logs.
 pub fn l2_desired(announcements: &[Announcement], pools: &[Pool]) -> BTreeMap<IpAddr, String> {
     layer2(announcements, pools)
-        .map(|(a, _)| {
-            let names: Vec<String> = a.services.iter().map(|s| s.to_string()).collect();
-            (a.ip, names.join(","))
-        })
+        .map(|(a, _)| (a.ip, desired_name(a)))
         .collect()
 }
 
-/// The layer-2 IPs this host could answer for right now: it may announce, the pool's node
-/// selectors match, a `Local` IP has a ready endpoint here, and an interface for the IP is up.
+/// The layer-2 IPs this host could answer for right now (see [`eligible`]).
 pub fn l2_eligible<'a>(
     announcements: &[Announcement],
     pools: &[Pool],
@@ -74,16 +120,9 @@ pub fn l2_eligible<'a>(
     interfaces: impl IntoIterator<Item = &'a Interface>,
 ) -> BTreeSet<IpAddr> {
     let interfaces: Vec<&Interface> = interfaces.into_iter().collect();
-    if !me.may_announce() {
-        return BTreeSet::new();
-    }
     let labels = me.labels();
     layer2(announcements, pools)
-        .filter(|(a, p)| {
-            selectors_match(&p.node_selectors, &labels)
-                && has_ready_endpoint(a, me.name)
-                && iface::eligible(&a.ip, &p.interfaces, interfaces.iter().copied())
-        })
+        .filter(|(a, p)| eligible(a, p, me, &labels, interfaces.iter().copied()))
         .map(|(a, _)| a.ip)
         .collect()
 }
@@ -111,11 +150,7 @@ pub fn claims(
 ) -> Vec<Claim> {
     layer2(announcements, pools)
         .filter(|(a, _)| owned.contains(&a.ip))
-        .map(|(a, p)| Claim {
-            ip: a.ip,
-            interfaces: p.interfaces.clone(),
-            services: a.services.clone(),
-        })
+        .map(|(a, p)| claim(a, p))
         .collect()
 }
 
@@ -124,13 +159,7 @@ pub fn bgp_announced(announcements: &[Announcement], pools: &[Pool]) -> Vec<Anno
     announcements
         .iter()
         .filter(|a| pool(pools, &a.pool).is_some_and(|p| p.protocol == PoolProtocol::Bgp))
-        .map(|a| AnnouncedIp {
-            ip: a.ip,
-            pool: a.pool.clone(),
-            local_only: a.local_only,
-            endpoints: a.endpoints.clone(),
-            always_ready: a.always_ready,
-        })
+        .map(announced_ip)
         .collect()
 }
 
@@ -139,6 +168,181 @@ pub fn bgp_node(me: &Me<'_>) -> LocalNode {
         name: me.name.to_string(),
         labels: me.labels(),
         eligible: me.may_announce(),
+    }
+}
+
+/// What the announcers are to be told after a change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// For raft-lite: layer-2 IPs now needing an owner (with a name), or no longer.
+    pub desired: Vec<(IpAddr, Option<String>)>,
+    /// For raft-lite: layer-2 IPs this host can now, or can no longer, announce.
+    pub eligible: Vec<(IpAddr, bool)>,
+    /// For the responder: owned IPs to answer for (new or changed) …
+    pub claims: Vec<Claim>,
+    /// … and owned IPs to stop answering for.
+    pub released: Vec<IpAddr>,
+    /// For the BGP speaker.
+    pub bgp: Vec<AnnounceChange>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.desired.is_empty()
+            && self.eligible.is_empty()
+            && self.claims.is_empty()
+            && self.released.is_empty()
+            && self.bgp.is_empty()
+    }
+}
+
+/// One announced layer-2 IP as the announcers were last told.
+struct Layer2 {
+    announcement: Announcement,
+    eligible: bool,
+}
+
+/// The announcers' view, kept per IP.
+#[derive(Default)]
+pub struct Announcer {
+    layer2: BTreeMap<IpAddr, Layer2>,
+    bgp: BTreeSet<IpAddr>,
+    /// The claims last given to the responder.
+    claimed: BTreeMap<IpAddr, Claim>,
+    /// IPs recomputed so far (the work the counting test measures).
+    recomputed: u64,
+}
+
+impl Announcer {
+    pub fn recomputed(&self) -> u64 {
+        self.recomputed
+    }
+
+    /// The claims the responder has.
+    pub fn claimed(&self) -> impl Iterator<Item = &Claim> {
+        self.claimed.values()
+    }
+
+    /// `ip`'s announcement is now `a` (`None`: withdrawn).
+    #[allow(clippy::too_many_arguments)]
+    pub fn announcement<'a>(
+        &mut self,
+        ip: IpAddr,
+        a: Option<&Announcement>,
+        pools: &[Pool],
+        me: &Me<'_>,
+        interfaces: impl IntoIterator<Item = &'a Interface>,
+        owned: &BTreeSet<IpAddr>,
+        ch: &mut Changes,
+    ) {
+        self.recomputed += 1;
+        let l2 = a.and_then(|a| Some((a, layer2_pool(a, pools)?)));
+        match l2 {
+            Some((a, p)) => {
+                let el = eligible(a, p, me, &me.labels(), interfaces);
+                let old = self.layer2.insert(
+                    ip,
+                    Layer2 {
+                        announcement: a.clone(),
+                        eligible: el,
+                    },
+                );
+                let name = desired_name(a);
+                match &old {
+                    Some(o) if desired_name(&o.announcement) == name => {}
+                    _ => ch.desired.push((ip, Some(name))),
+                }
+                if old.as_ref().map(|o| o.eligible) != Some(el) {
+                    ch.eligible.push((ip, el));
+                }
+            }
+            None => {
+                if let Some(old) = self.layer2.remove(&ip) {
+                    ch.desired.push((ip, None));
+                    if old.eligible {
+                        ch.eligible.push((ip, false));
+                    }
+                }
+            }
+        }
+        self.claim_ip(ip, pools, owned, ch);
+        let bgp =
+            a.filter(|a| pool(pools, &a.pool).is_some_and(|p| p.protocol == PoolProtocol::Bgp));
+        match bgp {
+            Some(a) => {
+                self.bgp.insert(ip);
+                ch.bgp.push(AnnounceChange::Announce(announced_ip(a)));
+            }
+            None => {
+                if self.bgp.remove(&ip) {
+                    ch.bgp.push(AnnounceChange::Withdraw(ip));
+                }
+            }
+        }
+    }
+
+    /// Something every layer-2 IP depends on changed (an interface, this host's Node, the
+    /// pools): recomputes the eligibility of all of them.
+    pub fn all_eligibility<'a>(
+        &mut self,
+        pools: &[Pool],
+        me: &Me<'_>,
+        interfaces: impl IntoIterator<Item = &'a Interface>,
+        ch: &mut Changes,
+    ) {
+        let interfaces: Vec<&Interface> = interfaces.into_iter().collect();
+        let labels = me.labels();
+        for (ip, l) in self.layer2.iter_mut() {
+            self.recomputed += 1;
+            let el = layer2_pool(&l.announcement, pools).is_some_and(|p| {
+                eligible(&l.announcement, p, me, &labels, interfaces.iter().copied())
+            });
+            if el != l.eligible {
+                l.eligible = el;
+                ch.eligible.push((*ip, el));
+            }
+        }
+    }
+
+    /// This host's owned IPs are now `owned`: claims for those it did not answer for, and
+    /// releases for those it no longer owns.
+    pub fn ownership(&mut self, pools: &[Pool], owned: &BTreeSet<IpAddr>, ch: &mut Changes) {
+        let gone: Vec<IpAddr> = self
+            .claimed
+            .keys()
+            .filter(|ip| !owned.contains(ip))
+            .copied()
+            .collect();
+        let new: Vec<IpAddr> = owned
+            .iter()
+            .filter(|ip| !self.claimed.contains_key(ip) && self.layer2.contains_key(ip))
+            .copied()
+            .collect();
+        for ip in gone.into_iter().chain(new) {
+            self.claim_ip(ip, pools, owned, ch);
+        }
+    }
+
+    /// Brings the responder's claim for `ip` in line with the announcement and ownership.
+    fn claim_ip(&mut self, ip: IpAddr, pools: &[Pool], owned: &BTreeSet<IpAddr>, ch: &mut Changes) {
+        let want = owned
+            .contains(&ip)
+            .then(|| self.layer2.get(&ip))
+            .flatten()
+            .and_then(|l| Some(claim(&l.announcement, layer2_pool(&l.announcement, pools)?)));
+        match want {
+            Some(c) => {
+                if self.claimed.get(&ip) != Some(&c) {
+                    self.claimed.insert(ip, c.clone());
+                    ch.claims.push(c);
+                }
+            }
+            None => {
+                if self.claimed.remove(&ip).is_some() {
+                    ch.released.push(ip);
+                }
+            }
+        }
     }
 }
 

@@ -1,21 +1,25 @@
 //! `lbd`: wiring of the tasks, signals and sd_notify.
 //!
 //! ```text
-//!  kube::watch ──KubeUpdate──┐                         ┌─▶ writer task ─▶ API server (writer only)
-//!  net::netlink ──NetEvent───┼─▶ main loop ────────────┼─▶ ownership ─▶ l2 responder task ─▶ ARP/NDP
-//!  signals, D-Bus reload ────┘   (Controller: pure;    ├─▶ bgp::Speaker ─▶ BGP sessions
-//!                                 announce: pure)      └─▶ Snapshot (D-Bus, lbctl), metrics, sd_notify
+//!  kube::watch ──KubeUpdate──┐                       ┌─▶ kube::writer ─▶ API server (writer only)
+//!  net::netlink ──NetEvent───┼─▶ main loop ──────────┼─▶ raft-lite (desired / eligible changes)
+//!  signals, D-Bus reload ────┘   Controller: pure    ├─▶ l2 responder (claims) ─▶ ARP/NDP
+//!                                Announcer: pure     ├─▶ bgp::Speaker (announcement changes)
+//!                                                    └─▶ Snapshot (D-Bus, lbctl), metrics, sd_notify
 //! ```
-//! The main loop owns the controller and the interface table and only carries messages:
-//! allocation, placement, ARP/NDP and BGP decisions are made in their pure cores.
-//!
-//! Who owns a layer-2 IP comes from [`ownership`]: raft-lite between the `[cluster]`
-//! members, or this host alone for a cluster of one.
+//! The main loop owns the controller, the announcer and the interface table and only
+//! carries messages: allocation, placement, ARP/NDP and BGP decisions are made in their
+//! pure cores. A watch update costs what it changes: the controller reports the
+//! announcements that changed, the [`announce::Announcer`] turns each into changes for the
+//! announcers. Rooms: [`announce`] (who may announce what), [`snapshot`] (what lbctl and
+//! `/ready` read, the gauges), [`reload`] (what a reload changes), [`ownership`] (the
+//! raft-lite view).
 
 pub mod announce;
 pub mod logging;
 pub mod ownership;
-pub mod writer;
+pub mod reload;
+pub mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -29,20 +33,21 @@ use signal_hook_tokio::Signals;
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, error, info, warn};
 
-use crate::bgp::speaker::{Speaker, SpeakerHandle, SpeakerOptions};
+use crate::alloc::PoolStats;
+use crate::bgp::speaker::{PeerSnapshot, Speaker, SpeakerHandle, SpeakerOptions};
 use crate::config::{self, Config, Context, Role};
-use crate::control::state::{
-    AddressCount, AnnounceProtocol, ClusterRole, NodeRole, PoolStatus, ReloadResult, ServiceState,
-    ServiceStatus,
-};
+use crate::control::state::{AnnounceProtocol, ClusterRole, ReloadResult};
 use crate::control::{self, ReloadReply, ReloadRequest, Snapshot, http, metrics::Metrics};
-use crate::controller::{self, Announcement, Controller};
+use crate::controller::{self, Controller};
 use crate::kube::watch::KubeUpdate;
+use crate::kube::writer::{self, WriterHandle};
 use crate::l2::responder::{self, Responder};
 use crate::l2::socket::AsyncPacketSocket;
 use crate::model::PoolProtocol;
 use crate::net::InterfaceTable;
 use crate::net::netlink::NetWatcher;
+use crate::writes::{EventItem, Limits, Submission};
+use announce::{Announcer, Changes, Me};
 use ownership::Ownership;
 
 /// How long start-up waits for the Kubernetes stores before saying READY anyway (with a
@@ -113,14 +118,13 @@ struct Daemon {
     ctx: Context,
     config: Config,
     ctl: Controller,
+    announcer: Announcer,
     ifaces: InterfaceTable,
     netlink: Option<NetWatcher>,
     l2: Option<mpsc::Sender<responder::Input>>,
-    l2_events: mpsc::Receiver<responder::Output>,
-    l2_events_tx: mpsc::Sender<responder::Output>,
     bgp: Option<SpeakerHandle>,
     ownership: Ownership,
-    writer: Option<writer::WriterHandle>,
+    writer: Option<WriterHandle>,
     kube_rx: mpsc::Receiver<KubeUpdate>,
     kube_open: bool,
     snapshot: watch::Sender<Snapshot>,
@@ -130,20 +134,34 @@ struct Daemon {
     metrics: Metrics,
     liveness: http::Liveness,
     _metrics_server: Option<http::MetricsServer>,
-    announcements: Vec<Announcement>,
-    /// The claims last given to the responder (to send only changes).
-    claimed: Vec<responder::Claim>,
+    /// The layer-2 IPs this host owned at the last look (leases checked then).
+    owned: BTreeSet<IpAddr>,
     /// IPs put on `lo` for static services with `assign = true`.
     on_lo: BTreeSet<IpAddr>,
     ready: bool,
     loaded_at: u64,
     last_reload: Option<ReloadResult>,
-    /// BGP sessions (Established, configured) as of the last publish, for STATUS=.
-    bgp_sessions: (usize, usize),
+    /// BGP peers as of the last publish (for STATUS= and the snapshot).
+    peers: Vec<PeerSnapshot>,
+    /// Pool usage as of the last rebuild.
+    pool_stats: Vec<PoolStats>,
+    /// Announcements or ownership changed since the snapshot's Service list was built.
+    stale: bool,
     /// The last STATUS= sent, so it is re-sent only when it changes.
     last_status: String,
     /// Layer-2 owners last signalled on D-Bus (`OwnershipChanged`).
     signalled: BTreeMap<IpAddr, String>,
+}
+
+/// This host as the announcers see it (the fields it is made of, borrowed apart so the
+/// announcer can be changed meanwhile).
+fn me<'a>(config: &'a Config, ctl: &'a Controller) -> Me<'a> {
+    Me {
+        name: &config.node.name,
+        role: config.node.role,
+        node: ctl.nodes().get(&config.node.name),
+        kubernetes: config.kubernetes.is_some(),
+    }
 }
 
 impl Daemon {
@@ -156,6 +174,7 @@ impl Daemon {
             "lbd {} starting",
             env!("CARGO_PKG_VERSION")
         );
+        let metrics = Metrics::new();
 
         // Kubernetes: connecting only reads the kubeconfig; an unreachable API server is
         // retried by the watchers and never blocks start-up.
@@ -171,10 +190,11 @@ impl Daemon {
                 k.ignore_exclude_label,
                 kube_tx.clone(),
             ));
-            writer = Some(writer::spawn(crate::kube::status::StatusWriter::new(
-                client,
-                &config.node.name,
-            )));
+            writer = Some(writer::spawn(
+                crate::kube::status::StatusWriter::new(client, &config.node.name),
+                Limits::default(),
+                metrics.clone(),
+            ));
         }
         let kube_open = writer.is_some();
         drop(kube_tx);
@@ -196,7 +216,6 @@ impl Daemon {
             }
         };
 
-        let metrics = Metrics::new();
         let ownership = Ownership::start(&config, metrics.clone())
             .await
             .map_err(|e| e.to_string())?;
@@ -239,16 +258,14 @@ impl Daemon {
                 .and_then(|k| k.load_balancer_class.clone()),
             config.kubernetes.is_some(),
         );
-        let (l2_events_tx, l2_events) = mpsc::channel(256);
         let mut d = Daemon {
             config_path,
             ctx,
             ctl,
+            announcer: Announcer::default(),
             ifaces,
             netlink,
             l2: None,
-            l2_events,
-            l2_events_tx,
             bgp: None,
             ownership,
             writer,
@@ -261,19 +278,30 @@ impl Daemon {
             metrics,
             liveness,
             _metrics_server: metrics_server,
-            announcements: Vec::new(),
-            claimed: Vec::new(),
+            owned: BTreeSet::new(),
             on_lo: BTreeSet::new(),
             ready: false,
             loaded_at: unix_now(),
             last_reload: None,
-            bgp_sessions: (0, 0),
+            peers: Vec::new(),
+            pool_stats: Vec::new(),
+            stale: true,
             last_status: String::new(),
             signalled: BTreeMap::new(),
             config,
         };
         d.start_announcers()?;
         d.assign_static_ips().await;
+        // Without Kubernetes the stores count as synced at once: announce the statics.
+        let announced: Vec<controller::Announcement> =
+            d.ctl.announced().values().cloned().collect();
+        d.dispatch(
+            announced
+                .into_iter()
+                .map(controller::Output::Announce)
+                .collect(),
+        )
+        .await;
         Ok(d)
     }
 
@@ -294,17 +322,18 @@ impl Daemon {
                 gratuitous_interval: l.gratuitous_interval,
                 refresh_interval: l.refresh_interval.unwrap_or(Duration::ZERO),
             });
-            let now = std::time::Instant::now();
+            let now = crate::driver::now();
             for iface in self.ifaces.iter() {
                 responder.step(now, responder::Input::LinkChanged(iface.clone()));
             }
+            let claims: Vec<responder::Claim> = self.announcer.claimed().cloned().collect();
+            responder.step(now, responder::Input::OwnershipChanged(claims));
             let (tx, rx) = mpsc::channel(256);
             tokio::spawn(
                 crate::l2::socket::run(
                     responder,
                     socket,
                     rx,
-                    self.l2_events_tx.clone(),
                     self.ownership.gate(),
                     self.metrics.clone(),
                 )
@@ -314,27 +343,26 @@ impl Daemon {
         }
         let wants_bgp = !self.config.bgp_peers.is_empty();
         if member && wants_bgp && self.bgp.is_none() {
-            let me = self.me_node();
-            self.bgp = Some(Speaker::spawn(
-                me,
+            let bgp = Speaker::spawn(
+                announce::bgp_node(&me(&self.config, &self.ctl)),
                 self.config.bgp_peers.clone(),
                 self.config.pools.clone(),
                 SpeakerOptions {
                     metrics: self.metrics.clone(),
                     ..SpeakerOptions::default()
                 },
-            ));
+            );
+            // What is announced already (a speaker started by a reload).
+            let announced = announce::bgp_announced(
+                &self.ctl.announced().values().cloned().collect::<Vec<_>>(),
+                &self.config.pools,
+            );
+            if !announced.is_empty() {
+                bgp.set_announcements(announced);
+            }
+            self.bgp = Some(bgp);
         }
         Ok(())
-    }
-
-    fn me_node(&self) -> crate::bgp::advertise::LocalNode {
-        announce::bgp_node(&announce::Me {
-            name: &self.config.node.name,
-            role: self.config.node.role,
-            node: self.ctl.nodes().get(&self.config.node.name),
-            kubernetes: self.config.kubernetes.is_some(),
-        })
     }
 
     /// Static services with `assign = true`: their IP goes on `lo` of every member.
@@ -379,20 +407,12 @@ impl Daemon {
         let started = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut ready_timer = Box::pin(tokio::time::sleep(READY_BOUND));
-        self.after_change().await;
+        self.after_ownership().await;
         loop {
-            let lease_end = self
-                .ownership
-                .next_expiry()
-                .map(tokio::time::Instant::from_std);
-            let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+            let lease_end = self.ownership.next_expiry();
             tokio::select! {
                 update = self.kube_rx.recv(), if self.kube_open => match update {
-                    Some(u) => {
-                        let out = self.ctl.step(controller::Input::Kube(u));
-                        self.submit(out);
-                        self.after_change().await;
-                    }
+                    Some(u) => self.kube_update(u).await,
                     None => self.kube_open = false,
                 },
                 ev = next_net_event(&mut self.netlink) => {
@@ -401,7 +421,7 @@ impl Daemon {
                         if let Some(l2) = &self.l2 {
                             let _ = l2.send(change.into()).await;
                         }
-                        self.after_change().await;
+                        self.eligibility_changed().await;
                     }
                 }
                 changed = self.ownership.changed() => {
@@ -409,14 +429,9 @@ impl Daemon {
                         self.after_ownership().await;
                     }
                 }
-                _ = tokio::time::sleep_until(lease_end.unwrap_or(far)), if lease_end.is_some() => {
+                () = crate::driver::sleep_until(lease_end) => {
                     // A lease ran out without renewal: stop answering for it now.
                     self.after_ownership().await;
-                }
-                Some(ev) = self.l2_events.recv() => {
-                    if let responder::Output::Eligibility { .. } = ev {
-                        self.after_change().await;
-                    }
                 }
                 Some(req) = self.reload_rx.recv() => {
                     let reply = self.reload_notifying().await;
@@ -438,17 +453,170 @@ impl Daemon {
                     self.notify_status_if_changed();
                 }
             }
-            if !self.ready && self.ctl.synced() && self.cluster_joined() {
+            if !self.ready && self.ctl.synced() && snapshot::cluster_joined(&self.ownership.view())
+            {
                 self.set_ready(started);
             }
         }
     }
 
-    /// Joined: a cluster of one, or a leader is known (this host heard from a majority's
-    /// leader, or is it). READY waits for it, at most [`READY_BOUND`].
-    fn cluster_joined(&self) -> bool {
-        let v = self.ownership.view();
-        v.role == ClusterRole::Standalone || v.leader.is_some()
+    /// One watch update: the controller's outputs go to the writer and the announcers; a
+    /// change of this host's own Node changes what it may announce at all.
+    async fn kube_update(&mut self, u: KubeUpdate) {
+        let me_changed = match &u {
+            KubeUpdate::Node(n) => n.name == self.config.node.name,
+            KubeUpdate::NodeGone(n) => *n == self.config.node.name,
+            _ => false,
+        };
+        let out = self.ctl.step(controller::Input::Kube(u));
+        self.dispatch(out).await;
+        if me_changed {
+            if let Some(bgp) = &self.bgp {
+                bgp.set_node(announce::bgp_node(&me(&self.config, &self.ctl)));
+            }
+            self.eligibility_changed().await;
+        }
+    }
+
+    /// Carries the controller's outputs: writes and Events to the writer, announcement
+    /// changes through the announcer to raft-lite, the responder and the speaker.
+    async fn dispatch(&mut self, out: Vec<controller::Output>) {
+        let mut ch = Changes::default();
+        for o in out {
+            match o {
+                controller::Output::WriteStatus { service, ips, pool } => {
+                    if let Some(w) = &self.writer {
+                        w.submit(Submission::Status { service, ips, pool });
+                    }
+                }
+                controller::Output::Event {
+                    service,
+                    warning,
+                    reason,
+                    message,
+                } => {
+                    if let Some(w) = &self.writer {
+                        w.submit(Submission::Event(EventItem {
+                            service,
+                            warning,
+                            reason,
+                            message,
+                        }));
+                    }
+                }
+                controller::Output::StaticUnallocated { service, reason } => {
+                    error!(service = %service, %reason, "static service has no address");
+                }
+                controller::Output::Announce(a) => {
+                    let me = me(&self.config, &self.ctl);
+                    self.announcer.announcement(
+                        a.ip,
+                        Some(&a),
+                        &self.config.pools,
+                        &me,
+                        self.ifaces.iter(),
+                        &self.owned,
+                        &mut ch,
+                    );
+                }
+                controller::Output::Withdraw(ip) => {
+                    let me = me(&self.config, &self.ctl);
+                    self.announcer.announcement(
+                        ip,
+                        None,
+                        &self.config.pools,
+                        &me,
+                        self.ifaces.iter(),
+                        &self.owned,
+                        &mut ch,
+                    );
+                }
+            }
+        }
+        self.tell_announcers(ch).await;
+    }
+
+    /// Something every layer-2 IP depends on changed (an interface, this host's Node).
+    async fn eligibility_changed(&mut self) {
+        let mut ch = Changes::default();
+        let me = me(&self.config, &self.ctl);
+        self.announcer
+            .all_eligibility(&self.config.pools, &me, self.ifaces.iter(), &mut ch);
+        self.tell_announcers(ch).await;
+    }
+
+    async fn tell_announcers(&mut self, ch: Changes) {
+        if ch.is_empty() {
+            return;
+        }
+        self.stale = true;
+        self.ownership.change_desired(ch.desired);
+        self.ownership.change_eligible(ch.eligible);
+        if (!ch.claims.is_empty() || !ch.released.is_empty())
+            && let Some(l2) = &self.l2
+        {
+            let _ = l2
+                .send(responder::Input::ClaimsChanged {
+                    claims: ch.claims,
+                    released: ch.released,
+                })
+                .await;
+        }
+        if let Some(bgp) = &self.bgp {
+            bgp.change_announcements(ch.bgp);
+        }
+    }
+
+    /// Ownership changed (or a lease ran out): the writer role, the responder's claims,
+    /// D-Bus.
+    async fn after_ownership(&mut self) {
+        let view = self.ownership.view();
+        let writer = matches!(view.role, ClusterRole::Leader | ClusterRole::Standalone);
+        if writer != self.ctl.is_writer() {
+            info!(writer, term = view.term, "status writer role changed");
+            let out = self.ctl.step(controller::Input::Writer(writer));
+            self.dispatch(out).await;
+        }
+        self.metrics.set_cluster_term(view.term);
+        self.metrics.set_is_leader(writer);
+        let owned = self.ownership.owned_now();
+        if owned != self.owned {
+            self.owned = owned;
+            let mut ch = Changes::default();
+            self.announcer
+                .ownership(&self.config.pools, &self.owned, &mut ch);
+            self.tell_announcers(ch).await;
+            self.stale = true;
+        }
+        self.signal_ownership(&view).await;
+    }
+
+    /// D-Bus `OwnershipChanged(ip, owner)` for every change of who owns a layer-2 IP, as far
+    /// as this host knows: the leader knows the whole map, any other host its own IPs. A lost
+    /// IP is signalled with owner "".
+    async fn signal_ownership(&mut self, view: &ownership::View) {
+        let known: BTreeMap<IpAddr, String> = if view.role == ClusterRole::Leader {
+            view.owners.clone()
+        } else {
+            self.announcer
+                .claimed()
+                .map(|c| (c.ip, self.config.node.name.clone()))
+                .collect()
+        };
+        if known == self.signalled {
+            return;
+        }
+        if let Some(bus) = &self.bus {
+            for (ip, owner) in &known {
+                if self.signalled.get(ip) != Some(owner) {
+                    let _ = bus.ownership_changed(*ip, Some(owner)).await;
+                }
+            }
+            for ip in self.signalled.keys().filter(|ip| !known.contains_key(ip)) {
+                let _ = bus.ownership_changed(*ip, None).await;
+            }
+        }
+        self.signalled = known;
     }
 
     /// A reload (SIGHUP or lbctl reload) framed by RELOADING=1 … READY=1 for systemd, with
@@ -463,6 +631,77 @@ impl Daemon {
         ]);
         self.last_status = status;
         reply
+    }
+
+    /// SIGHUP or D-Bus Reload: validate, then apply only the difference.
+    async fn reload(&mut self) -> ReloadReply {
+        let reply = self.apply_reload().await;
+        self.metrics.config_reloaded(reply.ok);
+        self.last_reload = Some(ReloadResult {
+            ok: reply.ok,
+            at: unix_now(),
+            message: reply.message.clone(),
+        });
+        self.publish().await;
+        reply
+    }
+
+    /// Validates the file and carries out its [`reload::Plan`], or says why not.
+    async fn apply_reload(&mut self) -> ReloadReply {
+        let checked = match config::load_file(&self.config_path, &self.ctx) {
+            Ok(c) => c,
+            Err(diags) => {
+                error!("reload failed; keeping the running configuration:\n{diags}");
+                return ReloadReply {
+                    ok: false,
+                    message: format!(
+                        "reload failed, running the previous configuration: {}",
+                        diags.0.first().map(|d| d.to_string()).unwrap_or_default()
+                    ),
+                };
+            }
+        };
+        for w in &checked.warnings {
+            warn!("{w}");
+        }
+        let orphaned = self
+            .ctl
+            .orphaned_by(&checked.config.pools, &checked.config.services);
+        if !orphaned.is_empty() {
+            let message = reload::refusal(&orphaned);
+            error!("{message}");
+            return ReloadReply { ok: false, message };
+        }
+        let plan = reload::Plan::new(&self.config, checked.config);
+        self.config = plan.adopted.clone();
+        if plan.pools_changed {
+            if let Some(bgp) = &self.bgp {
+                bgp.set_pools(self.config.pools.clone());
+            }
+            let out = self.ctl.step(controller::Input::Config {
+                pools: self.config.pools.clone(),
+                statics: self.config.services.clone(),
+            });
+            self.dispatch(out).await;
+        }
+        if plan.peers_changed
+            && let Some(bgp) = &self.bgp
+        {
+            bgp.update_peers(self.config.bgp_peers.clone());
+        }
+        for gone in &plan.removed_pools {
+            self.metrics.remove_pool(gone);
+        }
+        if let Err(e) = self.start_announcers() {
+            error!("{e}");
+        }
+        self.assign_static_ips().await;
+        self.eligibility_changed().await;
+        self.loaded_at = unix_now();
+        self.stale = true;
+        let message = plan.message();
+        info!("{message}");
+        ReloadReply { ok: true, message }
     }
 
     /// STATUS= follows the daemon's state (role, leader, IPs owned, BGP sessions, a refused
@@ -491,402 +730,62 @@ impl Daemon {
     }
 
     fn status_line(&self) -> String {
-        let v = self.ownership.view();
-        let owned = self.ownership.owned_now().len();
-        let sync = if self.ctl.synced() {
-            ""
-        } else {
-            "; waiting for the API server"
-        };
-        let joined = if self.cluster_joined() {
-            ""
-        } else {
-            "; waiting for a raft-lite leader"
-        };
-        let bgp = match self.bgp_sessions {
-            (_, 0) => String::new(),
-            (up, all) => format!("; BGP {up}/{all} sessions up"),
-        };
-        let stale = match &self.last_reload {
-            Some(r) if !r.ok => "; last reload FAILED, running the previous configuration",
-            _ => "",
-        };
-        format!(
-            "{} term {}{}; {} services; owning {} layer-2 IPs{}{}{}{}",
-            v.role,
-            v.term,
-            v.leader
-                .as_ref()
-                .map(|l| format!(", leader {l}"))
-                .unwrap_or_default(),
-            self.ctl.services().len(),
-            owned,
-            bgp,
-            sync,
-            joined,
-            stale
-        )
+        let view = self.ownership.view();
+        snapshot::status_line(&self.facts(&view))
     }
 
-    fn submit(&self, outputs: Vec<controller::Output>) {
-        if let Some(w) = &self.writer {
-            for o in outputs {
-                w.submit(o);
-            }
-        }
-    }
-
-    fn me(&self) -> announce::Me<'_> {
-        announce::Me {
-            name: &self.config.node.name,
+    /// The facts the snapshot and STATUS= are made of.
+    fn facts<'a>(&'a self, view: &'a ownership::View) -> snapshot::Facts<'a> {
+        snapshot::Facts {
+            node: &self.config.node.name,
             role: self.config.node.role,
-            node: self.ctl.nodes().get(&self.config.node.name),
-            kubernetes: self.config.kubernetes.is_some(),
+            ready: self.ready,
+            loaded_at: self.loaded_at,
+            last_reload: self.last_reload.clone(),
+            view,
+            owned: &self.owned,
+            members: self.ownership.members(&self.config),
+            pools: &self.config.pools,
+            pool_stats: &self.pool_stats,
+            bgp_peers: &self.config.bgp_peers,
+            peers: &self.peers,
+            failed: self.ctl.allocator().failed().collect(),
+            services: self.ctl.services().len() + self.config.services.len(),
+            synced: self.ctl.synced(),
         }
     }
 
-    /// Something the announcements depend on changed: recompute and tell the announcers.
-    async fn after_change(&mut self) {
-        // Nothing is withdrawn before the stores are synced: until then keep what we have.
-        if !self.ctl.synced() {
-            self.after_ownership().await;
-            return;
-        }
-        let announcements = self.ctl.announcements();
-        let pools = &self.config.pools;
-        let desired = announce::l2_desired(&announcements, pools);
-        let eligible = announce::l2_eligible(&announcements, pools, &self.me(), self.ifaces.iter());
-        self.ownership.set_desired(desired);
-        self.ownership.set_eligible(eligible);
-        if let Some(bgp) = &self.bgp {
-            bgp.set_node(self.me_node());
-            bgp.set_announcements(announce::bgp_announced(&announcements, pools));
-        }
-        self.announcements = announcements;
-        self.after_ownership().await;
-    }
-
-    /// Ownership (or the announcements) changed: tell the responder, the writer flag and D-Bus.
-    async fn after_ownership(&mut self) {
-        let view = self.ownership.view();
-        let writer = matches!(view.role, ClusterRole::Leader | ClusterRole::Standalone);
-        if writer != self.ctl.is_writer() {
-            info!(writer, term = view.term, "status writer role changed");
-            let out = self.ctl.step(controller::Input::Writer(writer));
-            self.submit(out);
-        }
-        self.metrics.set_cluster_term(view.term);
-        self.metrics.set_is_leader(writer);
-        let owned = self.ownership.owned_now();
-        let claims = announce::claims(&owned, &self.announcements, &self.config.pools);
-        if claims != self.claimed {
-            if let Some(l2) = &self.l2 {
-                let _ = l2
-                    .send(responder::Input::OwnershipChanged(claims.clone()))
-                    .await;
-            }
-            self.claimed = claims;
-            self.metrics
-                .set_announced_ips(AnnounceProtocol::Layer2, self.claimed.len() as u64);
-        }
-        self.signal_ownership(&view).await;
-    }
-
-    /// D-Bus `OwnershipChanged(ip, owner)` for every change of who owns a layer-2 IP, as far
-    /// as this host knows: the leader knows the whole map, any other host its own IPs. A lost
-    /// IP is signalled with owner "".
-    async fn signal_ownership(&mut self, view: &ownership::View) {
-        let known: BTreeMap<IpAddr, String> = if view.role == ClusterRole::Leader {
-            view.owners.clone()
-        } else {
-            self.claimed
-                .iter()
-                .map(|c| (c.ip, self.config.node.name.clone()))
-                .collect()
-        };
-        if known == self.signalled {
-            return;
-        }
-        if let Some(bus) = &self.bus {
-            for (ip, owner) in &known {
-                if self.signalled.get(ip) != Some(owner) {
-                    let _ = bus.ownership_changed(*ip, Some(owner)).await;
-                }
-            }
-            for ip in self.signalled.keys().filter(|ip| !known.contains_key(ip)) {
-                let _ = bus.ownership_changed(*ip, None).await;
-            }
-        }
-        self.signalled = known;
-    }
-
-    /// SIGHUP or D-Bus Reload: validate, then apply only the difference.
-    async fn reload(&mut self) -> ReloadReply {
-        let reply = self.apply_reload().await;
-        self.last_reload = Some(ReloadResult {
-            ok: reply.ok,
-            at: unix_now(),
-            message: reply.message.clone(),
-        });
-        self.publish().await;
-        reply
-    }
-
-    /// Validates the file and applies it, or says why not.
-    async fn apply_reload(&mut self) -> ReloadReply {
-        match config::load_file(&self.config_path, &self.ctx) {
-            Err(diags) => {
-                error!("reload failed; keeping the running configuration:\n{diags}");
-                self.metrics.config_reloaded(false);
-                ReloadReply {
-                    ok: false,
-                    message: format!(
-                        "reload failed, running the previous configuration: {}",
-                        diags.0.first().map(|d| d.to_string()).unwrap_or_default()
-                    ),
-                }
-            }
-            Ok(checked) => {
-                for w in &checked.warnings {
-                    warn!("{w}");
-                }
-                let new = checked.config;
-                let orphaned = self.ctl.orphaned_by(&new.pools, &new.services);
-                if !orphaned.is_empty() {
-                    return self.refused_reload(&orphaned);
-                }
-                let mut changed = Vec::new();
-                if new.pools != self.config.pools || new.services != self.config.services {
-                    let out = self.ctl.step(controller::Input::Config {
-                        pools: new.pools.clone(),
-                        statics: new.services.clone(),
-                    });
-                    self.submit(out);
-                    if let Some(bgp) = &self.bgp {
-                        bgp.set_pools(new.pools.clone());
-                    }
-                    changed.push("pools/services");
-                }
-                if new.bgp_peers != self.config.bgp_peers {
-                    if let Some(bgp) = &self.bgp {
-                        bgp.update_peers(new.bgp_peers.clone());
-                    }
-                    changed.push("BGP peers");
-                }
-                for gone in self
-                    .config
-                    .pools
-                    .iter()
-                    .filter(|p| !new.pools.iter().any(|n| n.name == p.name))
-                {
-                    self.metrics.remove_pool(&gone.name);
-                }
-                let restart_needed = new.cluster != self.config.cluster
-                    || new.node != self.config.node
-                    || new.kubernetes != self.config.kubernetes
-                    || new.metrics != self.config.metrics
-                    || new.layer2 != self.config.layer2
-                    || new.log != self.config.log;
-                // Adopt only what was applied: the running tasks (raft-lite, kube watch,
-                // responder, metrics server, logging) still use the old sections, and the rest
-                // of lbd must agree with them — e.g. a new [node] name would make the
-                // announcers look up another Node than raft-lite speaks for.
-                self.config = reloadable_part(new, &self.config);
-                if let Err(e) = self.start_announcers() {
-                    error!("{e}");
-                }
-                self.assign_static_ips().await;
-                self.after_change().await;
-                self.metrics.config_reloaded(true);
-                self.loaded_at = unix_now();
-                let mut message = if changed.is_empty() {
-                    "configuration reloaded: no changes applied".to_string()
-                } else {
-                    format!("configuration reloaded: {} applied", changed.join(", "))
-                };
-                if restart_needed {
-                    message.push_str(
-                        "; [node], [cluster], [kubernetes], [layer2], [metrics] and [log] changes take effect at the next restart",
-                    );
-                }
-                info!("{message}");
-                ReloadReply { ok: true, message }
-            }
-        }
-    }
-
-    /// A reload that would take IPs from Kubernetes Services: nothing changes (MetalLB
-    /// refuses such a configuration too); the user moves or deletes those Services first.
-    fn refused_reload(&self, orphaned: &[(crate::model::ServiceKey, Vec<IpAddr>)]) -> ReloadReply {
-        let list: Vec<String> = orphaned
-            .iter()
-            .take(5)
-            .map(|(key, ips)| {
-                let ips: Vec<String> = ips.iter().map(ToString::to_string).collect();
-                format!("{key} ({})", ips.join(", "))
-            })
-            .collect();
-        let more = orphaned.len().saturating_sub(list.len());
-        let message = format!(
-            "reload refused, running the previous configuration: the new pools would take the IP of {}{}; delete those Services or give them addresses in the new pools first",
-            list.join(", "),
-            if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            }
-        );
-        error!("{message}");
-        self.metrics.config_reloaded(false);
-        ReloadReply { ok: false, message }
-    }
-
-    /// Rebuilds the snapshot lbctl and /ready read.
+    /// Brings the snapshot lbctl and /ready read up to date; the Service list, pool usage
+    /// and gauges only when something they show changed.
     async fn publish(&mut self) {
-        let view = self.ownership.view();
-        let owned = self.ownership.owned_now();
-        let (peers, bgp_advertised) = match &self.bgp {
-            Some(b) => (b.snapshot().await, b.advertised_ips().await),
-            None => (Vec::new(), 0),
-        };
-        let established = peers
-            .iter()
-            .filter(|p| p.status.state == crate::bgp::fsm::State::Established)
-            .count();
-        self.bgp_sessions = (established, peers.len());
-        let bgp_up = established > 0;
-        let mut services = Vec::new();
-        for a in &self.announcements {
-            let Some(pool) = self.config.pools.iter().find(|p| p.name == a.pool) else {
-                continue;
-            };
-            let (announced_by, state) = match pool.protocol {
-                PoolProtocol::Layer2 => match view.owners.get(&a.ip) {
-                    Some(owner) => (vec![owner.clone()], ServiceState::Announced),
-                    None if owned.contains(&a.ip) => {
-                        (vec![self.config.node.name.clone()], ServiceState::Announced)
-                    }
-                    None if matches!(view.role, ClusterRole::Follower | ClusterRole::Candidate) => {
-                        (Vec::new(), ServiceState::Elsewhere)
-                    }
-                    None => (Vec::new(), ServiceState::Pending),
-                },
-                PoolProtocol::Bgp if bgp_up => {
-                    (vec![self.config.node.name.clone()], ServiceState::Announced)
-                }
-                PoolProtocol::Bgp => (Vec::new(), ServiceState::Pending),
-            };
-            for key in &a.services {
-                services.push(ServiceStatus {
-                    namespace: key.namespace.clone(),
-                    name: key.name.clone(),
-                    ips: vec![a.ip],
-                    pool: a.pool.clone(),
-                    protocol: pool.protocol.into(),
-                    announced_by: announced_by.clone(),
-                    state: state.clone(),
-                });
+        let bgp_advertised = match &self.bgp {
+            Some(b) => {
+                self.peers = b.snapshot().await;
+                Some(b.advertised_ips().await)
             }
-        }
-        for key in self.ctl.allocator().failed() {
-            services.push(ServiceStatus {
-                namespace: key.namespace.clone(),
-                name: key.name.clone(),
-                ips: Vec::new(),
-                pool: String::new(),
-                protocol: AnnounceProtocol::Layer2,
-                announced_by: Vec::new(),
-                state: ServiceState::Failed("no IP allocated".into()),
-            });
-        }
-        let stats = self.ctl.allocator().pool_stats();
-        let pools: Vec<PoolStatus> = self
-            .config
-            .pools
-            .iter()
-            .map(|p| {
-                let used = stats
-                    .iter()
-                    .find(|s| s.name == p.name)
-                    .map(|s| s.used)
-                    .unwrap_or(0);
-                let total = AddressCount::of_ranges(&p.ranges);
-                self.metrics.set_pool(
-                    &p.name,
-                    total,
-                    AddressCount(used as u128),
-                    stats
-                        .iter()
-                        .find(|s| s.name == p.name)
-                        .map(|s| s.services as u64)
-                        .unwrap_or(0),
-                );
-                PoolStatus::new(
-                    &p.name,
-                    p.protocol.into(),
-                    total,
-                    AddressCount(used as u128),
-                )
-            })
-            .collect();
-        let peer_status = peers
-            .iter()
-            .filter_map(|p| {
-                let cfg = self
-                    .config
-                    .bgp_peers
-                    .iter()
-                    .find(|c| c.address == p.status.address)?;
-                Some(crate::control::state::PeerStatus {
-                    address: p.status.address,
-                    my_asn: cfg.my_asn,
-                    peer_asn: cfg.peer_asn,
-                    state: p.status.state,
-                    uptime_s: p.uptime.map(|u| u.as_secs()).unwrap_or(0),
-                    prefixes_advertised: p.status.prefixes_advertised as u64,
-                    updates_received: p.status.updates_received,
-                })
-            })
-            .collect();
-        let status_line = self.status_line();
-        let role = match self.config.node.role {
-            Role::Member => NodeRole::Member,
-            Role::Witness => NodeRole::Witness,
+            None => None,
         };
-        let ready = self.ready;
-        let loaded_at = self.loaded_at;
-        let last_reload = self.last_reload.clone();
-        let members = self.ownership.members(&self.config);
-        self.metrics
-            .set_announced_ips(AnnounceProtocol::Layer2, self.claimed.len() as u64);
-        self.metrics
-            .set_announced_ips(AnnounceProtocol::Bgp, bgp_advertised as u64);
-        self.snapshot.send_if_modified(|s| {
-            let new = Snapshot {
-                version: s.version.clone(),
-                node: s.node.clone(),
-                role,
-                ready,
-                status_line,
-                config: crate::control::state::ConfigStatus {
-                    path: s.config.path.clone(),
-                    loaded_at,
-                    last_reload,
-                },
-                cluster: crate::control::state::ClusterStatus {
-                    term: view.term,
-                    leader: view.leader.clone(),
-                    role: view.role,
-                    members,
-                },
-                services,
-                pools,
-                peers: peer_status,
-            };
-            let changed = *s != new;
-            *s = new;
-            changed
-        });
+        let stale = std::mem::take(&mut self.stale);
+        if stale {
+            self.pool_stats = self.ctl.allocator().pool_stats();
+        }
+        let view = self.ownership.view();
+        let facts = self.facts(&view);
+        let services = stale.then(|| snapshot::services(&facts, self.ctl.announced().values()));
+        if stale {
+            snapshot::set_gauges(
+                &self.metrics,
+                &self.config.pools,
+                &self.pool_stats,
+                self.announcer.claimed().count(),
+                bgp_advertised.unwrap_or(0),
+            );
+        } else if let Some(n) = bgp_advertised {
+            self.metrics
+                .set_announced_ips(AnnounceProtocol::Bgp, n as u64);
+        }
+        self.snapshot
+            .send_if_modified(|s| snapshot::update(s, &facts, services));
     }
 
     /// SIGTERM/SIGINT: hand owned IPs over, withdraw BGP routes with Cease, exit 0 — all
@@ -928,20 +827,6 @@ impl Daemon {
         }
         info!("stopped");
         ExitCode::SUCCESS
-    }
-}
-
-/// `new` with the sections a reload does not apply ([node], [cluster], [kubernetes],
-/// [layer2], [metrics], [log]) kept as they run.
-fn reloadable_part(new: Config, running: &Config) -> Config {
-    Config {
-        node: running.node.clone(),
-        kubernetes: running.kubernetes.clone(),
-        cluster: running.cluster.clone(),
-        layer2: running.layer2.clone(),
-        metrics: running.metrics.clone(),
-        log: running.log.clone(),
-        ..new
     }
 }
 

@@ -57,6 +57,18 @@ impl Ownership {
         }
     }
 
+    pub fn change_desired(&self, changes: Vec<(IpAddr, Option<String>)>) {
+        if let Some(h) = &self.handle {
+            h.change_desired(changes);
+        }
+    }
+
+    pub fn change_eligible(&self, changes: Vec<(IpAddr, bool)>) {
+        if let Some(h) = &self.handle {
+            h.change_eligible(changes);
+        }
+    }
+
     /// Resolves when the driver publishes a new view (false once the driver is gone).
     pub async fn changed(&mut self) -> bool {
         self.view.changed().await.is_ok()

@@ -5,3 +5,4 @@ pub mod client;
 pub mod status;
 pub mod translate;
 pub mod watch;
+pub mod writer;

@@ -43,14 +43,24 @@ pub enum WriteError {
 }
 
 impl WriteError {
-    /// The Service no longer exists: nothing to retry.
-    pub fn is_not_found(&self) -> bool {
-        let source = match self {
+    fn source(&self) -> &kube::Error {
+        match self {
             WriteError::Status { source, .. }
             | WriteError::Annotation { source, .. }
             | WriteError::Event { source, .. } => source,
-        };
-        matches!(source, kube::Error::Api(s) if s.code == 404)
+        }
+    }
+
+    /// The Service no longer exists: nothing to retry.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self.source(), kube::Error::Api(s) if s.code == 404)
+    }
+
+    /// The API server asked us to slow down (429, API Priority and Fairness). kube's error
+    /// does not carry the Retry-After header; the server's own default is one second.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        matches!(self.source(), kube::Error::Api(s) if s.code == 429)
+            .then_some(std::time::Duration::from_secs(1))
     }
 }
 
@@ -102,7 +112,9 @@ impl StatusWriter {
         Api::namespaced(self.client.clone(), &key.namespace)
     }
 
-    /// Sets the Service's ingress IPs (empty: clears them) and the pool annotation.
+    /// Sets the Service's ingress IPs (empty: clears them) and the pool annotation. The
+    /// status is a subresource and the annotation is on the object, so these are two
+    /// server-side applies; they go out together.
     pub async fn write(
         &self,
         key: &ServiceKey,
@@ -111,22 +123,27 @@ impl StatusWriter {
     ) -> Result<(), WriteError> {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let api = self.api(key);
-        api.patch_status(&key.name, &params, &Patch::Apply(status_body(ips)))
+        let status = async {
+            api.patch_status(&key.name, &params, &Patch::Apply(status_body(ips)))
+                .await
+                .map_err(|source| WriteError::Status {
+                    service: key.clone(),
+                    source,
+                })
+        };
+        let annotation = async {
+            api.patch(
+                &key.name,
+                &params,
+                &Patch::Apply(annotation_body(&key.name, pool)),
+            )
             .await
-            .map_err(|source| WriteError::Status {
+            .map_err(|source| WriteError::Annotation {
                 service: key.clone(),
                 source,
-            })?;
-        api.patch(
-            &key.name,
-            &params,
-            &Patch::Apply(annotation_body(&key.name, pool)),
-        )
-        .await
-        .map_err(|source| WriteError::Annotation {
-            service: key.clone(),
-            source,
-        })?;
+            })
+        };
+        tokio::try_join!(status, annotation)?;
         Ok(())
     }
 

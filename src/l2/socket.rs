@@ -90,7 +90,6 @@ pub async fn run(
     mut responder: Responder,
     socket: AsyncPacketSocket,
     inputs: mpsc::Receiver<Input>,
-    outputs: mpsc::Sender<Output>,
     gate: Gate,
     metrics: Metrics,
 ) -> Responder {
@@ -98,7 +97,6 @@ pub async fn run(
         socket,
         buf: vec![0u8; RECV_BUF],
         inputs,
-        outputs,
         gate,
         metrics,
         claimed: BTreeSet::new(),
@@ -113,7 +111,6 @@ struct Shell {
     socket: AsyncPacketSocket,
     buf: Vec<u8>,
     inputs: mpsc::Receiver<Input>,
-    outputs: mpsc::Sender<Output>,
     gate: Gate,
     metrics: Metrics,
     /// The IPs of the latest `OwnershipChanged`.
@@ -135,10 +132,21 @@ impl driver::Shell<Responder> for Shell {
                 },
                 i = self.inputs.recv() => i?,
             };
-            if let Input::OwnershipChanged(claims) = &input {
-                let now: BTreeSet<IpAddr> = claims.iter().map(|c| c.ip).collect();
-                self.released = self.claimed.difference(&now).copied().collect();
-                self.claimed = now;
+            match &input {
+                Input::OwnershipChanged(claims) => {
+                    let now: BTreeSet<IpAddr> = claims.iter().map(|c| c.ip).collect();
+                    self.released = self.claimed.difference(&now).copied().collect();
+                    self.claimed = now;
+                }
+                Input::ClaimsChanged { claims, released } => {
+                    self.claimed.extend(claims.iter().map(|c| c.ip));
+                    for ip in released {
+                        if self.claimed.remove(ip) {
+                            self.released.push(*ip);
+                        }
+                    }
+                }
+                _ => {}
             }
             return Some(input);
         }
@@ -178,14 +186,7 @@ impl driver::Shell<Responder> for Shell {
                         tracing::warn!(error = %e, "leaving solicited-node group");
                     }
                 }
-                other => {
-                    if let Output::Log(ev) = &other {
-                        log_event(ev);
-                    }
-                    if self.outputs.send(other).await.is_err() {
-                        return ControlFlow::Break(());
-                    }
-                }
+                Output::Log(ev) => log_event(&ev),
             }
         }
         for ip in std::mem::take(&mut self.released) {

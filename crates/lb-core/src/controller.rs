@@ -6,6 +6,12 @@
 //! configured) turns them into status writes and Events. Announcements follow what the
 //! Service status says — the one thing all hosts see alike — so an API outage changes
 //! nothing that is announced.
+//!
+//! Work is proportional to the change: the controller keeps an index of which Services
+//! hold each IP and the announcement of every IP; an update recomputes only the IPs it
+//! touches and reports the announcements that changed ([`Output::Announce`],
+//! [`Output::Withdraw`]). [`Controller::announcements`] recomputes everything from scratch:
+//! the reference the incremental path is tested against.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -49,6 +55,10 @@ pub enum Output {
     /// A static service (lb.toml `[[service]]`) got no address: there is no Service object
     /// to post an Event on, so the daemon logs it as an error.
     StaticUnallocated { service: ServiceKey, reason: String },
+    /// The announcement of `ip` is new or changed (only once the stores are synced).
+    Announce(Announcement),
+    /// `ip` is no longer announced.
+    Withdraw(IpAddr),
 }
 
 /// One announced IP and why.
@@ -75,6 +85,16 @@ pub struct Controller {
     nodes: BTreeMap<String, Node>,
     synced: BTreeSet<Kind>,
     writer: bool,
+    /// IP → the Services (static ones included) whose status holds it.
+    users: BTreeMap<IpAddr, BTreeSet<ServiceKey>>,
+    /// The static services' IPs as last indexed.
+    static_ips: BTreeMap<ServiceKey, Vec<IpAddr>>,
+    /// What is announced, as last reported.
+    announced: BTreeMap<IpAddr, Announcement>,
+    /// IPs whose announcement may have changed since the last report.
+    dirty: BTreeSet<IpAddr>,
+    /// Announcements recomputed so far (the work the counting test measures).
+    recomputed: u64,
 }
 
 /// The model Service for a `[[service]]` table.
@@ -108,6 +128,11 @@ impl Controller {
             nodes: BTreeMap::new(),
             synced: BTreeSet::new(),
             writer: false,
+            users: BTreeMap::new(),
+            static_ips: BTreeMap::new(),
+            announced: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            recomputed: 0,
         };
         if !kubernetes {
             c.synced
@@ -116,7 +141,19 @@ impl Controller {
         // Static services first, so no Kubernetes Service can take their addresses.
         let statics: Vec<Service> = c.statics.iter().map(static_service).collect();
         c.alloc.sync(&statics);
+        c.index_statics();
         c
+    }
+
+    /// What is announced now (as reported by the outputs so far), by IP.
+    pub fn announced(&self) -> &BTreeMap<IpAddr, Announcement> {
+        &self.announced
+    }
+
+    /// How many announcements have been recomputed so far: the work done for the updates
+    /// seen, which stays proportional to what they changed.
+    pub fn recomputed(&self) -> u64 {
+        self.recomputed
     }
 
     /// All three kinds have been listed: withdrawing is safe from now on.
@@ -188,15 +225,132 @@ impl Controller {
                 let outcomes = self.alloc.set_pools(pools, &all);
                 self.handle(outcomes, &mut out);
                 self.reconcile_all(&mut out);
+                // Any IP may now belong to another pool, or to none.
+                self.index_statics();
+                self.dirty.extend(self.users.keys().copied());
+                self.dirty.extend(self.announced.keys().copied());
             }
         }
+        self.report(&mut out);
         out
+    }
+
+    /// Re-indexes the static services' IPs (they change only with the configuration).
+    fn index_statics(&mut self) {
+        let now: BTreeMap<ServiceKey, Vec<IpAddr>> = self
+            .statics
+            .iter()
+            .filter_map(|s| {
+                let key = ServiceKey::new(STATIC_NAMESPACE, s.name.clone());
+                let ips = self.alloc.assignment(&key)?.ips.clone();
+                Some((key, ips))
+            })
+            .collect();
+        let old = std::mem::take(&mut self.static_ips);
+        for (key, ips) in &old {
+            self.unindex(key, ips);
+        }
+        for (key, ips) in &now {
+            self.index(key, ips);
+        }
+        self.static_ips = now;
+    }
+
+    fn index(&mut self, key: &ServiceKey, ips: &[IpAddr]) {
+        for ip in ips {
+            self.users.entry(*ip).or_default().insert(key.clone());
+            self.dirty.insert(*ip);
+        }
+    }
+
+    fn unindex(&mut self, key: &ServiceKey, ips: &[IpAddr]) {
+        for ip in ips {
+            if let Some(keys) = self.users.get_mut(ip) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.users.remove(ip);
+                }
+            }
+            self.dirty.insert(*ip);
+        }
+    }
+
+    /// Once the stores are synced: recomputes the dirty IPs and reports what changed.
+    fn report(&mut self, out: &mut Vec<Output>) {
+        if !self.synced() {
+            return;
+        }
+        for ip in std::mem::take(&mut self.dirty) {
+            self.recomputed += 1;
+            match self.announcement_of(ip) {
+                Some(a) => {
+                    if self.announced.get(&ip) != Some(&a) {
+                        self.announced.insert(ip, a.clone());
+                        out.push(Output::Announce(a));
+                    }
+                }
+                None => {
+                    if self.announced.remove(&ip).is_some() {
+                        out.push(Output::Withdraw(ip));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The announcement of one IP, from the index: its Services (static ones first, in
+    /// configuration order), their policies and endpoints.
+    fn announcement_of(&self, ip: IpAddr) -> Option<Announcement> {
+        let keys = self.users.get(&ip)?;
+        let pool = self.pools.iter().find(|p| p.contains(&ip))?;
+        let mut a = Announcement {
+            ip,
+            pool: pool.name.clone(),
+            services: Vec::new(),
+            local_only: true,
+            endpoints: EndpointsByNode::new(),
+            always_ready: false,
+        };
+        let statics = self
+            .statics
+            .iter()
+            .map(|s| ServiceKey::new(STATIC_NAMESPACE, s.name.clone()))
+            .filter(|k| keys.contains(k) && self.static_ips.contains_key(k));
+        let statics: Vec<ServiceKey> = statics.collect();
+        for key in &statics {
+            a.services.push(key.clone());
+            a.always_ready = true;
+            a.local_only = false;
+            self.add_endpoints(&mut a, key);
+        }
+        for key in keys.iter().filter(|k| !statics.contains(k)) {
+            let Some(svc) = self.services.get(key) else {
+                continue;
+            };
+            a.services.push(key.clone());
+            a.local_only &= svc.traffic_policy == TrafficPolicy::Local;
+            self.add_endpoints(&mut a, key);
+        }
+        (!a.services.is_empty()).then_some(a)
+    }
+
+    fn add_endpoints(&self, a: &mut Announcement, key: &ServiceKey) {
+        if let Some(eps) = self.endpoints.get(key) {
+            for (node, n) in eps {
+                *a.endpoints.entry(node.clone()).or_default() += n;
+            }
+        }
     }
 
     fn on_kube(&mut self, update: KubeUpdate, out: &mut Vec<Output>) {
         match update {
             KubeUpdate::Service(svc) => {
                 let key = svc.key.clone();
+                let old = self.services.get(&key).map(|s| s.current_ips.clone());
+                if let Some(old) = &old {
+                    self.unindex(&key, old);
+                }
+                self.index(&key, &svc.current_ips);
                 self.services.insert(key.clone(), svc.clone());
                 if self.synced.contains(&Kind::Services) {
                     let outcome = self.alloc.update(&svc);
@@ -205,7 +359,9 @@ impl Controller {
                 }
             }
             KubeUpdate::ServiceGone(key) => {
-                self.services.remove(&key);
+                if let Some(old) = self.services.remove(&key) {
+                    self.unindex(&key, &old.current_ips);
+                }
                 self.endpoints.remove(&key);
                 // The object is gone: nothing to write, its addresses are free again —
                 // and a Service waiting for one may now get it.
@@ -221,6 +377,9 @@ impl Controller {
                 }
             }
             KubeUpdate::Endpoints(key, by_node) => {
+                if let Some(svc) = self.services.get(&key) {
+                    self.dirty.extend(svc.current_ips.iter().copied());
+                }
                 if by_node.is_empty() {
                     self.endpoints.remove(&key);
                 } else {
@@ -243,6 +402,8 @@ impl Controller {
                     let outcomes = self.alloc.sync(&all);
                     self.handle(outcomes, out);
                     self.reconcile_all(out);
+                    // A Service's status may have kept a static service's address.
+                    self.index_statics();
                 }
             }
         }
@@ -458,7 +619,14 @@ mod tests {
         c.step(Input::Kube(KubeUpdate::Service(svc("a"))));
         let mut written = svc("a");
         written.current_ips = vec![ip("10.0.0.1")];
-        assert!(c.step(Input::Kube(KubeUpdate::Service(written))).is_empty());
+        // No write and no Event; the status now holds the IP, so it is announced.
+        let out = c.step(Input::Kube(KubeUpdate::Service(written)));
+        assert!(
+            out.iter()
+                .all(|o| matches!(o, Output::Announce(a) if a.ip == ip("10.0.0.1"))),
+            "{out:?}"
+        );
+        assert_eq!(out.len(), 1);
     }
 
     #[test]
@@ -642,5 +810,119 @@ mod tests {
                 .map(|a| a.ips.clone()),
             Some(vec![ip("10.0.0.9")])
         );
+    }
+
+    /// A cluster of `n` Services that hold their IPs, synced; then one Service created,
+    /// its status echoed back, its endpoints reported and it deleted: the work those four
+    /// updates take.
+    fn work_of_one_service_among(n: usize) -> u64 {
+        let mut c = writer_ctl(vec![pool("p", "10.0.0.0", "10.0.255.255")]);
+        sync_all(&mut c);
+        for i in 0..n {
+            let mut s = svc(&format!("s{i}"));
+            s.current_ips = vec![ip(&format!("10.0.{}.{}", i / 256, i % 256))];
+            c.step(Input::Kube(KubeUpdate::Service(s)));
+        }
+        let before = c.recomputed();
+        let out = c.step(Input::Kube(KubeUpdate::Service(svc("new"))));
+        let (_, ips) = writes(&out).pop().expect("an IP for the new Service");
+        let mut echoed = svc("new");
+        echoed.current_ips = ips.clone();
+        let out = c.step(Input::Kube(KubeUpdate::Service(echoed)));
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Output::Announce(a) if a.ip == ips[0]))
+        );
+        c.step(Input::Kube(KubeUpdate::Endpoints(
+            ServiceKey::new("default", "new"),
+            [("n1".to_string(), 1)].into(),
+        )));
+        let out = c.step(Input::Kube(KubeUpdate::ServiceGone(ServiceKey::new(
+            "default", "new",
+        ))));
+        assert!(out.contains(&Output::Withdraw(ips[0])));
+        c.recomputed() - before
+    }
+
+    #[test]
+    fn work_per_update_does_not_grow_with_the_number_of_services() {
+        let small = work_of_one_service_among(100);
+        let large = work_of_one_service_among(10_000);
+        assert_eq!(
+            small, large,
+            "announcements recomputed for the same four updates"
+        );
+        assert!(
+            small <= 4,
+            "{small} announcements recomputed for four updates of one IP"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the order of updates, what the outputs announced equals the full
+        /// recomputation.
+        #[test]
+        fn incremental_announcements_equal_the_full_recomputation(
+            ops in proptest::collection::vec((0u8..6, 0usize..6, 0usize..4, 0usize..3), 1..40)
+        ) {
+            let mut c = Controller::new(
+                vec![pool("p", "10.0.0.1", "10.0.0.4"), pool("q", "10.0.1.1", "10.0.1.2")],
+                vec![StaticService {
+                    name: "api".into(),
+                    pool: "q".into(),
+                    ip: Some(ip("10.0.1.1")),
+                    assign: false,
+                    ports: vec![],
+                }],
+                None,
+                true,
+            );
+            let mut announced: BTreeMap<IpAddr, Announcement> = BTreeMap::new();
+            let apply = |c: &mut Controller, announced: &mut BTreeMap<IpAddr, Announcement>, input| {
+                for o in c.step(input) {
+                    match o {
+                        Output::Announce(a) => { announced.insert(a.ip, a); }
+                        Output::Withdraw(ip) => { announced.remove(&ip); }
+                        _ => {}
+                    }
+                }
+            };
+            let ips = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.1.1", "10.0.1.2", "192.0.2.1"];
+            for (op, a, b, n) in ops {
+                let key = ServiceKey::new("default", format!("s{a}"));
+                let input = match op {
+                    0 | 1 => {
+                        let mut s = svc(&format!("s{a}"));
+                        s.current_ips = vec![ip(ips[b])];
+                        if op == 1 {
+                            s.traffic_policy = TrafficPolicy::Local;
+                        }
+                        Input::Kube(KubeUpdate::Service(s))
+                    }
+                    2 => Input::Kube(KubeUpdate::ServiceGone(key)),
+                    3 => Input::Kube(KubeUpdate::Endpoints(
+                        key,
+                        (0..n).map(|i| (format!("n{i}"), i + 1)).collect(),
+                    )),
+                    4 => Input::Kube(KubeUpdate::Synced([Kind::Services, Kind::EndpointSlices, Kind::Nodes][n])),
+                    _ => Input::Config {
+                        pools: vec![pool("p", "10.0.0.1", "10.0.0.4"), pool("q", "10.0.1.1", "10.0.1.2")]
+                            .into_iter()
+                            .take(1 + n % 2)
+                            .collect(),
+                        statics: vec![],
+                    },
+                };
+                apply(&mut c, &mut announced, input);
+                if c.synced() {
+                    let full: BTreeMap<IpAddr, Announcement> =
+                        c.announcements().into_iter().map(|a| (a.ip, a)).collect();
+                    proptest::prop_assert_eq!(&announced, &full);
+                    proptest::prop_assert_eq!(c.announced(), &full);
+                }
+            }
+        }
     }
 }

@@ -25,6 +25,7 @@ pub mod controller;
 pub mod l2;
 pub mod machine;
 pub mod model;
+pub mod writes;
 
 /// Tests need some `Instant` to start from; the cores themselves never read the clock.
 #[cfg(test)]

@@ -96,11 +96,13 @@ impl RouteDiff {
 
 /// The default advertisement (aggregation /32 and /128, no attributes) used by pools that
 /// configure none.
-fn pool_advertisements(pool: &Pool) -> Vec<BgpAdvertisement> {
+fn pool_advertisements(pool: &Pool) -> &[BgpAdvertisement] {
+    static DEFAULT: std::sync::LazyLock<[BgpAdvertisement; 1]> =
+        std::sync::LazyLock::new(|| [BgpAdvertisement::default()]);
     if pool.bgp_advertisements.is_empty() {
-        vec![BgpAdvertisement::default()]
+        &*DEFAULT
     } else {
-        pool.bgp_advertisements.clone()
+        &pool.bgp_advertisements
     }
 }
 
@@ -125,50 +127,114 @@ fn node_matches(node: &LocalNode, selectors: &[NodeSelector]) -> bool {
 }
 
 /// The routes to advertise to `peer`.
-pub fn routes_for_peer(
+pub fn routes_for_peer<'a>(
     node: &LocalNode,
     peer: &PeerPolicy,
     pools: &[Pool],
-    announced: &[AnnouncedIp],
+    announced: impl IntoIterator<Item = &'a AnnouncedIp>,
 ) -> RouteSet {
     let mut out = RouteSet::new();
-    if !node.eligible || !node_peers_with(node, peer) {
-        return out;
-    }
-    let peer_v6 = peer.address.is_ipv6();
     for ann in announced {
-        if ann.ip.is_ipv6() != peer_v6 || !endpoints_allow(node, ann) {
-            continue;
+        for (prefix, adv) in contributions(node, peer, pools, ann) {
+            add(out.entry(prefix).or_default(), peer, adv);
         }
-        let Some(pool) = pools.iter().find(|p| p.name == ann.pool) else {
-            continue;
-        };
-        if pool.protocol != PoolProtocol::Bgp || !node_matches(node, &pool.node_selectors) {
-            continue;
-        }
-        for adv in pool_advertisements(pool) {
-            if !node_matches(node, &adv.node_selectors)
-                || !(adv.peers.is_empty() || adv.peers.contains(&peer.address))
-            {
-                continue;
+    }
+    out
+}
+
+/// The route for `prefix` to `peer` given every announced IP (keyed by IP); `None`: the
+/// prefix is not advertised. Looks only at the IPs inside `prefix`, so a change of one IP
+/// costs the IPs of its aggregate, not all of them.
+pub fn route_for_prefix(
+    node: &LocalNode,
+    peer: &PeerPolicy,
+    pools: &[Pool],
+    announced: &BTreeMap<IpAddr, AnnouncedIp>,
+    prefix: IpNet,
+) -> Option<RouteAttrs> {
+    let mut attrs: Option<RouteAttrs> = None;
+    for ann in announced
+        .range(prefix.network()..=prefix.broadcast())
+        .map(|(_, a)| a)
+    {
+        for (p, adv) in contributions(node, peer, pools, ann) {
+            if p == prefix {
+                add(attrs.get_or_insert_with(RouteAttrs::default), peer, adv);
             }
+        }
+    }
+    attrs
+}
+
+/// The prefixes `ann` could contribute to for `peer` (a superset is harmless: each is
+/// recomputed with [`route_for_prefix`]).
+pub fn prefixes_of(ann: &AnnouncedIp, pools: &[Pool]) -> Vec<IpNet> {
+    let Some(pool) = pools.iter().find(|p| p.name == ann.pool) else {
+        return Vec::new();
+    };
+    let mut out: Vec<IpNet> = pool_advertisements(pool)
+        .iter()
+        .filter_map(|adv| {
             let len = if ann.ip.is_ipv6() {
                 adv.aggregation_length_v6
             } else {
                 adv.aggregation_length_v4
             };
-            let Some(prefix) = aggregate(ann.ip, len) else {
-                continue;
-            };
-            let attrs = out.entry(prefix).or_default();
-            if peer.ibgp {
-                attrs.local_pref = attrs.local_pref.max(adv.local_pref);
-            }
-            attrs.communities = merge(&attrs.communities, &adv.communities);
-            attrs.large_communities = merge(&attrs.large_communities, &adv.large_communities);
+            aggregate(ann.ip, len)
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// What one announced IP adds to `peer`'s routes: per advertisement that applies, the
+/// prefix and the advertisement.
+fn contributions<'a>(
+    node: &LocalNode,
+    peer: &PeerPolicy,
+    pools: &'a [Pool],
+    ann: &AnnouncedIp,
+) -> Vec<(IpNet, &'a BgpAdvertisement)> {
+    let mut out = Vec::new();
+    if !node.eligible || !node_peers_with(node, peer) {
+        return out;
+    }
+    if ann.ip.is_ipv6() != peer.address.is_ipv6() || !endpoints_allow(node, ann) {
+        return out;
+    }
+    let Some(pool) = pools.iter().find(|p| p.name == ann.pool) else {
+        return out;
+    };
+    if pool.protocol != PoolProtocol::Bgp || !node_matches(node, &pool.node_selectors) {
+        return out;
+    }
+    for adv in pool_advertisements(pool) {
+        if !node_matches(node, &adv.node_selectors)
+            || !(adv.peers.is_empty() || adv.peers.contains(&peer.address))
+        {
+            continue;
+        }
+        let len = if ann.ip.is_ipv6() {
+            adv.aggregation_length_v6
+        } else {
+            adv.aggregation_length_v4
+        };
+        if let Some(prefix) = aggregate(ann.ip, len) {
+            out.push((prefix, adv));
         }
     }
     out
+}
+
+/// Merges one advertisement into a prefix's attributes: communities and large communities
+/// united, the highest LOCAL_PREF (iBGP only).
+fn add(attrs: &mut RouteAttrs, peer: &PeerPolicy, adv: &BgpAdvertisement) {
+    if peer.ibgp {
+        attrs.local_pref = attrs.local_pref.max(adv.local_pref);
+    }
+    attrs.communities = merge(&attrs.communities, &adv.communities);
+    attrs.large_communities = merge(&attrs.large_communities, &adv.large_communities);
 }
 
 fn merge<T: Ord + Copy>(a: &[T], b: &[T]) -> Vec<T> {
@@ -178,6 +244,22 @@ fn merge<T: Ord + Copy>(a: &[T], b: &[T]) -> Vec<T> {
         .collect::<BTreeSet<T>>()
         .into_iter()
         .collect()
+}
+
+/// A change of one announced IP, as the speaker is told it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AnnounceChange {
+    Announce(AnnouncedIp),
+    Withdraw(IpAddr),
+}
+
+impl AnnounceChange {
+    pub fn ip(&self) -> IpAddr {
+        match self {
+            AnnounceChange::Announce(a) => a.ip,
+            AnnounceChange::Withdraw(ip) => *ip,
+        }
+    }
 }
 
 /// The route sets of every peer this node has a session with, keyed by peer address.
@@ -626,5 +708,56 @@ mod tests {
         assert_eq!(adv.len(), 1);
         assert_eq!(adv[0].next_hop, "10.0.0.3".parse::<IpAddr>().unwrap());
         assert_eq!(adv[0].prefix, "10.1.0.1/32".parse::<IpNet>().unwrap());
+    }
+
+    proptest::proptest! {
+        /// The per-prefix recomputation agrees with the full one, aggregates included.
+        #[test]
+        fn route_for_prefix_agrees_with_the_full_route_set(
+            picks in proptest::collection::vec((0u8..40, proptest::bool::ANY, 0usize..3), 0..30),
+            ibgp in proptest::bool::ANY,
+        ) {
+            let agg = BgpAdvertisement {
+                aggregation_length_v4: 24,
+                local_pref: Some(200),
+                communities: vec![Community(1)],
+                ..BgpAdvertisement::default()
+            };
+            let host = BgpAdvertisement {
+                communities: vec![Community(2)],
+                ..BgpAdvertisement::default()
+            };
+            let pools = vec![
+                pool("a", "10.0.0.0", "10.0.0.255", vec![agg, host]),
+                pool("b", "10.0.1.0", "10.0.1.255", vec![]),
+            ];
+            let mut announced = BTreeMap::new();
+            for (host, local, eps) in picks {
+                let ip: IpAddr = format!("10.0.{}.{}", host % 2, host).parse().unwrap();
+                announced.insert(ip, AnnouncedIp {
+                    ip,
+                    pool: if host % 2 == 0 { "a" } else { "b" }.into(),
+                    local_only: local,
+                    endpoints: (0..eps).map(|i| (format!("n{i}"), 1)).collect(),
+                    always_ready: false,
+                });
+            }
+            let peer = PeerPolicy {
+                address: "10.0.9.1".parse().unwrap(),
+                ibgp,
+                node_selectors: vec![],
+            };
+            let n = node("n1", &[]);
+            let list: Vec<AnnouncedIp> = announced.values().cloned().collect();
+            let full = routes_for_peer(&n, &peer, &pools, &list);
+            for ann in announced.values() {
+                for prefix in prefixes_of(ann, &pools) {
+                    proptest::prop_assert_eq!(
+                        route_for_prefix(&n, &peer, &pools, &announced, prefix),
+                        full.get(&prefix).cloned()
+                    );
+                }
+            }
+        }
     }
 }

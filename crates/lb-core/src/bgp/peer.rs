@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 
-use super::advertise::{RouteSet, diff, to_advertisements};
+use super::advertise::{RouteAttrs, RouteDiff, RouteSet, diff, to_advertisements};
 use super::build::{PeerParams, build_updates, build_withdrawals, end_of_rib};
 use super::codec::Family;
 use super::fsm::{
@@ -83,6 +83,8 @@ pub enum Input {
     Start,
     /// The routes the speaker wants this peer to have.
     SetRoutes(RouteSet),
+    /// Changes to them: a prefix's route (`None`: withdrawn). Work proportional to them.
+    RouteChanges(Vec<(IpNet, Option<RouteAttrs>)>),
     /// The peer opened a connection to our listener (the driver holds the stream until
     /// [`Output::Attach`] or [`Output::Refuse`] in the same step).
     Incoming {
@@ -323,6 +325,17 @@ impl Peer {
             Input::SetRoutes(r) => {
                 self.desired = r;
                 self.sync_routes(now, false, &mut out);
+            }
+            Input::RouteChanges(changes) => {
+                let mut prefixes = Vec::with_capacity(changes.len());
+                for (prefix, attrs) in changes {
+                    match attrs {
+                        Some(a) => self.desired.insert(prefix, a),
+                        None => self.desired.remove(&prefix),
+                    };
+                    prefixes.push(prefix);
+                }
+                self.sync_prefixes(now, prefixes, &mut out);
             }
             Input::Incoming { local, remote } => self.incoming(now, local, remote, &mut out),
             Input::Dialed {
@@ -606,6 +619,48 @@ impl Peer {
         self.sync_routes(now, true, out);
     }
 
+    /// Whether `prefix` can be sent on the session `n` (its family, our address family).
+    fn sendable(n: &Negotiated, prefix: &IpNet) -> bool {
+        prefix.addr().is_ipv6() == n.local.ip().is_ipv6()
+            && n.family_enabled(if prefix.addr().is_ipv6() {
+                Family::IPV6_UNICAST
+            } else {
+                Family::IPV4_UNICAST
+            })
+    }
+
+    /// [`sync_routes`](Self::sync_routes) for the given prefixes only.
+    fn sync_prefixes(&mut self, now: Instant, prefixes: Vec<IpNet>, out: &mut Vec<Output>) {
+        if self.primary.session.state() != State::Established {
+            return;
+        }
+        let Some(n) = self.primary.session.negotiated().cloned() else {
+            return;
+        };
+        let mut d = RouteDiff::default();
+        for prefix in prefixes {
+            let want = self
+                .desired
+                .get(&prefix)
+                .filter(|_| Self::sendable(&n, &prefix));
+            match (want, self.sent.get(&prefix)) {
+                (Some(w), Some(s)) if w == s => {}
+                (Some(w), _) => {
+                    d.announce.insert(prefix, w.clone());
+                    self.sent.insert(prefix, w.clone());
+                }
+                (None, Some(_)) => {
+                    d.withdraw.push(prefix);
+                    self.sent.remove(&prefix);
+                }
+                (None, None) => {}
+            }
+        }
+        d.withdraw.sort_unstable();
+        d.withdraw.dedup();
+        self.send_diff(now, &n, d, false, out);
+    }
+
     /// Sends the difference between `sent` and `desired` on the Established session;
     /// `initial`: after the session came up, followed by End-of-RIB per family.
     fn sync_routes(&mut self, now: Instant, initial: bool, out: &mut Vec<Output>) {
@@ -615,22 +670,28 @@ impl Peer {
         let Some(n) = self.primary.session.negotiated().cloned() else {
             return;
         };
-        let local = n.local.ip();
         let wanted: RouteSet = self
             .desired
             .iter()
-            .filter(|(p, _)| {
-                p.addr().is_ipv6() == local.is_ipv6()
-                    && n.family_enabled(if p.addr().is_ipv6() {
-                        Family::IPV6_UNICAST
-                    } else {
-                        Family::IPV4_UNICAST
-                    })
-            })
+            .filter(|(p, _)| Self::sendable(&n, p))
             .map(|(p, a)| (*p, a.clone()))
             .collect();
         let d = diff(&self.sent, &wanted);
-        let params = PeerParams::from_negotiated(&n, self.config.my_asn);
+        self.sent = wanted;
+        self.send_diff(now, &n, d, initial, out);
+    }
+
+    /// UPDATEs for `d` (withdrawals first), then End-of-RIB per family when `initial`.
+    fn send_diff(
+        &mut self,
+        now: Instant,
+        n: &Negotiated,
+        d: RouteDiff,
+        initial: bool,
+        out: &mut Vec<Output>,
+    ) {
+        let local = n.local.ip();
+        let params = PeerParams::from_negotiated(n, self.config.my_asn);
         let mut msgs = Vec::new();
         if !d.withdraw.is_empty() {
             msgs.extend(build_withdrawals(&params, &d.withdraw));
@@ -662,7 +723,6 @@ impl Peer {
                 withdraw: d.withdraw.clone(),
             }));
         }
-        self.sent = wanted;
         if !msgs.is_empty() {
             self.updates_sent += msgs.len() as u64;
             self.step_session(now, false, FsmInput::SendUpdates(msgs), out);
@@ -1090,5 +1150,36 @@ mod tests {
         }
         assert_eq!(repeats, [false, true, true]);
         assert_eq!(p.status().last_error.as_deref(), Some("connect: refused"));
+    }
+
+    #[test]
+    fn route_changes_send_only_the_changed_prefixes() {
+        let t0 = crate::test_origin();
+        let (mut p, conn, _) = established(t0, routes(&["192.0.2.10/32", "192.0.2.11/32"]));
+        let out = p.step(
+            t0,
+            Input::RouteChanges(vec![
+                (
+                    "192.0.2.12/32".parse().unwrap(),
+                    Some(RouteAttrs::default()),
+                ),
+                ("192.0.2.10/32".parse().unwrap(), None),
+                // Unchanged: nothing is sent for it.
+                (
+                    "192.0.2.11/32".parse().unwrap(),
+                    Some(RouteAttrs::default()),
+                ),
+            ]),
+        );
+        let (mut withdrawn, mut announced) = (vec![], vec![]);
+        for m in sent_on(&out, conn) {
+            if let Message::Update(u) = m {
+                withdrawn.extend(u.withdrawn.iter().map(ToString::to_string));
+                announced.extend(u.nlri.iter().map(ToString::to_string));
+            }
+        }
+        assert_eq!(withdrawn, ["192.0.2.10/32"]);
+        assert_eq!(announced, ["192.0.2.12/32"]);
+        assert_eq!(p.status().prefixes_advertised, 2);
     }
 }

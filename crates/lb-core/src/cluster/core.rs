@@ -71,6 +71,12 @@ pub enum Input {
     LocalEligibility(BTreeSet<IpAddr>),
     /// The layer-2 IPs that need an owner, with a service name for logs (same on every host).
     DesiredIps(BTreeMap<IpAddr, String>),
+    /// Changes to [`Input::DesiredIps`]: an IP now desired (with its service name), or no
+    /// longer (`None`).
+    DesiredChanges(Vec<(IpAddr, Option<String>)>),
+    /// Changes to [`Input::LocalEligibility`]: an IP this host can now (`true`) or can no
+    /// longer announce.
+    EligibilityChanges(Vec<(IpAddr, bool)>),
     /// Planned leave: a leader revokes everything and hands over; a follower has its IPs moved.
     Shutdown,
 }
@@ -331,6 +337,11 @@ impl Node {
         &self.names[self.me]
     }
 
+    /// The layer-2 IPs that need an owner, with their service names.
+    pub fn desired(&self) -> &BTreeMap<IpAddr, String> {
+        &self.desired
+    }
+
     pub fn is_done(&self) -> bool {
         self.done
     }
@@ -465,30 +476,56 @@ impl Node {
                 }
             }
             Input::LocalEligibility(ips) => {
-                let ips = if self.witness { BTreeSet::new() } else { ips };
-                if ips != self.eligible {
-                    let version = self.eligibility_version + 1;
-                    for ip in self.eligible.difference(&ips) {
-                        if self.held.contains(ip) {
-                            self.relinquished.insert(*ip, None);
-                        }
-                    }
-                    for ip in ips.difference(&self.eligible) {
-                        if let Some(back) = self.relinquished.get_mut(ip) {
-                            *back = Some(version);
-                        }
-                    }
-                    self.eligible = ips;
-                    self.eligibility_version = version;
+                let gone = self.eligible.difference(&ips).map(|ip| (*ip, false));
+                let new = ips.difference(&self.eligible).map(|ip| (*ip, true));
+                let changes: Vec<(IpAddr, bool)> = gone.chain(new).collect();
+                self.change_eligibility(changes);
+            }
+            Input::EligibilityChanges(changes) => self.change_eligibility(changes),
+            Input::DesiredIps(d) => self.desired = d,
+            Input::DesiredChanges(changes) => {
+                for (ip, name) in changes {
+                    match name {
+                        Some(n) => self.desired.insert(ip, n),
+                        None => self.desired.remove(&ip),
+                    };
                 }
             }
-            Input::DesiredIps(d) => self.desired = d,
             Input::Shutdown => self.shutdown(now, &mut out),
         }
         self.on_timers(now, &mut out);
         self.settle_failovers(now, &mut out);
         self.emit_leases(&mut out);
         out
+    }
+
+    /// Applies eligibility changes. An IP given up (no longer eligible) while held is
+    /// answered again only once the leader assigns it knowing this host is eligible again:
+    /// the eligibility version it must have seen is recorded.
+    fn change_eligibility(&mut self, changes: Vec<(IpAddr, bool)>) {
+        if self.witness {
+            return;
+        }
+        let version = self.eligibility_version + 1;
+        let mut changed = false;
+        for (ip, eligible) in changes {
+            if eligible {
+                if self.eligible.insert(ip) {
+                    changed = true;
+                    if let Some(back) = self.relinquished.get_mut(&ip) {
+                        *back = Some(version);
+                    }
+                }
+            } else if self.eligible.remove(&ip) {
+                changed = true;
+                if self.held.contains(&ip) {
+                    self.relinquished.insert(ip, None);
+                }
+            }
+        }
+        if changed {
+            self.eligibility_version = version;
+        }
     }
 
     fn on_timers(&mut self, now: Instant, out: &mut Vec<Output>) {

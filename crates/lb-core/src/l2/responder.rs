@@ -4,10 +4,11 @@
 //! Time is `std::time::Instant`, passed in by the driver; the core never reads a clock.
 //! The driver calls `step(now, Input::Tick)` at (or after) `next_deadline()`.
 //!
-//! Inputs are the owned IPs (from raft-lite, re-sent whole on every change), interface
+//! Inputs are the owned IPs (from raft-lite: the changes, or the whole set), interface
 //! snapshots (from netlink) and received frames. For each owned IP the core resolves the
-//! interfaces to answer on (`iface::choose_interfaces`) again whenever a claim or an interface
-//! changes; an (IP, interface) pair it starts answering on is announced at once, then
+//! interfaces to answer on (`iface::choose_interfaces`) again whenever its claim or an
+//! interface changes (a claim change touches only that IP); an (IP, interface) pair it
+//! starts answering on is announced at once, then
 //! `gratuitous_count - 1` more times every `gratuitous_interval`, then every
 //! `refresh_interval` while it stays (0 = no refresh).
 
@@ -59,6 +60,11 @@ pub enum Input {
     },
     /// The complete set of IPs this host owns now; IPs not listed are released.
     OwnershipChanged(Vec<Claim>),
+    /// IPs this host now owns (or whose claim changed), and IPs it no longer owns.
+    ClaimsChanged {
+        claims: Vec<Claim>,
+        released: Vec<IpAddr>,
+    },
     /// A new or changed interface (state, MAC or addresses).
     LinkChanged(Interface),
     LinkRemoved {
@@ -99,12 +105,6 @@ pub enum Output {
         ifindex: u32,
         group: Ipv6Addr,
         mac: MacAddr,
-    },
-    /// An owned IP became unannounceable here (no usable interface: link down, address
-    /// gone) or announceable again. For raft-lite, which moves ineligible IPs away.
-    Eligibility {
-        ip: IpAddr,
-        eligible: bool,
     },
     Log(Event),
 }
@@ -263,6 +263,21 @@ impl Responder {
                 self.ineligible.retain(|ip| self.claims.contains_key(ip));
                 self.reconcile(now, &mut out);
             }
+            Input::ClaimsChanged { claims, released } => {
+                let mut ips = BTreeSet::new();
+                for ip in released {
+                    self.claims.remove(&ip);
+                    self.ineligible.remove(&ip);
+                    ips.insert(ip);
+                }
+                for c in claims {
+                    ips.insert(c.ip);
+                    self.claims.insert(c.ip, c);
+                }
+                for ip in ips {
+                    self.reconcile_ip(now, ip, &mut out);
+                }
+            }
             Input::LinkChanged(iface) => {
                 self.interfaces.insert(iface.index, iface);
                 self.reconcile(now, &mut out);
@@ -286,40 +301,49 @@ impl Responder {
     /// Brings `active` in line with claims × interfaces: stop at once where an IP is no
     /// longer owned or its interface is unusable; start (with a burst) where it became so.
     fn reconcile(&mut self, now: Instant, out: &mut Vec<Output>) {
-        let mut desired: BTreeMap<(IpAddr, u32), MacAddr> = BTreeMap::new();
-        for claim in self.claims.values() {
-            let chosen = choose_interfaces(&claim.ip, &claim.interfaces, self.interfaces.values());
+        let ips: BTreeSet<IpAddr> = self
+            .claims
+            .keys()
+            .copied()
+            .chain(self.active.keys().map(|(ip, _)| *ip))
+            .collect();
+        for ip in ips {
+            self.reconcile_ip(now, ip, out);
+        }
+    }
+
+    /// [`reconcile`](Self::reconcile) for one IP.
+    fn reconcile_ip(&mut self, now: Instant, ip: IpAddr, out: &mut Vec<Output>) {
+        let mut desired: BTreeMap<u32, MacAddr> = BTreeMap::new();
+        if let Some(claim) = self.claims.get(&ip) {
+            let chosen = choose_interfaces(&ip, &claim.interfaces, self.interfaces.values());
             let eligible = !chosen.is_empty();
-            if eligible == self.ineligible.contains(&claim.ip) {
+            if eligible == self.ineligible.contains(&ip) {
                 // Changed, or a new claim that is ineligible from the start.
                 if eligible {
-                    self.ineligible.remove(&claim.ip);
+                    self.ineligible.remove(&ip);
                 } else {
-                    self.ineligible.insert(claim.ip);
+                    self.ineligible.insert(ip);
                     out.push(Output::Log(Event::Ineligible {
-                        ip: claim.ip,
+                        ip,
                         services: claim.services.clone(),
                     }));
                 }
-                out.push(Output::Eligibility {
-                    ip: claim.ip,
-                    eligible,
-                });
             }
             for ifindex in chosen {
                 if let Some(i) = self.interfaces.get(&ifindex) {
-                    desired.insert((claim.ip, ifindex), i.mac);
+                    desired.insert(ifindex, i.mac);
                 }
             }
         }
 
-        let stale: Vec<(IpAddr, u32)> = self
+        let stale: Vec<u32> = self
             .active
-            .iter()
-            .filter(|(k, a)| desired.get(k) != Some(&a.mac))
-            .map(|(k, _)| *k)
+            .range((ip, 0)..=(ip, u32::MAX))
+            .filter(|((_, ifindex), a)| desired.get(ifindex) != Some(&a.mac))
+            .map(|((_, ifindex), _)| *ifindex)
             .collect();
-        for (ip, ifindex) in stale {
+        for ifindex in stale {
             self.active.remove(&(ip, ifindex));
             out.push(Output::Log(Event::Withdrawn {
                 ip,
@@ -328,7 +352,7 @@ impl Responder {
             self.leave(ip, ifindex, out);
         }
 
-        for ((ip, ifindex), mac) in desired {
+        for (ifindex, mac) in desired {
             if self.active.contains_key(&(ip, ifindex)) {
                 continue;
             }
@@ -929,17 +953,14 @@ mod tests {
     }
 
     #[test]
-    fn link_down_stops_answering_at_once_and_reports_ineligible() {
+    fn link_down_stops_answering_at_once_and_logs_ineligible() {
         let t0 = crate::test_origin();
         let mut r = owning(Params::default(), t0, &[vip4(), vip6()]);
         let out = r.step(t0, Input::LinkChanged(eth0(false)));
         let mut inel: Vec<IpAddr> = out
             .iter()
             .filter_map(|o| match o {
-                Output::Eligibility {
-                    ip,
-                    eligible: false,
-                } => Some(*ip),
+                Output::Log(Event::Ineligible { ip, .. }) => Some(*ip),
                 _ => None,
             })
             .collect();
@@ -962,31 +983,33 @@ mod tests {
     }
 
     #[test]
-    fn link_back_up_reports_eligible_and_announces_again() {
+    fn link_back_up_announces_again() {
         let t0 = crate::test_origin();
         let mut r = owning(Params::default(), t0, &[vip4()]);
         r.step(t0, Input::LinkChanged(eth0(false)));
         let out = r.step(t0, Input::LinkChanged(eth0(true)));
-        assert!(out.contains(&Output::Eligibility {
-            ip: vip4(),
-            eligible: true
-        }));
+        assert!(out.iter().any(|o| matches!(
+            o,
+            Output::Log(Event::Announcing { ip, .. }) if *ip == vip4()
+        )));
         assert_eq!(frames(&out).len(), 1);
     }
 
     #[test]
-    fn claim_without_any_usable_interface_is_reported_ineligible_once() {
+    fn claim_without_any_usable_interface_is_logged_ineligible_once() {
         let t0 = crate::test_origin();
         let mut r = Responder::new(Params::default());
         r.step(t0, Input::LinkChanged(eth0(true)));
         let far = claim("203.0.113.9".parse().unwrap());
+        let ineligible = |out: &[Output]| {
+            out.iter()
+                .filter(|o| matches!(o, Output::Log(Event::Ineligible { .. })))
+                .count()
+        };
         let out = r.step(t0, Input::OwnershipChanged(vec![far.clone()]));
-        assert!(out.contains(&Output::Eligibility {
-            ip: far.ip,
-            eligible: false
-        }));
+        assert_eq!(ineligible(&out), 1);
         let out = r.step(t0, Input::OwnershipChanged(vec![far]));
-        assert!(!out.iter().any(|o| matches!(o, Output::Eligibility { .. })));
+        assert_eq!(ineligible(&out), 0);
     }
 
     #[test]
@@ -1072,10 +1095,10 @@ mod tests {
             mac: OUR_MAC,
         };
         let out = r.step(t0, table.apply(&down).unwrap().into());
-        assert!(out.contains(&Output::Eligibility {
-            ip: vip4(),
-            eligible: false
-        }));
+        assert!(out.iter().any(|o| matches!(
+            o,
+            Output::Log(Event::Ineligible { ip, .. }) if *ip == vip4()
+        )));
         assert!(r.answering().is_empty());
     }
 
@@ -1150,5 +1173,38 @@ mod tests {
             },
         );
         assert!(kinds(&out).is_empty());
+    }
+
+    #[test]
+    fn a_claim_change_touches_only_its_own_ip() {
+        let t0 = crate::test_origin();
+        let mut r = owning(Params::default(), t0, &[vip4()]);
+        // A second IP is claimed: only it is announced; the first is left as it is.
+        let out = r.step(
+            t0,
+            Input::ClaimsChanged {
+                claims: vec![claim(vip6())],
+                released: vec![],
+            },
+        );
+        assert!(out.iter().all(|o| match o {
+            Output::SendFrame { ip, .. } => *ip == vip6(),
+            Output::Log(Event::Announcing { ip, .. }) => *ip == vip6(),
+            _ => true,
+        }));
+        assert_eq!(r.answering(), vec![(vip4(), ETH0), (vip6(), ETH0)]);
+        // Released: it stops at once, the other keeps answering.
+        let out = r.step(
+            t0,
+            Input::ClaimsChanged {
+                claims: vec![],
+                released: vec![vip4()],
+            },
+        );
+        assert!(out.iter().any(|o| matches!(
+            o,
+            Output::Log(Event::Withdrawn { ip, .. }) if *ip == vip4()
+        )));
+        assert_eq!(r.answering(), vec![(vip6(), ETH0)]);
     }
 }

@@ -1,0 +1,248 @@
+//! What `lbctl`, D-Bus and `/ready` read, and the one-line state systemd shows (pure): built
+//! from the facts the main loop gathers. Also the gauges that follow the same facts.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use crate::alloc::PoolStats;
+use crate::bgp::fsm::State as BgpState;
+use crate::bgp::speaker::PeerSnapshot;
+use crate::config::{BgpPeer, Role};
+use crate::control::metrics::Metrics;
+use crate::control::state::{
+    AddressCount, AnnounceProtocol, ClusterRole, ClusterStatus, ConfigStatus, MemberStatus,
+    NodeRole, PeerStatus, PoolStatus, ReloadResult, ServiceState, ServiceStatus, Snapshot,
+};
+use crate::controller::Announcement;
+use crate::model::{Pool, PoolProtocol, ServiceKey};
+
+use super::ownership::View;
+
+/// Everything the snapshot is made of, as of one moment.
+pub struct Facts<'a> {
+    pub node: &'a str,
+    pub role: Role,
+    pub ready: bool,
+    pub loaded_at: u64,
+    pub last_reload: Option<ReloadResult>,
+    pub view: &'a View,
+    /// The layer-2 IPs this host may answer for now.
+    pub owned: &'a BTreeSet<IpAddr>,
+    pub members: Vec<MemberStatus>,
+    pub pools: &'a [Pool],
+    pub pool_stats: &'a [PoolStats],
+    pub bgp_peers: &'a [BgpPeer],
+    pub peers: &'a [PeerSnapshot],
+    /// The Services that got no IP.
+    pub failed: Vec<&'a ServiceKey>,
+    /// Services counted in the status line (Kubernetes and static).
+    pub services: usize,
+    pub synced: bool,
+}
+
+/// The Services part of the snapshot: one row per Service of each announced IP, then the
+/// Services that got no IP. Rebuilt only when announcements or ownership changed.
+pub fn services<'a>(
+    facts: &Facts<'_>,
+    announcements: impl Iterator<Item = &'a Announcement>,
+) -> Vec<ServiceStatus> {
+    let bgp_up = facts.peers.iter().any(|p| p.established());
+    let mut services = Vec::new();
+    for a in announcements {
+        let Some(pool) = facts.pools.iter().find(|p| p.name == a.pool) else {
+            continue;
+        };
+        let (announced_by, state) = match pool.protocol {
+            PoolProtocol::Layer2 => match facts.view.owners.get(&a.ip) {
+                Some(owner) => (vec![owner.clone()], ServiceState::Announced),
+                None if facts.owned.contains(&a.ip) => {
+                    (vec![facts.node.to_owned()], ServiceState::Announced)
+                }
+                None if matches!(
+                    facts.view.role,
+                    ClusterRole::Follower | ClusterRole::Candidate
+                ) =>
+                {
+                    (Vec::new(), ServiceState::Elsewhere)
+                }
+                None => (Vec::new(), ServiceState::Pending),
+            },
+            PoolProtocol::Bgp if bgp_up => (vec![facts.node.to_owned()], ServiceState::Announced),
+            PoolProtocol::Bgp => (Vec::new(), ServiceState::Pending),
+        };
+        for key in &a.services {
+            services.push(ServiceStatus {
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                ips: vec![a.ip],
+                pool: a.pool.clone(),
+                protocol: pool.protocol.into(),
+                announced_by: announced_by.clone(),
+                state: state.clone(),
+            });
+        }
+    }
+    for key in &facts.failed {
+        services.push(ServiceStatus {
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            ips: Vec::new(),
+            pool: String::new(),
+            protocol: AnnounceProtocol::Layer2,
+            announced_by: Vec::new(),
+            state: ServiceState::Failed("no IP allocated".into()),
+        });
+    }
+    services
+}
+
+/// Brings `snapshot` up to date with `facts` (and `services`, when rebuilt); says whether
+/// anything changed. Version, node and config path stay as they are.
+pub fn update(
+    snapshot: &mut Snapshot,
+    facts: &Facts<'_>,
+    services: Option<Vec<ServiceStatus>>,
+) -> bool {
+    let pools: Vec<PoolStatus> = facts
+        .pools
+        .iter()
+        .map(|p| {
+            let used = used(facts.pool_stats, &p.name);
+            PoolStatus::new(
+                &p.name,
+                p.protocol.into(),
+                AddressCount::of_ranges(&p.ranges),
+                AddressCount(used as u128),
+            )
+        })
+        .collect();
+    let peers: Vec<PeerStatus> = facts
+        .peers
+        .iter()
+        .filter_map(|p| {
+            let cfg = facts
+                .bgp_peers
+                .iter()
+                .find(|c| c.address == p.status.address)?;
+            Some(PeerStatus {
+                address: p.status.address,
+                my_asn: cfg.my_asn,
+                peer_asn: cfg.peer_asn,
+                state: p.status.state,
+                uptime_s: p.uptime.map(|u| u.as_secs()).unwrap_or(0),
+                prefixes_advertised: p.status.prefixes_advertised as u64,
+                updates_received: p.status.updates_received,
+            })
+        })
+        .collect();
+    let role = match facts.role {
+        Role::Member => NodeRole::Member,
+        Role::Witness => NodeRole::Witness,
+    };
+    let config = ConfigStatus {
+        path: snapshot.config.path.clone(),
+        loaded_at: facts.loaded_at,
+        last_reload: facts.last_reload.clone(),
+    };
+    let cluster = ClusterStatus {
+        term: facts.view.term,
+        leader: facts.view.leader.clone(),
+        role: facts.view.role,
+        members: facts.members.clone(),
+    };
+    let line = status_line(facts);
+    let mut changed = snapshot.role != role
+        || snapshot.ready != facts.ready
+        || snapshot.status_line != line
+        || snapshot.config != config
+        || snapshot.cluster != cluster
+        || snapshot.pools != pools
+        || snapshot.peers != peers;
+    snapshot.role = role;
+    snapshot.ready = facts.ready;
+    snapshot.status_line = line;
+    snapshot.config = config;
+    snapshot.cluster = cluster;
+    snapshot.pools = pools;
+    snapshot.peers = peers;
+    if let Some(services) = services {
+        changed |= snapshot.services != services;
+        snapshot.services = services;
+    }
+    changed
+}
+
+fn used(stats: &[PoolStats], pool: &str) -> usize {
+    stats.iter().find(|s| s.name == pool).map_or(0, |s| s.used)
+}
+
+/// Joined: a cluster of one, or a leader is known (this host heard from a majority's
+/// leader, or is it).
+pub fn cluster_joined(view: &View) -> bool {
+    view.role == ClusterRole::Standalone || view.leader.is_some()
+}
+
+/// STATUS=: role, term, leader, Services, layer-2 IPs owned, BGP sessions, and what start-up
+/// still waits for or a refused reload.
+pub fn status_line(facts: &Facts<'_>) -> String {
+    let v = facts.view;
+    let sync = if facts.synced {
+        ""
+    } else {
+        "; waiting for the API server"
+    };
+    let joined = if cluster_joined(v) {
+        ""
+    } else {
+        "; waiting for a raft-lite leader"
+    };
+    let established = facts
+        .peers
+        .iter()
+        .filter(|p| p.status.state == BgpState::Established)
+        .count();
+    let bgp = match (established, facts.peers.len()) {
+        (_, 0) => String::new(),
+        (up, all) => format!("; BGP {up}/{all} sessions up"),
+    };
+    let stale = match &facts.last_reload {
+        Some(r) if !r.ok => "; last reload FAILED, running the previous configuration",
+        _ => "",
+    };
+    format!(
+        "{} term {}{}; {} services; owning {} layer-2 IPs{}{}{}{}",
+        v.role,
+        v.term,
+        v.leader
+            .as_ref()
+            .map(|l| format!(", leader {l}"))
+            .unwrap_or_default(),
+        facts.services,
+        facts.owned.len(),
+        bgp,
+        sync,
+        joined,
+        stale
+    )
+}
+
+/// The pool and announcement gauges (`lb_address_pool_*`, `lb_announced_ips`).
+pub fn set_gauges(
+    metrics: &Metrics,
+    pools: &[Pool],
+    stats: &[PoolStats],
+    layer2_claimed: usize,
+    bgp_advertised: usize,
+) {
+    for p in pools {
+        let s = stats.iter().find(|s| s.name == p.name);
+        metrics.set_pool(
+            &p.name,
+            AddressCount::of_ranges(&p.ranges),
+            AddressCount(s.map_or(0, |s| s.used) as u128),
+            s.map_or(0, |s| s.services as u64),
+        );
+    }
+    metrics.set_announced_ips(AnnounceProtocol::Layer2, layer2_claimed as u64);
+    metrics.set_announced_ips(AnnounceProtocol::Bgp, bgp_advertised as u64);
+}
