@@ -427,6 +427,36 @@ fn log_event(ev: &Event) {
     }
 }
 
+/// One peer's BFD session as its BGP task sees it: the failure count already acted on.
+#[derive(Default)]
+pub struct FailureWatch {
+    rx: Option<watch::Receiver<BfdStatus>>,
+    failures: u64,
+}
+
+impl FailureWatch {
+    pub fn set(&mut self, rx: Option<watch::Receiver<BfdStatus>>) {
+        self.failures = rx.as_ref().map_or(0, |r| r.borrow().failures);
+        self.rx = rx;
+    }
+
+    /// Resolves on a change: `true` when the session failed since the last call. Never
+    /// resolves without a BFD session.
+    pub async fn failed(&mut self) -> bool {
+        let Some(rx) = self.rx.as_mut() else {
+            return std::future::pending().await;
+        };
+        if rx.changed().await.is_err() {
+            self.rx = None; // the BFD session was removed
+            return false;
+        }
+        let f = rx.borrow_and_update().failures;
+        let failed = f > self.failures;
+        self.failures = f;
+        failed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,3 +5,4 @@ pub use lb_core::bgp::*;
 
 pub mod driver;
 pub mod speaker;
+pub mod tcp;

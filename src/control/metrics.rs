@@ -462,6 +462,44 @@ impl Metrics {
     }
 }
 
+/// A BGP peer task's handle on its `lb_bgp_*{peer="ip:port"}` series. The speaker
+/// [`detach`](Self::detach)es it before it removes the series of a peer that left the
+/// configuration, so the task, still sending its Cease, cannot bring them back.
+#[derive(Clone, Debug)]
+pub struct PeerMetrics {
+    peer: SocketAddr,
+    metrics: Arc<std::sync::Mutex<Option<Metrics>>>,
+}
+
+impl PeerMetrics {
+    pub fn new(metrics: Metrics, peer: SocketAddr) -> Self {
+        Self {
+            peer,
+            metrics: Arc::new(std::sync::Mutex::new(Some(metrics))),
+        }
+    }
+
+    /// No further updates from this handle (nor its clones).
+    pub fn detach(&self) {
+        *self.metrics.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Brings the series from `old` to `new`: the gauges to `new`'s values, the counters up
+    /// by the UPDATEs sent and received in between (both only grow over a task's life).
+    pub fn report(&self, old: &crate::bgp::peer::PeerStatus, new: &crate::bgp::peer::PeerStatus) {
+        use crate::bgp::fsm::State;
+        let guard = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(m) = guard.as_ref() else { return };
+        m.set_bgp_session_up(self.peer, new.state == State::Established);
+        m.set_bgp_announced_prefixes(self.peer, new.prefixes_advertised as u64);
+        m.bgp_updates_sent(self.peer, new.updates_sent.saturating_sub(old.updates_sent));
+        m.bgp_updates_received(
+            self.peer,
+            new.updates_received.saturating_sub(old.updates_received),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -600,5 +638,64 @@ mod tests {
             line_value(&text, "lb_failover_duration_seconds_bucket{le=\"0.1\"}"),
             Some(0.0)
         );
+    }
+
+    mod bgp_peer {
+        use super::super::*;
+        use crate::bgp::fsm::State;
+        use crate::bgp::peer::PeerStatus;
+
+        fn sample_value(text: &str, name: &str) -> Option<f64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        }
+
+        #[test]
+        fn peer_metrics_follow_status_and_count_update_deltas() {
+            let m = Metrics::new();
+            let addr: SocketAddr = "10.0.0.1:179".parse().unwrap();
+            let pm = PeerMetrics::new(m.clone(), addr);
+            let idle = PeerStatus::new("10.0.0.1".parse().unwrap(), 2);
+            pm.report(&idle, &idle);
+            let text = m.encode();
+            assert_eq!(
+                sample_value(&text, "lb_bgp_session_up{peer=\"10.0.0.1:179\"}"),
+                Some(0.0)
+            );
+            let up = PeerStatus {
+                state: State::Established,
+                prefixes_advertised: 2,
+                updates_sent: 3,
+                updates_received: 4,
+                ..idle.clone()
+            };
+            pm.report(&idle, &up);
+            let more = PeerStatus {
+                updates_sent: 5,
+                updates_received: 4,
+                ..up.clone()
+            };
+            pm.report(&up, &more);
+            let text = m.encode();
+            let v = |n: &str| sample_value(&text, &format!("{n}{{peer=\"10.0.0.1:179\"}}"));
+            assert_eq!(v("lb_bgp_session_up"), Some(1.0));
+            assert_eq!(v("lb_bgp_announced_prefixes_total"), Some(2.0));
+            assert_eq!(v("lb_bgp_updates_total"), Some(5.0));
+            assert_eq!(v("lb_bgp_updates_received_total"), Some(4.0));
+        }
+
+        #[test]
+        fn detached_peer_metrics_cannot_revive_removed_series() {
+            let m = Metrics::new();
+            let addr: SocketAddr = "10.0.0.1:179".parse().unwrap();
+            let pm = PeerMetrics::new(m.clone(), addr);
+            let idle = PeerStatus::new("10.0.0.1".parse().unwrap(), 2);
+            pm.report(&idle, &idle);
+            pm.detach();
+            m.remove_bgp_peer(addr);
+            // The task's last publication, after its Cease.
+            pm.report(&idle, &idle);
+            assert!(!m.encode().contains("10.0.0.1"));
+        }
     }
 }

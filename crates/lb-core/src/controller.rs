@@ -142,6 +142,9 @@ impl Controller {
         let statics: Vec<Service> = c.statics.iter().map(static_service).collect();
         c.alloc.sync(&statics);
         c.index_statics();
+        // Without Kubernetes the stores count as synced: the static services' announcements
+        // exist from the start (read them with `announced`).
+        c.report(&mut Vec::new());
         c
     }
 
@@ -681,6 +684,30 @@ mod tests {
             writes(&out),
             vec![("default/b".into(), vec![ip("10.0.0.1")])]
         );
+    }
+
+    #[test]
+    fn without_kubernetes_static_services_are_announced_from_the_start() {
+        let statics = vec![StaticService {
+            name: "vip".into(),
+            pool: "p".into(),
+            ip: Some(ip("10.0.0.2")),
+            assign: false,
+            ports: vec![],
+        }];
+        let c = Controller::new(
+            vec![pool("p", "10.0.0.1", "10.0.0.4")],
+            statics,
+            None,
+            false,
+        );
+        let full: BTreeMap<IpAddr, Announcement> =
+            c.announcements().into_iter().map(|a| (a.ip, a)).collect();
+        assert_eq!(
+            c.announced().keys().copied().collect::<Vec<_>>(),
+            [ip("10.0.0.2")]
+        );
+        assert_eq!(c.announced(), &full);
     }
 
     #[test]
