@@ -411,12 +411,20 @@ impl ClusterDriver {
             last_publish: start,
             metrics,
         };
-        info!(
-            member = %driver.node.name(),
-            term = driver.node.term(),
-            addr = ?local_addr,
-            "raft-lite started"
-        );
+        match local_addr {
+            Some(addr) => info!(
+                member = %driver.node.name(),
+                term = driver.node.term(),
+                %addr,
+                "raft-lite started"
+            ),
+            // No `addr` field at all: a cluster of one binds no socket.
+            None => info!(
+                member = %driver.node.name(),
+                term = driver.node.term(),
+                "raft-lite started: a cluster of one, no transport"
+            ),
+        }
         // A cluster of one is leader at once: its term is durable before spawn returns.
         driver.carry(start, first).await;
         driver.publish(start, false, true);

@@ -45,6 +45,11 @@ use crate::net::InterfaceTable;
 use crate::net::netlink::NetWatcher;
 use ownership::Ownership;
 
+/// Exit status of `lbd` (and `lbd --check-config`) when the configuration is invalid: LSB's
+/// "program is not configured". The unit's `RestartPreventExitStatus=` names it, so systemd
+/// does not retry a start that only an edit of the file can fix.
+pub const EXIT_INVALID_CONFIG: u8 = 6;
+
 /// How long start-up waits for the Kubernetes stores before saying READY anyway (with a
 /// STATUS saying what it still waits for): an unreachable API server must not hang boot.
 const READY_BOUND: Duration = Duration::from_secs(10);
@@ -76,7 +81,7 @@ pub fn main(config_path: &Path) -> ExitCode {
                 "lbd: {} is invalid; not starting",
                 config_path.display()
             ));
-            return ExitCode::from(1);
+            return ExitCode::from(EXIT_INVALID_CONFIG);
         }
     };
     logging::init(&checked.config.log);
@@ -519,7 +524,8 @@ impl Daemon {
                 .as_ref()
                 .map(|l| format!(", leader {l}"))
                 .unwrap_or_default(),
-            self.ctl.services().len(),
+            // Kubernetes Services and the static [[service]] entries.
+            self.ctl.services().len() + self.config.services.len(),
             owned,
             bgp,
             sync,
