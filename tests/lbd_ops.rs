@@ -125,7 +125,11 @@ fn lbctl_reads_the_real_state_of_a_running_lbd_and_metrics_answer() {
     assert_eq!(status["node"], "ops-node");
     assert_eq!(status["cluster"]["role"], "standalone");
     // A cluster of one binds no raft-lite socket: no address is made up for it.
-    assert_eq!(status["cluster"]["members"][0]["address"], Value::Null, "{status}");
+    assert_eq!(
+        status["cluster"]["members"][0]["address"],
+        Value::Null,
+        "{status}"
+    );
     // STATUS= counts the static service (there are no Kubernetes Services here).
     let line = status["status_line"].as_str().unwrap();
     assert!(line.contains("; 1 services;"), "{line}");
@@ -405,31 +409,51 @@ fn check_config_takes_a_file_argument_and_invalid_config_exits_6() {
     let good = dir.path().join("good.toml");
     std::fs::write(&good, config(free_port(), false)).unwrap();
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[[pool]]\nname = \"p\"\nprotocol = \"l2\"\naddresses = []\n").unwrap();
+    std::fs::write(
+        &bad,
+        "[[pool]]\nname = \"p\"\nprotocol = \"l2\"\naddresses = []\n",
+    )
+    .unwrap();
     let err = dir.path().join("stderr");
     let (g, b) = (good.to_str().unwrap(), bad.to_str().unwrap());
     let read_err = || std::fs::read_to_string(&err).unwrap();
 
     // The file as an argument, or with --config: the same check, the same path form.
-    for args in [vec!["--check-config", g], vec!["--config", g, "--check-config"]] {
+    for args in [
+        vec!["--check-config", g],
+        vec!["--config", g, "--check-config"],
+    ] {
         let (code, out) = lbd_cmd(&args, &[], &err);
         assert_eq!(code, 0, "{args:?}: {}", read_err());
         assert!(out.starts_with(&format!("{g}: OK (")), "{args:?}: {out}");
     }
     // Invalid: 6 (RestartPreventExitStatus=6 in the unit), errors with the full path.
-    for args in [vec!["--check-config", b], vec!["--config", b, "--check-config"]] {
+    for args in [
+        vec!["--check-config", b],
+        vec!["--config", b, "--check-config"],
+    ] {
         let (code, _) = lbd_cmd(&args, &[], &err);
         assert_eq!(code, 6, "{args:?}");
         let e = read_err();
-        assert!(e.starts_with(&format!("{b}:3:12: error: ")), "{args:?}: {e}");
+        assert!(
+            e.starts_with(&format!("{b}:3:12: error: ")),
+            "{args:?}: {e}"
+        );
     }
     // Starting on an invalid file: the same code, before anything else is set up.
     let (code, _) = lbd_cmd(&["--config", b], &[], &err);
     assert_eq!(code, 6);
-    assert!(read_err().contains("is invalid; not starting"), "{}", read_err());
+    assert!(
+        read_err().contains("is invalid; not starting"),
+        "{}",
+        read_err()
+    );
     // A FILE without --check-config, or two different files: usage errors.
     assert_eq!(lbd_cmd(&[g], &[], &err).0, 2);
-    assert_eq!(lbd_cmd(&["--check-config", g, "--config", b], &[], &err).0, 2);
+    assert_eq!(
+        lbd_cmd(&["--check-config", g, "--config", b], &[], &err).0,
+        2
+    );
 
     // With stderr being the journal (JOURNAL_STREAM names its device:inode), every line
     // carries its syslog priority, so journald files the errors at err, not info.

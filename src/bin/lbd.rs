@@ -17,7 +17,11 @@ struct Args {
     #[arg(long)]
     check_config: bool,
     /// With --check-config: the file to check (default: --config's).
-    #[arg(value_name = "FILE", requires = "check_config", conflicts_with = "config")]
+    #[arg(
+        value_name = "FILE",
+        requires = "check_config",
+        conflicts_with = "config"
+    )]
     file: Option<PathBuf>,
 }
 
