@@ -235,6 +235,58 @@ fn toml_syntax_error_points_at_line_and_column() {
 }
 
 #[test]
+fn an_unclosed_array_is_one_error_where_it_opens_not_a_cascade() {
+    // The parser reads on through `[node]` and `name = node-1` as array elements; what it
+    // then finds there ("invalid float, expected `nan`", missing commas...) is not reported.
+    let text = format!(
+        "{POOL}\n[[service]]\nname = \"web\"\nports = [\"80/tcp\", \"443/tcp\"\n[node]\nname = node-1\n"
+    );
+    let e = assert_error(&text, "[\"80/tcp\"", &["unclosed array", "`]`"]);
+    assert!(!e.message.contains("nan"), "{e}");
+}
+
+#[test]
+fn an_unclosed_inline_table_and_multiline_string_are_reported_where_they_open() {
+    let text =
+        format!("{POOL}\n[cluster]\nmembers = {{ a = \"10.0.0.1:7946\"\n[node]\nname = \"a\"\n");
+    assert_error(&text, "{ a =", &["unclosed inline table", "`}`"]);
+    let text = format!("{POOL}\n[node]\nname = \"\"\"a\nrole = nope\n");
+    assert_error(
+        &text,
+        "\"\"\"a",
+        &["unclosed multi-line string", "\"\"\" to end it"],
+    );
+}
+
+#[test]
+fn two_unquoted_values_are_two_errors_saying_quote_them() {
+    let text = format!("{POOL}\n[node]\nname = node-1\n\n[metrics]\nlisten = 127.0.0.1:7472\n");
+    let errors = errors_with(&text, &ctx());
+    let shown = Diagnostics(errors.clone()).to_string();
+    assert_eq!(errors.len(), 2, "{shown}");
+    assert_eq!(
+        (errors[0].line, errors[0].column),
+        position(&text, "node-1")
+    );
+    assert_eq!(
+        errors[0].message,
+        "`node-1` is not a TOML value: expected a quoted string, \"node-1\""
+    );
+    // The whole address, not the `:7472` where the number reading stopped.
+    assert_eq!(
+        (errors[1].line, errors[1].column),
+        position(&text, "127.0.0.1")
+    );
+    assert!(
+        errors[1]
+            .message
+            .starts_with("`127.0.0.1:7472` is not a TOML value"),
+        "{shown}"
+    );
+    assert!(!shown.contains("float"), "{shown}");
+}
+
+#[test]
 fn unknown_top_level_key_is_an_error() {
     let text = format!("{POOL}\n[nodes]\nname = \"x\"\n");
     assert_error(&text, "nodes", &["unknown key `nodes`", "`node`"]);
@@ -1296,7 +1348,7 @@ fn summary_counts_pools_peers_and_members() {
     let config = valid(&text).config;
     assert_eq!(
         summary(Path::new("/etc/lb.toml"), &config),
-        "lb.toml: OK (2 pools, 1 BGP peer, 3 cluster members)"
+        "/etc/lb.toml: OK (2 pools, 1 BGP peer, 3 cluster members)"
     );
 }
 

@@ -124,6 +124,15 @@ fn lbctl_reads_the_real_state_of_a_running_lbd_and_metrics_answer() {
     );
     assert_eq!(status["node"], "ops-node");
     assert_eq!(status["cluster"]["role"], "standalone");
+    // A cluster of one binds no raft-lite socket: no address is made up for it.
+    assert_eq!(
+        status["cluster"]["members"][0]["address"],
+        Value::Null,
+        "{status}"
+    );
+    // STATUS= counts the static service (there are no Kubernetes Services here).
+    let line = status["status_line"].as_str().unwrap();
+    assert!(line.contains("; 1 services;"), "{line}");
     let services = wait_json(
         &bus,
         &mut lbd,
@@ -357,7 +366,8 @@ fn an_invalid_config_at_start_reaches_the_journal_as_priority_error() {
         .stderr(err)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    // 6, not 1: the unit's RestartPreventExitStatus=6 keeps systemd from retrying.
+    assert_eq!(out.status.code(), Some(6));
     let text = std::fs::read_to_string(&err_path).unwrap();
     assert!(!text.is_empty());
     for line in text.lines() {
@@ -375,5 +385,80 @@ fn an_invalid_config_at_start_reaches_the_journal_as_priority_error() {
     assert!(
         text.contains("is invalid; not starting") && !text.contains("<3>"),
         "{text}"
+    );
+}
+
+fn lbd_cmd(args: &[&str], env: &[(&str, String)], stderr_file: &std::path::Path) -> (i32, String) {
+    let err = std::fs::File::create(stderr_file).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lbd"))
+        .args(args)
+        .env_remove("JOURNAL_STREAM")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stderr(err)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_takes_a_file_argument_and_an_invalid_file_exits_6() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, config(free_port(), false)).unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[pool]]\nname = \"p\"\nprotocol = \"l2\"\naddresses = []\n",
+    )
+    .unwrap();
+    let err = dir.path().join("stderr");
+    let (g, b) = (good.to_str().unwrap(), bad.to_str().unwrap());
+    let read_err = || std::fs::read_to_string(&err).unwrap();
+
+    // The file as an argument, or with --config: the same check, the same path form in the
+    // OK line as in the errors.
+    for args in [
+        vec!["--check-config", g],
+        vec!["--config", g, "--check-config"],
+    ] {
+        let (code, out) = lbd_cmd(&args, &[], &err);
+        assert_eq!(code, 0, "{args:?}: {}", read_err());
+        assert!(out.starts_with(&format!("{g}: OK (")), "{args:?}: {out}");
+    }
+    // Invalid: 6, as at start (RestartPreventExitStatus=6 in the unit).
+    for args in [
+        vec!["--check-config", b],
+        vec!["--config", b, "--check-config"],
+    ] {
+        let (code, _) = lbd_cmd(&args, &[], &err);
+        assert_eq!(code, 6, "{args:?}");
+        let e = read_err();
+        assert!(
+            e.starts_with(&format!("{b}:3:12: error: ")),
+            "{args:?}: {e}"
+        );
+    }
+    // A FILE without --check-config, or two different files: usage errors.
+    assert_eq!(lbd_cmd(&[g], &[], &err).0, 2);
+    assert_eq!(
+        lbd_cmd(&["--check-config", g, "--config", b], &[], &err).0,
+        2
+    );
+
+    // With stderr being the journal (JOURNAL_STREAM names its device:inode), every line
+    // carries its syslog priority, so journald files the errors at err, not info (as at
+    // start: an_invalid_config_at_start_reaches_the_journal_as_priority_error).
+    let meta = std::fs::File::create(&err).unwrap().metadata().unwrap();
+    let stream = format!("{}:{}", meta.dev(), meta.ino());
+    let (code, _) = lbd_cmd(&["--check-config", b], &[("JOURNAL_STREAM", stream)], &err);
+    assert_eq!(code, 6);
+    let e = read_err();
+    assert!(
+        !e.is_empty() && e.lines().all(|l| l.starts_with("<3>")),
+        "{e}"
     );
 }

@@ -12,15 +12,30 @@ struct Args {
     /// The configuration file.
     #[arg(long, value_name = "PATH", default_value = "/etc/lb.toml")]
     config: PathBuf,
-    /// Validate the configuration, print errors and warnings, and exit (0 when valid).
+    /// Validate the configuration, print errors and warnings, and exit (0 when valid, 6 when
+    /// not).
     #[arg(long)]
     check_config: bool,
+    /// With --check-config: the file to check (default: --config's).
+    #[arg(
+        value_name = "FILE",
+        requires = "check_config",
+        conflicts_with = "config"
+    )]
+    file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.check_config {
-        return lb::config::check_config_main(&args.config, &lb::config::Context::from_system());
+        let path = args.file.as_deref().unwrap_or(&args.config);
+        let ctx = lb::config::Context::from_system();
+        let journal = lb::daemon::logging::stderr_is_journal();
+        return if lb::config::check_config(path, &ctx, journal) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(lb::daemon::EXIT_INVALID_CONFIG)
+        };
     }
     lb::daemon::main(&args.config)
 }

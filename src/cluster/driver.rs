@@ -449,12 +449,20 @@ impl ClusterDriver {
             last_publish: start,
             metrics,
         };
-        info!(
-            member = %node.name(),
-            term = node.term(),
-            listen = %local_addr.map_or_else(|| "none (a cluster of one)".to_owned(), |a| a.to_string()),
-            "raft-lite started"
-        );
+        match local_addr {
+            Some(addr) => info!(
+                member = %node.name(),
+                term = node.term(),
+                %addr,
+                "raft-lite started"
+            ),
+            // No `addr` field at all: a cluster of one binds no socket.
+            None => info!(
+                member = %node.name(),
+                term = node.term(),
+                "raft-lite started: a cluster of one, no transport"
+            ),
+        }
         // A cluster of one is leader at once: its term is durable before spawn returns.
         let _ = driver::Shell::carry(&mut shell, start, &node, first).await;
         shell.publish(&node, start, false, true);

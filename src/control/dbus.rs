@@ -21,7 +21,7 @@
 //! `PropertiesChanged` signals.
 //!
 //! Access control is the bus policy (`packaging/dbus/org.lb.Daemon1.conf`): everybody may
-//! read, only root and group `adm` may call `Reload`.
+//! read, only root, group `adm` and user `lb` (the unit's `ExecReload`) may call `Reload`.
 
 use std::net::IpAddr;
 

@@ -144,7 +144,8 @@ fn members(members: &[MemberStatus], leader: Option<&str>) -> String {
         };
         t.row(vec![
             m.name.clone(),
-            m.address.to_string(),
+            // A cluster of one listens nowhere: no address to show.
+            m.address.map_or_else(|| "-".to_string(), |a| a.to_string()),
             role,
             if m.healthy { "yes" } else { "no" }.to_string(),
             match m.last_seen_ms {
@@ -328,6 +329,17 @@ mod tests {
         assert!(out.contains("member (leader)"));
         let w2 = out.lines().find(|l| l.starts_with("worker-2")).unwrap();
         assert!(w2.contains("witness") && w2.contains("no") && w2.ends_with("4200ms ago"));
+    }
+
+    #[test]
+    fn cluster_of_one_shows_no_listen_address() {
+        let mut c = sample().cluster;
+        c.members.truncate(1);
+        c.members[0].address = None;
+        let out = cluster(&c);
+        let row = out.lines().find(|l| l.starts_with("worker-1")).unwrap();
+        assert_eq!(row.split_whitespace().nth(1), Some("-"), "{out}");
+        assert!(!out.contains("7946"), "{out}");
     }
 
     #[test]

@@ -135,8 +135,8 @@ impl fmt::Display for ClusterRole {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberStatus {
     pub name: String,
-    /// raft-lite UDP address.
-    pub address: SocketAddr,
+    /// raft-lite UDP address; `None` (JSON `null`) on a cluster of one, which binds none.
+    pub address: Option<SocketAddr>,
     pub role: NodeRole,
     /// Heard from recently enough to hold IPs (the leader's view; a follower's own view
     /// otherwise).
@@ -366,14 +366,14 @@ pub fn sample() -> Snapshot {
             members: vec![
                 MemberStatus {
                     name: "worker-1".into(),
-                    address: SocketAddr::from(([10, 10, 100, 3], 7946)),
+                    address: Some(SocketAddr::from(([10, 10, 100, 3], 7946))),
                     role: NodeRole::Member,
                     healthy: true,
                     last_seen_ms: None,
                 },
                 MemberStatus {
                     name: "worker-2".into(),
-                    address: SocketAddr::from(([10, 10, 100, 4], 7946)),
+                    address: Some(SocketAddr::from(([10, 10, 100, 4], 7946))),
                     role: NodeRole::Witness,
                     healthy: false,
                     last_seen_ms: Some(4200),

@@ -50,6 +50,11 @@ use crate::writes::{EventItem, Submission};
 use announce::{Announcer, Changes, Me};
 use ownership::Ownership;
 
+/// Exit status of `lbd` (and `lbd --check-config`) when the configuration is invalid: LSB's
+/// "program is not configured". The unit's `RestartPreventExitStatus=` names it, so systemd
+/// does not retry a start that only an edit of the file can fix.
+pub const EXIT_INVALID_CONFIG: u8 = 6;
+
 /// How long start-up waits for the Kubernetes stores before saying READY anyway (with a
 /// STATUS saying what it still waits for): an unreachable API server must not hang boot.
 const READY_BOUND: Duration = Duration::from_secs(10);

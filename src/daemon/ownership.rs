@@ -131,7 +131,9 @@ impl Ownership {
                 let m = v.members.iter().find(|m| &m.name == name);
                 MemberStatus {
                     name: name.clone(),
-                    address: *addr,
+                    // A cluster of one binds no socket: the configured (or default)
+                    // address is not listened on, so none is reported.
+                    address: (!v.standalone).then_some(*addr),
                     role: if *name == config.node.name && config.node.role == Role::Witness {
                         NodeRole::Witness
                     } else {

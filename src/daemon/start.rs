@@ -37,7 +37,7 @@ pub fn main(config_path: &Path) -> ExitCode {
                 "lbd: {} is invalid; not starting",
                 config_path.display()
             ));
-            return ExitCode::from(1);
+            return ExitCode::from(super::EXIT_INVALID_CONFIG);
         }
     };
     logging::init(&checked.config.log);

@@ -13,7 +13,7 @@ mod validate;
 pub mod values;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
@@ -87,17 +87,14 @@ pub fn load_file(path: &Path, ctx: &Context) -> Result<Checked, Diagnostics> {
     }
 }
 
-/// One-line summary of a valid config, e.g. "lb.toml: OK (2 pools, 1 BGP peer, 3 cluster
-/// members)".
+/// One-line summary of a valid config, e.g. "/etc/lb.toml: OK (2 pools, 1 BGP peer, 3 cluster
+/// members)". The path is shown as given, as in the diagnostics.
 pub fn summary(path: &Path, config: &Config) -> String {
-    let name = path
-        .file_name()
-        .map_or_else(|| PathBuf::from(path), PathBuf::from);
     let count =
         |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     format!(
         "{}: OK ({}, {}, {})",
-        name.display(),
+        path.display(),
         count(config.pools.len(), "pool", "pools"),
         count(config.bgp_peers.len(), "BGP peer", "BGP peers"),
         count(
@@ -111,21 +108,38 @@ pub fn summary(path: &Path, config: &Config) -> String {
 /// `lbd --check-config` / `lbctl check-config PATH`: diagnostics to stderr, one per line; on
 /// success a summary to stdout. Exit 0 when valid (warnings allowed), 1 otherwise.
 pub fn check_config_main(path: &Path, ctx: &Context) -> ExitCode {
+    if check_config(path, ctx, false) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Prints what [`check_config_main`] prints and says whether the file is valid. With
+/// `priority_prefixes` (stderr is the journal: a unit runs the check) each diagnostic line
+/// starts with its syslog priority (`<3>` error, `<4>` warning, sd-daemon(3)), so journald
+/// files errors at err and `journalctl -p err` shows them.
+pub fn check_config(path: &Path, ctx: &Context, priority_prefixes: bool) -> bool {
     let (diagnostics, summary_line) = match load_file(path, ctx) {
         Ok(checked) => (checked.warnings, Some(summary(path, &checked.config))),
         Err(Diagnostics(all)) => (all, None),
     };
     let mut stderr = std::io::stderr().lock();
     for d in &diagnostics {
+        let prefix = match (priority_prefixes, d.severity) {
+            (false, _) => "",
+            (true, Severity::Error) => "<3>",
+            (true, Severity::Warning) => "<4>",
+        };
         // Nothing sensible to do if stderr is gone; the exit code still tells.
-        let _ = writeln!(stderr, "{d}");
+        let _ = writeln!(stderr, "{prefix}{d}");
     }
     match summary_line {
         Some(line) => {
             let _ = writeln!(std::io::stdout().lock(), "{line}");
-            ExitCode::SUCCESS
+            true
         }
-        None => ExitCode::FAILURE,
+        None => false,
     }
 }
 

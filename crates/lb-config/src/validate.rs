@@ -28,9 +28,11 @@ pub(crate) fn check(text: &str, file: &Path, ctx: &Context) -> Result<Checked, D
     let mut sink = Sink::new(file, text);
     let (root, parse_errors) = DeTable::parse_recoverable(text);
     if !parse_errors.is_empty() {
-        for e in parse_errors {
-            let span = e.span().unwrap_or(0..0);
-            let message = toml_message(e.message(), &snippet(text, &span));
+        let errors = parse_errors
+            .iter()
+            .map(|e| (e.span().unwrap_or(0..0), e.message().to_string()))
+            .collect();
+        for (span, message) in syntax_errors(text, errors) {
             sink.error(span, message);
         }
         return Err(Diagnostics(sink.into_sorted()));
@@ -53,6 +55,186 @@ pub(crate) fn check(text: &str, file: &Path, ctx: &Context) -> Result<Checked, D
             warnings: sink.into_sorted(),
         })
     }
+}
+
+/// One diagnostic per TOML syntax error. The parser recovers and goes on, but inside an
+/// unclosed array, inline table or multi-line string everything up to where it gives up is
+/// misread (a following `[node]` as an array element, `name` as a misspelt `nan`...): those
+/// follow-on errors are dropped and the unclosed one is reported where it was opened. Then
+/// only the first error of a line is kept: the rest of that line is read out of step.
+fn syntax_errors(
+    text: &str,
+    mut errors: Vec<(Range<usize>, String)>,
+) -> Vec<(Range<usize>, String)> {
+    errors.sort_by_key(|(span, _)| span.start);
+    let unclosed = |m: &str| {
+        [
+            "unclosed array",
+            "unclosed inline table",
+            "invalid multi-line",
+        ]
+        .iter()
+        .any(|p| m.starts_with(p))
+    };
+    let mut i = 0;
+    while i < errors.len() {
+        let at = errors[i].0.start;
+        if unclosed(&errors[i].1)
+            && let Some(open) = unclosed_opening(text, at)
+            && open < at
+        {
+            let mut message = std::mem::take(&mut errors[i].1);
+            if message.starts_with("invalid multi-line")
+                && let Some(quotes) = text.get(open..open + 3)
+                && (quotes == "\"\"\"" || quotes == "'''")
+            {
+                message = format!("unclosed multi-line string, expected {quotes} to end it");
+            }
+            errors.retain(|(span, _)| span.start < open || span.start > at);
+            let pos = errors.partition_point(|(span, _)| span.start < open);
+            errors.insert(pos, (open..open + 1, message));
+            i = pos;
+        }
+        i += 1;
+    }
+    let mut lines_seen = std::collections::BTreeSet::new();
+    errors
+        .into_iter()
+        .filter(|(span, _)| {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            lines_seen.insert(before.iter().filter(|&&b| b == b'\n').count())
+        })
+        .map(|(span, message)| {
+            bare_value_message(text, span.clone(), &message).unwrap_or_else(|| {
+                let m = toml_message(&message, &snippet(text, &span));
+                (span, m)
+            })
+        })
+        .collect()
+}
+
+/// Where the construct still open at byte `at` began: the outermost unclosed `[` or `{` of a
+/// value, or an unterminated multi-line string. A small TOML lexer: strings, comments and
+/// table headers (`[x]`, `[[x]]` at the start of a line outside any value) are skipped.
+fn unclosed_opening(text: &str, at: usize) -> Option<usize> {
+    let b = text.as_bytes();
+    let at = at.min(b.len());
+    let mut open: Vec<usize> = Vec::new();
+    let mut line_start = true;
+    let mut i = 0;
+    while i < at {
+        let c = b[i];
+        match c {
+            b'#' => {
+                while i < at && b[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' | b'\'' if b[i..].starts_with(&[c, c, c]) => {
+                let start = i;
+                i += 3;
+                loop {
+                    if i >= at {
+                        return Some(start);
+                    }
+                    if c == b'"' && b[i] == b'\\' {
+                        i += 2;
+                    } else if b[i..].starts_with(&[c, c, c]) {
+                        i += 3;
+                        // Up to two more quotes belong to the string's content.
+                        while i < at && b[i] == c {
+                            i += 1;
+                        }
+                        break;
+                    } else {
+                        i += 1;
+                    }
+                }
+                line_start = false;
+                continue;
+            }
+            b'"' | b'\'' => {
+                // One-line strings end at the line's end even when unterminated.
+                i += 1;
+                while i < at && b[i] != c && b[i] != b'\n' {
+                    if c == b'"' && b[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                if i < at && b[i] == c {
+                    i += 1;
+                }
+                line_start = false;
+                continue;
+            }
+            b'[' if line_start && open.is_empty() => {
+                // A table header: to the end of its line (a header holds no values).
+                while i < at && b[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'[' | b'{' => open.push(i),
+            b']' | b'}' => {
+                open.pop();
+            }
+            b'\n' => {
+                line_start = true;
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        if !c.is_ascii_whitespace() {
+            line_start = false;
+        }
+        i += 1;
+    }
+    open.first().copied()
+}
+
+/// An unquoted value the parser took for a number, `nan`/`inf` or a bare string (`name =
+/// node-1`, `listen = 127.0.0.1:7472`): say it needs quotes, pointing at the whole value.
+fn bare_value_message(
+    text: &str,
+    span: Range<usize>,
+    message: &str,
+) -> Option<(Range<usize>, String)> {
+    if ![
+        "invalid float",
+        "invalid integer",
+        "string values must be quoted",
+    ]
+    .iter()
+    .any(|p| message.starts_with(p))
+    {
+        return None;
+    }
+    let b = text.as_bytes();
+    let stop = |c: u8| c.is_ascii_whitespace() || b"=,[]{}#\"'".contains(&c);
+    let mut start = span.start.min(b.len());
+    while start > 0 && !stop(b[start - 1]) {
+        start -= 1;
+    }
+    let mut end = span.start.min(b.len());
+    while end < b.len() && !stop(b[end]) {
+        end += 1;
+    }
+    let word = text.get(start..end)?;
+    // A number with a typo stays a number error; a word or an address is a missing quote.
+    let numeric = word
+        .chars()
+        .all(|c| c.is_ascii_digit() || "+-._eE".contains(c))
+        && word.matches('.').count() <= 1;
+    if word.is_empty() || numeric {
+        return None;
+    }
+    Some((
+        start..end,
+        format!("`{word}` is not a TOML value: expected a quoted string, \"{word}\""),
+    ))
 }
 
 /// Rewords toml/serde messages so they, too, say what was expected; `snippet` is the text
