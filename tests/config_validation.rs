@@ -944,6 +944,20 @@ fn negative_gratuitous_count_is_an_error() {
     assert_error(&text, "-1", &["from 0 to 100"]);
 }
 
+#[test]
+fn writes_in_flight_default_to_16_and_must_be_1_to_256() {
+    let k = "[kubernetes]\nkubeconfig = \"/etc/lb/kubeconfig\"\n";
+    let c = valid(&format!("{k}{POOL}")).config;
+    assert_eq!(c.kubernetes.map(|k| k.max_writes_in_flight), Some(16));
+    let c = valid(&format!("{k}max_writes_in_flight = 64\n{POOL}")).config;
+    assert_eq!(c.kubernetes.map(|k| k.max_writes_in_flight), Some(64));
+    assert_error(
+        &format!("{k}max_writes_in_flight = 0\n{POOL}"),
+        "0",
+        &["max_writes_in_flight", "from 1 to 256"],
+    );
+}
+
 // ---- cluster ----------------------------------------------------------------------------------
 
 const MEMBERS3: &str =

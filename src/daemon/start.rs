@@ -101,7 +101,10 @@ impl Daemon {
             ));
             writer = Some(writer::spawn(
                 crate::kube::status::StatusWriter::new(client, &config.node.name),
-                Limits::default(),
+                Limits {
+                    max_in_flight: k.max_writes_in_flight,
+                    ..Limits::default()
+                },
                 metrics.clone(),
             ));
         }

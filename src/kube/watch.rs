@@ -25,6 +25,7 @@ use crate::model::{EndpointsByNode, Node, Service, ServiceKey};
 /// One object's change as seen by a [`Tracker`]: what was delivered before and what is now.
 #[derive(Debug, PartialEq)]
 struct Change<K> {
+    id: String,
     old: Option<K>,
     new: Option<K>,
 }
@@ -48,8 +49,9 @@ impl<K: PartialEq + Clone> Tracker<K> {
         if self.known.get(&id) == Some(&obj) {
             return None;
         }
-        let old = self.known.insert(id, obj.clone());
+        let old = self.known.insert(id.clone(), obj.clone());
         Some(Change {
+            id,
             old,
             new: Some(obj),
         })
@@ -57,6 +59,7 @@ impl<K: PartialEq + Clone> Tracker<K> {
 
     fn delete(&mut self, id: &str) -> Option<Change<K>> {
         self.known.remove(id).map(|old| Change {
+            id: id.to_owned(),
             old: Some(old),
             new: None,
         })
@@ -215,6 +218,8 @@ async fn send_all(tx: &mpsc::Sender<KubeUpdate>, updates: Vec<KubeUpdate>) -> bo
 async fn watch_slices(client: Client, tx: mpsc::Sender<KubeUpdate>) {
     // slice id → (service, its per-node endpoints)
     let mut tracker: Tracker<Option<(ServiceKey, EndpointsByNode)>> = Tracker::new();
+    // service → its slices' ids: a slice change sums only that Service's slices.
+    let mut slices_of: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
     let mut stream = std::pin::pin!(watch_stream::<EndpointSlice>(client));
     while let Some(item) = stream.next().await {
         let ev = match item {
@@ -236,13 +241,24 @@ async fn watch_slices(client: Client, tx: mpsc::Sender<KubeUpdate>) {
         let (changes, done) = tracker.on_event(ev);
         let mut touched: BTreeSet<ServiceKey> = BTreeSet::new();
         for c in changes {
-            touched.extend(c.old.flatten().map(|(k, _)| k));
-            touched.extend(c.new.flatten().map(|(k, _)| k));
+            if let Some((k, _)) = c.old.flatten() {
+                if let Some(ids) = slices_of.get_mut(&k) {
+                    ids.remove(&c.id);
+                    if ids.is_empty() {
+                        slices_of.remove(&k);
+                    }
+                }
+                touched.insert(k);
+            }
+            if let Some((k, _)) = c.new.flatten() {
+                slices_of.entry(k.clone()).or_default().insert(c.id.clone());
+                touched.insert(k);
+            }
         }
         for key in touched {
             let mut total = EndpointsByNode::new();
-            for (k, by_node) in tracker.known.values().flatten() {
-                if *k == key {
+            for id in slices_of.get(&key).into_iter().flatten() {
+                if let Some(Some((_, by_node))) = tracker.known.get(id) {
                     for (node, n) in by_node {
                         *total.entry(node.clone()).or_default() += n;
                     }
@@ -356,6 +372,7 @@ mod tests {
         assert_eq!(
             changes,
             vec![Change {
+                id: "a".into(),
                 old: Some(1),
                 new: None
             }]
@@ -372,6 +389,7 @@ mod tests {
         assert_eq!(
             c,
             vec![Change {
+                id: "a".into(),
                 old: Some(1),
                 new: Some(2)
             }]

@@ -37,6 +37,7 @@ pub(crate) struct RawKubernetes {
     pub kubeconfig: S<String>,
     pub load_balancer_class: Option<S<String>>,
     pub ignore_exclude_label: Option<bool>,
+    pub max_writes_in_flight: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -53,6 +53,15 @@ pub struct KubernetesConfig {
     pub load_balancer_class: Option<String>,
     /// Ignore `node.kubernetes.io/exclude-from-external-load-balancers`.
     pub ignore_exclude_label: bool,
+    /// Service status writes the leader has in flight at once (each is two requests: the
+    /// status and the pool annotation).
+    pub max_writes_in_flight: usize,
+}
+
+impl KubernetesConfig {
+    /// Chosen by measurement (docs/bench/kube.md): beyond it the API server, not lbd, is
+    /// the limit.
+    pub const DEFAULT_MAX_WRITES_IN_FLIGHT: usize = 16;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -744,10 +744,16 @@ impl Checker<'_> {
             }
             c.get_ref().clone()
         });
+        let max_writes_in_flight = k
+            .max_writes_in_flight
+            .as_ref()
+            .and_then(|n| self.int::<usize>("max_writes_in_flight", n, 1, 256))
+            .unwrap_or(KubernetesConfig::DEFAULT_MAX_WRITES_IN_FLIGHT);
         KubernetesConfig {
             kubeconfig,
             load_balancer_class,
             ignore_exclude_label: k.ignore_exclude_label.unwrap_or(false),
+            max_writes_in_flight,
         }
     }
 
