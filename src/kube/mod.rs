@@ -2,6 +2,7 @@
 //! and (on the leader only) write Service status and Events.
 
 pub mod client;
+pub mod events;
 pub mod status;
 pub mod translate;
 pub mod watch;

@@ -6,13 +6,13 @@
 
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{ObjectReference, Service as K8sService};
+use k8s_openapi::api::core::v1::Service as K8sService;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 use serde_json::json;
 use thiserror::Error;
 
+use super::events::EventRecorder;
 use super::translate::ALLOCATED_FROM_POOL;
 use crate::model::ServiceKey;
 
@@ -66,7 +66,7 @@ impl WriteError {
 
 pub struct StatusWriter {
     client: Client,
-    recorder: Recorder,
+    recorder: EventRecorder,
 }
 
 /// The status body lbd applies: the ingress list, IPv4 and IPv6 alike.
@@ -98,12 +98,8 @@ pub fn annotation_body(name: &str, pool: Option<&str>) -> serde_json::Value {
 
 impl StatusWriter {
     pub fn new(client: Client, node_name: &str) -> Self {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: Some(node_name.into()),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: EventRecorder::new(client.clone(), FIELD_MANAGER, node_name),
             client,
         }
     }
@@ -152,29 +148,11 @@ impl StatusWriter {
         &self,
         key: &ServiceKey,
         warning: bool,
-        reason: &str,
+        reason: &'static str,
         message: &str,
     ) -> Result<(), WriteError> {
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Service".into()),
-            name: Some(key.name.clone()),
-            namespace: Some(key.namespace.clone()),
-            ..Default::default()
-        };
-        let ev = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.into(),
-            note: Some(message.into()),
-            action: reason.into(),
-            secondary: None,
-        };
         self.recorder
-            .publish(&ev, &reference)
+            .publish(key, warning, reason, message)
             .await
             .map_err(|source| WriteError::Event {
                 service: key.clone(),
