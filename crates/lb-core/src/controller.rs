@@ -11,7 +11,9 @@
 //! hold each IP and the announcement of every IP; an update recomputes only the IPs it
 //! touches and reports the announcements that changed ([`Output::Announce`],
 //! [`Output::Withdraw`]). [`Controller::announcements`] recomputes everything from scratch:
-//! the reference the incremental path is tested against.
+//! the reference the incremental path is tested against. When an update frees addresses,
+//! only the Services the allocator lists as incomplete are tried again
+//! ([`crate::alloc::Allocator::incomplete`]), never every Service.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -95,6 +97,8 @@ pub struct Controller {
     dirty: BTreeSet<IpAddr>,
     /// Announcements recomputed so far (the work the counting test measures).
     recomputed: u64,
+    /// Services tried again because addresses were freed (counted likewise).
+    retried: u64,
 }
 
 /// The model Service for a `[[service]]` table.
@@ -133,6 +137,7 @@ impl Controller {
             announced: BTreeMap::new(),
             dirty: BTreeSet::new(),
             recomputed: 0,
+            retried: 0,
         };
         if !kubernetes {
             c.synced
@@ -157,6 +162,12 @@ impl Controller {
     /// seen, which stays proportional to what they changed.
     pub fn recomputed(&self) -> u64 {
         self.recomputed
+    }
+
+    /// How many Services have been tried again because addresses were freed: as many per
+    /// freeing update as Services were incomplete, whatever the number of Services.
+    pub fn retried(&self) -> u64 {
+        self.retried
     }
 
     /// All three kinds have been listed: withdrawing is safe from now on.
@@ -356,9 +367,20 @@ impl Controller {
                 self.index(&key, &svc.current_ips);
                 self.services.insert(key.clone(), svc.clone());
                 if self.synced.contains(&Kind::Services) {
+                    let before = self.alloc.assignment(&key).map(|a| a.ips.clone());
                     let outcome = self.alloc.update(&svc);
                     self.handle(vec![outcome], out);
                     self.reconcile_status(&key, out);
+                    // A Service that let an address go (another one requested, another
+                    // family or pool, no longer ours) may have freed it for a waiting one.
+                    let after = self.alloc.assignment(&key).map(|a| &a.ips);
+                    let freed = before
+                        .iter()
+                        .flatten()
+                        .any(|ip| !after.is_some_and(|a| a.contains(ip)));
+                    if freed {
+                        self.retry_incomplete(Some(&key), out);
+                    }
                 }
             }
             KubeUpdate::ServiceGone(key) => {
@@ -369,14 +391,7 @@ impl Controller {
                 // The object is gone: nothing to write, its addresses are free again —
                 // and a Service waiting for one may now get it.
                 if self.alloc.release(&key).is_some() {
-                    let waiting: Vec<ServiceKey> = self.alloc.failed().cloned().collect();
-                    for k in waiting {
-                        if let Some(svc) = self.services.get(&k).cloned() {
-                            let outcome = self.alloc.update(&svc);
-                            self.handle(vec![outcome], out);
-                            self.reconcile_status(&k, out);
-                        }
-                    }
+                    self.retry_incomplete(None, out);
                 }
             }
             KubeUpdate::Endpoints(key, by_node) => {
@@ -409,6 +424,33 @@ impl Controller {
                     self.index_statics();
                 }
             }
+        }
+    }
+
+    /// Addresses were freed: every Service the allocator lists as incomplete (nothing held,
+    /// or PreferDualStack missing a family) is tried again, in key order — the same order on
+    /// every host. Complete Services are not touched. A retry that changes nothing posts no
+    /// Event: the Service already carries the one saying why it waits, and one deletion
+    /// must not repeat it on every waiting Service.
+    fn retry_incomplete(&mut self, except: Option<&ServiceKey>, out: &mut Vec<Output>) {
+        let waiting: Vec<ServiceKey> = self
+            .alloc
+            .incomplete()
+            .filter(|k| Some(*k) != except)
+            .cloned()
+            .collect();
+        for key in waiting {
+            // Static services are not retried here: they change only with the config.
+            let Some(svc) = self.services.get(&key) else {
+                continue;
+            };
+            self.retried += 1;
+            let mut outcome = self.alloc.update(svc);
+            if matches!(outcome.change, Change::Unchanged | Change::Failed { .. }) {
+                outcome.events.clear();
+            }
+            self.handle(vec![outcome], out);
+            self.reconcile_status(&key, out);
         }
     }
 
