@@ -4,14 +4,19 @@
 //! idempotent (a repeated write is a no-op on the server) and never lose to a stale
 //! resourceVersion.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ObjectReference, Service as K8sService};
-use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 use thiserror::Error;
+use tokio::sync::Mutex;
 
 use super::translate::ALLOCATED_FROM_POOL;
 use crate::model::ServiceKey;
@@ -64,9 +69,34 @@ impl WriteError {
     }
 }
 
+/// A repeat of a posted Event within this long raises its series count instead of posting a
+/// new one (kube-runtime's `Recorder` uses the same bound).
+const SERIES_TTL: Duration = Duration::from_secs(6 * 60);
+
+/// What makes two Events the same: a repeat of one raises its count.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct EventKey {
+    service: ServiceKey,
+    warning: bool,
+    reason: String,
+    message: String,
+}
+
+/// One posted Event: its object's name, how often it was seen, when last.
+struct Series {
+    name: String,
+    count: i32,
+    last: Instant,
+}
+
 pub struct StatusWriter {
     client: Client,
-    recorder: Recorder,
+    node: String,
+    /// Events posted within [`SERIES_TTL`]. The message is part of the key: kube-runtime's
+    /// `Recorder` keys a series by reason and action only, so a second `IPAllocated` with
+    /// another message (`Assigned additional IP …`) only raised the first one's count and
+    /// was never shown. As under MetalLB's recorder, another message is another Event.
+    posted: Mutex<HashMap<EventKey, Series>>,
 }
 
 /// The status body lbd applies: the ingress list, IPv4 and IPv6 alike.
@@ -98,13 +128,10 @@ pub fn annotation_body(name: &str, pool: Option<&str>) -> serde_json::Value {
 
 impl StatusWriter {
     pub fn new(client: Client, node_name: &str) -> Self {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: Some(node_name.into()),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
             client,
+            node: node_name.into(),
+            posted: Mutex::new(HashMap::new()),
         }
     }
 
@@ -147,7 +174,8 @@ impl StatusWriter {
         Ok(())
     }
 
-    /// Posts an Event on the Service (events.k8s.io/v1; repeats become a series).
+    /// Posts an Event on the Service (events.k8s.io/v1). A repeat of the same reason and
+    /// message within [`SERIES_TTL`] raises the first one's series count instead.
     pub async fn event(
         &self,
         key: &ServiceKey,
@@ -155,32 +183,78 @@ impl StatusWriter {
         reason: &str,
         message: &str,
     ) -> Result<(), WriteError> {
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Service".into()),
-            name: Some(key.name.clone()),
-            namespace: Some(key.namespace.clone()),
+        let error = |source| WriteError::Event {
+            service: key.clone(),
+            reason: reason.into(),
+            source,
+        };
+        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &key.namespace);
+        let id = EventKey {
+            service: key.clone(),
+            warning,
+            reason: reason.into(),
+            message: message.into(),
+        };
+        let now = Instant::now();
+        let repeat = {
+            let mut posted = self.posted.lock().await;
+            posted.retain(|_, s| now.saturating_duration_since(s.last) < SERIES_TTL);
+            posted.get_mut(&id).map(|s| {
+                s.count += 1;
+                s.last = now;
+                (s.name.clone(), s.count)
+            })
+        };
+        let observed = MicroTime(Timestamp::now());
+        if let Some((name, count)) = repeat {
+            let series = json!({ "series": { "count": count, "lastObservedTime": observed } });
+            let patched = api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(series))
+                .await;
+            if let Err(e) = patched {
+                // Start afresh next time (e.g. the API server dropped the old Event).
+                self.posted.lock().await.remove(&id);
+                return Err(error(e));
+            }
+            return Ok(());
+        }
+        let event = K8sEvent {
+            metadata: ObjectMeta {
+                // Unique per post, as kube's Recorder names them.
+                name: Some(format!("{}.{:x}", key.name, observed.0.as_nanosecond())),
+                namespace: Some(key.namespace.clone()),
+                ..Default::default()
+            },
+            event_time: Some(observed),
+            type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+            reason: Some(reason.into()),
+            action: Some(reason.into()),
+            note: Some(message.into()),
+            regarding: Some(ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Service".into()),
+                name: Some(key.name.clone()),
+                namespace: Some(key.namespace.clone()),
+                ..Default::default()
+            }),
+            reporting_controller: Some(FIELD_MANAGER.into()),
+            reporting_instance: Some(self.node.clone()),
             ..Default::default()
         };
-        let ev = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.into(),
-            note: Some(message.into()),
-            action: reason.into(),
-            secondary: None,
-        };
-        self.recorder
-            .publish(&ev, &reference)
+        let created = api
+            .create(&PostParams::default(), &event)
             .await
-            .map_err(|source| WriteError::Event {
-                service: key.clone(),
-                reason: reason.into(),
-                source,
-            })
+            .map_err(error)?;
+        let name = created.metadata.name.unwrap_or_default();
+        self.posted.lock().await.insert(
+            id,
+            Series {
+                name,
+                count: 1,
+                last: now,
+            },
+        );
+        Ok(())
     }
 }
 
