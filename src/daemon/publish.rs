@@ -92,6 +92,7 @@ impl Daemon {
         }
         let view = self.ownership.view();
         let facts = self.facts(&view);
+        // Every second, so that the time since a silent member was last heard keeps growing.
         set_member_gauges(&self.metrics, &view, &facts.members);
         let services = stale.then(|| snapshot::services(&facts, self.ctl.announced().values()));
         if stale {
@@ -108,6 +109,15 @@ impl Daemon {
         }
         self.snapshot
             .send_if_modified(|s| snapshot::update(s, &facts, services));
+    }
+}
+
+impl Daemon {
+    /// The member gauges at once when the raft-lite view changes (a member's health, a new
+    /// leader), not only at the next publish.
+    pub(super) fn export_members(&self, view: &ownership::View) {
+        let members = self.ownership.members(&self.config);
+        set_member_gauges(&self.metrics, view, &members);
     }
 }
 
