@@ -110,9 +110,7 @@ impl Daemon {
         self.snapshot
             .send_if_modified(|s| snapshot::update(s, &facts, services));
     }
-}
 
-impl Daemon {
     /// The member gauges at once when the raft-lite view changes (a member's health, a new
     /// leader), not only at the next publish.
     pub(super) fn export_members(&self, view: &ownership::View) {
