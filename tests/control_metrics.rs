@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use lb::cluster::wire::DropReason;
 use lb::control::http::{self, Liveness};
 use lb::control::metrics::{CONTENT_TYPE, Metrics, SERIES};
 use lb::control::state::{AddressCount, AnnounceProtocol, Snapshot};
@@ -115,6 +116,9 @@ fn populated() -> Metrics {
     m.set_cluster_term(7);
     m.set_is_leader(true);
     m.election_started();
+    m.cluster_datagrams_dropped(DropReason::BadMac, 3);
+    m.set_cluster_member("worker-1", Some(true), None);
+    m.set_cluster_member("worker-2", Some(false), Some(Duration::from_millis(2500)));
     m.observe_failover(Duration::from_millis(240));
     m.config_reloaded(true);
     m
@@ -180,9 +184,36 @@ async fn scrape_has_every_documented_series_with_its_type() {
     );
     assert_eq!(value("lb_cluster_term"), Some(7.0));
     assert_eq!(
+        value("lb_cluster_datagrams_dropped_total{reason=\"bad_mac\"}"),
+        Some(3.0)
+    );
+    assert_eq!(
+        value("lb_cluster_member_healthy{member=\"worker-2\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        value("lb_cluster_member_last_seen_seconds{member=\"worker-2\"}"),
+        Some(2.5)
+    );
+    assert_eq!(
+        value("lb_cluster_member_last_seen_seconds{member=\"worker-1\"}"),
+        None,
+        "no last-seen time for a member not heard from"
+    );
+    assert_eq!(
         value("lb_failover_duration_seconds_bucket{le=\"0.3\"}"),
         Some(1.0)
     );
+}
+
+#[tokio::test]
+async fn a_member_this_host_knows_nothing_about_has_no_series() {
+    let m = Metrics::new();
+    m.set_cluster_member("worker-2", Some(true), Some(Duration::from_millis(40)));
+    m.set_cluster_member("worker-2", None, None);
+    let (server, _tx) = start(m, Liveness::new(Duration::from_secs(5)), true).await;
+    let body = get(server.local_addr(), "/metrics").await.body;
+    assert!(!body.contains("member=\"worker-2\""), "{body}");
 }
 
 #[tokio::test]

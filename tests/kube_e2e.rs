@@ -55,6 +55,11 @@ auto_assign = false
 }
 
 async fn start() -> Env {
+    start_with(config).await
+}
+
+/// As [`start`], lbd running on `config(kubeconfig path)`.
+async fn start_with(config: fn(&std::path::Path) -> String) -> Env {
     let store = Store::new();
     let server = ApiServer::start("127.0.0.1:0".parse().unwrap(), store.clone()).unwrap();
     let kubectl = Kubectl::new(server.addr()).unwrap();
@@ -123,19 +128,23 @@ impl Env {
 
     /// Waits until an Event with `reason` exists on the Service and returns its note.
     async fn wait_event(&mut self, name: &str, reason: &str) -> String {
+        self.wait_event_saying(name, reason, "").await
+    }
+
+    /// Waits until an Event with `reason` whose note contains `text` exists on the Service
+    /// and returns its note.
+    async fn wait_event_saying(&mut self, name: &str, reason: &str, text: &str) -> String {
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            if let Some(e) = self
-                .events_for(name)
-                .into_iter()
-                .find(|e| e["reason"] == reason)
-            {
+            if let Some(e) = self.events_for(name).into_iter().find(|e| {
+                e["reason"] == reason && e["note"].as_str().is_some_and(|n| n.contains(text))
+            }) {
                 return e["note"].as_str().unwrap_or_default().to_owned();
             }
             assert!(self.lbd.alive(), "lbd exited:\n{}", self.lbd.log());
             assert!(
                 Instant::now() < deadline,
-                "no {reason} event on {name}; events: {:?}",
+                "no {reason} event saying {text:?} on {name}; events: {:?}",
                 self.events_for(name)
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -311,6 +320,135 @@ async fn impossible_request_gives_allocation_failed_and_a_freed_ip_goes_to_the_n
     let out = env.kubectl.run(&["delete", "svc", "first"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(env.wait_ip("default", "second").await, ["10.10.100.200"]);
+}
+
+/// One layer-2 pool with two IPv4 addresses and a single IPv6 one.
+fn dual_stack_config(kubeconfig: &std::path::Path) -> String {
+    format!(
+        r#"
+[node]
+name = "worker-1"
+
+[kubernetes]
+kubeconfig = "{}"
+
+[[pool]]
+name = "ip-space-1"
+protocol = "bgp"
+addresses = ["10.10.100.200-10.10.100.201", "fd00:10::5/128"]
+"#,
+        kubeconfig.display()
+    )
+}
+
+impl Env {
+    /// The EXTERNAL-IP column of `kubectl get svc NAME`.
+    async fn external_ip(&self, name: &str) -> String {
+        let out = self.kubectl.run(&["get", "svc", name]).await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let row = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no row for {name}: {}", out.stdout));
+        row.split_whitespace().nth(3).unwrap_or_default().to_owned()
+    }
+}
+
+#[tokio::test]
+async fn prefer_dual_stack_gets_the_ipv6_freed_by_a_deletion_within_a_second() {
+    let mut env = start_with(dual_stack_config).await;
+    // The only IPv6 address goes to an IPv6-only Service.
+    let v6_only = "  ipFamilyPolicy: SingleStack\n  ipFamilies:\n  - IPv6\n";
+    env.apply("holder", &lb_svc("holder", "", v6_only)).await;
+    assert_eq!(env.wait_ip("default", "holder").await, ["fd00:10::5"]);
+
+    // A PreferDualStack Service then gets IPv4 only, and its Events say why.
+    let prefer = "  ipFamilyPolicy: PreferDualStack\n  ipFamilies:\n  - IPv4\n  - IPv6\n";
+    env.apply("web", &lb_svc("web", "", prefer)).await;
+    assert_eq!(env.wait_ip("default", "web").await, ["10.10.100.200"]);
+    let note = env.wait_event("web", "AdditionalAssignFailed").await;
+    assert_eq!(
+        note,
+        "cannot assign additional IP in PreferDualStack: no available IPs in pool ip-space-1 for ipv6 IPFamily"
+    );
+    assert_eq!(env.external_ip("web").await, "10.10.100.200");
+
+    // The IPv6 freed: the waiting Service gets it within a second.
+    let out = env.kubectl.run(&["delete", "svc", "holder"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let deleted = Instant::now();
+    let both = ["10.10.100.200", "fd00:10::5"];
+    loop {
+        if env.ingress("default", "web") == both {
+            break;
+        }
+        assert!(env.lbd.alive(), "lbd exited:\n{}", env.lbd.log());
+        assert!(
+            deleted.elapsed() < TIMEOUT,
+            "web never got its IPv6: {:?}\n{}",
+            env.ingress("default", "web"),
+            env.lbd.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = deleted.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "the freed IPv6 reached web's status after {took:?}"
+    );
+    let note = env
+        .wait_event_saying("web", "IPAllocated", "additional")
+        .await;
+    assert_eq!(note, r#"Assigned additional IP "fd00:10::5""#);
+    assert_eq!(env.external_ip("web").await, "10.10.100.200,fd00:10::5");
+    let out = env.kubectl.run(&["get", "events"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.lines().any(|l| l.contains("service/web")
+            && l.contains("IPAllocated")
+            && l.contains(r#"Assigned additional IP "fd00:10::5""#)),
+        "kubectl get events:\n{}",
+        out.stdout
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_event_raises_its_count_and_another_message_is_another_event() {
+    let store = Store::new();
+    let server = ApiServer::start("127.0.0.1:0".parse().unwrap(), store.clone()).unwrap();
+    let writer = lb::kube::status::StatusWriter::new(
+        support::apiserver::kube_client(server.addr()),
+        "worker-1",
+    );
+    let web = lb::model::ServiceKey::new("default", "web");
+    let first = r#"Assigned IP ["10.10.100.200"]"#;
+    let second = r#"Assigned additional IP "fd00:10::5""#;
+    for message in [first, first, second] {
+        writer
+            .event(&web, false, "IPAllocated", message)
+            .await
+            .unwrap();
+    }
+    let mut events: Vec<(String, i64)> = store
+        .events()
+        .iter()
+        .map(|e| {
+            let count = e["series"]["count"].as_i64().unwrap_or(1);
+            (e["note"].as_str().unwrap_or_default().to_owned(), count)
+        })
+        .collect();
+    events.sort();
+    assert_eq!(
+        events,
+        [(first.to_owned(), 2), (second.to_owned(), 1)],
+        "{:?}",
+        store.events()
+    );
+    let e = &store.events()[0];
+    assert_eq!(e["reportingController"], "lbd");
+    assert_eq!(e["reportingInstance"], "worker-1");
+    assert_eq!(e["regarding"]["name"], "web");
 }
 
 #[tokio::test]

@@ -377,7 +377,8 @@ impl ClusterDriver {
     }
 
     /// [`spawn`](Self::spawn), counting elections this host starts
-    /// (`lb_cluster_elections_total`) and, while it leads, failover durations
+    /// (`lb_cluster_elections_total`), the datagrams the transport drops
+    /// (`lb_cluster_datagrams_dropped_total`) and, while it leads, failover durations
     /// (`lb_failover_duration_seconds`, see [`Output::Failover`]) in `metrics`.
     pub async fn spawn_with_metrics(
         settings: ClusterSettings,
@@ -417,6 +418,9 @@ impl ClusterDriver {
             None
         };
         let stats = transport.as_ref().map(Transport::stats);
+        if let (Some(stats), Some(metrics)) = (&stats, &metrics) {
+            tokio::spawn(count_drops(stats.clone(), metrics.clone()));
+        }
         let local_addr = transport.as_ref().and_then(|t| t.local_addr().ok());
         let (updates_tx, updates) = mpsc::unbounded_channel();
         let (cmd_tx, cmd) = mpsc::channel(1);
@@ -688,6 +692,27 @@ impl Shell {
         });
         if published {
             self.last_publish = now;
+        }
+    }
+}
+
+/// Carries the transport's drop counters into `lb_cluster_datagrams_dropped_total` as they
+/// change, every reason present from the start (at 0). Ends with the transport.
+async fn count_drops(mut stats: watch::Receiver<TransportStats>, metrics: Metrics) {
+    let mut counted: BTreeMap<super::wire::DropReason, u64> = BTreeMap::new();
+    for reason in super::wire::DropReason::ALL {
+        metrics.cluster_datagrams_dropped(reason, 0);
+    }
+    loop {
+        for (reason, now) in &stats.borrow_and_update().drops {
+            let before = counted.entry(*reason).or_default();
+            if now > before {
+                metrics.cluster_datagrams_dropped(*reason, now - *before);
+                *before = *now;
+            }
+        }
+        if stats.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -10,8 +10,10 @@
 //! Who feeds what: the daemon's main loop (pools, announced IPs, term, leadership,
 //! reloads), the ARP/NDP socket task (`l2::socket::run`: per-IP layer-2 counters), each BGP
 //! peer task (`bgp::driver::PeerMetrics`: per-peer series; the speaker removes a removed
-//! peer's), and the raft-lite driver (elections started, failover durations: the core's
-//! `Output::ElectionStarted` / `Output::Failover`).
+//! peer's), the raft-lite driver (elections started, failover durations: the core's
+//! `Output::ElectionStarted` / `Output::Failover`; datagrams dropped, from the transport's
+//! counters) and the daemon's once-a-second publish step (member health, as `lbctl cluster`
+//! shows it).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::state::{AddressCount, AnnounceProtocol};
+use crate::cluster::wire::DropReason;
 
 /// Content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -93,6 +96,19 @@ pub const SERIES: &[(&str, &str, &[&str], Option<&str>)] = &[
     ("lb_cluster_term", "gauge", &[], None),
     ("lb_cluster_is_leader", "gauge", &[], None),
     ("lb_cluster_elections_total", "counter", &[], None),
+    (
+        "lb_cluster_datagrams_dropped_total",
+        "counter",
+        &["reason"],
+        None,
+    ),
+    ("lb_cluster_member_healthy", "gauge", &["member"], None),
+    (
+        "lb_cluster_member_last_seen_seconds",
+        "gauge",
+        &["member"],
+        None,
+    ),
     ("lb_failover_duration_seconds", "histogram", &[], None),
     ("lb_config_reloads_total", "counter", &[], None),
     ("lb_config_reload_failures_total", "counter", &[], None),
@@ -124,6 +140,16 @@ struct ProtocolLabel {
     protocol: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemberLabel {
+    member: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Failover buckets: raft-lite aims at sub-second, keepalived-like setups take seconds.
@@ -147,6 +173,9 @@ struct Inner {
     term: Gauge,
     is_leader: Gauge,
     elections: Counter,
+    datagrams_dropped: Family<ReasonLabel, Counter>,
+    member_healthy: Family<MemberLabel, Gauge>,
+    member_last_seen: Family<MemberLabel, FloatGauge>,
     failover: Histogram,
     reloads: Counter,
     reload_failures: Counter,
@@ -202,6 +231,9 @@ impl Metrics {
             term: Gauge::default(),
             is_leader: Gauge::default(),
             elections: Counter::default(),
+            datagrams_dropped: Family::default(),
+            member_healthy: Family::default(),
+            member_last_seen: Family::default(),
             failover: Histogram::new(FAILOVER_BUCKETS),
             reloads: Counter::default(),
             reload_failures: Counter::default(),
@@ -283,6 +315,22 @@ impl Metrics {
             "lb_cluster_elections",
             "Number of raft-lite elections this node started",
             i.elections.clone(),
+        );
+        r.register(
+            "lb_cluster_datagrams_dropped",
+            "Number of raft-lite datagrams received and dropped, by reason (bad_mac: wrong cluster key or forged; unknown_sender: not in this host's members; replayed, too_old; truncated, bad_magic, unsupported_version, malformed)",
+            i.datagrams_dropped.clone(),
+        );
+        r.register(
+            "lb_cluster_member_healthy",
+            "1 if the member is healthy, 0 if not, as this host knows it: the leader knows every member (its acknowledgements keep its lease); another host knows only itself and the leader it hears, and has no series for the rest",
+            i.member_healthy.clone(),
+        );
+        r.register_with_unit(
+            "lb_cluster_member_last_seen",
+            "Time since the leader last received the member's acknowledgement (on the leader only, for the other members)",
+            Unit::Seconds,
+            i.member_last_seen.clone(),
         );
         r.register_with_unit(
             "lb_failover_duration",
@@ -431,8 +479,52 @@ impl Metrics {
         self.inner.failover.observe(took.as_secs_f64());
     }
 
-    /// A reload was attempted; `ok = false` when the new configuration was refused (the
-    /// daemon keeps the previous one, so the running configuration is now stale).
+    /// `count` more raft-lite datagrams dropped for `reason` (0 creates the series, so a
+    /// rate sees the first drop).
+    pub fn cluster_datagrams_dropped(&self, reason: DropReason, count: u64) {
+        self.inner
+            .datagrams_dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.label(),
+            })
+            .inc_by(count);
+    }
+
+    /// A member's health and time since last heard; `None` removes the series (this host
+    /// does not know).
+    pub fn set_cluster_member(
+        &self,
+        member: &str,
+        healthy: Option<bool>,
+        last_seen: Option<Duration>,
+    ) {
+        let l = MemberLabel {
+            member: member.to_string(),
+        };
+        match healthy {
+            Some(h) => {
+                self.inner
+                    .member_healthy
+                    .get_or_create(&l)
+                    .set(i64::from(h));
+            }
+            None => {
+                self.inner.member_healthy.remove(&l);
+            }
+        }
+        match last_seen {
+            Some(t) => {
+                self.inner
+                    .member_last_seen
+                    .get_or_create(&l)
+                    .set(t.as_secs_f64());
+            }
+            None => {
+                self.inner.member_last_seen.remove(&l);
+            }
+        }
+    }
+
     pub fn kube_event_dropped(&self) {
         self.inner.events_dropped.inc();
     }
@@ -441,6 +533,8 @@ impl Metrics {
         self.inner.status_retries.inc();
     }
 
+    /// A reload was attempted; `ok = false` when the new configuration was refused (the
+    /// daemon keeps the previous one, so the running configuration is now stale).
     pub fn config_reloaded(&self, ok: bool) {
         self.inner.reloads.inc();
         if !ok {

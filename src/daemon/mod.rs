@@ -312,6 +312,7 @@ impl Daemon {
         }
         self.metrics.set_cluster_term(view.term);
         self.metrics.set_is_leader(writer);
+        self.export_members(&view);
         let owned = self.ownership.owned_now();
         if owned != self.owned {
             self.owned = owned;

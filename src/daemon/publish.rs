@@ -1,11 +1,14 @@
 //! What the daemon tells the outside about itself: the snapshot lbctl, D-Bus and `/ready`
 //! read, the gauges, and systemd's READY=, RELOADING= and STATUS=.
 
+use std::time::Duration;
+
 use tracing::info;
 
 use super::{Daemon, notify, ownership, snapshot};
 use crate::control::ReloadReply;
-use crate::control::state::AnnounceProtocol;
+use crate::control::metrics::Metrics;
+use crate::control::state::{AnnounceProtocol, ClusterRole, MemberStatus};
 
 impl Daemon {
     /// A reload (SIGHUP or lbctl reload) framed by RELOADING=1 … READY=1 for systemd, with
@@ -89,6 +92,8 @@ impl Daemon {
         }
         let view = self.ownership.view();
         let facts = self.facts(&view);
+        // Every second, so that the time since a silent member was last heard keeps growing.
+        set_member_gauges(&self.metrics, &view, &facts.members);
         let services = stale.then(|| snapshot::services(&facts, self.ctl.announced().values()));
         if stale {
             snapshot::set_gauges(
@@ -104,5 +109,23 @@ impl Daemon {
         }
         self.snapshot
             .send_if_modified(|s| snapshot::update(s, &facts, services));
+    }
+
+    /// The member gauges at once when the raft-lite view changes (a member's health, a new
+    /// leader), not only at the next publish.
+    pub(super) fn export_members(&self, view: &ownership::View) {
+        let members = self.ownership.members(&self.config);
+        set_member_gauges(&self.metrics, view, &members);
+    }
+}
+
+/// Each member's health and time since last heard, as `lbctl cluster` shows them, where this
+/// host knows them: the leader (or a cluster of one) knows every member; a follower only
+/// itself and the leader it hears, so the others get no series rather than a false 0.
+fn set_member_gauges(metrics: &Metrics, view: &ownership::View, members: &[MemberStatus]) {
+    let knows_all = matches!(view.role, ClusterRole::Leader | ClusterRole::Standalone);
+    for m in members {
+        let healthy = (knows_all || m.healthy).then_some(m.healthy);
+        metrics.set_cluster_member(&m.name, healthy, m.last_seen_ms.map(Duration::from_millis));
     }
 }

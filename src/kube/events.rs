@@ -1,6 +1,9 @@
 //! Events on Services (events.k8s.io/v1), aggregated into series as kubectl shows them: the
-//! same reason on the same Service within a few minutes patches the first Event's series
-//! (count, last time) instead of creating another.
+//! same Event (reason and message) on the same Service within a few minutes patches the first
+//! one's series (count, last time) instead of creating another. The message is part of the
+//! key: kube-runtime's `Recorder` keys a series by reason only, so a second `IPAllocated`
+//! with another message (`Assigned additional IP …`) only raised the first one's count and
+//! was never shown; as under MetalLB's recorder, another message is another Event.
 //!
 //! Our own, not kube-runtime's `Recorder`: that one scans its whole cache on every publish
 //! and keeps every Event of the last six minutes, which made a burst of 10,000 Services cost
@@ -30,6 +33,7 @@ struct SeriesKey {
     service: ServiceKey,
     reason: &'static str,
     warning: bool,
+    message: String,
 }
 
 struct Series {
@@ -100,6 +104,11 @@ impl SeriesCache {
         self.order.push_back((now, key));
         (publish, event)
     }
+
+    /// The series of `key` is gone on the server (a patch failed): start afresh next time.
+    fn forget(&mut self, key: &SeriesKey) {
+        self.open.remove(key);
+    }
 }
 
 pub struct EventRecorder {
@@ -133,10 +142,15 @@ impl EventRecorder {
             service: service.clone(),
             reason,
             warning,
+            message: note.to_owned(),
         };
-        let (publish, event) = self.cache.lock().await.next(key, Instant::now(), fresh);
+        let (publish, event) = self
+            .cache
+            .lock()
+            .await
+            .next(key.clone(), Instant::now(), fresh);
         let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &service.namespace);
-        match publish {
+        let sent = match publish {
             Publish::Create => api.create(&PostParams::default(), &event).await.map(|_| ()),
             Publish::Patch => api
                 .patch(
@@ -146,7 +160,12 @@ impl EventRecorder {
                 )
                 .await
                 .map(|_| ()),
+        };
+        if sent.is_err() {
+            // E.g. the API server dropped the old Event: start afresh next time.
+            self.cache.lock().await.forget(&key);
         }
+        sent
     }
 
     fn event(&self, service: &ServiceKey, warning: bool, reason: &str, note: &str) -> K8sEvent {
@@ -185,6 +204,7 @@ mod tests {
             service: ServiceKey::new("default", name),
             reason: "IPAllocated",
             warning: false,
+            message: "Assigned IP [\"10.0.0.1\"]".into(),
         }
     }
 
@@ -210,6 +230,13 @@ mod tests {
         assert_eq!(e.series.map(|s| s.count), Some(2));
         let (_, e) = c.next(key("a"), t0 + Duration::from_secs(120), event("a.3"));
         assert_eq!(e.series.map(|s| s.count), Some(3));
+        // Another message under the same reason is another Event.
+        let other = SeriesKey {
+            message: "Assigned additional IP \"fd00::5\"".into(),
+            ..key("a")
+        };
+        let (p, _) = c.next(other, t0 + Duration::from_secs(130), event("a.4"));
+        assert_eq!(p, Publish::Create);
     }
 
     #[test]

@@ -43,6 +43,25 @@ pub fn scrape_metrics(host: &super::lab::Host, addr: &str) -> BTreeMap<String, f
     .unwrap_or_default()
 }
 
+/// `GET http://{addr}/metrics` over loopback, parsed; empty when the endpoint does not
+/// answer (yet).
+pub fn scrape_loopback(addr: std::net::SocketAddr) -> BTreeMap<String, f64> {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+        return BTreeMap::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut reply = String::new();
+    if s.write_all(request.as_bytes()).is_err() || s.read_to_string(&mut reply).is_err() {
+        return BTreeMap::new();
+    }
+    match reply.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => parse_metrics(body),
+        _ => BTreeMap::new(),
+    }
+}
+
 pub struct Lbd {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,

@@ -11,7 +11,9 @@
 //! hold each IP and the announcement of every IP; an update recomputes only the IPs it
 //! touches and reports the announcements that changed ([`Output::Announce`],
 //! [`Output::Withdraw`]). [`Controller::announcements`] recomputes everything from scratch:
-//! the reference the incremental path is tested against.
+//! the reference the incremental path is tested against. When an update frees addresses,
+//! only the Services the allocator lists as incomplete are tried again
+//! ([`crate::alloc::Allocator::incomplete`]), never every Service.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -95,6 +97,8 @@ pub struct Controller {
     dirty: BTreeSet<IpAddr>,
     /// Announcements recomputed so far (the work the counting test measures).
     recomputed: u64,
+    /// Services tried again because addresses were freed (counted likewise).
+    retried: u64,
 }
 
 /// The model Service for a `[[service]]` table.
@@ -133,6 +137,7 @@ impl Controller {
             announced: BTreeMap::new(),
             dirty: BTreeSet::new(),
             recomputed: 0,
+            retried: 0,
         };
         if !kubernetes {
             c.synced
@@ -157,6 +162,12 @@ impl Controller {
     /// seen, which stays proportional to what they changed.
     pub fn recomputed(&self) -> u64 {
         self.recomputed
+    }
+
+    /// How many Services have been tried again because addresses were freed: as many per
+    /// freeing update as Services were incomplete, whatever the number of Services.
+    pub fn retried(&self) -> u64 {
+        self.retried
     }
 
     /// All three kinds have been listed: withdrawing is safe from now on.
@@ -356,9 +367,20 @@ impl Controller {
                 self.index(&key, &svc.current_ips);
                 self.services.insert(key.clone(), svc.clone());
                 if self.synced.contains(&Kind::Services) {
+                    let before = self.alloc.assignment(&key).map(|a| a.ips.clone());
                     let outcome = self.alloc.update(&svc);
                     self.handle(vec![outcome], out);
                     self.reconcile_status(&key, out);
+                    // A Service that let an address go (another one requested, another
+                    // family or pool, no longer ours) may have freed it for a waiting one.
+                    let after = self.alloc.assignment(&key).map(|a| &a.ips);
+                    let freed = before
+                        .iter()
+                        .flatten()
+                        .any(|ip| !after.is_some_and(|a| a.contains(ip)));
+                    if freed {
+                        self.retry_incomplete(Some(&key), out);
+                    }
                 }
             }
             KubeUpdate::ServiceGone(key) => {
@@ -369,14 +391,7 @@ impl Controller {
                 // The object is gone: nothing to write, its addresses are free again —
                 // and a Service waiting for one may now get it.
                 if self.alloc.release(&key).is_some() {
-                    let waiting: Vec<ServiceKey> = self.alloc.failed().cloned().collect();
-                    for k in waiting {
-                        if let Some(svc) = self.services.get(&k).cloned() {
-                            let outcome = self.alloc.update(&svc);
-                            self.handle(vec![outcome], out);
-                            self.reconcile_status(&k, out);
-                        }
-                    }
+                    self.retry_incomplete(None, out);
                 }
             }
             KubeUpdate::Endpoints(key, by_node) => {
@@ -409,6 +424,33 @@ impl Controller {
                     self.index_statics();
                 }
             }
+        }
+    }
+
+    /// Addresses were freed: every Service the allocator lists as incomplete (nothing held,
+    /// or PreferDualStack missing a family) is tried again, in key order — the same order on
+    /// every host. Complete Services are not touched. A retry that changes nothing posts no
+    /// Event: the Service already carries the one saying why it waits, and one deletion
+    /// must not repeat it on every waiting Service.
+    fn retry_incomplete(&mut self, except: Option<&ServiceKey>, out: &mut Vec<Output>) {
+        let waiting: Vec<ServiceKey> = self
+            .alloc
+            .incomplete()
+            .filter(|k| Some(*k) != except)
+            .cloned()
+            .collect();
+        for key in waiting {
+            // Static services are not retried here: they change only with the config.
+            let Some(svc) = self.services.get(&key) else {
+                continue;
+            };
+            self.retried += 1;
+            let mut outcome = self.alloc.update(svc);
+            if matches!(outcome.change, Change::Unchanged | Change::Failed { .. }) {
+                outcome.events.clear();
+            }
+            self.handle(vec![outcome], out);
+            self.reconcile_status(&key, out);
         }
     }
 
@@ -528,7 +570,7 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{IpRange, PoolProtocol, Protocol, ServicePort};
+    use crate::model::{IpFamily, IpFamilyPolicy, IpRange, PoolProtocol, Protocol, ServicePort};
 
     fn pool(name: &str, first: &str, last: &str) -> Pool {
         Pool {
@@ -839,6 +881,254 @@ mod tests {
         );
     }
 
+    fn pool_of(name: &str, ranges: &[(&str, &str)]) -> Pool {
+        let mut p = pool(name, ranges[0].0, ranges[0].1);
+        p.ranges = ranges
+            .iter()
+            .map(|(a, b)| IpRange::new(ip(a), ip(b)).unwrap())
+            .collect();
+        p
+    }
+
+    fn family_svc(name: &str, policy: IpFamilyPolicy, families: &[IpFamily]) -> Service {
+        let mut s = svc(name);
+        s.ip_family_policy = policy;
+        s.ip_families = families.to_vec();
+        s
+    }
+
+    /// Steps `input`, then plays the API server: every status write comes back as a watch
+    /// update of the Service carrying it, until nothing more is written. All outputs.
+    fn step_echoed(c: &mut Controller, input: Input) -> Vec<Output> {
+        let mut all = c.step(input);
+        let mut pending = writes(&all);
+        for _ in 0..8 {
+            if pending.is_empty() {
+                return all;
+            }
+            let mut next = Vec::new();
+            for (key, ips) in pending {
+                let (ns, name) = key.split_once('/').unwrap();
+                let Some(mut s) = c.services().get(&ServiceKey::new(ns, name)).cloned() else {
+                    continue;
+                };
+                s.current_ips = ips;
+                let out = c.step(Input::Kube(KubeUpdate::Service(s)));
+                next.extend(writes(&out));
+                all.extend(out);
+            }
+            pending = next;
+        }
+        panic!("status writes did not settle: {all:?}");
+    }
+
+    fn events_of<'a>(out: &'a [Output], name: &str) -> Vec<(&'static str, &'a str)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Event {
+                    service,
+                    reason,
+                    message,
+                    ..
+                } if service.name == name => Some((*reason, message.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// One dual pool whose single IPv6 address is held by `v6-holder`, and a PreferDualStack
+    /// `web` that therefore got IPv4 only.
+    fn ipv6_range_full() -> Controller {
+        let mut c = writer_ctl(vec![pool_of(
+            "dual",
+            &[("10.0.0.1", "10.0.0.9"), ("fd00::1", "fd00::1")],
+        )]);
+        sync_all(&mut c);
+        let holder = family_svc("v6-holder", IpFamilyPolicy::SingleStack, &[IpFamily::V6]);
+        step_echoed(&mut c, Input::Kube(KubeUpdate::Service(holder)));
+        let web = family_svc(
+            "web",
+            IpFamilyPolicy::PreferDualStack,
+            &[IpFamily::V4, IpFamily::V6],
+        );
+        let out = step_echoed(&mut c, Input::Kube(KubeUpdate::Service(web)));
+        assert_eq!(
+            writes(&out),
+            vec![("default/web".into(), vec![ip("10.0.0.1")])]
+        );
+        assert!(
+            events_of(&out, "web").contains(&(
+                "AdditionalAssignFailed",
+                "cannot assign additional IP in PreferDualStack: no available IPs in pool dual for ipv6 IPFamily"
+            )),
+            "{out:?}"
+        );
+        c
+    }
+
+    #[test]
+    fn prefer_dual_stack_gets_its_missing_family_when_the_holder_is_deleted() {
+        let mut c = ipv6_range_full();
+        let out = step_echoed(
+            &mut c,
+            Input::Kube(KubeUpdate::ServiceGone(ServiceKey::new(
+                "default",
+                "v6-holder",
+            ))),
+        );
+        assert_eq!(
+            writes(&out),
+            vec![("default/web".into(), vec![ip("10.0.0.1"), ip("fd00::1")])]
+        );
+        assert_eq!(
+            events_of(&out, "web"),
+            vec![("IPAllocated", r#"Assigned additional IP "fd00::1""#)]
+        );
+        assert_eq!(c.allocator().incomplete().count(), 0);
+    }
+
+    #[test]
+    fn prefer_dual_stack_gets_its_missing_family_when_the_holder_changes_family() {
+        let mut c = ipv6_range_full();
+        let mut holder = c.services()[&ServiceKey::new("default", "v6-holder")].clone();
+        holder.ip_families = vec![IpFamily::V4];
+        let out = step_echoed(&mut c, Input::Kube(KubeUpdate::Service(holder)));
+        assert_eq!(
+            writes(&out),
+            vec![
+                ("default/v6-holder".into(), vec![ip("10.0.0.2")]),
+                ("default/web".into(), vec![ip("10.0.0.1"), ip("fd00::1")]),
+            ]
+        );
+    }
+
+    #[test]
+    fn prefer_dual_stack_gets_its_missing_family_when_a_reload_grows_the_pool() {
+        let mut c = ipv6_range_full();
+        let out = step_echoed(
+            &mut c,
+            Input::Config {
+                pools: vec![pool_of(
+                    "dual",
+                    &[("10.0.0.1", "10.0.0.9"), ("fd00::1", "fd00::2")],
+                )],
+                statics: vec![],
+            },
+        );
+        assert_eq!(
+            writes(&out),
+            vec![("default/web".into(), vec![ip("10.0.0.1"), ip("fd00::2")])]
+        );
+        assert_eq!(
+            events_of(&out, "web"),
+            vec![("IPAllocated", r#"Assigned additional IP "fd00::2""#)]
+        );
+    }
+
+    #[test]
+    fn a_freed_address_goes_to_the_first_waiting_service_in_key_order_and_no_other_moves() {
+        let mut c = writer_ctl(vec![pool("p", "10.0.0.1", "10.0.0.2")]);
+        sync_all(&mut c);
+        for name in ["a", "b", "d", "c"] {
+            step_echoed(&mut c, Input::Kube(KubeUpdate::Service(svc(name))));
+        }
+        assert_eq!(
+            c.allocator().incomplete().collect::<Vec<_>>(),
+            [
+                &ServiceKey::new("default", "c"),
+                &ServiceKey::new("default", "d")
+            ]
+        );
+        let out = step_echoed(
+            &mut c,
+            Input::Kube(KubeUpdate::ServiceGone(ServiceKey::new("default", "a"))),
+        );
+        // c (created after d) comes first by key; b keeps its IP; d, still waiting, is not
+        // told again why.
+        assert_eq!(
+            writes(&out),
+            vec![("default/c".into(), vec![ip("10.0.0.1")])]
+        );
+        assert!(events_of(&out, "d").is_empty(), "{out:?}");
+        assert!(events_of(&out, "b").is_empty(), "{out:?}");
+        assert_eq!(
+            c.allocator().incomplete().collect::<Vec<_>>(),
+            [&ServiceKey::new("default", "d")]
+        );
+    }
+
+    #[test]
+    fn a_require_dual_stack_service_no_pool_can_serve_gets_an_event_saying_so() {
+        let mut c = ipv6_range_full();
+        let out = c.step(Input::Kube(KubeUpdate::Service(family_svc(
+            "both",
+            IpFamilyPolicy::RequireDualStack,
+            &[IpFamily::V4, IpFamily::V6],
+        ))));
+        assert_eq!(
+            events_of(&out, "both"),
+            vec![(
+                "AllocationFailed",
+                r#"Failed to allocate IP for "default/both": no available IPs: no auto-assign pool has both an IPv4 and an IPv6 address free for a RequireDualStack Service"#
+            )]
+        );
+    }
+
+    /// `n` Services holding their IPs and three waiting (two for an IPv4, one for its IPv6);
+    /// then one holder deleted: how many Services that retried.
+    fn retries_when_one_address_is_freed_among(n: usize) -> u64 {
+        let mut c = writer_ctl(vec![
+            pool("p", "10.0.0.0", "10.0.255.255"),
+            pool_of("small", &[("10.1.0.1", "10.1.0.1"), ("fd01::1", "fd01::1")]),
+        ]);
+        sync_all(&mut c);
+        for i in 0..n {
+            let mut s = svc(&format!("s{i}"));
+            s.current_ips = vec![ip(&format!("10.0.{}.{}", i / 256, i % 256))];
+            c.step(Input::Kube(KubeUpdate::Service(s)));
+        }
+        let small = |mut s: Service| {
+            s.pool = Some("small".into());
+            s
+        };
+        step_echoed(
+            &mut c,
+            Input::Kube(KubeUpdate::Service(small(svc("holder")))),
+        );
+        let v6 = family_svc("v6", IpFamilyPolicy::SingleStack, &[IpFamily::V6]);
+        step_echoed(&mut c, Input::Kube(KubeUpdate::Service(small(v6))));
+        for name in ["wait-1", "wait-2"] {
+            step_echoed(&mut c, Input::Kube(KubeUpdate::Service(small(svc(name)))));
+        }
+        let prefer = family_svc(
+            "wait-3",
+            IpFamilyPolicy::PreferDualStack,
+            &[IpFamily::V4, IpFamily::V6],
+        );
+        step_echoed(&mut c, Input::Kube(KubeUpdate::Service(small(prefer))));
+        assert_eq!(c.allocator().incomplete().count(), 3);
+        let before = c.retried();
+        let out = step_echoed(
+            &mut c,
+            Input::Kube(KubeUpdate::ServiceGone(ServiceKey::new(
+                "default", "holder",
+            ))),
+        );
+        assert_eq!(
+            writes(&out),
+            vec![("default/wait-1".into(), vec![ip("10.1.0.1")])]
+        );
+        c.retried() - before
+    }
+
+    #[test]
+    fn work_per_freed_address_is_the_number_of_waiting_services_not_of_all() {
+        let small = retries_when_one_address_is_freed_among(100);
+        let large = retries_when_one_address_is_freed_among(10_000);
+        assert_eq!(small, 3, "each waiting Service tried once");
+        assert_eq!(large, small);
+    }
+
     /// A cluster of `n` Services that hold their IPs, synced; then one Service created,
     /// its status echoed back, its endpoints reported and it deleted: the work those four
     /// updates take.
@@ -887,6 +1177,77 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the order of creations, changes, deletions and reloads, no Service is
+        /// left waiting while an address it could take is free — what reprocessing every
+        /// Service (MetalLB's way) would find — and Services that were complete before a
+        /// deletion are not moved by it.
+        #[test]
+        fn no_service_waits_while_an_address_it_could_take_is_free(
+            ops in proptest::collection::vec((0u8..4, 0usize..6, 0usize..6), 1..30)
+        ) {
+            let pools = |grown: bool| {
+                let mut dual = vec![("10.0.0.1", "10.0.0.3"), ("fd00::1", "fd00::2")];
+                if grown {
+                    dual.push(("fd00::10", "fd00::10"));
+                }
+                vec![pool_of("dual", &dual), pool_of("v4", &[("10.0.1.1", "10.0.1.1")])]
+            };
+            let mut c = writer_ctl(pools(false));
+            sync_all(&mut c);
+            let kinds = |k: usize, name: &str| -> Service {
+                use IpFamily::{V4, V6};
+                use IpFamilyPolicy::*;
+                match k {
+                    0 => family_svc(name, SingleStack, &[V4]),
+                    1 => family_svc(name, SingleStack, &[V6]),
+                    2 => family_svc(name, PreferDualStack, &[V4, V6]),
+                    3 => family_svc(name, PreferDualStack, &[V6, V4]),
+                    4 => family_svc(name, RequireDualStack, &[V4, V6]),
+                    _ => {
+                        let mut s = family_svc(name, PreferDualStack, &[V4, V6]);
+                        s.pool = Some("v4".into());
+                        s
+                    }
+                }
+            };
+            for (op, a, k) in ops {
+                let name = format!("s{a}");
+                let key = ServiceKey::new("default", name.as_str());
+                let complete_before: Vec<ServiceKey> = c
+                    .allocator()
+                    .assignments()
+                    .map(|(k, _)| k.clone())
+                    .filter(|k| !c.allocator().incomplete().any(|i| i == k))
+                    .collect();
+                let input = match op {
+                    0 | 1 => Input::Kube(KubeUpdate::Service(kinds(k, &name))),
+                    2 => Input::Kube(KubeUpdate::ServiceGone(key.clone())),
+                    _ => Input::Config { pools: pools(k % 2 == 0), statics: vec![] },
+                };
+                let out = step_echoed(&mut c, input);
+                if op == 2 {
+                    for (written, _) in writes(&out) {
+                        proptest::prop_assert!(
+                            !complete_before.iter().any(|k| k.to_string() == written),
+                            "{written} was complete and moved: {out:?}"
+                        );
+                    }
+                }
+                let mut reprocessed = c.allocator().clone();
+                for svc in c.services().values() {
+                    let held = c.allocator().assignment(&svc.key).cloned();
+                    reprocessed.update(svc);
+                    proptest::prop_assert_eq!(
+                        reprocessed.assignment(&svc.key),
+                        held.as_ref(),
+                        "{} could have been served: {:?}",
+                        svc.key,
+                        c.allocator().assignments().collect::<Vec<_>>()
+                    );
+                }
+            }
+        }
 
         /// Whatever the order of updates, what the outputs announced equals the full
         /// recomputation.

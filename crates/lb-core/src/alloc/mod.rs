@@ -218,9 +218,13 @@ pub struct Allocator {
     pools: PoolSet,
     class: Option<String>,
     table: Table,
-    /// Services whose last outcome was a failure: worth another `update` once IPs are freed
-    /// (MetalLB reprocesses every Service after a deletion).
+    /// Services whose last outcome was `Failed` or `Cleared` (what lbctl lists as failed).
     failed: BTreeSet<ServiceKey>,
+    /// Services not fully served for want of a free address: holding nothing (without a
+    /// spec error), or PreferDualStack holding one family of a pool that has ranges of the
+    /// other. Worth another `update` once addresses are freed; kept as a set so that the
+    /// retry costs what is waiting, not a pass over every Service.
+    incomplete: BTreeSet<ServiceKey>,
 }
 
 impl Allocator {
@@ -231,6 +235,7 @@ impl Allocator {
             class,
             table: Table::default(),
             failed: BTreeSet::new(),
+            incomplete: BTreeSet::new(),
         }
     }
 
@@ -248,6 +253,7 @@ impl Allocator {
         self.table = Table::default();
         self.pools.reset_cursors();
         self.failed.clear();
+        self.incomplete.clear();
 
         // Phase 1: keep what is valid. A status not yet written back falls back on what we
         // held before the snapshot.
@@ -297,9 +303,10 @@ impl Allocator {
     }
 
     /// One Service deleted (or no longer of type LoadBalancer): frees its IPs. `Some`
-    /// (`Change::Cleared`) if it held any. Services in [`Allocator::failed`] may fit now.
+    /// (`Change::Cleared`) if it held any. Services in [`Allocator::incomplete`] may fit now.
     pub fn release(&mut self, key: &ServiceKey) -> Option<Outcome> {
         self.failed.remove(key);
+        self.incomplete.remove(key);
         let held = self.table.allocs.contains_key(key);
         self.unassign(key);
         held.then(|| Outcome {
@@ -337,10 +344,17 @@ impl Allocator {
             .unwrap_or_default()
     }
 
-    /// Services whose last outcome was `Failed` or `Cleared` and that are still waiting for
-    /// an IP, in key order: `update` them again after a `release`.
+    /// Services whose last outcome was `Failed` or `Cleared`, in key order.
     pub fn failed(&self) -> impl Iterator<Item = &ServiceKey> {
         self.failed.iter()
+    }
+
+    /// Services not fully served for want of a free address, in key order: those holding
+    /// nothing (unless their spec is in error) and PreferDualStack ones missing a family
+    /// their pool has. `update` them again, in this order, whenever addresses are freed;
+    /// the others cannot gain from it.
+    pub fn incomplete(&self) -> impl Iterator<Item = &ServiceKey> {
+        self.incomplete.iter()
     }
 
     /// Usage per pool, in config order.
@@ -376,6 +390,7 @@ impl Allocator {
 
     fn not_ours(&mut self, svc: &Service) -> Outcome {
         self.failed.remove(&svc.key);
+        self.incomplete.remove(&svc.key);
         self.unassign(&svc.key);
         Outcome {
             service: svc.key.clone(),
@@ -405,20 +420,21 @@ impl Allocator {
         if held.is_empty() || family_changed(held, svc) {
             return false;
         }
-        // "This assign is idempotent if the config is consistent, otherwise it'll fail and
-        // tell us why."
+        // Taking the held IPs again changes nothing while the config still allows them;
+        // otherwise the error names what no longer fits.
         if let Err(err) = self.assign_ips(svc, held, self.preferred_pool(svc)) {
             events.push(msg::clear_assignment(&svc.key, &err));
             return false;
         }
-        // "The user might also have changed the pool annotation."
+        // The address-pool annotation may now name another pool than the IPs came from.
         if let Some(pool) = &svc.pool {
             let held_in = self.table.allocs.get(&svc.key).map(|a| &a.assignment.pool);
             if held_in != Some(pool) {
                 return false;
             }
         }
-        // "User set or changed the desired LB IP(s)." (Unknowable on a spec error: keep.)
+        // Requested IPs other than the held ones win. (On a spec error the request is
+        // unknown: keep.)
         svc.spec_error.is_some()
             || svc.requested_ips.is_empty()
             || same_set(&svc.requested_ips, held)
@@ -464,11 +480,34 @@ impl Allocator {
         } else {
             self.failed.remove(&svc.key);
         }
+        let waiting = match self.table.allocs.get(&svc.key) {
+            None => svc.spec_error.is_none(),
+            Some(a) => self.misses_a_family(svc, &a.assignment),
+        };
+        if waiting {
+            self.incomplete.insert(svc.key.clone());
+        } else {
+            self.incomplete.remove(&svc.key);
+        }
         Outcome {
             service: svc.key.clone(),
             change,
             events,
         }
+    }
+
+    /// A PreferDualStack Service holding one IP of a pool that has ranges of the other family
+    /// (what [`Allocator::add_missing_family`] could still add).
+    fn misses_a_family(&self, svc: &Service, held: &Assignment) -> bool {
+        let [ip] = held.ips[..] else {
+            return false;
+        };
+        svc.ip_family_policy == IpFamilyPolicy::PreferDualStack
+            && service_family(svc) == Fam::Dual
+            && self
+                .pools
+                .index(&held.pool)
+                .is_some_and(|pi| self.pools.has_family(pi, other_family(IpFamily::of(&ip))))
     }
 
     /// MetalLB's `AllocateFromPoolForAdditionalFamily`: a PreferDualStack Service holding one
@@ -589,10 +628,16 @@ impl Allocator {
             return Ok(ips);
         }
 
-        // MetalLB: "Okay, in that case just bruteforce across all pools."
-        let (pi, pair) = self
-            .best_pool(svc, fam)
-            .map_err(|_| msg::NO_AVAILABLE_IPS.to_string())?;
+        // No request and no pool named: any auto-assign pool will do, tried in config order.
+        // A dual-stack request fails for its own reason (one pool must have both families
+        // free), which the Event says; every other shortage is MetalLB's "no available IPs".
+        let (pi, pair) = self.best_pool(svc, fam).ok_or_else(|| {
+            if fam == Fam::Dual && svc.ip_family_policy != IpFamilyPolicy::PreferDualStack {
+                msg::NO_DUAL_STACK_POOL.to_string()
+            } else {
+                msg::NO_AVAILABLE_IPS.to_string()
+            }
+        })?;
         let pool = self.pools.pool(pi).name.clone();
         let ips = pair
             .select(fam, svc.ip_family_policy, &pool)
@@ -624,7 +669,7 @@ impl Allocator {
     }
 
     /// MetalLB's `findBestPoolForService` over the auto-assign pools, in config order.
-    fn best_pool(&mut self, svc: &Service, fam: Fam) -> Result<(usize, FreePair), String> {
+    fn best_pool(&mut self, svc: &Service, fam: Fam) -> Option<(usize, FreePair)> {
         let primary = svc.ip_families.first().copied().unwrap_or(IpFamily::V4);
         let secondary = other_family(primary);
         let prefer = svc.ip_family_policy == IpFamilyPolicy::PreferDualStack;
@@ -636,9 +681,9 @@ impl Allocator {
             let pair = self.free_pair(pi, svc, fam);
             let (p, s) = (pair.get(primary), pair.get(secondary));
             match fam {
-                Fam::Single(f) if pair.get(f).is_some() => return Ok((pi, pair)),
+                Fam::Single(f) if pair.get(f).is_some() => return Some((pi, pair)),
                 Fam::Single(_) => continue,
-                Fam::Dual if p.is_some() && s.is_some() => return Ok((pi, pair)),
+                Fam::Dual if p.is_some() && s.is_some() => return Some((pi, pair)),
                 Fam::Dual => {}
             }
             if !prefer {
@@ -651,9 +696,7 @@ impl Allocator {
                 first_secondary = Some((pi, pair));
             }
         }
-        first_primary
-            .or(first_secondary)
-            .ok_or_else(|| msg::no_suitable_pool(fam))
+        first_primary.or(first_secondary)
     }
 }
 

@@ -1,7 +1,8 @@
-//! Event reasons and message wording, copied from MetalLB so that `kubectl describe svc`
-//! reads the same as under MetalLB (`controller/service.go`, `internal/allocator/*.go`).
-//! Go's `%q` is reproduced by [`q`] (a quoted string) and [`q_ips`] (`%q` of a `[]net.IP`:
-//! `["10.0.0.1" "fd00::1"]`).
+//! Event reasons and message wording. Where MetalLB has a message for the same reason the
+//! wording is MetalLB's, so that `kubectl describe svc` reads as it did under MetalLB (and
+//! alerts matching it keep working); [`NO_DUAL_STACK_POOL`] is ours. Go's `%q` is reproduced
+//! by [`q`] (a quoted string) and [`q_ips`] (`%q` of a `[]net.IP`: `["10.0.0.1" "fd00::1"]`).
+//! docs/troubleshoot.md quotes these; a test checks every quote against what lbd produces.
 
 use std::fmt::Display;
 use std::net::IpAddr;
@@ -9,13 +10,13 @@ use std::net::IpAddr;
 use super::{Event, EventType};
 use crate::model::ServiceKey;
 
-/// `c.client.Infof(svc, "IPAllocated", "Assigned IP %q", lbIPs)`.
+/// Normal: `Assigned IP ["…"]`, or `Assigned additional IP "…"` (PreferDualStack).
 pub const IP_ALLOCATED: &str = "IPAllocated";
-/// `c.client.Errorf(svc, "AllocationFailed", "Failed to allocate IP for %q: %s", key, err)`.
+/// Warning: `Failed to allocate IP for "ns/name": <reason>`.
 pub const ALLOCATION_FAILED: &str = "AllocationFailed";
-/// `c.client.Infof(svc, "ClearAssignment", "current IP for %q not allowed by config, ...")`.
+/// Normal: the held IP is no longer allowed by the config; a new one is sought.
 pub const CLEAR_ASSIGNMENT: &str = "ClearAssignment";
-/// `c.client.Infof(svc, "AdditionalAssignFailed", "cannot assign additional IP in PreferDualStack: %s", err)`.
+/// Normal: a PreferDualStack Service got one family; the other's pool range is full.
 pub const ADDITIONAL_ASSIGN_FAILED: &str = "AdditionalAssignFailed";
 
 /// Go's `%q` of a string (close enough: Rust's `{:?}` escapes the same characters that
@@ -74,8 +75,7 @@ pub fn additional_assign_failed(err: &str) -> Event {
     }
 }
 
-// Allocation error texts (the `err` above), from internal/allocator/allocator.go,
-// allocation.go, ipfamily.go and controller/service.go.
+// Allocation error texts (the reasons above), worded as MetalLB's allocator words them.
 
 pub fn not_allowed_in_config(ips: &[IpAddr]) -> String {
     format!("{} is not allowed in config", q_ips(ips))
@@ -115,11 +115,12 @@ pub fn no_ips_in_pool(pool: &str, family: impl Display) -> String {
     format!("no available IPs in pool {pool} for {family} IPFamily")
 }
 
-pub fn no_suitable_pool(family: impl Display) -> String {
-    format!("no suitable pool for {family} IPFamily")
-}
-
+/// No auto-assign pool has an address of the Service's family free (MetalLB's text).
 pub const NO_AVAILABLE_IPS: &str = "no available IPs";
+
+/// A RequireDualStack Service and no auto-assign pool with both families free. Ours: MetalLB
+/// says only "no available IPs", which hides that addresses of one family may be plenty.
+pub const NO_DUAL_STACK_POOL: &str = "no available IPs: no auto-assign pool has both an IPv4 and an IPv6 address free for a RequireDualStack Service";
 
 pub fn requested_family_mismatch(ips: &[IpAddr]) -> String {
     format!(

@@ -573,7 +573,10 @@ fn require_dual_stack_fails_without_a_pool_of_both_families() {
     );
     let mut s = svc("x");
     s.ip_family_policy = IpFamilyPolicy::RequireDualStack;
-    assert_eq!(failed_reason(&a.update(&s)), "no available IPs");
+    assert_eq!(
+        failed_reason(&a.update(&s)),
+        "no available IPs: no auto-assign pool has both an IPv4 and an IPv6 address free for a RequireDualStack Service"
+    );
     s.pool = Some("v4".into());
     assert_eq!(
         failed_reason(&a.update(&s)),
@@ -647,6 +650,96 @@ fn prefer_dual_stack_reports_an_exhausted_other_family() {
         o.events[0].message,
         "cannot assign additional IP in PreferDualStack: no available IPs in pool d for ipv6 IPFamily"
     );
+}
+
+#[test]
+fn require_dual_stack_with_one_family_full_says_so_and_single_stack_shortage_does_not() {
+    let mut a = Allocator::new(vec![pool("d", &["10.0.0.1-10.0.0.9", "fd00::1"])], None);
+    let mut taker = svc("a-taker");
+    taker.ip_families = vec![IpFamily::V6];
+    a.update(&taker);
+    let mut s = svc("x");
+    s.ip_family_policy = IpFamilyPolicy::RequireDualStack;
+    assert_eq!(failed_reason(&a.update(&s)), msg::NO_DUAL_STACK_POOL);
+    let mut v6 = svc("y");
+    v6.ip_families = vec![IpFamily::V6];
+    assert_eq!(failed_reason(&a.update(&v6)), "no available IPs");
+}
+
+#[test]
+fn prefer_dual_stack_with_no_address_of_either_family_fails_with_no_available_ips() {
+    let mut a = Allocator::new(vec![pool("d", &["10.0.0.1", "fd00::1"])], None);
+    let mut both = svc("a-both");
+    both.ip_family_policy = IpFamilyPolicy::RequireDualStack;
+    a.update(&both);
+    let mut s = svc("x");
+    s.ip_family_policy = IpFamilyPolicy::PreferDualStack;
+    assert_eq!(failed_reason(&a.update(&s)), "no available IPs");
+}
+
+#[test]
+fn incomplete_lists_services_waiting_for_an_address_and_prefer_dual_stack_missing_a_family() {
+    let mut a = Allocator::new(
+        vec![
+            pool("d", &["10.0.0.1-10.0.0.9", "fd00::1"]),
+            manual(pool("v4only", &["10.0.9.1-10.0.9.2"])),
+        ],
+        None,
+    );
+    let mut taker = svc("a-taker");
+    taker.ip_families = vec![IpFamily::V6];
+    a.update(&taker);
+    // PreferDualStack with the IPv6 range full: one family, waiting for the other.
+    let mut partial = svc("partial");
+    partial.ip_family_policy = IpFamilyPolicy::PreferDualStack;
+    a.update(&partial);
+    assert_eq!(held(&a, "partial"), Some(ips(&["10.0.0.1"])));
+    partial.current_ips = ips(&["10.0.0.1"]);
+    // IPv6 single stack: nothing.
+    let mut nothing = svc("nothing");
+    nothing.ip_families = vec![IpFamily::V6];
+    a.update(&nothing);
+    // PreferDualStack in a pool without IPv6 ranges: as complete as it can be.
+    let mut v4only = svc("v4only");
+    v4only.ip_family_policy = IpFamilyPolicy::PreferDualStack;
+    v4only.pool = Some("v4only".into());
+    a.update(&v4only);
+    assert_eq!(held(&a, "v4only"), Some(ips(&["10.0.9.1"])));
+    // A malformed spec: no free address can help it.
+    let mut broken = svc("broken");
+    broken.spec_error = Some("invalid spec.loadBalancerIP \"x\"".into());
+    a.update(&broken);
+    assert_eq!(
+        a.incomplete().collect::<Vec<_>>(),
+        vec![&key("nothing"), &key("partial")]
+    );
+    assert_eq!(
+        a.failed().collect::<Vec<_>>(),
+        vec![&key("broken"), &key("nothing")]
+    );
+    // The IPv6 freed: each retry completes one, and it leaves the set.
+    a.release(&key("a-taker"));
+    let o = a.update(&nothing);
+    assert_eq!(
+        o.change,
+        Change::Allocated {
+            ips: ips(&["fd00::1"]),
+            pool: "d".into()
+        }
+    );
+    let o = a.update(&partial);
+    assert_eq!(o.change, Change::Unchanged, "its IPv6 went to `nothing`");
+    assert_eq!(a.incomplete().collect::<Vec<_>>(), vec![&key("partial")]);
+    a.release(&key("nothing"));
+    let o = a.update(&partial);
+    assert_eq!(
+        o.change,
+        Change::Allocated {
+            ips: ips(&["10.0.0.1", "fd00::1"]),
+            pool: "d".into()
+        }
+    );
+    assert_eq!(a.incomplete().count(), 0);
 }
 
 #[test]

@@ -66,6 +66,33 @@ pub enum DropReason {
     Malformed,
 }
 
+impl DropReason {
+    pub const ALL: [DropReason; 8] = [
+        DropReason::Truncated,
+        DropReason::BadMagic,
+        DropReason::UnsupportedVersion,
+        DropReason::UnknownSender,
+        DropReason::BadMac,
+        DropReason::Replayed,
+        DropReason::TooOld,
+        DropReason::Malformed,
+    ];
+
+    /// The `reason` label of `lb_cluster_datagrams_dropped_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::Truncated => "truncated",
+            DropReason::BadMagic => "bad_magic",
+            DropReason::UnsupportedVersion => "unsupported_version",
+            DropReason::UnknownSender => "unknown_sender",
+            DropReason::BadMac => "bad_mac",
+            DropReason::Replayed => "replayed",
+            DropReason::TooOld => "too_old",
+            DropReason::Malformed => "malformed",
+        }
+    }
+}
+
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SealError {
     #[error(
@@ -458,6 +485,19 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_drop_reason_is_listed_once_with_its_own_snake_case_label() {
+        let labels: std::collections::BTreeSet<&str> =
+            DropReason::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels.len(), DropReason::ALL.len());
+        assert!(
+            labels
+                .iter()
+                .all(|l| l.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        );
+        assert_eq!(DropReason::BadMac.label(), "bad_mac");
+    }
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
 
