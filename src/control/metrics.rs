@@ -118,6 +118,8 @@ pub const SERIES: &[(&str, &str, &[&str], Option<&str>)] = &[
         &[],
         Some("metallb_k8s_client_config_stale_bool"),
     ),
+    ("lb_kube_events_dropped_total", "counter", &[], None),
+    ("lb_kube_status_write_retries_total", "counter", &[], None),
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -617,6 +619,8 @@ mod tests {
         m.bgp_updates_sent(peer, 1);
         m.bgp_updates_received(peer, 1);
         m.set_bgp_announced_prefixes(peer, 1);
+        m.cluster_datagrams_dropped(DropReason::BadMac, 1);
+        m.set_cluster_member("n2", Some(true), Some(Duration::from_millis(20)));
         let text = m.encode();
         for (name, kind, _, _) in SERIES {
             let family = name

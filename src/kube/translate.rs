@@ -164,7 +164,7 @@ pub fn service_from_k8s(svc: &core::Service) -> Option<Service> {
         key,
         ports,
         traffic_policy,
-        selector: spec.selector.clone().unwrap_or_default(),
+        selector: spec.selector.clone().unwrap_or_default().into(),
         sharing_key,
         requested_ips,
         pool,
@@ -267,7 +267,7 @@ mod tests {
             }]
         );
         assert_eq!(s.traffic_policy, TrafficPolicy::Cluster);
-        assert_eq!(s.selector.get("app").map(String::as_str), Some("web"));
+        assert_eq!(s.selector.get("app"), Some("web"));
         assert_eq!(s.spec_error, None);
         assert!(s.requested_ips.is_empty() && s.current_ips.is_empty());
     }

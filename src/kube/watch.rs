@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -20,7 +21,7 @@ use tracing::{debug, warn};
 
 use super::translate;
 pub use crate::model::kube::{Kind, KubeUpdate};
-use crate::model::{EndpointsByNode, Node, Service, ServiceKey};
+use crate::model::{EndpointsByNode, ServiceKey};
 
 /// One object's change as seen by a [`Tracker`]: what was delivered before and what is now.
 #[derive(Debug, PartialEq)]
@@ -176,8 +177,35 @@ fn log_watch_error(kind: Kind, err: &watcher::Error) {
     warn!(?kind, error = %err, "Kubernetes watch failed; retrying with backoff");
 }
 
+/// What the trackers of Services and Nodes remember of an object: whether it counts (a
+/// `type: LoadBalancer` Service, any Node) and a fingerprint of what was delivered, not the
+/// object itself — the controller holds the one copy. Two different versions of one object
+/// share a 64-bit fingerprint with probability 2^-64.
+type Seen = Option<u64>;
+
+fn fingerprint<T: Hash>(t: &T) -> u64 {
+    let mut h = DefaultHasher::new();
+    t.hash(&mut h);
+    h.finish()
+}
+
+/// Tracks objects by fingerprint; the objects of the event being handled are kept aside
+/// until its changes are delivered.
+fn seen_event<T: Hash>(
+    ev: Event<(String, Option<T>)>,
+    objects: &mut BTreeMap<String, T>,
+) -> Event<(String, Seen)> {
+    map_event(ev, |(id, obj)| {
+        let seen = obj.as_ref().map(fingerprint);
+        if let Some(o) = obj {
+            objects.insert(id.clone(), o);
+        }
+        (id, seen)
+    })
+}
+
 async fn watch_services(client: Client, tx: mpsc::Sender<KubeUpdate>) {
-    let mut tracker: Tracker<Option<Service>> = Tracker::new();
+    let mut tracker: Tracker<Seen> = Tracker::new();
     let mut stream = std::pin::pin!(watch_stream::<core::Service>(client));
     while let Some(item) = stream.next().await {
         let ev = match item {
@@ -187,12 +215,13 @@ async fn watch_services(client: Client, tx: mpsc::Sender<KubeUpdate>) {
                 continue;
             }
         };
-        let (changes, done) = tracker.on_event(ev);
+        let mut objects = BTreeMap::new();
+        let (changes, done) = tracker.on_event(seen_event(ev, &mut objects));
         let mut out = Vec::new();
         for c in changes {
             match (c.old.flatten(), c.new.flatten()) {
-                (_, Some(new)) => out.push(KubeUpdate::Service(new)),
-                (Some(old), None) => out.push(KubeUpdate::ServiceGone(old.key)),
+                (_, Some(_)) => out.extend(objects.remove(&c.id).map(KubeUpdate::Service)),
+                (Some(_), None) => out.push(KubeUpdate::ServiceGone(service_key(&c.id))),
                 (None, None) => {}
             }
         }
@@ -203,6 +232,12 @@ async fn watch_services(client: Client, tx: mpsc::Sender<KubeUpdate>) {
             return;
         }
     }
+}
+
+/// The Service key of an object id (`namespace/name`).
+fn service_key(id: &str) -> ServiceKey {
+    let (namespace, name) = id.split_once('/').unwrap_or(("", id));
+    ServiceKey::new(namespace, name)
 }
 
 /// False once the controller has gone away.
@@ -281,7 +316,7 @@ async fn watch_slices(client: Client, tx: mpsc::Sender<KubeUpdate>) {
 }
 
 async fn watch_nodes(client: Client, ignore_exclude_label: bool, tx: mpsc::Sender<KubeUpdate>) {
-    let mut tracker: Tracker<Option<Node>> = Tracker::new();
+    let mut tracker: Tracker<Seen> = Tracker::new();
     let mut stream = std::pin::pin!(watch_stream::<core::Node>(client));
     while let Some(item) = stream.next().await {
         let ev = match item {
@@ -297,12 +332,16 @@ async fn watch_nodes(client: Client, ignore_exclude_label: bool, tx: mpsc::Sende
                 translate::node_from_k8s(&n, ignore_exclude_label),
             )
         });
-        let (changes, done) = tracker.on_event(ev);
+        let mut objects = BTreeMap::new();
+        let (changes, done) = tracker.on_event(seen_event(ev, &mut objects));
         let mut out = Vec::new();
         for c in changes {
             match (c.old.flatten(), c.new.flatten()) {
-                (_, Some(new)) => out.push(KubeUpdate::Node(new)),
-                (Some(old), None) => out.push(KubeUpdate::NodeGone(old.name)),
+                (_, Some(_)) => out.extend(objects.remove(&c.id).map(KubeUpdate::Node)),
+                // Nodes are not namespaced: the id is "/name".
+                (Some(_), None) => out.push(KubeUpdate::NodeGone(
+                    c.id.trim_start_matches('/').to_owned(),
+                )),
                 (None, None) => {}
             }
         }

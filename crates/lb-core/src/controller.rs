@@ -87,8 +87,9 @@ pub struct Controller {
     nodes: BTreeMap<String, Node>,
     synced: BTreeSet<Kind>,
     writer: bool,
-    /// IP → the Services (static ones included) whose status holds it.
-    users: BTreeMap<IpAddr, BTreeSet<ServiceKey>>,
+    /// IP → the Services (static ones included) whose status holds it: sorted, usually
+    /// one (a vector, not a set: 10,000 one-element B-tree nodes cost megabytes).
+    users: BTreeMap<IpAddr, Vec<ServiceKey>>,
     /// The static services' IPs as last indexed.
     static_ips: BTreeMap<ServiceKey, Vec<IpAddr>>,
     /// What is announced, as last reported.
@@ -272,7 +273,10 @@ impl Controller {
 
     fn index(&mut self, key: &ServiceKey, ips: &[IpAddr]) {
         for ip in ips {
-            self.users.entry(*ip).or_default().insert(key.clone());
+            let keys = self.users.entry(*ip).or_default();
+            if let Err(at) = keys.binary_search(key) {
+                keys.insert(at, key.clone());
+            }
             self.dirty.insert(*ip);
         }
     }
@@ -280,7 +284,9 @@ impl Controller {
     fn unindex(&mut self, key: &ServiceKey, ips: &[IpAddr]) {
         for ip in ips {
             if let Some(keys) = self.users.get_mut(ip) {
-                keys.remove(key);
+                if let Ok(at) = keys.binary_search(key) {
+                    keys.remove(at);
+                }
                 if keys.is_empty() {
                     self.users.remove(ip);
                 }
@@ -329,7 +335,7 @@ impl Controller {
             .statics
             .iter()
             .map(|s| ServiceKey::new(STATIC_NAMESPACE, s.name.clone()))
-            .filter(|k| keys.contains(k) && self.static_ips.contains_key(k));
+            .filter(|k| keys.binary_search(k).is_ok() && self.static_ips.contains_key(k));
         let statics: Vec<ServiceKey> = statics.collect();
         for key in &statics {
             a.services.push(key.clone());

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::{Assignment, msg};
-use crate::model::{ServiceKey, ServicePort};
+use crate::model::{Selector, ServiceKey, ServicePort};
 
 /// What a Service may share an IP with (MetalLB's `key{sharing, backend}`).
 ///
@@ -22,7 +22,7 @@ pub(super) struct ShareKey {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Backend {
     Cluster,
-    Local(BTreeMap<String, String>),
+    Local(Selector),
 }
 
 impl ShareKey {

@@ -86,16 +86,59 @@ pub enum IpFamilyPolicy {
     RequireDualStack,
 }
 
+/// A Service's `spec.selector`: label pairs sorted by key. A sorted vector rather than a
+/// map: a one-entry `BTreeMap` allocates a whole B-tree node (over 500 bytes), and 10,000
+/// Services each carry one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Selector(Vec<(String, String)>);
+
+impl Selector {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| self.0[i].1.as_str())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+impl FromIterator<(String, String)> for Selector {
+    /// Sorted by key; a repeated key keeps its last value (as in a map).
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        let map: BTreeMap<String, String> = iter.into_iter().collect();
+        Selector(map.into_iter().collect())
+    }
+}
+
+impl<const N: usize> From<[(String, String); N]> for Selector {
+    fn from(pairs: [(String, String); N]) -> Self {
+        pairs.into_iter().collect()
+    }
+}
+
+impl From<BTreeMap<String, String>> for Selector {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        Selector(map.into_iter().collect())
+    }
+}
+
 /// A `type: LoadBalancer` Service as the allocator and announcers see it. Built from the
 /// Kubernetes object (annotations read under both `metallb.universe.tf/` and `metallb.io/`)
 /// or from a `[[service]]` table of lb.toml.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Service {
     pub key: ServiceKey,
     pub ports: Vec<ServicePort>,
     pub traffic_policy: TrafficPolicy,
     /// `spec.selector`; `Local` services share an IP only with identical selectors.
-    pub selector: BTreeMap<String, String>,
+    pub selector: Selector,
     /// `allow-shared-ip` annotation; `None` when absent or empty.
     pub sharing_key: Option<String>,
     /// `spec.loadBalancerIP` and the `loadBalancerIPs` annotation (at most one per family).
@@ -319,7 +362,7 @@ impl Pool {
 }
 
 /// A Kubernetes Node as the announcers see it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Node {
     pub name: String,
     pub labels: BTreeMap<String, String>,
