@@ -958,6 +958,32 @@ fn writes_in_flight_default_to_16_and_must_be_1_to_256() {
     );
 }
 
+#[test]
+fn graceful_restart_is_on_for_120s_by_default_and_its_time_is_validated() {
+    let c = valid(BGP).config;
+    assert_eq!(
+        c.bgp_peers[0].graceful_restart,
+        Some(Duration::from_secs(120))
+    );
+    let c = valid(&format!("{BGP}graceful_restart = false\n")).config;
+    assert_eq!(c.bgp_peers[0].graceful_restart, None);
+    let c = valid(&format!("{BGP}restart_time = \"30s\"\n")).config;
+    assert_eq!(
+        c.bgp_peers[0].graceful_restart,
+        Some(Duration::from_secs(30))
+    );
+    assert_error(
+        &format!("{BGP}restart_time = \"4096s\"\n"),
+        "\"4096s\"",
+        &["restart_time", "1s to 4095s"],
+    );
+    assert_error(
+        &format!("{BGP}restart_time = \"1500ms\"\n"),
+        "\"1500ms\"",
+        &["whole seconds"],
+    );
+}
+
 // ---- cluster ----------------------------------------------------------------------------------
 
 const MEMBERS3: &str =
