@@ -1,17 +1,15 @@
 //! kube-rs 5 (watcher, Api, Recorder) against the test API server, unchanged, over plain HTTP.
 
-mod support;
-
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
+use lb_testkit::apiserver::{ApiServer, Handle, Store, kube_client};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use support::apiserver::{ApiServer, Handle, Store, kube_client};
 
 const WAIT: Duration = Duration::from_secs(30);
 

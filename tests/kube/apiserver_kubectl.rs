@@ -1,12 +1,10 @@
 //! The real kubectl (the version dispatcher at /usr/bin/kubectl, and some versioned binaries)
 //! against the test API server. Each test has its own server, kubeconfig and cache dir.
 
-mod support;
-
+use lb_testkit::apiserver::{ApiServer, Handle, Kubectl, Store, proto};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use support::apiserver::{ApiServer, Handle, Kubectl, Store, proto};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const SVC_YAML: &str = "apiVersion: v1
@@ -436,7 +434,7 @@ async fn get_events_shows_an_event_posted_by_the_kube_rs_recorder() {
     store
         .create("services", lb_service("probe-svc", "default"))
         .unwrap();
-    let client = support::apiserver::kube_client(server.addr());
+    let client = lb_testkit::apiserver::kube_client(server.addr());
     let reporter = Reporter {
         controller: "lbd".into(),
         instance: Some("node-1".into()),

@@ -3,16 +3,14 @@
 //! in the MetalLB lab guide, failures become Events, and neither an API outage nor an lbd
 //! restart changes any IP.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lb_testkit::apiserver::{ApiServer, Handle, Kubectl, Store, write_kubeconfig};
+use lb_testkit::guide::{COREDNS_UDP, coredns_tcp};
+use lb_testkit::lbd::Lbd;
 use serde_json::Value;
-use support::apiserver::{ApiServer, Handle, Kubectl, Store, write_kubeconfig};
-use support::guide::{COREDNS_UDP, coredns_tcp};
-use support::lbd::Lbd;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 

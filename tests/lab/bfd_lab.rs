@@ -7,15 +7,13 @@
 //! - lbd stops hearing FRR's BFD (nft drops UDP 3784 on the node): lbd resets its BGP
 //!   session with Cease/BFD Down before the hold timer.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use lb::bfd::codec::{State, decode};
-use support::lab::peers::{Frr, FrrConfig};
-use support::lab::{Host, Lab, Proc, wait_until};
-use support::lbd::lbd_binary;
+use lb_testkit::lab::peers::{Frr, FrrConfig};
+use lb_testkit::lab::{Host, Lab, Proc, wait_until};
+use lb_testkit::lbd::lbd_binary;
 
 const T: Duration = Duration::from_secs(20);
 const ROUTER: &str = "10.10.100.1";
@@ -73,7 +71,7 @@ ip = "172.19.100.0"
 
 fn wait_bfd_up(frr: &Frr, lbd: &Proc) -> serde_json::Value {
     let mut last = None;
-    let r = support::lab::try_wait_until(T, "FRR's BFD peer with lbd Up", || {
+    let r = lb_testkit::lab::try_wait_until(T, "FRR's BFD peer with lbd Up", || {
         last = frr.bfd_peer(NODE);
         last.as_ref().and_then(|p| p["status"].as_str()) == Some("up")
     });
@@ -213,7 +211,7 @@ fn reload_retimes_removes_and_re_adds_the_bfd_session() {
         "transmit_interval = \"200ms\"",
     );
     std::fs::write(&conf, &faster).unwrap();
-    lbd.kill(support::lab::Signal::Hup);
+    lbd.kill(lb_testkit::lab::Signal::Hup);
     wait_until(T, "FRR sees lbd's 200 ms transmit interval", || {
         frr.bfd_peer(NODE).is_some_and(|p| {
             p["status"].as_str() == Some("up")
@@ -229,7 +227,7 @@ fn reload_retimes_removes_and_re_adds_the_bfd_session() {
     // Remove bfd: lbd's session goes AdminDown and FRR's goes down; lbd does not reset BGP
     // itself (FRR 8.4 does: it treats a peer's AdminDown as Down).
     std::fs::write(&conf, text.replace(&bfd_line, "")).unwrap();
-    lbd.kill(support::lab::Signal::Hup);
+    lbd.kill(lb_testkit::lab::Signal::Hup);
     wait_until(T, "FRR's BFD peer down (lbd sent AdminDown)", || {
         frr.bfd_peer(NODE)
             .is_some_and(|p| p["status"].as_str() == Some("down"))
@@ -242,7 +240,7 @@ fn reload_retimes_removes_and_re_adds_the_bfd_session() {
     );
     // Re-add it: Up again, BGP Established.
     std::fs::write(&conf, &text).unwrap();
-    lbd.kill(support::lab::Signal::Hup);
+    lbd.kill(lb_testkit::lab::Signal::Hup);
     wait_bfd_up(&frr, &lbd);
     frr.wait_established(NODE, T)
         .unwrap_or_else(|e| panic!("{e}\n{}", lbd.log()));

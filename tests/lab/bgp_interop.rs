@@ -2,17 +2,15 @@
 //! FRR (iBGP with ECMP over three nodes, IPv4 and IPv6; eBGP with TCP-MD5), BIRD (dynamic
 //! `neighbor range`), GoBGP and exabgp. Run as root in plain `cargo test`.
 
-mod support;
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::lab::peers::{
+use lb_testkit::lab::peers::{
     Bird, BirdConfig, Exabgp, ExabgpConfig, Frr, FrrConfig, Gobgp, GobgpConfig, kernel_nexthops,
 };
-use support::lab::probe::{self, ReachMode};
-use support::lab::{Host, Lab, Proc, Signal, wait_until};
+use lb_testkit::lab::probe::{self, ReachMode};
+use lb_testkit::lab::{Host, Lab, Proc, Signal, wait_until};
+use serde_json::Value;
 
 const S: Duration = Duration::from_secs(1);
 const VIP4: &str = "172.19.100.10";
@@ -20,7 +18,7 @@ const VIP6: &str = "fd00:172::10";
 
 /// The speaker example, built on first use.
 fn speaker_bin() -> PathBuf {
-    support::examples::example_binary("lb-bgp-speaker")
+    lb_testkit::examples::example_binary("lb-bgp-speaker")
 }
 
 /// One `[[bgp_peer]]` of the speaker's lb.toml.

@@ -1,13 +1,11 @@
 //! The chaos soak, CI size: two minutes of random faults against five lbd nodes serving
-//! layer-2 and BGP Services (see tests/support/chaos.rs), every check asserted. The seed is
+//! layer-2 and BGP Services (see lb_testkit::chaos), every check asserted. The seed is
 //! fixed and printed; `LB_SOAK_SEED` overrides it to replay another plan. The 10-minute run
 //! is `examples/chaos_soak.rs` (docs/soak/report.md).
 
-mod support;
-
 use std::time::Duration;
 
-use support::chaos::{SoakConfig, run};
+use lb_testkit::chaos::{SoakConfig, run};
 
 /// Heal → every IP served again, asserted here. The target is 1 s; the recorded
 /// 10-minute runs meet it (max 0.28 s, docs/soak/), so CI allows 2 s for a loaded machine.
@@ -38,7 +36,7 @@ fn two_minute_chaos_soak_keeps_ips_unique_stable_and_served() {
 
 // The soak's analysis, on made-up data.
 
-use support::chaos::{SvcView, longest_outage, served_again, sharing_violations};
+use lb_testkit::chaos::{SvcView, longest_outage, served_again, sharing_violations};
 
 fn svc(key: &str, ip: &str, share: Option<&str>, port: (&str, u64)) -> SvcView {
     SvcView {

@@ -4,15 +4,13 @@
 //! Each process prints its view as JSON lines with wall-clock times (one machine, one clock),
 //! so the lines of different processes compare.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use lb_testkit::lab::{Host, Lab, Proc, wait_until};
 use serde_json::Value;
 use std::cell::RefCell;
-use support::lab::{Host, Lab, Proc, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// With members n1..n3, rendezvous hashing gives every member at least one of these at start,
@@ -27,7 +25,7 @@ const PORT: u16 = 7946;
 
 /// The raft-lite node example, built on first use.
 fn node_bin() -> PathBuf {
-    support::examples::example_binary("lb-cluster-node")
+    lb_testkit::examples::example_binary("lb-cluster-node")
 }
 
 fn wall_ns() -> i128 {

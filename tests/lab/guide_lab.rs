@@ -1,12 +1,10 @@
-//! The MetalLB lab guide end to end (`tests/support/guide.rs`): each lab of the guide with
+//! The MetalLB lab guide end to end (`lb_testkit::guide`): each lab of the guide with
 //! its own addresses, its ConfigMaps imported by `lbctl import-metallb`, its kubectl commands
 //! and manifests against the test API server, three lbd nodes and an FRR router.
 
-mod support;
-
 use std::time::Duration;
 
-use support::guide::{Guide, GuideConfig, NODES};
+use lb_testkit::guide::{Guide, GuideConfig, NODES};
 
 fn all_nodes() -> Vec<String> {
     NODES.iter().map(|(_, ip)| ip.to_string()).collect()

@@ -5,12 +5,10 @@
 //! client probing every 10 ms nor a tcpdump on the client ever sees two MACs answering at
 //! once. A node cut off by nft stops owning before another takes over.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::l2cluster::{Cluster, T, VIP, VIP6, check_failover, start_cluster};
-use support::lab::Signal;
+use lb_testkit::l2cluster::{Cluster, T, VIP, VIP6, check_failover, start_cluster};
+use lb_testkit::lab::Signal;
 
 /// `(IP, MAC)` of every reply `arping` printed ("Unicast reply from IP [MAC]  0.5ms").
 fn arping_replies(out: &str) -> Vec<(String, String)> {
@@ -78,7 +76,7 @@ fn clients_arping_ndisc6_curl_and_ping_reach_only_the_owner() {
     assert_eq!(c.neigh_mac(VIP6), Some(mac6.clone()));
     let frames = cap.stop().unwrap();
     for (vip, mac) in [(VIP, &mac4), (VIP6, &mac6)] {
-        let macs = support::lab::capture::answering_macs(&frames, vip.parse().unwrap());
+        let macs = lb_testkit::lab::capture::answering_macs(&frames, vip.parse().unwrap());
         assert_eq!(
             macs,
             vec![mac.clone()],

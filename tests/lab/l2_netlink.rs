@@ -1,16 +1,14 @@
 //! rtnetlink events in a namespace made here: link down/up and address changes arrive as
 //! typed events; addresses on lo are added and removed.
 
-mod l2_lab;
-
 use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use l2_lab::{Lab, MAC_B};
 use lb::net::NetEvent;
 use lb::net::netlink::NetWatcher;
 use lb::sys;
+use lb_testkit::lab::pair::{MAC_B, VethPair};
 
 /// Waits (bounded) for the first event matching `pred`, returning the ones skipped.
 async fn wait_for(
@@ -35,7 +33,7 @@ async fn wait_for(
 
 #[test]
 fn link_down_up_and_address_add_produce_events() {
-    let lab = Lab::new("nl");
+    let lab = VethPair::new("nl");
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let ns = lab.b.clone();
@@ -87,10 +85,10 @@ fn link_down_up_and_address_add_produce_events() {
     ready_rx
         .recv_timeout(Duration::from_secs(10))
         .expect("watcher started");
-    l2_lab::ip(&["-n", &lab.b, "link", "set", "vb", "down"]);
-    l2_lab::ip(&["-n", &lab.b, "link", "set", "vb", "up"]);
-    l2_lab::ip(&["-n", &lab.b, "addr", "add", "10.98.0.77/24", "dev", "vb"]);
-    l2_lab::ip(&["-n", &lab.b, "addr", "del", "10.98.0.77/24", "dev", "vb"]);
+    lab.ip(&lab.b, &["link", "set", "vb", "down"]);
+    lab.ip(&lab.b, &["link", "set", "vb", "up"]);
+    lab.ip(&lab.b, &["addr", "add", "10.98.0.77/24", "dev", "vb"]);
+    lab.ip(&lab.b, &["addr", "del", "10.98.0.77/24", "dev", "vb"]);
     go_tx.send(()).unwrap();
     watcher.join().expect("watcher thread");
 }
@@ -106,7 +104,7 @@ fn lo_addresses() -> String {
 
 #[test]
 fn static_service_ip_is_added_to_and_removed_from_lo_idempotently() {
-    let lab = Lab::new("lo");
+    let lab = VethPair::new("lo");
     let ns = lab.b.clone();
     std::thread::spawn(move || {
         sys::netns::enter(&ns).expect("enter namespace");

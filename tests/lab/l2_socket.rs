@@ -1,11 +1,8 @@
 //! The filtered packet socket and the responder on a real link (root, namespaces made here).
 
-mod l2_lab;
-
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use l2_lab::{Lab, MAC_B};
 use lb::control::metrics::Metrics;
 use lb::l2::iface::Interface;
 use lb::l2::responder::{Claim, Input, Output, Params, Responder};
@@ -13,6 +10,7 @@ use lb::l2::socket::{self, AsyncPacketSocket};
 use lb::l2::{ETHERTYPE_ARP, ETHERTYPE_IPV6, MacAddr, arp, ndp};
 use lb::model::ServiceKey;
 use lb::sys;
+use lb_testkit::lab::pair::{MAC_B, VethPair};
 use tokio::sync::mpsc;
 
 /// Runs `f` on a fresh thread inside namespace `ns` with a current-thread tokio runtime.
@@ -33,7 +31,7 @@ fn in_netns<T: Send + 'static>(
 
 #[test]
 fn socket_receives_arp_and_ns_but_not_echo_or_udp() {
-    let lab = Lab::new("sock");
+    let lab = VethPair::new("sock");
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let receiver = in_netns(&lab.b, move || {
         Box::pin(async move {
@@ -130,7 +128,7 @@ fn socket_receives_arp_and_ns_but_not_echo_or_udp() {
 
 #[test]
 fn joining_a_solicited_node_group_adds_the_multicast_mac_to_the_link() {
-    let lab = Lab::new("mcast");
+    let lab = VethPair::new("mcast");
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let worker = in_netns(&lab.b, move || {
@@ -156,7 +154,7 @@ fn joining_a_solicited_node_group_adds_the_multicast_mac_to_the_link() {
 
 #[test]
 fn arping_and_ndisc6_get_answers_from_the_responder_for_a_vip_no_kernel_owns() {
-    let lab = Lab::new("resp");
+    let lab = VethPair::new("resp");
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = mpsc::channel::<Input>(16);
     let metrics = Metrics::new();

@@ -1,10 +1,8 @@
 //! Self-tests of the network-namespace lab (run as root in plain `cargo test`).
 
-mod support;
-
+use lb_testkit::lab::probe::{self, ReachMode};
+use lb_testkit::lab::{Lab, namespaces_with_prefix, pid_alive, wait_until};
 use std::time::Duration;
-use support::lab::probe::{self, ReachMode};
-use support::lab::{Lab, namespaces_with_prefix, pid_alive, wait_until};
 
 /// Answers every datagram on port 5353 with "node1".
 const UDP_SERVER: &str = "import socket
@@ -287,7 +285,7 @@ fn capture_records_arp_and_neighbor_discovery() {
     assert!(client.ping_within("10.10.100.3", 5 * S));
     assert!(client.ping_within("fd00:10::3", 5 * S));
     let frames = cap.stop().unwrap();
-    use support::lab::capture::FrameKind;
+    use lb_testkit::lab::capture::FrameKind;
     let arp_reply = frames.iter().find(|f| matches!(&f.kind, FrameKind::ArpReply { sender_ip: Some(ip), .. } if ip.to_string() == "10.10.100.3"));
     let arp_reply = arp_reply.unwrap_or_else(|| panic!("no ARP reply in {frames:#?}"));
     assert_eq!(arp_reply.src_mac, node.mac());
@@ -323,7 +321,7 @@ fn capture_records_arp_and_neighbor_discovery() {
 
 #[test]
 fn frr_and_bird_establish_ebgp_and_exchange_routes() {
-    use support::lab::peers::{Bird, BirdConfig, Frr, FrrConfig, kernel_nexthops};
+    use lb_testkit::lab::peers::{Bird, BirdConfig, Frr, FrrConfig, kernel_nexthops};
     let lab = Lab::new("frrbird");
     let r1 = lab.router("r1", &["10.10.100.1/24"]);
     let r2 = lab.router("r2", &["10.10.100.2/24"]);
@@ -374,7 +372,7 @@ fn frr_and_bird_establish_ebgp_and_exchange_routes() {
 
 #[test]
 fn gobgp_and_exabgp_start_peer_and_are_queryable() {
-    use support::lab::peers::{Exabgp, ExabgpConfig, Gobgp, GobgpConfig};
+    use lb_testkit::lab::peers::{Exabgp, ExabgpConfig, Gobgp, GobgpConfig};
     let lab = Lab::new("gobgpexa");
     let r1 = lab.router("r1", &["10.10.100.1/24"]);
     let n1 = lab.node("node1", &["10.10.100.3/24"]);
@@ -421,7 +419,7 @@ fn gobgp_and_exabgp_start_peer_and_are_queryable() {
 
 #[test]
 fn keepalived_elects_a_master_and_the_vip_fails_over_on_link_down() {
-    use support::lab::peers::{Keepalived, VrrpConfig};
+    use lb_testkit::lab::peers::{Keepalived, VrrpConfig};
     let lab = Lab::new("vrrp");
     let n1 = lab.node("node1", &["10.10.100.3/24"]);
     let n2 = lab.node("node2", &["10.10.100.4/24"]);
@@ -548,8 +546,8 @@ fn dropping_a_proc_kills_its_whole_process_group() {
     assert_torn_down(lab);
 }
 
-fn wait_for_child_pid(p: &support::lab::Proc) -> u32 {
-    support::lab::wait_for(5 * S, "the shell to print its child's pid", || {
+fn wait_for_child_pid(p: &lb_testkit::lab::Proc) -> u32 {
+    lb_testkit::lab::wait_for(5 * S, "the shell to print its child's pid", || {
         p.stdout().strip_prefix("child ")?.trim().parse().ok()
     })
 }
@@ -607,7 +605,7 @@ fn new_lab_removes_leftovers_of_dead_owners_only() {
         .spawn()
         .unwrap();
     wait_until(5 * S, "the process to enter the stale namespace", || {
-        !support::lab::ns_pids(&stale).is_empty()
+        !lb_testkit::lab::ns_pids(&stale).is_empty()
     });
     let lab = Lab::new("cleanup");
     let stale_gone = namespaces_with_prefix(&stale).is_empty();
@@ -627,7 +625,7 @@ fn new_lab_removes_leftovers_of_dead_owners_only() {
 
 #[test]
 fn frr_listen_range_installs_ecmp_routes_from_two_ibgp_nodes() {
-    use support::lab::peers::{Exabgp, ExabgpConfig, Frr, FrrConfig, kernel_nexthops};
+    use lb_testkit::lab::peers::{Exabgp, ExabgpConfig, Frr, FrrConfig, kernel_nexthops};
     let lab = Lab::new("ecmp");
     let router = lab.router("router", &["10.10.100.1/24"]);
     let mut cfg = FrrConfig::new(64500, "10.10.100.1").listen_range("10.10.100.0/24", 64500);
@@ -674,7 +672,7 @@ fn frr_listen_range_installs_ecmp_routes_from_two_ibgp_nodes() {
 
 #[test]
 fn api_server_on_a_lab_host_serves_kubectl_from_the_host_and_keeps_objects_across_a_restart() {
-    use support::kubelab::KubeLab;
+    use lb_testkit::kubelab::KubeLab;
     let lab = Lab::new("kube");
     let cp = lab.host("cp", &["10.10.100.10/24"]);
     let node = lab.node("node1", &["10.10.100.3/24"]);

@@ -3,14 +3,12 @@
 //! router's RIB; SIGTERM silences ARP, withdraws the route with a Cease, and exits 0.
 //! Both scrape the node's `/metrics` and check the layer-2 and BGP series.
 
-mod support;
-
 use std::time::Duration;
 
-use support::dbus::{Bus, OwnershipSignals};
-use support::lab::peers::{Frr, FrrConfig};
-use support::lab::{Lab, probe, wait_until};
-use support::lbd::{lbd_binary, scrape_metrics};
+use lb_testkit::dbus::{Bus, OwnershipSignals};
+use lb_testkit::lab::peers::{Frr, FrrConfig};
+use lb_testkit::lab::{Lab, probe, wait_until};
+use lb_testkit::lbd::{lbd_binary, scrape_metrics};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -49,11 +47,11 @@ ip = "fd00:10::200"
 /// lbd in `node`'s namespace with `bus` as its system bus (a unix socket: reachable from
 /// the namespace).
 fn spawn_on_bus(
-    node: &support::lab::Host,
+    node: &lb_testkit::lab::Host,
     bin: &std::path::Path,
     cfg: &std::path::Path,
     bus: &Bus,
-) -> support::lab::Proc {
+) -> lb_testkit::lab::Proc {
     let bus_env = format!("DBUS_SYSTEM_BUS_ADDRESS={}", bus.address);
     node.spawn(&[
         "env",
@@ -156,7 +154,7 @@ fn standalone_lbd_answers_arp_and_ndp_for_static_services_and_falls_silent_on_si
         format!("{text}\n[[pool]]\nname = \"extra\"\nprotocol = \"layer2\"\naddresses = [\"10.10.100.210/32\"]\n"),
     )
     .unwrap();
-    lbd.kill(support::lab::Signal::Hup);
+    lbd.kill(lb_testkit::lab::Signal::Hup);
     lbd.wait_for_log("configuration reloaded: pools/services applied", T)
         .unwrap_or_else(|e| panic!("{e}\n{}", lbd.log()));
     let during = during.finish().unwrap();
@@ -208,7 +206,7 @@ fn standalone_lbd_answers_arp_and_ndp_for_static_services_and_falls_silent_on_si
             .all(|ip| seen.contains(&(ip.to_string(), "node1".to_string())))
     });
 
-    lbd.kill(support::lab::Signal::Term);
+    lbd.kill(lb_testkit::lab::Signal::Term);
     let status = lbd.wait_timeout(T).expect("lbd exits on SIGTERM");
     assert!(status.success(), "exit status {status:?}\n{}", lbd.log());
     // ...and the loss (owner ""), before lbd left the bus.
@@ -344,7 +342,7 @@ ip = "172.19.100.0"
         "{m:?}"
     );
 
-    lbd.kill(support::lab::Signal::Term);
+    lbd.kill(lb_testkit::lab::Signal::Term);
     let status = lbd.wait_timeout(T).expect("lbd exits on SIGTERM");
     assert!(status.success(), "exit status {status:?}\n{}", lbd.log());
     wait_until(T, "route withdrawn", || {

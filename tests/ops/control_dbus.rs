@@ -10,8 +10,7 @@ use lb::control::state::*;
 use lb::control::{ControlError, ControlHandle};
 use tokio::sync::{mpsc, watch};
 
-mod support;
-use support::dbus::{Bus, signal_stream};
+use lb_testkit::dbus::{Bus, signal_stream};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 

@@ -2,17 +2,15 @@
 //! /ready answer, SIGHUP applies a good file and refuses a bad one (saying why), and
 //! sd_notify READY/STATUS/WATCHDOG/STOPPING reach a notify socket.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use lb_testkit::dbus::Bus;
+use lb_testkit::lbd::Lbd;
 use serde_json::Value;
-use support::dbus::Bus;
-use support::lbd::Lbd;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -150,7 +148,7 @@ fn lbctl_reads_the_real_state_of_a_running_lbd_and_metrics_answer() {
         body.contains("lb_allocator_addresses_in_use_total{pool=\"static-pool\"} 1"),
         "{body}"
     );
-    let m = support::lbd::parse_metrics(&body);
+    let m = lb_testkit::lbd::parse_metrics(&body);
     assert_eq!(
         m.get("lb_allocator_services_allocated{pool=\"static-pool\"}"),
         Some(&1.0),

@@ -1,18 +1,16 @@
 //! Unit tests of the test API server's pure parts: patches, selectors, time formatting,
 //! query parsing, Table cells, discovery and the protobuf reader (never panics on any input).
 
-mod support;
-
+use lb_testkit::apiserver::patch::*;
+use lb_testkit::apiserver::proto;
+use lb_testkit::apiserver::resources::{self, Resource};
+use lb_testkit::apiserver::select::Selector;
+use lb_testkit::apiserver::server::parse_query;
+use lb_testkit::apiserver::table;
+use lb_testkit::apiserver::time::*;
 use proptest::prelude::*;
 use serde_json::json;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::apiserver::patch::*;
-use support::apiserver::proto;
-use support::apiserver::resources::{self, Resource};
-use support::apiserver::select::Selector;
-use support::apiserver::server::parse_query;
-use support::apiserver::table;
-use support::apiserver::time::*;
 
 #[test]
 fn merge_patch_null_deletes_and_objects_merge() {

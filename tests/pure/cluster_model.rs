@@ -12,7 +12,7 @@
 //! Sometimes (so the checks are not vacuous): a leader is elected; a follower holds an IP;
 //! an IP changes hands between hosts.
 //!
-//! Bigger runs: `LB_MODEL_DEPTH=24 cargo test --release --test cluster_model -- --nocapture`.
+//! Bigger runs: `LB_MODEL_DEPTH=24 cargo test --release --test pure cluster_model:: -- --nocapture`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

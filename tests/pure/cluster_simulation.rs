@@ -1,12 +1,10 @@
 //! Deterministic simulation of 5 raft-lite hosts (real core) under loss, duplication, delay,
 //! partitions (also one-way), crashes/restarts, shutdowns and clock drift.
 //!
-//! Reproduce one run: `LB_SIM_SEED=<seed> cargo test --test cluster_simulation -- --nocapture`.
-//! More runs: `LB_SIM_RUNS=20000 cargo test --release --test cluster_simulation`.
+//! Reproduce one run: `LB_SIM_SEED=<seed> cargo test --test pure cluster_simulation:: -- --nocapture`.
+//! More runs: `LB_SIM_RUNS=20000 cargo test --release --test pure cluster_simulation::`.
 
-mod cluster_support;
-
-use cluster_support::{Sim, SimConfig, Violation};
+use lb_testkit::cluster_sim::{Sim, SimConfig, Violation};
 use std::time::Duration;
 
 const MS: u64 = 1000;
@@ -76,7 +74,7 @@ fn run_many(name: &str, default_runs: u64, cfg: SimConfig) {
         match run(seed, cfg.clone()) {
             Ok(t) => worst = worst.max(t),
             Err(e) => panic!(
-                "seed {seed} failed: {e}\nreproduce: LB_SIM_SEED={seed} cargo test --test cluster_simulation {name} -- --nocapture"
+                "seed {seed} failed: {e}\nreproduce: LB_SIM_SEED={seed} cargo test --test pure cluster_simulation::{name} -- --nocapture"
             ),
         }
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 use lb::config::{Context, parse_str};
 use proptest::prelude::*;
 
-const EXAMPLE: &str = include_str!("../etc/lb.toml");
+const EXAMPLE: &str = include_str!("../../etc/lb.toml");
 
 fn check(text: &str) {
     let ctx = Context {

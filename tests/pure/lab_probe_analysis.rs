@@ -1,10 +1,8 @@
 //! The probe-record computations (gap, split-brain detector) and the capture check (two MACs
 //! answering for one IP at once) on synthetic records and frames.
 
-mod support;
-
+use lb_testkit::lab::probe::ProbeRun;
 use std::time::Duration;
-use support::lab::probe::ProbeRun;
 
 fn run(lines: &[&str]) -> ProbeRun {
     ProbeRun::parse(&lines.join("\n")).unwrap()
@@ -109,9 +107,7 @@ fn truncated_probe_output_is_an_error_not_a_panic() {
 
 mod capture_check {
     use super::{A, B};
-    use crate::support::lab::capture::{
-        Conflict, Frame, FrameKind, answer_conflict, answering_macs,
-    };
+    use lb_testkit::lab::capture::{Conflict, Frame, FrameKind, answer_conflict, answering_macs};
     use std::net::IpAddr;
 
     const CLIENT_MAC: &str = "02:1b:00:00:00:09";

@@ -1,5 +1,4 @@
-//! Small helpers shared by the bench examples (each includes this file with `#[path]`).
-#![allow(dead_code)] // each bench uses part of it
+//! Small helpers shared by the bench examples.
 
 use std::time::Duration;
 

@@ -1,5 +1,4 @@
-//! The BGP bench lab shared by bench_bgp and bench_bfd (included with `#[path]`; needs the
-//! test support module as `crate::support`): FRR on the router 10.10.100.1, this process's
+//! The BGP bench lab shared by bench_bgp and bench_bfd: FRR on the router 10.10.100.1, this process's
 //! speaker on a thread moved into the node's namespace (10.10.100.3), and `ip monitor
 //! route` in the router's namespace to timestamp kernel route changes.
 
@@ -15,7 +14,7 @@ use lb::bgp::speaker::{Speaker, SpeakerHandle, SpeakerOptions};
 use lb::config::{BfdConfig, BgpPeer};
 use lb::model::{IpRange, Pool, PoolProtocol};
 
-use crate::support::lab::Host;
+use crate::lab::Host;
 
 pub const ROUTER: &str = "10.10.100.1";
 pub const NODE: &str = "10.10.100.3";

@@ -27,12 +27,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::kubelab::KubeLab;
-use super::lab::capture::{Capture, Frame, FrameKind};
-use super::lab::peers::{Frr, FrrConfig};
-use super::lab::probe::{self, ProbeRun, ReachMode, Record, RunningProbe, SplitBrain};
-use super::lab::{Host, Lab, Proc, Signal};
-use super::lbd::lbd_binary;
+use crate::kubelab::KubeLab;
+use crate::lab::capture::{Capture, Frame, FrameKind};
+use crate::lab::peers::{Frr, FrrConfig};
+use crate::lab::probe::{self, ProbeRun, ReachMode, Record, RunningProbe, SplitBrain};
+use crate::lab::{Host, Lab, Proc, Signal};
+use crate::lbd::lbd_binary;
+use crate::rng::Rng;
 
 /// What the soak runs. [`SoakConfig::new`] gives the numbers.
 #[derive(Debug, Clone)]
@@ -214,31 +215,6 @@ fn epoch() -> f64 {
 
 fn secs(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64())
-}
-
-/// splitmix64: a seeded, dependency-free RNG (the plan must be reproducible from the seed).
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-    /// Uniform in `[lo, hi]` milliseconds.
-    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.below(hi - lo + 1))
-    }
 }
 
 const NODE_IPS: [&str; 5] = [
@@ -495,7 +471,8 @@ struct Soak {
     kube: KubeLab,
     client: Host,
     router: Host,
-    frr: Frr,
+    /// The router's FRR, running for the whole soak (stopped on drop).
+    _frr: Frr,
     report: SoakReport,
     ips: Vec<String>,
     rss: BTreeMap<u32, RssLife>,
@@ -593,7 +570,7 @@ impl Soak {
             kube,
             client,
             router,
-            frr,
+            _frr: frr,
             report,
             ips: Vec::new(),
             rss: BTreeMap::new(),

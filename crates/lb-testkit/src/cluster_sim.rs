@@ -1,12 +1,11 @@
-//! Deterministic simulation of raft-lite hosts running the real core (shared by
-//! `tests/cluster_simulation.rs` and `examples/bench_failover_sim.rs`).
+//! Deterministic simulation of raft-lite hosts running the real core (used by
+//! `tests/pure/cluster_simulation.rs` and `examples/bench_failover_sim.rs`).
 //!
 //! Global (real) time is in microseconds. Each host has its own clock running at
 //! (1 + ppm/10^6) × real time, |ppm| ≤ `max_ppm`; with the default 20 000 ppm two hosts
 //! disagree by at most 4 % of an interval, i.e. 24 ms over 2 × 300 ms: inside the 25 ms
 //! `clock_drift` bound. The network loses, duplicates, delays (so reorders) and partitions
 //! (also one way). Crashed hosts keep their hard state and lose everything else.
-#![allow(dead_code)]
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -16,27 +15,7 @@ use std::time::{Duration, Instant};
 use lb::cluster::core::{Config, Input, Node, Output, Role};
 use lb::cluster::{HardState, Member, Message, Timing};
 
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [lo, hi].
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-    pub fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
-}
+use crate::rng::Rng;
 
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -211,7 +190,7 @@ impl Sim {
             members: self.members(),
             witness: self.hosts[h].witness,
             timing: self.cfg.timing,
-            seed: self.rng.next(),
+            seed: self.rng.next_u64(),
             // Strictly increasing across restarts, like wall-clock nanoseconds at boot.
             incarnation: self.now * 1000 + 1,
         };

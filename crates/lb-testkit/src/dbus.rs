@@ -3,7 +3,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 /// A dbus-daemon of our own: the system bus's default policy plus
@@ -22,10 +21,9 @@ impl Bus {
             .unwrap();
         // Other users (the policy test runs lbctl as nobody) must reach the socket.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let policy =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/dbus/org.lb.Daemon1.conf");
+        let policy = crate::repo_root().join("packaging/dbus/org.lb.Daemon1.conf");
         let config = dir.path().join("bus.conf");
-        let text = include_str!("../fixtures/dbus/bus.conf.in")
+        let text = include_str!("../../../tests/fixtures/dbus/bus.conf.in")
             .replace(
                 "@SOCKET@",
                 &dir.path().join("bus.sock").display().to_string(),

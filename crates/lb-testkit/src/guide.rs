@@ -20,11 +20,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::kubelab::KubeLab;
-use super::lab::peers::{Frr, FrrConfig, kernel_nexthops};
-use super::lab::probe::{self, ReachMode};
-use super::lab::{Host, Lab, Proc, Signal, wait_for};
-use super::lbd::lbd_binary;
+use crate::kubelab::KubeLab;
+use crate::lab::peers::{Frr, FrrConfig, kernel_nexthops};
+use crate::lab::probe::{self, ReachMode};
+use crate::lab::{Host, Lab, Proc, Signal, wait_for};
+use crate::lbd::lbd_binary;
 
 /// Generous: a loaded 2-core machine runs several labs at once.
 pub const T: Duration = Duration::from_secs(40);
@@ -61,7 +61,7 @@ impl GuideConfig {
     }
 
     pub fn fixture(self) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
+        crate::repo_root()
             .join("tests/fixtures/metallb")
             .join(self.file_name())
     }
@@ -120,7 +120,8 @@ pub struct Guide {
     pub client: Host,
     pub remote: Host,
     pub kube: KubeLab,
-    web: Vec<Proc>,
+    /// The nodes' web servers, running as long as the guide (stopped on drop).
+    _web: Vec<Proc>,
     dns: Vec<Proc>,
     on_lo: BTreeSet<String>,
     configs: Vec<PathBuf>,
@@ -143,12 +144,9 @@ fn indent(text: &str) -> String {
         .collect::<String>()
 }
 
-/// The lbctl binary: Cargo names it for integration tests; examples find it beside themselves.
+/// The lbctl binary, beside lbd (see [`lbd_binary`]).
 pub fn lbctl_binary() -> PathBuf {
-    match option_env!("CARGO_BIN_EXE_lbctl") {
-        Some(p) => PathBuf::from(p),
-        None => lbd_binary().with_file_name("lbctl"),
-    }
+    lbd_binary().with_file_name("lbctl")
 }
 
 /// `lbctl import-metallb FILE`, as a user runs it; the TOML on stdout.
@@ -248,7 +246,7 @@ impl Guide {
         router
             .attach(&seg, "eth1", &["192.168.50.1/24"])
             .expect("router eth1");
-        let remote = lab.add_host("remote", super::lab::HostKind::Client, &[]);
+        let remote = lab.add_host("remote", crate::lab::HostKind::Client, &[]);
         // add_host plugs eth0 into the LAN: move the remote client to its segment instead.
         remote.run(&["ip", "link", "del", "eth0"]).expect("unplug");
         remote
@@ -353,7 +351,7 @@ impl Guide {
             client,
             remote,
             kube,
-            web,
+            _web: web,
             dns: Vec::new(),
             on_lo: BTreeSet::new(),
             configs,

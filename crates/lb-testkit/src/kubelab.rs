@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::examples::example_binary;
-use super::lab::{Host, Proc, Signal, wait_for};
+use crate::examples::example_binary;
+use crate::lab::{Host, Proc, Signal, wait_for};
 
 pub const PORT: u16 = 6443;
 

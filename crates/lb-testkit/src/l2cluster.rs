@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use super::lab::{Host, Lab, Proc, capture, probe};
-use super::lbd::lbd_binary;
+use crate::lab::{Host, Lab, Proc, capture, probe};
+use crate::lbd::lbd_binary;
 
 pub const T: Duration = Duration::from_secs(20);
 pub const VIP: &str = "10.10.100.200";
@@ -174,7 +174,7 @@ impl Cluster {
     pub fn wait_for_curl_from(&self, vip: &str, i: usize) {
         let want = self.name(i);
         let mut last = None;
-        let done = super::lab::try_wait_until(T, "curl", || {
+        let done = crate::lab::try_wait_until(T, "curl", || {
             last = self.curl(vip);
             last.as_deref() == Some(want.as_str())
         });

@@ -5,17 +5,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The lbd binary: Cargo names it for integration tests; examples find it beside themselves.
+/// The lbd binary of the running test's (or example's) build: `target/<profile>/lbd`, beside
+/// `target/<profile>/deps/<test>-<hash>` and `target/<profile>/examples/<example>`. Cargo
+/// builds lb's binaries before it runs lb's integration tests; an example run by hand needs
+/// `cargo build` first.
 pub fn lbd_binary() -> PathBuf {
-    match option_env!("CARGO_BIN_EXE_lbd") {
-        Some(p) => PathBuf::from(p),
-        None => std::env::current_exe()
-            .expect("current exe")
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>/examples/..")
-            .join("lbd"),
-    }
+    let path = std::env::current_exe()
+        .expect("current exe")
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/{deps,examples}/..")
+        .join("lbd");
+    assert!(
+        path.exists(),
+        "{} does not exist: build lb's binaries first (`cargo build`)",
+        path.display()
+    );
+    path
 }
 
 /// The samples of an OpenMetrics text: `name{labels}` → value (`# ...` lines skipped).
@@ -31,7 +37,7 @@ pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
 
 /// `GET http://{addr}/metrics` from inside `host`'s namespace (curl), parsed; empty when
 /// the endpoint does not answer (yet).
-pub fn scrape_metrics(host: &super::lab::Host, addr: &str) -> BTreeMap<String, f64> {
+pub fn scrape_metrics(host: &crate::lab::Host, addr: &str) -> BTreeMap<String, f64> {
     host.stdout(&[
         "curl",
         "-sf",

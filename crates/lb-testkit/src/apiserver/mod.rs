@@ -4,7 +4,7 @@
 //! a global resourceVersion with replayable history, 410 as a watch ERROR event, bookmarks,
 //! merge / strategic-merge / server-side-apply patches and the protobuf `create deploy` body.
 //!
-//! ```ignore
+//! ```text
 //! let store = Store::new();
 //! let server = ApiServer::start("127.0.0.1:0".parse()?, store.clone())?;
 //! let kubeconfig = write_kubeconfig(dir.path(), server.addr())?;
@@ -19,7 +19,6 @@
 //! `wait_for_request(pred)`, `set_server_minor("31")` (the kubectl dispatcher runs that
 //! kubectl) and `set_aggregated_discovery(false)`. [`Kubectl`] runs the real kubectl with its
 //! own kubeconfig and cache dir; [`kube_client`] builds a kube-rs client.
-#![allow(dead_code, unused_imports)]
 
 pub mod error;
 pub mod patch;

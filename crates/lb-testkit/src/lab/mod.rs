@@ -8,9 +8,8 @@
 //!
 //! Uses only std and tempfile; it shells out to `ip`, `nft`, `sysctl` and `kill`.
 //! See docs/lab.md and /work/shared/LAB-NOTES.md for why each sysctl is set.
-#![allow(dead_code)]
-
 pub mod capture;
+pub mod pair;
 pub mod peers;
 pub mod probe;
 
@@ -362,7 +361,6 @@ struct Faults {
 }
 
 struct LabInner {
-    name: String,
     prefix: String,
     lan: String,
     dir: Mutex<Option<tempfile::TempDir>>,
@@ -423,7 +421,6 @@ impl Lab {
         set_mode(&dir_path, 0o755)?;
         let lan = format!("{prefix}-lan");
         let inner = Arc::new(LabInner {
-            name: name.to_string(),
             prefix,
             lan: lan.clone(),
             dir: Mutex::new(Some(dir)),

@@ -1,32 +1,25 @@
-//! Throwaway network namespaces for the layer-2 tests: two hosts `a` and `b` joined by a
-//! veth pair with fixed MACs. Names carry the test's tag and the PID so parallel runs do not
-//! collide; Drop deletes the namespaces (also when the test panics). Test traffic stays
-//! inside them.
+//! The smallest lab: two namespaces `a` and `b` joined by one veth pair with fixed MACs and
+//! addresses, no bridge — for the tests of lb's own packet socket and netlink watcher, which
+//! run lb's code on a thread inside `b` (`lb::sys::netns::enter`) and need to know every
+//! frame on the link.
+//!
+//! It shares the [`Lab`](super::Lab)'s conventions: namespaces are named
+//! `lbl-<pid>-<n>-<tag>-{a,b}`, so parallel tests and runs never collide and
+//! [`cleanup_stale`](super::cleanup_stale) removes those of a test process that died;
+//! dropping the pair kills what is left inside and deletes both namespaces, also when the
+//! test panicked. Test traffic stays inside them.
 
-#![allow(dead_code)]
+use std::process::Output;
+use std::sync::atomic::Ordering;
 
-use std::process::{Command, Output};
+use super::{LAB_COUNTER, NS_PREFIX, cleanup_stale, cmd, kill_ns_processes, ns_cmd, run_checked};
 
 pub const MAC_A: &str = "02:00:00:00:00:0a";
 pub const MAC_B: &str = "02:00:00:00:00:0b";
 
-fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"))
-}
-
-/// Runs `ip ARGS`, panicking with its stderr on failure.
-pub fn ip(args: &[&str]) {
-    let out = run(Command::new("ip").args(args));
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-pub struct Lab {
+/// `a`: `va` 02:..:0a 10.98.0.1/24 fd98::1/64; `b`: `vb` 02:..:0b 10.98.0.2/24 fd98::2/64.
+pub struct VethPair {
+    /// Namespace names.
     pub a: String,
     pub b: String,
     /// veth names inside `a` and `b`.
@@ -34,22 +27,31 @@ pub struct Lab {
     pub if_b: &'static str,
 }
 
-impl Lab {
-    /// `a`: va 02:..:0a 10.98.0.1/24 fd98::1/64; `b`: vb 02:..:0b 10.98.0.2/24 fd98::2/64.
-    /// Both links up, DAD off, IPv6 addresses kept on link down.
-    pub fn new(tag: &str) -> Lab {
-        let pid = std::process::id();
-        let lab = Lab {
-            a: format!("l2t-{tag}-{pid}-a"),
-            b: format!("l2t-{tag}-{pid}-b"),
+impl VethPair {
+    /// Both links up, DAD off, IPv6 addresses kept on link down, `arp_ignore=1`.
+    pub fn new(tag: &str) -> VethPair {
+        cleanup_stale();
+        let n = LAB_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("{NS_PREFIX}{}-{n}-{tag}", std::process::id());
+        let pair = VethPair {
+            a: format!("{prefix}-a"),
+            b: format!("{prefix}-b"),
             if_a: "va",
             if_b: "vb",
         };
-        // Create `lab` first so Drop cleans up whatever the steps below managed to make.
-        ip(&["netns", "add", &lab.a]);
-        ip(&["netns", "add", &lab.b]);
-        for ns in [&lab.a, &lab.b] {
-            lab.sysctl(
+        // Create `pair` first so Drop cleans up whatever the steps below managed to make.
+        check(run_checked(
+            &pair.a,
+            cmd("ip", &["netns", "add", &pair.a]),
+            None,
+        ));
+        check(run_checked(
+            &pair.b,
+            cmd("ip", &["netns", "add", &pair.b]),
+            None,
+        ));
+        for ns in [&pair.a, &pair.b] {
+            pair.sysctl(
                 ns,
                 &[
                     "net.ipv6.conf.all.accept_dad=0",
@@ -59,57 +61,68 @@ impl Lab {
                     "net.ipv4.conf.all.arp_ignore=1",
                 ],
             );
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            pair.ip(ns, &["link", "set", "lo", "up"]);
         }
-        ip(&[
-            "-n", &lab.a, "link", "add", "va", "address", MAC_A, "type", "veth", "peer", "name",
-            "vb", "netns", &lab.b, "address", MAC_B,
-        ]);
-        ip(&["-n", &lab.a, "addr", "add", "10.98.0.1/24", "dev", "va"]);
-        ip(&[
-            "-n",
-            &lab.a,
-            "addr",
-            "add",
-            "fd98::1/64",
-            "dev",
-            "va",
-            "nodad",
-        ]);
-        ip(&["-n", &lab.b, "addr", "add", "10.98.0.2/24", "dev", "vb"]);
-        ip(&[
-            "-n",
-            &lab.b,
-            "addr",
-            "add",
-            "fd98::2/64",
-            "dev",
-            "vb",
-            "nodad",
-        ]);
-        ip(&["-n", &lab.a, "link", "set", "va", "up"]);
-        ip(&["-n", &lab.b, "link", "set", "vb", "up"]);
-        lab
+        pair.ip(
+            &pair.a,
+            &[
+                "link", "add", "va", "address", MAC_A, "type", "veth", "peer", "name", "vb",
+                "netns", &pair.b, "address", MAC_B,
+            ],
+        );
+        pair.ip(&pair.a, &["addr", "add", "10.98.0.1/24", "dev", "va"]);
+        pair.ip(
+            &pair.a,
+            &["addr", "add", "fd98::1/64", "dev", "va", "nodad"],
+        );
+        pair.ip(&pair.b, &["addr", "add", "10.98.0.2/24", "dev", "vb"]);
+        pair.ip(
+            &pair.b,
+            &["addr", "add", "fd98::2/64", "dev", "vb", "nodad"],
+        );
+        pair.ip(&pair.a, &["link", "set", "va", "up"]);
+        pair.ip(&pair.b, &["link", "set", "vb", "up"]);
+        pair
     }
 
+    /// Runs `ip -n NS ARGS`, panicking with its stderr on failure.
+    #[track_caller]
+    pub fn ip(&self, ns: &str, args: &[&str]) {
+        let mut full = vec!["-n", ns];
+        full.extend_from_slice(args);
+        check(run_checked(ns, cmd("ip", &full), None));
+    }
+
+    /// Sets sysctls (`key=value`) in namespace `ns`, panicking on failure.
+    #[track_caller]
     pub fn sysctl(&self, ns: &str, settings: &[&str]) {
-        let out = run(Command::new("ip")
-            .args(["netns", "exec", ns, "sysctl", "-qw"])
-            .args(settings));
-        assert!(out.status.success(), "sysctl {settings:?} in {ns}: {out:?}");
+        let mut args = vec!["sysctl", "-qw"];
+        args.extend_from_slice(settings);
+        check(run_checked(ns, ns_cmd(ns, &args), None));
     }
 
     /// Runs a command inside namespace `ns` to completion (every command given has its own
     /// timeout) and returns its output, whatever its exit status.
     pub fn exec(&self, ns: &str, args: &[&str]) -> Output {
-        run(Command::new("ip").args(["netns", "exec", ns]).args(args))
+        let mut c = ns_cmd(ns, args);
+        c.output().unwrap_or_else(|e| panic!("spawning {c:?}: {e}"))
     }
 }
 
-impl Drop for Lab {
+#[track_caller]
+fn check(r: super::Result<Output>) {
+    if let Err(e) = r {
+        panic!("{e}");
+    }
+}
+
+impl Drop for VethPair {
     fn drop(&mut self) {
         for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            kill_ns_processes(ns);
+            let _ = cmd("ip", &["netns", "del", ns])
+                .stderr(std::process::Stdio::null())
+                .status();
         }
     }
 }

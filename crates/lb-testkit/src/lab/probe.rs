@@ -1,4 +1,4 @@
-//! Running the probes in `tests/support/probe/` and computing from their records.
+//! Running the probes in `crates/lb-testkit/probe/` and computing from their records.
 //!
 //! Times are seconds since the Unix epoch (as the probes print them), so they line up with
 //! capture timestamps.
@@ -10,9 +10,13 @@ use std::time::Duration;
 
 pub const PYTHON: &str = "/usr/bin/python3";
 
-/// Path of a probe script.
+/// Path of a probe script (`crates/lb-testkit/probe/NAME`).
 pub fn script(name: &str) -> String {
-    format!("{}/tests/support/probe/{name}", env!("CARGO_MANIFEST_DIR"))
+    crate::kit_dir()
+        .join("probe")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 /// One record of a probe: an answer (l2probe) or a result (reach).
