@@ -31,8 +31,18 @@ fn start(prefix: &str) -> (Lab, Host, Host, Frr, Proc, PathBuf) {
     let text = lbd_config(&state);
     let conf = node.write_file("lb.toml", &text).unwrap();
     let bin = lbd_binary();
+    // `env` execs lbd: the PID is lbd's. Never the machine's system bus.
     let lbd = node
-        .spawn(&[bin.to_str().unwrap(), "--config", conf.to_str().unwrap()])
+        .spawn_labeled(
+            "lbd",
+            &[
+                "env",
+                "DBUS_SYSTEM_BUS_ADDRESS=unix:path=/nonexistent",
+                bin.to_str().unwrap(),
+                "--config",
+                conf.to_str().unwrap(),
+            ],
+        )
         .unwrap();
     frr.wait_established(NODE, T)
         .unwrap_or_else(|e| panic!("{e}\n{}", lbd.log()));

@@ -122,9 +122,20 @@ pub fn start_cluster(name: &str) -> Cluster {
             )
             .unwrap();
         let bin = lbd_binary();
+        // `env` execs lbd: the PID is lbd's. Never the machine's system bus (tests of other
+        // modules run lbd nodes at the same time).
         lbds.push(Some(
-            node.spawn(&[bin.to_str().unwrap(), "--config", cfg.to_str().unwrap()])
-                .unwrap(),
+            node.spawn_labeled(
+                "lbd",
+                &[
+                    "env",
+                    "DBUS_SYSTEM_BUS_ADDRESS=unix:path=/nonexistent",
+                    bin.to_str().unwrap(),
+                    "--config",
+                    cfg.to_str().unwrap(),
+                ],
+            )
+            .unwrap(),
         ));
     }
     Cluster {
