@@ -1,5 +1,6 @@
-//! lb's test kit, compiled once and shared by every test binary (`tests/{pure,ops,kube,lab}/main.rs`)
-//! and the examples (benchmarks, the demo, the chaos soak, the helper programs):
+//! lb's test kit, compiled once and shared by every test binary
+//! (`tests/{pure,ops,kube,lab}/main.rs`) and the examples (benchmarks, the demo, the chaos
+//! soak, the helper programs):
 //!
 //! - [`lab`]: the network-namespace lab (hosts on a bridge, or a bare veth pair), real peers
 //!   (FRR, BIRD, GoBGP, exabgp, keepalived), probes and packet captures (docs/lab.md);
@@ -12,8 +13,9 @@
 //!   random numbers of the simulation and the soak;
 //! - [`bench`], [`bgp_lab`]: helpers of the benchmark examples.
 //!
-//! Paths into the repository (fixtures, the probes, packaging files) are taken from
-//! [`repo_root`], never from the working directory.
+//! Paths into the repository (fixtures, packaging files) are taken from [`repo_root`], the
+//! probes from [`kit_dir`], never from the working directory. The kit's public items are its
+//! API: what no test or example uses is deleted, not allowed as dead code.
 
 pub mod apiserver;
 pub mod bench;

@@ -128,13 +128,6 @@ impl Resource {
                 && group.is_none_or(|g| g == r.group || (g == "core" && r.group.is_empty()))
         })
     }
-
-    /// The resource whose kind/apiVersion an object carries (to find a storage from a body).
-    pub fn for_storage(storage: &str) -> Option<&'static Resource> {
-        RESOURCES
-            .iter()
-            .find(|r| r.storage == storage && !r.view_of_events)
-    }
 }
 
 fn group_versions() -> Vec<(&'static str, &'static str)> {

@@ -479,11 +479,6 @@ impl Lab {
         &self.inner.dir_path
     }
 
-    /// Name of the namespace holding the bridges.
-    pub fn lan_ns(&self) -> &str {
-        &self.inner.lan
-    }
-
     /// The default segment (`br0`).
     pub fn lan(&self) -> &Segment {
         &self.lan
@@ -686,10 +681,6 @@ impl Host {
     pub fn mac(&self) -> &str {
         &self.mac
     }
-    /// The addresses given at creation, with prefix length.
-    pub fn cidrs(&self) -> &[String] {
-        &self.addrs
-    }
     /// The addresses given at creation, without prefix length.
     pub fn ips(&self) -> Vec<IpAddr> {
         self.addrs
@@ -819,10 +810,6 @@ impl Host {
     /// Add an address (`10.10.100.200/32`, `fd00:10::200/128`) to `eth0`.
     pub fn add_ip(&self, cidr: &str) -> Result<()> {
         ip_batch(&self.ns, &[addr_line("add", cidr, &self.ifname)])
-    }
-
-    pub fn del_ip(&self, cidr: &str) -> Result<()> {
-        ip_batch(&self.ns, &[addr_line("del", cidr, &self.ifname)])
     }
 
     /// Put an address on `lo`: the stand-in for kube-proxy holding a service IP

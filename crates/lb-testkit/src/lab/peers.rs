@@ -363,13 +363,6 @@ impl Frr {
         )
     }
 
-    /// Stop bfdd (SIGTERM).
-    pub fn stop_bfdd(&self) {
-        if let Some(p) = &self.bfdd {
-            p.stop(Duration::from_secs(5));
-        }
-    }
-
     /// `show bfd peers json`: the session with `peer`, if bfdd knows it.
     pub fn bfd_peer(&self, peer: &str) -> Option<Value> {
         let v = self.vtysh_json("show bfd peers json").ok()?;
@@ -377,11 +370,6 @@ impl Frr {
             .iter()
             .find(|p| p["peer"].as_str() == Some(peer))
             .cloned()
-    }
-
-    /// Stop bgpd (SIGTERM: FRR sends Cease to its peers).
-    pub fn stop_bgpd(&self) {
-        self.bgpd.stop(Duration::from_secs(5));
     }
 }
 
