@@ -209,6 +209,7 @@ impl Daemon {
             KubeUpdate::NodeGone(n) => *n == self.config.node.name,
             _ => false,
         };
+        let before = self.work();
         let out = self.ctl.step(controller::Input::Kube(u));
         self.dispatch(out).await;
         self.bgp_ready_if_synced();
@@ -218,6 +219,12 @@ impl Daemon {
             }
             self.eligibility_changed().await;
         }
+        self.metrics.kube_update(self.work() - before);
+    }
+
+    /// Announcements recomputed so far (controller and announcer).
+    fn work(&self) -> u64 {
+        self.ctl.recomputed() + self.announcer.recomputed()
     }
 
     /// Once the stores have synced, the announcements are complete: BGP sessions may get

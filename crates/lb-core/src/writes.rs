@@ -377,7 +377,14 @@ impl Writes {
         if self.in_flight.len() >= self.limits.max_in_flight {
             return None;
         }
-        self.pending.values().map(|p| p.not_before).min()
+        // A write waiting behind its own Service's write in flight is due when that one
+        // answers (an input), not at any time: counting it would wake the loop at once, again
+        // and again, until the answer came.
+        self.pending
+            .iter()
+            .filter(|(service, _)| !self.in_flight.contains_key(*service))
+            .map(|(_, p)| p.not_before)
+            .min()
     }
 }
 
@@ -622,5 +629,23 @@ mod tests {
         assert!(out.contains(&Output::Log(Log::Gone { service: key("a") })));
         assert_eq!(w.backlog(), 0);
         assert_eq!(w.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_write_waiting_behind_its_own_write_in_flight_sets_no_deadline() {
+        let t0 = crate::test_origin();
+        let mut w = Writes::new(limits(4));
+        let (id, ..) = writes(&w.step(t0, status("a", "10.0.0.1")))[0].clone();
+        w.step(t0, status("a", "10.0.0.2"));
+        // Nothing can go before the answer: a deadline now would only spin the loop.
+        assert_eq!(w.next_deadline(), None);
+        let out = w.step(
+            t0,
+            Input::Written {
+                id,
+                result: Result::Ok,
+            },
+        );
+        assert_eq!(writes(&out).len(), 1);
     }
 }
