@@ -54,7 +54,7 @@ fn flag(name: &str) -> bool {
 struct Lbd {
     child: Child,
     metrics: SocketAddr,
-    notify: UnixDatagram,
+    notify: Arc<UnixDatagram>,
 }
 
 impl Lbd {
@@ -67,12 +67,20 @@ impl Lbd {
     fn rss_mib(&self, field: &str) -> u64 {
         status_kib(&format!("/proc/{}/status", self.pid()), field) / 1024
     }
-    /// Waits for READY=1 on the notify socket; the time it came.
+    /// Waits for READY=1 on the notify socket; the time it came. The socket is read on
+    /// from then on, as systemd does: lbd's STATUS= and WATCHDOG=1 must not fill it (a full
+    /// socket blocks the sender).
     fn wait_ready(&self) -> Instant {
         let mut buf = [0u8; 4096];
         loop {
             match self.notify.recv(&mut buf) {
                 Ok(n) if String::from_utf8_lossy(&buf[..n]).contains("READY=1") => {
+                    let sock = self.notify.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 4096];
+                        let _ = sock.set_read_timeout(None);
+                        while sock.recv(&mut buf).is_ok() {}
+                    });
                     return Instant::now();
                 }
                 Ok(_) => {}
@@ -138,7 +146,7 @@ fn start_lbd(bin: &Path, dir: &Path, kubeconfig: &Path, run: &str) -> Lbd {
     Lbd {
         child,
         metrics,
-        notify,
+        notify: Arc::new(notify),
     }
 }
 
