@@ -16,7 +16,8 @@
 //!    no write.
 //!
 //! Run:  cargo build --release --bin lbd && cargo run --release --example bench_kube
-//! (`-- --services N --singles M --write-latency-ms L --check-work --skip-before-start`)
+//! (`-- --services N --singles M --write-latency-ms L --writes-in-flight K --check-work
+//! --skip-before-start`; K is lbd's `max_writes_in_flight`, default 16)
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -118,11 +119,12 @@ fn start_lbd(bin: &Path, dir: &Path, kubeconfig: &Path, run: &str) -> Lbd {
         &config,
         format!(
             "[node]\nname = \"bench\"\nstate_dir = \"{}\"\n[kubernetes]\nkubeconfig = \"{}\"\n\
-             [metrics]\nlisten = \"{metrics}\"\n\
+             max_writes_in_flight = {}\n[metrics]\nlisten = \"{metrics}\"\n\
              [[pool]]\nname = \"big\"\nprotocol = \"bgp\"\naddresses = [\"10.96.0.0/16\", \"10.97.0.0/16\"]\n\
              [log]\nlevel = \"{}\"\n",
             dir.join("state").display(),
             kubeconfig.display(),
+            arg("--writes-in-flight", 16),
             std::env::var("LB_BENCH_LOG").unwrap_or_else(|_| "error".into()),
         ),
     )
@@ -230,8 +232,9 @@ async fn main() {
         bin.display()
     );
     println!(
-        "bench_kube: {n} Services, {m} singles, {} per write at the test API server",
-        ms(latency)
+        "bench_kube: {n} Services, {m} singles, {} per write at the test API server, lbd's max_writes_in_flight {}",
+        ms(latency),
+        arg("--writes-in-flight", 16)
     );
     let mut failed = false;
 
