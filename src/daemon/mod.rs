@@ -11,11 +11,13 @@
 //! carries messages: allocation, placement, ARP/NDP and BGP decisions are made in their
 //! pure cores. A watch update costs what it changes: the controller reports the
 //! announcements that changed, the [`announce::Announcer`] turns each into changes for the
-//! announcers. Rooms: [`announce`] (who may announce what), [`snapshot`] (what lbctl and
+//! announcers. Rooms: [`announce`] (who may announce what), [`announcing`] (who announces
+//! each Service, told to Kubernetes by the leader), [`snapshot`] (what lbctl and
 //! `/ready` read, the gauges), [`reload`] (what a reload changes), [`ownership`] (the
 //! raft-lite view).
 
 pub mod announce;
+pub mod announcing;
 pub mod logging;
 pub mod ownership;
 mod publish;
@@ -84,6 +86,8 @@ struct Daemon {
     config: Config,
     ctl: Controller,
     announcer: Announcer,
+    /// Who announces each Service, as the leader tells Kubernetes.
+    reporter: announcing::Reporter,
     ifaces: InterfaceTable,
     netlink: Option<NetWatcher>,
     l2: Option<mpsc::Sender<responder::Input>>,
@@ -190,6 +194,8 @@ impl Daemon {
                 _ = tick.tick() => {
                     notify(&[sd_notify::NotifyState::Watchdog]);
                     self.liveness.touch();
+                    let out = self.reporter.tick();
+                    self.report(out);
                     self.publish().await;
                     self.notify_status_if_changed();
                 }
@@ -210,8 +216,22 @@ impl Daemon {
             _ => false,
         };
         let before = self.work();
+        let reported = match &u {
+            KubeUpdate::Service(s) => self.reporter.observed(s),
+            KubeUpdate::ServiceGone(k) => self.reporter.gone(k),
+            _ => Vec::new(),
+        };
+        let nodes_changed = matches!(u, KubeUpdate::Node(_) | KubeUpdate::NodeGone(_));
         let out = self.ctl.step(controller::Input::Kube(u));
+        self.report(reported);
         self.dispatch(out).await;
+        if nodes_changed {
+            let out = self.reporter.refresh_all(&announcing::Context {
+                ctl: &self.ctl,
+                config: &self.config,
+            });
+            self.report(out);
+        }
         self.bgp_ready_if_synced();
         if me_changed {
             if let Some(bgp) = &self.bgp {
@@ -243,6 +263,7 @@ impl Daemon {
     /// changes through the announcer to raft-lite, the responder and the speaker.
     async fn dispatch(&mut self, out: Vec<controller::Output>) {
         let mut ch = Changes::default();
+        let mut touched = Vec::new();
         for o in out {
             match o {
                 controller::Output::WriteStatus { service, ips, pool } => {
@@ -258,6 +279,7 @@ impl Daemon {
                 } => {
                     if let Some(w) = &self.writer {
                         w.submit(Submission::Event(EventItem {
+                            uid: self.uid(&service),
                             service,
                             warning,
                             reason,
@@ -269,6 +291,7 @@ impl Daemon {
                     error!(service = %service, %reason, "static service has no address");
                 }
                 controller::Output::Announce(a) => {
+                    touched.extend(self.reporter.announcement(a.ip, Some(&a)));
                     let me = me(&self.config, &self.ctl);
                     self.announcer.announcement(
                         a.ip,
@@ -281,6 +304,7 @@ impl Daemon {
                     );
                 }
                 controller::Output::Withdraw(ip) => {
+                    touched.extend(self.reporter.announcement(ip, None));
                     let me = me(&self.config, &self.ctl);
                     self.announcer.announcement(
                         ip,
@@ -295,6 +319,39 @@ impl Daemon {
             }
         }
         self.tell_announcers(ch).await;
+        if !touched.is_empty() {
+            let out = self.reporter.refresh(
+                touched,
+                &announcing::Context {
+                    ctl: &self.ctl,
+                    config: &self.config,
+                },
+            );
+            self.report(out);
+        }
+    }
+
+    /// The Service's `metadata.uid`, which its Events carry.
+    fn uid(&self, service: &crate::model::ServiceKey) -> Option<String> {
+        self.ctl.services().get(service).and_then(|s| s.uid.clone())
+    }
+
+    /// Hands the writer what the reporter decided to tell Kubernetes.
+    fn report(&self, out: Vec<crate::announcers::Output>) {
+        let Some(w) = &self.writer else {
+            return;
+        };
+        for o in out {
+            w.submit(match o {
+                crate::announcers::Output::Annotate { service, value } => {
+                    Submission::Announcing { service, value }
+                }
+                crate::announcers::Output::Event(e) => Submission::Event(EventItem {
+                    uid: self.uid(&e.service),
+                    ..e
+                }),
+            });
+        }
     }
 
     /// Something every layer-2 IP depends on changed (an interface, this host's Node).
@@ -338,6 +395,23 @@ impl Daemon {
             let out = self.ctl.step(controller::Input::Writer(writer));
             self.dispatch(out).await;
         }
+        let moved = self.reporter.owners(&view.owners);
+        let active = writer && self.writer.is_some();
+        let mut out = self.reporter.set_active(
+            active,
+            &announcing::Context {
+                ctl: &self.ctl,
+                config: &self.config,
+            },
+        );
+        out.extend(self.reporter.refresh(
+            moved,
+            &announcing::Context {
+                ctl: &self.ctl,
+                config: &self.config,
+            },
+        ));
+        self.report(out);
         self.metrics.set_cluster_term(view.term);
         self.metrics.set_is_leader(writer);
         self.export_members(&view);
@@ -445,6 +519,11 @@ impl Daemon {
         }
         self.assign_static_ips().await;
         self.eligibility_changed().await;
+        let out = self.reporter.refresh_all(&announcing::Context {
+            ctl: &self.ctl,
+            config: &self.config,
+        });
+        self.report(out);
         self.loaded_at = unix_now();
         self.stale = true;
         let message = plan.message();

@@ -176,6 +176,7 @@ impl Daemon {
             ctx,
             ctl,
             announcer: Announcer::default(),
+            reporter: super::announcing::Reporter::default(),
             ifaces,
             netlink,
             l2: None,
