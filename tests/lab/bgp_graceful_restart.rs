@@ -12,7 +12,8 @@
 //!   under systemd a `restart` job) and a crash (SIGKILL), each followed by a new lbd: the
 //!   route and its next hop never leave the router's FIB, no connection fails, FRR keeps the
 //!   path as stale meanwhile, receives End-of-RIB from the new lbd and no longer marks the
-//!   path stale.
+//!   path stale; a second service removed from lb.toml meanwhile is not sent again and FRR
+//!   drops it at the End-of-RIB.
 //! - A deliberate stop (SIGTERM without the restart mark): the route leaves the FIB at once,
 //!   with a Cease carrying lbd's shutdown communication.
 //!
@@ -33,6 +34,10 @@ const ROUTER: &str = "10.10.100.1";
 const NODE: &str = "10.10.100.3";
 const VIP: &str = "172.19.100.10";
 const PREFIX: &str = "172.19.100.10/32";
+/// A second service, removed from lb.toml while lbd is away: the new lbd does not send it,
+/// so FRR drops it at our End-of-RIB (the stale routes that were not refreshed).
+const VIP2: &str = "172.19.100.11";
+const PREFIX2: &str = "172.19.100.11/32";
 /// lbd's `restart_time`, to see it arrive at FRR.
 const RESTART_TIME: u64 = 90;
 /// The probes run until stopped; this only bounds a forgotten one.
@@ -46,6 +51,7 @@ struct GrLab {
     node: Host,
     frr: Frr,
     config: PathBuf,
+    state: PathBuf,
     _server: Proc,
 }
 
@@ -83,8 +89,27 @@ fn gr_lab(name: &str) -> GrLab {
     )
     .unwrap();
     let state = node.owned_dir("state", "root:root").unwrap();
-    let text = format!(
-        r#"
+    let g = GrLab {
+        _lab: lab,
+        router,
+        client,
+        node,
+        frr,
+        config: PathBuf::new(),
+        state,
+        _server: server,
+    };
+    GrLab {
+        config: g.write_config(&[VIP, VIP2]),
+        ..g
+    }
+}
+
+impl GrLab {
+    /// lb.toml with a static service for each of `vips`; returns its path.
+    fn write_config(&self, vips: &[&str]) -> PathBuf {
+        let mut text = format!(
+            r#"
 [node]
 name = "node1"
 state_dir = "{}"
@@ -101,26 +126,15 @@ address = "{ROUTER}"
 hold_time = "9s"
 graceful_restart = true
 restart_time = "{RESTART_TIME}s"
-
-[[service]]
-name = "web"
-ip = "{VIP}"
 "#,
-        state.display()
-    );
-    let config = node.write_file("lb.toml", &text).unwrap();
-    GrLab {
-        _lab: lab,
-        router,
-        client,
-        node,
-        frr,
-        config,
-        _server: server,
+            self.state.display()
+        );
+        for (i, vip) in vips.iter().enumerate() {
+            text += &format!("\n[[service]]\nname = \"web{i}\"\nip = \"{vip}\"\n");
+        }
+        self.node.write_file("lb.toml", &text).unwrap()
     }
-}
 
-impl GrLab {
     /// lbd on node1 (`env` execs it: the PID is lbd's). Never the machine's system bus.
     fn start_lbd(&self) -> Proc {
         let bin = lbd_binary();
@@ -228,6 +242,9 @@ fn restart_keeps_the_route(name: &str, kind: Restart) -> String {
     let g = gr_lab(name);
     let lbd = g.start_lbd();
     g.wait_announced(&lbd);
+    wait_until(T, "the second service in the router's FIB", || {
+        kernel_nexthops(&g.router, PREFIX2).is_ok_and(|n| n == [NODE])
+    });
     // Graceful restart negotiated, with our restart time and F bit, as FRR sees it.
     let n = g.neighbor();
     let gr = &n["gracefulRestartInfo"];
@@ -279,12 +296,29 @@ fn restart_keeps_the_route(name: &str, kind: Restart) -> String {
     }
     let stale_seen = now_epoch();
     assert!(g.in_fib(), "the route left the FIB while stale");
+    let p2 = g.frr.paths(PREFIX2);
+    assert!(p2.len() == 1 && is_stale(&p2[0]), "{p2:?}");
 
+    // lbd stays away while the client makes 50 more connections through the router (at
+    // least half a second: far longer than FRR takes to remove a withdrawn route, ~70 ms).
+    g.more_connections(&reach, 50);
+    assert!(g.in_fib(), "the route left the FIB while stale");
+    // The second service leaves lb.toml while lbd is away.
+    g.write_config(&[VIP]);
     let lbd2 = g.start_lbd();
     g.wait_announced(&lbd2);
     let fresh_at = now_epoch();
     let n = g.neighbor();
     assert_eq!(n["gracefulRestartInfo"]["rBit"], true, "{n}");
+    // Not refreshed before End-of-RIB: FRR drops it (from its RIB and the router's FIB).
+    wait_until(
+        T,
+        "the removed service gone from FRR and the router's FIB",
+        || {
+            g.frr.paths(PREFIX2).is_empty()
+                && kernel_nexthops(&g.router, PREFIX2).is_ok_and(|n| n.is_empty())
+        },
+    );
     // Traffic after the restart, then the verdict.
     g.more_connections(&reach, 20);
     let fib = fib.stop_fib().unwrap();
