@@ -1,7 +1,8 @@
-//! BGP graceful restart (RFC 4724) with lbd as the restarting speaker and FRR 8.4 as the
-//! helper (FRR's default mode for every neighbor: nothing to configure on the router).
+//! BGP graceful restart (RFC 4724) with lbd as the restarting speaker and FRR 8.4 (and BIRD
+//! 2.0) as the helper: their default mode for every neighbor, nothing to configure on the
+//! router.
 //!
-//! The lab: router `10.10.100.1` (FRR) with a client network `10.10.200.0/24` behind it;
+//! The lab: router `10.10.100.1` (FRR or BIRD) with a client network `10.10.200.0/24` behind it;
 //! node1 `10.10.100.3` runs lbd with a static service `172.19.100.10` in a BGP pool and
 //! holds the IP on `lo` with a TCP server on port 8080 (the kube-proxy stand-in). While lbd
 //! restarts, a FIB probe reads the router's kernel route for the /32 every 10 ms (and every
@@ -16,6 +17,7 @@
 //!   drops it at the End-of-RIB.
 //! - A deliberate stop (SIGTERM without the restart mark): the route leaves the FIB at once,
 //!   with a Cease carrying lbd's shutdown communication.
+//! - BIRD as the helper: the same planned restart.
 //!
 //! Each test prints its measurement (FIB samples, gaps, connections); docs/bench/bgp.md
 //! records them.
@@ -23,7 +25,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lb_testkit::lab::peers::{Frr, FrrConfig, kernel_nexthops};
+use lb_testkit::lab::peers::{Bird, BirdConfig, Frr, FrrConfig, kernel_nexthops};
 use lb_testkit::lab::probe::{self, ReachMode, RunningProbe};
 use lb_testkit::lab::{Host, Lab, Proc, Signal, try_wait_until, wait_until};
 use lb_testkit::lbd::lbd_binary;
@@ -44,18 +46,30 @@ const RESTART_TIME: u64 = 90;
 const PROBE_MAX: Duration = Duration::from_secs(300);
 const EVERY: Duration = Duration::from_millis(10);
 
+/// The router's BGP daemon, our graceful restart helper.
+enum Helper {
+    Frr(Frr),
+    Bird(Bird),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Router {
+    Frr,
+    Bird,
+}
+
 struct GrLab {
     _lab: Lab,
     router: Host,
     client: Host,
     node: Host,
-    frr: Frr,
+    helper: Helper,
     config: PathBuf,
     state: PathBuf,
     _server: Proc,
 }
 
-fn gr_lab(name: &str) -> GrLab {
+fn gr_lab(name: &str, kind: Router) -> GrLab {
     let lab = Lab::new(name);
     let router = lab.router("router", &[&format!("{ROUTER}/24")]);
     let seg = lab.segment().unwrap();
@@ -83,18 +97,28 @@ fn gr_lab(name: &str) -> GrLab {
     wait_until(T, "the server listening on the VIP", || {
         node.sh(&format!("ss -ltn | grep -q '{VIP}:8080'")).is_ok()
     });
-    let frr = Frr::start(
-        &router,
-        &FrrConfig::new(64500, ROUTER).neighbor(NODE, 64500),
-    )
-    .unwrap();
+    let helper = match kind {
+        Router::Frr => Helper::Frr(
+            Frr::start(
+                &router,
+                &FrrConfig::new(64500, ROUTER).neighbor(NODE, 64500),
+            )
+            .unwrap(),
+        ),
+        Router::Bird => {
+            let mut cfg = BirdConfig::new(64500, ROUTER).neighbor(NODE, 64500);
+            // iBGP next hops resolve recursively: BIRD needs the connected route.
+            cfg.extra.push("protocol direct { ipv4; }".into());
+            Helper::Bird(Bird::start(&router, &cfg).unwrap())
+        }
+    };
     let state = node.owned_dir("state", "root:root").unwrap();
     let g = GrLab {
         _lab: lab,
         router,
         client,
         node,
-        frr,
+        helper,
         config: PathBuf::new(),
         state,
         _server: server,
@@ -153,21 +177,133 @@ restart_time = "{RESTART_TIME}s"
             .unwrap()
     }
 
+    fn frr(&self) -> &Frr {
+        match &self.helper {
+            Helper::Frr(f) => f,
+            Helper::Bird(_) => panic!("an FRR check on the BIRD lab"),
+        }
+    }
+
     /// FRR's view of the session with lbd (`show bgp neighbors NODE json`).
     fn neighbor(&self) -> Value {
-        self.frr
+        self.frr()
             .vtysh_json(&format!("show bgp neighbors {NODE} json"))
             .map(|v| v[NODE].clone())
             .unwrap_or_default()
     }
 
-    /// The one path FRR has for the VIP (Null if none).
-    fn path(&self) -> Value {
-        self.frr
-            .paths(PREFIX)
+    /// The one path FRR has for `prefix` (Null if none).
+    fn path(&self, prefix: &str) -> Value {
+        self.frr()
+            .paths(prefix)
             .into_iter()
             .next()
             .unwrap_or_default()
+    }
+
+    /// BIRD's `show protocols all` for the session with lbd.
+    fn bird_protocol(bird: &Bird) -> String {
+        bird.birdc(&format!(
+            "show protocols all {}",
+            BirdConfig::protocol_name(0)
+        ))
+        .unwrap_or_default()
+    }
+
+    /// The helper has a path for `prefix` from node1.
+    fn has_path(&self, prefix: &str) -> bool {
+        match &self.helper {
+            Helper::Frr(_) => self.path(prefix)["nexthops"][0]["ip"] == NODE,
+            Helper::Bird(b) => b
+                .birdc(&format!("show route {prefix} all"))
+                .is_ok_and(|o| o.contains(&format!("BGP.next_hop: {NODE}"))),
+        }
+    }
+
+    /// The session is up, graceful restart negotiated, our End-of-RIB received and the
+    /// VIP's path fresh (not stale). The second value: what the helper said.
+    fn fresh(&self) -> (bool, String) {
+        match &self.helper {
+            Helper::Frr(_) => {
+                let (n, p) = (self.neighbor(), self.path(PREFIX));
+                let ok = n["bgpState"] == "Established"
+                    && eor_received(&n)
+                    && p["nexthops"][0]["ip"] == NODE
+                    && !is_stale(&p);
+                (ok, format!("neighbor: {n}\npath: {p}"))
+            }
+            Helper::Bird(b) => {
+                // BIRD shows "Neighbor GR: ..." on the channel until End-of-RIB ends the
+                // graceful restart.
+                let proto = Self::bird_protocol(b);
+                let ok = proto.contains("BGP state:          Established")
+                    && !proto.contains("graceful restart active")
+                    && !proto.contains("Neighbor GR:")
+                    && self.has_path(PREFIX);
+                (ok, proto)
+            }
+        }
+    }
+
+    /// The session is down and the helper keeps our paths (stale, waiting for us).
+    fn kept_stale(&self) -> (bool, String) {
+        match &self.helper {
+            Helper::Frr(_) => {
+                let (p, p2) = (self.path(PREFIX), self.path(PREFIX2));
+                let ok =
+                    is_stale(&p) && is_stale(&p2) && self.neighbor()["bgpState"] != "Established";
+                (ok, format!("path: {p}\nsecond: {p2}"))
+            }
+            Helper::Bird(b) => {
+                let proto = Self::bird_protocol(b);
+                let ok = !proto.contains("BGP state:          Established")
+                    && proto.contains("Neighbor graceful restart active")
+                    && self.has_path(PREFIX)
+                    && self.has_path(PREFIX2);
+                (ok, proto)
+            }
+        }
+    }
+
+    /// Graceful restart negotiated with our restart time, R bit and F bit for IPv4, as the
+    /// helper saw our OPEN.
+    fn assert_negotiated(&self) {
+        match &self.helper {
+            Helper::Frr(_) => {
+                let n = self.neighbor();
+                let gr = &n["gracefulRestartInfo"];
+                assert_eq!(gr["remoteGrMode"], "Restart", "{gr}");
+                assert_eq!(gr["rBit"], true, "R bit of a freshly started lbd: {gr}");
+                assert_eq!(
+                    gr["timers"]["receivedRestartTimer"].as_u64(),
+                    Some(RESTART_TIME),
+                    "{gr}"
+                );
+                assert_eq!(gr["ipv4Unicast"]["fBit"], true, "{gr}");
+            }
+            Helper::Bird(b) => {
+                let proto = Self::bird_protocol(b);
+                let theirs = proto
+                    .split("Neighbor capabilities")
+                    .nth(1)
+                    .unwrap_or_default();
+                for line in [
+                    "Graceful restart".to_string(),
+                    format!("Restart time: {RESTART_TIME}"),
+                    "Restart recovery".to_string(),
+                    "AF preserved: ipv4 ipv6".to_string(),
+                ] {
+                    assert!(theirs.contains(&line), "no `{line}` in:\n{proto}");
+                }
+            }
+        }
+    }
+
+    fn helper_log(&self) -> String {
+        match &self.helper {
+            Helper::Frr(f) => f.log(),
+            Helper::Bird(b) => b.log(),
+        }
     }
 
     /// The router's FIB routes the VIP to node1, and only to it.
@@ -175,27 +311,20 @@ restart_time = "{RESTART_TIME}s"
         kernel_nexthops(&self.router, PREFIX).is_ok_and(|n| n == [NODE])
     }
 
-    /// Until the session is up with graceful restart negotiated, FRR got our End-of-RIB and
-    /// the path is fresh (not stale) and in the router's FIB.
+    /// Until the helper has our End-of-RIB and a fresh path, in the router's FIB.
     fn wait_announced(&self, lbd: &Proc) {
-        let mut last = (Value::Null, Value::Null);
-        let r = try_wait_until(T, "the route fresh at FRR after our End-of-RIB", || {
-            last = (self.neighbor(), self.path());
-            let (n, p) = &last;
-            n["bgpState"] == "Established"
-                && eor_received(n)
-                && p["nexthops"][0]["ip"] == NODE
-                && !is_stale(p)
-                && self.in_fib()
-        });
+        let mut last = String::new();
+        let r = try_wait_until(
+            T,
+            "the route fresh at the router after our End-of-RIB",
+            || {
+                let (ok, said) = self.fresh();
+                last = said;
+                ok && self.in_fib()
+            },
+        );
         if let Err(e) = r {
-            panic!(
-                "{e}\nneighbor: {}\npath: {}\nlbd:\n{}\n{}",
-                last.0,
-                last.1,
-                lbd.log(),
-                self.frr.log()
-            );
+            panic!("{e}\n{last}\nlbd:\n{}\n{}", lbd.log(), self.helper_log());
         }
     }
 
@@ -237,25 +366,16 @@ enum Restart {
     Crash,
 }
 
-/// Restart lbd the `kind` way while probing; returns the measurement line.
-fn restart_keeps_the_route(name: &str, kind: Restart) -> String {
-    let g = gr_lab(name);
+/// Restart lbd the `kind` way while probing, with `router` as the helper; returns the
+/// measurement line.
+fn restart_keeps_the_route(name: &str, router: Router, kind: Restart) -> String {
+    let g = gr_lab(name, router);
     let lbd = g.start_lbd();
     g.wait_announced(&lbd);
     wait_until(T, "the second service in the router's FIB", || {
         kernel_nexthops(&g.router, PREFIX2).is_ok_and(|n| n == [NODE])
     });
-    // Graceful restart negotiated, with our restart time and F bit, as FRR sees it.
-    let n = g.neighbor();
-    let gr = &n["gracefulRestartInfo"];
-    assert_eq!(gr["remoteGrMode"], "Restart", "{gr}");
-    assert_eq!(gr["rBit"], true, "R bit of a freshly started lbd: {gr}");
-    assert_eq!(
-        gr["timers"]["receivedRestartTimer"].as_u64(),
-        Some(RESTART_TIME),
-        "{gr}"
-    );
-    assert_eq!(gr["ipv4Unicast"]["fBit"], true, "{gr}");
+    g.assert_negotiated();
 
     let fib = probe::fib(&g.router, PREFIX, PROBE_MAX, EVERY).unwrap();
     let reach = probe::reach(
@@ -285,19 +405,18 @@ fn restart_keeps_the_route(name: &str, kind: Restart) -> String {
             lbd.wait_timeout(T).expect("lbd dies on SIGKILL");
         }
     }
-    // FRR helps: the session is down, the path stays, marked stale.
-    let mut last = Value::Null;
-    let r = try_wait_until(T, "FRR keeps the path as stale", || {
-        last = g.path();
-        is_stale(&last) && g.neighbor()["bgpState"] != "Established"
+    // The helper helps: the session is down, the paths stay, stale.
+    let mut last = String::new();
+    let r = try_wait_until(T, "the router keeps our paths as stale", || {
+        let (ok, said) = g.kept_stale();
+        last = said;
+        ok
     });
     if let Err(e) = r {
-        panic!("{e}\npath: {last}\n{}\nlbd:\n{}", g.frr.log(), lbd.log());
+        panic!("{e}\n{last}\n{}\nlbd:\n{}", g.helper_log(), lbd.log());
     }
     let stale_seen = now_epoch();
     assert!(g.in_fib(), "the route left the FIB while stale");
-    let p2 = g.frr.paths(PREFIX2);
-    assert!(p2.len() == 1 && is_stale(&p2[0]), "{p2:?}");
 
     // lbd stays away while the client makes 50 more connections through the router (at
     // least half a second: far longer than FRR takes to remove a withdrawn route, ~70 ms).
@@ -308,16 +427,12 @@ fn restart_keeps_the_route(name: &str, kind: Restart) -> String {
     let lbd2 = g.start_lbd();
     g.wait_announced(&lbd2);
     let fresh_at = now_epoch();
-    let n = g.neighbor();
-    assert_eq!(n["gracefulRestartInfo"]["rBit"], true, "{n}");
-    // Not refreshed before End-of-RIB: FRR drops it (from its RIB and the router's FIB).
+    g.assert_negotiated();
+    // Not refreshed before End-of-RIB: the helper drops it (its RIB, the router's FIB).
     wait_until(
         T,
-        "the removed service gone from FRR and the router's FIB",
-        || {
-            g.frr.paths(PREFIX2).is_empty()
-                && kernel_nexthops(&g.router, PREFIX2).is_ok_and(|n| n.is_empty())
-        },
+        "the removed service gone from the helper and the router's FIB",
+        || !g.has_path(PREFIX2) && kernel_nexthops(&g.router, PREFIX2).is_ok_and(|n| n.is_empty()),
     );
     // Traffic after the restart, then the verdict.
     g.more_connections(&reach, 20);
@@ -327,10 +442,10 @@ fn restart_keeps_the_route(name: &str, kind: Restart) -> String {
     let failed: Vec<_> = reach.records.iter().filter(|r| !r.ok).collect();
     let ok = reach.answers().count();
     let line = format!(
-        "{kind:?} restart: FIB samples {} ({} while lbd was away; every {:?}, longest interval \
+        "{router:?}, {kind:?} restart: FIB samples {} ({} while lbd was away; every {:?}, longest interval \
          {:?}), samples without the route or with another next hop: {}, kernel route \
-         removals/changes: {}; TCP connections {ok} ok, {} failed; stop to stale at FRR \
-         {:.3} s, stop to fresh again (End-of-RIB) {:.3} s",
+         removals/changes: {}; TCP connections {ok} ok, {} failed; stop to stale at the \
+         router {:.3} s, stop to fresh again (End-of-RIB) {:.3} s",
         fib.samples.len(),
         fib.samples
             .iter()
@@ -367,24 +482,29 @@ fn restart_keeps_the_route(name: &str, kind: Restart) -> String {
     assert!(failed.is_empty(), "{line}\nfailed: {failed:?}");
     assert!(ok >= 40, "{line}");
     // The new lbd sent its route and End-of-RIB: nothing left stale, the same next hop.
-    let p = g.path();
-    assert!(!is_stale(&p) && p["nexthops"][0]["ip"] == NODE, "{p}");
+    let (fresh, said) = g.fresh();
+    assert!(fresh, "{said}");
     line
 }
 
 #[test]
 fn planned_restart_keeps_the_route_in_frrs_fib_and_every_connection_succeeds() {
-    restart_keeps_the_route("grplan", Restart::Planned);
+    restart_keeps_the_route("grplan", Router::Frr, Restart::Planned);
 }
 
 #[test]
 fn crash_and_start_keeps_the_route_in_frrs_fib_and_every_connection_succeeds() {
-    restart_keeps_the_route("grcrash", Restart::Crash);
+    restart_keeps_the_route("grcrash", Router::Frr, Restart::Crash);
+}
+
+#[test]
+fn planned_restart_keeps_the_route_in_birds_fib_and_every_connection_succeeds() {
+    restart_keeps_the_route("grbird", Router::Bird, Restart::Planned);
 }
 
 #[test]
 fn deliberate_stop_withdraws_the_route_from_frrs_fib_at_once() {
-    let g = gr_lab("grstop");
+    let g = gr_lab("grstop", Router::Frr);
     let lbd = g.start_lbd();
     g.wait_announced(&lbd);
     let fib = probe::fib(&g.router, PREFIX, PROBE_MAX, EVERY).unwrap();
@@ -418,7 +538,7 @@ fn deliberate_stop_withdraws_the_route_from_frrs_fib_at_once() {
     println!("deliberate stop: SIGTERM to route gone from the router's FIB {after:.3} s");
     assert!(after < 3.0, "the route took {after:.3} s to leave");
     // A withdrawal and a Cease, not a graceful restart: nothing kept as stale.
-    assert!(g.frr.paths(PREFIX).is_empty());
+    assert!(g.frr().paths(PREFIX).is_empty());
     let n = g.neighbor();
     assert!(
         n.to_string().contains("lbd shutting down"),
