@@ -394,10 +394,11 @@ fn restart_keeps_the_route(name: &str, router: Router, kind: Restart) -> String 
             lbd.kill(Signal::Usr2);
             let status = lbd.wait_timeout(T).expect("lbd exits on SIGUSR2");
             assert!(status.success(), "exit status {status:?}\n{}", lbd.log());
+            let log = lbd.log();
             assert!(
-                lbd.log().contains("stopping for a restart"),
-                "{}",
-                lbd.log()
+                log.contains("stopping for a restart")
+                    && log.contains("BGP session closed for the restart, without a NOTIFICATION"),
+                "{log}"
             );
         }
         Restart::Crash => {
