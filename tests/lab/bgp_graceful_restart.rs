@@ -378,12 +378,15 @@ fn restart_keeps_the_route(name: &str, router: Router, kind: Restart) -> String 
     g.assert_negotiated();
 
     let fib = probe::fib(&g.router, PREFIX, PROBE_MAX, EVERY).unwrap();
-    let reach = probe::reach(
+    // 1 s per attempt: without a route the router refuses at once (ICMP unreachable); the
+    // longer timeout only keeps a busy CI machine from failing a connection that works.
+    let reach = probe::reach_with_timeout(
         &g.client,
         ReachMode::Tcp(8080),
         VIP.parse().unwrap(),
         PROBE_MAX,
         EVERY,
+        Duration::from_secs(1),
     )
     .unwrap();
     g.more_connections(&reach, 20);

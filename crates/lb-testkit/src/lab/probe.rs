@@ -381,13 +381,33 @@ pub fn reach(
     duration: Duration,
     interval: Duration,
 ) -> Result<RunningProbe> {
+    reach_with_timeout(
+        client,
+        mode,
+        target,
+        duration,
+        interval,
+        Duration::from_millis(200),
+    )
+}
+
+/// [`reach`] with another timeout per attempt: a longer one tells "no route" (refused at
+/// once by the router's ICMP unreachable) from a client slowed by a busy machine.
+pub fn reach_with_timeout(
+    client: &Host,
+    mode: ReachMode,
+    target: IpAddr,
+    duration: Duration,
+    interval: Duration,
+    timeout: Duration,
+) -> Result<RunningProbe> {
     let (m, port) = match mode {
         ReachMode::Icmp => ("icmp", 0),
         ReachMode::Tcp(p) => ("tcp", p),
         ReachMode::Udp(p) => ("udp", p),
     };
     let (target_s, port_s) = (target.to_string(), port.to_string());
-    let (dur, int) = (secs(duration), secs(interval));
+    let (dur, int, to) = (secs(duration), secs(interval), secs(timeout));
     let script = script("reach.py");
     RunningProbe::start(
         client,
@@ -404,6 +424,8 @@ pub fn reach(
             &dur,
             "--interval",
             &int,
+            "--timeout",
+            &to,
         ],
         duration,
     )
