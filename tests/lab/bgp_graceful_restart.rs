@@ -15,9 +15,12 @@
 //!   path as stale meanwhile, receives End-of-RIB from the new lbd and no longer marks the
 //!   path stale; a second service removed from lb.toml meanwhile is not sent again and FRR
 //!   drops it at the End-of-RIB.
+//! - A crash the router does not notice (node1's FIN and RST dropped): the old session is
+//!   still Established when the new lbd connects; the same verdict.
 //! - A deliberate stop (SIGTERM without the restart mark): the route leaves the FIB at once,
 //!   with a Cease carrying lbd's shutdown communication.
-//! - BIRD as the helper: the same planned restart.
+//! - BIRD as the helper: the same planned restart, with SIGUSR2 followed at once by SIGTERM
+//!   (a supervisor that marks the restart, then stops lbd its usual way).
 //!
 //! Each test prints its measurement (FIB samples, gaps, connections); docs/bench/bgp.md
 //! records them.
@@ -362,8 +365,17 @@ fn now_epoch() -> f64 {
 enum Restart {
     /// SIGUSR2: "stopping to restart" (what a systemd `restart` job is told apart by).
     Planned,
+    /// SIGUSR2 and at once the SIGTERM a supervisor sends to stop anything: the mark holds
+    /// (the two arrive in that order; a SIGTERM after it changes nothing).
+    PlannedThenTerm,
     /// SIGKILL: nothing sent, the kernel closes the connection.
     Crash,
+    /// SIGKILL with node1 dropping its outgoing BGP FIN and RST segments (nft): the router
+    /// learns nothing of the crash and still has the old session Established when the new
+    /// lbd connects (RFC 4724 §4.2: it must then close the old one and keep the routes).
+    /// FRR 8.4 answers the first new connection with Cease/Connection Collision Resolution,
+    /// drops the old session keeping the routes stale, and takes lbd's next dial (~1 s later).
+    CrashUnnoticed,
 }
 
 /// Restart lbd the `kind` way while probing, with `router` as the helper; returns the
@@ -393,8 +405,11 @@ fn restart_keeps_the_route(name: &str, router: Router, kind: Restart) -> String 
 
     let stopped_at = now_epoch();
     match kind {
-        Restart::Planned => {
+        Restart::Planned | Restart::PlannedThenTerm => {
             lbd.kill(Signal::Usr2);
+            if kind == Restart::PlannedThenTerm {
+                lbd.kill(Signal::Term);
+            }
             let status = lbd.wait_timeout(T).expect("lbd exits on SIGUSR2");
             assert!(status.success(), "exit status {status:?}\n{}", lbd.log());
             let log = lbd.log();
@@ -408,18 +423,34 @@ fn restart_keeps_the_route(name: &str, router: Router, kind: Restart) -> String 
             lbd.kill(Signal::Kill);
             lbd.wait_timeout(T).expect("lbd dies on SIGKILL");
         }
+        Restart::CrashUnnoticed => {
+            g.node
+                .sh("nft add table inet grfin && nft add chain inet grfin out \
+                     '{ type filter hook output priority 0; }' && nft add rule inet grfin out \
+                     'tcp sport 179 tcp flags & (fin | rst) != 0 drop' && nft add rule inet \
+                     grfin out 'tcp dport 179 tcp flags & (fin | rst) != 0 drop'")
+                .unwrap();
+            lbd.kill(Signal::Kill);
+            lbd.wait_timeout(T).expect("lbd dies on SIGKILL");
+        }
     }
-    // The helper helps: the session is down, the paths stay, stale.
-    let mut last = String::new();
-    let r = try_wait_until(T, "the router keeps our paths as stale", || {
-        let (ok, said) = g.kept_stale();
-        last = said;
-        ok
-    });
-    if let Err(e) = r {
-        panic!("{e}\n{last}\n{}\nlbd:\n{}", g.helper_log(), lbd.log());
-    }
-    let stale_seen = now_epoch();
+    let stale_seen = if kind == Restart::CrashUnnoticed {
+        // The router saw nothing: the old session is still up.
+        assert_eq!(g.neighbor()["bgpState"], "Established");
+        now_epoch()
+    } else {
+        // The helper helps: the session is down, the paths stay, stale.
+        let mut last = String::new();
+        let r = try_wait_until(T, "the router keeps our paths as stale", || {
+            let (ok, said) = g.kept_stale();
+            last = said;
+            ok
+        });
+        if let Err(e) = r {
+            panic!("{e}\n{last}\n{}\nlbd:\n{}", g.helper_log(), lbd.log());
+        }
+        now_epoch()
+    };
     assert!(g.in_fib(), "the route left the FIB while stale");
 
     // lbd stays away while the client makes 50 more connections through the router (at
@@ -502,8 +533,13 @@ fn crash_and_start_keeps_the_route_in_frrs_fib_and_every_connection_succeeds() {
 }
 
 #[test]
-fn planned_restart_keeps_the_route_in_birds_fib_and_every_connection_succeeds() {
-    restart_keeps_the_route("grbird", Router::Bird, Restart::Planned);
+fn crash_unnoticed_by_the_router_and_start_keeps_the_route_in_frrs_fib() {
+    restart_keeps_the_route("grcrash2", Router::Frr, Restart::CrashUnnoticed);
+}
+
+#[test]
+fn sigusr2_then_sigterm_restart_keeps_the_route_in_birds_fib_and_every_connection_succeeds() {
+    restart_keeps_the_route("grbird", Router::Bird, Restart::PlannedThenTerm);
 }
 
 #[test]
