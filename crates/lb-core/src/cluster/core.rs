@@ -233,6 +233,9 @@ pub struct Node {
     /// again since eligibility version `v`, waiting for a heartbeat that knows `v`.
     relinquished: BTreeMap<IpAddr, Option<u64>>,
     desired: BTreeMap<IpAddr, String>,
+    /// IPs whose holder went silent: its promise at this host's voter ran out without renewal,
+    /// last renewed then. Reported as a failover if this host takes the IP.
+    lost: BTreeMap<IpAddr, Instant>,
     // Candidate side.
     votes: BTreeSet<usize>,
     vote_sent_at: Instant,
@@ -309,6 +312,7 @@ impl Node {
             reported_held: BTreeSet::new(),
             relinquished: BTreeMap::new(),
             desired: BTreeMap::new(),
+            lost: BTreeMap::new(),
             votes: BTreeSet::new(),
             vote_sent_at: now,
             vote_reports: BTreeMap::new(),
@@ -647,29 +651,43 @@ impl Node {
         } else if wanted.is_empty() {
             self.holder.asked.clear();
         }
-        // Takeovers that reached a majority: report the failovers.
-        let won: Vec<(IpAddr, Attempt)> = self
+        // Takeovers that reached a majority are done.
+        let won: Vec<IpAddr> = self
             .holder
             .attempts
-            .iter()
-            .filter(|(ip, _)| self.holder.lease_end(ip).is_some_and(|e| now < e))
-            .map(|(ip, a)| (*ip, a.clone()))
+            .keys()
+            .filter(|ip| self.holder.lease_end(ip).is_some_and(|e| now < e))
+            .copied()
             .collect();
-        for (ip, a) in won {
+        for ip in won {
             self.holder.attempts.remove(&ip);
-            if let Some(since) = a.lost_since {
-                out.push(Output::Failover {
-                    ip,
-                    to: self.names[self.me].clone(),
-                    took: now.saturating_duration_since(since),
-                });
-            }
         }
         self.holder.prune(now);
         // A change in what this host holds is reported to the leader like an eligibility
         // change (a new leader keeps current holders; docs/raft-lite.md §5).
         let held = self.owned_ips(now);
         if held != self.reported_held {
+            // An IP this host now holds whose previous holder went silent: a failover (as a
+            // successor, or by the leader's new map, whichever came first).
+            for ip in held.difference(&self.reported_held) {
+                // A majority may have freed the IP before this host's own voter did (its
+                // clock, or the last renewal's arrival, a little later): that promise, not
+                // yet ended, dates the holder's silence just as well.
+                let silent = self.lost.remove(ip).or_else(|| {
+                    self.voter
+                        .promises()
+                        .get(ip)
+                        .filter(|p| p.holder != self.me)
+                        .map(|p| p.renewed)
+                });
+                if let Some(since) = silent {
+                    out.push(Output::Failover {
+                        ip: *ip,
+                        to: self.names[self.me].clone(),
+                        took: now.saturating_duration_since(since),
+                    });
+                }
+            }
             self.reported_held = held;
             self.eligibility_version += 1;
         }
@@ -761,6 +779,14 @@ impl Node {
         }
         let ips: Vec<IpAddr> = freed.iter().map(|f| f.ip).collect();
         for f in &freed {
+            match f.expired_since {
+                Some(since) if f.holder != self.me => {
+                    self.lost.insert(f.ip, since);
+                }
+                _ => {
+                    self.lost.remove(&f.ip);
+                }
+            }
             if f.holder != self.me
                 && self.map.standby.contains(&f.ip)
                 && !self.map.hold.contains(&f.ip)
@@ -773,12 +799,18 @@ impl Node {
                     f.ip,
                     Attempt {
                         until: now + self.timing.lease,
-                        lost_since: f.expired_since,
                     },
                 );
             }
         }
         let grants = self.voter.grant_pending(now, &ips);
+        for g in &grants {
+            if g.holder != self.me {
+                for ip in &g.ips {
+                    self.lost.remove(ip); // another host takes it (and reports it)
+                }
+            }
+        }
         self.send_grants(now, grants, out);
     }
 
@@ -990,6 +1022,9 @@ impl Node {
                 if let Some(ips) = self.voter.renew(now, from, &r)
                     && !ips.is_empty()
                 {
+                    for ip in &ips {
+                        self.lost.remove(ip); // another host holds it (and reports a failover)
+                    }
                     self.send(out, from, self.term, Body::Grant(Grant { seq: r.seq, ips }));
                 }
             }
@@ -1116,7 +1151,8 @@ impl Node {
         }
         self.promise_until = self.promise_until.max(now + self.timing.election_timeout);
         self.election_deadline = now + self.random_timeout();
-        if (term, hb.epoch) > self.map.version {
+        // Epoch 0: a new leader that has no map yet (it waits for reports): keep ours.
+        if hb.epoch > 0 && (term, hb.epoch) > self.map.version {
             self.map = Assignment {
                 version: (term, hb.epoch),
                 hold: hb.ips.iter().copied().collect(),
@@ -1305,14 +1341,18 @@ impl Node {
     fn reconcile(&mut self, now: Instant) {
         let Some(l) = &self.lead else { return };
         let cands = self.candidates(now);
-        // Shortly after election, wait (one heartbeat) for members to report what they hold,
-        // assigning meanwhile only IPs someone reports holding.
+        // Shortly after election, wait (one heartbeat) for members to report what they hold:
+        // a new leader keeps current holders (docs/raft-lite.md §5).
         let all_reported = l
             .peers
             .iter()
             .enumerate()
             .all(|(i, p)| i == self.me || p.eligible.is_some());
-        let settling = !all_reported && now < l.elected_at + self.timing.heartbeat;
+        if !all_reported && now < l.elected_at + self.timing.heartbeat {
+            // No map before then: heartbeats carry epoch 0 ("no map yet"), which followers
+            // do not apply, so every holder keeps its IPs under the previous map meanwhile.
+            return;
+        }
         let ips: BTreeSet<IpAddr> = self
             .desired
             .keys()
@@ -1336,19 +1376,10 @@ impl Node {
                 Some(c) => Some(c),
                 None => {
                     let holding = elig.iter().copied().find(|i| self.reported_holds(*i, &ip));
-                    if settling && holding.is_none() {
-                        None
-                    } else {
-                        let prefer = holding.or_else(|| {
-                            successors.get(&ip).copied().filter(|s| elig.contains(s))
-                        });
-                        placement::choose_owner(
-                            &ip,
-                            prefer.map(name),
-                            elig.iter().map(|i| name(*i)),
-                        )
+                    let prefer = holding
+                        .or_else(|| successors.get(&ip).copied().filter(|s| elig.contains(s)));
+                    placement::choose_owner(&ip, prefer.map(name), elig.iter().map(|i| name(*i)))
                         .and_then(|n| self.names.iter().position(|m| m == n))
-                    }
                 }
             };
             let successor = placement::choose_owner(
@@ -1370,6 +1401,7 @@ impl Node {
         let term = self.term;
         let Some(l) = &mut self.lead else { return };
         if owners != l.owners || successors != l.successors || l.epoch == 0 {
+            // (epoch 0 → 1: the term's first map, even if empty.)
             l.owners = owners;
             l.successors = successors;
             l.epoch += 1;

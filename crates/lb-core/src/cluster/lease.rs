@@ -260,9 +260,6 @@ impl Voter {
 pub struct Attempt {
     /// Gives up (releases what it got) if no majority by then.
     pub until: Instant,
-    /// The previous holder's promise at this host's voter was last renewed then (a failover);
-    /// `None` when it released the IP (a planned move).
-    pub lost_since: Option<Instant>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
