@@ -380,10 +380,12 @@ impl Node {
 
     /// The IPs this host may answer for at `now` (valid lease, still locally eligible).
     pub fn owned_ips(&self, now: Instant) -> BTreeSet<IpAddr> {
-        self.leases()
-            .into_iter()
-            .filter(|(_, until)| now < *until)
-            .map(|(ip, _)| ip)
+        // The leases as of the last step (what its `Output::Leases` said): between steps only
+        // time passes, and it only ends leases.
+        self.last_leases
+            .iter()
+            .filter(|(_, until)| now < **until)
+            .map(|(ip, _)| *ip)
             .collect()
     }
 
@@ -513,6 +515,18 @@ impl Node {
         if self.done {
             return out;
         }
+        // Renewals, grants and releases change no placement input: the leader need not
+        // recompute the map for them (they are most of the traffic).
+        let lease_message = matches!(
+            &input,
+            Input::Received {
+                msg: Message {
+                    body: Body::Renew(_) | Body::Grant(_) | Body::Release(_),
+                    ..
+                },
+                ..
+            }
+        );
         match input {
             Input::Tick => {}
             Input::Received { from, msg } => {
@@ -541,7 +555,7 @@ impl Node {
             Input::Shutdown => self.shutdown(now, &mut out),
         }
         if !self.done {
-            self.on_timers(now, &mut out);
+            self.on_timers(now, lease_message, &mut out);
             self.tend_leases(now, &mut out);
         }
         self.emit_leases(&mut out);
@@ -577,12 +591,14 @@ impl Node {
         }
     }
 
-    fn on_timers(&mut self, now: Instant, out: &mut Vec<Output>) {
+    fn on_timers(&mut self, now: Instant, lease_message: bool, out: &mut Vec<Output>) {
         if self.role == Role::Leader {
             self.promise_until = self.promise_until.max(now + self.timing.election_timeout);
             match self.authority() {
                 Some(a) if a > now => {
-                    self.reconcile(now);
+                    if !lease_message {
+                        self.reconcile(now);
+                    }
                     let due = self.lead.as_ref().is_some_and(|l| now >= l.next_heartbeat);
                     if due {
                         self.broadcast_heartbeats(now, out);
@@ -665,7 +681,12 @@ impl Node {
         self.holder.prune(now);
         // A change in what this host holds is reported to the leader like an eligibility
         // change (a new leader keeps current holders; docs/raft-lite.md §5).
-        let held = self.owned_ips(now);
+        let held: BTreeSet<IpAddr> = self
+            .leases()
+            .into_iter()
+            .filter(|(_, until)| now < *until)
+            .map(|(ip, _)| ip)
+            .collect();
         if held != self.reported_held {
             // An IP this host now holds whose previous holder went silent: a failover (as a
             // successor, or by the leader's new map, whichever came first).
