@@ -15,18 +15,14 @@
 //!   cargo build --release --bin lbd --example lb-test-apiserver &&
 //!   cargo run --release --example bench_announce_latency [-- --trials 10 --nodes 1,3]
 
-#[path = "../tests/support/mod.rs"]
-#[allow(unused_imports)]
-mod support;
-
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::kubelab::KubeLab;
-use support::lab::{Host, Lab, Proc, probe, wait_for};
-use support::lbd::lbd_binary;
+use lb_testkit::kubelab::KubeLab;
+use lb_testkit::lab::{Host, Lab, Proc, probe, wait_for};
+use lb_testkit::lbd::lbd_binary;
 
 const T: Duration = Duration::from_secs(30);
 const PROBE_INTERVAL: Duration = Duration::from_millis(10);

@@ -10,22 +10,15 @@
 //! kernel route's deletion. Each trial: route in the FIB (and BFD Up), `ip link set down`
 //! on the node's veth, time until the route is deleted, link up, wait for recovery.
 
-#[path = "../tests/support/mod.rs"]
-#[allow(unused_imports)]
-mod support;
-
-#[path = "common/bench.rs"]
-mod bench;
-#[path = "common/bgp_lab.rs"]
-mod bgp_lab;
-
 use std::time::{Duration, Instant};
 
-use bench::{arg, ms};
-use bgp_lab::{NODE, ROUTER, announced, drain, ip, monitor, peer, start_speaker, wait_route};
 use lb::config::BfdConfig;
-use support::lab::peers::{Frr, FrrConfig, kernel_nexthops};
-use support::lab::{Lab, wait_until};
+use lb_testkit::bench::{arg, ms};
+use lb_testkit::bgp_lab::{
+    NODE, ROUTER, announced, drain, ip, monitor, peer, start_speaker, wait_route,
+};
+use lb_testkit::lab::peers::{Frr, FrrConfig, kernel_nexthops};
+use lb_testkit::lab::{Lab, wait_until};
 
 fn run(bfd: bool, trials: usize) -> Vec<Duration> {
     let lab = Lab::new(if bfd { "bfdbench" } else { "bfdbnone" });

@@ -11,21 +11,14 @@
 //! 3. graceful shutdown (withdraw + Cease, what SIGTERM does) → route gone from the FIB.
 //! 4. node link down → route gone from the FIB (FRR timers 3 s / 9 s, no BFD).
 
-#[path = "../tests/support/mod.rs"]
-#[allow(unused_imports)]
-mod support;
-
-#[path = "common/bench.rs"]
-mod bench;
-#[path = "common/bgp_lab.rs"]
-mod bgp_lab;
-
 use std::time::{Duration, Instant};
 
-use bench::{arg, cpu_seconds, ms, status_kib};
-use bgp_lab::{NODE, ROUTER, announced, drain, ip, monitor, peer, start_speaker, wait_route};
-use support::lab::peers::{Frr, FrrConfig};
-use support::lab::{Lab, wait_until};
+use lb_testkit::bench::{arg, cpu_seconds, ms, status_kib};
+use lb_testkit::bgp_lab::{
+    NODE, ROUTER, announced, drain, ip, monitor, peer, start_speaker, wait_route,
+};
+use lb_testkit::lab::peers::{Frr, FrrConfig};
+use lb_testkit::lab::{Lab, wait_until};
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -139,7 +132,7 @@ fn main() {
     let mut down = Vec::new();
     for r in 0..link_rounds {
         wait_until(Duration::from_secs(30), "route in FIB", || {
-            support::lab::peers::kernel_nexthops(&router, &p0)
+            lb_testkit::lab::peers::kernel_nexthops(&router, &p0)
                 .map(|n| !n.is_empty())
                 .unwrap_or(false)
         });

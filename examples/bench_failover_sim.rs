@@ -6,10 +6,7 @@
 //! lease) by another host. Leader loss: the leader crashes; time until a new leader exists and
 //! every IP has exactly one holder.
 
-#[path = "../tests/cluster_support/mod.rs"]
-mod cluster_support;
-
-use cluster_support::{Sim, SimConfig};
+use lb_testkit::cluster_sim::{Sim, SimConfig};
 
 const MS: u64 = 1000;
 

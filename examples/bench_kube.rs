@@ -7,16 +7,11 @@
 //! Run:  cargo build --release --bin lbd && cargo run --release --example bench_kube
 //! (`-- --services N --singles M` to change the sizes.)
 
-#[path = "../tests/support/apiserver/mod.rs"]
-mod apiserver;
-#[path = "common/bench.rs"]
-mod bench;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use apiserver::{ApiServer, Store, write_kubeconfig};
-use bench::{arg, cpu_seconds, ms, status_kib};
+use lb_testkit::apiserver::{ApiServer, Store, write_kubeconfig};
+use lb_testkit::bench::{arg, cpu_seconds, ms, status_kib};
 use serde_json::json;
 
 fn service(name: &str) -> serde_json::Value {

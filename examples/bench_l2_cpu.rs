@@ -10,13 +10,9 @@
 //! Run as root:
 //!   cargo build --release --bin lbd && cargo run --release --example bench_l2_cpu [-- --seconds 10 --reps 3]
 
-#[path = "../tests/support/mod.rs"]
-#[allow(unused_imports)]
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::l2cluster::{Cluster, VIP, start_cluster};
+use lb_testkit::l2cluster::{Cluster, VIP, start_cluster};
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();

@@ -5,15 +5,11 @@
 //!
 //! Run as root:  cargo build --release --bin lbd && cargo run --release --example bench_l2_failover [-- --trials N] [--only link|kill|term|leader|keepalived]
 
-#[path = "../tests/support/mod.rs"]
-#[allow(unused_imports)]
-mod support;
-
 use std::time::Duration;
 
-use support::l2cluster::{PROBE_INTERVAL, VIP, check_failover, start_cluster};
-use support::lab::peers::{Keepalived, VrrpConfig};
-use support::lab::{Lab, Signal, probe};
+use lb_testkit::l2cluster::{PROBE_INTERVAL, VIP, check_failover, start_cluster};
+use lb_testkit::lab::peers::{Keepalived, VrrpConfig};
+use lb_testkit::lab::{Lab, Signal, probe};
 
 /// `--only link|kill|term|leader|keepalived`: run just those scenarios (default: all).
 fn only() -> Option<String> {
@@ -51,7 +47,7 @@ enum Target {
 
 /// The node whose lbd most recently logged "became leader" (tracing's RFC 3339 timestamp
 /// starts each line, so the text order is time order).
-fn leader_of(c: &support::l2cluster::Cluster) -> Option<usize> {
+fn leader_of(c: &lb_testkit::l2cluster::Cluster) -> Option<usize> {
     (0..c.lbds.len())
         .filter_map(|i| {
             let log = c.lbds[i].as_ref()?.log();
@@ -113,7 +109,7 @@ fn keepalived_trial(advert: f64, n: usize) -> Duration {
     };
     let ka = Keepalived::start(&a, &vrrp(150)).unwrap();
     let _kb = Keepalived::start(&b, &vrrp(100)).unwrap();
-    support::lab::wait_until(Duration::from_secs(30), "keepalived master", || {
+    lb_testkit::lab::wait_until(Duration::from_secs(30), "keepalived master", || {
         ka.holds_vips()
     });
     let duration = Duration::from_secs_f64(3.0 + advert * 5.0);

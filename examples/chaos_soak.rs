@@ -8,13 +8,9 @@
 //!
 //! Exits 1 if a check failed (the report is written either way).
 
-#[path = "../tests/support/mod.rs"]
-#[allow(unused_imports)]
-mod support;
-
 use std::time::Duration;
 
-use support::chaos::{SoakConfig, run};
+use lb_testkit::chaos::{SoakConfig, run};
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();

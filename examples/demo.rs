@@ -7,13 +7,9 @@
 //! Run as root on Debian 12: `scripts/demo` (installs what it needs, builds, runs this), or
 //! `cargo build --bins --example demo && target/debug/examples/demo`.
 
-#[path = "../tests/support/mod.rs"]
-#[allow(unused_imports)]
-mod support;
-
 use std::time::Instant;
 
-use support::guide::{Guide, GuideConfig, Report};
+use lb_testkit::guide::{Guide, GuideConfig, Report};
 
 fn banner(text: &str) {
     let line = "=".repeat(text.len() + 6);
@@ -94,9 +90,9 @@ fn main() {
             println!("    note: {n}");
         }
     }
-    let left = support::lab::namespaces_with_prefix(&format!(
+    let left = lb_testkit::lab::namespaces_with_prefix(&format!(
         "{}{}-",
-        support::lab::NS_PREFIX,
+        lb_testkit::lab::NS_PREFIX,
         std::process::id()
     ));
     println!(

@@ -3,9 +3,6 @@
 //! It is test support, not shipped. With `--store`, every write is saved and a restarted
 //! process keeps its objects and resourceVersions.
 
-#[path = "../tests/support/apiserver/mod.rs"]
-mod apiserver;
-
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,13 +28,13 @@ struct Args {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let store = match &args.store {
-        Some(p) => apiserver::Store::open(p)?,
-        None => apiserver::Store::new(),
+        Some(p) => lb_testkit::apiserver::Store::open(p)?,
+        None => lb_testkit::apiserver::Store::new(),
     };
     store.set_server_minor(&args.minor);
-    let handle = apiserver::ApiServer::start(args.listen, store)?;
+    let handle = lb_testkit::apiserver::ApiServer::start(args.listen, store)?;
     if let Some(dir) = &args.kubeconfig_dir {
-        let p = apiserver::write_kubeconfig(dir, handle.addr())?;
+        let p = lb_testkit::apiserver::write_kubeconfig(dir, handle.addr())?;
         eprintln!("kubeconfig: {}", p.display());
     }
     println!("listening on {}", handle.url());

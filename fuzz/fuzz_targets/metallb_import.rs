@@ -1,5 +1,5 @@
 //! `lbctl import-metallb` on arbitrary input: must return a result, never panic. (That
-//! accepted output parses as TOML is checked by the proptests in tests/import_metallb.rs.)
+//! accepted output parses as TOML is checked by the proptests in tests/pure/import_metallb.rs.)
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

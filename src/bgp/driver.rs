@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::advertise::RouteSet;
-use super::fsm::SessionConfig;
+use super::fsm::{GracefulRestartOffer, SessionConfig};
 use super::peer::{Event as PeerEvent, Input as PeerInput, Output as PeerOutput, Peer, PeerConfig};
 use crate::bfd::driver::{BfdStatus, FailureWatch};
 use crate::config::BgpPeer;
@@ -44,6 +44,12 @@ pub fn session_config(peer: &BgpPeer, router_id: Ipv4Addr) -> SessionConfig {
     c.keepalive_time = (ka > 0).then(|| u16::try_from(ka).unwrap_or(u16::MAX));
     c.passive = peer.passive;
     c.first_connect_delay = peer.connect_delay;
+    c.graceful_restart = peer.graceful_restart.map(|t| GracefulRestartOffer {
+        restart_time: u16::try_from(t.as_secs()).unwrap_or(4095).min(4095),
+        // lbd keeps nothing it received across a restart; every session of a process
+        // says it has just restarted, so a peer never waits for our End-of-RIB to send.
+        restarted: true,
+    });
     c
 }
 
@@ -62,6 +68,14 @@ pub enum PeerCommand {
         communication: String,
         done: oneshot::Sender<()>,
     },
+    /// Stopping to restart: with graceful restart negotiated the routes stay with the
+    /// peer (no withdrawal, no NOTIFICATION); otherwise as `Shutdown`.
+    StopForRestart {
+        communication: String,
+        done: oneshot::Sender<()>,
+    },
+    /// The routes are complete: the initial UPDATEs and End-of-RIB may go out.
+    Ready,
     /// The BFD session to watch (`None`: none). When it leaves Up for a path failure the
     /// BGP session is reset with Cease/BFD Down (RFC 5882 §4.3, RFC 9384).
     Bfd(Option<watch::Receiver<BfdStatus>>),
@@ -97,6 +111,7 @@ pub fn spawn_peer(
     key: Option<Vec<u8>>,
     options: DriverOptions,
     initial_routes: RouteSet,
+    ready: bool,
     metrics: PeerMetrics,
 ) -> (
     mpsc::UnboundedSender<PeerCommand>,
@@ -108,7 +123,16 @@ pub fn spawn_peer(
     metrics.report(&initial, &initial);
     let (status_tx, status_rx) = watch::channel(initial);
     let task = tokio::spawn(async move {
-        run_peer(peer, key, options, initial_routes, rx, status_tx, metrics).await;
+        run_peer(
+            peer,
+            key,
+            options,
+            (initial_routes, ready),
+            rx,
+            status_tx,
+            metrics,
+        )
+        .await;
     });
     (tx, status_rx, task)
 }
@@ -144,7 +168,7 @@ async fn run_peer(
     peer: BgpPeer,
     key: Option<Vec<u8>>,
     options: DriverOptions,
-    initial_routes: RouteSet,
+    (initial_routes, mut ready): (RouteSet, bool),
     mut commands: mpsc::UnboundedReceiver<PeerCommand>,
     status: watch::Sender<PeerStatus>,
     metrics: PeerMetrics,
@@ -173,7 +197,11 @@ async fn run_peer(
                         }
                         Some(PeerCommand::Incoming(_)) => {}
                         Some(PeerCommand::Bfd(w)) => bfd.set(w),
-                        Some(PeerCommand::Shutdown { done, .. }) => {
+                        Some(PeerCommand::Ready) => ready = true,
+                        Some(
+                            PeerCommand::Shutdown { done, .. }
+                            | PeerCommand::StopForRestart { done, .. },
+                        ) => {
                             let _ = done.send(());
                             return;
                         }
@@ -191,7 +219,7 @@ async fn run_peer(
         md5: key.is_some(),
         session: session_config(&peer, router_id),
     };
-    let mut machine = Peer::new(config, desired);
+    let mut machine = Peer::new(config, desired, ready);
     let (events_tx, events) = mpsc::unbounded_channel();
     let mut shell = Shell {
         peer,
@@ -233,6 +261,11 @@ impl driver::Shell<Peer> for Shell {
                         self.stopping = Some((communication.clone(), Some(done)));
                         return Some(PeerInput::Shutdown { communication });
                     }
+                    Some(PeerCommand::StopForRestart { communication, done }) => {
+                        self.stopping = Some((communication.clone(), Some(done)));
+                        return Some(PeerInput::StopForRestart { communication });
+                    }
+                    Some(PeerCommand::Ready) => return Some(PeerInput::Ready),
                     // The speaker is gone: stop the same way, without a communication.
                     None => {
                         self.stopping = Some((String::new(), None));
@@ -438,6 +471,11 @@ impl Shell {
             PeerEvent::BfdDown => {
                 warn!(peer = %peer, "BFD down: resetting the BGP session (Cease/BFD Down)")
             }
+            PeerEvent::LeftForRestart { prefixes } => info!(
+                peer = %peer,
+                prefixes,
+                "BGP: leaving for a restart; the peer keeps our routes (graceful restart)"
+            ),
         }
     }
 

@@ -46,6 +46,10 @@ pub struct SpeakerOptions {
     pub router_id: Option<Ipv4Addr>,
     /// Where the `lb_bgp_*` series of each peer go (the default: a registry nobody reads).
     pub metrics: Metrics,
+    /// Send nothing to a new session until [`SpeakerHandle::set_ready`]: the announcements
+    /// are not complete yet (lbd has not synced with the API server). A graceful-restart
+    /// helper drops our stale routes at the first End-of-RIB, so it must not come early.
+    pub wait_until_ready: bool,
 }
 
 impl Default for SpeakerOptions {
@@ -55,6 +59,7 @@ impl Default for SpeakerOptions {
             connect_timeout: Duration::from_secs(5),
             router_id: None,
             metrics: Metrics::new(),
+            wait_until_ready: false,
         }
     }
 }
@@ -83,10 +88,13 @@ enum Command {
     Pools(Vec<Pool>),
     Node(LocalNode),
     Peers(Vec<BgpPeer>),
+    Ready,
     Snapshot(oneshot::Sender<Vec<PeerSnapshot>>),
     AdvertisedIps(oneshot::Sender<usize>),
     Shutdown {
         communication: String,
+        /// Stopping to restart (graceful restart keeps the routes at the peers).
+        restart: bool,
         done: oneshot::Sender<()>,
     },
 }
@@ -119,6 +127,7 @@ impl Speaker {
             peers: BTreeMap::new(),
             listeners: Vec::new(),
             metrics: options.metrics.clone(),
+            ready: !options.wait_until_ready,
             bfd: None,
             driver: DriverOptions {
                 connect_timeout: options.connect_timeout,
@@ -171,6 +180,12 @@ impl SpeakerHandle {
         let _ = self.tx.send(Command::Node(node));
     }
 
+    /// The announcements are complete: sessions may get their initial UPDATEs and
+    /// End-of-RIB (see [`SpeakerOptions::wait_until_ready`]).
+    pub fn set_ready(&self) {
+        let _ = self.tx.send(Command::Ready);
+    }
+
     /// Reload the peers: sessions of added peers start, of removed or changed peers stop
     /// (Cease), and unchanged peers' sessions stay up.
     pub fn update_peers(&self, peers: Vec<BgpPeer>) {
@@ -208,9 +223,30 @@ impl SpeakerHandle {
         communication: &str,
         timeout: Duration,
     ) -> Result<(), ShutdownTimeout> {
+        self.stop(communication, false, timeout).await
+    }
+
+    /// Stopping to restart: on sessions that negotiated graceful restart (RFC 4724) the
+    /// routes stay with the peer, which keeps forwarding to this host while lbd is gone;
+    /// other sessions are shut down as by [`shutdown`](Self::shutdown).
+    pub async fn shutdown_for_restart(
+        &self,
+        communication: &str,
+        timeout: Duration,
+    ) -> Result<(), ShutdownTimeout> {
+        self.stop(communication, true, timeout).await
+    }
+
+    async fn stop(
+        &self,
+        communication: &str,
+        restart: bool,
+        timeout: Duration,
+    ) -> Result<(), ShutdownTimeout> {
         let (done, rx) = oneshot::channel();
         let cmd = Command::Shutdown {
             communication: communication.to_string(),
+            restart,
             done,
         };
         if self.tx.send(cmd).is_err() {
@@ -244,6 +280,8 @@ struct SpeakerTask {
     bfd: Option<BfdHandle>,
     driver: DriverOptions,
     metrics: Metrics,
+    /// The announcements are complete (see `SpeakerOptions::wait_until_ready`).
+    ready: bool,
 }
 
 impl SpeakerTask {
@@ -270,6 +308,14 @@ impl SpeakerTask {
                         self.set_peers(peers);
                     }
                     Some(Command::Peers(p)) => self.set_peers(p),
+                    Some(Command::Ready) => {
+                        if !self.ready {
+                            self.ready = true;
+                            for p in self.peers.values() {
+                                let _ = p.tx.send(PeerCommand::Ready);
+                            }
+                        }
+                    }
                     Some(Command::Snapshot(reply)) => {
                         let _ = reply.send(self.snapshot());
                     }
@@ -285,13 +331,13 @@ impl SpeakerTask {
                         );
                         let _ = reply.send(n);
                     }
-                    Some(Command::Shutdown { communication, done }) => {
-                        self.shutdown(&communication).await;
+                    Some(Command::Shutdown { communication, restart, done }) => {
+                        self.shutdown(&communication, restart).await;
                         let _ = done.send(());
                         return;
                     }
                     None => {
-                        self.shutdown("").await;
+                        self.shutdown("", false).await;
                         return;
                     }
                 },
@@ -468,6 +514,7 @@ impl SpeakerTask {
                 key,
                 driver_options.clone(),
                 routes.clone(),
+                self.ready,
                 metrics.clone(),
             );
             self.sync_bfd(None, &cfg, &tx);
@@ -539,13 +586,21 @@ impl SpeakerTask {
             .collect()
     }
 
-    async fn shutdown(&mut self, communication: &str) {
+    async fn shutdown(&mut self, communication: &str, restart: bool) {
         let mut waits = Vec::new();
         for (addr, p) in &self.peers {
             let (done, rx) = oneshot::channel();
-            let cmd = PeerCommand::Shutdown {
-                communication: communication.to_string(),
-                done,
+            let communication = communication.to_string();
+            let cmd = if restart {
+                PeerCommand::StopForRestart {
+                    communication,
+                    done,
+                }
+            } else {
+                PeerCommand::Shutdown {
+                    communication,
+                    done,
+                }
             };
             if p.tx.send(cmd).is_ok() {
                 waits.push((*addr, rx));

@@ -341,7 +341,7 @@ pub struct PeerStatus {
 pub use crate::bgp::fsm::State as BgpState;
 
 /// A snapshot with one of everything: the fixture of the render and D-Bus unit tests and of
-/// `tests/control_dbus.rs` (one copy, so the lbctl tests and the unit tests agree).
+/// `tests/ops/control_dbus.rs` (one copy, so the lbctl tests and the unit tests agree).
 #[doc(hidden)]
 pub fn sample() -> Snapshot {
     Snapshot {

@@ -22,6 +22,7 @@ mod publish;
 pub mod reload;
 pub mod snapshot;
 mod start;
+pub mod systemd;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -30,7 +31,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook_tokio::Signals;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
@@ -115,6 +116,8 @@ struct Daemon {
     last_status: String,
     /// Layer-2 owners last signalled on D-Bus (`OwnershipChanged`).
     signalled: BTreeMap<IpAddr, String>,
+    /// The speaker has been told the announcements are complete.
+    bgp_ready: bool,
 }
 
 /// This host as the announcers see it (the fields it is made of, borrowed apart so the
@@ -130,7 +133,7 @@ fn me<'a>(config: &'a Config, ctl: &'a Controller) -> Me<'a> {
 
 impl Daemon {
     async fn run(mut self) -> ExitCode {
-        let mut signals = match Signals::new([SIGHUP, SIGINT, SIGTERM]) {
+        let mut signals = match Signals::new([SIGHUP, SIGINT, SIGTERM, SIGUSR2]) {
             Ok(s) => s,
             Err(e) => {
                 error!(error = %e, "cannot install signal handlers");
@@ -174,7 +177,12 @@ impl Daemon {
                     SIGHUP => {
                         self.reload_notifying().await;
                     }
-                    _ => return self.shutdown().await,
+                    // SIGUSR2: "stopping to restart", for supervisors other than systemd.
+                    SIGUSR2 => return self.shutdown(true).await,
+                    _ => {
+                        let restart = systemd::restart_pending(Duration::from_millis(500)).await;
+                        return self.shutdown(restart).await;
+                    }
                 },
                 _ = &mut ready_timer, if !self.ready => {
                     self.set_ready(started);
@@ -203,11 +211,24 @@ impl Daemon {
         };
         let out = self.ctl.step(controller::Input::Kube(u));
         self.dispatch(out).await;
+        self.bgp_ready_if_synced();
         if me_changed {
             if let Some(bgp) = &self.bgp {
                 bgp.set_node(announce::bgp_node(&me(&self.config, &self.ctl)));
             }
             self.eligibility_changed().await;
+        }
+    }
+
+    /// Once the stores have synced, the announcements are complete: BGP sessions may get
+    /// their initial UPDATEs and End-of-RIB.
+    fn bgp_ready_if_synced(&mut self) {
+        if !self.bgp_ready
+            && self.ctl.synced()
+            && let Some(bgp) = &self.bgp
+        {
+            bgp.set_ready();
+            self.bgp_ready = true;
         }
     }
 
@@ -426,15 +447,29 @@ impl Daemon {
 
     /// SIGTERM/SIGINT: hand owned IPs over, withdraw BGP routes with Cease, exit 0 — all
     /// within [`SHUTDOWN_BOUND`].
-    async fn shutdown(mut self) -> ExitCode {
-        info!("shutting down: handing over owned IPs, withdrawing BGP routes");
+    /// `restart`: lbd comes back at once (systemd restarts the unit, or SIGUSR2): BGP
+    /// sessions that negotiated graceful restart keep their routes at the peers, and static
+    /// service IPs stay on `lo`.
+    async fn shutdown(mut self, restart: bool) -> ExitCode {
+        if restart {
+            info!(
+                "stopping for a restart: handing over owned IPs, BGP peers keep our routes (graceful restart)"
+            );
+        } else {
+            info!("shutting down: handing over owned IPs, withdrawing BGP routes");
+        }
         notify(&[sd_notify::NotifyState::Stopping]);
         let deadline = tokio::time::Instant::now() + SHUTDOWN_BOUND;
         let handover = self.ownership.shutdown(deadline);
         let withdraw = async {
             if let Some(bgp) = &self.bgp {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                if bgp.shutdown("lbd shutting down", left).await.is_err() {
+                let r = if restart {
+                    bgp.shutdown_for_restart("lbd restarting", left).await
+                } else {
+                    bgp.shutdown("lbd shutting down", left).await
+                };
+                if r.is_err() {
                     warn!("BGP shutdown did not finish in time");
                 }
             }
@@ -446,7 +481,9 @@ impl Daemon {
                 .send(responder::Input::OwnershipChanged(Vec::new()))
                 .await;
         }
-        if let Some(nl) = &self.netlink {
+        if let Some(nl) = &self.netlink
+            && !restart
+        {
             for ip in &self.on_lo {
                 let _ = nl.remove_address_from_lo(*ip).await;
             }

@@ -200,6 +200,7 @@ impl Daemon {
             stale: true,
             last_status: String::new(),
             signalled: BTreeMap::new(),
+            bgp_ready: false,
             config,
         };
         d.start_announcers()?;
@@ -261,6 +262,7 @@ impl Daemon {
                 self.config.pools.clone(),
                 SpeakerOptions {
                     metrics: self.metrics.clone(),
+                    wait_until_ready: true,
                     ..SpeakerOptions::default()
                 },
             );
@@ -273,6 +275,8 @@ impl Daemon {
                 bgp.set_announcements(announced);
             }
             self.bgp = Some(bgp);
+            self.bgp_ready = false;
+            self.bgp_ready_if_synced();
         }
         Ok(())
     }

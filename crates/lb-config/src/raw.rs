@@ -116,6 +116,8 @@ pub(crate) struct RawPeer {
     pub connect_delay: Option<S<String>>,
     pub node_selectors: Option<Vec<S<RawSelector>>>,
     pub bfd: Option<S<RawBfd>>,
+    pub graceful_restart: Option<S<bool>>,
+    pub restart_time: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -131,11 +131,17 @@ pub struct BgpPeer {
     /// Only these nodes peer (empty: all).
     pub node_selectors: Vec<NodeSelector>,
     pub bfd: Option<BfdConfig>,
+    /// BGP graceful restart (RFC 4724), restarting-speaker side: the restart time offered
+    /// (whole seconds, 1 to 4095); `None` when off.
+    pub graceful_restart: Option<Duration>,
 }
 
 impl BgpPeer {
     pub const DEFAULT_PORT: u16 = 179;
     pub const DEFAULT_HOLD_TIME: Duration = Duration::from_secs(90);
+    /// How long a router keeps this host's routes while lbd restarts (RFC 4724 restart
+    /// time): lbd is back within seconds; the margin covers a slow API server after it.
+    pub const DEFAULT_RESTART_TIME: Duration = Duration::from_secs(120);
 
     /// A peer as a `[[bgp_peer]]` with only `my_asn`, `peer_asn` and `address` set gets it:
     /// every other key at its lb.toml(5) default (hold 90 s, keepalive a third of it).
@@ -155,6 +161,7 @@ impl BgpPeer {
             connect_delay: Duration::ZERO,
             node_selectors: vec![],
             bfd: None,
+            graceful_restart: Some(Self::DEFAULT_RESTART_TIME),
         }
     }
 

@@ -1163,6 +1163,7 @@ impl Checker<'_> {
             );
             let node_selectors = self.selectors(p.node_selectors.as_ref());
             let bfd = p.bfd.as_ref().map(|b| self.bfd(b.get_ref()));
+            let graceful_restart = self.graceful_restart(p);
             let (
                 Some(my_asn),
                 Some(peer_asn),
@@ -1201,9 +1202,38 @@ impl Checker<'_> {
                 connect_delay,
                 node_selectors,
                 bfd,
+                graceful_restart,
             });
         }
         out
+    }
+
+    /// `graceful_restart` (default on) and `restart_time` (RFC 4724 §3: 12 bits of seconds).
+    fn graceful_restart(&mut self, p: &RawPeer) -> Option<Duration> {
+        let on = p.graceful_restart.as_ref().is_none_or(|g| *g.get_ref());
+        let time = match &p.restart_time {
+            None => BgpPeer::DEFAULT_RESTART_TIME,
+            Some(t) => {
+                let d = self.duration("restart_time", t, false)?;
+                if d.subsec_nanos() != 0 || d.as_secs() == 0 || d.as_secs() > 4095 {
+                    self.sink.error(
+                        t.span(),
+                        format!(
+                            "restart_time {d:?} is out of range: expected whole seconds from 1s to 4095s (RFC 4724)"
+                        ),
+                    );
+                    return None;
+                }
+                if !on {
+                    self.sink.warning(
+                        t.span(),
+                        "restart_time has no effect with graceful_restart = false",
+                    );
+                }
+                d
+            }
+        };
+        on.then_some(time)
     }
 
     fn bfd(&mut self, raw: &RawBfd) -> BfdConfig {

@@ -347,7 +347,7 @@ mod tests {
     #[test]
     fn up_packet_captured_from_frr_bfdd_decodes() {
         // FRR 8.4 bfdd (profile 300 ms / 300 ms / 3, echo RX 50 ms) to lbd, Up; captured
-        // with tcpdump by tests/bfd_lab.rs (which prints each run's packet).
+        // with tcpdump by tests/lab/bfd_lab.rs (which prints each run's packet).
         let b = hex("20 c0 03 18 c6 25 33 1d 80 26 39 9d 00 04 93 e0 00 04 93 e0 00 00 c3 50");
         let p = decode(&b).unwrap();
         assert_eq!(p.state, State::Up);

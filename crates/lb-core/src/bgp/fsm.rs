@@ -60,6 +60,17 @@ pub struct SessionConfig {
     pub route_refresh: bool,
     /// Offer extended messages (RFC 8654).
     pub extended_message: bool,
+    /// Offer graceful restart (RFC 4724) as the restarting speaker.
+    pub graceful_restart: Option<GracefulRestartOffer>,
+}
+
+/// What this speaker says in its graceful restart capability (RFC 4724 §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GracefulRestartOffer {
+    /// Seconds the peer keeps our routes after the session drops (12 bits).
+    pub restart_time: u16,
+    /// R bit: this speaker has just restarted (the first session of the process).
+    pub restarted: bool,
 }
 
 impl SessionConfig {
@@ -79,6 +90,7 @@ impl SessionConfig {
             families: vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST],
             route_refresh: true,
             extended_message: false,
+            graceful_restart: None,
         }
     }
 
@@ -100,6 +112,17 @@ impl SessionConfig {
         caps.push(Capability::FourOctetAs(self.local_asn));
         if self.extended_message {
             caps.push(Capability::ExtendedMessage);
+        }
+        if let Some(gr) = self.graceful_restart {
+            // F bit set for every family: forwarding (kube-proxy on this host) is not
+            // lbd's and carries on while lbd restarts; without it the peer would drop our
+            // routes at once (§4.2).
+            caps.push(Capability::GracefulRestart(GracefulRestart {
+                restart_state: gr.restarted,
+                notification: false,
+                restart_time: gr.restart_time.min(4095),
+                families: self.families.iter().map(|f| (*f, true)).collect(),
+            }));
         }
         Open::new(self.local_asn, self.hold_time, self.router_id, caps)
     }

@@ -13,6 +13,11 @@
 //!   by End-of-RIB per family (RFC 4724 §2), and again in full on a ROUTE-REFRESH.
 //! - Shutdown: withdraw everything sent, Cease/Administrative Shutdown with the
 //!   communication (RFC 8203) on every connection, close, [`Output::Stopped`].
+//! - Graceful restart (RFC 4724), restarting side: when the session negotiated it, a stop
+//!   for a restart closes the connection without withdrawing or a NOTIFICATION, so the peer
+//!   keeps our routes (marked stale) and keeps forwarding; after the restart the initial
+//!   UPDATEs and End-of-RIB wait until the speaker says its routes are complete
+//!   ([`Input::Ready`]), or the peer would drop the stale routes at an early End-of-RIB.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
@@ -118,6 +123,15 @@ pub enum Input {
     Shutdown {
         communication: String,
     },
+    /// Stopping to restart: with graceful restart negotiated, close without withdrawing or
+    /// a NOTIFICATION (the peer keeps the routes while we are gone); otherwise as
+    /// `Shutdown`.
+    StopForRestart {
+        communication: String,
+    },
+    /// The desired routes are complete (the daemon has synced): the initial UPDATEs and
+    /// End-of-RIB may go out.
+    Ready,
     Tick,
 }
 
@@ -193,6 +207,10 @@ pub enum Event {
         error: String,
     },
     BfdDown,
+    /// Stopped for a restart with graceful restart: `prefixes` left at the peer as stale.
+    LeftForRestart {
+        prefixes: usize,
+    },
 }
 
 struct Conn {
@@ -231,6 +249,10 @@ pub struct Peer {
     /// The kind of the last dial failure logged, to log a repeated failure once.
     last_dial_error: Option<String>,
     stopped: bool,
+    /// The desired routes are complete; until then an Established session is sent nothing.
+    ready: bool,
+    /// The current session has had its initial UPDATEs and End-of-RIB.
+    initial_sent: bool,
 }
 
 fn describe(reason: &DownReason) -> String {
@@ -251,7 +273,9 @@ pub const MD5_HINT: &str =
     "; TCP-MD5 is configured: a password mismatch makes the kernels drop the segments silently";
 
 impl Peer {
-    pub fn new(config: PeerConfig, initial_routes: RouteSet) -> Self {
+    /// `ready`: whether `initial_routes` are complete already (else wait for
+    /// [`Input::Ready`] before the first UPDATEs).
+    pub fn new(config: PeerConfig, initial_routes: RouteSet, ready: bool) -> Self {
         let session = Session::new(config.session.clone());
         Peer {
             config,
@@ -273,6 +297,8 @@ impl Peer {
             last_error: None,
             last_dial_error: None,
             stopped: false,
+            ready,
+            initial_sent: false,
         }
     }
 
@@ -387,6 +413,20 @@ impl Peer {
             Input::Shutdown { communication } => {
                 self.shutdown(now, communication, &mut out);
                 return out;
+            }
+            Input::StopForRestart { communication } => {
+                if self.graceful_restart_negotiated() {
+                    self.stop_for_restart(&mut out);
+                } else {
+                    self.shutdown(now, communication, &mut out);
+                }
+                return out;
+            }
+            Input::Ready => {
+                self.ready = true;
+                if !self.initial_sent {
+                    self.sync_routes(now, true, &mut out);
+                }
             }
             Input::Tick => {
                 self.step_session(now, false, FsmInput::Tick, &mut out);
@@ -616,7 +656,10 @@ impl Peer {
         self.established_count += 1;
         self.last_error = None;
         self.sent.clear();
-        self.sync_routes(now, true, out);
+        self.initial_sent = false;
+        if self.ready {
+            self.sync_routes(now, true, out);
+        }
     }
 
     /// Whether `prefix` can be sent on the session `n` (its family, our address family).
@@ -631,7 +674,7 @@ impl Peer {
 
     /// [`sync_routes`](Self::sync_routes) for the given prefixes only.
     fn sync_prefixes(&mut self, now: Instant, prefixes: Vec<IpNet>, out: &mut Vec<Output>) {
-        if self.primary.session.state() != State::Established {
+        if self.primary.session.state() != State::Established || !self.initial_sent {
             return;
         }
         let Some(n) = self.primary.session.negotiated().cloned() else {
@@ -664,8 +707,12 @@ impl Peer {
     /// Sends the difference between `sent` and `desired` on the Established session;
     /// `initial`: after the session came up, followed by End-of-RIB per family.
     fn sync_routes(&mut self, now: Instant, initial: bool, out: &mut Vec<Output>) {
-        if self.primary.session.state() != State::Established {
+        // The initial UPDATEs once per session (they wait for `ready`), nothing before them.
+        if self.primary.session.state() != State::Established || initial == self.initial_sent {
             return;
+        }
+        if initial {
+            self.initial_sent = true;
         }
         let Some(n) = self.primary.session.negotiated().cloned() else {
             return;
@@ -796,6 +843,32 @@ impl Peer {
         self.updates_received += old.session.stats().updates_in;
     }
 
+    /// Both ends offered graceful restart on the current session.
+    fn graceful_restart_negotiated(&self) -> bool {
+        self.config.session.graceful_restart.is_some()
+            && self.primary.session.state() == State::Established
+            && self
+                .primary
+                .session
+                .negotiated()
+                .is_some_and(|n| n.peer_graceful_restart.is_some())
+    }
+
+    /// RFC 4724 §4: the restarting speaker just goes away; the peer keeps our routes as
+    /// stale until we are back and send End-of-RIB, or the restart time runs out.
+    fn stop_for_restart(&mut self, out: &mut Vec<Output>) {
+        if let Some((attempt, _)) = self.dial.take() {
+            out.push(Output::AbortDial { attempt });
+        }
+        self.close(false, out);
+        self.close(true, out);
+        self.stopped = true;
+        out.push(Output::Log(Event::LeftForRestart {
+            prefixes: self.sent.len(),
+        }));
+        out.push(Output::Stopped);
+    }
+
     fn shutdown(&mut self, now: Instant, communication: String, out: &mut Vec<Output>) {
         if self.primary.session.state() == State::Established && !self.sent.is_empty() {
             if let Some(n) = self.primary.session.negotiated().cloned() {
@@ -846,7 +919,7 @@ mod tests {
     use super::*;
     use crate::bgp::advertise::RouteAttrs;
     use crate::bgp::codec::{
-        Capability, CeaseSubcode, CodecOptions, ErrorCode, Message, Open, decode,
+        Capability, CeaseSubcode, CodecOptions, ErrorCode, GracefulRestart, Message, Open, decode,
     };
 
     const LOCAL_ID: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -929,7 +1002,7 @@ mod tests {
     /// A peer Established over its own dial, with `initial` routes: returns it and the
     /// connection id.
     fn established(t0: Instant, initial: RouteSet) -> (Peer, u64, Vec<Output>) {
-        let mut p = Peer::new(config(LOCAL_ID), initial);
+        let mut p = Peer::new(config(LOCAL_ID), initial, true);
         let attempt = dialed(&p.step(t0, Input::Start)).expect("dials at once");
         let out = p.step(
             t0,
@@ -1048,7 +1121,7 @@ mod tests {
     #[test]
     fn a_dial_that_was_abandoned_is_refused_when_it_connects() {
         let t0 = crate::test_origin();
-        let mut p = Peer::new(config(LOCAL_ID), RouteSet::new());
+        let mut p = Peer::new(config(LOCAL_ID), RouteSet::new(), true);
         let first = dialed(&p.step(t0, Input::Start)).expect("dial");
         // The retry timer fires before the dial connects: it is abandoned and retried.
         let later = p.next_deadline().expect("retry timer");
@@ -1070,7 +1143,7 @@ mod tests {
     /// with the higher BGP identifier survives.
     fn collision(local_id: Ipv4Addr, peer_id: Ipv4Addr) -> (Peer, u64, u64, Vec<Output>) {
         let t0 = crate::test_origin();
-        let mut p = Peer::new(config(local_id), RouteSet::new());
+        let mut p = Peer::new(config(local_id), RouteSet::new(), true);
         let attempt = dialed(&p.step(t0, Input::Start)).expect("dial");
         let out = p.step(
             t0,
@@ -1128,7 +1201,7 @@ mod tests {
     #[test]
     fn a_repeated_dial_failure_is_logged_once() {
         let t0 = crate::test_origin();
-        let mut p = Peer::new(config(LOCAL_ID), RouteSet::new());
+        let mut p = Peer::new(config(LOCAL_ID), RouteSet::new(), true);
         let mut attempt = dialed(&p.step(t0, Input::Start)).unwrap();
         let mut now = t0;
         let mut repeats = vec![];
@@ -1181,5 +1254,157 @@ mod tests {
         assert_eq!(withdrawn, ["192.0.2.10/32"]);
         assert_eq!(announced, ["192.0.2.12/32"]);
         assert_eq!(p.status().prefixes_advertised, 2);
+    }
+
+    fn gr_config() -> PeerConfig {
+        let mut c = config(LOCAL_ID);
+        c.session.graceful_restart = Some(crate::bgp::fsm::GracefulRestartOffer {
+            restart_time: 120,
+            restarted: true,
+        });
+        c
+    }
+
+    /// Established with `config`; the peer's OPEN offers graceful restart when `peer_gr`.
+    fn up(config: PeerConfig, ready: bool, peer_gr: bool) -> (Peer, u64, Vec<Output>) {
+        let t0 = crate::test_origin();
+        let mut p = Peer::new(config, routes(&["192.0.2.10/32"]), ready);
+        let attempt = dialed(&p.step(t0, Input::Start)).expect("dials");
+        let out = p.step(
+            t0,
+            Input::Dialed {
+                attempt,
+                local: local(),
+                remote: remote(),
+            },
+        );
+        let conn = attached(&out).expect("attached");
+        let ours = sent_on(&out, conn);
+        let mut caps = vec![
+            Capability::Multiprotocol(crate::bgp::codec::Family::IPV4_UNICAST),
+            Capability::FourOctetAs(64501),
+        ];
+        if peer_gr {
+            caps.push(Capability::GracefulRestart(GracefulRestart {
+                restart_state: false,
+                notification: false,
+                restart_time: 120,
+                families: vec![(crate::bgp::codec::Family::IPV4_UNICAST, true)],
+            }));
+        }
+        let open = encode(Message::Open(Open::new(
+            64501,
+            90,
+            Ipv4Addr::new(10, 0, 0, 2),
+            caps,
+        )));
+        p.step(t0, Input::Bytes { conn, bytes: open });
+        let mut out = p.step(
+            t0,
+            Input::Bytes {
+                conn,
+                bytes: encode(Message::Keepalive),
+            },
+        );
+        // Our OPEN first, for the capability checks.
+        let mut all: Vec<Output> = ours
+            .into_iter()
+            .map(|m| Output::Send {
+                conn,
+                bytes: encode(m),
+            })
+            .collect();
+        all.append(&mut out);
+        (p, conn, all)
+    }
+
+    #[test]
+    fn the_open_offers_graceful_restart_with_the_restart_time_and_forwarding_preserved() {
+        let (_, conn, out) = up(gr_config(), true, true);
+        let open = sent_on(&out, conn)
+            .into_iter()
+            .find_map(|m| match m {
+                Message::Open(o) => Some(o),
+                _ => None,
+            })
+            .expect("our OPEN");
+        let gr = open
+            .capabilities
+            .iter()
+            .find_map(|c| match c {
+                Capability::GracefulRestart(g) => Some(g.clone()),
+                _ => None,
+            })
+            .expect("graceful restart capability");
+        assert_eq!(gr.restart_time, 120);
+        assert!(gr.restart_state, "R bit: the first session after a start");
+        assert!(gr.families.iter().all(|(_, forwarding)| *forwarding));
+        assert!(!gr.families.is_empty());
+    }
+
+    #[test]
+    fn a_stop_for_a_restart_leaves_the_routes_with_the_peer_when_it_negotiated_graceful_restart() {
+        let t0 = crate::test_origin();
+        let (mut p, conn, _) = up(gr_config(), true, true);
+        let out = p.step(
+            t0,
+            Input::StopForRestart {
+                communication: "restarting".into(),
+            },
+        );
+        assert!(
+            sent_on(&out, conn).is_empty(),
+            "no withdrawal, no NOTIFICATION: {out:?}"
+        );
+        assert!(out.contains(&Output::Close { conn }));
+        assert_eq!(out.last(), Some(&Output::Stopped));
+    }
+
+    #[test]
+    fn a_stop_for_a_restart_withdraws_as_usual_when_the_peer_cannot_keep_the_routes() {
+        let t0 = crate::test_origin();
+        let (mut p, conn, _) = up(gr_config(), true, false);
+        let out = p.step(
+            t0,
+            Input::StopForRestart {
+                communication: "restarting".into(),
+            },
+        );
+        let msgs = sent_on(&out, conn);
+        assert!(matches!(&msgs[0], Message::Update(u) if u.withdrawn.len() == 1));
+        assert!(matches!(&msgs[1], Message::Notification(_)));
+    }
+
+    #[test]
+    fn nothing_and_no_end_of_rib_is_sent_before_the_routes_are_ready() {
+        let t0 = crate::test_origin();
+        let (mut p, conn, out) = up(gr_config(), false, true);
+        assert!(
+            !sent_on(&out, conn)
+                .iter()
+                .any(|m| matches!(m, Message::Update(_))),
+            "an early End-of-RIB would make the peer drop our stale routes"
+        );
+        // Changes before Ready are kept, not sent.
+        let out = p.step(
+            t0,
+            Input::RouteChanges(vec![(
+                "192.0.2.11/32".parse().unwrap(),
+                Some(RouteAttrs::default()),
+            )]),
+        );
+        assert!(sent_on(&out, conn).is_empty());
+        let out = p.step(t0, Input::Ready);
+        let updates: Vec<_> = sent_on(&out, conn)
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::Update(u) => Some(u),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(updates.len(), 2, "the routes, then End-of-RIB");
+        assert_eq!(updates[0].nlri.len(), 2);
+        assert!(updates[1].nlri.is_empty() && updates[1].withdrawn.is_empty());
+        assert!(sent_on(&p.step(t0, Input::Ready), conn).is_empty(), "once");
     }
 }

@@ -1,0 +1,365 @@
+//! raft-lite between processes in network namespaces (`examples/lb-cluster-node`, one per
+//! lab node), with nft faults from the lab harness. Run as root in plain `cargo test`.
+//!
+//! Each process prints its view as JSON lines with wall-clock times (one machine, one clock),
+//! so the lines of different processes compare.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lb_testkit::lab::{Host, Lab, Proc, wait_until};
+use serde_json::Value;
+use std::cell::RefCell;
+
+const WAIT: Duration = Duration::from_secs(30);
+/// With members n1..n3, rendezvous hashing gives every member at least one of these at start,
+/// so whichever host leads owns an IP.
+const IPS: [&str; 4] = [
+    "10.10.100.200",
+    "10.10.100.201",
+    "10.10.100.202",
+    "10.10.100.203",
+];
+const PORT: u16 = 7946;
+
+/// The raft-lite node example, built on first use.
+fn node_bin() -> PathBuf {
+    lb_testkit::examples::example_binary("lb-cluster-node")
+}
+
+fn wall_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+/// One printed view.
+#[derive(Debug, Clone)]
+struct Line {
+    wall: i128,
+    me: String,
+    role: String,
+    term: u64,
+    leader: Option<String>,
+    /// IP → lease deadline (wall ns).
+    owned: BTreeMap<String, i128>,
+    drops: BTreeMap<String, u64>,
+}
+
+fn parse(l: &str) -> Option<Line> {
+    let v: Value = serde_json::from_str(l).ok()?;
+    v.get("me")?;
+    Some(Line {
+        wall: v["wall_ns"]
+            .as_i64()
+            .map(i128::from)
+            .or_else(|| v["wall_ns"].as_u64().map(i128::from))?,
+        me: v["me"].as_str().unwrap_or_default().to_owned(),
+        role: v["role"].as_str().unwrap_or_default().to_owned(),
+        term: v["term"].as_u64().unwrap_or(0),
+        leader: v["leader"].as_str().map(str::to_owned),
+        owned: v["owned"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(k, d)| Some((k.clone(), i128::from(d.as_i64()?))))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        drops: v["drops"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(k, n)| Some((k.clone(), n.as_u64()?)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    })
+}
+
+/// A process's JSON lines, read incrementally (the test polls every 10 ms; re-parsing the
+/// whole output each time would itself load the machine and delay the nodes).
+struct Output {
+    proc: Proc,
+    read: usize,
+    lines: Vec<Line>,
+}
+
+impl Output {
+    fn new(proc: Proc) -> Output {
+        Output {
+            proc,
+            read: 0,
+            lines: Vec::new(),
+        }
+    }
+
+    fn update(&mut self) -> &[Line] {
+        if let Ok(bytes) = std::fs::read(self.proc.stdout_path())
+            && bytes.len() > self.read
+        {
+            let new = &bytes[self.read..];
+            // Only complete lines.
+            if let Some(end) = new.iter().rposition(|b| *b == b'\n') {
+                let text = String::from_utf8_lossy(&new[..end]);
+                self.lines.extend(text.lines().filter_map(parse));
+                self.read += end + 1;
+            }
+        }
+        &self.lines
+    }
+
+    fn last(&mut self) -> Option<Line> {
+        self.update().last().cloned()
+    }
+}
+
+fn owns_at(l: &Line, ip: &str, t: i128) -> bool {
+    l.owned.get(ip).is_some_and(|d| t < *d)
+}
+
+struct ClusterLab {
+    lab: Lab,
+    hosts: Vec<Host>,
+    procs: Vec<RefCell<Output>>,
+}
+
+fn config(lab: &Lab, me: &str, members: &[(String, String)], key: &str) -> String {
+    let members = members
+        .iter()
+        .map(|(n, a)| format!("{n} = \"{a}:{PORT}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "[node]\nname = \"{me}\"\nstate_dir = \"{}\"\n\n[cluster]\nmembers = {{ {members} }}\nsecret_file = \"{key}\"\n\n[[pool]]\nname = \"l2\"\nprotocol = \"layer2\"\naddresses = [\"10.10.100.200-10.10.100.210\"]\n",
+        lab.dir()
+            .join(format!("state-{me}-{}", wall_ns()))
+            .display()
+    )
+}
+
+fn start_node(lab: &Lab, host: &Host, me: &str, members: &[(String, String)], key: &str) -> Proc {
+    let path = host
+        .write_file("lb.toml", &config(lab, me, members, key))
+        .expect("write lb.toml");
+    let bin = node_bin().to_string_lossy().into_owned();
+    let p = path.to_string_lossy().into_owned();
+    let mut args = vec![bin.as_str(), "--config", p.as_str()];
+    args.extend(IPS);
+    host.spawn(&args).expect("spawn lb-cluster-node")
+}
+
+fn key_file(lab: &Lab, name: &str, key: &str) -> String {
+    let path = lab.dir().join(name);
+    std::fs::write(&path, key).expect("write key");
+    path.to_string_lossy().into_owned()
+}
+
+impl ClusterLab {
+    fn start(name: &str) -> ClusterLab {
+        let lab = Lab::new(name);
+        let names = ["n1", "n2", "n3"];
+        let hosts: Vec<Host> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| lab.node(n, &[&format!("10.10.100.{}/24", 3 + i)]))
+            .collect();
+        let members: Vec<(String, String)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ((*n).to_owned(), format!("10.10.100.{}", 3 + i)))
+            .collect();
+        let key = key_file(&lab, "cluster.key", "netns cluster key\n");
+        let procs = names
+            .iter()
+            .zip(&hosts)
+            .map(|(n, h)| RefCell::new(Output::new(start_node(&lab, h, n, &members, &key))))
+            .collect();
+        ClusterLab { lab, hosts, procs }
+    }
+
+    fn latest(&self) -> Vec<Line> {
+        self.procs
+            .iter()
+            .filter_map(|p| p.borrow_mut().last())
+            .collect()
+    }
+
+    /// Every IP owned by exactly one node (by the latest lines, at the current time), one
+    /// leader known to all.
+    fn wait_stable(&self, what: &str) {
+        wait_until(WAIT, what, || {
+            let latest = self.latest();
+            let now = wall_ns();
+            latest.len() == self.procs.len()
+                && latest.iter().filter(|l| l.role == "leader").count() == 1
+                && latest.iter().all(|l| l.leader.is_some())
+                && IPS
+                    .iter()
+                    .all(|ip| latest.iter().filter(|l| owns_at(l, ip, now)).count() == 1)
+        });
+    }
+}
+
+#[test]
+fn cut_off_follower_stops_owning_before_another_host_takes_its_ip() {
+    cut_owner_and_check("clcutf");
+}
+
+#[test]
+fn the_leader_owns_no_ip_and_when_cut_off_the_others_hold_every_ip_again() {
+    let c = ClusterLab::start("clcutl");
+    c.wait_stable("a leader and one owner per IP");
+    let now = wall_ns();
+    let latest = c.latest();
+    let leader = latest
+        .iter()
+        .position(|l| l.role == "leader")
+        .expect("a leader");
+    // Three eligible hosts: the leader leaves the IPs to the followers (its failure costs an
+    // election, a follower's only a lease).
+    for ip in IPS {
+        assert!(
+            !owns_at(&latest[leader], ip, now),
+            "the leader owns {ip}: {:?}",
+            latest[leader]
+        );
+    }
+    let t_cut = wall_ns();
+    c.hosts[leader].isolate().expect("isolate the leader");
+    // The other two elect a leader among themselves and every IP is held again, once each.
+    wait_until(
+        WAIT,
+        "a new leader and one owner per IP among the others",
+        || {
+            let now = wall_ns();
+            let others: Vec<_> = c
+                .latest()
+                .into_iter()
+                .enumerate()
+                .filter(|(i, l)| *i != leader && l.wall > t_cut)
+                .map(|(_, l)| l)
+                .collect();
+            others.len() == 2
+                && others.iter().filter(|l| l.role == "leader").count() == 1
+                && IPS
+                    .iter()
+                    .all(|ip| others.iter().filter(|l| owns_at(l, ip, now)).count() == 1)
+        },
+    );
+    c.hosts[leader].heal().expect("heal");
+    c.wait_stable("stable again after healing");
+    c.lab.teardown();
+}
+
+/// Isolates (nft, every frame) a follower owning an IP and checks from the printed views that
+/// it stops owning before anyone else owns that IP.
+fn cut_owner_and_check(lab_name: &str) {
+    let c = ClusterLab::start(lab_name);
+    c.wait_stable("a leader and one owner per IP");
+    let now = wall_ns();
+    let latest = c.latest();
+    let (owner, ip) = latest
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.role != "leader")
+        .find_map(|(i, l)| IPS.iter().find(|ip| owns_at(l, ip, now)).map(|ip| (i, *ip)))
+        .expect("a host of the wanted role owning an IP");
+    let cut_name = c.hosts[owner].name().to_owned();
+    let t_cut = wall_ns();
+    c.hosts[owner].isolate().expect("isolate the owner");
+    // Another host takes the IP.
+    let (taker, t_new) = wait_until_some(|| {
+        c.procs.iter().enumerate().find_map(|(i, p)| {
+            if i == owner {
+                return None;
+            }
+            p.borrow_mut()
+                .update()
+                .iter()
+                .find(|l| l.wall > t_cut && l.owned.contains_key(ip))
+                .map(|l| (l.me.clone(), l.wall))
+        })
+    });
+    // The cut host's own view drops it (its task publishes at the lease deadline).
+    let cut_lines = || c.procs[owner].borrow_mut().update().to_vec();
+    let t_stop = wait_until_some(|| {
+        cut_lines()
+            .into_iter()
+            .find(|l| l.wall > t_cut && !l.owned.contains_key(ip))
+            .map(|l| l.wall)
+    });
+    // The last lease the cut host was given for the IP before it stopped.
+    let deadline = cut_lines()
+        .into_iter()
+        .filter(|l| l.wall < t_stop)
+        .filter_map(|l| l.owned.get(ip).copied())
+        .max()
+        .expect("the cut host held a lease");
+    let ms = |ns: i128| ns as f64 / 1e6;
+    println!(
+        "cut {cut_name} at 0; its lease ended at {:.1} ms, its view dropped {ip} at {:.1} ms; {taker} owns it from {:.1} ms",
+        ms(deadline - t_cut),
+        ms(t_stop - t_cut),
+        ms(t_new - t_cut)
+    );
+    assert!(
+        deadline <= t_new,
+        "{taker} owned {ip} at {t_new} before {cut_name}'s lease ended at {deadline}"
+    );
+    assert!(
+        t_stop < t_new,
+        "{cut_name}'s view still showed {ip} at {t_new} (dropped at {t_stop})"
+    );
+    // Healed, the cut host rejoins and every IP again has one owner.
+    c.hosts[owner].heal().expect("heal");
+    c.wait_stable("stable again after healing");
+    c.lab.teardown();
+}
+
+#[test]
+fn member_with_the_wrong_key_is_ignored() {
+    let c = ClusterLab::start("clkey");
+    c.wait_stable("a leader and one owner per IP");
+    let before: Vec<(String, u64)> = c.latest().into_iter().map(|l| (l.me, l.term)).collect();
+    // A fourth host claiming to be n1, with the wrong key.
+    let rogue = c.lab.node("rogue", &["10.10.100.6/24"]);
+    let members: Vec<(String, String)> = vec![
+        ("n1".into(), "10.10.100.6".into()),
+        ("n2".into(), "10.10.100.4".into()),
+        ("n3".into(), "10.10.100.5".into()),
+    ];
+    let key = key_file(&c.lab, "wrong.key", "not the cluster key\n");
+    let mut r = Output::new(start_node(&c.lab, &rogue, "n1", &members, &key));
+    // n2 and n3 count its datagrams as bad MACs.
+    wait_until(WAIT, "bad-MAC drops at n2 and n3", || {
+        c.procs[1..].iter().all(|p| {
+            p.borrow_mut()
+                .last()
+                .is_some_and(|l| l.drops.get("BadMac").copied().unwrap_or(0) >= 2)
+        })
+    });
+    let rl = r.update().to_vec();
+    assert!(!rl.is_empty(), "the rogue printed its view");
+    assert!(
+        rl.iter().all(|l| l.leader.is_none() && l.owned.is_empty()),
+        "the rogue never joined: {:?}",
+        rl.last()
+    );
+    c.wait_stable("cluster unaffected");
+    let after: Vec<(String, u64)> = c.latest().into_iter().map(|l| (l.me, l.term)).collect();
+    assert_eq!(before, after, "no new term because of the rogue");
+    drop(r);
+    c.lab.teardown();
+}
+
+fn wait_until_some<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let mut out = None;
+    wait_until(WAIT, "event in the JSON lines", || {
+        out = f();
+        out.is_some()
+    });
+    out.expect("set when the wait succeeded")
+}
