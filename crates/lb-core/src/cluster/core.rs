@@ -88,6 +88,24 @@ pub enum Input {
     Shutdown,
 }
 
+/// Deliberately broken variants of the protocol, for the mutation checks only
+/// (`tests/pure/cluster_model.rs`, `tests/pure/cluster_simulation.rs`): each test turns one
+/// on with [`Node::set_mutation`] and asserts that the checker finds the violation it causes
+/// (docs/raft-lite.md, "Mutation checks"). Never set by the daemon.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mutation {
+    /// A restarted voter promises at once instead of waiting lease + drift: it may promise
+    /// an IP that it had promised to another holder before the crash.
+    ForgetPromisesOnRestart,
+    /// A new leader makes its map at once, from placement alone, without waiting for (or
+    /// keeping) the holders that the members report.
+    MapBeforeLearningHolders,
+    /// A holder counts a grant's lease from when the grant arrived instead of from when it
+    /// sent the request (the voter's promise started earlier, so it ends earlier).
+    LeaseFromReceipt,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     Follower,
@@ -242,10 +260,16 @@ pub struct Node {
     vote_reports: BTreeMap<usize, (u64, Option<Report>, Instant)>,
     lead: Option<Leadership>,
     leaving: bool,
+    /// After `Shutdown`: the IPs released, and when to stop waiting for their successors
+    /// (this host's voter promising each to another holder) and complete anyway.
+    handover: BTreeSet<IpAddr>,
+    leave_by: Option<Instant>,
     done: bool,
     /// `now` of the latest step.
     last_now: Instant,
     last_leases: BTreeMap<IpAddr, Instant>,
+    /// A deliberately broken variant (mutation checks only).
+    mutation: Option<Mutation>,
 }
 
 fn majority(n: usize) -> usize {
@@ -318,9 +342,12 @@ impl Node {
             vote_reports: BTreeMap::new(),
             lead: None,
             leaving: false,
+            handover: BTreeSet::new(),
+            leave_by: None,
             done: false,
             last_now: now,
             last_leases: BTreeMap::new(),
+            mutation: None,
         };
         node.election_deadline = now + node.random_timeout();
         let mut out = Vec::new();
@@ -328,6 +355,16 @@ impl Node {
             node.become_candidate(now, false, &mut out);
         }
         Ok((node, out))
+    }
+
+    /// Mutation checks only: makes this node one of the broken variants of [`Mutation`]
+    /// (call right after [`Node::new`]).
+    #[doc(hidden)]
+    pub fn set_mutation(&mut self, m: Mutation, now: Instant) {
+        self.mutation = Some(m);
+        if m == Mutation::ForgetPromisesOnRestart {
+            self.voter.skip_quarantine(now);
+        }
     }
 
     // ---- queries -------------------------------------------------------------------------
@@ -441,6 +478,9 @@ impl Node {
         }
         if let Some(v) = self.voter.next_deadline() {
             t = t.min(v);
+        }
+        if let Some(b) = self.leave_by {
+            t = t.min(b);
         }
         let (hold, standby) = self.wants(self.last_now);
         if !hold.is_empty() || !standby.is_empty() {
@@ -557,6 +597,7 @@ impl Node {
         if !self.done {
             self.on_timers(now, lease_message, &mut out);
             self.tend_leases(now, &mut out);
+            self.check_left(now, &mut out);
         }
         self.emit_leases(&mut out);
         out
@@ -744,7 +785,13 @@ impl Node {
     /// Stops counting `ips` and tells the voters (all, or `only` one) to forget this host's
     /// promises on them. The caller has already stopped answering for them: this step's
     /// `Leases` goes first in the batch.
-    fn release(&mut self, now: Instant, ips: &[IpAddr], only: Option<usize>, out: &mut Vec<Output>) {
+    fn release(
+        &mut self,
+        now: Instant,
+        ips: &[IpAddr],
+        only: Option<usize>,
+        out: &mut Vec<Output>,
+    ) {
         for ip in ips {
             self.holder.forget(ip);
         }
@@ -771,11 +818,23 @@ impl Node {
     }
 
     /// Holder: voter `from` granted `ips` for request `seq`.
-    fn on_grant(&mut self, now: Instant, from: usize, seq: u64, ips: &[IpAddr], out: &mut Vec<Output>) {
+    fn on_grant(
+        &mut self,
+        now: Instant,
+        from: usize,
+        seq: u64,
+        ips: &[IpAddr],
+        out: &mut Vec<Output>,
+    ) {
         let (hold, standby) = self.wants(now);
-        let unwanted = self.holder.on_grant(from, seq, ips, |ip| {
-            hold.contains(ip) || standby.contains(ip)
-        });
+        let received = (self.mutation == Some(Mutation::LeaseFromReceipt)).then_some(now);
+        let unwanted = self.holder.on_grant(
+            from,
+            seq,
+            ips,
+            |ip| hold.contains(ip) || standby.contains(ip),
+            received,
+        );
         if !unwanted.is_empty() {
             // Granted after this host stopped wanting them: free them at that voter at once.
             let seq = self.holder.next_request(now);
@@ -1021,6 +1080,10 @@ impl Node {
                     if self.votes.len() >= majority(self.names.len()) {
                         self.become_leader(now, out);
                     }
+                } else if self.role == Role::Leader && granted && term == self.term {
+                    // A vote that arrives after the majority: its report still tells this new
+                    // leader what that host holds, a round trip before its first ack would.
+                    self.on_late_vote(now, from, ack_seq, report);
                 }
             }
             Body::Heartbeat(hb) => self.on_heartbeat(now, from, term, hb, out),
@@ -1140,6 +1203,25 @@ impl Node {
         self.broadcast_heartbeats(now, out);
     }
 
+    /// A granted vote received after this node became leader (same term).
+    fn on_late_vote(&mut self, now: Instant, from: usize, ack_seq: u64, report: Option<Report>) {
+        let sent = self.vote_sent_at;
+        let Some(l) = &mut self.lead else { return };
+        let p = &mut l.peers[from];
+        p.promised_from = Some(p.promised_from.map_or(sent, |t| t.max(sent)));
+        if ack_seq != 0 && p.latest_ack.is_none_or(|k| ack_seq > k) {
+            p.latest_ack = Some(ack_seq);
+            p.latest_ack_received = Some(now);
+        }
+        if let Some(r) = report
+            && (p.eligible.is_none() || r.eligibility_version > p.eligibility_version)
+        {
+            p.eligibility_version = r.eligibility_version;
+            p.eligible = Some(r.eligible.into_iter().collect());
+            p.held = r.held.into_iter().collect();
+        }
+    }
+
     // ---- follower ------------------------------------------------------------------------
 
     fn on_heartbeat(
@@ -1205,7 +1287,10 @@ impl Node {
 
     /// Planned leave: stop answering and release every IP at once (the successors take them
     /// over, with or without a leader), tell the leader, and, as leader, hand leadership to
-    /// the most recently heard follower. Nobody else's lease is touched.
+    /// the most recently heard follower. Nobody else's lease is touched. Completes once this
+    /// host's voter has promised every released IP to another holder (its successor has
+    /// asked: the hand-over is under way), or after one lease; meanwhile it still votes on
+    /// leases.
     fn shutdown(&mut self, now: Instant, out: &mut Vec<Output>) {
         if self.leaving {
             return;
@@ -1214,6 +1299,10 @@ impl Node {
         let held: Vec<IpAddr> = self.holder.granted_ips().copied().collect();
         if !held.is_empty() {
             self.release(now, &held, None, out);
+        }
+        if self.names.len() > 1 {
+            self.handover = held.iter().copied().collect();
+            self.leave_by = Some(now + self.timing.lease);
         }
         match self.role {
             Role::Leader => {
@@ -1245,8 +1334,28 @@ impl Node {
                 }
             }
         }
-        self.done = true;
-        out.push(Output::ShutdownComplete);
+        self.check_left(now, out);
+    }
+
+    /// After `Shutdown`: done once every released IP that is still desired is promised by
+    /// this host's voter to another holder, or at `leave_by`.
+    fn check_left(&mut self, now: Instant, out: &mut Vec<Output>) {
+        if !self.leaving || self.done {
+            return;
+        }
+        let handed = self.handover.iter().all(|ip| {
+            !self.desired.contains_key(ip)
+                || self
+                    .voter
+                    .promises()
+                    .get(ip)
+                    .is_some_and(|p| p.holder != self.me)
+        });
+        if handed || self.leave_by.is_none_or(|b| now >= b) {
+            self.done = true;
+            self.leave_by = None;
+            out.push(Output::ShutdownComplete);
+        }
     }
 
     // ---- leader --------------------------------------------------------------------------
@@ -1369,7 +1478,8 @@ impl Node {
             .iter()
             .enumerate()
             .all(|(i, p)| i == self.me || p.eligible.is_some());
-        if !all_reported && now < l.elected_at + self.timing.heartbeat {
+        let hasty = self.mutation == Some(Mutation::MapBeforeLearningHolders);
+        if !all_reported && now < l.elected_at + self.timing.heartbeat && !hasty {
             // No map before then: heartbeats carry epoch 0 ("no map yet"), which followers
             // do not apply, so every holder keeps its IPs under the previous map meanwhile.
             return;
@@ -1396,7 +1506,11 @@ impl Node {
             let owner = match current {
                 Some(c) => Some(c),
                 None => {
-                    let holding = elig.iter().copied().find(|i| self.reported_holds(*i, &ip));
+                    let holding = elig
+                        .iter()
+                        .copied()
+                        .find(|i| self.reported_holds(*i, &ip))
+                        .filter(|_| !hasty);
                     let prefer = holding
                         .or_else(|| successors.get(&ip).copied().filter(|s| elig.contains(s)));
                     placement::choose_owner(&ip, prefer.map(name), elig.iter().map(|i| name(*i)))
@@ -1711,7 +1825,6 @@ mod tests {
         assert!(granted(&n.step(hb_at + E, pre)));
     }
 
-
     fn ip2() -> IpAddr {
         "10.10.100.201".parse().expect("ip")
     }
@@ -1787,21 +1900,58 @@ mod tests {
         let t0 = crate::test_origin() + E * 2;
         let mut v = follower("c", t0);
         let out = v.step(t0, msg("a", 1, renew_from(10, (1, 1), vec![ip()], vec![])));
-        assert_eq!(grants(&out), vec![("a".to_string(), Grant { seq: 10, ips: vec![ip()] })]);
+        assert_eq!(
+            grants(&out),
+            vec![(
+                "a".to_string(),
+                Grant {
+                    seq: 10,
+                    ips: vec![ip()]
+                }
+            )]
+        );
         // Another holder, even with a newer map, waits while the promise lasts.
         let t1 = t0 + Duration::from_millis(100);
         let out = v.step(t1, msg("b", 1, renew_from(20, (1, 2), vec![ip()], vec![])));
         assert!(grants(&out).is_empty(), "{out:?}");
         // The promise to "a" is no longer renewed (a newer map moved the IP): at its end
         // the waiting request is granted.
-        let out = v.step(t0 + Duration::from_millis(120), msg("a", 1, renew_from(11, (1, 1), vec![ip()], vec![])));
-        assert!(grants(&out).is_empty(), "an older map is not renewed: {out:?}");
+        let out = v.step(
+            t0 + Duration::from_millis(120),
+            msg("a", 1, renew_from(11, (1, 1), vec![ip()], vec![])),
+        );
+        assert!(
+            grants(&out).is_empty(),
+            "an older map is not renewed: {out:?}"
+        );
         let out = v.step(t0 + Timing::default().lease, Input::Tick);
-        assert_eq!(grants(&out), vec![("b".to_string(), Grant { seq: 20, ips: vec![ip()] })]);
+        assert_eq!(
+            grants(&out),
+            vec![(
+                "b".to_string(),
+                Grant {
+                    seq: 20,
+                    ips: vec![ip()]
+                }
+            )]
+        );
         // A release frees it at once for the next holder.
-        let out = v.step(t1 + E, msg("b", 1, Body::Release(Release { seq: 21, ips: vec![ip()] })));
+        let out = v.step(
+            t1 + E,
+            msg(
+                "b",
+                1,
+                Body::Release(Release {
+                    seq: 21,
+                    ips: vec![ip()],
+                }),
+            ),
+        );
         assert!(grants(&out).is_empty());
-        let out = v.step(t1 + E, msg("a", 1, renew_from(12, (1, 3), vec![ip()], vec![])));
+        let out = v.step(
+            t1 + E,
+            msg("a", 1, renew_from(12, (1, 3), vec![ip()], vec![])),
+        );
         assert_eq!(grants(&out).len(), 1, "{out:?}");
     }
 
@@ -1812,9 +1962,18 @@ mod tests {
             Node::new(cfg("c", &["a", "b", "c"]), HardState::default(), t0).expect("node");
         let t = Timing::default();
         let quiet = t.lease + t.clock_drift;
-        let out = v.step(t0 + quiet - Duration::from_millis(1), msg("a", 0, renew_from(1, (1, 1), vec![ip()], vec![])));
-        assert!(grants(&out).is_empty(), "granted inside the quiet period: {out:?}");
-        let out = v.step(t0 + quiet, msg("a", 0, renew_from(2, (1, 1), vec![ip()], vec![])));
+        let out = v.step(
+            t0 + quiet - Duration::from_millis(1),
+            msg("a", 0, renew_from(1, (1, 1), vec![ip()], vec![])),
+        );
+        assert!(
+            grants(&out).is_empty(),
+            "granted inside the quiet period: {out:?}"
+        );
+        let out = v.step(
+            t0 + quiet,
+            msg("a", 0, renew_from(2, (1, 1), vec![ip()], vec![])),
+        );
         assert_eq!(grants(&out).len(), 1, "{out:?}");
     }
 
@@ -1822,9 +1981,22 @@ mod tests {
     fn a_voter_ignores_requests_older_than_one_it_acted_on() {
         let t0 = crate::test_origin() + E * 2;
         let mut v = follower("c", t0);
-        v.step(t0, msg("a", 1, Body::Release(Release { seq: 5, ips: vec![ip()] })));
+        v.step(
+            t0,
+            msg(
+                "a",
+                1,
+                Body::Release(Release {
+                    seq: 5,
+                    ips: vec![ip()],
+                }),
+            ),
+        );
         let out = v.step(t0, msg("a", 1, renew_from(4, (1, 1), vec![ip()], vec![])));
-        assert!(grants(&out).is_empty(), "a renewal sent before the release: {out:?}");
+        assert!(
+            grants(&out).is_empty(),
+            "a renewal sent before the release: {out:?}"
+        );
     }
 
     /// "b" holds `ip()` in map (1, 1): returns it with its first renewal request.
@@ -1845,7 +2017,17 @@ mod tests {
         // Its own voter granted at once: one of three is no majority.
         assert!(n.owned_ips(t0).is_empty());
         let t1 = t0 + Duration::from_millis(20);
-        let out = n.step(t1, msg("c", 1, Body::Grant(Grant { seq: r.seq, ips: vec![ip()] })));
+        let out = n.step(
+            t1,
+            msg(
+                "c",
+                1,
+                Body::Grant(Grant {
+                    seq: r.seq,
+                    ips: vec![ip()],
+                }),
+            ),
+        );
         assert_eq!(n.owned_ips(t1), [ip()].into());
         assert!(matches!(out.first(), Some(Output::Leases(l)) if l.contains_key(&ip())));
         // lease − drift from the send (t0), not from the grant's arrival.
@@ -1859,7 +2041,17 @@ mod tests {
     fn leases_outlive_the_leader_a_higher_term_keeps_them_and_renewals_go_on() {
         let t0 = crate::test_origin() + E * 2;
         let (mut n, r) = holder_b(t0);
-        n.step(t0, msg("c", 1, Body::Grant(Grant { seq: r.seq, ips: vec![ip()] })));
+        n.step(
+            t0,
+            msg(
+                "c",
+                1,
+                Body::Grant(Grant {
+                    seq: r.seq,
+                    ips: vec![ip()],
+                }),
+            ),
+        );
         // The leader is gone; "c" campaigns and wins term 2: no lease is dropped.
         let t1 = t0 + Duration::from_millis(30);
         n.step(t1, msg("c", 2, hb(1, 1, 0, vec![ip()], vec![])));
@@ -1871,32 +2063,72 @@ mod tests {
         let r2 = renews(&out);
         assert!(!r2.is_empty(), "{out:?}");
         assert_eq!(r2[0].1.claim, (2, 1));
-        n.step(t2, msg("a", 2, Body::Grant(Grant { seq: r2[0].1.seq, ips: vec![ip()] })));
+        n.step(
+            t2,
+            msg(
+                "a",
+                2,
+                Body::Grant(Grant {
+                    seq: r2[0].1.seq,
+                    ips: vec![ip()],
+                }),
+            ),
+        );
         let t = Timing::default();
-        assert!(n.owned_ips(t2 + t.lease - t.clock_drift - Duration::from_millis(1)).contains(&ip()));
+        assert!(
+            n.owned_ips(t2 + t.lease - t.clock_drift - Duration::from_millis(1))
+                .contains(&ip())
+        );
     }
 
     #[test]
     fn an_ip_given_up_on_link_down_is_asked_for_again_only_once_the_leader_assigns_it_again() {
         let t0 = crate::test_origin() + E * 2;
         let (mut n, r) = holder_b(t0);
-        n.step(t0, msg("c", 1, Body::Grant(Grant { seq: r.seq, ips: vec![ip()] })));
+        n.step(
+            t0,
+            msg(
+                "c",
+                1,
+                Body::Grant(Grant {
+                    seq: r.seq,
+                    ips: vec![ip()],
+                }),
+            ),
+        );
         assert_eq!(n.owned_ips(t0), [ip()].into());
         // Link down: given up at once and released (lease first in the batch).
         let out = n.step(t0, Input::LocalEligibility([ip2()].into()));
         assert!(n.owned_ips(t0).is_empty());
-        let leases = out.iter().position(|o| matches!(o, Output::Leases(l) if l.is_empty()));
+        let leases = out
+            .iter()
+            .position(|o| matches!(o, Output::Leases(l) if l.is_empty()));
         let release = out.iter().position(|o| {
-            matches!(o, Output::Send { msg: Message { body: Body::Release(_), .. }, .. })
+            matches!(
+                o,
+                Output::Send {
+                    msg: Message {
+                        body: Body::Release(_),
+                        ..
+                    },
+                    ..
+                }
+            )
         });
-        assert!(leases.is_some() && release.is_some() && leases < release, "{out:?}");
+        assert!(
+            leases.is_some() && release.is_some() && leases < release,
+            "{out:?}"
+        );
         // Link up within the lease, before the leader heard of either: not asked for.
         let t1 = t0 + Duration::from_millis(5);
         let out = n.step(t1, Input::LocalEligibility([ip(), ip2()].into()));
         assert!(renews(&out).is_empty(), "{out:?}");
         let t2 = t0 + Duration::from_millis(60);
         let out = n.step(t2, msg("a", 1, hb(2, 1, 0, vec![ip()], vec![])));
-        assert!(renews(&out).is_empty(), "a heartbeat that has not seen it eligible: {out:?}");
+        assert!(
+            renews(&out).is_empty(),
+            "a heartbeat that has not seen it eligible: {out:?}"
+        );
         let known = sent(&out, |b| match b {
             Body::Ack(a) => Some(a.eligibility_version),
             _ => None,
@@ -1904,7 +2136,11 @@ mod tests {
             .1;
         // The leader knows it is eligible again and still assigns it: asked for again.
         let out = n.step(t2, msg("a", 1, hb(3, 1, known, vec![ip()], vec![])));
-        assert_eq!(renews(&out).first().map(|r| r.1.ips.clone()), Some(vec![ip()]), "{out:?}");
+        assert_eq!(
+            renews(&out).first().map(|r| r.1.ips.clone()),
+            Some(vec![ip()]),
+            "{out:?}"
+        );
     }
 
     #[test]
@@ -1921,15 +2157,32 @@ mod tests {
         // "a" went silent: at the promise's end "c" asks for it as successor.
         let out = s.step(t0 + t.lease, Input::Tick);
         let r = renews(&out);
-        assert_eq!(r.first().map(|r| r.1.standby.clone()), Some(vec![ip()]), "{out:?}");
+        assert_eq!(
+            r.first().map(|r| r.1.standby.clone()),
+            Some(vec![ip()]),
+            "{out:?}"
+        );
         let t1 = t0 + t.lease + Duration::from_millis(2);
-        let out = s.step(t1, msg("b", 1, Body::Grant(Grant { seq: r[0].1.seq, ips: vec![ip()] })));
+        let out = s.step(
+            t1,
+            msg(
+                "b",
+                1,
+                Body::Grant(Grant {
+                    seq: r[0].1.seq,
+                    ips: vec![ip()],
+                }),
+            ),
+        );
         assert_eq!(s.owned_ips(t1), [ip()].into());
         let failover = out.iter().find_map(|o| match o {
             Output::Failover { ip, to, took } => Some((*ip, to.clone(), *took)),
             _ => None,
         });
-        assert_eq!(failover, Some((ip(), "c".to_string(), t.lease + Duration::from_millis(2))));
+        assert_eq!(
+            failover,
+            Some((ip(), "c".to_string(), t.lease + Duration::from_millis(2)))
+        );
     }
 
     #[test]

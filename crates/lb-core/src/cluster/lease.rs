@@ -92,6 +92,13 @@ impl Voter {
         }
     }
 
+    /// Mutation check only (`core::Mutation::ForgetPromisesOnRestart`): no quarantine after a
+    /// (re)start, so promises forgotten in a crash are made again at once.
+    #[doc(hidden)]
+    pub fn skip_quarantine(&mut self, now: Instant) {
+        self.quiet_until = now;
+    }
+
     /// The promises in force (for status and tests).
     pub fn promises(&self) -> &BTreeMap<IpAddr, Promise> {
         &self.promises
@@ -308,16 +315,21 @@ impl Holder {
 
     /// Voter `from` granted `ips` for request `seq`. Returns the IPs granted that this holder
     /// does not want (to be released at that voter).
+    ///
+    /// `received` is `None` except in a mutation check (`core::Mutation::LeaseFromReceipt`):
+    /// then the lease wrongly starts when the grant arrived.
     pub fn on_grant(
         &mut self,
         from: usize,
         seq: u64,
         ips: &[IpAddr],
         wanted: impl Fn(&IpAddr) -> bool,
+        received: Option<Instant>,
     ) -> Vec<IpAddr> {
         let Some((_, sent)) = self.sent.iter().find(|(s, _)| *s == seq).copied() else {
             return Vec::new(); // too old to know when it was sent: it cannot count
         };
+        let sent = received.unwrap_or(sent);
         let mut unwanted = Vec::new();
         for ip in ips {
             if self.floor.get(ip).is_some_and(|f| seq < *f) {
@@ -329,7 +341,12 @@ impl Holder {
             }
             // The lease starts when the request was sent: before the voter received it.
             let end = sent + self.lease.saturating_sub(self.drift);
-            let e = self.grants.entry(*ip).or_default().entry(from).or_insert(end);
+            let e = self
+                .grants
+                .entry(*ip)
+                .or_default()
+                .entry(from)
+                .or_insert(end);
             *e = (*e).max(end);
         }
         unwanted

@@ -320,15 +320,13 @@ fn decode_body(d: &[u8], h: &Header<'_>) -> Result<Message, DropReason> {
             ack_seq: r.u64().ok_or(m)?,
             report: r.report().ok_or(m)?,
         },
-        5 => {
-            Body::Heartbeat(Heartbeat {
-                seq: r.u64().ok_or(m)?,
-                epoch: r.u64().ok_or(m)?,
-                eligibility_known: r.u64().ok_or(m)?,
-                ips: r.ips().ok_or(m)?,
-                standby: r.ips().ok_or(m)?,
-            })
-        }
+        5 => Body::Heartbeat(Heartbeat {
+            seq: r.u64().ok_or(m)?,
+            epoch: r.u64().ok_or(m)?,
+            eligibility_known: r.u64().ok_or(m)?,
+            ips: r.ips().ok_or(m)?,
+            standby: r.ips().ok_or(m)?,
+        }),
         6 => Body::Ack(Ack {
             heartbeat: r.u64().ok_or(m)?,
             ack_seq: r.u64().ok_or(m)?,
