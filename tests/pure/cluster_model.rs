@@ -623,9 +623,14 @@ fn leader_fault_model_a_partition_isolating_the_leader_darkens_no_other_ip() {
 
 #[test]
 fn leader_fault_model_the_leaders_planned_stop_darkens_no_other_ip() {
+    // In-order delivery (the leaving host keeps voting until its successors asked, which
+    // with every reordering is too many states for CI); the fault at any step.
     check(
         "leader stop",
-        leader_fault(LeaderFault::Shutdown, false),
+        RaftModel {
+            reorder: false,
+            ..leader_fault(LeaderFault::Shutdown, false)
+        },
         depth(160),
     );
 }

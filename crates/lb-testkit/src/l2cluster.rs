@@ -23,6 +23,8 @@ pub struct Cluster {
     pub lbds: Vec<Option<Proc>>,
     /// Each node's HTTP name server (on both VIPs).
     pub http: Vec<Proc>,
+    /// Each node's lb.toml.
+    pub configs: Vec<std::path::PathBuf>,
     pub client: Host,
     // Keeps the namespaces alive; dropped last.
     _lab: Lab,
@@ -92,6 +94,11 @@ pub fn start_cluster(name: &str) -> Cluster {
 /// [`start_cluster`] with `extra` IPv4 VIPs (e.g. [`EXTRA_VIPS`]) in the first pool, each a
 /// static service of its own.
 pub fn start_cluster_with(name: &str, extra: &[&str]) -> Cluster {
+    start_cluster_bin(name, extra, &lbd_binary())
+}
+
+/// [`start_cluster_with`] running the lbd binary `bin` (e.g. a previous release's).
+pub fn start_cluster_bin(name: &str, extra: &[&str], bin: &std::path::Path) -> Cluster {
     let lab = Lab::new(name);
     let nodes: Vec<Host> = (0..3)
         .map(|i| {
@@ -107,6 +114,7 @@ pub fn start_cluster_with(name: &str, extra: &[&str]) -> Cluster {
     let client = lab.host("client", &["10.10.100.9/24", "fd00:10::9/64"]);
     let mut lbds = Vec::new();
     let mut http = Vec::new();
+    let mut configs = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         // The name server binds the VIPs before lbd puts them on `lo`.
         node.sysctl(&["net.ipv4.ip_nonlocal_bind=1", "net.ipv6.ip_nonlocal_bind=1"])
@@ -147,33 +155,50 @@ pub fn start_cluster_with(name: &str, extra: &[&str]) -> Cluster {
                 ),
             )
             .unwrap();
-        let bin = lbd_binary();
-        // `env` execs lbd: the PID is lbd's. Never the machine's system bus (tests of other
-        // modules run lbd nodes at the same time).
-        lbds.push(Some(
-            node.spawn_labeled(
-                "lbd",
-                &[
-                    "env",
-                    "DBUS_SYSTEM_BUS_ADDRESS=unix:path=/nonexistent",
-                    bin.to_str().unwrap(),
-                    "--config",
-                    cfg.to_str().unwrap(),
-                ],
-            )
-            .unwrap(),
-        ));
+        lbds.push(Some(spawn_lbd(node, bin, &cfg)));
+        configs.push(cfg);
     }
     Cluster {
         nodes,
         lbds,
         http,
+        configs,
         client,
         _lab: lab,
     }
 }
 
+fn spawn_lbd(node: &Host, bin: &std::path::Path, cfg: &std::path::Path) -> Proc {
+    // `env` execs lbd: the PID is lbd's. Never the machine's system bus (tests of other
+    // modules run lbd nodes at the same time).
+    node.spawn_labeled(
+        "lbd",
+        &[
+            "env",
+            "DBUS_SYSTEM_BUS_ADDRESS=unix:path=/nonexistent",
+            bin.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    )
+    .unwrap()
+}
+
 impl Cluster {
+    /// Stops node `i`'s lbd (SIGTERM, waits for its exit) and starts `bin` in its place with
+    /// the same configuration and state directory: one step of a rolling upgrade. Returns the
+    /// old process (its log).
+    pub fn replace_lbd(&mut self, i: usize, bin: &std::path::Path) -> Option<Proc> {
+        let old = self.lbds[i].take();
+        if let Some(p) = &old {
+            p.kill(crate::lab::Signal::Term);
+            let status = p.wait_timeout(T).expect("lbd exits after SIGTERM");
+            assert!(status.success(), "{status:?}\n{}", p.log());
+        }
+        self.lbds[i] = Some(spawn_lbd(&self.nodes[i], bin, &self.configs[i]));
+        old
+    }
+
     pub fn logs(&self) -> String {
         self.lbds
             .iter()

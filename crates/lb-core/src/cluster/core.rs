@@ -308,11 +308,15 @@ impl Node {
         let e = cfg.timing.election_timeout;
         let t = cfg.timing;
         let n = names.len();
-        // A cluster of one has no other holder a forgotten promise could let in.
-        let voter_start = if n == 1 {
-            now.checked_sub(t.lease + t.clock_drift).unwrap_or(now)
-        } else {
+        // Restart quarantine: no promise before the end of every promise this voter may have
+        // given before it (re)started and forgot: a lease (quorum leases), or an election
+        // timeout (a version-1 voter's promise not to vote, on which a version-1 leader's
+        // leases rest: a host upgraded from version 1 keeps it too; docs/operate.md), plus
+        // the drift. A cluster of one has no other holder a forgotten promise could let in.
+        let quiet_until = if n == 1 {
             now
+        } else {
+            now + t.lease.max(e) + t.clock_drift
         };
         let mut node = Node {
             me,
@@ -328,7 +332,7 @@ impl Node {
             election_deadline: now + e,
             next_ack_seq: cfg.incarnation.max(1),
             map: Assignment::default(),
-            voter: lease::Voter::new(n, t.lease, t.clock_drift, voter_start),
+            voter: lease::Voter::new(n, t.lease, t.clock_drift, quiet_until),
             holder: lease::Holder::new(n, t.lease, t.clock_drift, cfg.incarnation),
             next_renew: now,
             eligible: BTreeSet::new(),
@@ -1956,12 +1960,15 @@ mod tests {
     }
 
     #[test]
-    fn a_restarted_voter_promises_nothing_for_one_lease_plus_drift() {
+    fn a_restarted_voter_promises_nothing_for_one_election_timeout_plus_drift() {
         let t0 = crate::test_origin() + E * 2;
         let (mut v, _) =
             Node::new(cfg("c", &["a", "b", "c"]), HardState::default(), t0).expect("node");
         let t = Timing::default();
-        let quiet = t.lease + t.clock_drift;
+        // At least lease + drift (forgotten promises); E + drift also covers a version-1
+        // voter's promise not to vote (a rolling upgrade from version 1).
+        let quiet = t.election_timeout + t.clock_drift;
+        assert!(quiet >= t.lease + t.clock_drift);
         let out = v.step(
             t0 + quiet - Duration::from_millis(1),
             msg("a", 0, renew_from(1, (1, 1), vec![ip()], vec![])),

@@ -8,8 +8,8 @@
 //! - [`Voter`]: promises IP x to at most one holder at a time, until its own clock reads
 //!   (receipt of the request, or the later moment it granted it) + lease. It promises x to
 //!   another holder only after that promise ended on its own clock or the holder released x.
-//!   After a (re)start it promises nothing for lease + drift: it may have forgotten promises
-//!   that a holder still counts.
+//!   After a (re)start it promises nothing for a while (the caller's quarantine, at least
+//!   lease + drift): it may have forgotten promises that a holder still counts.
 //! - [`Holder`]: numbers its requests and remembers when it sent each; a grant for request
 //!   k from voter v counts until sent(k) + lease − drift on the holder's clock, which in real
 //!   time is before v's promise ends. It may answer for x while grants from a majority of
@@ -69,7 +69,7 @@ pub struct Granted {
 pub struct Voter {
     lease: Duration,
     drift: Duration,
-    /// No promise before this (a restart forgets promises: lease + drift covers them all).
+    /// No promise before this (a restart forgets promises: the quarantine covers them all).
     quiet_until: Instant,
     promises: BTreeMap<IpAddr, Promise>,
     /// Per IP: the newest map version a holder showed in a (non-standby) request.
@@ -80,11 +80,13 @@ pub struct Voter {
 }
 
 impl Voter {
-    pub fn new(members: usize, lease: Duration, drift: Duration, now: Instant) -> Self {
+    /// `quiet_until`: no promise before then (at least start + lease + drift: promises
+    /// forgotten in a restart).
+    pub fn new(members: usize, lease: Duration, drift: Duration, quiet_until: Instant) -> Self {
         Self {
             lease,
             drift,
-            quiet_until: now + lease + drift,
+            quiet_until,
             promises: BTreeMap::new(),
             claims: BTreeMap::new(),
             last_seq: vec![0; members],

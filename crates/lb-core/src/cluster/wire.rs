@@ -64,7 +64,9 @@ pub enum DropReason {
     Truncated,
     #[error("bad magic (not raft-lite)")]
     BadMagic,
-    #[error("unsupported (newer) protocol version")]
+    /// Another version than [`VERSION`] (version 1 says "unsupported (newer) protocol
+    /// version" of version 2's datagrams).
+    #[error("unsupported protocol version")]
     UnsupportedVersion,
     #[error("sender is not a cluster member")]
     UnknownSender,
