@@ -39,7 +39,8 @@ fn epoch_secs() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Waits until every VIP was answered at least 20 times since `since` (seconds since the epoch).
+/// Waits until every VIP was answered at least 50 times (half a second) since `since` (seconds
+/// since the epoch).
 fn wait_all_served(
     p: &RunningProbe,
     vips: &[&str],
@@ -54,7 +55,7 @@ fn wait_all_served(
             recs.iter()
                 .filter(|r| r.is_answer() && r.t >= since && r.target.as_deref() == Some(*v))
                 .count()
-                >= 20
+                >= 50
         });
         if served {
             return;
@@ -101,8 +102,10 @@ fn a_rolling_upgrade_from_the_previous_release_never_lets_two_macs_answer_for_on
     let mut worst = Vec::new();
     for v in &vips {
         let r = run.for_target(v);
+        // An IP may move back soon after a move here (the version-2 side places it anew):
+        // no flap heuristic, but no request answered by two MACs and no interleaving.
         assert_eq!(
-            r.split_brain(PROBE_INTERVAL),
+            r.two_macs_at_once(PROBE_INTERVAL * 5),
             None,
             "two MACs answered for {v} at once during the upgrade\n{}",
             c.logs()
@@ -129,10 +132,10 @@ fn a_rolling_upgrade_from_the_previous_release_never_lets_two_macs_answer_for_on
         worst.join("\n  ")
     );
     // They refused each other: the new node1 dropped the old nodes' datagrams, and the old
-    // node2 (upgraded second) dropped node1's, each as an unsupported version.
+    // node3 (upgraded last) dropped the new ones', each as an unsupported version.
     let new1 = c.lbds[0].as_ref().unwrap().log();
     assert!(new1.contains("unsupported protocol version"), "{new1}");
-    let old2 = old_procs[1].log();
+    let old2 = old_procs[2].log();
     assert!(
         old2.contains("unsupported (newer) protocol version"),
         "{old2}"
