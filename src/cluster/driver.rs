@@ -331,8 +331,8 @@ struct Shell {
     leaving_until: Option<Instant>,
     /// How the task ended, once it has.
     outcome: Option<ShutdownOutcome>,
-    /// Latest `Output::Leases`.
-    leases: (BTreeSet<IpAddr>, Option<Instant>),
+    /// Latest `Output::Leases`: IP → lease deadline.
+    leases: BTreeMap<IpAddr, Instant>,
     /// What the ownership log lines last said this host answers for.
     logged_owned: BTreeSet<IpAddr>,
     last_publish: Instant,
@@ -378,7 +378,7 @@ impl ClusterDriver {
 
     /// [`spawn`](Self::spawn), counting elections this host starts
     /// (`lb_cluster_elections_total`), the datagrams the transport drops
-    /// (`lb_cluster_datagrams_dropped_total`) and, while it leads, failover durations
+    /// (`lb_cluster_datagrams_dropped_total`) and the takeovers it makes as a successor
     /// (`lb_failover_duration_seconds`, see [`Output::Failover`]) in `metrics`.
     pub async fn spawn_with_metrics(
         settings: ClusterSettings,
@@ -448,7 +448,7 @@ impl ClusterDriver {
             cmd,
             leaving_until: None,
             outcome: None,
-            leases: (BTreeSet::new(), None),
+            leases: BTreeMap::new(),
             logged_owned: BTreeSet::new(),
             last_publish: start,
             metrics,
@@ -535,8 +535,8 @@ impl driver::Shell<Node> for Shell {
         let mut complete = false;
         for o in out {
             match o {
-                Output::Leases { ips, valid_until } => {
-                    self.leases = (ips, valid_until);
+                Output::Leases(leases) => {
+                    self.leases = leases;
                     self.log_ownership(node, now);
                     self.publish(node, now, false, false);
                 }
@@ -584,7 +584,7 @@ impl driver::Shell<Node> for Shell {
                     }
                 }
                 Output::Failover { ip, to, took } => {
-                    info!(%ip, to = %to, ?took, "failover: {ip} moved to {to} after its owner was lost");
+                    info!(%ip, to = %to, ?took, "failover: {ip} taken over by {to} after its holder went silent");
                     if let Some(m) = &self.metrics {
                         m.observe_failover(took);
                     }
@@ -619,17 +619,18 @@ impl Shell {
 
     /// Publishes a final view owning nothing.
     fn stop(&mut self, node: &Node, now: Instant) {
-        self.leases = (BTreeSet::new(), None);
+        self.leases = BTreeMap::new();
         self.log_ownership(node, now);
         self.publish(node, now, true, true);
     }
 
     fn log_ownership(&mut self, node: &Node, now: Instant) {
-        let (ips, until) = &self.leases;
-        let current: BTreeSet<IpAddr> = match until {
-            Some(u) if now < *u => ips.clone(),
-            _ => BTreeSet::new(),
-        };
+        let current: BTreeSet<IpAddr> = self
+            .leases
+            .iter()
+            .filter(|(_, until)| now < **until)
+            .map(|(ip, _)| *ip)
+            .collect();
         if current == self.logged_owned {
             return;
         }
@@ -645,9 +646,10 @@ impl Shell {
 
     fn build_view(&self, node: &Node, now: Instant, stopped: bool) -> ClusterView {
         let status = node.status(now);
-        let owned = match (&self.leases, stopped) {
-            ((ips, Some(until)), false) => ips.iter().map(|ip| (*ip, *until)).collect(),
-            _ => BTreeMap::new(),
+        let owned = if stopped {
+            BTreeMap::new()
+        } else {
+            self.leases.clone()
         };
         ClusterView {
             me: status.me,

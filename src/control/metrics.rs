@@ -342,7 +342,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "lb_failover_duration",
-            "On the leader, for an IP moved because its owner (or the previous leader) failed: from the last moment the IP was known served to the new owner's acknowledgement of its grant",
+            "On the host that took an IP over as its successor after its owner went silent: from the owner's last renewal this host's voter received to this host holding a majority of grants",
             Unit::Seconds,
             i.failover.clone(),
         );

@@ -14,7 +14,7 @@ use std::cell::RefCell;
 
 const WAIT: Duration = Duration::from_secs(30);
 /// With members n1..n3, rendezvous hashing gives every member at least one of these at start,
-/// so whichever host leads owns an IP.
+/// so whichever host leads owns an IP (placement is over every host, the leader included).
 const IPS: [&str; 4] = [
     "10.10.100.200",
     "10.10.100.201",
@@ -209,7 +209,7 @@ fn cut_off_follower_stops_owning_before_another_host_takes_its_ip() {
 }
 
 #[test]
-fn the_leader_owns_no_ip_and_when_cut_off_the_others_hold_every_ip_again() {
+fn the_leader_owns_ips_too_and_when_cut_off_the_others_keep_theirs_without_a_break() {
     let c = ClusterLab::start("clcutl");
     c.wait_stable("a leader and one owner per IP");
     let now = wall_ns();
@@ -218,18 +218,31 @@ fn the_leader_owns_no_ip_and_when_cut_off_the_others_hold_every_ip_again() {
         .iter()
         .position(|l| l.role == "leader")
         .expect("a leader");
-    // Three eligible hosts: the leader leaves the IPs to the followers (its failure costs an
-    // election, a follower's only a lease).
-    for ip in IPS {
-        assert!(
-            !owns_at(&latest[leader], ip, now),
-            "the leader owns {ip}: {:?}",
-            latest[leader]
-        );
-    }
+    // Placement is over every host: the leader owns IPs like the others.
+    let leaders_own: Vec<&str> = IPS
+        .iter()
+        .copied()
+        .filter(|ip| owns_at(&latest[leader], ip, now))
+        .collect();
+    assert!(
+        !leaders_own.is_empty(),
+        "the leader owns no IP: {:?}",
+        latest[leader]
+    );
+    let kept: Vec<(usize, &str)> = (0..latest.len())
+        .filter(|i| *i != leader)
+        .flat_map(|i| {
+            IPS.iter()
+                .copied()
+                .filter(|ip| owns_at(&latest[i], ip, now))
+                .map(move |ip| (i, ip))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let t_cut = wall_ns();
     c.hosts[leader].isolate().expect("isolate the leader");
-    // The other two elect a leader among themselves and every IP is held again, once each.
+    // The other two elect a leader among themselves, the leader's IPs are taken over, and
+    // every IP is held again, once each.
     wait_until(
         WAIT,
         "a new leader and one owner per IP among the others",
@@ -249,6 +262,30 @@ fn the_leader_owns_no_ip_and_when_cut_off_the_others_hold_every_ip_again() {
                     .all(|ip| others.iter().filter(|l| owns_at(l, ip, now)).count() == 1)
         },
     );
+    let t_end = wall_ns();
+    // The IPs the other hosts owned never lapsed: every view they printed since the cut
+    // owns the IP, and each lease was renewed before its deadline.
+    for (h, ip) in kept {
+        let lines = c.procs[h].borrow_mut().update().to_vec();
+        let mut deadline = lines
+            .iter()
+            .filter(|l| l.wall <= t_cut)
+            .filter_map(|l| l.owned.get(ip).copied())
+            .max()
+            .expect("held at the cut");
+        for l in lines.iter().filter(|l| l.wall > t_cut && l.wall <= t_end) {
+            let next = l.owned.get(ip).copied();
+            assert!(
+                l.wall < deadline && next.is_some(),
+                "{}'s lease on {ip} lapsed after the leader was cut off: deadline {:.1} ms, view at {:.1} ms: {l:?}",
+                l.me,
+                (deadline - t_cut) as f64 / 1e6,
+                (l.wall - t_cut) as f64 / 1e6
+            );
+            deadline = deadline.max(next.unwrap_or(deadline));
+        }
+        assert!(deadline > t_end, "{ip} lapsed at the end of the window");
+    }
     c.hosts[leader].heal().expect("heal");
     c.wait_stable("stable again after healing");
     c.lab.teardown();

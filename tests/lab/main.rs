@@ -15,3 +15,4 @@ mod l2_netlink;
 mod l2_socket;
 mod lab_selftest;
 mod lbd_lab;
+mod rolling_upgrade;

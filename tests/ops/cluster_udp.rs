@@ -13,7 +13,7 @@ use lb::cluster::driver::{
     self, ClusterDriver, ClusterHandle, ClusterSettings, ClusterView, DEFAULT_SHUTDOWN_TIMEOUT,
     ShutdownOutcome,
 };
-use lb::cluster::message::{Body, Heartbeat, Message};
+use lb::cluster::message::{Body, Grant, Heartbeat, Message};
 use lb::cluster::transport::{TransportStats, pair_key};
 use lb::cluster::wire::{self, Authenticator, DropReason, Sealer};
 use lb::cluster::{Role, Timing, hard_state};
@@ -471,12 +471,12 @@ async fn ineligible_owner_loses_the_ip_to_another_host() {
     );
 }
 
-/// The test plays the leader of a 2-member cluster over a raw UDP socket and moves an IP to
-/// and away from the driver many times. Whenever the driver's ack says it applied a map
-/// without the IP, its published view must already not own it (the leader may give the IP
-/// to another host as soon as it reads that ack).
+/// The test plays the leader and the other voter of a 2-member cluster over a raw UDP socket
+/// and moves an IP to and away from the driver many times, granting every renewal. Whenever
+/// the driver releases the IP, its published view must already not own it (a voter may
+/// promise the IP to another holder as soon as it reads that release).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn owner_view_drops_an_ip_before_acknowledging_its_revocation() {
+async fn owner_view_drops_an_ip_before_releasing_it() {
     let leader = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let b_addr = free_addr();
     let members: BTreeMap<String, SocketAddr> = [
@@ -491,12 +491,13 @@ async fn owner_view_drops_an_ip_before_acknowledging_its_revocation() {
     let x = ips()[0];
     let mut buf = vec![0u8; 65_536];
     let mut seq = 0;
-    let mut latest_ack = None;
     let mut eligibility_known = 0;
+    let mut releases_checked = 0;
     let term = 1;
     for round in 0..20u64 {
         for (epoch, ips) in [(2 * round + 1, vec![x]), (2 * round + 2, vec![])] {
-            // Until b acks this epoch (and, when granting, holds a lease), send heartbeats.
+            // Until b acks this epoch and holds x (or released it), send heartbeats and grant.
+            let mut released = false;
             loop {
                 seq += 1;
                 let hb = Message {
@@ -504,43 +505,66 @@ async fn owner_view_drops_an_ip_before_acknowledging_its_revocation() {
                     body: Body::Heartbeat(Heartbeat {
                         seq,
                         epoch,
-                        echo: latest_ack,
                         eligibility_known,
-                        leave_ok: false,
                         ips: ips.clone(),
+                        standby: vec![],
                     }),
                 };
                 leader
                     .send_to(&sealer.seal(&hb).expect("seal"), b_addr)
                     .await
                     .expect("send heartbeat");
+                // Everything b sends until its ack of this heartbeat.
                 let ack = loop {
                     let (n, _) = tokio::time::timeout(WAIT, leader.recv_from(&mut buf))
                         .await
                         .expect("b answers")
                         .expect("recv");
-                    if let Ok((_, m)) = auth.open(&buf[..n])
-                        && let Body::Ack(a) = m.body
-                    {
-                        break a;
+                    let Ok((_, m)) = auth.open(&buf[..n]) else {
+                        continue;
+                    };
+                    match m.body {
+                        Body::Ack(a) if a.heartbeat == seq => break a,
+                        Body::Renew(r) => {
+                            let g = Message {
+                                term,
+                                body: Body::Grant(Grant {
+                                    seq: r.seq,
+                                    ips: r.ips.iter().chain(&r.standby).copied().collect(),
+                                }),
+                            };
+                            leader
+                                .send_to(&sealer.seal(&g).expect("seal"), b_addr)
+                                .await
+                                .expect("send grant");
+                        }
+                        Body::Release(r) if r.ips.contains(&x) => {
+                            // The check: the view no longer owns x when the release is read.
+                            assert!(
+                                !view.borrow().owns(&x, driver::now()),
+                                "round {round}: b released {x} but its view still owns it"
+                            );
+                            released = true;
+                            releases_checked += 1;
+                        }
+                        _ => {}
                     }
                 };
-                if ack.epoch >= epoch && ips.is_empty() {
-                    // The check: the view no longer owns x when the ack is read.
-                    assert!(
-                        !view.borrow().owns(&x, driver::now()),
-                        "round {round}: b acked epoch {epoch} without {x} but its view still owns it"
-                    );
-                }
-                latest_ack = Some(ack.ack_seq);
                 eligibility_known = ack.eligibility_version;
-                let done =
-                    ack.epoch >= epoch && (ips.is_empty() || view.borrow().owns(&x, driver::now()));
+                let done = ack.epoch >= epoch
+                    && if ips.is_empty() {
+                        released
+                    } else {
+                        view.borrow().owns(&x, driver::now())
+                    };
                 if done {
                     break;
                 }
+                // Heartbeat interval of the default timing.
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
     }
+    assert_eq!(releases_checked, 20);
     drop(h);
 }

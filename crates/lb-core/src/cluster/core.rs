@@ -1,36 +1,42 @@
-//! The raft-lite state machine: election, promises, leader authority, leases and the
-//! ownership map. Pure: `step(now, input) -> Vec<Output>`; `now` is the host's monotonic clock
-//! (`Instant`), randomness comes from the seed given to [`Node::new`].
+//! The raft-lite state machine: election, the leader's ownership map, and quorum leases.
+//! Pure: `step(now, input) -> Vec<Output>`; `now` is the host's monotonic clock (`Instant`),
+//! randomness comes from the seed given to [`Node::new`].
 //!
 //! Who owns an IP: on any host, [`Node::owned_ips`]`(now)` — the IPs this host may answer for at
-//! `now` (valid lease); on the leader, [`Node::status`]`().owners` — the whole map.
+//! `now` (valid lease); on the leader, [`Node::status`]`().owners` — the map it made.
 //!
-//! The safety argument (docs/raft-lite.md) in one paragraph: a node that heard its leader at
-//! local time r (or voted, or restarted, or is leader) grants no vote and does not campaign
-//! before r + E ("promise"). The leader knows, per voter, the send time of the latest heartbeat
-//! (or vote request) that voter acknowledged; the majority-th latest of those plus E − drift is
-//! its *authority*: no other leader can exist before it. Follower leases end before the
-//! follower's own ack send time + lease − drift, which is before (the leader received that
-//! ack) + lease; the leader renews only while authority ≥ now + lease + drift. Within a term an IP is
-//! given to a new host only after the old holder acknowledged a map without it or its lease ran
-//! out by the leader's bound.
+//! Three roles, one node (docs/raft-lite.md):
+//! - **leader** (elected, Raft §5.2 with pre-vote §9.6 and promises §4.2.3): decides only
+//!   *who should hold* each IP (placement, with a successor per IP) and tells each host its
+//!   part of the map; it grants nothing.
+//! - **voter** ([`lease::Voter`]): promises an IP to at most one holder at a time, for one
+//!   lease on its own clock; keeps no promise across a restart and so promises nothing for
+//!   lease + drift after one.
+//! - **holder** ([`lease::Holder`]): renews its IPs directly with every voter each heartbeat
+//!   and answers for an IP while grants of a majority of voters last (Moraru et al., "Paxos
+//!   Quorum Leases", SoCC 2014). A successor takes an IP over when the holder's promise at
+//!   its own voter ends. Neither needs the leader: leases outlive it.
+//!
+//! Safety in one paragraph: a grant for request k counts until sent(k) + lease − drift on
+//! the holder's clock, before the voter's promise ends in real time; a holder answers only
+//! with a majority of counting grants; two majorities share a voter, which promised the IP
+//! to one holder at a time (and after a restart to nobody until every old promise ended).
 //!
 //! Ordering contract for the shell: process outputs in order; a `Persist` must be durable
 //! (fsync) before any later `Send` of the same batch leaves the host. A batch's `Leases`
-//! comes first, so a host stops answering for an IP before its acknowledgement of giving it
-//! up can reach the leader.
+//! comes first, so a host stops answering for an IP before its `Release` (which lets a voter
+//! promise the IP to another holder) can leave.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::HardState;
-use super::message::{Ack, Body, Heartbeat, Message, Report};
+use super::lease::{self, Attempt, Claim, Freed, Granted};
+use super::message::{Ack, Body, Grant, Heartbeat, Message, Release, Renew, Report};
 use super::placement;
 use super::{Member, Timing};
 
-/// Acks a follower remembers the send time of (the leader echoes the latest one it received).
-const ACK_WINDOW: usize = 64;
 /// Heartbeat send times a leader remembers (acks older than this no longer extend authority).
 const HEARTBEAT_WINDOW: usize = 64;
 
@@ -40,14 +46,14 @@ pub struct Config {
     pub me: String,
     /// All voters, this host included (the same `[cluster] members` on every host).
     pub members: Vec<Member>,
-    /// `role = "witness"`: votes and acks, never campaigns, never owns an IP.
+    /// `role = "witness"`: votes, promises and acks, never campaigns, never owns an IP.
     pub witness: bool,
     pub timing: Timing,
     /// Seeds the election-timeout PRNG.
     pub seed: u64,
-    /// Strictly increasing across restarts of this host (wall-clock nanoseconds at boot): ack
-    /// and eligibility numbers start here so a leader never confuses them with ones sent
-    /// before a restart.
+    /// Strictly increasing across restarts of this host (the boot number): ack, eligibility
+    /// and lease-request numbers start here so no peer confuses them with ones sent before a
+    /// restart.
     pub incarnation: u64,
 }
 
@@ -77,8 +83,27 @@ pub enum Input {
     /// Changes to [`Input::LocalEligibility`]: an IP this host can now (`true`) or can no
     /// longer announce.
     EligibilityChanges(Vec<(IpAddr, bool)>),
-    /// Planned leave: a leader revokes everything and hands over; a follower has its IPs moved.
+    /// Planned leave: release every IP (successors take them over), a leader hands
+    /// leadership over (`TimeoutNow`); nobody else's lease is touched.
     Shutdown,
+}
+
+/// Deliberately broken variants of the protocol, for the mutation checks only
+/// (`tests/pure/cluster_model.rs`, `tests/pure/cluster_simulation.rs`): each test turns one
+/// on with [`Node::set_mutation`] and asserts that the checker finds the violation it causes
+/// (docs/raft-lite.md, "Mutation checks"). Never set by the daemon.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mutation {
+    /// A restarted voter promises at once instead of waiting lease + drift: it may promise
+    /// an IP that it had promised to another holder before the crash.
+    ForgetPromisesOnRestart,
+    /// A new leader makes its map at once, from placement alone, without waiting for (or
+    /// keeping) the holders that the members report.
+    MapBeforeLearningHolders,
+    /// A holder counts a grant's lease from when the grant arrived instead of from when it
+    /// sent the request (the voter's promise started earlier, so it ends earlier).
+    LeaseFromReceipt,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -97,12 +122,9 @@ pub enum Output {
     },
     /// Make durable (fsync) before sending anything that follows in the same batch.
     Persist(HardState),
-    /// The IPs this host may answer for changed, or their lease deadline moved. Answer for
-    /// `ips` only while the local clock is before `valid_until`.
-    Leases {
-        ips: BTreeSet<IpAddr>,
-        valid_until: Option<Instant>,
-    },
+    /// The IPs this host may answer for changed, or a lease deadline moved: answer for an IP
+    /// only while the local clock is before its deadline.
+    Leases(BTreeMap<IpAddr, Instant>),
     RoleChanged {
         term: u64,
         role: Role,
@@ -114,14 +136,14 @@ pub enum Output {
     ElectionStarted {
         term: u64,
     },
-    /// Leader: `ip` moved to `to` because its owner failed, and `to` acknowledged the grant.
+    /// This host took `ip` over as its successor after the previous holder went silent (its
+    /// promise at this host's voter ran out without renewal); `to` is this host.
     ///
-    /// `took` runs from the last moment the leader knew the IP was served (the last ack it
-    /// received from the lost owner; after a leader failover, the new leader's last contact
-    /// with the old one) until the ack of the map granting it to `to` arrived. That interval
-    /// contains the time the IP went unanswered, so `took` bounds the outage from above
-    /// (by up to one heartbeat plus one network delay). Planned moves (a member's or the
-    /// leader's shutdown, eligibility changes, rebalancing) are not reported.
+    /// `took` runs from the previous holder's last renewal this host's voter received (the
+    /// last moment it knew the IP was served) until this host had a majority of grants. The
+    /// outage is inside that interval, so `took` bounds it from above (by up to one heartbeat
+    /// plus one network delay). Planned moves (a release: shutdown, link down, a new map) are
+    /// not reported.
     Failover {
         ip: IpAddr,
         to: String,
@@ -141,6 +163,7 @@ pub struct Status {
     pub owners: BTreeMap<IpAddr, String>,
     /// What this host may answer for now.
     pub owned: BTreeSet<IpAddr>,
+    /// The earliest lease deadline of `owned`.
     pub lease_until: Option<Instant>,
 }
 
@@ -156,31 +179,23 @@ pub struct MemberStatus {
     pub owns: usize,
 }
 
-/// The leader's view of one voter.
+/// The leader's view of one member.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
 struct Peer {
     /// Leader-clock send time of the latest heartbeat/vote request this voter acknowledged:
-    /// its promise lasts until at least this + E − drift.
+    /// its promise (no vote for another) lasts until at least this + E − drift.
     promised_from: Option<Instant>,
     latest_ack: Option<u64>,
     latest_ack_received: Option<Instant>,
     acked_epoch: u64,
-    /// `None` until the voter reported.
+    /// `None` until the member reported.
     eligible: Option<BTreeSet<IpAddr>>,
     eligibility_version: u64,
-    held_before: BTreeSet<IpAddr>,
+    /// What it reported holding (a valid lease) in its latest report.
+    held: BTreeSet<IpAddr>,
     leaving: bool,
     /// Send a heartbeat at the next step (first ack of the term).
     heartbeat_now: bool,
-}
-
-/// A failover the leader is timing ([`Output::Failover`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct Failover {
-    /// Leader clock: when the IP was last known to be served.
-    since: Instant,
-    /// The host it was granted to and the first epoch with the grant.
-    granted: Option<(usize, u64)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -192,12 +207,19 @@ struct Leadership {
     peers: Vec<Peer>,
     epoch: u64,
     owners: BTreeMap<IpAddr, usize>,
-    /// IP → (host it was revoked from, first epoch without it there).
-    revoked: BTreeMap<IpAddr, Vec<(usize, u64)>>,
-    /// Shutdown: everything revoked; hand over when nothing is pending.
-    handing_over: bool,
-    /// IPs moving because their owner (or the previous leader) failed.
-    failovers: BTreeMap<IpAddr, Failover>,
+    /// IP → the host that takes it over if its holder goes silent (the next placement
+    /// choice, so the leader's own later choice agrees).
+    successors: BTreeMap<IpAddr, usize>,
+}
+
+/// This host's part of the latest map it knows (from its leader, or its own as leader).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+struct Assignment {
+    version: Claim,
+    /// IPs this host should hold.
+    hold: BTreeSet<IpAddr>,
+    /// IPs this host is the successor for.
+    standby: BTreeSet<IpAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -214,35 +236,40 @@ pub struct Node {
     /// No vote granted and no campaign before this (local clock).
     promise_until: Instant,
     election_deadline: Instant,
-    // Follower side.
     next_ack_seq: u64,
-    acks_sent: VecDeque<(u64, Instant)>,
-    applied_epoch: u64,
-    held: BTreeSet<IpAddr>,
-    held_until: Option<Instant>,
-    held_before: BTreeSet<IpAddr>,
+    map: Assignment,
+    voter: lease::Voter,
+    holder: lease::Holder,
+    next_renew: Instant,
     eligible: BTreeSet<IpAddr>,
     eligibility_version: u64,
-    /// Held IPs given up because this host became ineligible (link down): not answered again
+    /// What the latest eligibility version said this host holds (a change bumps the
+    /// version, so the leader hears of it).
+    reported_held: BTreeSet<IpAddr>,
+    /// IPs given up because this host became ineligible (link down): not asked for again
     /// until the leader assigns them knowing this host is eligible again — `Some(v)`: eligible
     /// again since eligibility version `v`, waiting for a heartbeat that knows `v`.
     relinquished: BTreeMap<IpAddr, Option<u64>>,
     desired: BTreeMap<IpAddr, String>,
+    /// IPs whose holder went silent: its promise at this host's voter ran out without renewal,
+    /// last renewed then. Reported as a failover if this host takes the IP.
+    lost: BTreeMap<IpAddr, Instant>,
     // Candidate side.
     votes: BTreeSet<usize>,
     vote_sent_at: Instant,
     vote_reports: BTreeMap<usize, (u64, Option<Report>, Instant)>,
     lead: Option<Leadership>,
     leaving: bool,
+    /// After `Shutdown`: the IPs released, and when to stop waiting for their successors
+    /// (this host's voter promising each to another holder) and complete anyway.
+    handover: BTreeSet<IpAddr>,
+    leave_by: Option<Instant>,
     done: bool,
     /// `now` of the latest step.
     last_now: Instant,
-    /// When this host last knew a leader to be working: a heartbeat accepted, or its own
-    /// leadership ending. Starts the failover timing if it wins the next election.
-    last_leader_contact: Option<Instant>,
-    /// Set when campaigning after losing the leader (not for a transfer): `last_leader_contact`.
-    leader_lost_since: Option<Instant>,
-    last_leases: (BTreeSet<IpAddr>, Option<Instant>),
+    last_leases: BTreeMap<IpAddr, Instant>,
+    /// A deliberately broken variant (mutation checks only).
+    mutation: Option<Mutation>,
 }
 
 fn majority(n: usize) -> usize {
@@ -251,7 +278,8 @@ fn majority(n: usize) -> usize {
 
 impl Node {
     /// A node that just (re)started: it grants no vote and does not campaign for one election
-    /// timeout (it may have forgotten a promise). A cluster of one is leader at once.
+    /// timeout, and promises no IP for lease + drift (it may have forgotten promises). A
+    /// cluster of one is leader at once.
     pub fn new(
         cfg: Config,
         hard: HardState,
@@ -278,11 +306,23 @@ impl Node {
             ),
         };
         let e = cfg.timing.election_timeout;
+        let t = cfg.timing;
+        let n = names.len();
+        // Restart quarantine: no promise before the end of every promise this voter may have
+        // given before it (re)started and forgot: a lease (quorum leases), or an election
+        // timeout (a version-1 voter's promise not to vote, on which a version-1 leader's
+        // leases rest: a host upgraded from version 1 keeps it too; docs/operate.md), plus
+        // the drift. A cluster of one has no other holder a forgotten promise could let in.
+        let quiet_until = if n == 1 {
+            now
+        } else {
+            now + t.lease.max(e) + t.clock_drift
+        };
         let mut node = Node {
             me,
             names,
             witness: cfg.witness,
-            timing: cfg.timing,
+            timing: t,
             rng: cfg.seed ^ 0x9e37_79b9_7f4a_7c15,
             term: hard.term,
             voted_for,
@@ -291,25 +331,27 @@ impl Node {
             promise_until: now + e,
             election_deadline: now + e,
             next_ack_seq: cfg.incarnation.max(1),
-            acks_sent: VecDeque::new(),
-            applied_epoch: 0,
-            held: BTreeSet::new(),
-            held_until: None,
-            held_before: BTreeSet::new(),
+            map: Assignment::default(),
+            voter: lease::Voter::new(n, t.lease, t.clock_drift, quiet_until),
+            holder: lease::Holder::new(n, t.lease, t.clock_drift, cfg.incarnation),
+            next_renew: now,
             eligible: BTreeSet::new(),
             eligibility_version: cfg.incarnation.max(1),
+            reported_held: BTreeSet::new(),
             relinquished: BTreeMap::new(),
             desired: BTreeMap::new(),
+            lost: BTreeMap::new(),
             votes: BTreeSet::new(),
             vote_sent_at: now,
             vote_reports: BTreeMap::new(),
             lead: None,
             leaving: false,
+            handover: BTreeSet::new(),
+            leave_by: None,
             done: false,
             last_now: now,
-            last_leases: (BTreeSet::new(), None),
-            last_leader_contact: None,
-            leader_lost_since: None,
+            last_leases: BTreeMap::new(),
+            mutation: None,
         };
         node.election_deadline = now + node.random_timeout();
         let mut out = Vec::new();
@@ -317,6 +359,16 @@ impl Node {
             node.become_candidate(now, false, &mut out);
         }
         Ok((node, out))
+    }
+
+    /// Mutation checks only: makes this node one of the broken variants of [`Mutation`]
+    /// (call right after [`Node::new`]).
+    #[doc(hidden)]
+    pub fn set_mutation(&mut self, m: Mutation, now: Instant) {
+        self.mutation = Some(m);
+        if m == Mutation::ForgetPromisesOnRestart {
+            self.voter.skip_quarantine(now);
+        }
     }
 
     // ---- queries -------------------------------------------------------------------------
@@ -353,43 +405,62 @@ impl Node {
         }
     }
 
-    /// The IPs this host may answer for at `now` (valid lease, still locally eligible).
-    pub fn owned_ips(&self, now: Instant) -> BTreeSet<IpAddr> {
-        let (ips, until) = self.leases();
-        match until {
-            Some(u) if now < u => ips,
-            _ => BTreeSet::new(),
-        }
+    /// The version (term, epoch) of the map this host follows.
+    pub fn map_version(&self) -> (u64, u64) {
+        self.map.version
     }
 
-    /// Current lease set and deadline (not filtered by time).
-    fn leases(&self) -> (BTreeSet<IpAddr>, Option<Instant>) {
-        if self.done || self.witness {
-            return (BTreeSet::new(), None);
+    /// This voter's promises: IP → (holder, deadline on this host's clock).
+    pub fn promises(&self) -> BTreeMap<IpAddr, (String, Instant)> {
+        self.voter
+            .promises()
+            .iter()
+            .map(|(ip, p)| (*ip, (self.names[p.holder].clone(), p.until)))
+            .collect()
+    }
+
+    /// The IPs this host may answer for at `now` (valid lease, still locally eligible).
+    pub fn owned_ips(&self, now: Instant) -> BTreeSet<IpAddr> {
+        // The leases as of the last step (what its `Output::Leases` said): between steps only
+        // time passes, and it only ends leases.
+        self.last_leases
+            .iter()
+            .filter(|(_, until)| now < **until)
+            .map(|(ip, _)| *ip)
+            .collect()
+    }
+
+    /// IP → lease deadline for every IP this host wants and has a majority of grants for
+    /// (not filtered by time).
+    fn leases(&self) -> BTreeMap<IpAddr, Instant> {
+        let (hold, standby) = self.wants(self.last_now);
+        hold.iter()
+            .chain(standby.iter())
+            .filter_map(|ip| self.holder.lease_end(ip).map(|end| (*ip, end)))
+            .filter(|(_, end)| self.last_now < *end)
+            .collect()
+    }
+
+    /// What this host asks the voters for: (IPs the map gives it, IPs it takes over or holds
+    /// as successor). Both only while eligible, not relinquished, not leaving.
+    fn wants(&self, now: Instant) -> (BTreeSet<IpAddr>, BTreeSet<IpAddr>) {
+        if self.done || self.witness || self.leaving {
+            return (BTreeSet::new(), BTreeSet::new());
         }
-        if let Some(l) = &self.lead {
-            let ips: BTreeSet<IpAddr> = l
-                .owners
-                .iter()
-                .filter(|(ip, o)| **o == self.me && self.eligible.contains(*ip))
-                .map(|(ip, _)| *ip)
-                .collect();
-            return match self.authority() {
-                Some(a) if !ips.is_empty() => (ips, Some(a)),
-                _ => (BTreeSet::new(), None),
-            };
-        }
-        let ips: BTreeSet<IpAddr> = self
-            .held
-            .intersection(&self.eligible)
-            .filter(|ip| !self.relinquished.contains_key(*ip))
+        let ok = |ip: &IpAddr| self.eligible.contains(ip) && !self.relinquished.contains_key(ip);
+        let hold: BTreeSet<IpAddr> = self.map.hold.iter().filter(|ip| ok(ip)).copied().collect();
+        let standby: BTreeSet<IpAddr> = self
+            .map
+            .standby
+            .iter()
+            .filter(|ip| ok(ip) && !hold.contains(*ip))
+            .filter(|ip| {
+                self.holder.attempts.get(*ip).is_some_and(|a| now < a.until)
+                    || self.holder.lease_end(ip).is_some_and(|end| now < end)
+            })
             .copied()
             .collect();
-        if ips.is_empty() {
-            (ips, None)
-        } else {
-            (ips, self.held_until)
-        }
+        (hold, standby)
     }
 
     /// The latest instant by which `step(Tick)` must be called.
@@ -402,15 +473,32 @@ impl Node {
             }
             // When a silent member counts as down (and its IPs may move).
             for i in 0..self.names.len() {
-                if let Some(b) = self.lease_bound(i)
+                if let Some(b) = self.down_at(i)
                     && b > self.last_now
                 {
                     t = t.min(b);
                 }
             }
         }
-        if let Some(u) = self.last_leases.1 {
-            t = t.min(u);
+        if let Some(v) = self.voter.next_deadline() {
+            t = t.min(v);
+        }
+        if let Some(b) = self.leave_by {
+            t = t.min(b);
+        }
+        let (hold, standby) = self.wants(self.last_now);
+        if !hold.is_empty() || !standby.is_empty() {
+            t = t.min(self.next_renew);
+        }
+        for a in self.holder.attempts.values() {
+            if a.until > self.last_now {
+                t = t.min(a.until);
+            }
+        }
+        for until in self.last_leases.values() {
+            if *until > self.last_now {
+                t = t.min(*until);
+            }
         }
         t
     }
@@ -440,7 +528,12 @@ impl Node {
             }
             members.push(m);
         }
-        let (_, lease_until) = self.leases();
+        let leases = self.leases();
+        let owned: BTreeSet<IpAddr> = leases
+            .iter()
+            .filter(|(_, u)| now < **u)
+            .map(|(ip, _)| *ip)
+            .collect();
         Status {
             me: self.names[self.me].clone(),
             role: self.role,
@@ -453,8 +546,8 @@ impl Node {
                     .map(|(ip, o)| (*ip, self.names[*o].clone()))
                     .collect()
             }),
-            owned: self.owned_ips(now),
-            lease_until,
+            lease_until: leases.values().filter(|u| now < **u).min().copied(),
+            owned,
         }
     }
 
@@ -466,6 +559,18 @@ impl Node {
         if self.done {
             return out;
         }
+        // Renewals, grants and releases change no placement input: the leader need not
+        // recompute the map for them (they are most of the traffic).
+        let lease_message = matches!(
+            &input,
+            Input::Received {
+                msg: Message {
+                    body: Body::Renew(_) | Body::Grant(_) | Body::Release(_),
+                    ..
+                },
+                ..
+            }
+        );
         match input {
             Input::Tick => {}
             Input::Received { from, msg } => {
@@ -493,15 +598,18 @@ impl Node {
             }
             Input::Shutdown => self.shutdown(now, &mut out),
         }
-        self.on_timers(now, &mut out);
-        self.settle_failovers(now, &mut out);
+        if !self.done {
+            self.on_timers(now, lease_message, &mut out);
+            self.tend_leases(now, &mut out);
+            self.check_left(now, &mut out);
+        }
         self.emit_leases(&mut out);
         out
     }
 
-    /// Applies eligibility changes. An IP given up (no longer eligible) while held is
-    /// answered again only once the leader assigns it knowing this host is eligible again:
-    /// the eligibility version it must have seen is recorded.
+    /// Applies eligibility changes. An IP given up (no longer eligible) while held or assigned
+    /// is asked for again only once the leader assigns it knowing this host is eligible
+    /// again: the eligibility version it must have seen is recorded.
     fn change_eligibility(&mut self, changes: Vec<(IpAddr, bool)>) {
         if self.witness {
             return;
@@ -518,7 +626,7 @@ impl Node {
                 }
             } else if self.eligible.remove(&ip) {
                 changed = true;
-                if self.held.contains(&ip) {
+                if self.map.hold.contains(&ip) || self.holder.lease_end(&ip).is_some() {
                     self.relinquished.insert(ip, None);
                 }
             }
@@ -528,45 +636,35 @@ impl Node {
         }
     }
 
-    fn on_timers(&mut self, now: Instant, out: &mut Vec<Output>) {
-        if self.done {
-            return;
-        }
+    fn on_timers(&mut self, now: Instant, lease_message: bool, out: &mut Vec<Output>) {
         if self.role == Role::Leader {
             self.promise_until = self.promise_until.max(now + self.timing.election_timeout);
             match self.authority() {
-                Some(a) if a > now => {}
-                _ => {
-                    self.step_down(now, self.term, None, out);
-                    return;
+                Some(a) if a > now => {
+                    if !lease_message {
+                        self.reconcile(now);
+                    }
+                    let due = self.lead.as_ref().is_some_and(|l| now >= l.next_heartbeat);
+                    if due {
+                        self.broadcast_heartbeats(now, out);
+                    } else {
+                        let eager: Vec<usize> = self
+                            .lead
+                            .as_ref()
+                            .map(|l| {
+                                (0..l.peers.len())
+                                    .filter(|i| l.peers[*i].heartbeat_now)
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        if !eager.is_empty() {
+                            self.send_heartbeats(now, &eager, out);
+                        }
+                    }
                 }
+                _ => self.step_down(now, self.term, None, out),
             }
-            self.reconcile(now);
-            let due = self.lead.as_ref().is_some_and(|l| now >= l.next_heartbeat);
-            if due {
-                self.broadcast_heartbeats(now, out);
-            } else {
-                let eager: Vec<usize> = self
-                    .lead
-                    .as_ref()
-                    .map(|l| {
-                        (0..l.peers.len())
-                            .filter(|i| l.peers[*i].heartbeat_now)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if !eager.is_empty() {
-                    self.send_heartbeats(now, &eager, out);
-                }
-            }
-            self.maybe_hand_over(now, out);
-            return;
-        }
-        // An expired lease keeps the map (a later heartbeat with a valid echo renews it).
-        if self.held_until.is_some_and(|u| now >= u) {
-            self.held_until = None;
-        }
-        if now >= self.election_deadline
+        } else if now >= self.election_deadline
             && now >= self.promise_until
             && !self.witness
             && !self.leaving
@@ -577,22 +675,261 @@ impl Node {
         }
     }
 
-    /// The step's lease change goes FIRST in the batch: the step may also send the `Ack`
-    /// that tells the leader this host applied a map without an IP, and the leader may give
-    /// that IP to another host as soon as the ack arrives (break-before-make,
-    /// docs/raft-lite.md §4), so this host must have stopped answering before the ack
-    /// leaves. A lease gained in the step is valid from `now` anyway.
+    // ---- leases (voter and holder) --------------------------------------------------------
+
+    /// Voter: ends promises whose time is up, grants waiting requests, starts takeovers.
+    /// Holder: releases what it no longer wants, renews (every heartbeat, and at once when it
+    /// wants something new), reports takeovers.
+    fn tend_leases(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let freed = self.voter.expire(now);
+        self.on_freed(now, freed, out);
+        // Takeovers that did not reach a majority in time give back what they got, so two
+        // would-be holders never keep each other below a majority.
+        let failed: Vec<IpAddr> = self
+            .holder
+            .attempts
+            .iter()
+            .filter(|(ip, a)| now >= a.until && self.holder.lease_end(ip).is_none_or(|e| now >= e))
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in failed {
+            self.holder.attempts.remove(&ip);
+        }
+        let (hold, standby) = self.wants(now);
+        let unwanted: Vec<IpAddr> = self
+            .holder
+            .granted_ips()
+            .filter(|ip| !hold.contains(*ip) && !standby.contains(*ip))
+            .copied()
+            .collect();
+        if !unwanted.is_empty() {
+            self.release(now, &unwanted, None, out);
+        }
+        let wanted: BTreeSet<IpAddr> = hold.union(&standby).copied().collect();
+        let new = !wanted.is_subset(&self.holder.asked);
+        if !wanted.is_empty() && (now >= self.next_renew || new) {
+            self.renew(now, hold, standby, out);
+        } else if wanted.is_empty() {
+            self.holder.asked.clear();
+        }
+        // Takeovers that reached a majority are done.
+        let won: Vec<IpAddr> = self
+            .holder
+            .attempts
+            .keys()
+            .filter(|ip| self.holder.lease_end(ip).is_some_and(|e| now < e))
+            .copied()
+            .collect();
+        for ip in won {
+            self.holder.attempts.remove(&ip);
+        }
+        self.holder.prune(now);
+        // A change in what this host holds is reported to the leader like an eligibility
+        // change (a new leader keeps current holders; docs/raft-lite.md §5).
+        let held: BTreeSet<IpAddr> = self
+            .leases()
+            .into_iter()
+            .filter(|(_, until)| now < *until)
+            .map(|(ip, _)| ip)
+            .collect();
+        if held != self.reported_held {
+            // An IP this host now holds whose previous holder went silent: a failover (as a
+            // successor, or by the leader's new map, whichever came first).
+            for ip in held.difference(&self.reported_held) {
+                // A majority may have freed the IP before this host's own voter did (its
+                // clock, or the last renewal's arrival, a little later): that promise, not
+                // yet ended, dates the holder's silence just as well.
+                let silent = self.lost.remove(ip).or_else(|| {
+                    self.voter
+                        .promises()
+                        .get(ip)
+                        .filter(|p| p.holder != self.me)
+                        .map(|p| p.renewed)
+                });
+                if let Some(since) = silent {
+                    out.push(Output::Failover {
+                        ip: *ip,
+                        to: self.names[self.me].clone(),
+                        took: now.saturating_duration_since(since),
+                    });
+                }
+            }
+            self.reported_held = held;
+            self.eligibility_version += 1;
+        }
+    }
+
+    /// Sends one renewal request to every voter (this host's own voter answers at once).
+    fn renew(
+        &mut self,
+        now: Instant,
+        hold: BTreeSet<IpAddr>,
+        standby: BTreeSet<IpAddr>,
+        out: &mut Vec<Output>,
+    ) {
+        let seq = self.holder.next_request(now);
+        let r = Renew {
+            seq,
+            claim: self.map.version,
+            ips: hold.iter().copied().collect(),
+            standby: standby.iter().copied().collect(),
+        };
+        self.holder.asked = hold.union(&standby).copied().collect();
+        self.next_renew = now + self.timing.heartbeat;
+        for i in 0..self.names.len() {
+            if i != self.me {
+                self.send(out, i, self.term, Body::Renew(r.clone()));
+            }
+        }
+        if let Some(ips) = self.voter.renew(now, self.me, &r) {
+            self.on_grant(now, self.me, seq, &ips, out);
+        }
+    }
+
+    /// Stops counting `ips` and tells the voters (all, or `only` one) to forget this host's
+    /// promises on them. The caller has already stopped answering for them: this step's
+    /// `Leases` goes first in the batch.
+    fn release(
+        &mut self,
+        now: Instant,
+        ips: &[IpAddr],
+        only: Option<usize>,
+        out: &mut Vec<Output>,
+    ) {
+        for ip in ips {
+            self.holder.forget(ip);
+        }
+        let seq = self.holder.next_request(now);
+        let body = Body::Release(Release {
+            seq,
+            ips: ips.to_vec(),
+        });
+        match only {
+            Some(v) if v != self.me => self.send(out, v, self.term, body),
+            Some(_) => {}
+            None => {
+                for i in 0..self.names.len() {
+                    if i != self.me {
+                        self.send(out, i, self.term, body.clone());
+                    }
+                }
+            }
+        }
+        if only.is_none_or(|v| v == self.me) {
+            let freed = self.voter.release(self.me, seq, ips);
+            self.on_freed(now, freed, out);
+        }
+    }
+
+    /// Holder: voter `from` granted `ips` for request `seq`.
+    fn on_grant(
+        &mut self,
+        now: Instant,
+        from: usize,
+        seq: u64,
+        ips: &[IpAddr],
+        out: &mut Vec<Output>,
+    ) {
+        let (hold, standby) = self.wants(now);
+        let received = (self.mutation == Some(Mutation::LeaseFromReceipt)).then_some(now);
+        let unwanted = self.holder.on_grant(
+            from,
+            seq,
+            ips,
+            |ip| hold.contains(ip) || standby.contains(ip),
+            received,
+        );
+        if !unwanted.is_empty() {
+            // Granted after this host stopped wanting them: free them at that voter at once.
+            let seq = self.holder.next_request(now);
+            let body = Body::Release(Release {
+                seq,
+                ips: unwanted.clone(),
+            });
+            if from == self.me {
+                let freed = self.voter.release(self.me, seq, &unwanted);
+                self.on_freed(now, freed, out);
+            } else {
+                self.send(out, from, self.term, body);
+            }
+        }
+    }
+
+    /// Voter: promises ended. Grant waiting requests; a successor whose holder went silent
+    /// (or released) starts taking the IP over.
+    fn on_freed(&mut self, now: Instant, freed: Vec<Freed>, out: &mut Vec<Output>) {
+        if freed.is_empty() {
+            return;
+        }
+        let ips: Vec<IpAddr> = freed.iter().map(|f| f.ip).collect();
+        for f in &freed {
+            match f.expired_since {
+                Some(since) if f.holder != self.me => {
+                    self.lost.insert(f.ip, since);
+                }
+                _ => {
+                    self.lost.remove(&f.ip);
+                }
+            }
+            if f.holder != self.me
+                && self.map.standby.contains(&f.ip)
+                && !self.map.hold.contains(&f.ip)
+                && self.eligible.contains(&f.ip)
+                && !self.relinquished.contains_key(&f.ip)
+                && !self.leaving
+                && !self.witness
+            {
+                self.holder.attempts.insert(
+                    f.ip,
+                    Attempt {
+                        until: now + self.timing.lease,
+                    },
+                );
+            }
+        }
+        let grants = self.voter.grant_pending(now, &ips);
+        for g in &grants {
+            if g.holder != self.me {
+                for ip in &g.ips {
+                    self.lost.remove(ip); // another host takes it (and reports it)
+                }
+            }
+        }
+        self.send_grants(now, grants, out);
+    }
+
+    fn send_grants(&mut self, now: Instant, grants: Vec<Granted>, out: &mut Vec<Output>) {
+        for g in grants {
+            if g.holder == self.me {
+                self.on_grant(now, self.me, g.seq, &g.ips, out);
+            } else {
+                self.send(
+                    out,
+                    g.holder,
+                    self.term,
+                    Body::Grant(Grant {
+                        seq: g.seq,
+                        ips: g.ips,
+                    }),
+                );
+            }
+        }
+    }
+
+    /// The step's lease change goes FIRST in the batch: the step may also send a `Release`
+    /// (or, as a voter, a `Grant` to another holder of an IP this host just gave up), and a
+    /// voter may promise that IP to another holder as soon as the release arrives, so this
+    /// host must have stopped answering before it leaves. A lease gained in the step is valid
+    /// from `now` anyway.
     fn emit_leases(&mut self, out: &mut Vec<Output>) {
-        let cur = self.leases();
+        let cur = if self.done {
+            BTreeMap::new()
+        } else {
+            self.leases()
+        };
         if cur != self.last_leases {
             self.last_leases = cur.clone();
-            out.insert(
-                0,
-                Output::Leases {
-                    ips: cur.0,
-                    valid_until: cur.1,
-                },
-            );
+            out.insert(0, Output::Leases(cur));
         }
     }
 
@@ -658,15 +995,9 @@ impl Node {
     /// `transfer`: the leader asked for it (TimeoutNow), a planned hand-over.
     fn become_candidate(&mut self, now: Instant, transfer: bool, out: &mut Vec<Output>) {
         self.term += 1;
-        self.leader_lost_since = if transfer {
-            None
-        } else {
-            self.last_leader_contact
-        };
         self.voted_for = Some(self.me);
         self.role = Role::Candidate;
         self.leader = None;
-        self.drop_leases();
         // Voting for oneself is a vote: it carries the same promise.
         self.promise_until = self.promise_until.max(now + self.timing.election_timeout);
         self.votes = BTreeSet::from([self.me]);
@@ -680,35 +1011,17 @@ impl Node {
             return;
         }
         self.role_changed(out);
-        self.broadcast(out, self.term, Body::Vote { transfer: false });
+        self.broadcast(out, self.term, Body::Vote { transfer });
     }
 
-    fn drop_leases(&mut self) {
-        if !self.held.is_empty() {
-            self.held_before = std::mem::take(&mut self.held);
-        }
-        self.held_until = None;
-        self.applied_epoch = 0;
-    }
-
-    /// Adopt a higher term (or lose leadership in this one). Leases are dropped at once.
+    /// Adopt a higher term (or lose leadership in this one). Leases are NOT touched: they
+    /// come from the voters, not from the leader, and outlive it.
     fn step_down(&mut self, now: Instant, term: u64, leader: Option<usize>, out: &mut Vec<Output>) {
         let was = (self.role, self.leader, self.term);
-        if self.role == Role::Leader {
-            self.last_leader_contact = Some(now);
-        }
-        if let Some(l) = self.lead.take() {
-            self.held_before = l
-                .owners
-                .iter()
-                .filter(|(_, o)| **o == self.me)
-                .map(|(ip, _)| *ip)
-                .collect();
-        }
+        self.lead = None;
         if term > self.term {
             self.term = term;
             self.voted_for = None;
-            self.drop_leases();
             self.persist(out);
         }
         self.role = Role::Follower;
@@ -729,21 +1042,13 @@ impl Node {
         Report {
             eligibility_version: self.eligibility_version,
             eligible: self.eligible.iter().copied().collect(),
-            held: self
-                .held
-                .union(&self.held_before)
-                .copied()
-                .collect::<Vec<_>>(),
+            held: self.reported_held.iter().copied().collect(),
         }
     }
 
-    fn next_ack(&mut self, now: Instant) -> u64 {
+    fn next_ack(&mut self) -> u64 {
         let seq = self.next_ack_seq;
         self.next_ack_seq += 1;
-        self.acks_sent.push_back((seq, now));
-        while self.acks_sent.len() > ACK_WINDOW {
-            self.acks_sent.pop_front();
-        }
         seq
     }
 
@@ -779,6 +1084,10 @@ impl Node {
                     if self.votes.len() >= majority(self.names.len()) {
                         self.become_leader(now, out);
                     }
+                } else if self.role == Role::Leader && granted && term == self.term {
+                    // A vote that arrives after the majority: its report still tells this new
+                    // leader what that host holds, a round trip before its first ack would.
+                    self.on_late_vote(now, from, ack_seq, report);
                 }
             }
             Body::Heartbeat(hb) => self.on_heartbeat(now, from, term, hb, out),
@@ -793,23 +1102,24 @@ impl Node {
                 if term == self.term && self.leader == Some(from) && !self.witness && !self.leaving
                 {
                     self.become_candidate(now, true, out);
-                    // become_candidate broadcast a normal vote; replace with transfer votes.
-                    out.retain(|o| {
-                        !matches!(
-                            o,
-                            Output::Send {
-                                msg: Message {
-                                    body: Body::Vote { .. },
-                                    ..
-                                },
-                                ..
-                            }
-                        )
-                    });
-                    if self.role == Role::Candidate {
-                        self.broadcast(out, self.term, Body::Vote { transfer: true });
-                    }
                 }
+            }
+            // Lease messages are independent of terms: a voter's promise binds it whoever
+            // leads (the term in their header is informational).
+            Body::Renew(r) => {
+                if let Some(ips) = self.voter.renew(now, from, &r)
+                    && !ips.is_empty()
+                {
+                    for ip in &ips {
+                        self.lost.remove(ip); // another host holds it (and reports a failover)
+                    }
+                    self.send(out, from, self.term, Body::Grant(Grant { seq: r.seq, ips }));
+                }
+            }
+            Body::Grant(g) => self.on_grant(now, from, g.seq, &g.ips, out),
+            Body::Release(r) => {
+                let freed = self.voter.release(from, r.seq, &r.ips);
+                self.on_freed(now, freed, out);
             }
         }
     }
@@ -823,7 +1133,7 @@ impl Node {
         out: &mut Vec<Output>,
     ) {
         // Within a promise the request is ignored entirely, term included (thesis §4.2.3),
-        // unless it is a handover the leader itself started.
+        // unless it is a hand-over the leader itself started.
         if term < self.term || (!transfer && self.in_promise(now)) || self.leaving {
             let t = self.term;
             self.send(
@@ -850,7 +1160,7 @@ impl Node {
             self.promise_until = self.promise_until.max(now + self.timing.election_timeout);
             self.election_deadline = now + self.random_timeout();
         }
-        let ack_seq = if granted { self.next_ack(now) } else { 0 };
+        let ack_seq = if granted { self.next_ack() } else { 0 };
         let report = granted.then(|| self.report());
         self.send(
             out,
@@ -867,7 +1177,6 @@ impl Node {
     fn become_leader(&mut self, now: Instant, out: &mut Vec<Output>) {
         self.role = Role::Leader;
         self.leader = Some(self.me);
-        self.drop_leases();
         let mut peers = vec![Peer::default(); self.names.len()];
         for (v, (ack_seq, report, at)) in std::mem::take(&mut self.vote_reports) {
             let p = &mut peers[v];
@@ -879,7 +1188,7 @@ impl Node {
             if let Some(r) = report {
                 p.eligibility_version = r.eligibility_version;
                 p.eligible = Some(r.eligible.into_iter().collect());
-                p.held_before = r.held.into_iter().collect();
+                p.held = r.held.into_iter().collect();
             }
         }
         self.lead = Some(Leadership {
@@ -888,32 +1197,33 @@ impl Node {
             heartbeat_seq: 0,
             heartbeats_sent: VecDeque::new(),
             peers,
-            epoch: 1,
+            epoch: 0,
             owners: BTreeMap::new(),
-            revoked: BTreeMap::new(),
-            handing_over: false,
-            // Every IP went unanswered once the lost leader's leases ran out.
-            failovers: match self.leader_lost_since.take() {
-                Some(since) => self
-                    .desired
-                    .keys()
-                    .map(|ip| {
-                        (
-                            *ip,
-                            Failover {
-                                since,
-                                granted: None,
-                            },
-                        )
-                    })
-                    .collect(),
-                None => BTreeMap::new(),
-            },
+            successors: BTreeMap::new(),
         });
         self.promise_until = self.promise_until.max(now + self.timing.election_timeout);
         self.role_changed(out);
         self.reconcile(now);
         self.broadcast_heartbeats(now, out);
+    }
+
+    /// A granted vote received after this node became leader (same term).
+    fn on_late_vote(&mut self, now: Instant, from: usize, ack_seq: u64, report: Option<Report>) {
+        let sent = self.vote_sent_at;
+        let Some(l) = &mut self.lead else { return };
+        let p = &mut l.peers[from];
+        p.promised_from = Some(p.promised_from.map_or(sent, |t| t.max(sent)));
+        if ack_seq != 0 && p.latest_ack.is_none_or(|k| ack_seq > k) {
+            p.latest_ack = Some(ack_seq);
+            p.latest_ack_received = Some(now);
+        }
+        if let Some(r) = report
+            && (p.eligible.is_none() || r.eligibility_version > p.eligibility_version)
+        {
+            p.eligibility_version = r.eligibility_version;
+            p.eligible = Some(r.eligible.into_iter().collect());
+            p.held = r.held.into_iter().collect();
+        }
     }
 
     // ---- follower ------------------------------------------------------------------------
@@ -948,73 +1258,115 @@ impl Node {
         }
         self.promise_until = self.promise_until.max(now + self.timing.election_timeout);
         self.election_deadline = now + self.random_timeout();
-        self.last_leader_contact = Some(now);
-        if hb.epoch >= self.applied_epoch {
-            if hb.epoch > self.applied_epoch {
-                self.applied_epoch = hb.epoch;
-                self.held = hb.ips.iter().copied().collect();
-            }
-            // A relinquished IP is answered again once the leader still assigns it to us
-            // knowing we are eligible again; one it moved away is forgotten.
-            let held = &self.held;
-            self.relinquished.retain(|ip, back| {
-                held.contains(ip) && !back.is_some_and(|v| hb.eligibility_known >= v)
-            });
-            if let Some(k) = hb.echo
-                && let Some((_, sent)) = self.acks_sent.iter().find(|(s, _)| *s == k)
-            {
-                // The lease starts when this host sent ack k: before the leader received it.
-                let until = *sent + self.timing.lease.saturating_sub(self.timing.clock_drift);
-                self.held_until = Some(self.held_until.map_or(until, |u| u.max(until)));
-            }
-            if self.held_until.is_some_and(|u| now >= u) {
-                self.held_until = None;
-            }
+        // Epoch 0: a new leader that has no map yet (it waits for reports): keep ours.
+        if hb.epoch > 0 && (term, hb.epoch) > self.map.version {
+            self.map = Assignment {
+                version: (term, hb.epoch),
+                hold: hb.ips.iter().copied().collect(),
+                standby: hb.standby.iter().copied().collect(),
+            };
         }
-        let finished = self.leaving && hb.leave_ok && self.held.is_empty();
-        let ack_seq = self.next_ack(now);
+        if (term, hb.epoch) == self.map.version {
+            // A relinquished IP is asked for again once the leader still assigns it to us
+            // knowing we are eligible again; one it moved away is forgotten.
+            let hold = &self.map.hold;
+            let standby = &self.map.standby;
+            self.relinquished.retain(|ip, back| {
+                (hold.contains(ip) || standby.contains(ip))
+                    && !back.is_some_and(|v| hb.eligibility_known >= v)
+            });
+        }
+        let ack_seq = self.next_ack();
         let report = (hb.eligibility_known != self.eligibility_version).then(|| self.report());
         let ack = Ack {
             heartbeat: hb.seq,
             ack_seq,
-            epoch: self.applied_epoch,
+            epoch: self.map.version.1,
             eligibility_version: self.eligibility_version,
             leaving: self.leaving,
             report,
         };
         self.send(out, from, term, Body::Ack(ack));
-        if finished {
-            self.done = true;
-            out.push(Output::ShutdownComplete);
-        }
     }
 
+    /// Planned leave: stop answering and release every IP at once (the successors take them
+    /// over, with or without a leader), tell the leader, and, as leader, hand leadership to
+    /// the most recently heard follower. Nobody else's lease is touched. Completes once this
+    /// host's voter has promised every released IP to another holder (its successor has
+    /// asked: the hand-over is under way), or after one lease; meanwhile it still votes on
+    /// leases.
     fn shutdown(&mut self, now: Instant, out: &mut Vec<Output>) {
         if self.leaving {
             return;
         }
         self.leaving = true;
+        let held: Vec<IpAddr> = self.holder.granted_ips().copied().collect();
+        if !held.is_empty() {
+            self.release(now, &held, None, out);
+        }
+        if self.names.len() > 1 {
+            self.handover = held.iter().copied().collect();
+            self.leave_by = Some(now + self.timing.lease);
+        }
         match self.role {
             Role::Leader => {
-                if let Some(l) = &mut self.lead {
-                    l.handing_over = true;
-                }
+                // The map without this host, so followers (and successors) hear it now.
                 self.reconcile(now);
                 self.broadcast_heartbeats(now, out);
-                self.maybe_hand_over(now, out);
+                let successor = self.lead.as_ref().and_then(|l| {
+                    (0..self.names.len())
+                        .filter(|i| *i != self.me && self.alive(*i, now) && !l.peers[*i].leaving)
+                        .max_by_key(|i| l.peers[*i].latest_ack_received)
+                });
+                if let Some(s) = successor {
+                    self.send(out, s, self.term, Body::TimeoutNow);
+                }
+                self.lead = None;
+                self.role = Role::Follower;
             }
-            _ if self.leader.is_none() || self.held.is_empty() => {
-                self.drop_leases();
-                self.done = true;
-                out.push(Output::ShutdownComplete);
+            _ => {
+                if let Some(l) = self.leader {
+                    let ack = Ack {
+                        heartbeat: 0,
+                        ack_seq: self.next_ack(),
+                        epoch: self.map.version.1,
+                        eligibility_version: self.eligibility_version,
+                        leaving: true,
+                        report: None,
+                    };
+                    self.send(out, l, self.term, Body::Ack(ack));
+                }
             }
-            _ => {} // the next ack says `leaving`; done once the leader confirms
+        }
+        self.check_left(now, out);
+    }
+
+    /// After `Shutdown`: done once every released IP that is still desired is promised by
+    /// this host's voter to another holder, or at `leave_by`.
+    fn check_left(&mut self, now: Instant, out: &mut Vec<Output>) {
+        if !self.leaving || self.done {
+            return;
+        }
+        let handed = self.handover.iter().all(|ip| {
+            !self.desired.contains_key(ip)
+                || self
+                    .voter
+                    .promises()
+                    .get(ip)
+                    .is_some_and(|p| p.holder != self.me)
+        });
+        if handed || self.leave_by.is_none_or(|b| now >= b) {
+            self.done = true;
+            self.leave_by = None;
+            out.push(Output::ShutdownComplete);
         }
     }
 
     // ---- leader --------------------------------------------------------------------------
 
-    /// Until when no other leader can exist (leader clock); `None` without a majority.
+    /// Until when no other leader can exist (leader clock); `None` without a majority. The
+    /// leader steps down then (it is the single writer of Service status); leases do not
+    /// depend on it.
     fn authority(&self) -> Option<Instant> {
         let l = self.lead.as_ref()?;
         let e = self.timing.election_timeout;
@@ -1038,13 +1390,9 @@ impl Node {
         ends[k - 1].checked_sub(self.timing.clock_drift)
     }
 
-    fn can_grant(&self, now: Instant) -> bool {
-        self.authority()
-            .is_some_and(|a| a >= now + self.timing.lease + self.timing.clock_drift)
-    }
-
-    /// Every lease host `i` may hold from this leader ends before this (leader clock).
-    fn lease_bound(&self, i: usize) -> Option<Instant> {
+    /// When member `i` counts as down if no ack arrives before (leader clock): its last ack
+    /// + lease + drift, by which its own promises at the voters have ended too.
+    fn down_at(&self, i: usize) -> Option<Instant> {
         let l = self.lead.as_ref()?;
         l.peers[i]
             .latest_ack_received
@@ -1052,7 +1400,7 @@ impl Node {
     }
 
     fn alive(&self, i: usize, now: Instant) -> bool {
-        i == self.me || self.lease_bound(i).is_some_and(|b| now < b)
+        i == self.me || self.down_at(i).is_some_and(|b| now < b)
     }
 
     fn on_ack(&mut self, now: Instant, from: usize, ack: Ack) {
@@ -1074,14 +1422,14 @@ impl Node {
         if let Some(r) = ack.report
             && r.eligibility_version >= p.eligibility_version
         {
-            if p.eligible.is_none() {
-                p.held_before = r.held.into_iter().collect();
-            }
             p.eligibility_version = r.eligibility_version;
             p.eligible = Some(r.eligible.into_iter().collect());
+            p.held = r.held.into_iter().collect();
         }
     }
 
+    /// Hosts that may be given IPs: alive, reported, not leaving, not witnesses. The leader
+    /// is one like any other (its failure costs its own IPs one takeover, no more).
     fn candidates(&self, now: Instant) -> Vec<bool> {
         let Some(l) = &self.lead else {
             return Vec::new();
@@ -1108,154 +1456,116 @@ impl Node {
             .is_some_and(|e| e.contains(ip))
     }
 
-    /// Bring the map towards placement: revoke first, grant only when no other host can
-    /// still hold the IP (break-before-make within the term).
+    /// What host `i` last said it holds.
+    fn reported_holds(&self, i: usize, ip: &IpAddr) -> bool {
+        if i == self.me {
+            return self.reported_held.contains(ip);
+        }
+        self.lead
+            .as_ref()
+            .is_some_and(|l| l.peers[i].held.contains(ip))
+    }
+
+    /// Brings the map towards placement. The leader grants nothing: a move is safe whatever
+    /// the map says (voters promise an IP to one holder at a time). It only keeps moves
+    /// rare and quick: keep the current holder while it is a candidate; else a candidate that
+    /// reports holding the IP (a successor that took over; at the start of a term, whoever
+    /// held it under the previous leader), else the announced successor, else the rendezvous
+    /// choice. Each IP also gets a successor: the next rendezvous choice.
     fn reconcile(&mut self, now: Instant) {
         let Some(l) = &self.lead else { return };
-        let can_grant = self.can_grant(now) && !l.handing_over;
         let cands = self.candidates(now);
-        // Shortly after election, wait (one heartbeat) for members to report what they held.
+        // Shortly after election, wait (one heartbeat) for members to report what they hold:
+        // a new leader keeps current holders (docs/raft-lite.md §5).
         let all_reported = l
             .peers
             .iter()
             .enumerate()
             .all(|(i, p)| i == self.me || p.eligible.is_some());
-        let settling = !all_reported && now < l.elected_at + self.timing.heartbeat;
-        let held_before: Vec<&BTreeSet<IpAddr>> = (0..self.names.len())
-            .map(|i| {
-                if i == self.me {
-                    &self.held_before
-                } else {
-                    &l.peers[i].held_before
-                }
-            })
-            .collect();
+        let hasty = self.mutation == Some(Mutation::MapBeforeLearningHolders);
+        if !all_reported && now < l.elected_at + self.timing.heartbeat && !hasty {
+            // No map before then: heartbeats carry epoch 0 ("no map yet"), which followers
+            // do not apply, so every holder keeps its IPs under the previous map meanwhile.
+            return;
+        }
         let ips: BTreeSet<IpAddr> = self
             .desired
             .keys()
             .chain(l.owners.keys())
-            .chain(l.revoked.keys())
             .copied()
             .collect();
-        let mut revoke: Vec<(IpAddr, usize)> = Vec::new();
-        let mut grant: Vec<(IpAddr, usize)> = Vec::new();
-        let mut cleared: Vec<IpAddr> = Vec::new();
-        // IPs whose owner was lost (no ack within its lease bound): last ack received.
-        let mut lost: Vec<(IpAddr, Instant)> = Vec::new();
+        let mut owners = l.owners.clone();
+        let mut successors = l.successors.clone();
         for ip in ips {
-            let current = l.owners.get(&ip).copied();
-            if let Some(c) = current
-                && c != self.me
-                && !self.alive(c, now)
-                && let Some(at) = l.peers[c].latest_ack_received
-            {
-                lost.push((ip, at));
-            }
-            let mut names: Vec<&str> = (0..self.names.len())
-                .filter(|i| cands[*i] && self.eligible_for(*i, &ip))
-                .map(|i| self.names[i].as_str())
-                .collect();
-            // The leader takes an IP only when no other host can. Its failure already stops
-            // every lease until an election (≥ election timeout); an IP it also answered for
-            // would go dark for all of that, one on a follower only for what is left after
-            // its lease (election timeout − lease). And an owner's link or process failing
-            // then costs one lease (a follower's), never an election.
-            if names.len() > 1 {
-                let me = self.names[self.me].as_str();
-                names.retain(|n| *n != me);
-            }
-            let target = if !self.desired.contains_key(&ip) || l.handing_over {
-                None
-            } else {
-                let prefer = current.or_else(|| {
-                    (0..self.names.len()).find(|i| cands[*i] && held_before[*i].contains(&ip))
-                });
-                placement::choose_owner(&ip, prefer.map(|i| self.names[i].as_str()), names)
-                    .and_then(|n| self.names.iter().position(|m| m == n))
-            };
-            if let Some(c) = current
-                && target != Some(c)
-            {
-                revoke.push((ip, c));
+            if !self.desired.contains_key(&ip) {
+                owners.remove(&ip);
+                successors.remove(&ip);
                 continue;
             }
-            let pending = l.revoked.get(&ip).is_some_and(|v| {
-                v.iter().any(|(h, e)| {
-                    let p = &l.peers[*h];
-                    let acked = p.acked_epoch >= *e;
-                    let expired = self.lease_bound(*h).is_none_or(|b| now >= b);
-                    !(acked || expired)
-                })
-            });
-            if !pending && l.revoked.contains_key(&ip) {
-                cleared.push(ip);
-            }
-            if current.is_none()
-                && !pending
-                && can_grant
-                && !settling
-                && let Some(t) = target
-            {
-                grant.push((ip, t));
-            }
+            let elig: Vec<usize> = (0..self.names.len())
+                .filter(|i| cands[*i] && self.eligible_for(*i, &ip))
+                .collect();
+            let name = |i: usize| self.names[i].as_str();
+            let current = owners.get(&ip).copied().filter(|c| elig.contains(c));
+            let owner = match current {
+                Some(c) => Some(c),
+                None => {
+                    let holding = elig
+                        .iter()
+                        .copied()
+                        .find(|i| self.reported_holds(*i, &ip))
+                        .filter(|_| !hasty);
+                    let prefer = holding
+                        .or_else(|| successors.get(&ip).copied().filter(|s| elig.contains(s)));
+                    placement::choose_owner(&ip, prefer.map(name), elig.iter().map(|i| name(*i)))
+                        .and_then(|n| self.names.iter().position(|m| m == n))
+                }
+            };
+            let successor = placement::choose_owner(
+                &ip,
+                None,
+                elig.iter().filter(|i| Some(**i) != owner).map(|i| name(*i)),
+            )
+            .and_then(|n| self.names.iter().position(|m| m == n));
+            match owner {
+                Some(o) => owners.insert(ip, o),
+                None => owners.remove(&ip),
+            };
+            match successor {
+                Some(s) => successors.insert(ip, s),
+                None => successors.remove(&ip),
+            };
         }
-        let changed = !revoke.is_empty() || !grant.is_empty();
         let me = self.me;
-        let desired = &self.desired;
+        let term = self.term;
         let Some(l) = &mut self.lead else { return };
-        for ip in cleared {
-            l.revoked.remove(&ip);
-        }
-        let next_epoch = l.epoch + 1;
-        for (ip, since) in lost {
-            // A failover already timed (its new owner failed too) keeps its start.
-            l.failovers.entry(ip).or_insert(Failover {
-                since,
-                granted: None,
-            });
-        }
-        l.failovers.retain(|ip, _| desired.contains_key(ip));
-        for (ip, c) in revoke {
-            l.owners.remove(&ip);
-            if c != me {
-                l.revoked.entry(ip).or_default().push((c, next_epoch));
-            }
-            if let Some(f) = l.failovers.get_mut(&ip) {
-                f.granted = None;
-            }
-        }
-        for (ip, t) in grant {
-            l.owners.insert(ip, t);
-            if let Some(f) = l.failovers.get_mut(&ip) {
-                f.granted = Some((t, next_epoch));
-            }
-        }
-        if changed {
-            l.epoch = next_epoch;
+        if owners != l.owners || successors != l.successors || l.epoch == 0 {
+            // (epoch 0 → 1: the term's first map, even if empty.)
+            l.owners = owners;
+            l.successors = successors;
+            l.epoch += 1;
             // Tell followers now rather than at the next heartbeat.
             l.next_heartbeat = now;
-        }
-    }
-
-    /// Reports the failovers whose new owner has acknowledged its grant (the leader's own
-    /// grants at once: it answers as soon as it owns an IP).
-    fn settle_failovers(&mut self, now: Instant, out: &mut Vec<Output>) {
-        let me = self.me;
-        let Some(l) = &mut self.lead else { return };
-        let done: Vec<(IpAddr, usize, Instant)> = l
-            .failovers
-            .iter()
-            .filter_map(|(ip, f)| match f.granted {
-                Some((h, e)) if h == me || l.peers[h].acked_epoch >= e => Some((*ip, h, f.since)),
-                _ => None,
-            })
-            .collect();
-        for (ip, h, since) in done {
-            l.failovers.remove(&ip);
-            out.push(Output::Failover {
-                ip,
-                to: self.names[h].clone(),
-                took: now.saturating_duration_since(since),
+            self.map = Assignment {
+                version: (term, l.epoch),
+                hold: l
+                    .owners
+                    .iter()
+                    .filter(|(_, o)| **o == me)
+                    .map(|(ip, _)| *ip)
+                    .collect(),
+                standby: l
+                    .successors
+                    .iter()
+                    .filter(|(_, s)| **s == me)
+                    .map(|(ip, _)| *ip)
+                    .collect(),
+            };
+            // The leader's own relinquished IPs follow the same rule as a follower's.
+            let v = self.eligibility_version;
+            let (hold, standby) = (&self.map.hold, &self.map.standby);
+            self.relinquished.retain(|ip, back| {
+                (hold.contains(ip) || standby.contains(ip)) && !back.is_some_and(|b| v >= b)
             });
         }
     }
@@ -1269,7 +1579,6 @@ impl Node {
     }
 
     fn send_heartbeats(&mut self, now: Instant, to: &[usize], out: &mut Vec<Output>) {
-        let can_grant = self.can_grant(now);
         let term = self.term;
         let Some(l) = &mut self.lead else { return };
         l.heartbeat_seq += 1;
@@ -1282,47 +1591,26 @@ impl Node {
         for &i in to {
             let p = &mut l.peers[i];
             p.heartbeat_now = false;
-            let ips: Vec<IpAddr> = l
-                .owners
-                .iter()
-                .filter(|(_, o)| **o == i)
-                .map(|(ip, _)| *ip)
-                .collect();
-            let leave_ok = p.leaving && ips.is_empty();
+            let of = |m: &BTreeMap<IpAddr, usize>| -> Vec<IpAddr> {
+                m.iter()
+                    .filter(|(_, o)| **o == i)
+                    .map(|(ip, _)| *ip)
+                    .collect()
+            };
             msgs.push((
                 i,
                 Body::Heartbeat(Heartbeat {
                     seq,
                     epoch: l.epoch,
-                    echo: if can_grant { p.latest_ack } else { None },
                     eligibility_known: p.eligibility_version,
-                    leave_ok,
-                    ips,
+                    ips: of(&l.owners),
+                    standby: of(&l.successors),
                 }),
             ));
         }
         for (i, b) in msgs {
             self.send(out, i, term, b);
         }
-    }
-
-    /// Shutdown of a leader: once no follower can hold a lease, ask the most recently heard
-    /// follower to campaign at once, then stop.
-    fn maybe_hand_over(&mut self, now: Instant, out: &mut Vec<Output>) {
-        let Some(l) = &self.lead else { return };
-        if !l.handing_over || !l.owners.is_empty() || !l.revoked.is_empty() {
-            return;
-        }
-        let successor = (0..self.names.len())
-            .filter(|i| *i != self.me && self.alive(*i, now) && !l.peers[*i].leaving)
-            .max_by_key(|i| l.peers[*i].latest_ack_received);
-        if let Some(s) = successor {
-            self.send(out, s, self.term, Body::TimeoutNow);
-        }
-        self.lead = None;
-        self.role = Role::Follower;
-        self.done = true;
-        out.push(Output::ShutdownComplete);
     }
 }
 
@@ -1499,10 +1787,9 @@ mod tests {
         let hb = Heartbeat {
             seq: 1,
             epoch: 1,
-            echo: None,
             eligibility_known: 0,
-            leave_ok: false,
             ips: vec![],
+            standby: vec![],
         };
         n.step(
             hb_at,
@@ -1542,11 +1829,56 @@ mod tests {
         assert!(granted(&n.step(hb_at + E, pre)));
     }
 
-    #[test]
-    fn higher_term_heartbeat_drops_leases_at_once() {
-        let t0 = crate::test_origin() + E * 2;
+    fn ip2() -> IpAddr {
+        "10.10.100.201".parse().expect("ip")
+    }
+
+    fn msg(from: &str, term: u64, body: Body) -> Input {
+        Input::Received {
+            from: from.into(),
+            msg: Message { term, body },
+        }
+    }
+
+    fn hb(seq: u64, epoch: u64, known: u64, ips: Vec<IpAddr>, standby: Vec<IpAddr>) -> Body {
+        Body::Heartbeat(Heartbeat {
+            seq,
+            epoch,
+            eligibility_known: known,
+            ips,
+            standby,
+        })
+    }
+
+    /// Every message of one kind the batch sends, with its receiver.
+    fn sent<T>(out: &[Output], f: impl Fn(&Body) -> Option<T>) -> Vec<(String, T)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send { to, msg } => f(&msg.body).map(|t| (to.clone(), t)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn renews(out: &[Output]) -> Vec<(String, Renew)> {
+        sent(out, |b| match b {
+            Body::Renew(r) => Some(r.clone()),
+            _ => None,
+        })
+    }
+
+    fn grants(out: &[Output]) -> Vec<(String, Grant)> {
+        sent(out, |b| match b {
+            Body::Grant(g) => Some(g.clone()),
+            _ => None,
+        })
+    }
+
+    /// Node `me` of a, b, c, started long enough ago that its restart quiet period is over,
+    /// eligible for `ip()` and `ip2()`, following leader "a" in term 1.
+    fn follower(me: &str, t0: Instant) -> Node {
         let (mut n, _) = Node::new(
-            cfg("b", &["a", "b", "c"]),
+            cfg(me, &["a", "b", "c"]),
             HardState {
                 term: 1,
                 voted_for: None,
@@ -1554,205 +1886,322 @@ mod tests {
             t0 - E * 2,
         )
         .expect("node");
-        n.step(t0, Input::LocalEligibility([ip()].into()));
-        let hb = |seq, echo| Heartbeat {
+        n.step(t0, Input::LocalEligibility([ip(), ip2()].into()));
+        n
+    }
+
+    fn renew_from(seq: u64, claim: (u64, u64), ips: Vec<IpAddr>, standby: Vec<IpAddr>) -> Body {
+        Body::Renew(Renew {
             seq,
-            epoch: 1,
-            echo,
-            eligibility_known: 0,
-            leave_ok: false,
-            ips: vec![ip()],
-        };
-        let out = n.step(
-            t0,
-            Input::Received {
-                from: "a".into(),
-                msg: Message {
-                    term: 1,
-                    body: Body::Heartbeat(hb(1, None)),
-                },
-            },
-        );
-        let ack = out
-            .iter()
-            .find_map(|o| match o {
-                Output::Send {
-                    msg:
-                        Message {
-                            body: Body::Ack(a), ..
-                        },
-                    ..
-                } => Some(a.ack_seq),
-                _ => None,
-            })
-            .expect("ack");
-        assert!(n.owned_ips(t0).is_empty(), "no lease without an echoed ack");
-        let t1 = t0 + Duration::from_millis(20);
-        n.step(
-            t1,
-            Input::Received {
-                from: "a".into(),
-                msg: Message {
-                    term: 1,
-                    body: Body::Heartbeat(hb(2, Some(ack))),
-                },
-            },
-        );
-        assert_eq!(n.owned_ips(t1), [ip()].into());
-        // Lease = ack send time + lease - drift = t0 + 125 ms.
-        assert!(n.owned_ips(t0 + Duration::from_millis(124)).contains(&ip()));
-        assert!(n.owned_ips(t0 + Duration::from_millis(125)).is_empty());
-        let hb2 = Heartbeat {
-            seq: 1,
-            epoch: 1,
-            echo: None,
-            eligibility_known: 0,
-            leave_ok: false,
-            ips: vec![],
-        };
-        n.step(
-            t1,
-            Input::Received {
-                from: "c".into(),
-                msg: Message {
-                    term: 2,
-                    body: Body::Heartbeat(hb2),
-                },
-            },
-        );
-        assert!(n.owned_ips(t1).is_empty());
-        assert_eq!(n.leader(), Some("c"));
+            claim,
+            ips,
+            standby,
+        })
     }
 
     #[test]
-    fn an_ip_given_up_on_link_down_is_answered_again_only_once_the_leader_assigns_it_again() {
+    fn a_voter_promises_an_ip_to_one_holder_until_its_promise_ends_or_is_released() {
         let t0 = crate::test_origin() + E * 2;
-        let (mut n, _) = Node::new(
-            cfg("b", &["a", "b", "c"]),
-            HardState {
-                term: 1,
-                voted_for: None,
-            },
-            t0 - E * 2,
-        )
-        .expect("node");
-        n.step(t0, Input::LocalEligibility([ip()].into()));
-        let hb = |seq, echo, known| Input::Received {
-            from: "a".into(),
-            msg: Message {
-                term: 1,
-                body: Body::Heartbeat(Heartbeat {
-                    seq,
-                    epoch: 1,
-                    echo,
-                    eligibility_known: known,
-                    leave_ok: false,
+        let mut v = follower("c", t0);
+        let out = v.step(t0, msg("a", 1, renew_from(10, (1, 1), vec![ip()], vec![])));
+        assert_eq!(
+            grants(&out),
+            vec![(
+                "a".to_string(),
+                Grant {
+                    seq: 10,
+                    ips: vec![ip()]
+                }
+            )]
+        );
+        // Another holder, even with a newer map, waits while the promise lasts.
+        let t1 = t0 + Duration::from_millis(100);
+        let out = v.step(t1, msg("b", 1, renew_from(20, (1, 2), vec![ip()], vec![])));
+        assert!(grants(&out).is_empty(), "{out:?}");
+        // The promise to "a" is no longer renewed (a newer map moved the IP): at its end
+        // the waiting request is granted.
+        let out = v.step(
+            t0 + Duration::from_millis(120),
+            msg("a", 1, renew_from(11, (1, 1), vec![ip()], vec![])),
+        );
+        assert!(
+            grants(&out).is_empty(),
+            "an older map is not renewed: {out:?}"
+        );
+        let out = v.step(t0 + Timing::default().lease, Input::Tick);
+        assert_eq!(
+            grants(&out),
+            vec![(
+                "b".to_string(),
+                Grant {
+                    seq: 20,
+                    ips: vec![ip()]
+                }
+            )]
+        );
+        // A release frees it at once for the next holder.
+        let out = v.step(
+            t1 + E,
+            msg(
+                "b",
+                1,
+                Body::Release(Release {
+                    seq: 21,
                     ips: vec![ip()],
                 }),
-            },
-        };
-        let ack_of = |out: &[Output]| {
-            out.iter()
-                .find_map(|o| match o {
-                    Output::Send {
-                        msg:
-                            Message {
-                                body: Body::Ack(a), ..
-                            },
-                        ..
-                    } => Some((a.ack_seq, a.eligibility_version)),
-                    _ => None,
-                })
-                .expect("ack")
-        };
-        let (ack, v_up) = ack_of(&n.step(t0, hb(1, None, 0)));
-        let t1 = t0 + Duration::from_millis(10);
-        n.step(t1, hb(2, Some(ack), v_up));
-        assert_eq!(n.owned_ips(t1), [ip()].into());
-        // Link down: given up at once; link up again within the lease, before the leader
-        // heard of either: still not answered (the lease alone is not an assignment).
-        n.step(t1, Input::LocalEligibility(BTreeSet::new()));
-        assert!(n.owned_ips(t1).is_empty());
-        let t2 = t1 + Duration::from_millis(5);
-        n.step(t2, Input::LocalEligibility([ip()].into()));
-        assert!(
-            n.owned_ips(t2).is_empty(),
-            "answered again without a new assignment"
+            ),
         );
-        // A heartbeat from a leader that has not yet seen the new eligibility: still silent.
-        let (ack, v_now) = ack_of(&n.step(t2, hb(3, Some(ack), v_up)));
-        assert!(v_now > v_up + 1);
-        assert!(n.owned_ips(t2).is_empty());
-        // The leader knows this host is eligible again and still assigns it the IP: answer.
-        let t3 = t2 + Duration::from_millis(5);
-        n.step(t3, hb(4, Some(ack), v_now));
-        assert_eq!(n.owned_ips(t3), [ip()].into());
+        assert!(grants(&out).is_empty());
+        let out = v.step(
+            t1 + E,
+            msg("a", 1, renew_from(12, (1, 3), vec![ip()], vec![])),
+        );
+        assert_eq!(grants(&out).len(), 1, "{out:?}");
     }
 
     #[test]
-    fn a_revoked_lease_is_given_up_before_the_ack_that_lets_the_leader_move_it() {
+    fn a_restarted_voter_promises_nothing_for_one_election_timeout_plus_drift() {
         let t0 = crate::test_origin() + E * 2;
-        let (mut n, _) = Node::new(
-            cfg("b", &["a", "b", "c"]),
-            HardState {
-                term: 1,
-                voted_for: None,
-            },
-            t0 - E * 2,
-        )
-        .expect("node");
-        n.step(t0, Input::LocalEligibility([ip()].into()));
-        let hb = |seq, echo, epoch, ips: Vec<IpAddr>| Input::Received {
-            from: "a".into(),
-            msg: Message {
-                term: 1,
-                body: Body::Heartbeat(Heartbeat {
-                    seq,
-                    epoch,
-                    echo,
-                    eligibility_known: 1,
-                    leave_ok: false,
-                    ips,
+        let (mut v, _) =
+            Node::new(cfg("c", &["a", "b", "c"]), HardState::default(), t0).expect("node");
+        let t = Timing::default();
+        // At least lease + drift (forgotten promises); E + drift also covers a version-1
+        // voter's promise not to vote (a rolling upgrade from version 1).
+        let quiet = t.election_timeout + t.clock_drift;
+        assert!(quiet >= t.lease + t.clock_drift);
+        let out = v.step(
+            t0 + quiet - Duration::from_millis(1),
+            msg("a", 0, renew_from(1, (1, 1), vec![ip()], vec![])),
+        );
+        assert!(
+            grants(&out).is_empty(),
+            "granted inside the quiet period: {out:?}"
+        );
+        let out = v.step(
+            t0 + quiet,
+            msg("a", 0, renew_from(2, (1, 1), vec![ip()], vec![])),
+        );
+        assert_eq!(grants(&out).len(), 1, "{out:?}");
+    }
+
+    #[test]
+    fn a_voter_ignores_requests_older_than_one_it_acted_on() {
+        let t0 = crate::test_origin() + E * 2;
+        let mut v = follower("c", t0);
+        v.step(
+            t0,
+            msg(
+                "a",
+                1,
+                Body::Release(Release {
+                    seq: 5,
+                    ips: vec![ip()],
                 }),
-            },
-        };
-        let ack_seq = |out: &[Output]| {
-            out.iter().find_map(|o| match o {
-                Output::Send {
-                    msg:
-                        Message {
-                            body: Body::Ack(a), ..
-                        },
-                    ..
-                } => Some(a.ack_seq),
-                _ => None,
-            })
-        };
-        let ack = ack_seq(&n.step(t0, hb(1, None, 1, vec![ip()]))).expect("ack");
-        let t1 = t0 + Duration::from_millis(10);
-        n.step(t1, hb(2, Some(ack), 1, vec![ip()]));
+            ),
+        );
+        let out = v.step(t0, msg("a", 1, renew_from(4, (1, 1), vec![ip()], vec![])));
+        assert!(
+            grants(&out).is_empty(),
+            "a renewal sent before the release: {out:?}"
+        );
+    }
+
+    /// "b" holds `ip()` in map (1, 1): returns it with its first renewal request.
+    fn holder_b(t0: Instant) -> (Node, Renew) {
+        let mut n = follower("b", t0);
+        let out = n.step(t0, msg("a", 1, hb(1, 1, 0, vec![ip()], vec![])));
+        let r = renews(&out);
+        assert_eq!(r.len(), 2, "one request per other voter: {out:?}");
+        assert_eq!(r[0].1.ips, vec![ip()]);
+        assert_eq!(r[0].1.claim, (1, 1));
+        (n, r[0].1.clone())
+    }
+
+    #[test]
+    fn a_holder_answers_with_a_majority_of_grants_counted_from_the_request_send_time() {
+        let t0 = crate::test_origin() + E * 2;
+        let (mut n, r) = holder_b(t0);
+        // Its own voter granted at once: one of three is no majority.
+        assert!(n.owned_ips(t0).is_empty());
+        let t1 = t0 + Duration::from_millis(20);
+        let out = n.step(
+            t1,
+            msg(
+                "c",
+                1,
+                Body::Grant(Grant {
+                    seq: r.seq,
+                    ips: vec![ip()],
+                }),
+            ),
+        );
         assert_eq!(n.owned_ips(t1), [ip()].into());
-        // The map without the IP: the batch gives the lease up first, then acks.
-        let out = n.step(t1, hb(3, Some(ack), 2, vec![]));
+        assert!(matches!(out.first(), Some(Output::Leases(l)) if l.contains_key(&ip())));
+        // lease − drift from the send (t0), not from the grant's arrival.
+        let t = Timing::default();
+        let end = t0 + t.lease - t.clock_drift;
+        assert!(n.owned_ips(end - Duration::from_millis(1)).contains(&ip()));
+        assert!(n.owned_ips(end).is_empty());
+    }
+
+    #[test]
+    fn leases_outlive_the_leader_a_higher_term_keeps_them_and_renewals_go_on() {
+        let t0 = crate::test_origin() + E * 2;
+        let (mut n, r) = holder_b(t0);
+        n.step(
+            t0,
+            msg(
+                "c",
+                1,
+                Body::Grant(Grant {
+                    seq: r.seq,
+                    ips: vec![ip()],
+                }),
+            ),
+        );
+        // The leader is gone; "c" campaigns and wins term 2: no lease is dropped.
+        let t1 = t0 + Duration::from_millis(30);
+        n.step(t1, msg("c", 2, hb(1, 1, 0, vec![ip()], vec![])));
+        assert_eq!(n.leader(), Some("c"));
+        assert_eq!(n.owned_ips(t1), [ip()].into());
+        // Renewals continue every heartbeat, with the new map's version.
+        let t2 = t0 + Timing::default().heartbeat;
+        let out = n.step(t2, Input::Tick);
+        let r2 = renews(&out);
+        assert!(!r2.is_empty(), "{out:?}");
+        assert_eq!(r2[0].1.claim, (2, 1));
+        n.step(
+            t2,
+            msg(
+                "a",
+                2,
+                Body::Grant(Grant {
+                    seq: r2[0].1.seq,
+                    ips: vec![ip()],
+                }),
+            ),
+        );
+        let t = Timing::default();
+        assert!(
+            n.owned_ips(t2 + t.lease - t.clock_drift - Duration::from_millis(1))
+                .contains(&ip())
+        );
+    }
+
+    #[test]
+    fn an_ip_given_up_on_link_down_is_asked_for_again_only_once_the_leader_assigns_it_again() {
+        let t0 = crate::test_origin() + E * 2;
+        let (mut n, r) = holder_b(t0);
+        n.step(
+            t0,
+            msg(
+                "c",
+                1,
+                Body::Grant(Grant {
+                    seq: r.seq,
+                    ips: vec![ip()],
+                }),
+            ),
+        );
+        assert_eq!(n.owned_ips(t0), [ip()].into());
+        // Link down: given up at once and released (lease first in the batch).
+        let out = n.step(t0, Input::LocalEligibility([ip2()].into()));
+        assert!(n.owned_ips(t0).is_empty());
         let leases = out
             .iter()
-            .position(|o| matches!(o, Output::Leases { ips, .. } if ips.is_empty()))
-            .unwrap_or_else(|| panic!("lease given up: {out:?}"));
-        let acked = out
-            .iter()
-            .position(|o| {
-                matches!(
-                    o,
-                    Output::Send {
-                        msg: Message {
-                            body: Body::Ack(_),
-                            ..
-                        },
+            .position(|o| matches!(o, Output::Leases(l) if l.is_empty()));
+        let release = out.iter().position(|o| {
+            matches!(
+                o,
+                Output::Send {
+                    msg: Message {
+                        body: Body::Release(_),
                         ..
-                    }
-                )
-            })
-            .expect("ack");
-        assert!(leases < acked, "{out:?}");
+                    },
+                    ..
+                }
+            )
+        });
+        assert!(
+            leases.is_some() && release.is_some() && leases < release,
+            "{out:?}"
+        );
+        // Link up within the lease, before the leader heard of either: not asked for.
+        let t1 = t0 + Duration::from_millis(5);
+        let out = n.step(t1, Input::LocalEligibility([ip(), ip2()].into()));
+        assert!(renews(&out).is_empty(), "{out:?}");
+        let t2 = t0 + Duration::from_millis(60);
+        let out = n.step(t2, msg("a", 1, hb(2, 1, 0, vec![ip()], vec![])));
+        assert!(
+            renews(&out).is_empty(),
+            "a heartbeat that has not seen it eligible: {out:?}"
+        );
+        let known = sent(&out, |b| match b {
+            Body::Ack(a) => Some(a.eligibility_version),
+            _ => None,
+        })[0]
+            .1;
+        // The leader knows it is eligible again and still assigns it: asked for again.
+        let out = n.step(t2, msg("a", 1, hb(3, 1, known, vec![ip()], vec![])));
+        assert_eq!(
+            renews(&out).first().map(|r| r.1.ips.clone()),
+            Some(vec![ip()]),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_successor_takes_over_when_the_holders_promise_at_its_voter_runs_out() {
+        let t0 = crate::test_origin() + E * 2;
+        let mut s = follower("c", t0);
+        // "a" holds the IP, "c" is its successor.
+        s.step(t0, msg("a", 1, hb(1, 1, 0, vec![], vec![ip()])));
+        s.step(t0, msg("a", 1, renew_from(10, (1, 1), vec![ip()], vec![])));
+        let t = Timing::default();
+        // Nothing asked while the promise lasts.
+        let out = s.step(t0 + t.lease - Duration::from_millis(1), Input::Tick);
+        assert!(renews(&out).is_empty(), "{out:?}");
+        // "a" went silent: at the promise's end "c" asks for it as successor.
+        let out = s.step(t0 + t.lease, Input::Tick);
+        let r = renews(&out);
+        assert_eq!(
+            r.first().map(|r| r.1.standby.clone()),
+            Some(vec![ip()]),
+            "{out:?}"
+        );
+        let t1 = t0 + t.lease + Duration::from_millis(2);
+        let out = s.step(
+            t1,
+            msg(
+                "b",
+                1,
+                Body::Grant(Grant {
+                    seq: r[0].1.seq,
+                    ips: vec![ip()],
+                }),
+            ),
+        );
+        assert_eq!(s.owned_ips(t1), [ip()].into());
+        let failover = out.iter().find_map(|o| match o {
+            Output::Failover { ip, to, took } => Some((*ip, to.clone(), *took)),
+            _ => None,
+        });
+        assert_eq!(
+            failover,
+            Some((ip(), "c".to_string(), t.lease + Duration::from_millis(2)))
+        );
+    }
+
+    #[test]
+    fn the_leader_places_ips_on_itself_too_with_a_successor_for_each() {
+        let t0 = crate::test_origin();
+        let (mut n, _) = Node::new(cfg("a", &["a"]), HardState::default(), t0).expect("node");
+        let many: BTreeMap<IpAddr, String> = (0..30u8)
+            .map(|k| (IpAddr::from([10, 0, 0, k]), format!("s{k}")))
+            .collect();
+        n.step(t0, Input::DesiredIps(many.clone()));
+        n.step(t0, Input::LocalEligibility(many.keys().copied().collect()));
+        assert_eq!(n.owned_ips(t0).len(), 30, "a lone leader owns everything");
+        assert_eq!(n.status(t0).owners.len(), 30);
     }
 }

@@ -16,12 +16,14 @@ pub enum Body {
     PreVoteReply {
         granted: bool,
     },
-    /// Vote request. `transfer`: sent after the leader's `TimeoutNow` (planned handover, the
-    /// old leader has revoked every lease), so voters disregard their promise.
+    /// Vote request. `transfer`: sent after the leader's `TimeoutNow` (planned hand-over), so
+    /// voters disregard their promise to the leader (thesis §3.10). Leases do not depend on
+    /// the leader, so a hand-over revokes none.
     Vote {
         transfer: bool,
     },
-    /// `ack_seq` works like an `Ack`'s: the new leader's first heartbeat may echo it.
+    /// `ack_seq` works like an `Ack`'s; `report` tells the candidate what this host can
+    /// announce and which IPs it holds (a new leader keeps current holders).
     VoteReply {
         granted: bool,
         ack_seq: u64,
@@ -31,6 +33,12 @@ pub enum Body {
     Ack(Ack),
     /// The leader hands over: campaign now (thesis §3.10).
     TimeoutNow,
+    /// Holder → voter: promise me these IPs (quorum leases, docs/raft-lite.md §3).
+    Renew(Renew),
+    /// Voter → holder: promised, for the request numbered `seq`.
+    Grant(Grant),
+    /// Holder → voter: I stopped answering for these IPs; forget my promise.
+    Release(Release),
 }
 
 /// Leader → one follower: that follower's part of the ownership map.
@@ -38,17 +46,15 @@ pub enum Body {
 pub struct Heartbeat {
     /// Leader-local heartbeat number; the ack echoes it.
     pub seq: u64,
-    /// Map version within the term.
+    /// Map version within the term: (term, epoch) orders every map ever made.
     pub epoch: u64,
-    /// Latest ack sequence received from this follower; the follower's lease runs from when
-    /// it sent that ack. `None`: no lease extension in this heartbeat.
-    pub echo: Option<u64>,
     /// Eligibility version the leader has for this follower (follower resends when different).
     pub eligibility_known: u64,
-    /// The leader knows this follower is leaving and has moved all its IPs away.
-    pub leave_ok: bool,
-    /// IPs this follower owns in map version `epoch`.
+    /// IPs this follower should hold in map version (term, `epoch`).
     pub ips: Vec<IpAddr>,
+    /// IPs this follower is the successor for: it takes one over when the holder's promise
+    /// at this follower's voter ends without the holder renewing it.
+    pub standby: Vec<IpAddr>,
 }
 
 /// Follower → leader.
@@ -61,15 +67,44 @@ pub struct Ack {
     /// Highest map epoch applied.
     pub epoch: u64,
     pub eligibility_version: u64,
-    /// The follower is shutting down and asks to have its IPs moved.
+    /// The follower is shutting down (it has released its IPs).
     pub leaving: bool,
     pub report: Option<Report>,
 }
 
-/// What a host can announce, and what it held before the current term.
+/// What a host can announce, and what it holds (a valid lease) as of `eligibility_version`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Report {
     pub eligibility_version: u64,
     pub eligible: Vec<IpAddr>,
     pub held: Vec<IpAddr>,
+}
+
+/// A holder's renewal request to one voter. Every request of a holder has its own number
+/// (shared with [`Release`]); a voter acts on a holder's requests in increasing order only.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Renew {
+    pub seq: u64,
+    /// Version (term, epoch) of the map the holder has: a voter stops renewing a holder whose
+    /// map is older than one another holder showed for the IP (the newest map wins).
+    pub claim: (u64, u64),
+    /// IPs the map gives this holder.
+    pub ips: Vec<IpAddr>,
+    /// IPs this holder is the map's successor for and takes over (or holds after taking
+    /// over); they never make a voter stop renewing another holder.
+    pub standby: Vec<IpAddr>,
+}
+
+/// A voter's promise: not to promise `ips` to any other holder until the voter's clock
+/// reads (its receipt of request `seq`, or later) + lease.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Grant {
+    pub seq: u64,
+    pub ips: Vec<IpAddr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Release {
+    pub seq: u64,
+    pub ips: Vec<IpAddr>,
 }

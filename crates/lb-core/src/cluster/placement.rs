@@ -4,8 +4,8 @@
 //! leaving); otherwise pick the candidate with the highest rendezvous (highest-random-weight)
 //! score of (host, IP). The score is FNV-1a 64 over the host name and the address bytes, so
 //! every leader computes the same answer and removing a host only moves that host's IPs.
-//! The leader leaves itself out of the candidates when another host can answer
-//! (`core.rs`: its failure costs an election, a follower's only a lease).
+//! The leader is a candidate like any host (quorum leases: its failure costs its own IPs one
+//! takeover by their successors, no more; `core.rs`).
 
 use std::net::IpAddr;
 

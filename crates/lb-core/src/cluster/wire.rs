@@ -6,7 +6,7 @@
 //!  0       4     5     6          6+n      14+n     22+n  23+n           len-32      len
 //!  +-------+-----+-----+----------+--------+--------+-----+----------------+-----------+
 //!  | "LBRL"| ver | n   | sender   | term   | seq    | kind| body           | HMAC-     |
-//!  | magic | =1  | u8  | n bytes  | u64    | u64    | u8  | (per kind)     | SHA256    |
+//!  | magic | =2  | u8  | n bytes  | u64    | u64    | u8  | (per kind)     | SHA256    |
 //!  +-------+-----+-----+----------+--------+--------+-----+----------------+-----------+
 //!  \__________________________ authenticated by the MAC ______________________/
 //! ```
@@ -19,14 +19,25 @@
 //! `version u64, eligible ips, held ips`; an optional value is `0|1 u8` then the value.
 //! - 1 PreVote: empty            - 2 PreVoteReply: granted u8      - 3 Vote: transfer u8
 //! - 4 VoteReply: granted u8, ack_seq u64, report?
-//! - 5 Heartbeat: seq u64, epoch u64, echo u64?, eligibility_known u64, leave_ok u8, ips
+//! - 5 Heartbeat: seq u64, epoch u64, eligibility_known u64, ips, standby ips
 //! - 6 Ack: heartbeat u64, ack_seq u64, epoch u64, eligibility_version u64, leaving u8, report?
 //! - 7 TimeoutNow: empty
+//! - 8 Renew: seq u64, claim term u64, claim epoch u64, ips, standby ips
+//! - 9 Grant: seq u64, ips                 - 10 Release: seq u64, ips
 //!
-//! Size limit: [`MAX_DATAGRAM`] (60 000 bytes). A heartbeat carries only the receiver's IPs and
-//! eligibility is sent only when it changed, so the limit binds a single host's list: about
-//! 3 500 IPv6 or 11 000 IPv4 addresses per host (a report carries eligible + held: half that).
-//! [`Sealer::seal`] refuses larger messages rather than sending a truncated one.
+//! Versions: 1 was the leader-derived lease protocol (up to commit da6889c); 2 adds quorum
+//! leases (kinds 8–10, the heartbeat lost its lease echo and gained the successor list). The
+//! two cannot work together (a version-1 leader's map would stop version-2 holders, a
+//! version-1 host would count no version-2 promise), so each drops the other's datagrams as
+//! `unsupported_version` before reading anything else: version 1 checks `ver == 1`, version 2
+//! checks `ver == 2`. docs/operate.md gives the upgrade procedure.
+//!
+//! Size limit: [`MAX_DATAGRAM`] (60 000 bytes). Heartbeats, renewals and grants carry only one
+//! host's IPs and eligibility is sent only when it changed, so the limit binds a single host's
+//! lists: a heartbeat carries the IPs a host holds and those it is successor for, a report its
+//! eligible and held IPs, each about 3 500 IPv6 or 11 000 IPv4 addresses in all (version 1's
+//! heartbeat carried only the held list). [`Sealer::seal`] refuses larger messages rather than
+//! sending a truncated one.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -34,10 +45,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::message::{Ack, Body, Heartbeat, Message, Report};
+use super::message::{Ack, Body, Grant, Heartbeat, Message, Release, Renew, Report};
 
 pub const MAGIC: [u8; 4] = *b"LBRL";
-pub const VERSION: u8 = 1;
+/// The protocol version this build speaks (and the only one it accepts).
+pub const VERSION: u8 = 2;
 pub const MAC_LEN: usize = 32;
 pub const MAX_DATAGRAM: usize = 60_000;
 /// Smallest possible datagram: header with a 1-byte name, kind, MAC.
@@ -52,7 +64,9 @@ pub enum DropReason {
     Truncated,
     #[error("bad magic (not raft-lite)")]
     BadMagic,
-    #[error("unsupported (newer) protocol version")]
+    /// Another version than [`VERSION`] (version 1 says "unsupported (newer) protocol
+    /// version" of version 2's datagrams).
+    #[error("unsupported protocol version")]
     UnsupportedVersion,
     #[error("sender is not a cluster member")]
     UnknownSender,
@@ -169,16 +183,9 @@ pub fn encode(sender: &str, seq: u64, msg: &Message, key: &[u8]) -> Vec<u8> {
             b.push(5);
             b.extend_from_slice(&h.seq.to_be_bytes());
             b.extend_from_slice(&h.epoch.to_be_bytes());
-            match h.echo {
-                None => b.push(0),
-                Some(e) => {
-                    b.push(1);
-                    b.extend_from_slice(&e.to_be_bytes());
-                }
-            }
             b.extend_from_slice(&h.eligibility_known.to_be_bytes());
-            b.push(u8::from(h.leave_ok));
             put_ips(&mut b, &h.ips);
+            put_ips(&mut b, &h.standby);
         }
         Body::Ack(a) => {
             b.push(6);
@@ -190,6 +197,24 @@ pub fn encode(sender: &str, seq: u64, msg: &Message, key: &[u8]) -> Vec<u8> {
             put_report(&mut b, a.report.as_ref());
         }
         Body::TimeoutNow => b.push(7),
+        Body::Renew(r) => {
+            b.push(8);
+            b.extend_from_slice(&r.seq.to_be_bytes());
+            b.extend_from_slice(&r.claim.0.to_be_bytes());
+            b.extend_from_slice(&r.claim.1.to_be_bytes());
+            put_ips(&mut b, &r.ips);
+            put_ips(&mut b, &r.standby);
+        }
+        Body::Grant(g) => {
+            b.push(9);
+            b.extend_from_slice(&g.seq.to_be_bytes());
+            put_ips(&mut b, &g.ips);
+        }
+        Body::Release(r) => {
+            b.push(10);
+            b.extend_from_slice(&r.seq.to_be_bytes());
+            put_ips(&mut b, &r.ips);
+        }
     }
     append_mac(b, key)
 }
@@ -297,23 +322,13 @@ fn decode_body(d: &[u8], h: &Header<'_>) -> Result<Message, DropReason> {
             ack_seq: r.u64().ok_or(m)?,
             report: r.report().ok_or(m)?,
         },
-        5 => {
-            let seq = r.u64().ok_or(m)?;
-            let epoch = r.u64().ok_or(m)?;
-            let echo = match r.u8().ok_or(m)? {
-                0 => None,
-                1 => Some(r.u64().ok_or(m)?),
-                _ => return Err(m),
-            };
-            Body::Heartbeat(Heartbeat {
-                seq,
-                epoch,
-                echo,
-                eligibility_known: r.u64().ok_or(m)?,
-                leave_ok: r.bool().ok_or(m)?,
-                ips: r.ips().ok_or(m)?,
-            })
-        }
+        5 => Body::Heartbeat(Heartbeat {
+            seq: r.u64().ok_or(m)?,
+            epoch: r.u64().ok_or(m)?,
+            eligibility_known: r.u64().ok_or(m)?,
+            ips: r.ips().ok_or(m)?,
+            standby: r.ips().ok_or(m)?,
+        }),
         6 => Body::Ack(Ack {
             heartbeat: r.u64().ok_or(m)?,
             ack_seq: r.u64().ok_or(m)?,
@@ -323,6 +338,20 @@ fn decode_body(d: &[u8], h: &Header<'_>) -> Result<Message, DropReason> {
             report: r.report().ok_or(m)?,
         }),
         7 => Body::TimeoutNow,
+        8 => Body::Renew(Renew {
+            seq: r.u64().ok_or(m)?,
+            claim: (r.u64().ok_or(m)?, r.u64().ok_or(m)?),
+            ips: r.ips().ok_or(m)?,
+            standby: r.ips().ok_or(m)?,
+        }),
+        9 => Body::Grant(Grant {
+            seq: r.u64().ok_or(m)?,
+            ips: r.ips().ok_or(m)?,
+        }),
+        10 => Body::Release(Release {
+            seq: r.u64().ok_or(m)?,
+            ips: r.ips().ok_or(m)?,
+        }),
         _ => return Err(m),
     };
     if r.at != r.d.len() {
@@ -532,18 +561,16 @@ mod tests {
             Body::Heartbeat(Heartbeat {
                 seq: 5,
                 epoch: 6,
-                echo: Some(7),
                 eligibility_known: 8,
-                leave_ok: true,
                 ips: vec![ip4("10.10.100.200"), "fd00:10::5".parse().expect("ip")],
+                standby: vec![ip4("10.10.100.201")],
             }),
             Body::Heartbeat(Heartbeat {
                 seq: 1,
                 epoch: 1,
-                echo: None,
                 eligibility_known: 0,
-                leave_ok: false,
                 ips: vec![],
+                standby: vec![],
             }),
             Body::Ack(Ack {
                 heartbeat: 1,
@@ -554,6 +581,20 @@ mod tests {
                 report: Some(report),
             }),
             Body::TimeoutNow,
+            Body::Renew(Renew {
+                seq: 9,
+                claim: (3, 4),
+                ips: vec![ip4("10.10.100.200")],
+                standby: vec!["fd00:10::5".parse().expect("ip")],
+            }),
+            Body::Grant(Grant {
+                seq: 9,
+                ips: vec![ip4("10.10.100.200")],
+            }),
+            Body::Release(Release {
+                seq: 10,
+                ips: vec![],
+            }),
         ]
         .into_iter()
         .enumerate()
@@ -585,7 +626,7 @@ mod tests {
             KEY,
         );
         let expected_head: &[u8] = &[
-            b'L', b'B', b'R', b'L', 1, 1, b'a', 0, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6, 7, 8, 1,
+            b'L', b'B', b'R', b'L', 2, 1, b'a', 0, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6, 7, 8, 1,
         ];
         assert_eq!(&d[..expected_head.len()], expected_head);
         assert_eq!(d.len(), expected_head.len() + MAC_LEN);
@@ -661,9 +702,38 @@ mod tests {
     fn newer_version_is_dropped_not_parsed() {
         let mut a = auth();
         let mut d = encode("a", 1, &samples()[0], KEY);
-        d[4] = 2;
+        d[4] = 3;
         assert_eq!(a.open(&d), Err(DropReason::UnsupportedVersion));
         assert_eq!(a.drops().get(&DropReason::UnsupportedVersion), Some(&1));
+    }
+
+    /// A version-1 datagram (the leader-derived leases before quorum leases) is dropped as
+    /// unsupported before its MAC or body is looked at, as version 1 drops version 2: a mixed
+    /// cluster splits into two groups that ignore each other (docs/operate.md, upgrading).
+    #[test]
+    fn version_one_datagrams_are_dropped_as_unsupported() {
+        let mut a = auth();
+        // A version-1 heartbeat as the previous release encoded it (echo and leave_ok).
+        let mut p = Vec::new();
+        p.extend_from_slice(b"LBRL");
+        p.push(1);
+        p.push(1);
+        p.push(b'a');
+        p.extend_from_slice(&3u64.to_be_bytes());
+        p.extend_from_slice(&77u64.to_be_bytes());
+        p.push(5);
+        p.extend_from_slice(&1u64.to_be_bytes());
+        p.extend_from_slice(&1u64.to_be_bytes());
+        p.push(0);
+        p.extend_from_slice(&0u64.to_be_bytes());
+        p.push(0);
+        p.extend_from_slice(&0u16.to_be_bytes());
+        let d = append_mac(p, KEY);
+        assert_eq!(a.open(&d), Err(DropReason::UnsupportedVersion));
+        // And a version-2 datagram carries 2 in the byte a version-1 host compares with 1.
+        let d = encode("a", 78, &samples()[0], KEY);
+        assert_eq!(d[4], 2);
+        assert_ne!(d[4], 1);
     }
 
     #[test]
@@ -701,10 +771,9 @@ mod tests {
             body: Body::Heartbeat(Heartbeat {
                 seq: 1,
                 epoch: 1,
-                echo: None,
                 eligibility_known: 0,
-                leave_ok: false,
                 ips,
+                standby: vec![],
             }),
         };
         assert!(matches!(s.seal(&big), Err(SealError::TooLarge { .. })));
@@ -723,10 +792,9 @@ mod tests {
             body: Body::Heartbeat(Heartbeat {
                 seq: 1,
                 epoch: 1,
-                echo: Some(1),
                 eligibility_known: 1,
-                leave_ok: false,
                 ips,
+                standby: vec![],
             }),
         };
         let d = s.seal(&m).expect("fits");

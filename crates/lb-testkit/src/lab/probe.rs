@@ -190,6 +190,45 @@ impl ProbeRun {
     /// A clean handover — A's last answer, then B's first, to different requests — is not
     /// split brain however close together they are. Pass the probe interval as `window`.
     pub fn split_brain(&self, window: Duration) -> Option<SplitBrain> {
+        if let Some(s) = self.answered_by_two() {
+            return Some(s);
+        }
+        self.flapped(window)
+    }
+
+    /// Split brain without the flap heuristic: one request answered by two MACs, or two MACs
+    /// interleaving (A, then B, then A again) within `span`. For runs where an IP may
+    /// legitimately move back soon after a move (a rolling upgrade).
+    pub fn two_macs_at_once(&self, span: Duration) -> Option<SplitBrain> {
+        if let Some(s) = self.answered_by_two() {
+            return Some(s);
+        }
+        let answers: Vec<(&str, f64)> = self
+            .answers()
+            .filter_map(|r| r.mac.as_deref().map(|m| (m, r.t)))
+            .collect();
+        // Each answer by MAC A: the next answer by another MAC B, then the next by A again.
+        for (i, (a, t0)) in answers.iter().enumerate() {
+            let Some(j) = (i + 1..answers.len()).find(|j| answers[*j].0 != *a) else {
+                break;
+            };
+            if answers[j].1 - t0 > span.as_secs_f64() {
+                continue;
+            }
+            if let Some((_, t2)) = answers[j + 1..].iter().find(|(m, _)| m == a)
+                && t2 - t0 <= span.as_secs_f64()
+            {
+                return Some(SplitBrain {
+                    t: *t2,
+                    first: answers[j].0.to_string(),
+                    second: a.to_string(),
+                });
+            }
+        }
+        None
+    }
+
+    fn answered_by_two(&self) -> Option<SplitBrain> {
         let mut by_seq: HashMap<u64, &str> = HashMap::new();
         for r in self.answers() {
             let Some(mac) = r.mac.as_deref() else {
@@ -208,6 +247,10 @@ impl ProbeRun {
                 }
             }
         }
+        None
+    }
+
+    fn flapped(&self, window: Duration) -> Option<SplitBrain> {
         let flap = window.as_secs_f64() * 100.0;
         // (MAC, time it took over) in order of takeover.
         let mut takeovers: Vec<(&str, f64)> = Vec::new();
