@@ -172,6 +172,11 @@ impl Announcers {
                 service,
                 annotation,
             } => {
+                if annotation.is_none() && !self.services.contains_key(&service) {
+                    // Nothing reported and nothing to remember (most Services, most of the
+                    // time): no entry, so 10,000 unannounced Services cost nothing here.
+                    return self.flush(now);
+                }
                 let e = self.services.entry(service.clone()).or_default();
                 if e.now.is_none() {
                     // Not reporting this Service (yet): what the annotation names was
@@ -196,6 +201,10 @@ impl Announcers {
                 service,
                 announcing,
             } => {
+                if announcing.nodes.is_empty() && !self.services.contains_key(&service) {
+                    // Nobody announces a Service we have no record of: nothing to write.
+                    return self.flush(now);
+                }
                 let e = self.services.entry(service.clone()).or_default();
                 if e.now.as_ref() != Some(&announcing) {
                     if announcing.nodes.is_empty() {
