@@ -7,7 +7,7 @@
 #![deny(unsafe_code)]
 
 pub use lb_config as config;
-pub use lb_core::{alloc, controller, machine, model, writes};
+pub use lb_core::{alloc, announcers, controller, machine, model, writes};
 pub use lb_metallb as metallb;
 
 pub mod bfd;

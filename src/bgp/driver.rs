@@ -158,8 +158,9 @@ struct Shell {
     dial: Option<(u64, JoinHandle<()>)>,
     /// The stream of the `Incoming` / `Dialed` input being stepped.
     pending: Option<TcpStream>,
-    /// The shutdown being carried out: its communication and who waits for it.
-    stopping: Option<(String, Option<oneshot::Sender<()>>)>,
+    /// The shutdown being carried out: its communication (`None`: left for a restart with
+    /// graceful restart, no NOTIFICATION) and who waits for it.
+    stopping: Option<(Option<String>, Option<oneshot::Sender<()>>)>,
     status: watch::Sender<PeerStatus>,
     metrics: PeerMetrics,
 }
@@ -258,17 +259,17 @@ impl driver::Shell<Peer> for Shell {
                     }
                     Some(PeerCommand::Bfd(w)) => self.bfd.set(w),
                     Some(PeerCommand::Shutdown { communication, done }) => {
-                        self.stopping = Some((communication.clone(), Some(done)));
+                        self.stopping = Some((Some(communication.clone()), Some(done)));
                         return Some(PeerInput::Shutdown { communication });
                     }
                     Some(PeerCommand::StopForRestart { communication, done }) => {
-                        self.stopping = Some((communication.clone(), Some(done)));
+                        self.stopping = Some((Some(communication.clone()), Some(done)));
                         return Some(PeerInput::StopForRestart { communication });
                     }
                     Some(PeerCommand::Ready) => return Some(PeerInput::Ready),
                     // The speaker is gone: stop the same way, without a communication.
                     None => {
-                        self.stopping = Some((String::new(), None));
+                        self.stopping = Some((Some(String::new()), None));
                         return Some(PeerInput::Shutdown { communication: String::new() });
                     }
                 },
@@ -334,12 +335,27 @@ impl driver::Shell<Peer> for Shell {
                         }
                     }
                 }
-                PeerOutput::Log(ev) => self.log(&ev),
+                PeerOutput::Log(ev) => {
+                    if matches!(ev, PeerEvent::LeftForRestart { .. })
+                        && let Some((communication, _)) = &mut self.stopping
+                    {
+                        *communication = None;
+                    }
+                    self.log(&ev)
+                }
                 PeerOutput::Stopped => {
                     self.flush().await;
                     self.publish(machine);
                     if let Some((communication, done)) = self.stopping.take() {
-                        info!(peer = %self.peer.address, communication, "BGP session shut down");
+                        match communication {
+                            Some(communication) => {
+                                info!(peer = %self.peer.address, communication, "BGP session shut down")
+                            }
+                            None => info!(
+                                peer = %self.peer.address,
+                                "BGP session closed for the restart, without a NOTIFICATION"
+                            ),
+                        }
                         if let Some(done) = done {
                             let _ = done.send(());
                         }

@@ -119,6 +119,8 @@ pub const SERIES: &[(&str, &str, &[&str], Option<&str>)] = &[
         Some("metallb_k8s_client_config_stale_bool"),
     ),
     ("lb_kube_events_dropped_total", "counter", &[], None),
+    ("lb_kube_updates_total", "counter", &[], None),
+    ("lb_announcements_recomputed_total", "counter", &[], None),
     ("lb_kube_status_write_retries_total", "counter", &[], None),
 ];
 
@@ -184,6 +186,8 @@ struct Inner {
     config_stale: Gauge,
     events_dropped: Counter,
     status_retries: Counter,
+    kube_updates: Counter,
+    recomputed: Counter,
 }
 
 /// The daemon's metrics; clone it into every task that counts something.
@@ -242,6 +246,8 @@ impl Metrics {
             config_stale: Gauge::default(),
             events_dropped: Counter::default(),
             status_retries: Counter::default(),
+            kube_updates: Counter::default(),
+            recomputed: Counter::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -359,6 +365,16 @@ impl Metrics {
             "lb_kube_events_dropped",
             "Number of Kubernetes Events not posted (queue full or the API server refused them); Events are best effort, status writes are never dropped",
             i.events_dropped.clone(),
+        );
+        r.register(
+            "lb_kube_updates",
+            "Number of watch updates (Services, EndpointSlices, Nodes) lbd processed",
+            i.kube_updates.clone(),
+        );
+        r.register(
+            "lb_announcements_recomputed",
+            "Number of per-IP announcements recomputed (controller and announcers): the work the updates caused, which stays proportional to what they changed",
+            i.recomputed.clone(),
         );
         r.register(
             "lb_kube_status_write_retries",
@@ -525,6 +541,12 @@ impl Metrics {
                 self.inner.member_last_seen.remove(&l);
             }
         }
+    }
+
+    /// One watch update processed, which recomputed `recomputed` announcements.
+    pub fn kube_update(&self, recomputed: u64) {
+        self.inner.kube_updates.inc();
+        self.inner.recomputed.inc_by(recomputed);
     }
 
     pub fn kube_event_dropped(&self) {

@@ -11,7 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::bgp::advertise::{AnnounceChange, AnnouncedIp, LocalNode};
+use crate::announcers::{Announcing, Protocol};
+use crate::bgp::advertise::{AnnounceChange, AnnouncedIp, LocalNode, PeerPolicy, advertised_by};
 use crate::config::Role;
 use crate::controller::Announcement;
 use crate::l2::iface::{self, Interface};
@@ -169,6 +170,50 @@ pub fn bgp_node(me: &Me<'_>) -> LocalNode {
         labels: me.labels(),
         eligible: me.may_announce(),
     }
+}
+
+/// Who announces the Service whose IPs are `ips`, as the leader knows it: the layer-2
+/// owner of each IP (raft-lite's map), or every node a BGP route for it comes from when its
+/// sessions are up (`nodes`: the cluster's members as the advertiser sees them). `None`
+/// when none of the IPs is announced.
+pub fn announcing(
+    ips: &[IpAddr],
+    announced: &BTreeMap<IpAddr, Announcement>,
+    pools: &[Pool],
+    owners: &BTreeMap<IpAddr, String>,
+    nodes: &[LocalNode],
+    peers: &[PeerPolicy],
+) -> Option<Announcing> {
+    let mut out: Option<Announcing> = None;
+    for ip in ips {
+        let Some(a) = announced.get(ip) else {
+            continue;
+        };
+        let Some(p) = pool(pools, &a.pool) else {
+            continue;
+        };
+        let protocol = match p.protocol {
+            PoolProtocol::Layer2 => Protocol::Layer2,
+            PoolProtocol::Bgp => Protocol::Bgp,
+        };
+        let entry = out.get_or_insert_with(|| Announcing {
+            protocol,
+            nodes: BTreeSet::new(),
+        });
+        match protocol {
+            Protocol::Layer2 => entry.nodes.extend(owners.get(ip).cloned()),
+            Protocol::Bgp => {
+                let ann = announced_ip(a);
+                entry.nodes.extend(
+                    nodes
+                        .iter()
+                        .filter(|n| advertised_by(n, peers, pools, &ann))
+                        .map(|n| n.name.clone()),
+                );
+            }
+        }
+    }
+    out
 }
 
 /// What the announcers are to be told after a change.

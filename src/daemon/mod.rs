@@ -11,11 +11,15 @@
 //! carries messages: allocation, placement, ARP/NDP and BGP decisions are made in their
 //! pure cores. A watch update costs what it changes: the controller reports the
 //! announcements that changed, the [`announce::Announcer`] turns each into changes for the
-//! announcers. Rooms: [`announce`] (who may announce what), [`snapshot`] (what lbctl and
-//! `/ready` read, the gauges), [`reload`] (what a reload changes), [`ownership`] (the
+//! announcers. Rooms: [`announce`] (who may announce what), [`announcing`] (who announces
+//! each Service, told to Kubernetes by the leader), [`snapshot`] (what lbctl and
+//! `/ready` read, the gauges), [`reload`] (what a reload changes), `lifecycle` (carrying out
+//! a reload, the stop), [`ownership`] (the
 //! raft-lite view).
 
 pub mod announce;
+pub mod announcing;
+mod lifecycle;
 pub mod logging;
 pub mod ownership;
 mod publish;
@@ -38,9 +42,9 @@ use tracing::{error, info, warn};
 
 use crate::alloc::PoolStats;
 use crate::bgp::speaker::{PeerSnapshot, SpeakerHandle};
-use crate::config::{self, Config, Context};
+use crate::config::{Config, Context};
 use crate::control::state::{ClusterRole, ReloadResult};
-use crate::control::{self, ReloadReply, ReloadRequest, Snapshot, http, metrics::Metrics};
+use crate::control::{self, ReloadRequest, Snapshot, http, metrics::Metrics};
 use crate::controller::{self, Controller};
 use crate::kube::watch::KubeUpdate;
 use crate::kube::writer::WriterHandle;
@@ -84,6 +88,8 @@ struct Daemon {
     config: Config,
     ctl: Controller,
     announcer: Announcer,
+    /// Who announces each Service, as the leader tells Kubernetes.
+    reporter: announcing::Reporter,
     ifaces: InterfaceTable,
     netlink: Option<NetWatcher>,
     l2: Option<mpsc::Sender<responder::Input>>,
@@ -190,6 +196,8 @@ impl Daemon {
                 _ = tick.tick() => {
                     notify(&[sd_notify::NotifyState::Watchdog]);
                     self.liveness.touch();
+                    let out = self.reporter.tick();
+                    self.report(out);
                     self.publish().await;
                     self.notify_status_if_changed();
                 }
@@ -209,8 +217,23 @@ impl Daemon {
             KubeUpdate::NodeGone(n) => *n == self.config.node.name,
             _ => false,
         };
+        let before = self.work();
+        let reported = match &u {
+            KubeUpdate::Service(s) => self.reporter.observed(s),
+            KubeUpdate::ServiceGone(k) => self.reporter.gone(k),
+            _ => Vec::new(),
+        };
+        let nodes_changed = matches!(u, KubeUpdate::Node(_) | KubeUpdate::NodeGone(_));
         let out = self.ctl.step(controller::Input::Kube(u));
+        self.report(reported);
         self.dispatch(out).await;
+        if nodes_changed {
+            let out = self.reporter.refresh_all(&announcing::Context {
+                ctl: &self.ctl,
+                config: &self.config,
+            });
+            self.report(out);
+        }
         self.bgp_ready_if_synced();
         if me_changed {
             if let Some(bgp) = &self.bgp {
@@ -218,6 +241,12 @@ impl Daemon {
             }
             self.eligibility_changed().await;
         }
+        self.metrics.kube_update(self.work() - before);
+    }
+
+    /// Announcements recomputed so far (controller and announcer).
+    fn work(&self) -> u64 {
+        self.ctl.recomputed() + self.announcer.recomputed()
     }
 
     /// Once the stores have synced, the announcements are complete: BGP sessions may get
@@ -236,6 +265,7 @@ impl Daemon {
     /// changes through the announcer to raft-lite, the responder and the speaker.
     async fn dispatch(&mut self, out: Vec<controller::Output>) {
         let mut ch = Changes::default();
+        let mut touched = Vec::new();
         for o in out {
             match o {
                 controller::Output::WriteStatus { service, ips, pool } => {
@@ -251,6 +281,7 @@ impl Daemon {
                 } => {
                     if let Some(w) = &self.writer {
                         w.submit(Submission::Event(EventItem {
+                            uid: self.uid(&service),
                             service,
                             warning,
                             reason,
@@ -262,6 +293,7 @@ impl Daemon {
                     error!(service = %service, %reason, "static service has no address");
                 }
                 controller::Output::Announce(a) => {
+                    touched.extend(self.reporter.announcement(a.ip, Some(&a)));
                     let me = me(&self.config, &self.ctl);
                     self.announcer.announcement(
                         a.ip,
@@ -274,6 +306,7 @@ impl Daemon {
                     );
                 }
                 controller::Output::Withdraw(ip) => {
+                    touched.extend(self.reporter.announcement(ip, None));
                     let me = me(&self.config, &self.ctl);
                     self.announcer.announcement(
                         ip,
@@ -288,6 +321,39 @@ impl Daemon {
             }
         }
         self.tell_announcers(ch).await;
+        if !touched.is_empty() {
+            let out = self.reporter.refresh(
+                touched,
+                &announcing::Context {
+                    ctl: &self.ctl,
+                    config: &self.config,
+                },
+            );
+            self.report(out);
+        }
+    }
+
+    /// The Service's `metadata.uid`, which its Events carry.
+    fn uid(&self, service: &crate::model::ServiceKey) -> Option<String> {
+        self.ctl.services().get(service).and_then(|s| s.uid.clone())
+    }
+
+    /// Hands the writer what the reporter decided to tell Kubernetes.
+    fn report(&self, out: Vec<crate::announcers::Output>) {
+        let Some(w) = &self.writer else {
+            return;
+        };
+        for o in out {
+            w.submit(match o {
+                crate::announcers::Output::Annotate { service, value } => {
+                    Submission::Announcing { service, value }
+                }
+                crate::announcers::Output::Event(e) => Submission::Event(EventItem {
+                    uid: self.uid(&e.service),
+                    ..e
+                }),
+            });
+        }
     }
 
     /// Something every layer-2 IP depends on changed (an interface, this host's Node).
@@ -331,6 +397,23 @@ impl Daemon {
             let out = self.ctl.step(controller::Input::Writer(writer));
             self.dispatch(out).await;
         }
+        let moved = self.reporter.owners(&view.owners);
+        let active = writer && self.writer.is_some();
+        let mut out = self.reporter.set_active(
+            active,
+            &announcing::Context {
+                ctl: &self.ctl,
+                config: &self.config,
+            },
+        );
+        out.extend(self.reporter.refresh(
+            moved,
+            &announcing::Context {
+                ctl: &self.ctl,
+                config: &self.config,
+            },
+        ));
+        self.report(out);
         self.metrics.set_cluster_term(view.term);
         self.metrics.set_is_leader(writer);
         self.export_members(&view);
@@ -372,134 +455,6 @@ impl Daemon {
             }
         }
         self.signalled = known;
-    }
-
-    /// SIGHUP or D-Bus Reload: validate, then apply only the difference.
-    async fn reload(&mut self) -> ReloadReply {
-        let reply = self.apply_reload().await;
-        self.metrics.config_reloaded(reply.ok);
-        self.last_reload = Some(ReloadResult {
-            ok: reply.ok,
-            at: unix_now(),
-            message: reply.message.clone(),
-        });
-        self.publish().await;
-        reply
-    }
-
-    /// Validates the file and carries out its [`reload::Plan`], or says why not.
-    async fn apply_reload(&mut self) -> ReloadReply {
-        let checked = match config::load_file(&self.config_path, &self.ctx) {
-            Ok(c) => c,
-            Err(diags) => {
-                error!("reload failed; keeping the running configuration:\n{diags}");
-                return ReloadReply {
-                    ok: false,
-                    message: format!(
-                        "reload failed, running the previous configuration: {}",
-                        diags.0.first().map(|d| d.to_string()).unwrap_or_default()
-                    ),
-                };
-            }
-        };
-        for w in &checked.warnings {
-            warn!("{w}");
-        }
-        let orphaned = self
-            .ctl
-            .orphaned_by(&checked.config.pools, &checked.config.services);
-        if !orphaned.is_empty() {
-            let message = reload::refusal(&orphaned);
-            error!("{message}");
-            return ReloadReply { ok: false, message };
-        }
-        let plan = reload::Plan::new(&self.config, checked.config);
-        self.config = plan.adopted.clone();
-        if plan.pools_changed {
-            if let Some(bgp) = &self.bgp {
-                bgp.set_pools(self.config.pools.clone());
-            }
-            let out = self.ctl.step(controller::Input::Config {
-                pools: self.config.pools.clone(),
-                statics: self.config.services.clone(),
-            });
-            self.dispatch(out).await;
-        }
-        if plan.peers_changed
-            && let Some(bgp) = &self.bgp
-        {
-            bgp.update_peers(self.config.bgp_peers.clone());
-        }
-        for gone in &plan.removed_pools {
-            self.metrics.remove_pool(gone);
-        }
-        if let Err(e) = self.start_announcers() {
-            error!("{e}");
-        }
-        self.assign_static_ips().await;
-        self.eligibility_changed().await;
-        self.loaded_at = unix_now();
-        self.stale = true;
-        let message = plan.message();
-        info!("{message}");
-        ReloadReply { ok: true, message }
-    }
-
-    /// SIGTERM/SIGINT: hand owned IPs over, withdraw BGP routes with Cease, exit 0 — all
-    /// within [`SHUTDOWN_BOUND`].
-    /// `restart`: lbd comes back at once (systemd restarts the unit, or SIGUSR2): BGP
-    /// sessions that negotiated graceful restart keep their routes at the peers, and static
-    /// service IPs stay on `lo`.
-    async fn shutdown(mut self, restart: bool) -> ExitCode {
-        if restart {
-            info!(
-                "stopping for a restart: handing over owned IPs, BGP peers keep our routes (graceful restart)"
-            );
-        } else {
-            info!("shutting down: handing over owned IPs, withdrawing BGP routes");
-        }
-        notify(&[sd_notify::NotifyState::Stopping]);
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_BOUND;
-        let handover = self.ownership.shutdown(deadline);
-        let withdraw = async {
-            if let Some(bgp) = &self.bgp {
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                let r = if restart {
-                    bgp.shutdown_for_restart("lbd restarting", left).await
-                } else {
-                    bgp.shutdown("lbd shutting down", left).await
-                };
-                if r.is_err() {
-                    warn!("BGP shutdown did not finish in time");
-                }
-            }
-        };
-        tokio::join!(handover, withdraw);
-        // Stop answering whatever is left.
-        if let Some(l2) = &self.l2 {
-            let _ = l2
-                .send(responder::Input::OwnershipChanged(Vec::new()))
-                .await;
-        }
-        if let Some(nl) = &self.netlink
-            && !restart
-        {
-            for ip in &self.on_lo {
-                let _ = nl.remove_address_from_lo(*ip).await;
-            }
-        }
-        self.on_lo.clear();
-        if let Some(bus) = self.bus.take() {
-            // Nothing is owned here any more.
-            for (ip, owner) in &self.signalled {
-                if *owner == self.config.node.name {
-                    let _ = bus.ownership_changed(*ip, None).await;
-                }
-            }
-            bus.shutdown().await;
-        }
-        info!("stopped");
-        ExitCode::SUCCESS
     }
 }
 

@@ -28,6 +28,7 @@ use crate::writes::Limits;
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns the process exit code.
 pub fn main(config_path: &Path) -> ExitCode {
+    crate::sys::single_malloc_arena();
     let ctx = Context::from_system();
     let checked = match config::load_file(config_path, &ctx) {
         Ok(c) => c,
@@ -175,6 +176,7 @@ impl Daemon {
             ctx,
             ctl,
             announcer: Announcer::default(),
+            reporter: super::announcing::Reporter::default(),
             ifaces,
             netlink,
             l2: None,

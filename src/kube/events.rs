@@ -133,11 +133,12 @@ impl EventRecorder {
     pub async fn publish(
         &self,
         service: &ServiceKey,
+        uid: Option<&str>,
         warning: bool,
         reason: &'static str,
         note: &str,
     ) -> Result<(), kube::Error> {
-        let fresh = self.event(service, warning, reason, note);
+        let fresh = self.event(service, uid, warning, reason, note);
         let key = SeriesKey {
             service: service.clone(),
             reason,
@@ -168,7 +169,14 @@ impl EventRecorder {
         sent
     }
 
-    fn event(&self, service: &ServiceKey, warning: bool, reason: &str, note: &str) -> K8sEvent {
+    fn event(
+        &self,
+        service: &ServiceKey,
+        uid: Option<&str>,
+        warning: bool,
+        reason: &str,
+        note: &str,
+    ) -> K8sEvent {
         let now = Timestamp::now();
         K8sEvent {
             action: Some(reason.to_owned()),
@@ -179,6 +187,8 @@ impl EventRecorder {
                 kind: Some("Service".into()),
                 name: Some(service.name.clone()),
                 namespace: Some(service.namespace.clone()),
+                // `kubectl describe` selects a Service's Events by `involvedObject.uid`.
+                uid: uid.map(str::to_owned),
                 ..Default::default()
             }),
             note: Some(note.to_owned()),

@@ -13,11 +13,15 @@ use serde_json::json;
 use thiserror::Error;
 
 use super::events::EventRecorder;
-use super::translate::ALLOCATED_FROM_POOL;
+use super::translate::{ALLOCATED_FROM_POOL, ANNOUNCING};
 use crate::model::ServiceKey;
+use crate::writes::EventItem;
 
-/// Field manager of every write lbd makes.
+/// Field manager of every write lbd makes, but the announcers annotation.
 pub const FIELD_MANAGER: &str = "lbd";
+/// Field manager of the announcers annotation: its own, so that applying it and applying the
+/// pool annotation (each without the other's key) never remove each other's field.
+pub const ANNOUNCERS_FIELD_MANAGER: &str = "lbd-announcers";
 
 #[derive(Debug, Error)]
 pub enum WriteError {
@@ -29,6 +33,12 @@ pub enum WriteError {
     },
     #[error("annotating {service}: {source}")]
     Annotation {
+        service: ServiceKey,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing the announcers annotation of {service}: {source}")]
+    Announcers {
         service: ServiceKey,
         #[source]
         source: kube::Error,
@@ -47,6 +57,7 @@ impl WriteError {
         match self {
             WriteError::Status { source, .. }
             | WriteError::Annotation { source, .. }
+            | WriteError::Announcers { source, .. }
             | WriteError::Event { source, .. } => source,
         }
     }
@@ -87,6 +98,19 @@ pub fn status_body(ips: &[IpAddr]) -> serde_json::Value {
 pub fn annotation_body(name: &str, pool: Option<&str>) -> serde_json::Value {
     let annotations = match pool {
         Some(pool) => json!({ ALLOCATED_FROM_POOL: pool }),
+        None => json!({}),
+    };
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": name, "annotations": annotations },
+    })
+}
+
+/// The announcers annotation body (none: our field released, so the annotation goes).
+pub fn announcers_body(name: &str, value: Option<&str>) -> serde_json::Value {
+    let annotations = match value {
+        Some(v) => json!({ ANNOUNCING: v }),
         None => json!({}),
     };
     json!({
@@ -143,20 +167,41 @@ impl StatusWriter {
         Ok(())
     }
 
-    /// Posts an Event on the Service (events.k8s.io/v1; repeats become a series).
-    pub async fn event(
+    /// Sets (or removes) the announcers annotation, under its own field manager.
+    pub async fn announcers(
         &self,
         key: &ServiceKey,
-        warning: bool,
-        reason: &'static str,
-        message: &str,
+        value: Option<&str>,
     ) -> Result<(), WriteError> {
+        let params = PatchParams::apply(ANNOUNCERS_FIELD_MANAGER).force();
+        self.api(key)
+            .patch(
+                &key.name,
+                &params,
+                &Patch::Apply(announcers_body(&key.name, value)),
+            )
+            .await
+            .map_err(|source| WriteError::Announcers {
+                service: key.clone(),
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// Posts an Event on the Service (events.k8s.io/v1; repeats become a series).
+    pub async fn event(&self, e: &EventItem) -> Result<(), WriteError> {
         self.recorder
-            .publish(key, warning, reason, message)
+            .publish(
+                &e.service,
+                e.uid.as_deref(),
+                e.warning,
+                e.reason,
+                &e.message,
+            )
             .await
             .map_err(|source| WriteError::Event {
-                service: key.clone(),
-                reason: reason.into(),
+                service: e.service.clone(),
+                reason: e.reason.into(),
                 source,
             })
     }

@@ -19,6 +19,9 @@ pub const ALLOW_SHARED_IP: &str = "allow-shared-ip";
 pub const LOADBALANCER_IPS: &str = "loadBalancerIPs";
 /// Written by the leader next to the status, as MetalLB's `ip-allocated-from-pool`.
 pub const ALLOCATED_FROM_POOL: &str = "metallb.io/ip-allocated-from-pool";
+/// Written by the leader: who announces the Service (`layer2: node-a`, `bgp: a, b`), under its
+/// own field manager ([`crate::kube::status::ANNOUNCERS_FIELD_MANAGER`]).
+pub const ANNOUNCING: &str = "lb.org/announcing";
 /// Nodes carrying this label are not used for external load balancers.
 pub const EXCLUDE_FROM_LB_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 /// EndpointSlices name their Service with this label.
@@ -162,6 +165,7 @@ pub fn service_from_k8s(svc: &core::Service) -> Option<Service> {
 
     Some(Service {
         key,
+        uid: svc.metadata.uid.clone(),
         ports,
         traffic_policy,
         selector: spec.selector.clone().unwrap_or_default().into(),
@@ -172,6 +176,7 @@ pub fn service_from_k8s(svc: &core::Service) -> Option<Service> {
         ip_families,
         ip_family_policy,
         current_ips,
+        announcing: annotations.get(ANNOUNCING).cloned(),
         spec_error: (!errors.is_empty()).then(|| errors.join("; ")),
     })
 }

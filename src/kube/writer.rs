@@ -93,12 +93,26 @@ impl driver::Shell<Writes> for Shell {
                         Input::Written { id, result }
                     }));
                 }
+                Output::Annotate { id, service, value } => {
+                    let w = self.writer.clone();
+                    self.requests.push(Box::pin(async move {
+                        let result = match w.announcers(&service, value.as_deref()).await {
+                            Ok(()) => writes::Result::Ok,
+                            Err(e) if e.is_not_found() => writes::Result::Gone,
+                            Err(e) => {
+                                warn!(service = %service, error = %e, "announcers annotation not written");
+                                writes::Result::Failed {
+                                    retry_after: e.retry_after(),
+                                }
+                            }
+                        };
+                        Input::Written { id, result }
+                    }));
+                }
                 Output::Post { id, event } => {
                     let w = self.writer.clone();
                     self.requests.push(Box::pin(async move {
-                        let r = w
-                            .event(&event.service, event.warning, event.reason, &event.message)
-                            .await;
+                        let r = w.event(&event).await;
                         if let Err(e) = &r {
                             warn!(service = %event.service, error = %e, "event not posted");
                         }
@@ -117,6 +131,9 @@ impl Shell {
         match l {
             Log::Written { service, ips, pool } => {
                 info!(service = %service, ips = ?ips, pool = ?pool, "status written")
+            }
+            Log::Annotated { service, value } => {
+                debug!(service = %service, announcing = ?value, "announcers annotation written")
             }
             Log::Gone { service } => {
                 debug!(service = %service, "service gone before its status was written")

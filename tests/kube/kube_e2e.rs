@@ -424,7 +424,13 @@ async fn a_repeated_event_raises_its_count_and_another_message_is_another_event(
     let second = r#"Assigned additional IP "fd00:10::5""#;
     for message in [first, first, second] {
         writer
-            .event(&web, false, "IPAllocated", message)
+            .event(&lb::writes::EventItem {
+                service: web.clone(),
+                uid: Some("0b7e8a52-0000-4000-8000-000000000001".into()),
+                warning: false,
+                reason: "IPAllocated",
+                message: message.into(),
+            })
             .await
             .unwrap();
     }
@@ -447,6 +453,11 @@ async fn a_repeated_event_raises_its_count_and_another_message_is_another_event(
     assert_eq!(e["reportingController"], "lbd");
     assert_eq!(e["reportingInstance"], "worker-1");
     assert_eq!(e["regarding"]["name"], "web");
+    // `kubectl describe` selects a Service's Events by its uid.
+    assert_eq!(
+        e["regarding"]["uid"],
+        "0b7e8a52-0000-4000-8000-000000000001"
+    );
 }
 
 #[tokio::test]

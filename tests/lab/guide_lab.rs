@@ -44,7 +44,21 @@ fn guide_layer2_service_gets_the_first_pool_ip_one_node_answers_arp_and_the_clie
     // Traffic enters through the ARP owner (kube-proxy would forward it to the pod).
     assert_eq!(
         r.http_answered_by.into_iter().collect::<Vec<_>>(),
-        vec![owner]
+        vec![owner.clone()]
+    );
+    // kubectl says who announces: the annotation and MetalLB's nodeAssigned Event.
+    let described = g.describe_showing(
+        "nginx-metallb",
+        &[
+            &format!("lb.org/announcing: layer2: {owner}"),
+            &format!("announcing from node \"{owner}\" with protocol \"layer2\""),
+        ],
+    );
+    assert!(
+        described.contains(&format!(
+            "Annotations:              lb.org/announcing: layer2: {owner}\n"
+        )),
+        "exactly the owner:\n{described}"
     );
 }
 
@@ -90,6 +104,19 @@ fn guide_failover_link_down_on_the_arp_owner_moves_the_ip_and_the_client_gap_is_
         r.probe_ok,
         r.probe_attempts
     );
+    // The leader tells Kubernetes about the new owner: annotation and a second Event.
+    let described = g.describe_showing(
+        "nginx-metallb-failover",
+        &[
+            &format!("lb.org/announcing: layer2: {new}"),
+            &format!("announcing from node \"{old}\" with protocol \"layer2\""),
+            &format!("announcing from node \"{new}\" with protocol \"layer2\""),
+        ],
+    );
+    assert!(
+        !described.contains(&format!("layer2: {old}")),
+        "{described}"
+    );
 }
 
 #[test]
@@ -109,6 +136,17 @@ fn guide_layer3_service_ip_is_routed_by_the_router_over_all_three_nodes_and_reac
         assert!(route.contains(&format!("* {ip}, via eth0")), "{route}");
     }
     assert!(route.contains("172.19.100.0/32"), "{route}");
+    // Every node announces it over BGP: kubectl says so.
+    let names: Vec<&str> = NODES.iter().map(|(n, _)| *n).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    g.describe_showing(
+        "nginx-metallb-13",
+        &[
+            &format!("lb.org/announcing: bgp: {}", sorted.join(", ")),
+            "with protocol \"bgp\"",
+        ],
+    );
     // 12 new connections hashed by L4 ports over 3 next hops: all on one node has p < 1e-5.
     assert!(r.http_answered_by.len() >= 2, "{:?}", r.http_answered_by);
     assert!(

@@ -174,7 +174,7 @@ fn sigterm_hands_the_vip_over_before_exit() {
     let old_log = lbd.log();
     let stopped_line = old_log
         .lines()
-        .rfind(|l| l.trim_end().ends_with("lb::daemon: stopped"))
+        .rfind(|l| l.contains(" lb::daemon") && l.trim_end().ends_with(": stopped"))
         .unwrap_or_else(|| panic!("no final 'stopped' line\n{old_log}"));
     let stopped = log_time(stopped_line, "stopped").expect("timestamp");
     assert!(

@@ -136,6 +136,7 @@ fn spec_strategy() -> impl Strategy<Value = Service> {
                 spec_error,
             )| Service {
                 key: ServiceKey::default(),
+                uid: None,
                 ports,
                 traffic_policy: if local {
                     TrafficPolicy::Local
@@ -152,6 +153,7 @@ fn spec_strategy() -> impl Strategy<Value = Service> {
                 ip_families,
                 ip_family_policy,
                 current_ips,
+                announcing: None,
                 spec_error: spec_error.then(|| "garbage annotation".to_string()),
             },
         )

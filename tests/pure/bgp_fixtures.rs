@@ -1,5 +1,6 @@
 //! Decode BGP messages captured from GoBGP 3.10 and FRR 8.4 (tests/fixtures/bgp/README.md)
-//! and re-encode those whose layout our encoder reproduces.
+//! and re-encode those whose layout our encoder reproduces; graceful restart (RFC 4724):
+//! FRR's capability and End-of-RIB markers against ours.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -8,8 +9,9 @@ use ipnet::IpNet;
 use lb::bgp::build::{Advertisement, PeerParams, build_updates, build_withdrawals, end_of_rib};
 use lb::bgp::codec::{
     AS_TRANS, AsSegmentType, Capability, CeaseSubcode, CodecOptions, ErrorCode, Family, Framer,
-    MAX_MESSAGE_LEN, Message, MpNextHop, Origin, decode,
+    GracefulRestart, MAX_MESSAGE_LEN, Message, MpNextHop, Open, Origin, decode,
 };
+use lb::bgp::fsm::{GracefulRestartOffer, SessionConfig};
 use lb::model::{Community, LargeCommunity};
 
 fn dir() -> PathBuf {
@@ -249,6 +251,138 @@ fn captured_withdrawals_and_end_of_rib_markers_are_recognised() {
         panic!("End-of-RIB does not decode")
     };
     assert_eq!(eor.end_of_rib(), Some(Family::IPV6_UNICAST));
+}
+
+/// The graceful restart capability (code 64) inside an encoded OPEN: its whole TLV.
+fn graceful_restart_tlv(open: &[u8]) -> Vec<u8> {
+    // Header 19, version 1, AS 2, hold 2, ID 4, optional parameters length 1.
+    let mut params = &open[29..];
+    while let [ptype, plen, rest @ ..] = params {
+        let (value, next) = rest.split_at(*plen as usize);
+        assert_eq!(*ptype, 2, "capabilities parameter");
+        let mut caps = value;
+        while let [code, len, more @ ..] = caps {
+            let (cvalue, after) = more.split_at(*len as usize);
+            if *code == 64 {
+                return [&[*code, *len][..], cvalue].concat();
+            }
+            caps = after;
+        }
+        params = next;
+    }
+    panic!("no graceful restart capability in {open:02x?}")
+}
+
+/// FRR with `bgp graceful-restart`, `preserve-fw-state` and `restart-time 300` on a session
+/// carrying IPv4 and IPv6 unicast (capture.sh, scenario `gr`).
+#[test]
+fn frr_restarting_speaker_capability_has_r_and_n_bits_restart_time_and_f_bit_per_family() {
+    let Message::Open(open) = decoded("gr-v4-frr-00-open") else {
+        panic!("not an OPEN")
+    };
+    assert_eq!(
+        open.families(),
+        vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST]
+    );
+    let gr = open
+        .graceful_restart()
+        .expect("graceful restart capability");
+    assert!(gr.restart_state, "R: a freshly started bgpd");
+    assert!(gr.notification, "N: FRR does RFC 8538");
+    assert_eq!(gr.restart_time, 300);
+    assert_eq!(
+        gr.families,
+        vec![(Family::IPV4_UNICAST, true), (Family::IPV6_UNICAST, true)],
+        "F set for both families (preserve-fw-state)"
+    );
+}
+
+/// FRR's default, helper only (as in the lab): the capability with no family at all.
+#[test]
+fn frr_helper_only_capability_has_the_restart_time_and_no_families() {
+    let Message::Open(open) = decoded("grhelper-v4-frr-00-open") else {
+        panic!("not an OPEN")
+    };
+    let gr = open
+        .graceful_restart()
+        .expect("graceful restart capability");
+    assert_eq!(gr.restart_time, 120);
+    assert!(gr.restart_state && gr.notification);
+    assert!(gr.families.is_empty(), "{gr:?}");
+    assert_eq!(
+        graceful_restart_tlv(&fixture("grhelper-v4-frr-00-open")),
+        [64, 2, 0xc0, 0x78]
+    );
+}
+
+/// RFC 4724 §2: IPv4 End-of-RIB is an UPDATE with nothing in it (23 octets); for another
+/// family, an UPDATE holding only an empty MP_UNREACH_NLRI for it (29 octets). Ours are the
+/// same bytes as FRR's.
+#[test]
+fn frr_end_of_rib_markers_decode_and_ours_are_the_same_bytes() {
+    let v4 = fixture("gr-v4-frr-02-update");
+    let v6 = fixture("gr-v4-frr-03-update");
+    assert_eq!(v4.len(), 23);
+    assert_eq!(v6.len(), 29);
+    assert_eq!(
+        update("gr-v4-frr-02-update").end_of_rib(),
+        Some(Family::IPV4_UNICAST)
+    );
+    let u6 = update("gr-v4-frr-03-update");
+    assert_eq!(u6.end_of_rib(), Some(Family::IPV6_UNICAST));
+    assert!(u6.announced().is_empty() && u6.withdrawn_prefixes().is_empty());
+    assert_eq!(end_of_rib(Family::IPV4_UNICAST), v4);
+    assert_eq!(end_of_rib(Family::IPV6_UNICAST), v6);
+    // The helper-only FRR sends the same markers; so does GoBGP.
+    assert_eq!(fixture("grhelper-v4-frr-02-update"), v4);
+    assert_eq!(fixture("grhelper-v4-frr-03-update"), v6);
+    assert_eq!(fixture("gr-v4-gobgp-02-update"), v4);
+    assert_eq!(fixture("gr-v4-gobgp-03-update"), v6);
+}
+
+/// Our OPEN's capability, octet by octet as RFC 4724 §3 lays it out: code 64, length
+/// 2 + 4 per family, R bit, N bit, two reserved bits, 12 bits of restart time, then AFI (2),
+/// SAFI (1) and flags (F = 0x80) per family. With FRR's R, N, time and families it is
+/// FRR's capability exactly.
+#[test]
+fn our_graceful_restart_capability_follows_the_rfc_layout_and_matches_frrs() {
+    let mut config = SessionConfig::new(64500, 64500, Ipv4Addr::new(10, 0, 0, 3));
+    config.graceful_restart = Some(GracefulRestartOffer {
+        restart_time: 300,
+        restarted: true,
+    });
+    let ours = Message::Open(config.open_message())
+        .encode(&opts())
+        .unwrap();
+    let tlv = graceful_restart_tlv(&ours);
+    // 300 = 0x12c; R = 0x8000; N clear: lb does not do RFC 8538.
+    assert_eq!(tlv, [64, 10, 0x81, 0x2c, 0, 1, 1, 0x80, 0, 2, 1, 0x80]);
+    let gr = GracefulRestart {
+        restart_state: true,
+        notification: true,
+        restart_time: 300,
+        families: vec![(Family::IPV4_UNICAST, true), (Family::IPV6_UNICAST, true)],
+    };
+    let open = Open::new(
+        65001,
+        9,
+        Ipv4Addr::new(10, 99, 0, 2),
+        vec![Capability::GracefulRestart(gr)],
+    );
+    let bytes = Message::Open(open).encode(&opts()).unwrap();
+    assert_eq!(
+        graceful_restart_tlv(&bytes),
+        graceful_restart_tlv(&fixture("gr-v4-frr-00-open"))
+    );
+    // Not restarted, the longest restart time: R clear, all 12 bits set.
+    config.graceful_restart = Some(GracefulRestartOffer {
+        restart_time: 4095,
+        restarted: false,
+    });
+    let ours = Message::Open(config.open_message())
+        .encode(&opts())
+        .unwrap();
+    assert_eq!(&graceful_restart_tlv(&ours)[..4], [64, 10, 0x0f, 0xff]);
 }
 
 #[test]

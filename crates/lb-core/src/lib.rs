@@ -9,6 +9,8 @@
 //! - [`model`]: Services, pools, nodes, interfaces: the types every part shares.
 //! - [`alloc`]: the MetalLB-compatible IP allocator.
 //! - [`controller`]: the desired state: allocation outcomes, status writes, announcements.
+//! - [`announcers`]: who announces each Service, as Kubernetes is told it (annotation, Events).
+//! - [`writes`]: the queue of API writes: status first, Events behind.
 //! - [`cluster`]: raft-lite (election, ownership, leases) and its wire format.
 //! - [`bgp`], [`bfd`]: codecs and session state machines.
 //! - [`l2`]: ARP/NDP codecs and the responder core.
@@ -18,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alloc;
+pub mod announcers;
 pub mod bfd;
 pub mod bgp;
 pub mod cluster;

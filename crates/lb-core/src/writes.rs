@@ -6,6 +6,9 @@
 //!   `max_in_flight` Services are written at once; a failed write is retried with
 //!   exponential backoff per Service, and a 429 (or any answer with Retry-After) pauses
 //!   every status write until then (API Priority and Fairness asks clients to slow down).
+//! - Announcers (the `lb.org/announcing` annotation, see `crate::announcers`): state like
+//!   the status, coalesced and retried the same way, but sent only while no status write
+//!   waits, and for a Service only once its status is written.
 //! - Events: best effort. One is posted only while no status write waits for a slot and
 //!   its own Service has no status write pending or in flight, so an IP reaches
 //!   `status.loadBalancer.ingress` before any Event about it and Events never delay a
@@ -81,12 +84,20 @@ pub enum Submission {
         ips: Vec<IpAddr>,
         pool: Option<String>,
     },
+    /// Make the Service's announcers annotation exactly `value` (`None`: remove it).
+    Announcing {
+        service: ServiceKey,
+        value: Option<String>,
+    },
     Event(EventItem),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventItem {
     pub service: ServiceKey,
+    /// The Service's `metadata.uid`, when known: `kubectl describe` finds a Service's Events
+    /// by it.
+    pub uid: Option<String>,
     pub warning: bool,
     pub reason: &'static str,
     pub message: String,
@@ -99,6 +110,12 @@ pub enum Output {
         service: ServiceKey,
         ips: Vec<IpAddr>,
         pool: Option<String>,
+    },
+    /// Write the announcers annotation (answered by `Input::Written`).
+    Annotate {
+        id: u64,
+        service: ServiceKey,
+        value: Option<String>,
     },
     Post {
         id: u64,
@@ -114,6 +131,10 @@ pub enum Log {
         service: ServiceKey,
         ips: Vec<IpAddr>,
         pool: Option<String>,
+    },
+    Annotated {
+        service: ServiceKey,
+        value: Option<String>,
     },
     Gone {
         service: ServiceKey,
@@ -147,6 +168,19 @@ struct InFlight {
     backoff: Duration,
 }
 
+/// An announcers annotation waiting or in flight.
+struct Annotation {
+    value: Option<String>,
+    not_before: Instant,
+    backoff: Duration,
+}
+
+/// What a request id stands for.
+enum Request {
+    Status(ServiceKey),
+    Announcing(ServiceKey),
+}
+
 /// The queue of writes to the API server.
 pub struct Writes {
     limits: Limits,
@@ -155,7 +189,11 @@ pub struct Writes {
     /// write already went are skipped).
     order: VecDeque<ServiceKey>,
     in_flight: BTreeMap<ServiceKey, InFlight>,
-    by_id: BTreeMap<u64, ServiceKey>,
+    by_id: BTreeMap<u64, Request>,
+    /// Announcers annotations waiting, and their order (as `order` for status).
+    annotations: BTreeMap<ServiceKey, Annotation>,
+    annotation_order: VecDeque<ServiceKey>,
+    annotations_in_flight: BTreeMap<ServiceKey, Annotation>,
     paused_until: Option<Instant>,
     events: VecDeque<EventItem>,
     /// Events posted and not yet answered, by id.
@@ -175,6 +213,9 @@ impl Writes {
             order: VecDeque::new(),
             in_flight: BTreeMap::new(),
             by_id: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            annotation_order: VecDeque::new(),
+            annotations_in_flight: BTreeMap::new(),
             paused_until: None,
             events: VecDeque::new(),
             events_in_flight: BTreeMap::new(),
@@ -229,6 +270,19 @@ impl Writes {
                     },
                 );
             }
+            Submission::Announcing { service, value } => {
+                if !self.annotations.contains_key(&service) {
+                    self.annotation_order.push_back(service.clone());
+                }
+                self.annotations.insert(
+                    service,
+                    Annotation {
+                        value,
+                        not_before: now,
+                        backoff: BACKOFF_MIN,
+                    },
+                );
+            }
             Submission::Event(e) => {
                 if self.events.len() >= self.limits.max_events_queued
                     && let Some(old) = self.events.pop_front()
@@ -245,8 +299,12 @@ impl Writes {
     }
 
     fn written(&mut self, now: Instant, id: u64, result: Result, out: &mut Vec<Output>) {
-        let Some(service) = self.by_id.remove(&id) else {
-            return;
+        let service = match self.by_id.remove(&id) {
+            Some(Request::Status(service)) => service,
+            Some(Request::Announcing(service)) => {
+                return self.annotated(now, service, result, out);
+            }
+            None => return,
         };
         let Some(f) = self.in_flight.remove(&service) else {
             return;
@@ -288,6 +346,55 @@ impl Writes {
         }
     }
 
+    fn annotated(
+        &mut self,
+        now: Instant,
+        service: ServiceKey,
+        result: Result,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(f) = self.annotations_in_flight.remove(&service) else {
+            return;
+        };
+        match result {
+            Result::Ok => out.push(Output::Log(Log::Annotated {
+                service,
+                value: f.value,
+            })),
+            Result::Gone => out.push(Output::Log(Log::Gone { service })),
+            Result::Failed { retry_after } => {
+                if let Some(after) = retry_after {
+                    let until = now + after;
+                    if self.paused_until.is_none_or(|p| p < until) {
+                        self.paused_until = Some(until);
+                        out.push(Output::Log(Log::Paused { for_: after }));
+                    }
+                }
+                if !self.annotations.contains_key(&service) {
+                    let retry_in = f.backoff;
+                    out.push(Output::Log(Log::WriteFailed {
+                        service: service.clone(),
+                        retry_in,
+                    }));
+                    self.annotation_order.push_back(service.clone());
+                    self.annotations.insert(
+                        service,
+                        Annotation {
+                            value: f.value,
+                            not_before: now + retry_in,
+                            backoff: (retry_in * 2).min(BACKOFF_MAX),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Requests in flight that take a write slot (status and annotations).
+    fn writes_in_flight(&self) -> usize {
+        self.in_flight.len() + self.annotations_in_flight.len()
+    }
+
     /// Whether status writes may go at `now` (not paused by the server).
     fn open(&self, now: Instant) -> bool {
         self.paused_until.is_none_or(|p| now >= p)
@@ -300,7 +407,7 @@ impl Writes {
         if self.open(now) {
             self.paused_until = None;
             let mut later = VecDeque::new();
-            while self.in_flight.len() < self.limits.max_in_flight {
+            while self.writes_in_flight() < self.limits.max_in_flight {
                 let Some(service) = self.order.pop_front() else {
                     break;
                 };
@@ -323,7 +430,7 @@ impl Writes {
                 };
                 let id = self.next_id;
                 self.next_id += 1;
-                self.by_id.insert(id, service.clone());
+                self.by_id.insert(id, Request::Status(service.clone()));
                 out.push(Output::Write {
                     id,
                     service: service.clone(),
@@ -351,6 +458,9 @@ impl Writes {
         if waiting {
             return;
         }
+        if self.open(now) {
+            self.send_annotations(now, out);
+        }
         while self.events_in_flight.len() < self.limits.max_events_in_flight {
             // The first Event whose Service has no status write outstanding (bounded scan).
             let Some(i) = self.events.iter().take(64).position(|e| {
@@ -369,15 +479,75 @@ impl Writes {
         }
     }
 
+    /// Announcers annotations, in arrival order, in the write slots status left free; for a
+    /// Service only once nothing of its status is outstanding.
+    fn send_annotations(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let mut later = VecDeque::new();
+        while self.writes_in_flight() < self.limits.max_in_flight {
+            let Some(service) = self.annotation_order.pop_front() else {
+                break;
+            };
+            let Some(a) = self.annotations.get(&service) else {
+                continue;
+            };
+            if a.not_before > now
+                || self.annotations_in_flight.contains_key(&service)
+                || self.pending.contains_key(&service)
+                || self.in_flight.contains_key(&service)
+            {
+                later.push_back(service);
+                continue;
+            }
+            let Some(a) = self.annotations.remove(&service) else {
+                continue;
+            };
+            let id = self.next_id;
+            self.next_id += 1;
+            self.by_id.insert(id, Request::Announcing(service.clone()));
+            out.push(Output::Annotate {
+                id,
+                service: service.clone(),
+                value: a.value.clone(),
+            });
+            self.annotations_in_flight.insert(service, a);
+        }
+        later.extend(self.annotation_order.drain(..));
+        self.annotation_order = later;
+    }
+
     /// When a backed-off write or the end of a pause is due.
     pub fn next_deadline(&self) -> Option<Instant> {
         if let Some(p) = self.paused_until {
             return Some(p);
         }
-        if self.in_flight.len() >= self.limits.max_in_flight {
+        if self.writes_in_flight() >= self.limits.max_in_flight {
             return None;
         }
-        self.pending.values().map(|p| p.not_before).min()
+        // A write waiting behind its own Service's write in flight is due when that one
+        // answers (an input), not at any time: counting it would wake the loop at once, again
+        // and again, until the answer came.
+        let status = self
+            .pending
+            .iter()
+            .filter(|(service, _)| !self.in_flight.contains_key(*service))
+            .map(|(_, p)| p.not_before)
+            .min();
+        // Annotations go only while no status write's time has come (as `send` decides);
+        // once one has, they wait for an answer (an input), not for a time: counting them
+        // would wake the loop again and again.
+        let first_status = self.pending.values().map(|p| p.not_before).min();
+        let annotations = self
+            .annotations
+            .iter()
+            .filter(|(service, _)| {
+                !self.annotations_in_flight.contains_key(*service)
+                    && !self.pending.contains_key(*service)
+                    && !self.in_flight.contains_key(*service)
+            })
+            .map(|(_, a)| a.not_before)
+            .min()
+            .filter(|a| first_status.is_none_or(|s| *a < s));
+        status.into_iter().chain(annotations).min()
     }
 }
 
@@ -417,6 +587,7 @@ mod tests {
     fn event_item(n: &str) -> Submission {
         Submission::Event(EventItem {
             service: key(n),
+            uid: None,
             warning: false,
             reason: "IPAllocated",
             message: "Assigned IP".into(),
@@ -456,6 +627,72 @@ mod tests {
             max_in_flight: n,
             ..Limits::default()
         }
+    }
+
+    fn annotate(n: &str, v: &str) -> Submission {
+        Submission::Announcing {
+            service: key(n),
+            value: Some(v.into()),
+        }
+    }
+
+    fn annotated(out: &[Output]) -> Vec<(u64, String, Option<String>)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Annotate { id, service, value } => {
+                    Some((*id, service.to_string(), value.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_announcers_annotation_follows_its_services_status_and_never_takes_its_slot() {
+        let t0 = crate::test_origin();
+        let mut w = Writes::new(limits(1));
+        let out = w.step(
+            t0,
+            Input::Submit(vec![
+                annotate("a", "layer2: n1"),
+                status_item("a", "10.0.0.1"),
+            ]),
+        );
+        let (id, ..) = writes(&out)[0].clone();
+        assert!(annotated(&out).is_empty(), "before the status: {out:?}");
+        // Another Service's status arrives meanwhile: it goes first.
+        assert!(w.step(t0, status("b", "10.0.0.2")).is_empty());
+        let ok = Result::Ok;
+        let out = w.step(t0, Input::Written { id, result: ok });
+        let (id, ..) = writes(&out)[0].clone();
+        assert!(annotated(&out).is_empty(), "{out:?}");
+        let out = w.step(t0, Input::Written { id, result: ok });
+        assert_eq!(
+            annotated(&out),
+            vec![(2, "default/a".into(), Some("layer2: n1".into()))]
+        );
+    }
+
+    #[test]
+    fn a_failed_annotation_is_retried_unless_a_newer_value_came() {
+        let t0 = crate::test_origin();
+        let mut w = Writes::new(limits(4));
+        let out = w.step(t0, Input::Submit(vec![annotate("a", "layer2: n1")]));
+        let (id, ..) = annotated(&out)[0].clone();
+        let failed = Result::Failed { retry_after: None };
+        let out = w.step(t0, Input::Written { id, result: failed });
+        assert!(annotated(&out).is_empty());
+        let due = w.next_deadline().expect("a retry");
+        let out = w.step(due, Input::Tick);
+        let (id, _, v) = annotated(&out)[0].clone();
+        assert_eq!(v.as_deref(), Some("layer2: n1"));
+        // A newer value while the retry is in flight wins over a second retry.
+        w.step(due, Input::Submit(vec![annotate("a", "layer2: n2")]));
+        let out = w.step(due, Input::Written { id, result: failed });
+        assert_eq!(
+            annotated(&out).into_iter().map(|a| a.2).collect::<Vec<_>>(),
+            vec![Some("layer2: n2".into())]
+        );
     }
 
     #[test]
@@ -622,5 +859,23 @@ mod tests {
         assert!(out.contains(&Output::Log(Log::Gone { service: key("a") })));
         assert_eq!(w.backlog(), 0);
         assert_eq!(w.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_write_waiting_behind_its_own_write_in_flight_sets_no_deadline() {
+        let t0 = crate::test_origin();
+        let mut w = Writes::new(limits(4));
+        let (id, ..) = writes(&w.step(t0, status("a", "10.0.0.1")))[0].clone();
+        w.step(t0, status("a", "10.0.0.2"));
+        // Nothing can go before the answer: a deadline now would only spin the loop.
+        assert_eq!(w.next_deadline(), None);
+        let out = w.step(
+            t0,
+            Input::Written {
+                id,
+                result: Result::Ok,
+            },
+        );
+        assert_eq!(writes(&out).len(), 1);
     }
 }

@@ -488,6 +488,24 @@ impl Guide {
         })
     }
 
+    /// `kubectl describe svc NAME` once it shows every one of `needles` (the announcers
+    /// annotation, a `nodeAssigned` Event): the output.
+    pub fn describe_showing(&self, svc: &str, needles: &[&str]) -> String {
+        let deadline = Instant::now() + T;
+        loop {
+            let out = self.kube.ok(&["describe", "svc", svc]);
+            if needles.iter().all(|n| out.contains(n)) {
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kubectl describe svc {svc} did not show {needles:?} within {T:?}:\n{out}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// `curl http://IP/` from `from` until it answers; the node name in the body.
     pub fn curl(&self, from: &Host, ip: &str) -> String {
         let url = format!("http://{ip}/");

@@ -513,8 +513,11 @@ impl Allocator {
     /// MetalLB's `AllocateFromPoolForAdditionalFamily`: a PreferDualStack Service holding one
     /// IP gets one of the other family from the same pool when there is one.
     fn add_missing_family(&mut self, svc: &Service, events: &mut Vec<Event>) {
+        // Requested IPs are the whole allocation (MetalLB assigns exactly those): a Service
+        // that asks for one IP gets no second family added.
         if svc.ip_family_policy != IpFamilyPolicy::PreferDualStack
             || service_family(svc) != Fam::Dual
+            || !svc.requested_ips.is_empty()
         {
             return;
         }

@@ -611,6 +611,23 @@ fn prefer_dual_stack_takes_the_one_family_available() {
 }
 
 #[test]
+fn prefer_dual_stack_that_requests_one_ip_gets_only_that_ip() {
+    // Found by alloc_properties: a Service holding its requested IPv6 address that turns
+    // PreferDualStack was given an IPv4 address it never asked for.
+    let mut a = Allocator::new(vec![dual_pool()], None);
+    let mut s = svc("x");
+    s.requested_ips = ips(&["fd00::1"]);
+    s.ip_families = vec![IpFamily::V6];
+    a.update(&s);
+    assert_eq!(held(&a, "x"), Some(ips(&["fd00::1"])));
+    s.current_ips = ips(&["fd00::1"]);
+    s.ip_family_policy = IpFamilyPolicy::PreferDualStack;
+    s.ip_families = vec![IpFamily::V6, IpFamily::V4];
+    a.update(&s);
+    assert_eq!(held(&a, "x"), Some(ips(&["fd00::1"])));
+}
+
+#[test]
 fn prefer_dual_stack_holding_one_ip_gets_the_other_family_from_its_pool() {
     let mut a = Allocator::new(vec![dual_pool()], None);
     let mut s = svc("x");

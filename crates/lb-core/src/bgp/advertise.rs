@@ -166,6 +166,18 @@ pub fn route_for_prefix(
     attrs
 }
 
+/// Whether `node` advertises a route for `ann` to any of `peers` (who announces a Service).
+pub fn advertised_by(
+    node: &LocalNode,
+    peers: &[PeerPolicy],
+    pools: &[Pool],
+    ann: &AnnouncedIp,
+) -> bool {
+    peers
+        .iter()
+        .any(|p| !contributions(node, p, pools, ann).is_empty())
+}
+
 /// The prefixes `ann` could contribute to for `peer` (a superset is harmless: each is
 /// recomputed with [`route_for_prefix`]).
 pub fn prefixes_of(ann: &AnnouncedIp, pools: &[Pool]) -> Vec<IpNet> {

@@ -344,7 +344,8 @@ pub fn end_of_rib(family: Family) -> Vec<u8> {
         four_octet_as: true,
         max_message_len: MAX_MESSAGE_LEN,
     };
-    // An empty UPDATE is 23 or 30 octets: encoding cannot fail.
+    // An empty UPDATE is 23 octets, 29 with the empty MP_UNREACH_NLRI (FRR's and GoBGP's
+    // bytes, tests/pure/bgp_fixtures.rs): encoding cannot fail.
     Message::Update(update).encode(&opts).unwrap_or_default()
 }
 

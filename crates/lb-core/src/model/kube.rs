@@ -4,6 +4,9 @@ use super::{EndpointsByNode, Node, Service, ServiceKey};
 
 /// What the watchers tell the controller.
 #[derive(Clone, Debug, PartialEq)]
+// One per watch event, moved once into the controller: boxing the Service would cost an
+// allocation per update for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum KubeUpdate {
     /// A `type: LoadBalancer` Service appeared or changed.
     Service(Service),

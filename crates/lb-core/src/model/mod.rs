@@ -135,6 +135,8 @@ impl From<BTreeMap<String, String>> for Selector {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Service {
     pub key: ServiceKey,
+    /// `metadata.uid` (none for static services): Events name their Service by it.
+    pub uid: Option<String>,
     pub ports: Vec<ServicePort>,
     pub traffic_policy: TrafficPolicy,
     /// `spec.selector`; `Local` services share an IP only with identical selectors.
@@ -152,6 +154,9 @@ pub struct Service {
     pub ip_family_policy: IpFamilyPolicy,
     /// `status.loadBalancer.ingress[].ip`: what an earlier allocation wrote.
     pub current_ips: Vec<IpAddr>,
+    /// The `lb.org/announcing` annotation: who the leader last said announces it (read back
+    /// so that a new leader neither rewrites it nor repeats its Events).
+    pub announcing: Option<String>,
     /// Set when the object could not be understood (a garbage annotation, an unparsable
     /// IP): the allocator answers `AllocationFailed` with this reason instead of guessing.
     pub spec_error: Option<String>,

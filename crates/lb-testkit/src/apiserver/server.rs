@@ -203,6 +203,14 @@ pub async fn handle(store: Arc<Store>, req: Request<Incoming>) -> Result<Resp, I
         user_agent: user_agent.clone(),
     });
     let query = Query(parse_query(req.uri().query()));
+    let is_write = matches!(
+        method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    let latency = store.write_latency();
+    if is_write && !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),

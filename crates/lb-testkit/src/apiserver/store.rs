@@ -63,6 +63,9 @@ struct Settings {
     minor: String,
     aggregated_discovery: bool,
     bookmark_interval: Duration,
+    /// Added to every write (create, update, patch, delete): what a real API server spends
+    /// on one (admission, etcd); reads stay immediate.
+    write_latency: Duration,
 }
 
 /// One request as received (for tests asserting what a client sent).
@@ -349,6 +352,7 @@ impl Store {
                 minor: "32".into(),
                 aggregated_discovery: true,
                 bookmark_interval: Duration::from_secs(5),
+                write_latency: Duration::ZERO,
             }),
         }
     }
@@ -362,6 +366,17 @@ impl Store {
 
     pub fn server_minor(&self) -> String {
         lock(&self.settings).minor.clone()
+    }
+
+    /// Every write from now on takes `d` longer (concurrent writes overlap, as on a real
+    /// server). A genuine kube-apiserver with etcd on the development machine took ~3 ms
+    /// per server-side apply; the default is 0.
+    pub fn set_write_latency(&self, d: Duration) {
+        lock(&self.settings).write_latency = d;
+    }
+
+    pub fn write_latency(&self) -> Duration {
+        lock(&self.settings).write_latency
     }
 
     /// Serve aggregated discovery when asked for it (default), or only the legacy documents.

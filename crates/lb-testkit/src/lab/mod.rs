@@ -224,6 +224,7 @@ pub enum Signal {
     Int,
     Hup,
     Usr1,
+    Usr2,
     Stop,
     Cont,
 }
@@ -236,6 +237,7 @@ impl Signal {
             Signal::Int => "INT",
             Signal::Hup => "HUP",
             Signal::Usr1 => "USR1",
+            Signal::Usr2 => "USR2",
             Signal::Stop => "STOP",
             Signal::Cont => "CONT",
         }

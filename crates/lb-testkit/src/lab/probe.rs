@@ -424,13 +424,33 @@ pub fn reach(
     duration: Duration,
     interval: Duration,
 ) -> Result<RunningProbe> {
+    reach_with_timeout(
+        client,
+        mode,
+        target,
+        duration,
+        interval,
+        Duration::from_millis(200),
+    )
+}
+
+/// [`reach`] with another timeout per attempt: a longer one tells "no route" (refused at
+/// once by the router's ICMP unreachable) from a client slowed by a busy machine.
+pub fn reach_with_timeout(
+    client: &Host,
+    mode: ReachMode,
+    target: IpAddr,
+    duration: Duration,
+    interval: Duration,
+    timeout: Duration,
+) -> Result<RunningProbe> {
     let (m, port) = match mode {
         ReachMode::Icmp => ("icmp", 0),
         ReachMode::Tcp(p) => ("tcp", p),
         ReachMode::Udp(p) => ("udp", p),
     };
     let (target_s, port_s) = (target.to_string(), port.to_string());
-    let (dur, int) = (secs(duration), secs(interval));
+    let (dur, int, to) = (secs(duration), secs(interval), secs(timeout));
     let script = script("reach.py");
     RunningProbe::start(
         client,
@@ -447,7 +467,159 @@ pub fn reach(
             &dur,
             "--interval",
             &int,
+            "--timeout",
+            &to,
         ],
         duration,
     )
+}
+
+/// Sample the kernel's main-table route for `prefix` in `host` every `interval` for
+/// `duration` (`fibprobe.py`: a route dump per sample, plus every route change the kernel
+/// announces). End it early with [`RunningProbe::stop_fib`].
+pub fn fib(
+    host: &Host,
+    prefix: &str,
+    duration: Duration,
+    interval: Duration,
+) -> Result<RunningProbe> {
+    let (dur, int) = (secs(duration), secs(interval));
+    let script = script("fibprobe.py");
+    RunningProbe::start(
+        host,
+        &[
+            PYTHON,
+            &script,
+            "--prefix",
+            prefix,
+            "--duration",
+            &dur,
+            "--interval",
+            &int,
+        ],
+        duration,
+    )
+}
+
+impl RunningProbe {
+    /// End a [`fib`] probe now and parse its records.
+    pub fn stop_fib(self) -> Result<FibRun> {
+        self.proc.kill(super::Signal::Term);
+        let status = self
+            .proc
+            .wait_timeout(self.duration + Duration::from_secs(10));
+        match status {
+            Some(s) if s.success() => FibRun::parse(&self.proc.stdout()),
+            other => Err(LabError::Timeout {
+                what: "the FIB probe to finish".into(),
+                after: self.duration,
+                detail: format!("status {other:?}; output:\n{}", self.proc.log()),
+            }),
+        }
+    }
+}
+
+/// One look at the route: its gateways (sorted; empty: no route) and routing protocol
+/// number (186 = BGP as zebra installs it; `None`: no route).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FibState {
+    pub nexthops: Vec<String>,
+    pub proto: Option<u8>,
+}
+
+/// A change of the route the kernel announced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FibChange {
+    pub t: f64,
+    /// Removed (`RTM_DELROUTE`) rather than added or replaced.
+    pub deleted: bool,
+    pub state: FibState,
+}
+
+/// Everything a [`fib`] probe printed.
+#[derive(Debug, Clone, Default)]
+pub struct FibRun {
+    pub start: f64,
+    pub end: f64,
+    /// (time, state), in order.
+    pub samples: Vec<(f64, FibState)>,
+    pub changes: Vec<FibChange>,
+}
+
+impl FibRun {
+    pub fn parse(text: &str) -> Result<FibRun> {
+        let mut run = FibRun::default();
+        let mut saw_end = false;
+        let state = |v: &serde_json::Value| FibState {
+            nexthops: v["nexthops"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect(),
+            proto: v["proto"].as_u64().and_then(|p| u8::try_from(p).ok()),
+        };
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| LabError::Parse {
+                what: "FIB probe output".into(),
+                detail: format!("{e}: {line}"),
+            })?;
+            let t = v["t"].as_f64().unwrap_or(0.0);
+            match v["ev"].as_str() {
+                Some("start") => run.start = t,
+                Some("end") => {
+                    run.end = t;
+                    saw_end = true;
+                }
+                Some("sample") => run.samples.push((t, state(&v))),
+                Some("change") => run.changes.push(FibChange {
+                    t,
+                    deleted: v["kind"] == "del",
+                    state: state(&v),
+                }),
+                _ => {}
+            }
+        }
+        if !saw_end {
+            return Err(LabError::Parse {
+                what: "FIB probe output".into(),
+                detail: format!("no end record (did the probe crash?):\n{text}"),
+            });
+        }
+        Ok(run)
+    }
+
+    /// Samples in which the route was not exactly `nexthops` (missing, or other gateways).
+    pub fn gaps(&self, nexthops: &[&str]) -> usize {
+        self.samples
+            .iter()
+            .filter(|(_, s)| s.nexthops != nexthops)
+            .count()
+    }
+
+    /// Kernel announcements of a removal, or of a route with other gateways than `nexthops`.
+    pub fn departures(&self, nexthops: &[&str]) -> Vec<FibChange> {
+        self.changes
+            .iter()
+            .filter(|c| c.deleted || c.state.nexthops != nexthops)
+            .cloned()
+            .collect()
+    }
+
+    /// The longest time between two samples (how well the probe kept its interval).
+    pub fn longest_sample_interval(&self) -> Duration {
+        self.samples
+            .windows(2)
+            .map(|w| Duration::from_secs_f64((w[1].0 - w[0].0).max(0.0)))
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Time of the first sample without the route (`None`: it never left).
+    pub fn first_absent(&self) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|(_, s)| s.nexthops.is_empty())
+            .map(|(t, _)| *t)
+    }
 }

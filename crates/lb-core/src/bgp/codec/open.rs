@@ -48,7 +48,28 @@ pub const CAP_FOUR_OCTET_AS: u8 = 65;
 pub const CAP_ADD_PATH: u8 = 69;
 pub const CAP_ENHANCED_ROUTE_REFRESH: u8 = 70;
 
-/// Graceful restart capability (RFC 4724 §3), parsed but not acted upon.
+/// Graceful restart capability (RFC 4724 §3; the N bit from RFC 8538 §2). We send it as
+/// the restarting speaker ([`crate::bgp::fsm::GracefulRestartOffer`]); the peer's is kept
+/// for information.
+///
+/// ```text
+/// +--------------------------------------------------+
+/// | Capability Code = 64 (1 octet)                   |
+/// +--------------------------------------------------+
+/// | Capability Length = 2 + 4 * families (1 octet)   |
+/// +--------------------------------------------------+
+/// | Restart Flags (4 bits) | Restart Time (12 bits)  |   flags: R (0x8), N (0x4), 2 reserved
+/// +--------------------------------------------------+
+/// | Address Family Identifier (16 bits)              |  \
+/// +--------------------------------------------------+   |
+/// | Subsequent Address Family Identifier (8 bits)    |   |  once per family
+/// +--------------------------------------------------+   |
+/// | Flags for Address Family (8 bits)                |  /   F (0x80): forwarding kept
+/// +--------------------------------------------------+
+/// ```
+///
+/// E.g. R, restart time 120 s, IPv4 and IPv6 unicast with F:
+/// `40 0a 80 78 00 01 01 80 00 02 01 80`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct GracefulRestart {
     /// R bit: the sender has restarted.
