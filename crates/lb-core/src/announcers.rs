@@ -150,6 +150,22 @@ struct Entry {
     empty_since: Option<Instant>,
 }
 
+impl Entry {
+    /// What an annotation names counts as reported (by whoever wrote it).
+    fn reported_as_in(&mut self, annotation: Option<&str>) {
+        match annotation.and_then(Announcing::parse) {
+            Some(a) => {
+                self.reported = a.nodes;
+                self.reported_protocol = Some(a.protocol);
+            }
+            None => {
+                self.reported.clear();
+                self.reported_protocol = None;
+            }
+        }
+    }
+}
+
 pub struct Announcers {
     limits: Limits,
     services: BTreeMap<ServiceKey, Entry>,
@@ -181,16 +197,7 @@ impl Announcers {
                 if e.now.is_none() {
                     // Not reporting this Service (yet): what the annotation names was
                     // reported by whoever wrote it.
-                    match annotation.as_deref().and_then(Announcing::parse) {
-                        Some(a) => {
-                            e.reported = a.nodes;
-                            e.reported_protocol = Some(a.protocol);
-                        }
-                        None => {
-                            e.reported.clear();
-                            e.reported_protocol = None;
-                        }
-                    }
+                    e.reported_as_in(annotation.as_deref());
                 }
                 if e.on_object != annotation {
                     e.on_object = annotation;
@@ -244,13 +251,8 @@ impl Announcers {
             e.annotate_after = None;
             e.events_at.clear();
             e.empty_since = None;
-            if let Some(a) = e.on_object.as_deref().and_then(Announcing::parse) {
-                e.reported = a.nodes;
-                e.reported_protocol = Some(a.protocol);
-            } else {
-                e.reported.clear();
-                e.reported_protocol = None;
-            }
+            let on_object = e.on_object.clone();
+            e.reported_as_in(on_object.as_deref());
         }
     }
 

@@ -317,13 +317,7 @@ impl Writes {
             })),
             Result::Gone => out.push(Output::Log(Log::Gone { service })),
             Result::Failed { retry_after } => {
-                if let Some(after) = retry_after {
-                    let until = now + after;
-                    if self.paused_until.is_none_or(|p| p < until) {
-                        self.paused_until = Some(until);
-                        out.push(Output::Log(Log::Paused { for_: after }));
-                    }
-                }
+                self.pause(now, retry_after, out);
                 // A newer status queued meanwhile wins; else this one is tried again.
                 if !self.pending.contains_key(&service) {
                     let retry_in = f.backoff;
@@ -363,13 +357,7 @@ impl Writes {
             })),
             Result::Gone => out.push(Output::Log(Log::Gone { service })),
             Result::Failed { retry_after } => {
-                if let Some(after) = retry_after {
-                    let until = now + after;
-                    if self.paused_until.is_none_or(|p| p < until) {
-                        self.paused_until = Some(until);
-                        out.push(Output::Log(Log::Paused { for_: after }));
-                    }
-                }
+                self.pause(now, retry_after, out);
                 if !self.annotations.contains_key(&service) {
                     let retry_in = f.backoff;
                     out.push(Output::Log(Log::WriteFailed {
@@ -386,6 +374,17 @@ impl Writes {
                         },
                     );
                 }
+            }
+        }
+    }
+
+    /// The server said when to come back (429, Retry-After): every write waits until then.
+    fn pause(&mut self, now: Instant, retry_after: Option<Duration>, out: &mut Vec<Output>) {
+        if let Some(after) = retry_after {
+            let until = now + after;
+            if self.paused_until.is_none_or(|p| p < until) {
+                self.paused_until = Some(until);
+                out.push(Output::Log(Log::Paused { for_: after }));
             }
         }
     }
