@@ -334,14 +334,14 @@ struct Node {
 }
 
 /// Reads a probe's JSON lines as they are written.
-struct Tail {
+pub struct Tail {
     path: PathBuf,
     offset: u64,
     partial: String,
 }
 
 impl Tail {
-    fn new(path: &Path) -> Tail {
+    pub fn new(path: &Path) -> Tail {
         Tail {
             path: path.to_path_buf(),
             offset: 0,
@@ -349,7 +349,8 @@ impl Tail {
         }
     }
 
-    fn read(&mut self) -> Vec<Value> {
+    /// The complete lines written since the last call, parsed (unparsable ones skipped).
+    pub fn read(&mut self) -> Vec<Value> {
         let Ok(mut f) = std::fs::File::open(&self.path) else {
             return Vec::new();
         };

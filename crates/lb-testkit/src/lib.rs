@@ -7,8 +7,9 @@
 //! - [`apiserver`]: the test Kubernetes API server, [`kubelab`] runs it in a lab namespace;
 //! - [`lbd`], [`dbus`], [`examples`]: lbd and the example programs as processes, a private
 //!   D-Bus;
-//! - [`l2cluster`], [`guide`], [`chaos`]: the layer-2 failover cluster, the MetalLB lab guide
-//!   and the chaos soak, each built from the above;
+//! - [`l2cluster`], [`guide`], [`chaos`], [`upgrade`]: the layer-2 failover cluster, the
+//!   MetalLB lab guide, the chaos soak and the measured rolling upgrade, each built from the
+//!   above;
 //! - [`cluster_sim`]: the deterministic simulation of raft-lite hosts; [`rng`] the seeded
 //!   random numbers of the simulation and the soak;
 //! - [`bench`], [`bgp_lab`]: helpers of the benchmark examples.
@@ -30,6 +31,7 @@ pub mod l2cluster;
 pub mod lab;
 pub mod lbd;
 pub mod rng;
+pub mod upgrade;
 
 use std::path::{Path, PathBuf};
 
