@@ -199,3 +199,13 @@ fn a_rolling_upgrade_from_the_previous_release_keeps_every_ip_route_and_connecti
     let run = u.rolling_upgrade(&lbd_binary(), Stop::Restart);
     assert_unnoticed(&u, &run);
 }
+
+/// This build stopping for the restart (the from→to test above runs the previous release's
+/// stop): the same verdict.
+#[test]
+fn a_rolling_upgrade_onto_this_build_from_this_build_keeps_every_ip_route_and_connection() {
+    let new = lbd_binary();
+    let mut u = UpgradeLab::start("upgs", &new);
+    let run = u.rolling_upgrade(&new, Stop::Restart);
+    assert_unnoticed(&u, &run);
+}

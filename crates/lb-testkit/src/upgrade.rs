@@ -358,11 +358,8 @@ impl UpgradeLab {
                 .expect("key mode");
             let state = host.owned_dir("state", "root:root").expect("state dir");
             configs.push(
-                host.write_file(
-                    "lb.toml",
-                    &lbd_config(i, &state, &key, kube.kubeconfig()),
-                )
-                .expect("lb.toml"),
+                host.write_file("lb.toml", &lbd_config(i, &state, &key, kube.kubeconfig()))
+                    .expect("lb.toml"),
             );
             let p = host
                 .spawn_labeled(
@@ -393,6 +390,13 @@ impl UpgradeLab {
         };
         for i in 0..3 {
             u.spawn_lbd(i, from);
+        }
+        // The cluster first, so placement spreads the layer-2 IPs over the three hosts (an IP
+        // stays with its holder while that can hold it).
+        let deadline = Instant::now() + T;
+        while let Some(why) = (0..3).find_map(|i| u.not_in_cluster(i)) {
+            assert!(Instant::now() < deadline, "no cluster: {why}\n{}", u.logs());
+            std::thread::sleep(Duration::from_millis(50));
         }
         u.create_services();
         for i in 0..3 {
@@ -535,6 +539,15 @@ impl UpgradeLab {
     /// session Established, its End-of-RIB (when graceful restart was negotiated), a fresh
     /// path from it for every BGP IP and all three next hops in the FIB.
     fn not_back(&self, i: usize) -> Option<String> {
+        if let Some(why) = self.not_in_cluster(i) {
+            return Some(why);
+        }
+        self.not_back_at_the_router(i)
+    }
+
+    /// What keeps host `i` from being in the cluster: `None` once the leader reports every
+    /// member healthy and `i` hears the leader.
+    fn not_in_cluster(&self, i: usize) -> Option<String> {
         let scrapes: Vec<BTreeMap<String, f64>> = self
             .nodes
             .iter()
@@ -566,6 +579,13 @@ impl UpgradeLab {
                 node_name(leader)
             ));
         }
+        None
+    }
+
+    /// What keeps the router from having host `i` back: `None` once its session is
+    /// Established, with End-of-RIB (when graceful restart was negotiated), a fresh path from
+    /// it for every BGP IP and all three next hops in the FIB.
+    fn not_back_at_the_router(&self, i: usize) -> Option<String> {
         let ip = NODE_IPS[i];
         let n = self
             .frr
@@ -618,8 +638,8 @@ impl UpgradeLab {
     /// probes run; returns what each restart cost. Panics if a host does not come back.
     pub fn rolling_upgrade(&mut self, to: &Path, stop: Stop) -> UpgradeRun {
         let l2: Vec<std::net::IpAddr> = self.l2_ips.iter().map(|v| v.parse().unwrap()).collect();
-        let arp = probe::l2probe_many(&self.client, &l2, PROBE_MAX, PROBE_INTERVAL)
-            .expect("ARP probe");
+        let arp =
+            probe::l2probe_many(&self.client, &l2, PROBE_MAX, PROBE_INTERVAL).expect("ARP probe");
         let fibs: Vec<RunningProbe> = self
             .bgp_ips
             .iter()
