@@ -59,9 +59,10 @@ fn main() {
         let mut u = UpgradeLab::start(&format!("bru{n}"), &from);
         let run = u.rolling_upgrade(&to, stop);
         println!(
-            "trial {}: layer-2 IPs {:?}, BGP IPs {:?}",
+            "trial {}: layer-2 IPs {:?} (held by {:?}), BGP IPs {:?}",
             n + 1,
             run.l2_ips,
+            run.owners.values().collect::<Vec<_>>(),
             run.bgp_ips
         );
         for r in &run.restarts {
@@ -99,6 +100,18 @@ fn main() {
         ms(gaps.get(gaps.len() / 2).copied().unwrap_or_default()),
         ms(gaps.last().copied().unwrap_or_default()),
         ms(leader_gaps.iter().max().copied().unwrap_or_default()),
+    );
+    let of = |moved: bool| {
+        restarts
+            .iter()
+            .filter_map(|r| r.worst_l2_gap_of(moved))
+            .max()
+            .unwrap_or_default()
+    };
+    println!(
+        "  of the IPs that moved to another host: max {}; of those that stayed (probe and machine noise): max {}",
+        ms(of(true)),
+        ms(of(false)),
     );
     println!(
         "  BGP routes leaving the router's FIB: {} (FIB samples missing a next hop: {}); goal 0",

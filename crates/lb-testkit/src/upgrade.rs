@@ -139,6 +139,17 @@ impl RestartRecord {
         self.l2_gaps.values().max().copied().unwrap_or_default()
     }
 
+    /// The longest gap of the IPs that moved (`moved`) or stayed (`!moved`) in this window:
+    /// a moved IP's gap is the handover's, a staying IP's is the probe's and the machine's
+    /// noise.
+    pub fn worst_l2_gap_of(&self, moved: bool) -> Option<Duration> {
+        self.l2_gaps
+            .iter()
+            .filter(|(ip, _)| self.l2_moved.contains(ip) == moved)
+            .map(|(_, g)| *g)
+            .max()
+    }
+
     /// One line for the bench and the test output.
     pub fn line(&self) -> String {
         let (ip, gap) = self
@@ -148,13 +159,16 @@ impl RestartRecord {
             .map(|(ip, g)| (ip.as_str(), *g))
             .unwrap_or(("-", Duration::ZERO));
         format!(
-            "{}{}: longest layer-2 gap {:.0} ms ({ip}; {} IPs moved), BGP routes leaving the \
-             FIB {} (samples without a route {}, missing a next hop {}, of {}), TCP connections \
-             {} ok / {} failed, Service IP changes {}; stop to exit {:.0} ms, start to back {:.2} s",
+            "{}{}: longest layer-2 gap {:.0} ms ({ip}; {} IPs moved: {}, the others: {}), BGP \
+             routes leaving the FIB {} (samples without a route {}, missing a next hop {}, of \
+             {}), TCP connections {} ok / {} failed, Service IP changes {}; stop to exit {:.0} \
+             ms, start to back {:.2} s",
             self.node,
             if self.was_leader { " (leader)" } else { "" },
             gap.as_secs_f64() * 1e3,
             self.l2_moved.len(),
+            ms_or_dash(self.worst_l2_gap_of(true)),
+            ms_or_dash(self.worst_l2_gap_of(false)),
             self.routes_left.len(),
             self.fib_absent,
             self.fib_nexthop_missing,
@@ -178,6 +192,8 @@ pub struct UpgradeRun {
     pub bgp_ips: Vec<String>,
     /// Service → IPs before the first stop.
     pub services: BTreeMap<String, Vec<String>>,
+    /// Layer-2 IP → the host answering for it before the first stop.
+    pub owners: BTreeMap<String, String>,
     /// How well the FIB probes kept their 10 ms (the longest time between two samples).
     pub fib_longest_interval: Duration,
     /// ARP requests sent (all IPs).
@@ -210,6 +226,10 @@ impl UpgradeRun {
             .flat_map(|r| r.ip_changes.iter().cloned())
             .collect()
     }
+}
+
+fn ms_or_dash(d: Option<Duration>) -> String {
+    d.map_or("-".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1e3))
 }
 
 fn epoch() -> f64 {
@@ -848,6 +868,19 @@ impl UpgradeLab {
                 }
             }
         }
+        let owners = per_ip
+            .iter()
+            .filter_map(|(ip, run)| {
+                let mac = run
+                    .answers()
+                    .filter(|a| a.t < first_stop)
+                    .last()?
+                    .mac
+                    .clone()?;
+                let node = self.nodes.iter().position(|n| n.mac() == mac)?;
+                Some((ip.to_string(), node_name(node)))
+            })
+            .collect();
         let two_macs = per_ip
             .iter()
             .filter_map(|(ip, run)| {
@@ -861,6 +894,7 @@ impl UpgradeLab {
             l2_ips: self.l2_ips.clone(),
             bgp_ips: self.bgp_ips.clone(),
             services,
+            owners,
             fib_longest_interval: fibs
                 .iter()
                 .map(FibRun::longest_sample_interval)
