@@ -113,6 +113,13 @@ fn main() {
         ms(of(true)),
         ms(of(false)),
     );
+    let mut missed: Vec<u64> = restarts.iter().map(|r| r.worst_l2_missed()).collect();
+    missed.sort();
+    println!(
+        "  most ARP rounds (every 10 ms) unanswered in a row, per restart: median {}, max {} (1 = a 20 ms gap at the probe's pace)",
+        missed.get(missed.len() / 2).copied().unwrap_or_default(),
+        missed.last().copied().unwrap_or_default(),
+    );
     println!(
         "  BGP routes leaving the router's FIB: {} (FIB samples missing a next hop: {}); goal 0",
         runs.iter().map(UpgradeRun::routes_left).sum::<usize>(),

@@ -118,6 +118,11 @@ pub struct RestartRecord {
     /// Layer-2 IP → the longest time between two ARP answers in the window (from the last
     /// answer before the stop).
     pub l2_gaps: BTreeMap<String, Duration>,
+    /// Layer-2 IP → the longest run of ARP probe rounds (one request every 10 ms) without an
+    /// answer in the window. Unlike the gap, a probe that was itself descheduled (a loaded
+    /// machine) sends no rounds meanwhile, so this counts only requests the hosts left
+    /// unanswered: 1 is a 20 ms gap at the probe's pace.
+    pub l2_missed: BTreeMap<String, u64>,
     /// Layer-2 IPs answered by another host at the end of the window than before it.
     pub l2_moved: Vec<String>,
     /// BGP IPs whose route left the router's FIB (a sample without it, or a kernel removal).
@@ -137,6 +142,10 @@ pub struct RestartRecord {
 impl RestartRecord {
     pub fn worst_l2_gap(&self) -> Duration {
         self.l2_gaps.values().max().copied().unwrap_or_default()
+    }
+
+    pub fn worst_l2_missed(&self) -> u64 {
+        self.l2_missed.values().max().copied().unwrap_or_default()
     }
 
     /// The longest gap of the IPs that moved (`moved`) or stayed (`!moved`) in this window:
@@ -159,7 +168,8 @@ impl RestartRecord {
             .map(|(ip, g)| (ip.as_str(), *g))
             .unwrap_or(("-", Duration::ZERO));
         format!(
-            "{}{}: longest layer-2 gap {:.0} ms ({ip}; {} IPs moved: {}, the others: {}), BGP \
+            "{}{}: longest layer-2 gap {:.0} ms ({ip}; {} IPs moved: {}, the others: {}; most \
+             ARP rounds unanswered in a row {}), BGP \
              routes leaving the FIB {} (samples without a route {}, missing a next hop {}, of \
              {}), TCP connections {} ok / {} failed, Service IP changes {}; stop to exit {:.0} \
              ms, start to back {:.2} s",
@@ -169,6 +179,7 @@ impl RestartRecord {
             self.l2_moved.len(),
             ms_or_dash(self.worst_l2_gap_of(true)),
             ms_or_dash(self.worst_l2_gap_of(false)),
+            self.worst_l2_missed(),
             self.routes_left.len(),
             self.fib_absent,
             self.fib_nexthop_missing,
@@ -808,9 +819,33 @@ impl UpgradeLab {
             let from = r.stopped;
             let to = starts.get(k + 1).copied().unwrap_or(arp.end);
             r.end = to;
+            // The probe's round at `to` (any IP's last answer before it).
+            let round_at_to = arp
+                .records
+                .iter()
+                .filter(|a| a.t < to)
+                .map(|a| a.seq)
+                .max()
+                .unwrap_or(0);
             for (ip, run) in &per_ip {
                 let answers: Vec<(f64, Option<&str>)> =
                     run.answers().map(|a| (a.t, a.mac.as_deref())).collect();
+                let rounds: Vec<u64> = run
+                    .answers()
+                    .filter(|a| a.t >= from && a.t < to)
+                    .map(|a| a.seq)
+                    .collect();
+                let mut prev = run
+                    .answers()
+                    .filter(|a| a.t < from)
+                    .last()
+                    .map_or(rounds.first().copied().unwrap_or(0), |a| a.seq);
+                let mut missed = 0u64;
+                for s in rounds.iter().copied().chain([round_at_to]) {
+                    missed = missed.max(s.saturating_sub(prev).saturating_sub(1));
+                    prev = prev.max(s);
+                }
+                r.l2_missed.insert(ip.to_string(), missed);
                 let before = answers.iter().rev().find(|(t, _)| *t < from);
                 let mut last = before.map_or(from, |(t, _)| *t);
                 let mut worst = 0.0f64;
