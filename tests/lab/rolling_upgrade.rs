@@ -90,7 +90,7 @@ fn wait_all_served(
 }
 
 #[test]
-fn a_rolling_upgrade_from_the_previous_release_never_lets_two_macs_answer_for_one_vip() {
+fn a_rolling_upgrade_across_wire_versions_never_lets_two_macs_answer_for_one_vip() {
     let old = prev_lbd(WIRE_V1);
     let new = lbd_binary();
     let mut c = start_cluster_bin("upg", &EXTRA_VIPS, &old);
@@ -103,7 +103,7 @@ fn a_rolling_upgrade_from_the_previous_release_never_lets_two_macs_answer_for_on
         PROBE_INTERVAL,
     )
     .unwrap();
-    wait_all_served(&p, &vips, 0.0, "the previous release", || c.logs());
+    wait_all_served(&p, &vips, 0.0, "wire version 1", || c.logs());
     let mut steps = Vec::new();
     let mut old_procs = Vec::new();
     for i in 0..c.nodes.len() {
