@@ -6,8 +6,9 @@
 //! router's FIB (goal 0), failed TCP connections (goal 0) and Service IP changes (goal 0).
 //!
 //! Run as root:
-//!   cargo build --bin lbd --examples && cargo run --example bench_rolling_upgrade -- \
-//!     [--from LBD] [--to LBD] [--trials N] [--stop usr2|term]
+//!   cargo build --bin lbd --example lb-test-apiserver --example bench_rolling_upgrade
+//!   target/debug/examples/bench_rolling_upgrade [--from LBD] [--to LBD] [--trials N] \
+//!     [--stop usr2|term]
 //!
 //! `--from`/`--to` default to this build's lbd (`scripts/prev-lbd 04e2cb8` prints the previous
 //! release's). `--stop term` stops each old lbd with SIGTERM, as systemd does for an lbd
