@@ -17,7 +17,7 @@ use crate::config::Role;
 use crate::controller::Announcement;
 use crate::l2::iface::{self, Interface};
 use crate::l2::responder::Claim;
-use crate::model::{Node, Pool, PoolProtocol, selectors_match};
+use crate::model::{Node, Pool, PoolProtocol, Pools, selectors_match};
 
 /// This host as the announcers see it.
 #[derive(Clone, Debug)]
@@ -48,18 +48,16 @@ impl Me<'_> {
     }
 }
 
-fn pool<'a>(pools: &'a [Pool], name: &str) -> Option<&'a Pool> {
-    pools.iter().find(|p| p.name == name)
-}
-
 /// The pool of `a` when it is a layer-2 pool.
-fn layer2_pool<'a>(a: &Announcement, pools: &'a [Pool]) -> Option<&'a Pool> {
-    pool(pools, &a.pool).filter(|p| p.protocol == PoolProtocol::Layer2)
+fn layer2_pool<'a>(a: &Announcement, pools: &'a Pools) -> Option<&'a Pool> {
+    pools
+        .get(&a.pool)
+        .filter(|p| p.protocol == PoolProtocol::Layer2)
 }
 
 fn layer2<'a>(
     announcements: &'a [Announcement],
-    pools: &'a [Pool],
+    pools: &'a Pools,
 ) -> impl Iterator<Item = (&'a Announcement, &'a Pool)> {
     announcements
         .iter()
@@ -107,7 +105,7 @@ fn announced_ip(a: &Announcement) -> AnnouncedIp {
 }
 
 /// The layer-2 IPs that need an owner, each with a service name for logs.
-pub fn l2_desired(announcements: &[Announcement], pools: &[Pool]) -> BTreeMap<IpAddr, String> {
+pub fn l2_desired(announcements: &[Announcement], pools: &Pools) -> BTreeMap<IpAddr, String> {
     layer2(announcements, pools)
         .map(|(a, _)| (a.ip, desired_name(a)))
         .collect()
@@ -116,7 +114,7 @@ pub fn l2_desired(announcements: &[Announcement], pools: &[Pool]) -> BTreeMap<Ip
 /// The layer-2 IPs this host could answer for right now (see [`eligible`]).
 pub fn l2_eligible<'a>(
     announcements: &[Announcement],
-    pools: &[Pool],
+    pools: &Pools,
     me: &Me<'_>,
     interfaces: impl IntoIterator<Item = &'a Interface>,
 ) -> BTreeSet<IpAddr> {
@@ -147,7 +145,7 @@ fn has_ready_endpoint(a: &Announcement, me: &str) -> bool {
 pub fn claims(
     owned: &BTreeSet<IpAddr>,
     announcements: &[Announcement],
-    pools: &[Pool],
+    pools: &Pools,
 ) -> Vec<Claim> {
     layer2(announcements, pools)
         .filter(|(a, _)| owned.contains(&a.ip))
@@ -156,10 +154,14 @@ pub fn claims(
 }
 
 /// The BGP speaker's input: every announced IP of a bgp pool.
-pub fn bgp_announced(announcements: &[Announcement], pools: &[Pool]) -> Vec<AnnouncedIp> {
+pub fn bgp_announced(announcements: &[Announcement], pools: &Pools) -> Vec<AnnouncedIp> {
     announcements
         .iter()
-        .filter(|a| pool(pools, &a.pool).is_some_and(|p| p.protocol == PoolProtocol::Bgp))
+        .filter(|a| {
+            pools
+                .get(&a.pool)
+                .is_some_and(|p| p.protocol == PoolProtocol::Bgp)
+        })
         .map(announced_ip)
         .collect()
 }
@@ -179,7 +181,7 @@ pub fn bgp_node(me: &Me<'_>) -> LocalNode {
 pub fn announcing(
     ips: &[IpAddr],
     announced: &BTreeMap<IpAddr, Announcement>,
-    pools: &[Pool],
+    pools: &Pools,
     owners: &BTreeMap<IpAddr, String>,
     nodes: &[LocalNode],
     peers: &[PeerPolicy],
@@ -189,7 +191,7 @@ pub fn announcing(
         let Some(a) = announced.get(ip) else {
             continue;
         };
-        let Some(p) = pool(pools, &a.pool) else {
+        let Some(p) = pools.get(&a.pool) else {
             continue;
         };
         let protocol = match p.protocol {
@@ -274,7 +276,7 @@ impl Announcer {
         &mut self,
         ip: IpAddr,
         a: Option<&Announcement>,
-        pools: &[Pool],
+        pools: &Pools,
         me: &Me<'_>,
         interfaces: impl IntoIterator<Item = &'a Interface>,
         owned: &BTreeSet<IpAddr>,
@@ -311,8 +313,11 @@ impl Announcer {
             }
         }
         self.claim_ip(ip, pools, owned, ch);
-        let bgp =
-            a.filter(|a| pool(pools, &a.pool).is_some_and(|p| p.protocol == PoolProtocol::Bgp));
+        let bgp = a.filter(|a| {
+            pools
+                .get(&a.pool)
+                .is_some_and(|p| p.protocol == PoolProtocol::Bgp)
+        });
         match bgp {
             Some(a) => {
                 self.bgp.insert(ip);
@@ -330,7 +335,7 @@ impl Announcer {
     /// pools): recomputes the eligibility of all of them.
     pub fn all_eligibility<'a>(
         &mut self,
-        pools: &[Pool],
+        pools: &Pools,
         me: &Me<'_>,
         interfaces: impl IntoIterator<Item = &'a Interface>,
         ch: &mut Changes,
@@ -351,7 +356,7 @@ impl Announcer {
 
     /// This host's owned IPs are now `owned`: claims for those it did not answer for, and
     /// releases for those it no longer owns.
-    pub fn ownership(&mut self, pools: &[Pool], owned: &BTreeSet<IpAddr>, ch: &mut Changes) {
+    pub fn ownership(&mut self, pools: &Pools, owned: &BTreeSet<IpAddr>, ch: &mut Changes) {
         let gone: Vec<IpAddr> = self
             .claimed
             .keys()
@@ -369,7 +374,7 @@ impl Announcer {
     }
 
     /// Brings the responder's claim for `ip` in line with the announcement and ownership.
-    fn claim_ip(&mut self, ip: IpAddr, pools: &[Pool], owned: &BTreeSet<IpAddr>, ch: &mut Changes) {
+    fn claim_ip(&mut self, ip: IpAddr, pools: &Pools, owned: &BTreeSet<IpAddr>, ch: &mut Changes) {
         let want = owned
             .contains(&ip)
             .then(|| self.layer2.get(&ip))
@@ -436,11 +441,15 @@ mod tests {
         }
     }
 
-    fn pools() -> Vec<Pool> {
+    fn pool_list() -> Vec<Pool> {
         vec![
             pool("l2", PoolProtocol::Layer2, "10.10.100.200", "10.10.100.210"),
             pool("bgp", PoolProtocol::Bgp, "172.19.100.0", "172.19.100.255"),
         ]
+    }
+
+    fn pools() -> Pools {
+        pool_list().into()
     }
 
     fn node(name: &str) -> Node {
@@ -558,11 +567,12 @@ mod tests {
 
     #[test]
     fn pool_node_selectors_limit_eligibility() {
-        let mut ps = pools();
-        ps[0].node_selectors = vec![crate::model::NodeSelector {
+        let mut list = pool_list();
+        list[0].node_selectors = vec![crate::model::NodeSelector {
             match_labels: [("rack".to_string(), "a".to_string())].into(),
             match_expressions: vec![],
         }];
+        let ps = Pools::from(list);
         let a = vec![ann("10.10.100.200", "l2", false, &[("worker-2", 1)])];
         let mut n = node("worker-1");
         let me = Me {

@@ -86,7 +86,7 @@ impl Daemon {
         self.loaded_at = unix_now();
         self.stale = true;
         let message = plan.message();
-        info!("{message}");
+        info!(pools_version = self.config.pools.version(), "{message}");
         ReloadReply { ok: true, message }
     }
 

@@ -14,7 +14,7 @@ use crate::control::state::{
     NodeRole, PeerStatus, PoolStatus, ReloadResult, ServiceState, ServiceStatus, Snapshot,
 };
 use crate::controller::Announcement;
-use crate::model::{Pool, PoolProtocol, ServiceKey};
+use crate::model::{Pool, PoolProtocol, Pools, ServiceKey};
 
 use super::ownership::View;
 
@@ -29,7 +29,7 @@ pub struct Facts<'a> {
     /// The layer-2 IPs this host may answer for now.
     pub owned: &'a BTreeSet<IpAddr>,
     pub members: Vec<MemberStatus>,
-    pub pools: &'a [Pool],
+    pub pools: &'a Pools,
     pub pool_stats: &'a [PoolStats],
     pub bgp_peers: &'a [BgpPeer],
     pub peers: &'a [PeerSnapshot],
@@ -49,7 +49,7 @@ pub fn services<'a>(
     let bgp_up = facts.peers.iter().any(|p| p.established());
     let mut services = Vec::new();
     for a in announcements {
-        let Some(pool) = facts.pools.iter().find(|p| p.name == a.pool) else {
+        let Some(pool) = facts.pools.get(&a.pool) else {
             continue;
         };
         let (announced_by, state) = match pool.protocol {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::model::StaticService;
-use crate::model::{NodeSelector, Pool};
+use crate::model::{NodeSelector, Pool, Pools};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -16,7 +16,8 @@ pub struct Config {
     pub kubernetes: Option<KubernetesConfig>,
     pub cluster: ClusterConfig,
     pub layer2: Layer2Config,
-    pub pools: Vec<Pool>,
+    /// Shared with the controller, the allocator and the BGP speaker (one value, versioned).
+    pub pools: Pools,
     pub bgp_peers: Vec<BgpPeer>,
     pub services: Vec<StaticService>,
     pub metrics: MetricsConfig,
@@ -25,7 +26,7 @@ pub struct Config {
 
 impl Config {
     pub fn pool(&self, name: &str) -> Option<&Pool> {
-        self.pools.iter().find(|p| p.name == name)
+        self.pools.get(name)
     }
 }
 

@@ -452,7 +452,7 @@ impl Checker<'_> {
             kubernetes,
             cluster,
             layer2,
-            pools,
+            pools: pools.into(),
             bgp_peers,
             services,
             metrics,

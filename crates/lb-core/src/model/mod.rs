@@ -8,6 +8,9 @@ use std::net::IpAddr;
 
 pub mod iface;
 pub mod kube;
+mod pools;
+
+pub use pools::Pools;
 
 /// `namespace/name` of a Service (or `static/<name>` for a `[[service]]` from lb.toml).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
