@@ -12,7 +12,7 @@ mod pools;
 
 pub use pools::Pools;
 
-/// `namespace/name` of a Service (or `static/<name>` for a `[[service]]` from lb.toml).
+/// `namespace/name` of a Service (or `lb.toml/<name>` for a `[[service]]` from lb.toml).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceKey {
     pub namespace: String,
