@@ -18,6 +18,9 @@ impl Daemon {
     pub(super) async fn reload(&mut self) -> ReloadReply {
         let reply = self.apply_reload().await;
         self.metrics.config_reloaded(reply.ok);
+        if reply.ok {
+            self.metrics.config_loaded(self.loaded_at);
+        }
         self.last_reload = Some(ReloadResult {
             ok: reply.ok,
             at: unix_now(),

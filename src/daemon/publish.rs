@@ -94,6 +94,11 @@ impl Daemon {
         let facts = self.facts(&view);
         // Every second, so that the time since a silent member was last heard keeps growing.
         set_member_gauges(&self.metrics, &view, &facts.members);
+        self.metrics.set_layer2_owners(&snapshot::layer2_owners(
+            &view,
+            &self.config.pools,
+            self.ctl.announced().values(),
+        ));
         let services = stale.then(|| snapshot::services(&facts, self.ctl.announced().values()));
         if stale {
             snapshot::set_gauges(

@@ -1,7 +1,7 @@
 //! What `lbctl`, D-Bus and `/ready` read, and the one-line state systemd shows (pure): built
 //! from the facts the main loop gathers. Also the gauges that follow the same facts.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::alloc::PoolStats;
@@ -94,6 +94,26 @@ pub fn services<'a>(
         });
     }
     services
+}
+
+/// Each layer-2 IP in use → (its pool, whether it has an owner), where this host knows: the
+/// leader (or a cluster of one) knows every owner; any other host knows nothing (empty).
+pub fn layer2_owners<'a>(
+    view: &View,
+    pools: &[Pool],
+    announcements: impl Iterator<Item = &'a Announcement>,
+) -> BTreeMap<IpAddr, (String, bool)> {
+    if !matches!(view.role, ClusterRole::Leader | ClusterRole::Standalone) {
+        return BTreeMap::new();
+    }
+    announcements
+        .filter(|a| {
+            pools
+                .iter()
+                .any(|p| p.name == a.pool && p.protocol == PoolProtocol::Layer2)
+        })
+        .map(|a| (a.ip, (a.pool.clone(), view.owners.contains_key(&a.ip))))
+        .collect()
 }
 
 /// Brings `snapshot` up to date with `facts` (and `services`, when rebuilt); says whether
