@@ -417,6 +417,7 @@ impl Daemon {
         self.metrics.set_cluster_term(view.term);
         self.metrics.set_is_leader(writer);
         self.export_members(&view);
+        self.export_layer2_owners(&view);
         let owned = self.ownership.owned_now();
         if owned != self.owned {
             self.owned = owned;
