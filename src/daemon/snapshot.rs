@@ -100,7 +100,7 @@ pub fn services<'a>(
 /// leader (or a cluster of one) knows every owner; any other host knows nothing (empty).
 pub fn layer2_owners<'a>(
     view: &View,
-    pools: &[Pool],
+    pools: &Pools,
     announcements: impl Iterator<Item = &'a Announcement>,
 ) -> BTreeMap<IpAddr, (String, bool)> {
     if !matches!(view.role, ClusterRole::Leader | ClusterRole::Standalone) {
@@ -109,8 +109,8 @@ pub fn layer2_owners<'a>(
     announcements
         .filter(|a| {
             pools
-                .iter()
-                .any(|p| p.name == a.pool && p.protocol == PoolProtocol::Layer2)
+                .get(&a.pool)
+                .is_some_and(|p| p.protocol == PoolProtocol::Layer2)
         })
         .map(|a| (a.ip, (a.pool.clone(), view.owners.contains_key(&a.ip))))
         .collect()
