@@ -195,6 +195,8 @@ pub fn announcing(
         let protocol = match p.protocol {
             PoolProtocol::Layer2 => Protocol::Layer2,
             PoolProtocol::Bgp => Protocol::Bgp,
+            // Allocate-only: nobody announces it.
+            PoolProtocol::None => continue,
         };
         let entry = out.get_or_insert_with(|| Announcing {
             protocol,
@@ -463,6 +465,49 @@ mod tests {
         );
         assert_eq!(d.values().next().unwrap(), "default/web");
         assert_eq!(bgp_announced(&a, &pools()).len(), 1);
+    }
+
+    #[test]
+    fn allocate_only_pool_is_never_announced_by_any_announcer() {
+        let mut pools = pools();
+        pools.push(pool(
+            "quiet",
+            PoolProtocol::None,
+            "10.10.100.220",
+            "10.10.100.230",
+        ));
+        // In the subnet of an up interface, with a ready endpoint here, on a member whose
+        // Node allows announcing: a layer-2 IP in this position would be eligible.
+        let a = ann("10.10.100.220", "quiet", false, &[("worker-1", 1)]);
+        let n = node("worker-1");
+        let me = Me {
+            name: "worker-1",
+            role: Role::Member,
+            node: Some(&n),
+            kubernetes: true,
+        };
+        let all = [a.clone()];
+        assert!(l2_desired(&all, &pools).is_empty());
+        assert!(l2_eligible(&all, &pools, &me, &[eth0(true)]).is_empty());
+        assert!(bgp_announced(&all, &pools).is_empty());
+        // Even if raft-lite somehow said this host owned it, the responder gets no claim.
+        let owned = BTreeSet::from([a.ip]);
+        assert!(claims(&owned, &all, &pools).is_empty());
+        let mut announcer = Announcer::default();
+        let mut ch = Changes::default();
+        announcer.announcement(a.ip, Some(&a), &pools, &me, &[eth0(true)], &owned, &mut ch);
+        announcer.all_eligibility(&pools, &me, &[eth0(true)], &mut ch);
+        announcer.ownership(&pools, &owned, &mut ch);
+        assert!(ch.is_empty(), "{ch:?}");
+        announcer.announcement(a.ip, None, &pools, &me, &[eth0(true)], &owned, &mut ch);
+        assert!(ch.is_empty(), "{ch:?}");
+        let announced = BTreeMap::from([(a.ip, a.clone())]);
+        let owners = BTreeMap::from([(a.ip, "worker-1".to_string())]);
+        let nodes = [bgp_node(&me)];
+        assert_eq!(
+            announcing(&[a.ip], &announced, &pools, &owners, &nodes, &[]),
+            None
+        );
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub fn services<'a>(
             },
             PoolProtocol::Bgp if bgp_up => (vec![facts.node.to_owned()], ServiceState::Announced),
             PoolProtocol::Bgp => (Vec::new(), ServiceState::Pending),
+            PoolProtocol::None => (Vec::new(), ServiceState::NotAnnounced),
         };
         for key in &a.services {
             services.push(ServiceStatus {
