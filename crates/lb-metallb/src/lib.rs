@@ -1863,14 +1863,14 @@ impl State {
                 .checked_sub(1)
                 .and_then(|i| origins.get(i))
                 .map_or("the input as a whole", String::as_str);
+            let message = input_lines(&d.message, origins);
             match d.severity {
                 lb_config::Severity::Error => self.left.push(format!(
-                    "{at}: lb.toml would not pass check-config: {}",
-                    d.message
+                    "{at}: lb.toml would not pass check-config: {message}"
                 )),
                 lb_config::Severity::Warning => self
                     .notes
-                    .push(format!("{at}: lb.toml check warns: {}", d.message)),
+                    .push(format!("{at}: lb.toml check warns: {message}")),
             }
         }
     }
@@ -2105,6 +2105,29 @@ impl State {
     }
 }
 
+/// A validator message with each "line N" of the output (e.g. "overlaps … (line 4)") replaced
+/// by the input location that line came from: the user has the input, not our output.
+fn input_lines(message: &str, origins: &[String]) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(i) = rest.find("line ") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 5..];
+        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        match after[..digits]
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| origins.get(n.checked_sub(1)?))
+        {
+            Some(origin) => out.push_str(origin),
+            None => out.push_str(&rest[i..i + 5 + digits]),
+        }
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Milliseconds of a duration already in lb syntax (as produced by [`duration`]).
 fn lb_duration_ms(s: &str) -> u128 {
     let mut total = 0u128;
@@ -2219,6 +2242,16 @@ mod tests {
         ] {
             assert!(address(bad, "x").is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn validator_line_numbers_become_input_locations() {
+        let origins = vec!["a".to_string(), "doc 2: spec.addresses".to_string()];
+        assert_eq!(
+            input_lines("x overlaps y (line 2): expected z", &origins),
+            "x overlaps y (doc 2: spec.addresses): expected z"
+        );
+        assert_eq!(input_lines("line 9 and line", &origins), "line 9 and line");
     }
 
     #[test]
