@@ -37,15 +37,17 @@ fn imported_corpus_passes_lbd_check_config_or_the_import_exits_non_zero() {
         assert!(import.status.success(), "{name}: {stderr}");
         let mut toml = String::from_utf8(import.stdout).expect("UTF-8");
         // The files the notes say to create, created (under the test's directory).
-        for line in stderr.lines().filter(|l| l.contains("lb reads TCP-MD5 keys")) {
+        for line in stderr
+            .lines()
+            .filter(|l| l.contains("lb reads TCP-MD5 keys"))
+        {
             let file = line
                 .split_whitespace()
                 .find(|w| w.starts_with("/etc/lb/bgp-peer-"))
                 .expect("the note names the key file");
             let here = tmp.path().join(file.trim_start_matches("/etc/lb/"));
             std::fs::write(&here, "key\n").expect("write key");
-            std::fs::set_permissions(&here, std::fs::Permissions::from_mode(0o600))
-                .expect("chmod");
+            std::fs::set_permissions(&here, std::fs::Permissions::from_mode(0o600)).expect("chmod");
             toml = toml.replace(file, here.to_str().unwrap());
         }
         let path = tmp.path().join(format!("{name}.toml"));

@@ -26,13 +26,12 @@ fn outcome(name: &str, yaml: &str) -> String {
         // Password files are named in the notes, not written by the importer.
         check_files: false,
     };
-    let checked = parse_str(&imported.toml, Path::new("imported.toml"), &ctx)
-        .unwrap_or_else(|d| {
-            panic!(
-                "{name}: the importer succeeded but check-config rejects its output:\n{d}\n---\n{}",
-                imported.toml
-            )
-        });
+    let checked = parse_str(&imported.toml, Path::new("imported.toml"), &ctx).unwrap_or_else(|d| {
+        panic!(
+            "{name}: the importer succeeded but check-config rejects its output:\n{d}\n---\n{}",
+            imported.toml
+        )
+    });
     let c = checked.config;
     let mut out = String::from("ok\n");
     for p in &c.pools {
@@ -78,7 +77,11 @@ fn every_corpus_input_imports_to_a_valid_lb_toml_or_says_what_is_left() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     inputs.sort();
-    assert!(inputs.len() >= 15, "corpus has only {} inputs", inputs.len());
+    assert!(
+        inputs.len() >= 15,
+        "corpus has only {} inputs",
+        inputs.len()
+    );
     let mut mismatches = Vec::new();
     for path in &inputs {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
@@ -116,7 +119,10 @@ fn corpus_covers_every_kind_and_version() {
         "BFDProfile",
         "ConfigMap",
     ] {
-        assert!(all.contains(&format!("kind: {kind}")), "no {kind} in the corpus");
+        assert!(
+            all.contains(&format!("kind: {kind}")),
+            "no {kind} in the corpus"
+        );
     }
     for version in ["metallb.io/v1beta1", "metallb.io/v1beta2"] {
         assert!(all.contains(version), "no {version} in the corpus");
