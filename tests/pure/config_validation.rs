@@ -132,8 +132,9 @@ fn example_config_validates_with_defaults_filled_in() {
     assert_eq!(c.node.role, Role::Member);
     assert_eq!(c.cluster.members.len(), 3);
     assert_eq!(c.cluster.lease, Duration::from_millis(150));
-    assert_eq!(c.pools.len(), 2);
+    assert_eq!(c.pools.len(), 3);
     assert_eq!(c.pools[1].protocol, PoolProtocol::Bgp);
+    assert_eq!(c.pools[2].protocol, PoolProtocol::None);
     assert_eq!(
         c.pools[1].bgp_advertisements[0].communities,
         vec![Community((64500 << 16) | 100), Community::NO_EXPORT]
