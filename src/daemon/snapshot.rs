@@ -322,7 +322,10 @@ mod tests {
         assert!(rows[1].announced_by.is_empty());
         // What `lbctl services` prints, and what --json carries.
         let table = crate::control::render::services(&rows);
-        let line = table.lines().find(|l| l.contains("default/silent")).unwrap();
+        let line = table
+            .lines()
+            .find(|l| l.contains("default/silent"))
+            .unwrap();
         assert!(line.contains("quiet") && line.contains(" none "), "{line}");
         assert!(line.ends_with("not announced"), "{line}");
         let json = serde_json::to_string(&rows[1]).unwrap();

@@ -407,9 +407,15 @@ fn dynamic_external_asn_peers_with_any_other_as_and_refuses_our_own() {
     // eBGP: our AS in the path, no LOCAL_PREF from the advertisement (iBGP only).
     assert_eq!(paths[0]["aspath"]["string"], "64500", "{paths:?}");
     assert_ne!(paths[0]["locPrf"], 300, "{paths:?}");
-    // node2 shares the router's AS: its OPEN is refused, every attempt.
-    wait_until(10 * S, "node2 refuses the router's OPEN", || {
-        s2.log().to_ascii_lowercase().contains("bad peer as")
+    // node2 shares the router's AS: its OPEN is refused, every attempt, and the attempts
+    // come every connect_time (1 s): five within 8 s, where the default backoff (1 s
+    // doubling) would take 15 s.
+    let refusals = || s2.log().matches("OPEN message error: BadPeerAs").count();
+    wait_until(20 * S, "node2 refuses the router's OPEN", || {
+        refusals() >= 1
+    });
+    wait_until(8 * S, "four more attempts, one per connect_time", || {
+        refusals() >= 5
     });
     assert_ne!(
         frr.neighbor_state("10.10.100.4").as_deref(),
