@@ -218,6 +218,16 @@ pub fn announcing(
     out
 }
 
+/// Pools whose protocol a new configuration changes (same name, other protocol). Their IPs'
+/// announcements stay the same (they name the pool, not how it is announced), so the
+/// announcers must be told about each again.
+pub fn protocol_changed(old: &[Pool], new: &[Pool]) -> BTreeSet<String> {
+    new.iter()
+        .filter(|n| pool(old, &n.name).is_some_and(|o| o.protocol != n.protocol))
+        .map(|n| n.name.clone())
+        .collect()
+}
+
 /// What the announcers are to be told after a change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
@@ -508,6 +518,51 @@ mod tests {
             announcing(&[a.ip], &announced, &pools, &owners, &nodes, &[]),
             None
         );
+    }
+
+    #[test]
+    fn a_layer2_pool_turned_allocate_only_leaves_every_announcer_when_told_again() {
+        let mut before = pools();
+        before.push(pool(
+            "p",
+            PoolProtocol::Layer2,
+            "10.10.100.220",
+            "10.10.100.230",
+        ));
+        let mut after = pools();
+        after.push(pool(
+            "p",
+            PoolProtocol::None,
+            "10.10.100.220",
+            "10.10.100.230",
+        ));
+        assert_eq!(
+            protocol_changed(&before, &after),
+            BTreeSet::from(["p".to_string()])
+        );
+        assert!(protocol_changed(&before, &before).is_empty());
+        let a = ann("10.10.100.220", "p", false, &[("worker-1", 1)]);
+        let n = node("worker-1");
+        let me = Me {
+            name: "worker-1",
+            role: Role::Member,
+            node: Some(&n),
+            kubernetes: true,
+        };
+        let owned = BTreeSet::from([a.ip]);
+        let mut announcer = Announcer::default();
+        let mut ch = Changes::default();
+        announcer.announcement(a.ip, Some(&a), &before, &me, &[eth0(true)], &owned, &mut ch);
+        assert_eq!(ch.desired, [(a.ip, Some("default/web".to_string()))]);
+        assert_eq!(ch.claims.len(), 1);
+        // The reload: the same announcement, the pool now allocate-only.
+        let mut ch = Changes::default();
+        announcer.announcement(a.ip, Some(&a), &after, &me, &[eth0(true)], &owned, &mut ch);
+        assert_eq!(ch.desired, [(a.ip, None)]);
+        assert_eq!(ch.eligible, [(a.ip, false)]);
+        assert_eq!(ch.released, [a.ip]);
+        assert!(ch.claims.is_empty() && ch.bgp.is_empty());
+        assert_eq!(announcer.claimed().count(), 0);
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //! server on a control-plane host, the real kubectl. A Service from the allocate-only pool
 //! gets its IP in status like any other, but no host answers ARP for it, lbd counts it as
 //! announced nowhere and writes no announcer annotation; a Service from a layer-2 pool on the
-//! same node, in the same subnet, is answered (the control: the node could answer).
+//! same node, in the same subnet, is answered (the control: the node could answer) — until a
+//! reload makes its pool allocate-only too.
 
 use std::time::Duration;
 
 use lb_testkit::kubelab::KubeLab;
-use lb_testkit::lab::{Lab, probe, try_wait_until};
+use lb_testkit::lab::{Lab, Signal, probe, try_wait_until};
 use lb_testkit::lbd::{lbd_binary, scrape_metrics};
 
 const T: Duration = Duration::from_secs(40);
@@ -165,4 +166,37 @@ addresses = ["{QUIET}/32"]
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", lbd.log()));
     assert_eq!(announcing("silent").trim(), "", "silent has an announcer");
+
+    // A reload turns the layer-2 pool allocate-only: the IP stays in status, and the node
+    // stops answering for it.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("protocol = \"layer2\"", "protocol = \"none\""),
+    )
+    .unwrap();
+    lbd.kill(Signal::Hup);
+    lbd.wait_for_log(&format!("no longer announcing {LOUD}"), T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", lbd.log()));
+    let after = probe::l2probe(
+        &client,
+        LOUD.parse().unwrap(),
+        Duration::from_secs(1),
+        Duration::from_millis(20),
+    )
+    .unwrap()
+    .finish()
+    .unwrap();
+    assert_eq!(
+        after.answers().count(),
+        0,
+        "still answered after the reload"
+    );
+    assert_eq!(kube.ingress_ips("default", "loud"), [LOUD]);
+    try_wait_until(T, "no layer-2 IP counted", &mut || {
+        scrape_metrics(&node, "127.0.0.1:7472")
+            .get("lb_announced_ips{protocol=\"layer2\"}")
+            .is_some_and(|v| *v == 0.0)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lbd.log()));
 }
