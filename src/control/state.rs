@@ -339,6 +339,7 @@ impl<'de> Deserialize<'de> for AddressCount {
 pub struct PeerStatus {
     pub address: IpAddr,
     pub my_asn: u32,
+    /// 0 for a `dynamic_asn = "external"` peer until its OPEN is in.
     pub peer_asn: u32,
     pub state: BgpState,
     /// Seconds in Established; 0 when not established.

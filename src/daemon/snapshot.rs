@@ -128,7 +128,8 @@ pub fn update(
             Some(PeerStatus {
                 address: p.status.address,
                 my_asn: cfg.my_asn,
-                peer_asn: cfg.peer_asn,
+                // The session's: a dynamic ASN is known once the peer's OPEN is in (0 before).
+                peer_asn: p.status.peer_asn,
                 state: p.status.state,
                 uptime_s: p.uptime.map(|u| u.as_secs()).unwrap_or(0),
                 prefixes_advertised: p.status.prefixes_advertised as u64,
