@@ -117,6 +117,7 @@ fn corpus_covers_every_kind_and_version() {
         "BGPPeer",
         "Community",
         "BFDProfile",
+        "AddressPool",
         "ConfigMap",
     ] {
         assert!(
