@@ -219,7 +219,10 @@ impl TomlWriter {
     fn line(&mut self, text: &str, origin: &str) {
         self.out.push_str(text);
         self.out.push('\n');
-        self.lines.push(origin.to_string());
+        // A value toml writes as a multi-line string spans several lines.
+        for _ in 0..=text.matches('\n').count() {
+            self.lines.push(origin.to_string());
+        }
     }
 
     fn header(&mut self, h: &str, origin: &Origin) {
@@ -2252,6 +2255,17 @@ mod tests {
             "x overlaps y (doc 2: spec.addresses): expected z"
         );
         assert_eq!(input_lines("line 9 and line", &origins), "line 9 and line");
+    }
+
+    #[test]
+    fn every_output_line_has_an_origin() {
+        let mut w = TomlWriter::default();
+        w.header("[[pool]]", &Origin::new("doc 1"));
+        w.kv("name", "a\nb\nc").unwrap();
+        w.header("[[bgp_peer]]", &Origin::new("doc 2"));
+        w.kv("address", "10.0.0.1").unwrap();
+        assert_eq!(w.lines.len(), w.out.lines().count(), "{}", w.out);
+        assert_eq!(w.lines.last().map(String::as_str), Some("doc 2"));
     }
 
     #[test]
