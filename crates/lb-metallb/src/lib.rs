@@ -939,7 +939,6 @@ fn selectors(
         .collect()
 }
 
-/// The file lb reads a peer's TCP-MD5 key from (RFC 2385).
 /// Where a pool's keys come from (`p` is the pool's entry or spec).
 fn pool_origin(p: &Obj<'_>, camel: bool) -> Origin {
     let k = |c: &'static str, kebab: &'static str| if camel { c } else { kebab };
@@ -953,6 +952,7 @@ fn pool_origin(p: &Obj<'_>, camel: bool) -> Origin {
     o
 }
 
+/// The file lb reads a peer's TCP-MD5 key from (RFC 2385).
 fn password_file(address: &str) -> String {
     format!("/etc/lb/bgp-peer-{address}.key")
 }
@@ -1680,7 +1680,7 @@ impl State {
             Some(t) => Some(duration(&t, &spec.path("connectTime"), &mut self.notes)?),
             None => None,
         };
-        // Mirrored when given; absent, lb's default (on) applies, noted in lb.toml(5).
+        // Mirrored when given; absent, lb's default (on) applies (migrate-from-metallb.md).
         let graceful_restart = spec.bool("enableGracefulRestart")?;
         let mut out = PeerOut {
             origin,
