@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use tracing::{error, info, warn};
 
-use super::{Daemon, SHUTDOWN_BOUND, announcing, notify, reload, unix_now};
+use super::{Daemon, SHUTDOWN_BOUND, announce, announcing, notify, reload, unix_now};
 use crate::config;
 use crate::control::ReloadReply;
 use crate::control::state::ReloadResult;
@@ -57,6 +57,7 @@ impl Daemon {
             return ReloadReply { ok: false, message };
         }
         let plan = reload::Plan::new(&self.config, checked.config);
+        let reprotocoled = announce::protocol_changed(&self.config.pools, &plan.adopted.pools);
         self.config = plan.adopted.clone();
         if plan.pools_changed {
             if let Some(bgp) = &self.bgp {
@@ -67,6 +68,7 @@ impl Daemon {
                 statics: self.config.services.clone(),
             });
             self.dispatch(out).await;
+            self.reannounce_pools(&reprotocoled).await;
         }
         if plan.peers_changed
             && let Some(bgp) = &self.bgp

@@ -5,6 +5,7 @@
 //! `cargo test --test lab lab_selftest::` runs the lab's self-tests.
 
 mod alert_series;
+mod allocate_only_lab;
 mod bfd_lab;
 mod bgp_graceful_restart;
 mod bgp_interop;

@@ -10,4 +10,5 @@ mod cluster_udp;
 mod control_cli;
 mod control_dbus;
 mod control_metrics;
+mod import_check_config;
 mod lbd_ops;
