@@ -33,7 +33,7 @@ use super::fsm::State;
 use crate::bfd::driver::{BfdHandle, BfdOptions};
 use crate::config::BgpPeer;
 use crate::control::metrics::Metrics;
-use crate::model::Pool;
+use crate::model::Pools;
 
 /// Speaker-wide settings.
 #[derive(Clone, Debug)]
@@ -85,7 +85,7 @@ pub struct ShutdownTimeout(pub Duration);
 enum Command {
     Announce(Vec<AnnouncedIp>),
     Changes(Vec<AnnounceChange>),
-    Pools(Vec<Pool>),
+    Pools(Pools),
     Node(LocalNode),
     Peers(Vec<BgpPeer>),
     Ready,
@@ -114,14 +114,14 @@ impl Speaker {
     pub fn spawn(
         node: LocalNode,
         peers: Vec<BgpPeer>,
-        pools: Vec<Pool>,
+        pools: impl Into<Pools>,
         options: SpeakerOptions,
     ) -> SpeakerHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let (in_tx, in_rx) = mpsc::unbounded_channel();
         let mut task = SpeakerTask {
             node,
-            pools,
+            pools: pools.into(),
             announced: BTreeMap::new(),
             configured: Vec::new(),
             peers: BTreeMap::new(),
@@ -171,8 +171,8 @@ impl SpeakerHandle {
     }
 
     /// Pools after a reload (their advertisements decide prefixes and attributes).
-    pub fn set_pools(&self, pools: Vec<Pool>) {
-        let _ = self.tx.send(Command::Pools(pools));
+    pub fn set_pools(&self, pools: impl Into<Pools>) {
+        let _ = self.tx.send(Command::Pools(pools.into()));
     }
 
     /// This node's labels or eligibility changed.
@@ -270,7 +270,8 @@ struct PeerEntry {
 
 struct SpeakerTask {
     node: LocalNode,
-    pools: Vec<Pool>,
+    /// The daemon's pools (the same shared value).
+    pools: Pools,
     announced: BTreeMap<IpAddr, AnnouncedIp>,
     /// Peers as configured (also those this node does not peer with).
     configured: Vec<BgpPeer>,
@@ -299,8 +300,11 @@ impl SpeakerTask {
                     }
                     Some(Command::Changes(changes)) => self.apply_changes(changes),
                     Some(Command::Pools(p)) => {
-                        self.pools = p;
-                        self.push_routes();
+                        // The very value held: nothing to recompute.
+                        if !p.same(&self.pools) {
+                            self.pools = p;
+                            self.push_routes();
+                        }
                     }
                     Some(Command::Node(n)) => {
                         self.node = n;
@@ -556,7 +560,10 @@ impl SpeakerTask {
             }
             (None, Some(c)) => {
                 if self.bfd.is_none() {
-                    match BfdHandle::spawn(BfdOptions::default()) {
+                    match BfdHandle::spawn(BfdOptions {
+                        metrics: Some(self.metrics.clone()),
+                        ..BfdOptions::default()
+                    }) {
                         Ok(b) => self.bfd = Some(b),
                         Err(e) => {
                             error!(error = %e, "BFD not started: BGP peers rely on the hold timer");

@@ -17,7 +17,7 @@ use crate::config::Role;
 use crate::controller::Announcement;
 use crate::l2::iface::{self, Interface};
 use crate::l2::responder::Claim;
-use crate::model::{Node, Pool, PoolProtocol, selectors_match};
+use crate::model::{Node, Pool, PoolProtocol, Pools, selectors_match};
 
 /// This host as the announcers see it.
 #[derive(Clone, Debug)]
@@ -48,18 +48,16 @@ impl Me<'_> {
     }
 }
 
-fn pool<'a>(pools: &'a [Pool], name: &str) -> Option<&'a Pool> {
-    pools.iter().find(|p| p.name == name)
-}
-
 /// The pool of `a` when it is a layer-2 pool.
-fn layer2_pool<'a>(a: &Announcement, pools: &'a [Pool]) -> Option<&'a Pool> {
-    pool(pools, &a.pool).filter(|p| p.protocol == PoolProtocol::Layer2)
+fn layer2_pool<'a>(a: &Announcement, pools: &'a Pools) -> Option<&'a Pool> {
+    pools
+        .get(&a.pool)
+        .filter(|p| p.protocol == PoolProtocol::Layer2)
 }
 
 fn layer2<'a>(
     announcements: &'a [Announcement],
-    pools: &'a [Pool],
+    pools: &'a Pools,
 ) -> impl Iterator<Item = (&'a Announcement, &'a Pool)> {
     announcements
         .iter()
@@ -107,7 +105,7 @@ fn announced_ip(a: &Announcement) -> AnnouncedIp {
 }
 
 /// The layer-2 IPs that need an owner, each with a service name for logs.
-pub fn l2_desired(announcements: &[Announcement], pools: &[Pool]) -> BTreeMap<IpAddr, String> {
+pub fn l2_desired(announcements: &[Announcement], pools: &Pools) -> BTreeMap<IpAddr, String> {
     layer2(announcements, pools)
         .map(|(a, _)| (a.ip, desired_name(a)))
         .collect()
@@ -116,7 +114,7 @@ pub fn l2_desired(announcements: &[Announcement], pools: &[Pool]) -> BTreeMap<Ip
 /// The layer-2 IPs this host could answer for right now (see [`eligible`]).
 pub fn l2_eligible<'a>(
     announcements: &[Announcement],
-    pools: &[Pool],
+    pools: &Pools,
     me: &Me<'_>,
     interfaces: impl IntoIterator<Item = &'a Interface>,
 ) -> BTreeSet<IpAddr> {
@@ -147,7 +145,7 @@ fn has_ready_endpoint(a: &Announcement, me: &str) -> bool {
 pub fn claims(
     owned: &BTreeSet<IpAddr>,
     announcements: &[Announcement],
-    pools: &[Pool],
+    pools: &Pools,
 ) -> Vec<Claim> {
     layer2(announcements, pools)
         .filter(|(a, _)| owned.contains(&a.ip))
@@ -156,10 +154,14 @@ pub fn claims(
 }
 
 /// The BGP speaker's input: every announced IP of a bgp pool.
-pub fn bgp_announced(announcements: &[Announcement], pools: &[Pool]) -> Vec<AnnouncedIp> {
+pub fn bgp_announced(announcements: &[Announcement], pools: &Pools) -> Vec<AnnouncedIp> {
     announcements
         .iter()
-        .filter(|a| pool(pools, &a.pool).is_some_and(|p| p.protocol == PoolProtocol::Bgp))
+        .filter(|a| {
+            pools
+                .get(&a.pool)
+                .is_some_and(|p| p.protocol == PoolProtocol::Bgp)
+        })
         .map(announced_ip)
         .collect()
 }
@@ -179,7 +181,7 @@ pub fn bgp_node(me: &Me<'_>) -> LocalNode {
 pub fn announcing(
     ips: &[IpAddr],
     announced: &BTreeMap<IpAddr, Announcement>,
-    pools: &[Pool],
+    pools: &Pools,
     owners: &BTreeMap<IpAddr, String>,
     nodes: &[LocalNode],
     peers: &[PeerPolicy],
@@ -189,12 +191,14 @@ pub fn announcing(
         let Some(a) = announced.get(ip) else {
             continue;
         };
-        let Some(p) = pool(pools, &a.pool) else {
+        let Some(p) = pools.get(&a.pool) else {
             continue;
         };
         let protocol = match p.protocol {
             PoolProtocol::Layer2 => Protocol::Layer2,
             PoolProtocol::Bgp => Protocol::Bgp,
+            // Allocate-only: nobody announces it.
+            PoolProtocol::None => continue,
         };
         let entry = out.get_or_insert_with(|| Announcing {
             protocol,
@@ -214,6 +218,16 @@ pub fn announcing(
         }
     }
     out
+}
+
+/// Pools whose protocol a new configuration changes (same name, other protocol). Their IPs'
+/// announcements stay the same (they name the pool, not how it is announced), so the
+/// announcers must be told about each again.
+pub fn protocol_changed(old: &Pools, new: &Pools) -> BTreeSet<String> {
+    new.iter()
+        .filter(|n| old.get(&n.name).is_some_and(|o| o.protocol != n.protocol))
+        .map(|n| n.name.clone())
+        .collect()
 }
 
 /// What the announcers are to be told after a change.
@@ -274,7 +288,7 @@ impl Announcer {
         &mut self,
         ip: IpAddr,
         a: Option<&Announcement>,
-        pools: &[Pool],
+        pools: &Pools,
         me: &Me<'_>,
         interfaces: impl IntoIterator<Item = &'a Interface>,
         owned: &BTreeSet<IpAddr>,
@@ -311,8 +325,11 @@ impl Announcer {
             }
         }
         self.claim_ip(ip, pools, owned, ch);
-        let bgp =
-            a.filter(|a| pool(pools, &a.pool).is_some_and(|p| p.protocol == PoolProtocol::Bgp));
+        let bgp = a.filter(|a| {
+            pools
+                .get(&a.pool)
+                .is_some_and(|p| p.protocol == PoolProtocol::Bgp)
+        });
         match bgp {
             Some(a) => {
                 self.bgp.insert(ip);
@@ -330,7 +347,7 @@ impl Announcer {
     /// pools): recomputes the eligibility of all of them.
     pub fn all_eligibility<'a>(
         &mut self,
-        pools: &[Pool],
+        pools: &Pools,
         me: &Me<'_>,
         interfaces: impl IntoIterator<Item = &'a Interface>,
         ch: &mut Changes,
@@ -351,7 +368,7 @@ impl Announcer {
 
     /// This host's owned IPs are now `owned`: claims for those it did not answer for, and
     /// releases for those it no longer owns.
-    pub fn ownership(&mut self, pools: &[Pool], owned: &BTreeSet<IpAddr>, ch: &mut Changes) {
+    pub fn ownership(&mut self, pools: &Pools, owned: &BTreeSet<IpAddr>, ch: &mut Changes) {
         let gone: Vec<IpAddr> = self
             .claimed
             .keys()
@@ -369,7 +386,7 @@ impl Announcer {
     }
 
     /// Brings the responder's claim for `ip` in line with the announcement and ownership.
-    fn claim_ip(&mut self, ip: IpAddr, pools: &[Pool], owned: &BTreeSet<IpAddr>, ch: &mut Changes) {
+    fn claim_ip(&mut self, ip: IpAddr, pools: &Pools, owned: &BTreeSet<IpAddr>, ch: &mut Changes) {
         let want = owned
             .contains(&ip)
             .then(|| self.layer2.get(&ip))
@@ -436,11 +453,15 @@ mod tests {
         }
     }
 
-    fn pools() -> Vec<Pool> {
+    fn pool_list() -> Vec<Pool> {
         vec![
             pool("l2", PoolProtocol::Layer2, "10.10.100.200", "10.10.100.210"),
             pool("bgp", PoolProtocol::Bgp, "172.19.100.0", "172.19.100.255"),
         ]
+    }
+
+    fn pools() -> Pools {
+        pool_list().into()
     }
 
     fn node(name: &str) -> Node {
@@ -463,6 +484,97 @@ mod tests {
         );
         assert_eq!(d.values().next().unwrap(), "default/web");
         assert_eq!(bgp_announced(&a, &pools()).len(), 1);
+    }
+
+    #[test]
+    fn allocate_only_pool_is_never_announced_by_any_announcer() {
+        let mut list = pool_list();
+        list.push(pool(
+            "quiet",
+            PoolProtocol::None,
+            "10.10.100.220",
+            "10.10.100.230",
+        ));
+        let pools = Pools::from(list);
+        // In the subnet of an up interface, with a ready endpoint here, on a member whose
+        // Node allows announcing: a layer-2 IP in this position would be eligible.
+        let a = ann("10.10.100.220", "quiet", false, &[("worker-1", 1)]);
+        let n = node("worker-1");
+        let me = Me {
+            name: "worker-1",
+            role: Role::Member,
+            node: Some(&n),
+            kubernetes: true,
+        };
+        let all = [a.clone()];
+        assert!(l2_desired(&all, &pools).is_empty());
+        assert!(l2_eligible(&all, &pools, &me, &[eth0(true)]).is_empty());
+        assert!(bgp_announced(&all, &pools).is_empty());
+        // Even if raft-lite somehow said this host owned it, the responder gets no claim.
+        let owned = BTreeSet::from([a.ip]);
+        assert!(claims(&owned, &all, &pools).is_empty());
+        let mut announcer = Announcer::default();
+        let mut ch = Changes::default();
+        announcer.announcement(a.ip, Some(&a), &pools, &me, &[eth0(true)], &owned, &mut ch);
+        announcer.all_eligibility(&pools, &me, &[eth0(true)], &mut ch);
+        announcer.ownership(&pools, &owned, &mut ch);
+        assert!(ch.is_empty(), "{ch:?}");
+        announcer.announcement(a.ip, None, &pools, &me, &[eth0(true)], &owned, &mut ch);
+        assert!(ch.is_empty(), "{ch:?}");
+        let announced = BTreeMap::from([(a.ip, a.clone())]);
+        let owners = BTreeMap::from([(a.ip, "worker-1".to_string())]);
+        let nodes = [bgp_node(&me)];
+        assert_eq!(
+            announcing(&[a.ip], &announced, &pools, &owners, &nodes, &[]),
+            None
+        );
+    }
+
+    #[test]
+    fn a_layer2_pool_turned_allocate_only_leaves_every_announcer_when_told_again() {
+        let mut before = pool_list();
+        before.push(pool(
+            "p",
+            PoolProtocol::Layer2,
+            "10.10.100.220",
+            "10.10.100.230",
+        ));
+        let before = Pools::from(before);
+        let mut after = pool_list();
+        after.push(pool(
+            "p",
+            PoolProtocol::None,
+            "10.10.100.220",
+            "10.10.100.230",
+        ));
+        let after = Pools::from(after);
+        assert_eq!(
+            protocol_changed(&before, &after),
+            BTreeSet::from(["p".to_string()])
+        );
+        assert!(protocol_changed(&before, &before).is_empty());
+        let a = ann("10.10.100.220", "p", false, &[("worker-1", 1)]);
+        let n = node("worker-1");
+        let me = Me {
+            name: "worker-1",
+            role: Role::Member,
+            node: Some(&n),
+            kubernetes: true,
+        };
+        let owned = BTreeSet::from([a.ip]);
+        let mut announcer = Announcer::default();
+        let mut ch = Changes::default();
+        announcer.announcement(a.ip, Some(&a), &before, &me, &[eth0(true)], &owned, &mut ch);
+        assert_eq!(ch.desired, [(a.ip, Some("default/web".to_string()))]);
+        assert_eq!(ch.claims.len(), 1);
+        // The reload: the same announcement, the pool now allocate-only.
+        let mut ch = Changes::default();
+        announcer.announcement(a.ip, Some(&a), &after, &me, &[eth0(true)], &owned, &mut ch);
+        assert_eq!(ch.desired, [(a.ip, None)]);
+        assert_eq!(ch.eligible, [(a.ip, false)]);
+        assert_eq!(ch.released, [a.ip]);
+        assert!(ch.claims.is_empty() && ch.bgp.is_empty());
+        assert_eq!(announcer.claimed().count(), 0);
     }
 
     #[test]
@@ -558,11 +670,12 @@ mod tests {
 
     #[test]
     fn pool_node_selectors_limit_eligibility() {
-        let mut ps = pools();
-        ps[0].node_selectors = vec![crate::model::NodeSelector {
+        let mut list = pool_list();
+        list[0].node_selectors = vec![crate::model::NodeSelector {
             match_labels: [("rack".to_string(), "a".to_string())].into(),
             match_expressions: vec![],
         }];
+        let ps = Pools::from(list);
         let a = vec![ann("10.10.100.200", "l2", false, &[("worker-2", 1)])];
         let mut n = node("worker-1");
         let me = Me {

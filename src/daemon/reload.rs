@@ -43,7 +43,15 @@ impl Plan {
         // metrics server, logging) still use the old sections, and the rest of lbd must
         // agree with them — e.g. a new [node] name would make the announcers look up another
         // Node than raft-lite speaks for.
+        // Unchanged pools stay the running value (the one the controller and the speaker
+        // share); changed ones become its successor, numbered one up.
+        let pools = if pools_changed {
+            new.pools.succeeding(&running.pools)
+        } else {
+            running.pools.clone()
+        };
         let adopted = Config {
+            pools,
             node: running.node.clone(),
             kubernetes: running.kubernetes.clone(),
             cluster: running.cluster.clone(),

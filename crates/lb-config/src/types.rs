@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::model::StaticService;
-use crate::model::{NodeSelector, Pool};
+use crate::model::{NodeSelector, Pool, Pools};
+pub use lb_core::bgp::fsm::DynamicAsn;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -16,7 +17,8 @@ pub struct Config {
     pub kubernetes: Option<KubernetesConfig>,
     pub cluster: ClusterConfig,
     pub layer2: Layer2Config,
-    pub pools: Vec<Pool>,
+    /// Shared with the controller, the allocator and the BGP speaker (one value, versioned).
+    pub pools: Pools,
     pub bgp_peers: Vec<BgpPeer>,
     pub services: Vec<StaticService>,
     pub metrics: MetricsConfig,
@@ -25,7 +27,7 @@ pub struct Config {
 
 impl Config {
     pub fn pool(&self, name: &str) -> Option<&Pool> {
-        self.pools.iter().find(|p| p.name == name)
+        self.pools.get(name)
     }
 }
 
@@ -110,7 +112,10 @@ impl Default for Layer2Config {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BgpPeer {
     pub my_asn: u32,
+    /// With `dynamic_asn`: `my_asn` when internal, 0 when external (the peer's OPEN says).
     pub peer_asn: u32,
+    /// The peer's AS is not fixed (MetalLB's `dynamicASN`).
+    pub dynamic_asn: Option<DynamicAsn>,
     pub address: IpAddr,
     pub port: u16,
     /// Whole seconds; zero means no keepalives and no hold timer (RFC 4271 §4.2).
@@ -128,6 +133,9 @@ pub struct BgpPeer {
     /// Only accept the peer's connection, never dial.
     pub passive: bool,
     pub connect_delay: Duration,
+    /// The interval between connection attempts (MetalLB's `connectTime`, the RFC 4271
+    /// ConnectRetryTimer), whole seconds; `None`: 1 s doubling after each failure up to 2 min.
+    pub connect_time: Option<Duration>,
     /// Only these nodes peer (empty: all).
     pub node_selectors: Vec<NodeSelector>,
     pub bfd: Option<BfdConfig>,
@@ -149,6 +157,7 @@ impl BgpPeer {
         BgpPeer {
             my_asn,
             peer_asn,
+            dynamic_asn: None,
             address,
             port: Self::DEFAULT_PORT,
             hold_time: Self::DEFAULT_HOLD_TIME,
@@ -159,6 +168,7 @@ impl BgpPeer {
             ebgp_multihop: 1,
             passive: false,
             connect_delay: Duration::ZERO,
+            connect_time: None,
             node_selectors: vec![],
             bfd: None,
             graceful_restart: Some(Self::DEFAULT_RESTART_TIME),
@@ -166,7 +176,11 @@ impl BgpPeer {
     }
 
     pub fn is_ibgp(&self) -> bool {
-        self.my_asn == self.peer_asn
+        match self.dynamic_asn {
+            Some(DynamicAsn::Internal) => true,
+            Some(DynamicAsn::External) => false,
+            None => self.my_asn == self.peer_asn,
+        }
     }
 
     /// What the route advertiser needs of this peer.

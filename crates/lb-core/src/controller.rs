@@ -21,10 +21,13 @@ use std::net::IpAddr;
 use crate::alloc::{Allocator, Change, EventType, Outcome};
 use crate::model::StaticService;
 use crate::model::kube::{Kind, KubeUpdate};
-use crate::model::{EndpointsByNode, Node, Pool, Service, ServiceKey, TrafficPolicy};
+use crate::model::{EndpointsByNode, Node, Pools, Service, ServiceKey, TrafficPolicy};
 
-/// Namespace under which `[[service]]` tables of lb.toml appear.
-pub const STATIC_NAMESPACE: &str = "static";
+/// Namespace under which `[[service]]` tables of lb.toml appear (`lb.toml/<name>`). Not a
+/// valid Kubernetes namespace (a DNS-1123 label has no dot), so no Kubernetes Service can
+/// share a key with a static one and take its address: with `static`, a Service `web` in a
+/// namespace called `static` could.
+pub const STATIC_NAMESPACE: &str = "lb.toml";
 
 // Inputs are moved once into `step`; boxing the common case would only add allocations.
 #[allow(clippy::large_enum_variant)]
@@ -35,7 +38,7 @@ pub enum Input {
     Writer(bool),
     /// A reloaded configuration's pools and static services.
     Config {
-        pools: Vec<Pool>,
+        pools: Pools,
         statics: Vec<StaticService>,
     },
 }
@@ -79,8 +82,8 @@ pub struct Announcement {
 }
 
 pub struct Controller {
+    /// Also the holder of the pools (`alloc.pools()`).
     alloc: Allocator,
-    pools: Vec<Pool>,
     statics: Vec<StaticService>,
     services: BTreeMap<ServiceKey, Service>,
     endpoints: BTreeMap<ServiceKey, EndpointsByNode>,
@@ -119,14 +122,13 @@ impl Controller {
     /// `kubernetes`: whether Services come from an API server (else the stores count as
     /// synced at once: only static services exist).
     pub fn new(
-        pools: Vec<Pool>,
+        pools: impl Into<Pools>,
         statics: Vec<StaticService>,
         class: Option<String>,
         kubernetes: bool,
     ) -> Self {
         let mut c = Self {
-            alloc: Allocator::new(pools.clone(), class),
-            pools,
+            alloc: Allocator::new(pools, class),
             statics,
             services: BTreeMap::new(),
             endpoints: BTreeMap::new(),
@@ -198,14 +200,14 @@ impl Controller {
     /// IPs"): an address change is the user's decision, made on the Service.
     pub fn orphaned_by(
         &self,
-        pools: &[Pool],
+        pools: &Pools,
         statics: &[StaticService],
     ) -> Vec<(ServiceKey, Vec<IpAddr>)> {
         let mut trial = self.alloc.clone();
         let mut all: Vec<Service> = statics.iter().map(static_service).collect();
         all.extend(self.services.values().cloned());
         trial
-            .set_pools(pools.to_vec(), &all)
+            .set_pools(pools.clone(), &all)
             .into_iter()
             .filter(|o| o.service.namespace != STATIC_NAMESPACE)
             .filter_map(|o| {
@@ -233,7 +235,6 @@ impl Controller {
                 }
             }
             Input::Config { pools, statics } => {
-                self.pools = pools.clone();
                 self.statics = statics;
                 let mut all: Vec<Service> = self.statics.iter().map(static_service).collect();
                 all.extend(self.services.values().cloned());
@@ -322,7 +323,7 @@ impl Controller {
     /// configuration order), their policies and endpoints.
     fn announcement_of(&self, ip: IpAddr) -> Option<Announcement> {
         let keys = self.users.get(&ip)?;
-        let pool = self.pools.iter().find(|p| p.contains(&ip))?;
+        let pool = self.alloc.pools().containing(&ip)?;
         let mut a = Announcement {
             ip,
             pool: pool.name.clone(),
@@ -520,7 +521,7 @@ impl Controller {
     }
 
     fn in_pools(&self, ip: &IpAddr) -> bool {
-        self.pools.iter().any(|p| p.contains(ip))
+        self.alloc.pools().containing(ip).is_some()
     }
 
     /// What must be announced: every IP in a Service's status that lies in one of our
@@ -544,7 +545,7 @@ impl Controller {
         });
         for (key, ips, policy, is_static) in statics.chain(kube) {
             for ip in ips {
-                let Some(pool) = self.pools.iter().find(|p| p.contains(&ip)) else {
+                let Some(pool) = self.alloc.pools().containing(&ip) else {
                     continue;
                 };
                 let a = by_ip.entry(ip).or_insert_with(|| Announcement {
@@ -576,7 +577,9 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{IpFamily, IpFamilyPolicy, IpRange, PoolProtocol, Protocol, ServicePort};
+    use crate::model::{
+        IpFamily, IpFamilyPolicy, IpRange, Pool, PoolProtocol, Protocol, ServicePort,
+    };
 
     fn pool(name: &str, first: &str, last: &str) -> Pool {
         Pool {
@@ -783,8 +786,41 @@ mod tests {
         );
         assert_eq!(
             ann[0].services,
-            vec![ServiceKey::new("static", "apiserver")]
+            vec![ServiceKey::new(STATIC_NAMESPACE, "apiserver")]
         );
+    }
+
+    #[test]
+    fn a_kubernetes_service_named_like_a_static_one_leaves_its_address_alone() {
+        let statics = vec![StaticService {
+            name: "web".into(),
+            pool: "p".into(),
+            ip: Some(ip("10.0.0.1")),
+            assign: false,
+            ports: vec![],
+        }];
+        let mut c = Controller::new(vec![pool("p", "10.0.0.1", "10.0.0.2")], statics, None, true);
+        c.step(Input::Writer(true));
+        // The namespace a static service's key would have had before: any user may create it.
+        let mut hostile = svc("web");
+        hostile.key = ServiceKey::new("static", "web");
+        hostile.requested_ips = vec![ip("10.0.0.1")];
+        c.step(Input::Kube(KubeUpdate::Service(hostile)));
+        let out = sync_all(&mut c);
+        assert!(
+            writes(&out)
+                .iter()
+                .all(|(_, ips)| !ips.contains(&ip("10.0.0.1"))),
+            "the Kubernetes Service must not get the static address: {out:?}"
+        );
+        let ann = c.announcements();
+        assert_eq!(ann.len(), 1, "{ann:?}");
+        assert_eq!(ann[0].ip, ip("10.0.0.1"));
+        assert_eq!(
+            ann[0].services,
+            vec![ServiceKey::new(STATIC_NAMESPACE, "web")]
+        );
+        assert_eq!(ann[0].services[0].to_string(), "lb.toml/web");
     }
 
     #[test]
@@ -839,7 +875,7 @@ mod tests {
             c.step(Input::Kube(KubeUpdate::Service(s)));
         }
         let out = c.step(Input::Config {
-            pools: vec![pool("p", "10.0.0.1", "10.0.0.5")],
+            pools: vec![pool("p", "10.0.0.1", "10.0.0.5")].into(),
             statics: vec![],
         });
         assert_eq!(
@@ -858,24 +894,30 @@ mod tests {
             c.step(Input::Kube(KubeUpdate::Service(s)));
         }
         // Shrunk: b's 10.0.0.9 would move.
-        let orphaned = c.orphaned_by(&[pool("p", "10.0.0.1", "10.0.0.5")], &[]);
+        let orphaned = c.orphaned_by(&Pools::from(vec![pool("p", "10.0.0.1", "10.0.0.5")]), &[]);
         assert_eq!(
             orphaned,
             vec![(ServiceKey::new("default", "b"), vec![ip("10.0.0.9")])]
         );
         // Replaced by another range entirely (the guide's layer-2 → BGP ConfigMap): both.
         assert_eq!(
-            c.orphaned_by(&[pool("q", "172.19.100.0", "172.19.100.255")], &[])
-                .len(),
+            c.orphaned_by(
+                &Pools::from(vec![pool("q", "172.19.100.0", "172.19.100.255")]),
+                &[]
+            )
+            .len(),
             2
         );
         // Renamed, or grown: nothing moves.
         assert!(
-            c.orphaned_by(&[pool("renamed", "10.0.0.1", "10.0.0.9")], &[])
-                .is_empty()
+            c.orphaned_by(
+                &Pools::from(vec![pool("renamed", "10.0.0.1", "10.0.0.9")]),
+                &[]
+            )
+            .is_empty()
         );
         assert!(
-            c.orphaned_by(&[pool("p", "10.0.0.1", "10.0.0.99")], &[])
+            c.orphaned_by(&Pools::from(vec![pool("p", "10.0.0.1", "10.0.0.99")]), &[])
                 .is_empty()
         );
         // The check changed nothing.
@@ -1017,7 +1059,8 @@ mod tests {
                 pools: vec![pool_of(
                     "dual",
                     &[("10.0.0.1", "10.0.0.9"), ("fd00::1", "fd00::2")],
-                )],
+                )]
+                .into(),
                 statics: vec![],
             },
         );
@@ -1229,7 +1272,7 @@ mod tests {
                 let input = match op {
                     0 | 1 => Input::Kube(KubeUpdate::Service(kinds(k, &name))),
                     2 => Input::Kube(KubeUpdate::ServiceGone(key.clone())),
-                    _ => Input::Config { pools: pools(k % 2 == 0), statics: vec![] },
+                    _ => Input::Config { pools: Pools::from(pools(k % 2 == 0)), statics: vec![] },
                 };
                 let out = step_echoed(&mut c, input);
                 if op == 2 {

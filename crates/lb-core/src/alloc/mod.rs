@@ -39,7 +39,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::model::{IpFamily, IpFamilyPolicy, Pool, Service, ServiceKey, TrafficPolicy};
+use crate::model::{IpFamily, IpFamilyPolicy, Pools, Service, ServiceKey, TrafficPolicy};
 use pools::PoolSet;
 use table::{Alloc, Backend, ShareKey, Table};
 
@@ -229,9 +229,9 @@ pub struct Allocator {
 
 impl Allocator {
     /// `class`: our `loadBalancerClass`; `None` handles only Services without a class.
-    pub fn new(pools: Vec<Pool>, class: Option<String>) -> Self {
+    pub fn new(pools: impl Into<Pools>, class: Option<String>) -> Self {
         Self {
-            pools: PoolSet::new(pools),
+            pools: PoolSet::new(pools.into()),
             class,
             table: Table::default(),
             failed: BTreeSet::new(),
@@ -321,9 +321,14 @@ impl Allocator {
     /// New pools from a config reload, then [`Allocator::sync`] over `services` (the full
     /// snapshot): a Service whose IP left every pool (or whose pool is gone) is cleared and
     /// allocated again; nothing else moves. Services that failed before may now succeed.
-    pub fn set_pools(&mut self, pools: Vec<Pool>, services: &[Service]) -> Vec<Outcome> {
-        self.pools = PoolSet::new(pools);
+    pub fn set_pools(&mut self, pools: impl Into<Pools>, services: &[Service]) -> Vec<Outcome> {
+        self.pools = PoolSet::new(pools.into());
         self.sync(services)
+    }
+
+    /// The pools allocated from (the shared value given to `new` or `set_pools`).
+    pub fn pools(&self) -> &Pools {
+        self.pools.shared()
     }
 
     pub fn assignment(&self, key: &ServiceKey) -> Option<&Assignment> {

@@ -5,21 +5,21 @@
 //! (the lowest acceptable one, ranges in config order) with a cursor per range below which
 //! every address is known to be in use, plus an index of sharable IPs by sharing key.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::table::{ShareKey, Table};
-use crate::model::{IpFamily, Pool, ServiceKey, ServicePort, ip_to_u128};
+use crate::model::{IpFamily, Pool, Pools, ServiceKey, ServicePort, ip_to_u128};
 
+/// The shared [`Pools`] and, beside each (same index), the allocator's own state of it.
 #[derive(Clone, Debug)]
 pub(super) struct PoolSet {
+    shared: Pools,
     pools: Vec<PoolState>,
-    by_name: BTreeMap<String, usize>,
 }
 
 #[derive(Clone, Debug)]
 struct PoolState {
-    pool: Pool,
+    avoid_buggy_ips: bool,
     ranges: Vec<RangeState>,
 }
 
@@ -56,12 +56,12 @@ fn count_mod256(lo: u128, hi: u128, r: u128) -> u128 {
 
 impl PoolState {
     fn acceptable(&self, ip: &IpAddr) -> bool {
-        !(self.pool.avoid_buggy_ips && is_buggy(ip))
+        !(self.avoid_buggy_ips && is_buggy(ip))
     }
 
     /// First address of range `i` with no user at all, moving the cursor up to it.
     fn scan(&mut self, i: usize, table: &Table) -> Option<IpAddr> {
-        let avoid = self.pool.avoid_buggy_ips;
+        let avoid = self.avoid_buggy_ips;
         let r = &mut self.ranges[i];
         let mut n = r.cursor?;
         loop {
@@ -81,15 +81,12 @@ impl PoolState {
 }
 
 impl PoolSet {
-    pub fn new(pools: Vec<Pool>) -> Self {
-        let mut by_name = BTreeMap::new();
-        let pools: Vec<PoolState> = pools
-            .into_iter()
-            .enumerate()
-            .map(|(i, pool)| {
-                // Validated config has unique names; if not, the first one wins.
-                by_name.entry(pool.name.clone()).or_insert(i);
-                let ranges = pool
+    pub fn new(shared: Pools) -> Self {
+        let pools = shared
+            .iter()
+            .map(|pool| PoolState {
+                avoid_buggy_ips: pool.avoid_buggy_ips,
+                ranges: pool
                     .ranges
                     .iter()
                     .map(|r| RangeState {
@@ -98,11 +95,14 @@ impl PoolSet {
                         last: ip_to_u128(&r.last),
                         cursor: Some(ip_to_u128(&r.first)),
                     })
-                    .collect();
-                PoolState { pool, ranges }
+                    .collect(),
             })
             .collect();
-        Self { pools, by_name }
+        Self { shared, pools }
+    }
+
+    pub fn shared(&self) -> &Pools {
+        &self.shared
     }
 
     pub fn len(&self) -> usize {
@@ -110,11 +110,11 @@ impl PoolSet {
     }
 
     pub fn pool(&self, i: usize) -> &Pool {
-        &self.pools[i].pool
+        &self.shared[i]
     }
 
     pub fn index(&self, name: &str) -> Option<usize> {
-        self.by_name.get(name).copied()
+        self.shared.index(name)
     }
 
     pub fn reset_cursors(&mut self) {
@@ -148,10 +148,14 @@ impl PoolSet {
         if ips.is_empty() {
             return None;
         }
-        let holds = |p: &PoolState| ips.iter().all(|ip| p.acceptable(ip) && p.pool.contains(ip));
+        let holds = |i: usize| {
+            let (state, pool) = (&self.pools[i], &self.shared[i]);
+            ips.iter()
+                .all(|ip| state.acceptable(ip) && pool.contains(ip))
+        };
         preferred
-            .filter(|&i| self.pools.get(i).is_some_and(holds))
-            .or_else(|| self.pools.iter().position(holds))
+            .filter(|&i| i < self.pools.len() && holds(i))
+            .or_else(|| (0..self.pools.len()).find(|&i| holds(i)))
     }
 
     pub fn has_family(&self, i: usize, family: IpFamily) -> bool {
@@ -206,7 +210,7 @@ impl PoolSet {
             let len = (r.last - r.first).saturating_add(1);
             match r.family {
                 IpFamily::V4 => {
-                    let buggy = if state.pool.avoid_buggy_ips {
+                    let buggy = if state.avoid_buggy_ips {
                         count_mod256(r.first, r.last, 0) + count_mod256(r.first, r.last, 255)
                     } else {
                         0

@@ -1,7 +1,7 @@
 //! One test per allocation rule; expected texts are MetalLB's.
 
 use super::*;
-use crate::model::{IpRange, PoolProtocol, Protocol, ServicePort};
+use crate::model::{IpRange, Pool, PoolProtocol, Protocol, ServicePort};
 use std::str::FromStr;
 
 fn ip(s: &str) -> IpAddr {

@@ -28,7 +28,7 @@ use ipnet::IpNet;
 use super::build::{Advertisement, aggregate};
 use crate::model::{
     BgpAdvertisement, Community, EndpointsByNode, LargeCommunity, NodeSelector, Pool, PoolProtocol,
-    selectors_match,
+    Pools, selectors_match,
 };
 
 /// One IP that must be announced, and why (the fields of the controller's `Announcement`
@@ -130,7 +130,7 @@ fn node_matches(node: &LocalNode, selectors: &[NodeSelector]) -> bool {
 pub fn routes_for_peer<'a>(
     node: &LocalNode,
     peer: &PeerPolicy,
-    pools: &[Pool],
+    pools: &Pools,
     announced: impl IntoIterator<Item = &'a AnnouncedIp>,
 ) -> RouteSet {
     let mut out = RouteSet::new();
@@ -148,7 +148,7 @@ pub fn routes_for_peer<'a>(
 pub fn route_for_prefix(
     node: &LocalNode,
     peer: &PeerPolicy,
-    pools: &[Pool],
+    pools: &Pools,
     announced: &BTreeMap<IpAddr, AnnouncedIp>,
     prefix: IpNet,
 ) -> Option<RouteAttrs> {
@@ -170,7 +170,7 @@ pub fn route_for_prefix(
 pub fn advertised_by(
     node: &LocalNode,
     peers: &[PeerPolicy],
-    pools: &[Pool],
+    pools: &Pools,
     ann: &AnnouncedIp,
 ) -> bool {
     peers
@@ -180,8 +180,8 @@ pub fn advertised_by(
 
 /// The prefixes `ann` could contribute to for `peer` (a superset is harmless: each is
 /// recomputed with [`route_for_prefix`]).
-pub fn prefixes_of(ann: &AnnouncedIp, pools: &[Pool]) -> Vec<IpNet> {
-    let Some(pool) = pools.iter().find(|p| p.name == ann.pool) else {
+pub fn prefixes_of(ann: &AnnouncedIp, pools: &Pools) -> Vec<IpNet> {
+    let Some(pool) = pools.get(&ann.pool) else {
         return Vec::new();
     };
     let mut out: Vec<IpNet> = pool_advertisements(pool)
@@ -205,7 +205,7 @@ pub fn prefixes_of(ann: &AnnouncedIp, pools: &[Pool]) -> Vec<IpNet> {
 fn contributions<'a>(
     node: &LocalNode,
     peer: &PeerPolicy,
-    pools: &'a [Pool],
+    pools: &'a Pools,
     ann: &AnnouncedIp,
 ) -> Vec<(IpNet, &'a BgpAdvertisement)> {
     let mut out = Vec::new();
@@ -215,7 +215,7 @@ fn contributions<'a>(
     if ann.ip.is_ipv6() != peer.address.is_ipv6() || !endpoints_allow(node, ann) {
         return out;
     }
-    let Some(pool) = pools.iter().find(|p| p.name == ann.pool) else {
+    let Some(pool) = pools.get(&ann.pool) else {
         return out;
     };
     if pool.protocol != PoolProtocol::Bgp || !node_matches(node, &pool.node_selectors) {
@@ -278,7 +278,7 @@ impl AnnounceChange {
 pub fn routes_per_peer(
     node: &LocalNode,
     peers: &[PeerPolicy],
-    pools: &[Pool],
+    pools: &Pools,
     announced: &[AnnouncedIp],
 ) -> BTreeMap<IpAddr, RouteSet> {
     peers
@@ -398,7 +398,7 @@ mod tests {
         let rs = routes_for_peer(
             &node("n1", &[]),
             &peer("10.0.0.1", 64500, 64500),
-            &[p4()],
+            &Pools::from(vec![p4()]),
             &[ann("172.19.100.1", false, &[("n2", 1)])],
         );
         assert_eq!(prefixes(&rs), vec!["172.19.100.1/32"]);
@@ -409,7 +409,7 @@ mod tests {
         let rs = routes_for_peer(
             &node("n1", &[]),
             &peer("10.0.0.1", 64500, 64500),
-            &[p4()],
+            &Pools::from(vec![p4()]),
             &[
                 ann("172.19.100.1", false, &[("n2", 0)]),
                 ann("172.19.100.2", false, &[]),
@@ -423,7 +423,7 @@ mod tests {
         let a = [ann("172.19.100.1", true, &[("n2", 2), ("n3", 0)])];
         let pr = peer("10.0.0.1", 64500, 64500);
         for (n, expected) in [("n1", false), ("n2", true), ("n3", false)] {
-            let rs = routes_for_peer(&node(n, &[]), &pr, &[p4()], &a);
+            let rs = routes_for_peer(&node(n, &[]), &pr, &Pools::from(vec![p4()]), &a);
             assert_eq!(!rs.is_empty(), expected, "node {n}");
         }
     }
@@ -435,7 +435,7 @@ mod tests {
         let rs = routes_for_peer(
             &n,
             &peer("10.0.0.1", 64500, 64500),
-            &[p4()],
+            &Pools::from(vec![p4()]),
             &[ann("172.19.100.1", false, &[("n1", 1)])],
         );
         assert!(rs.is_empty());
@@ -448,7 +448,7 @@ mod tests {
         let rs = routes_for_peer(
             &node("n1", &[]),
             &peer("10.0.0.1", 64500, 64500),
-            &[p],
+            &Pools::from(vec![p]),
             &[ann("172.19.100.1", false, &[("n1", 1)])],
         );
         assert!(rs.is_empty());
@@ -461,7 +461,7 @@ mod tests {
         let rs = routes_for_peer(
             &node("n1", &[]),
             &peer("10.0.0.1", 64500, 64500),
-            &[p4()],
+            &Pools::from(vec![p4()]),
             &[a],
         );
         assert!(rs.is_empty());
@@ -477,12 +477,20 @@ mod tests {
             !routes_for_peer(
                 &node("n1", &[("rack", "a")]),
                 &pr,
-                std::slice::from_ref(&p),
+                &Pools::from(vec![p.clone()]),
                 &a
             )
             .is_empty()
         );
-        assert!(routes_for_peer(&node("n1", &[("rack", "b")]), &pr, &[p], &a).is_empty());
+        assert!(
+            routes_for_peer(
+                &node("n1", &[("rack", "b")]),
+                &pr,
+                &Pools::from(vec![p]),
+                &a
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -509,12 +517,12 @@ mod tests {
             !routes_for_peer(
                 &node("n1", &[("bgp", "")]),
                 &pr,
-                std::slice::from_ref(&p),
+                &Pools::from(vec![p.clone()]),
                 &a
             )
             .is_empty()
         );
-        assert!(routes_for_peer(&node("n1", &[]), &pr, &[p], &a).is_empty());
+        assert!(routes_for_peer(&node("n1", &[]), &pr, &Pools::from(vec![p]), &a).is_empty());
     }
 
     #[test]
@@ -534,7 +542,7 @@ mod tests {
             peer("10.0.0.1", 64500, 64500),
             peer("10.0.0.2", 64500, 64500),
         ];
-        let per = routes_per_peer(&n, &peers, &[p], &a);
+        let per = routes_per_peer(&n, &peers, &Pools::from(vec![p]), &a);
         assert!(per[&"10.0.0.1".parse::<IpAddr>().unwrap()].is_empty());
         assert_eq!(
             prefixes(&per[&"10.0.0.2".parse::<IpAddr>().unwrap()]),
@@ -548,7 +556,7 @@ mod tests {
         pr.node_selectors = vec![sel("rack", "a")];
         let n = node("n1", &[("rack", "b")]);
         assert!(!node_peers_with(&n, &pr));
-        assert!(routes_per_peer(&n, &[pr], &[p4()], &[]).is_empty());
+        assert!(routes_per_peer(&n, &[pr], &Pools::from(vec![p4()]), &[]).is_empty());
     }
 
     #[test]
@@ -567,12 +575,17 @@ mod tests {
             ann("172.19.100.7", false, &[("n1", 1)]),
         ];
         let pr = peer("10.0.0.1", 64500, 64500);
-        let both = routes_for_peer(&node("n1", &[]), &pr, std::slice::from_ref(&p), &a);
+        let both = routes_for_peer(&node("n1", &[]), &pr, &Pools::from(vec![p.clone()]), &a);
         assert_eq!(prefixes(&both), vec!["172.19.100.0/24"]);
         // One IP left: the aggregate stays; none left: it goes.
-        let one = routes_for_peer(&node("n1", &[]), &pr, std::slice::from_ref(&p), &a[..1]);
+        let one = routes_for_peer(
+            &node("n1", &[]),
+            &pr,
+            &Pools::from(vec![p.clone()]),
+            &a[..1],
+        );
         assert!(diff(&both, &one).is_empty());
-        let none = routes_for_peer(&node("n1", &[]), &pr, &[p], &[]);
+        let none = routes_for_peer(&node("n1", &[]), &pr, &Pools::from(vec![p]), &[]);
         assert_eq!(
             diff(&one, &none).withdraw,
             vec!["172.19.100.0/24".parse::<IpNet>().unwrap()]
@@ -595,11 +608,16 @@ mod tests {
         let v6 = routes_for_peer(
             &n,
             &peer("fd00::1", 64500, 64500),
-            std::slice::from_ref(&p),
+            &Pools::from(vec![p.clone()]),
             &a,
         );
         assert_eq!(prefixes(&v6), vec!["fd00:10::10/124"]);
-        let v4 = routes_for_peer(&n, &peer("10.0.0.1", 64500, 64500), &[p], &a);
+        let v4 = routes_for_peer(
+            &n,
+            &peer("10.0.0.1", 64500, 64500),
+            &Pools::from(vec![p]),
+            &a,
+        );
         assert!(v4.is_empty());
     }
 
@@ -626,10 +644,15 @@ mod tests {
         let ibgp = routes_for_peer(
             &n,
             &peer("10.0.0.1", 64500, 64500),
-            std::slice::from_ref(&p),
+            &Pools::from(vec![p.clone()]),
             &a,
         );
-        let ebgp = routes_for_peer(&n, &peer("10.0.0.2", 64500, 64501), &[p], &a);
+        let ebgp = routes_for_peer(
+            &n,
+            &peer("10.0.0.2", 64500, 64501),
+            &Pools::from(vec![p]),
+            &a,
+        );
         let i = ibgp.values().next().unwrap();
         let e = ebgp.values().next().unwrap();
         assert_eq!(i.local_pref, Some(300));
@@ -663,7 +686,12 @@ mod tests {
             ],
         );
         let a = [ann("172.19.100.1", false, &[("n1", 1)])];
-        let rs = routes_for_peer(&node("n1", &[]), &peer("10.0.0.1", 64500, 64500), &[p], &a);
+        let rs = routes_for_peer(
+            &node("n1", &[]),
+            &peer("10.0.0.1", 64500, 64500),
+            &Pools::from(vec![p]),
+            &a,
+        );
         let attrs = rs.values().next().unwrap();
         assert_eq!(attrs.local_pref, Some(200));
         assert_eq!(attrs.communities, vec![Community(1), Community(2)]);
@@ -685,7 +713,12 @@ mod tests {
             ],
         );
         let a = [ann("172.19.100.1", false, &[("n1", 1)])];
-        let rs = routes_for_peer(&node("n1", &[]), &peer("10.0.0.1", 64500, 64500), &[p], &a);
+        let rs = routes_for_peer(
+            &node("n1", &[]),
+            &peer("10.0.0.1", 64500, 64500),
+            &Pools::from(vec![p]),
+            &a,
+        );
         assert_eq!(prefixes(&rs), vec!["172.19.100.0/24", "172.19.100.1/32"]);
     }
 
@@ -739,10 +772,10 @@ mod tests {
                 communities: vec![Community(2)],
                 ..BgpAdvertisement::default()
             };
-            let pools = vec![
+            let pools = Pools::new(vec![
                 pool("a", "10.0.0.0", "10.0.0.255", vec![agg, host]),
                 pool("b", "10.0.1.0", "10.0.1.255", vec![]),
-            ];
+            ]);
             let mut announced = BTreeMap::new();
             for (host, local, eps) in picks {
                 let ip: IpAddr = format!("10.0.{}.{}", host % 2, host).parse().unwrap();
