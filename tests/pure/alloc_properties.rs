@@ -60,6 +60,7 @@ fn pool_strategy(i: usize) -> impl Strategy<Value = Pool> {
             interfaces: Vec::new(),
             node_selectors: Vec::new(),
             bgp_advertisements: Vec::new(),
+            service_allocation: Default::default(),
         })
 }
 

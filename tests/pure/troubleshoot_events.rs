@@ -29,6 +29,7 @@ fn pool(name: &str, ranges: &[(&str, &str)], auto_assign: bool) -> Pool {
         interfaces: vec![],
         node_selectors: vec![],
         bgp_advertisements: vec![],
+        service_allocation: Default::default(),
     }
 }
 
