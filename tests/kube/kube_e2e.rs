@@ -630,8 +630,11 @@ async fn services_in_labelled_namespaces_get_their_teams_pool_with_kubectl() {
         assert_eq!(env.wait_ip(ns, "pinned").await, [ip]);
     }
     for ns in ["ns-a", "ns-b", "default"] {
-        env.apply(&format!("{ns}-web"), &in_namespace(ns, &lb_svc("web", "", "")))
-            .await;
+        env.apply(
+            &format!("{ns}-web"),
+            &in_namespace(ns, &lb_svc("web", "", "")),
+        )
+        .await;
     }
     assert_eq!(env.wait_ip("ns-a", "web").await, ["172.19.110.0"]);
     assert_eq!(env.wait_ip("ns-b", "web").await, ["172.19.111.0"]);
@@ -646,7 +649,10 @@ async fn services_in_labelled_namespaces_get_their_teams_pool_with_kubectl() {
     // Another team's address: a failure Event saying why.
     env.apply(
         "steal",
-        &in_namespace("ns-c", &lb_svc("steal", "", "  loadBalancerIP: 172.19.110.7\n")),
+        &in_namespace(
+            "ns-c",
+            &lb_svc("steal", "", "  loadBalancerIP: 172.19.110.7\n"),
+        ),
     )
     .await;
     let note = env.wait_event("steal", "AllocationFailed").await;
@@ -679,4 +685,44 @@ async fn services_in_labelled_namespaces_get_their_teams_pool_with_kubectl() {
         "{}",
         env.lbd.log()
     );
+}
+
+#[tokio::test]
+async fn a_reload_with_a_bad_selector_changes_nothing_and_a_good_one_starts_watching_namespaces() {
+    let mut env = start().await;
+    env.apply(
+        "ns-a",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns-a\n  labels:\n    team: a\n",
+    )
+    .await;
+    let good = std::fs::read_to_string(env.lbd.config_path()).unwrap();
+    let team_pool = |operator: &str| {
+        format!(
+            "{good}\n[[pool]]\nname = \"team-a\"\nprotocol = \"bgp\"\naddresses = [\"172.19.110.0/24\"]\nnamespace_selectors = [{{ match_expressions = [{{ key = \"team\", operator = \"{operator}\", values = [\"a\"] }}] }}]\n"
+        )
+    };
+    let bad = team_pool("Equals");
+    std::fs::write(env.lbd.config_path(), &bad).unwrap();
+    env.lbd.signal("HUP");
+    env.wait_log("reload failed").await;
+    let line = bad[..bad.find("\"Equals\"").unwrap()].matches('\n').count() + 1;
+    let log = env.lbd.log();
+    assert!(
+        log.contains(&format!("lb.toml:{line}:")) && log.contains("\"Equals\""),
+        "{log}"
+    );
+    assert!(!log.contains("watching Namespaces"), "{log}");
+    // The running rules still apply: the pool for everyone.
+    env.apply("before", &in_namespace("ns-a", &lb_svc("before", "", "")))
+        .await;
+    assert_eq!(env.wait_ip("ns-a", "before").await, ["172.19.100.0"]);
+
+    std::fs::write(env.lbd.config_path(), team_pool("In")).unwrap();
+    env.lbd.signal("HUP");
+    env.wait_log("configuration reloaded").await;
+    env.wait_log("watching Namespaces").await;
+    env.apply("after", &in_namespace("ns-a", &lb_svc("after", "", "")))
+        .await;
+    assert_eq!(env.wait_ip("ns-a", "after").await, ["172.19.110.0"]);
+    assert_eq!(env.ingress("ns-a", "before"), ["172.19.100.0"]);
 }

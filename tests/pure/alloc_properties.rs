@@ -98,17 +98,19 @@ fn pool_strategy(i: usize) -> impl Strategy<Value = Pool> {
         prop::bool::weighted(0.3),
         service_allocation_strategy(),
     )
-        .prop_map(move |(ranges, auto_assign, avoid_buggy_ips, service_allocation)| Pool {
-            name: format!("pool{i}"),
-            protocol: PoolProtocol::Layer2,
-            ranges,
-            auto_assign,
-            avoid_buggy_ips,
-            interfaces: Vec::new(),
-            node_selectors: Vec::new(),
-            bgp_advertisements: Vec::new(),
-            service_allocation,
-        })
+        .prop_map(
+            move |(ranges, auto_assign, avoid_buggy_ips, service_allocation)| Pool {
+                name: format!("pool{i}"),
+                protocol: PoolProtocol::Layer2,
+                ranges,
+                auto_assign,
+                avoid_buggy_ips,
+                interfaces: Vec::new(),
+                node_selectors: Vec::new(),
+                bgp_advertisements: Vec::new(),
+                service_allocation,
+            },
+        )
 }
 
 /// One to three pools, in a random config order.
@@ -167,7 +169,10 @@ fn spec_strategy() -> impl Strategy<Value = Service> {
             1 => Just(IpFamilyPolicy::RequireDualStack),
         ],
         prop_oneof![3 => Just(Vec::new()), 1 => prop::collection::vec(ip_strategy(), 1..3)],
-        (prop::bool::weighted(0.05), prop_oneof![Just(""), Just("db"), Just("web")]),
+        (
+            prop::bool::weighted(0.05),
+            prop_oneof![Just(""), Just("db"), Just("web")],
+        ),
     )
         .prop_map(
             |(
@@ -460,7 +465,11 @@ fn check_fresh_compatible(
     teams: &[&str; 3],
 ) -> Result<(), TestCaseError> {
     for o in out {
-        if !o.events.iter().any(|e| e.message.starts_with("Assigned IP ")) {
+        if !o
+            .events
+            .iter()
+            .any(|e| e.message.starts_with("Assigned IP "))
+        {
             continue;
         }
         let asg = a.assignment(&o.service);
@@ -616,7 +625,9 @@ fn check_auto_order(
             }
         }
     }
-    let got = a.assignment(&svc.key).map(|x| (x.ips.clone(), x.pool.clone()));
+    let got = a
+        .assignment(&svc.key)
+        .map(|x| (x.ips.clone(), x.pool.clone()));
     prop_assert_eq!(got, expected, "{:?}", o);
     Ok(())
 }

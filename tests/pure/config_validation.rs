@@ -604,10 +604,16 @@ fn service_allocation_keys_are_parsed() {
     assert_eq!(sa.priority, 10);
     assert_eq!(sa.namespaces, ["team-a", "shared"], "duplicates dropped");
     assert_eq!(
-        sa.namespace_selectors[0].match_labels.get("team").map(String::as_str),
+        sa.namespace_selectors[0]
+            .match_labels
+            .get("team")
+            .map(String::as_str),
         Some("a")
     );
-    assert_eq!(sa.service_selectors[0].match_expressions[0].operator, LabelOperator::In);
+    assert_eq!(
+        sa.service_selectors[0].match_expressions[0].operator,
+        LabelOperator::In
+    );
     // Absent: a pool for every Service.
     assert!(!valid(POOL).config.pools[0].service_allocation.is_set());
 }
@@ -638,7 +644,8 @@ fn a_namespace_selector_that_does_not_parse_is_an_error() {
 
 #[test]
 fn a_service_selector_with_a_bad_label_key_or_value_is_an_error() {
-    let text = format!("{POOL}service_selectors = [{{ match_labels = {{ \"-tier\" = \"db\" }} }}]\n");
+    let text =
+        format!("{POOL}service_selectors = [{{ match_labels = {{ \"-tier\" = \"db\" }} }}]\n");
     assert_error(&text, "\"-tier\"", &["label key \"-tier\""]);
     let text = format!("{POOL}service_selectors = [{{ match_labels = {{ tier = \"d b\" }} }}]\n");
     assert_error(&text, "\"d b\"", &["not a label value"]);
@@ -659,7 +666,11 @@ fn a_priority_alone_is_a_warning_that_the_pool_leaves_auto_assignment() {
     let text = format!("{POOL}priority = 1\n");
     let checked = valid(&text);
     assert_eq!(checked.warnings.len(), 1, "{:?}", checked.warnings);
-    assert!(checked.warnings[0].message.contains("no longer auto-assigned"));
+    assert!(
+        checked.warnings[0]
+            .message
+            .contains("no longer auto-assigned")
+    );
     assert_eq!(checked.warnings[0].line, position(&text, "priority").0);
 }
 

@@ -443,14 +443,18 @@ fn service_allocation_becomes_the_pools_priority_namespaces_and_selectors() {
     assert_eq!(int(b, "priority"), None);
     assert_eq!(arr(b, "namespace_selectors").len(), 1);
     let shared = pool(&v, "shared");
-    for key in ["priority", "namespaces", "namespace_selectors", "service_selectors"] {
-        assert!(shared.get(key).is_none(), "{key} on a pool without serviceAllocation");
+    for key in [
+        "priority",
+        "namespaces",
+        "namespace_selectors",
+        "service_selectors",
+    ] {
+        assert!(
+            shared.get(key).is_none(),
+            "{key} on a pool without serviceAllocation"
+        );
     }
-    assert!(
-        !has_note(&imp, &["serviceAllocation"]),
-        "{:?}",
-        imp.notes
-    );
+    assert!(!has_note(&imp, &["serviceAllocation"]), "{:?}", imp.notes);
 }
 
 #[test]

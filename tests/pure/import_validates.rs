@@ -86,5 +86,11 @@ fn imported_service_allocation_validates_into_the_pools_rules() {
     assert_eq!(a.namespaces, ["shop", "shop-staging"]);
     assert_eq!(a.namespace_selectors.len(), 1);
     assert_eq!(a.service_selectors.len(), 1);
-    assert!(!pools.get("shared").expect("shared").service_allocation.is_set());
+    assert!(
+        !pools
+            .get("shared")
+            .expect("shared")
+            .service_allocation
+            .is_set()
+    );
 }

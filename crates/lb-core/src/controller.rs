@@ -1270,7 +1270,10 @@ mod tests {
         assert!(sync_all(&mut c).is_empty(), "waits for the Namespaces");
         c.step(namespace("ns-a", "a"));
         let out = c.step(Input::Kube(KubeUpdate::Synced(Kind::Namespaces)));
-        assert_eq!(writes(&out), vec![("ns-a/web".into(), vec![ip("10.0.1.1")])]);
+        assert_eq!(
+            writes(&out),
+            vec![("ns-a/web".into(), vec![ip("10.0.1.1")])]
+        );
     }
 
     #[test]
@@ -1333,7 +1336,10 @@ mod tests {
         c.step(namespace("ns", "a"));
         c.step(Input::Kube(KubeUpdate::Synced(Kind::Namespaces)));
         sync_all(&mut c);
-        step_echoed(&mut c, Input::Kube(KubeUpdate::Service(svc_in("ns", "web"))));
+        step_echoed(
+            &mut c,
+            Input::Kube(KubeUpdate::Service(svc_in("ns", "web"))),
+        );
         let out = step_echoed(&mut c, namespace("ns", "b"));
         assert!(writes(&out).is_empty(), "{out:?}");
         // Not on a restart either (the status is rebuilt, not re-chosen).

@@ -19,6 +19,8 @@
 //!    config order, that is unused or that the Service may share. A pool that is not
 //!    *compatible* with the Service (below) is never used by a fresh allocation: requested
 //!    IPs or a named pool in it fail with the reason.
+//! 3. Sharing: both Services carry the same non-empty sharing key, the same backend key
+//!    (`Cluster`, or `Local` with the same selector), and no (protocol, port) is used twice.
 //! 4. Pools chosen by namespace and Service (MetalLB's `serviceAllocation`, PR 1693). A pool
 //!    is *compatible* with a Service when (a) it names no namespaces and has no
 //!    `namespace_selectors`, or the Service's namespace is one of its `namespaces` or its
@@ -30,15 +32,15 @@
 //!      without one; ties in config order (MetalLB's sort is unstable);
 //!    - then, only if none of them has a free address, the auto-assign pools with no
 //!      `serviceAllocation` at all, in config order.
+//!
 //!    A pool with a `serviceAllocation` that is pinned to nobody (its selectors match nothing,
 //!    or it has only a priority) is never auto-assigned.
+//!
 //!    Compatibility is a rule for *choosing* an address, not for keeping one: rule 1 does not
 //!    check it, so a Service keeps its IP when its Namespace's or its own labels change, or a
 //!    reload changes a pool's selectors (MetalLB keeps it when namespace labels change; it
 //!    would clear it on the other two — lb never moves a held IP for a label). To move a
 //!    Service to its new pool, name the pool (`address-pool`) or recreate the Service.
-//! 3. Sharing: both Services carry the same non-empty sharing key, the same backend key
-//!    (`Cluster`, or `Local` with the same selector), and no (protocol, port) is used twice.
 //!
 //! Every call returns one [`Outcome`] per Service it was given, with the Events MetalLB would
 //! record. The status of a Service should then be [`Allocator::assignment`] (no assignment:
@@ -311,15 +313,13 @@ impl Allocator {
         let ns = &svc.key.namespace;
         if sa.restricts_namespaces() {
             let named = sa.namespaces.iter().any(|n| n == ns);
-            let labelled = !named
-                && !sa.namespace_selectors.is_empty()
-                && {
-                    let empty = Selector::default();
-                    let labels = self.namespaces.get(ns).unwrap_or(&empty);
-                    sa.namespace_selectors
-                        .iter()
-                        .any(|s| s.matches_with(|k| labels.get(k)))
-                };
+            let labelled = !named && !sa.namespace_selectors.is_empty() && {
+                let empty = Selector::default();
+                let labels = self.namespaces.get(ns).unwrap_or(&empty);
+                sa.namespace_selectors
+                    .iter()
+                    .any(|s| s.matches_with(|k| labels.get(k)))
+            };
             if !named && !labelled {
                 return Err(msg::pool_not_compatible(
                     &pool.name,
@@ -784,9 +784,11 @@ impl Allocator {
         // dual-stack request fails for its own reason (one pool must have both families
         // free), which the Event says; every other shortage is MetalLB's "no available IPs".
         if !self.namespaces_listed
-            && self.pools.shared().iter().any(|p| {
-                p.auto_assign && !p.service_allocation.namespace_selectors.is_empty()
-            })
+            && self
+                .pools
+                .shared()
+                .iter()
+                .any(|p| p.auto_assign && !p.service_allocation.namespace_selectors.is_empty())
         {
             return Err(msg::NAMESPACES_NOT_LISTED.to_string());
         }
@@ -832,7 +834,12 @@ impl Allocator {
     }
 
     /// MetalLB's `findBestPoolForService` over `candidates`, in that order.
-    fn best_pool(&mut self, svc: &Service, fam: Fam, candidates: &[usize]) -> Option<(usize, FreePair)> {
+    fn best_pool(
+        &mut self,
+        svc: &Service,
+        fam: Fam,
+        candidates: &[usize],
+    ) -> Option<(usize, FreePair)> {
         let primary = svc.ip_families.first().copied().unwrap_or(IpFamily::V4);
         let secondary = other_family(primary);
         let prefer = svc.ip_family_policy == IpFamilyPolicy::PreferDualStack;

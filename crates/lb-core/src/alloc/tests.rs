@@ -1288,10 +1288,16 @@ mod service_allocation {
         let mut echoed = web.clone();
         echoed.current_ips = before.ips.clone();
         assert_eq!(a.update(&echoed).change, Change::Unchanged);
-        assert_eq!(a.sync(std::slice::from_ref(&echoed))[0].change, Change::Unchanged);
+        assert_eq!(
+            a.sync(std::slice::from_ref(&echoed))[0].change,
+            Change::Unchanged
+        );
         let mut fresh = Allocator::new(pools, None);
         fresh.set_namespace("ns", Some(labels(&[("team", "z")])));
-        assert_eq!(fresh.sync(std::slice::from_ref(&echoed))[0].change, Change::Unchanged);
+        assert_eq!(
+            fresh.sync(std::slice::from_ref(&echoed))[0].change,
+            Change::Unchanged
+        );
         assert_eq!(fresh.assignment(&web.key), Some(&before));
         // A new Service there now gets the pool for everyone.
         a.update(&in_ns("ns", "new"));

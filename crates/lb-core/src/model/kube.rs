@@ -17,7 +17,10 @@ pub enum KubeUpdate {
     Node(Node),
     NodeGone(String),
     /// A Namespace and its labels (watched only while a pool has `namespace_selectors`).
-    Namespace { name: String, labels: Selector },
+    Namespace {
+        name: String,
+        labels: Selector,
+    },
     NamespaceGone(String),
     /// The first complete list of this kind has been delivered.
     Synced(Kind),

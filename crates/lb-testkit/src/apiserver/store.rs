@@ -865,10 +865,7 @@ impl Store {
             ("", "namespaces") => {
                 // What the real server adds: the immutable name label (1.21+), the
                 // `kubernetes` finalizer and phase Active.
-                let name = o
-                    .pointer("/metadata/name")
-                    .cloned()
-                    .unwrap_or(Value::Null);
+                let name = o.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
                 if !o["metadata"].get("labels").is_some_and(Value::is_object) {
                     o["metadata"]["labels"] = json!({});
                 }
