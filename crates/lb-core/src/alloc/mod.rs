@@ -344,6 +344,11 @@ impl Allocator {
     /// Compatibility of pool `pi`, or why it cannot be decided yet (namespace labels not
     /// listed).
     fn check_compatible(&self, pi: usize, svc: &Service) -> Result<(), String> {
+        // A `[[service]]` of lb.toml is the admin's own choice of pool, in no namespace (an
+        // API Service always has a uid).
+        if svc.uid.is_none() && svc.key.namespace == crate::controller::STATIC_NAMESPACE {
+            return Ok(());
+        }
         let pool = self.pools.pool(pi);
         if !self.namespaces_listed && !pool.service_allocation.namespace_selectors.is_empty() {
             return Err(msg::NAMESPACES_NOT_LISTED.to_string());

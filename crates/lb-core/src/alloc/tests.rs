@@ -1328,6 +1328,19 @@ mod service_allocation {
     }
 
     #[test]
+    fn a_static_service_of_lb_toml_may_use_a_pool_that_chooses_by_namespace() {
+        let mut a = Allocator::new(vec![team("a", "10.0.1.1-10.0.1.9", "a")], None);
+        let mut vip = in_ns(crate::controller::STATIC_NAMESPACE, "vip");
+        vip.pool = Some("a".into());
+        assert!(matches!(a.update(&vip).change, Change::Allocated { .. }));
+        // A Kubernetes Service in a namespace of that name is not exempt.
+        let mut k8s = in_ns(crate::controller::STATIC_NAMESPACE, "web");
+        k8s.uid = Some("1234".into());
+        k8s.pool = Some("a".into());
+        assert!(failed_reason(&a.update(&k8s)).starts_with("pool a not compatible"));
+    }
+
+    #[test]
     fn incomplete_in_lists_only_that_namespace() {
         let mut a = Allocator::new(vec![pool("p", &["10.0.0.1"])], None);
         for (ns, n) in [("a", "1"), ("b", "1"), ("b", "2"), ("bb", "1"), ("c", "1")] {
