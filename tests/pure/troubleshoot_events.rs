@@ -172,6 +172,18 @@ fn produced() -> BTreeSet<(&'static str, String)> {
                 Step::Delete("default/v6-holder"),
             ],
         ),
+        // A requested IP of a pool that chooses other Services (service_selectors).
+        (
+            vec![{
+                let mut p = space1();
+                p.service_allocation.service_selectors = vec![lb::model::LabelSelector {
+                    match_labels: [("tier".to_string(), "db".to_string())].into(),
+                    match_expressions: vec![],
+                }];
+                p
+            }],
+            vec![svc("ns", "name", "", at_200)],
+        ),
         // Malformed specs; a status holding an address in no pool.
         (
             vec![space1()],
