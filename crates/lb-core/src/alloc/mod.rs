@@ -38,9 +38,10 @@
 //!
 //!    Compatibility is a rule for *choosing* an address, not for keeping one: rule 1 does not
 //!    check it, so a Service keeps its IP when its Namespace's or its own labels change, or a
-//!    reload changes a pool's selectors (MetalLB keeps it when namespace labels change; it
-//!    would clear it on the other two — lb never moves a held IP for a label). To move a
-//!    Service to its new pool, name the pool (`address-pool`) or recreate the Service.
+//!    reload changes a pool's selectors (MetalLB's `Assign` checks it for held IPs too, and
+//!    clears them on the re-convergence those changes trigger; lb never moves a held IP for a
+//!    label). To move a Service to its new pool, name the pool (`address-pool`) or recreate
+//!    the Service.
 //!
 //! Every call returns one [`Outcome`] per Service it was given, with the Events MetalLB would
 //! record. The status of a Service should then be [`Allocator::assignment`] (no assignment:
