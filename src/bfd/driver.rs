@@ -24,8 +24,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use super::codec::State;
 use super::session::Timers;
 use super::sessions::{Event, Input, Output, Sessions};
+use crate::control::metrics::Metrics;
 use crate::driver;
 use crate::sys::udp_ttl;
 
@@ -55,6 +57,8 @@ pub struct BfdOptions {
     pub peer_port: u16,
     /// Seed of the jitter and discriminator PRNG; `None`: from the clock.
     pub seed: Option<u64>,
+    /// Where each session's state goes (`lb_bfd_*{peer}`); `None`: nowhere.
+    pub metrics: Option<Metrics>,
 }
 
 impl Default for BfdOptions {
@@ -63,6 +67,7 @@ impl Default for BfdOptions {
             listen_port: CONTROL_PORT,
             peer_port: CONTROL_PORT,
             seed: None,
+            metrics: None,
         }
     }
 }
@@ -132,6 +137,7 @@ impl BfdHandle {
             sockets: BTreeMap::new(),
             statuses: BTreeMap::new(),
             pending_status: None,
+            metrics: options.metrics,
             done: None,
             _readers: readers.into_iter().map(AbortOnDrop).collect(),
         };
@@ -297,6 +303,7 @@ struct Shell {
     statuses: BTreeMap<u32, watch::Sender<BfdStatus>>,
     /// The watch of the `Add` being stepped: it belongs to the session that step opens.
     pending_status: Option<watch::Sender<BfdStatus>>,
+    metrics: Option<Metrics>,
     /// The shutdown caller, told once every session has said AdminDown.
     done: Option<oneshot::Sender<()>>,
     _readers: Vec<AbortOnDrop>,
@@ -350,10 +357,22 @@ impl driver::Shell<Sessions> for Shell {
                     if let Some(status) = self.pending_status.take() {
                         self.statuses.insert(discr, status);
                     }
+                    if let Some(m) = &self.metrics {
+                        m.set_bfd_session(peer, false, 0);
+                    }
                 }
                 Output::Close { discr } => {
                     self.sockets.remove(&discr);
-                    self.statuses.remove(&discr);
+                    if let Some(w) = self.statuses.remove(&discr) {
+                        let peer = w.borrow().peer;
+                        // A session replaced by a new one to the same peer keeps the series.
+                        if let Some(m) = &self.metrics
+                            && !self.statuses.values().any(|o| o.borrow().peer == peer)
+                        {
+                            m.remove_bfd_session(peer);
+                        }
+                        // `w` drops only now: its watchers see the end after the series.
+                    }
                 }
                 Output::Send { discr, packet, .. } => {
                     let Some(s) = self.sockets.get_mut(&discr) else {
@@ -372,6 +391,10 @@ impl driver::Shell<Sessions> for Shell {
                 }
                 Output::Status { discr, status } => {
                     if let Some(w) = self.statuses.get(&discr) {
+                        let new_failures = status.failures.saturating_sub(w.borrow().failures);
+                        if let Some(m) = &self.metrics {
+                            m.set_bfd_session(status.peer, status.state == State::Up, new_failures);
+                        }
                         w.send_if_modified(|old| {
                             let changed = *old != status;
                             *old = status;
@@ -484,16 +507,34 @@ mod tests {
     /// side's session is removed the other sees AdminDown (not a failure); when one driver
     /// goes silent the other detects it.
     async fn pair(ip: IpAddr, a_port: u16, b_port: u16) {
+        let metrics = Metrics::new();
+        // a's `lb_bfd_*{peer}` samples: (up, down events); set before a's watch moves.
+        let series = || {
+            let text = metrics.encode();
+            let value = |name: &str| {
+                text.lines().find_map(|l| {
+                    l.strip_prefix(&format!("{name}{{peer=\"{ip}\"}} "))?
+                        .parse::<f64>()
+                        .ok()
+                })
+            };
+            (
+                value("lb_bfd_session_up"),
+                value("lb_bfd_session_down_events_total"),
+            )
+        };
         let a = BfdHandle::spawn(BfdOptions {
             listen_port: a_port,
             peer_port: b_port,
             seed: Some(1),
+            metrics: Some(metrics.clone()),
         })
         .unwrap();
         let b = BfdHandle::spawn(BfdOptions {
             listen_port: b_port,
             peer_port: a_port,
             seed: Some(2),
+            metrics: None,
         })
         .unwrap();
         let mut ra = a.add(ip, Some(ip), timers());
@@ -502,6 +543,7 @@ mod tests {
         let sb = wait_state(&mut rb, State::Up).await;
         assert_eq!(sa.remote_discriminator, sb.local_discriminator);
         assert_ne!(sa.local_discriminator, 0);
+        assert_eq!(series(), (Some(1.0), Some(0.0)));
         // b stops administratively: a goes Down without counting a failure.
         b.remove(ip);
         let s = wait_state(&mut ra, State::Down).await;
@@ -509,6 +551,7 @@ mod tests {
             (s.remote_state, s.diag, s.failures),
             (State::AdminDown, Diag::NeighborSignaledSessionDown, 0)
         );
+        assert_eq!(series(), (Some(0.0), Some(0.0)));
         // A new session on b brings both back Up.
         let mut rb = b.add(ip, Some(ip), timers());
         wait_state(&mut ra, State::Up).await;
@@ -518,6 +561,15 @@ mod tests {
         drop(b);
         let s = wait_state(&mut ra, State::Down).await;
         assert_eq!((s.diag, s.failures), (Diag::ControlDetectionTimeExpired, 1));
+        assert_eq!(series(), (Some(0.0), Some(1.0)));
+        // Removed from the configuration: the series go with the session.
+        a.remove(ip);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while ra.changed().await.is_ok() {}
+        })
+        .await
+        .expect("session closed after its AdminDown");
+        assert_eq!(series(), (None, None));
     }
 
     #[tokio::test]
@@ -537,6 +589,7 @@ mod tests {
             listen_port: 23788,
             peer_port: 23789,
             seed: Some(3),
+            metrics: None,
         })
         .unwrap();
         let mut ra = a.add(ip, Some(ip), timers());

@@ -39,6 +39,12 @@ pub use super::tcp::{DriverError, Listener, dial, read_password, resolve_router_
 /// The SessionConfig for `peer`.
 pub fn session_config(peer: &BgpPeer, router_id: Ipv4Addr) -> SessionConfig {
     let mut c = SessionConfig::new(peer.my_asn, peer.peer_asn, router_id);
+    c.dynamic_asn = peer.dynamic_asn;
+    if let Some(t) = peer.connect_time {
+        // A fixed ConnectRetryTimer, as MetalLB's connectTime (FRR `timers connect`).
+        c.connect_retry_base = t;
+        c.connect_retry_cap = t;
+    }
     c.hold_time = u16::try_from(peer.hold_time.as_secs()).unwrap_or(u16::MAX);
     let ka = peer.keepalive_time.as_secs();
     c.keepalive_time = (ka > 0).then(|| u16::try_from(ka).unwrap_or(u16::MAX));
@@ -532,5 +538,33 @@ mod tests {
         assert!(c.passive);
         assert_eq!(c.first_connect_delay, Duration::from_secs(2));
         assert_eq!((c.local_asn, c.peer_asn), (64500, 64501));
+    }
+
+    /// `connect_time` is the interval between attempts: a session built from the config
+    /// redials a peer that refuses exactly that long after each failure, never doubling.
+    #[test]
+    fn connect_time_is_the_interval_between_connection_attempts() {
+        use crate::bgp::fsm::{Input, Output, Session};
+        let t0 = Instant::now();
+        let dials = |peer: &BgpPeer| {
+            let mut s = Session::new(session_config(peer, Ipv4Addr::new(10, 0, 0, 3)));
+            let mut at = Vec::new();
+            let mut now = t0;
+            let mut out = s.step(now, Input::ManualStart);
+            while at.len() < 4 {
+                if out.contains(&Output::Connect) {
+                    at.push(now.duration_since(t0).as_secs());
+                    // The port is closed: the dial fails at once.
+                    s.step(now, Input::TcpConnectFailed);
+                }
+                now = s.next_deadline().expect("a retry is scheduled");
+                out = s.step(now, Input::Tick);
+            }
+            at
+        };
+        let mut p = peer("10.0.0.1", 64500, 64501);
+        assert_eq!(dials(&p), [0, 1, 3, 7], "default: 1 s doubling");
+        p.connect_time = Some(Duration::from_secs(10));
+        assert_eq!(dials(&p), [0, 10, 20, 30]);
     }
 }

@@ -560,7 +560,10 @@ impl SpeakerTask {
             }
             (None, Some(c)) => {
                 if self.bfd.is_none() {
-                    match BfdHandle::spawn(BfdOptions::default()) {
+                    match BfdHandle::spawn(BfdOptions {
+                        metrics: Some(self.metrics.clone()),
+                        ..BfdOptions::default()
+                    }) {
                         Ok(b) => self.bfd = Some(b),
                         Err(e) => {
                             error!(error = %e, "BFD not started: BGP peers rely on the hold timer");

@@ -15,6 +15,7 @@
 //! counters) and the daemon's once-a-second publish step (member health, as `lbctl cluster`
 //! shows it).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -51,6 +52,7 @@ pub const SERIES: &[(&str, &str, &[&str], Option<&str>)] = &[
     ),
     ("lb_allocator_services_allocated", "gauge", &["pool"], None),
     ("lb_announced_ips", "gauge", &["protocol"], None),
+    ("lb_layer2_ip_has_owner", "gauge", &["ip", "pool"], None),
     (
         "lb_layer2_requests_received_total",
         "counter",
@@ -93,6 +95,18 @@ pub const SERIES: &[(&str, &str, &[&str], Option<&str>)] = &[
         &["peer"],
         Some("metallb_bgp_announced_prefixes_total"),
     ),
+    (
+        "lb_bfd_session_up",
+        "gauge",
+        &["peer"],
+        Some("metallb_bfd_session_up"),
+    ),
+    (
+        "lb_bfd_session_down_events_total",
+        "counter",
+        &["peer"],
+        Some("metallb_bfd_session_down_events"),
+    ),
     ("lb_cluster_term", "gauge", &[], None),
     ("lb_cluster_is_leader", "gauge", &[], None),
     ("lb_cluster_elections_total", "counter", &[], None),
@@ -118,6 +132,12 @@ pub const SERIES: &[(&str, &str, &[&str], Option<&str>)] = &[
         &[],
         Some("metallb_k8s_client_config_stale_bool"),
     ),
+    (
+        "lb_config_last_reload_success_timestamp_seconds",
+        "gauge",
+        &[],
+        None,
+    ),
     ("lb_kube_events_dropped_total", "counter", &[], None),
     ("lb_kube_updates_total", "counter", &[], None),
     ("lb_announcements_recomputed_total", "counter", &[], None),
@@ -132,6 +152,12 @@ struct PoolLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct IpLabel {
     ip: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IpPoolLabel {
+    ip: String,
+    pool: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -170,6 +196,11 @@ struct Inner {
     l2_requests: Family<IpLabel, Counter>,
     l2_responses: Family<IpLabel, Counter>,
     l2_gratuitous: Family<IpLabel, Counter>,
+    l2_has_owner: Family<IpPoolLabel, Gauge>,
+    /// The `l2_has_owner` series exported now, so that a new set can remove the rest.
+    l2_has_owner_exported: std::sync::Mutex<BTreeMap<IpAddr, (String, bool)>>,
+    bfd_up: Family<PeerLabel, Gauge>,
+    bfd_down_events: Family<PeerLabel, Counter>,
     bgp_up: Family<PeerLabel, Gauge>,
     bgp_updates_sent: Family<PeerLabel, Counter>,
     bgp_updates_received: Family<PeerLabel, Counter>,
@@ -184,6 +215,7 @@ struct Inner {
     reloads: Counter,
     reload_failures: Counter,
     config_stale: Gauge,
+    config_loaded_at: Gauge,
     events_dropped: Counter,
     status_retries: Counter,
     kube_updates: Counter,
@@ -230,6 +262,10 @@ impl Metrics {
             l2_requests: Family::default(),
             l2_responses: Family::default(),
             l2_gratuitous: Family::default(),
+            l2_has_owner: Family::default(),
+            l2_has_owner_exported: std::sync::Mutex::default(),
+            bfd_up: Family::default(),
+            bfd_down_events: Family::default(),
             bgp_up: Family::default(),
             bgp_updates_sent: Family::default(),
             bgp_updates_received: Family::default(),
@@ -244,6 +280,7 @@ impl Metrics {
             reloads: Counter::default(),
             reload_failures: Counter::default(),
             config_stale: Gauge::default(),
+            config_loaded_at: Gauge::default(),
             events_dropped: Counter::default(),
             status_retries: Counter::default(),
             kube_updates: Counter::default(),
@@ -294,6 +331,11 @@ impl Metrics {
             i.l2_gratuitous.clone(),
         );
         r.register(
+            "lb_layer2_ip_has_owner",
+            "1 if the layer-2 IP (allocated from the pool) has an owner, 0 if no host announces it; exported by the raft-lite leader (or a cluster of one) only, for every layer-2 IP in use",
+            i.l2_has_owner.clone(),
+        );
+        r.register(
             "lb_bgp_session_up",
             "BGP session state (1 is up, 0 is down)",
             i.bgp_up.clone(),
@@ -312,6 +354,16 @@ impl Metrics {
             "lb_bgp_announced_prefixes_total",
             "Number of prefixes currently being advertised on the BGP session",
             i.bgp_prefixes.clone(),
+        );
+        r.register(
+            "lb_bfd_session_up",
+            "BFD session state (1 is Up, 0 is not), per BGP peer with bfd",
+            i.bfd_up.clone(),
+        );
+        r.register(
+            "lb_bfd_session_down_events",
+            "Number of times the BFD session left Up for a path failure (not AdminDown)",
+            i.bfd_down_events.clone(),
         );
         r.register("lb_cluster_term", "Current raft-lite term", i.term.clone());
         r.register(
@@ -360,6 +412,11 @@ impl Metrics {
             "lb_config_stale_bool",
             "1 if running on a stale configuration, because the latest reload failed",
             i.config_stale.clone(),
+        );
+        r.register(
+            "lb_config_last_reload_success_timestamp_seconds",
+            "When the running configuration was loaded (at start or by the last successful reload), in seconds since the Unix epoch",
+            i.config_loaded_at.clone(),
         );
         r.register(
             "lb_kube_events_dropped",
@@ -440,6 +497,58 @@ impl Metrics {
         self.inner.l2_requests.remove(&l);
         self.inner.l2_responses.remove(&l);
         self.inner.l2_gratuitous.remove(&l);
+    }
+
+    /// The layer-2 IPs in use and whether each has an owner, as the raft-lite leader (or a
+    /// cluster of one) knows it; any other host passes an empty map (it does not know). IPs
+    /// no longer in the map lose their series.
+    pub fn set_layer2_owners(&self, ips: &BTreeMap<IpAddr, (String, bool)>) {
+        let mut exported = self
+            .inner
+            .l2_has_owner_exported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *exported == *ips {
+            return;
+        }
+        let label = |ip: &IpAddr, pool: &str| IpPoolLabel {
+            ip: ip.to_string(),
+            pool: pool.to_string(),
+        };
+        for (ip, (pool, _)) in exported.iter() {
+            if ips.get(ip).is_none_or(|(p, _)| p != pool) {
+                self.inner.l2_has_owner.remove(&label(ip, pool));
+            }
+        }
+        for (ip, (pool, owned)) in ips {
+            self.inner
+                .l2_has_owner
+                .get_or_create(&label(ip, pool))
+                .set(i64::from(*owned));
+        }
+        *exported = ips.clone();
+    }
+
+    /// A BFD session to `peer` exists (Up or not); a path failure counts a down event.
+    pub fn set_bfd_session(&self, peer: IpAddr, up: bool, new_failures: u64) {
+        // MetalLB labels a BFD session by the peer's address alone (no port).
+        let l = PeerLabel {
+            peer: peer.to_string(),
+        };
+        self.inner.bfd_up.get_or_create(&l).set(i64::from(up));
+        self.inner
+            .bfd_down_events
+            .get_or_create(&l)
+            .inc_by(new_failures);
+    }
+
+    /// The BFD session to `peer` was removed.
+    pub fn remove_bfd_session(&self, peer: IpAddr) {
+        let l = PeerLabel {
+            peer: peer.to_string(),
+        };
+        self.inner.bfd_up.remove(&l);
+        self.inner.bfd_down_events.remove(&l);
     }
 
     pub fn set_bgp_session_up(&self, peer: SocketAddr, up: bool) {
@@ -567,6 +676,14 @@ impl Metrics {
         self.inner.config_stale.set(i64::from(!ok));
     }
 
+    /// The running configuration was loaded at `unix_seconds` (start, or a reload that
+    /// succeeded).
+    pub fn config_loaded(&self, unix_seconds: u64) {
+        self.inner
+            .config_loaded_at
+            .set(i64::try_from(unix_seconds).unwrap_or(i64::MAX));
+    }
+
     /// The OpenMetrics text exposition, ending in `# EOF`. A labelled family appears once it
     /// has a series (no pools configured: no `lb_allocator_*` lines at all).
     pub fn encode(&self) -> String {
@@ -643,6 +760,8 @@ mod tests {
         m.set_bgp_announced_prefixes(peer, 1);
         m.cluster_datagrams_dropped(DropReason::BadMac, 1);
         m.set_cluster_member("n2", Some(true), Some(Duration::from_millis(20)));
+        m.set_layer2_owners(&BTreeMap::from([(ip, ("p".to_string(), true))]));
+        m.set_bfd_session(peer.ip(), true, 0);
         let text = m.encode();
         for (name, kind, _, _) in SERIES {
             let family = name
@@ -722,6 +841,69 @@ mod tests {
         let text = m.encode();
         assert_eq!(line_value(&text, "lb_config_stale_bool"), Some(0.0));
         assert_eq!(line_value(&text, "lb_config_reloads_total"), Some(2.0));
+    }
+
+    #[test]
+    fn config_load_time_is_kept_by_a_refused_reload() {
+        let m = Metrics::new();
+        m.config_loaded(1_700_000_000);
+        m.config_reloaded(false);
+        let text = m.encode();
+        assert_eq!(
+            line_value(&text, "lb_config_last_reload_success_timestamp_seconds"),
+            Some(1_700_000_000.0)
+        );
+    }
+
+    #[test]
+    fn layer2_owner_series_follow_the_latest_set_and_drop_the_rest() {
+        let m = Metrics::new();
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        m.set_layer2_owners(&BTreeMap::from([
+            (a, ("p".to_string(), true)),
+            (b, ("p".to_string(), false)),
+        ]));
+        let text = m.encode();
+        let has_owner = |text: &str, ip: &str, pool: &str| {
+            line_value(
+                text,
+                &format!("lb_layer2_ip_has_owner{{ip=\"{ip}\",pool=\"{pool}\"}}"),
+            )
+        };
+        assert_eq!(has_owner(&text, "10.0.0.1", "p"), Some(1.0));
+        assert_eq!(has_owner(&text, "10.0.0.2", "p"), Some(0.0));
+        // b got an owner and moved to pool q; a is no longer in use.
+        m.set_layer2_owners(&BTreeMap::from([(b, ("q".to_string(), true))]));
+        let text = m.encode();
+        assert_eq!(has_owner(&text, "10.0.0.1", "p"), None);
+        assert_eq!(has_owner(&text, "10.0.0.2", "p"), None);
+        assert_eq!(has_owner(&text, "10.0.0.2", "q"), Some(1.0));
+        // A host that is no longer the leader knows nothing.
+        m.set_layer2_owners(&BTreeMap::new());
+        assert!(!m.encode().contains("lb_layer2_ip_has_owner{"));
+    }
+
+    #[test]
+    fn bfd_series_count_path_failures_and_leave_with_the_session() {
+        let m = Metrics::new();
+        let peer: IpAddr = "10.0.0.254".parse().unwrap();
+        m.set_bfd_session(peer, false, 0);
+        m.set_bfd_session(peer, true, 0);
+        m.set_bfd_session(peer, false, 1);
+        let text = m.encode();
+        assert_eq!(
+            line_value(&text, "lb_bfd_session_up{peer=\"10.0.0.254\"}"),
+            Some(0.0)
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                "lb_bfd_session_down_events_total{peer=\"10.0.0.254\"}"
+            ),
+            Some(1.0)
+        );
+        m.remove_bfd_session(peer);
+        assert!(!m.encode().contains("10.0.0.254"));
     }
 
     #[test]

@@ -113,7 +113,11 @@ pub fn peers(peers: &[PeerStatus]) -> String {
         t.row(vec![
             p.address.to_string(),
             p.my_asn.to_string(),
-            p.peer_asn.to_string(),
+            // 0: dynamic_asn = "external", the peer's OPEN not in yet.
+            match p.peer_asn {
+                0 => "external".to_string(),
+                asn => asn.to_string(),
+            },
             p.state.to_string(),
             duration(p.uptime_s),
             p.prefixes_advertised.to_string(),
@@ -306,6 +310,15 @@ mod tests {
             "1",
             "257"
         ]));
+    }
+
+    #[test]
+    fn peers_table_says_external_for_a_dynamic_asn_not_yet_learned() {
+        let mut snapshot = sample();
+        snapshot.peers[0].peer_asn = 0;
+        let out = peers(&snapshot.peers);
+        let row = out.lines().nth(1).unwrap();
+        assert_eq!(row.split_whitespace().nth(2), Some("external"), "{out}");
     }
 
     #[test]

@@ -164,6 +164,8 @@ pub struct ServiceStatus {
 pub enum AnnounceProtocol {
     Layer2,
     Bgp,
+    /// An allocate-only pool: never announced by lbd.
+    None,
 }
 
 impl From<PoolProtocol> for AnnounceProtocol {
@@ -171,6 +173,7 @@ impl From<PoolProtocol> for AnnounceProtocol {
         match p {
             PoolProtocol::Layer2 => AnnounceProtocol::Layer2,
             PoolProtocol::Bgp => AnnounceProtocol::Bgp,
+            PoolProtocol::None => AnnounceProtocol::None,
         }
     }
 }
@@ -180,11 +183,13 @@ impl fmt::Display for AnnounceProtocol {
         f.write_str(match self {
             AnnounceProtocol::Layer2 => "layer2",
             AnnounceProtocol::Bgp => "bgp",
+            AnnounceProtocol::None => "none",
         })
     }
 }
 
-/// Serialized as `"announced"`, `"pending"`, `"elsewhere"` or `"failed: <reason>"`.
+/// Serialized as `"announced"`, `"pending"`, `"elsewhere"`, `"not announced"` or
+/// `"failed: <reason>"`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServiceState {
     Announced,
@@ -193,6 +198,9 @@ pub enum ServiceState {
     /// A layer-2 IP this follower does not own: only the raft-lite leader knows which host
     /// does (ask it), so a follower doesn't claim "pending".
     Elsewhere,
+    /// From an allocate-only pool (`protocol = "none"`): in Service status, announced by
+    /// no host on purpose.
+    NotAnnounced,
     Failed(String),
 }
 
@@ -202,6 +210,7 @@ impl fmt::Display for ServiceState {
             ServiceState::Announced => f.write_str("announced"),
             ServiceState::Pending => f.write_str("pending"),
             ServiceState::Elsewhere => f.write_str("elsewhere"),
+            ServiceState::NotAnnounced => f.write_str("not announced"),
             ServiceState::Failed(reason) => write!(f, "failed: {reason}"),
         }
     }
@@ -215,12 +224,13 @@ impl std::str::FromStr for ServiceState {
             "announced" => Ok(ServiceState::Announced),
             "pending" => Ok(ServiceState::Pending),
             "elsewhere" => Ok(ServiceState::Elsewhere),
+            "not announced" => Ok(ServiceState::NotAnnounced),
             _ => match s.strip_prefix("failed") {
                 Some(rest) => Ok(ServiceState::Failed(
                     rest.strip_prefix(':').unwrap_or(rest).trim().to_string(),
                 )),
                 None => Err(format!(
-                    "unknown service state {s:?} (expected announced, pending, elsewhere or failed: …)"
+                    "unknown service state {s:?} (expected announced, pending, elsewhere, not announced or failed: …)"
                 )),
             },
         }
@@ -329,6 +339,7 @@ impl<'de> Deserialize<'de> for AddressCount {
 pub struct PeerStatus {
     pub address: IpAddr,
     pub my_asn: u32,
+    /// 0 for a `dynamic_asn = "external"` peer until its OPEN is in.
     pub peer_asn: u32,
     pub state: BgpState,
     /// Seconds in Established; 0 when not established.

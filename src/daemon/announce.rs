@@ -197,6 +197,8 @@ pub fn announcing(
         let protocol = match p.protocol {
             PoolProtocol::Layer2 => Protocol::Layer2,
             PoolProtocol::Bgp => Protocol::Bgp,
+            // Allocate-only: nobody announces it.
+            PoolProtocol::None => continue,
         };
         let entry = out.get_or_insert_with(|| Announcing {
             protocol,
@@ -216,6 +218,16 @@ pub fn announcing(
         }
     }
     out
+}
+
+/// Pools whose protocol a new configuration changes (same name, other protocol). Their IPs'
+/// announcements stay the same (they name the pool, not how it is announced), so the
+/// announcers must be told about each again.
+pub fn protocol_changed(old: &Pools, new: &Pools) -> BTreeSet<String> {
+    new.iter()
+        .filter(|n| old.get(&n.name).is_some_and(|o| o.protocol != n.protocol))
+        .map(|n| n.name.clone())
+        .collect()
 }
 
 /// What the announcers are to be told after a change.
@@ -473,6 +485,97 @@ mod tests {
         );
         assert_eq!(d.values().next().unwrap(), "default/web");
         assert_eq!(bgp_announced(&a, &pools()).len(), 1);
+    }
+
+    #[test]
+    fn allocate_only_pool_is_never_announced_by_any_announcer() {
+        let mut list = pool_list();
+        list.push(pool(
+            "quiet",
+            PoolProtocol::None,
+            "10.10.100.220",
+            "10.10.100.230",
+        ));
+        let pools = Pools::from(list);
+        // In the subnet of an up interface, with a ready endpoint here, on a member whose
+        // Node allows announcing: a layer-2 IP in this position would be eligible.
+        let a = ann("10.10.100.220", "quiet", false, &[("worker-1", 1)]);
+        let n = node("worker-1");
+        let me = Me {
+            name: "worker-1",
+            role: Role::Member,
+            node: Some(&n),
+            kubernetes: true,
+        };
+        let all = [a.clone()];
+        assert!(l2_desired(&all, &pools).is_empty());
+        assert!(l2_eligible(&all, &pools, &me, &[eth0(true)]).is_empty());
+        assert!(bgp_announced(&all, &pools).is_empty());
+        // Even if raft-lite somehow said this host owned it, the responder gets no claim.
+        let owned = BTreeSet::from([a.ip]);
+        assert!(claims(&owned, &all, &pools).is_empty());
+        let mut announcer = Announcer::default();
+        let mut ch = Changes::default();
+        announcer.announcement(a.ip, Some(&a), &pools, &me, &[eth0(true)], &owned, &mut ch);
+        announcer.all_eligibility(&pools, &me, &[eth0(true)], &mut ch);
+        announcer.ownership(&pools, &owned, &mut ch);
+        assert!(ch.is_empty(), "{ch:?}");
+        announcer.announcement(a.ip, None, &pools, &me, &[eth0(true)], &owned, &mut ch);
+        assert!(ch.is_empty(), "{ch:?}");
+        let announced = BTreeMap::from([(a.ip, a.clone())]);
+        let owners = BTreeMap::from([(a.ip, "worker-1".to_string())]);
+        let nodes = [bgp_node(&me)];
+        assert_eq!(
+            announcing(&[a.ip], &announced, &pools, &owners, &nodes, &[]),
+            None
+        );
+    }
+
+    #[test]
+    fn a_layer2_pool_turned_allocate_only_leaves_every_announcer_when_told_again() {
+        let mut before = pool_list();
+        before.push(pool(
+            "p",
+            PoolProtocol::Layer2,
+            "10.10.100.220",
+            "10.10.100.230",
+        ));
+        let before = Pools::from(before);
+        let mut after = pool_list();
+        after.push(pool(
+            "p",
+            PoolProtocol::None,
+            "10.10.100.220",
+            "10.10.100.230",
+        ));
+        let after = Pools::from(after);
+        assert_eq!(
+            protocol_changed(&before, &after),
+            BTreeSet::from(["p".to_string()])
+        );
+        assert!(protocol_changed(&before, &before).is_empty());
+        let a = ann("10.10.100.220", "p", false, &[("worker-1", 1)]);
+        let n = node("worker-1");
+        let me = Me {
+            name: "worker-1",
+            role: Role::Member,
+            node: Some(&n),
+            kubernetes: true,
+        };
+        let owned = BTreeSet::from([a.ip]);
+        let mut announcer = Announcer::default();
+        let mut ch = Changes::default();
+        announcer.announcement(a.ip, Some(&a), &before, &me, &[eth0(true)], &owned, &mut ch);
+        assert_eq!(ch.desired, [(a.ip, Some("default/web".to_string()))]);
+        assert_eq!(ch.claims.len(), 1);
+        // The reload: the same announcement, the pool now allocate-only.
+        let mut ch = Changes::default();
+        announcer.announcement(a.ip, Some(&a), &after, &me, &[eth0(true)], &owned, &mut ch);
+        assert_eq!(ch.desired, [(a.ip, None)]);
+        assert_eq!(ch.eligible, [(a.ip, false)]);
+        assert_eq!(ch.released, [a.ip]);
+        assert!(ch.claims.is_empty() && ch.bgp.is_empty());
+        assert_eq!(announcer.claimed().count(), 0);
     }
 
     #[test]

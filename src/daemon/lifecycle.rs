@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use tracing::{error, info, warn};
 
-use super::{Daemon, SHUTDOWN_BOUND, announcing, notify, reload, unix_now};
+use super::{Daemon, SHUTDOWN_BOUND, announce, announcing, notify, reload, unix_now};
 use crate::config;
 use crate::control::ReloadReply;
 use crate::control::state::ReloadResult;
@@ -18,6 +18,9 @@ impl Daemon {
     pub(super) async fn reload(&mut self) -> ReloadReply {
         let reply = self.apply_reload().await;
         self.metrics.config_reloaded(reply.ok);
+        if reply.ok {
+            self.metrics.config_loaded(self.loaded_at);
+        }
         self.last_reload = Some(ReloadResult {
             ok: reply.ok,
             at: unix_now(),
@@ -54,6 +57,7 @@ impl Daemon {
             return ReloadReply { ok: false, message };
         }
         let plan = reload::Plan::new(&self.config, checked.config);
+        let reprotocoled = announce::protocol_changed(&self.config.pools, &plan.adopted.pools);
         self.config = plan.adopted.clone();
         // Before the pools reach the controller, so that the Namespaces it will wait for
         // are on their way.
@@ -67,6 +71,7 @@ impl Daemon {
                 statics: self.config.services.clone(),
             });
             self.dispatch(out).await;
+            self.reannounce_pools(&reprotocoled).await;
         }
         if plan.peers_changed
             && let Some(bgp) = &self.bgp

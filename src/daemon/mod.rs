@@ -388,6 +388,30 @@ impl Daemon {
         self.tell_announcers(ch).await;
     }
 
+    /// The announcers again for every IP of `pools` (whose protocol a reload changed): the
+    /// controller re-emits nothing, its announcements being the same.
+    async fn reannounce_pools(&mut self, pools: &BTreeSet<String>) {
+        if pools.is_empty() {
+            return;
+        }
+        let mut ch = Changes::default();
+        let me = me(&self.config, &self.ctl);
+        for a in self.ctl.announced().values() {
+            if pools.contains(&a.pool) {
+                self.announcer.announcement(
+                    a.ip,
+                    Some(a),
+                    &self.config.pools,
+                    &me,
+                    self.ifaces.iter(),
+                    &self.owned,
+                    &mut ch,
+                );
+            }
+        }
+        self.tell_announcers(ch).await;
+    }
+
     async fn tell_announcers(&mut self, ch: Changes) {
         if ch.is_empty() {
             return;
@@ -440,6 +464,7 @@ impl Daemon {
         self.metrics.set_cluster_term(view.term);
         self.metrics.set_is_leader(writer);
         self.export_members(&view);
+        self.export_layer2_owners(&view);
         let owned = self.ownership.owned_now();
         if owned != self.owned {
             self.owned = owned;

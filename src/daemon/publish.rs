@@ -94,6 +94,9 @@ impl Daemon {
         let facts = self.facts(&view);
         // Every second, so that the time since a silent member was last heard keeps growing.
         set_member_gauges(&self.metrics, &view, &facts.members);
+        if stale {
+            self.export_layer2_owners(&view);
+        }
         let services = stale.then(|| snapshot::services(&facts, self.ctl.announced().values()));
         if stale {
             snapshot::set_gauges(
@@ -109,6 +112,16 @@ impl Daemon {
         }
         self.snapshot
             .send_if_modified(|s| snapshot::update(s, &facts, services));
+    }
+
+    /// `lb_layer2_ip_has_owner`: after the announcements changed (a publish with `stale`)
+    /// or the raft-lite view did (`after_ownership`), not every second.
+    pub(super) fn export_layer2_owners(&self, view: &ownership::View) {
+        self.metrics.set_layer2_owners(&snapshot::layer2_owners(
+            view,
+            &self.config.pools,
+            self.ctl.announced().values(),
+        ));
     }
 
     /// The member gauges at once when the raft-lite view changes (a member's health, a new

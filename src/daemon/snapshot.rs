@@ -1,7 +1,7 @@
 //! What `lbctl`, D-Bus and `/ready` read, and the one-line state systemd shows (pure): built
 //! from the facts the main loop gathers. Also the gauges that follow the same facts.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::alloc::PoolStats;
@@ -69,6 +69,7 @@ pub fn services<'a>(
             },
             PoolProtocol::Bgp if bgp_up => (vec![facts.node.to_owned()], ServiceState::Announced),
             PoolProtocol::Bgp => (Vec::new(), ServiceState::Pending),
+            PoolProtocol::None => (Vec::new(), ServiceState::NotAnnounced),
         };
         for key in &a.services {
             services.push(ServiceStatus {
@@ -94,6 +95,26 @@ pub fn services<'a>(
         });
     }
     services
+}
+
+/// Each layer-2 IP in use → (its pool, whether it has an owner), where this host knows: the
+/// leader (or a cluster of one) knows every owner; any other host knows nothing (empty).
+pub fn layer2_owners<'a>(
+    view: &View,
+    pools: &Pools,
+    announcements: impl Iterator<Item = &'a Announcement>,
+) -> BTreeMap<IpAddr, (String, bool)> {
+    if !matches!(view.role, ClusterRole::Leader | ClusterRole::Standalone) {
+        return BTreeMap::new();
+    }
+    announcements
+        .filter(|a| {
+            pools
+                .get(&a.pool)
+                .is_some_and(|p| p.protocol == PoolProtocol::Layer2)
+        })
+        .map(|a| (a.ip, (a.pool.clone(), view.owners.contains_key(&a.ip))))
+        .collect()
 }
 
 /// Brings `snapshot` up to date with `facts` (and `services`, when rebuilt); says whether
@@ -127,7 +148,8 @@ pub fn update(
             Some(PeerStatus {
                 address: p.status.address,
                 my_asn: cfg.my_asn,
-                peer_asn: cfg.peer_asn,
+                // The session's: a dynamic ASN is known once the peer's OPEN is in (0 before).
+                peer_asn: p.status.peer_asn,
                 state: p.status.state,
                 uptime_s: p.uptime.map(|u| u.as_secs()).unwrap_or(0),
                 prefixes_advertised: p.status.prefixes_advertised as u64,
@@ -245,4 +267,93 @@ pub fn set_gauges(
     }
     metrics.set_announced_ips(AnnounceProtocol::Layer2, layer2_claimed as u64);
     metrics.set_announced_ips(AnnounceProtocol::Bgp, bgp_advertised as u64);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::IpRange;
+
+    fn pool(name: &str, protocol: PoolProtocol, ip: &str) -> Pool {
+        let ip: IpAddr = ip.parse().unwrap();
+        Pool {
+            name: name.into(),
+            protocol,
+            ranges: vec![IpRange::new(ip, ip).unwrap()],
+            auto_assign: true,
+            avoid_buggy_ips: false,
+            interfaces: vec![],
+            node_selectors: vec![],
+            bgp_advertisements: vec![],
+            service_allocation: Default::default(),
+        }
+    }
+
+    fn announcement(ip: &str, pool: &str, svc: &str) -> Announcement {
+        Announcement {
+            ip: ip.parse().unwrap(),
+            pool: pool.into(),
+            services: vec![ServiceKey::new("default", svc)],
+            local_only: false,
+            endpoints: Default::default(),
+            always_ready: false,
+        }
+    }
+
+    #[test]
+    fn allocate_only_service_is_shown_as_not_announced_by_anyone() {
+        let pools = [
+            pool("l2", PoolProtocol::Layer2, "10.0.0.1"),
+            pool("quiet", PoolProtocol::None, "10.0.0.2"),
+        ];
+        let loud = announcement("10.0.0.1", "l2", "loud");
+        let silent = announcement("10.0.0.2", "quiet", "silent");
+        // The leader's map names an owner for the layer-2 IP only.
+        let view = View {
+            role: ClusterRole::Leader,
+            term: 1,
+            leader: Some("worker-1".into()),
+            owners: BTreeMap::from([(loud.ip, "worker-1".to_string())]),
+        };
+        let owned = BTreeSet::new();
+        let facts = Facts {
+            node: "worker-1",
+            role: Role::Member,
+            ready: true,
+            loaded_at: 0,
+            last_reload: None,
+            view: &view,
+            owned: &owned,
+            members: vec![],
+            pools: &Pools::from(pools.to_vec()),
+            pool_stats: &[],
+            bgp_peers: &[],
+            peers: &[],
+            failed: vec![],
+            services: 2,
+            synced: true,
+        };
+        let rows = services(&facts, [&loud, &silent].into_iter());
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].state, ServiceState::Announced);
+        assert_eq!(rows[1].name, "silent");
+        assert_eq!(rows[1].protocol, AnnounceProtocol::None);
+        assert_eq!(rows[1].state, ServiceState::NotAnnounced);
+        assert!(rows[1].announced_by.is_empty());
+        // What `lbctl services` prints, and what --json carries.
+        let table = crate::control::render::services(&rows);
+        let line = table
+            .lines()
+            .find(|l| l.contains("default/silent"))
+            .unwrap();
+        assert!(line.contains("quiet") && line.contains(" none "), "{line}");
+        assert!(line.ends_with("not announced"), "{line}");
+        let json = serde_json::to_string(&rows[1]).unwrap();
+        assert!(json.contains("\"protocol\":\"none\""), "{json}");
+        assert!(json.contains("\"state\":\"not announced\""), "{json}");
+        let back: crate::control::state::ServiceStatus = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, rows[1]);
+    }
 }

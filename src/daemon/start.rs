@@ -85,6 +85,8 @@ impl Daemon {
             env!("CARGO_PKG_VERSION")
         );
         let metrics = Metrics::new();
+        let loaded_at = unix_now();
+        metrics.config_loaded(loaded_at);
 
         // Kubernetes: connecting only reads the kubeconfig; an unreachable API server is
         // retried by the watchers and never blocks start-up.
@@ -198,7 +200,7 @@ impl Daemon {
             owned: BTreeSet::new(),
             on_lo: BTreeSet::new(),
             ready: false,
-            loaded_at: unix_now(),
+            loaded_at,
             last_reload: None,
             peers: Vec::new(),
             pool_stats: Vec::new(),

@@ -5,7 +5,8 @@
 //! - The node's link goes down: FRR's BFD notices within ~1 s (300 ms × 3) and its route to
 //!   the service goes, far below the 9 s BGP hold timer.
 //! - lbd stops hearing FRR's BFD (nft drops UDP 3784 on the node): lbd resets its BGP
-//!   session with Cease/BFD Down before the hold timer.
+//!   session with Cease/BFD Down before the hold timer; `lb_bfd_session_up` goes from 1 to 0
+//!   and `lb_bfd_session_down_events_total` counts the failure.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use lb::bfd::codec::{State, decode};
 use lb_testkit::lab::peers::{Frr, FrrConfig};
 use lb_testkit::lab::{Host, Lab, Proc, wait_until};
-use lb_testkit::lbd::lbd_binary;
+use lb_testkit::lbd::{lbd_binary, scrape_metrics};
 
 const T: Duration = Duration::from_secs(20);
 const ROUTER: &str = "10.10.100.1";
@@ -178,6 +179,16 @@ fn lbd_resets_bgp_with_cease_bfd_down_when_frr_bfd_packets_stop() {
     let (_lab, _router, node, frr, lbd, _) = start("bfdcease");
     wait_bfd_up(&frr, &lbd);
     lbd.wait_for_log("BFD session up", T).unwrap();
+    // /metrics (the default 127.0.0.1:7472, in the node's namespace) says so too.
+    let bfd_series = || {
+        let m = scrape_metrics(&node, "127.0.0.1:7472");
+        let v = |name: &str| m.get(&format!("{name}{{peer=\"{ROUTER}\"}}")).copied();
+        (
+            v("lb_bfd_session_up"),
+            v("lb_bfd_session_down_events_total"),
+        )
+    };
+    assert_eq!(bfd_series(), (Some(1.0), Some(0.0)), "{}", lbd.log());
     let t0 = Instant::now();
     node.sh("nft add table inet bfdtest && \
          nft add chain inet bfdtest in '{ type filter hook input priority 0; }' && \
@@ -190,6 +201,8 @@ fn lbd_resets_bgp_with_cease_bfd_down_when_frr_bfd_packets_stop() {
     assert!(took < Duration::from_secs(3), "took {took:?}");
     let log = lbd.log();
     assert!(log.contains("BFD session down"), "{log}");
+    // One path failure counted; the session stays down while its packets are dropped.
+    assert_eq!(bfd_series(), (Some(0.0), Some(1.0)), "{log}");
     // FRR recorded the reason.
     let n = frr
         .vtysh(&[&format!("show bgp neighbor {NODE} json")])

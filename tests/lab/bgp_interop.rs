@@ -59,10 +59,12 @@ communities = ["64500:100", "no-export", "64500:1:2"]
 fn config_text(node: &str, peers: &[PeerSpec]) -> String {
     let mut s = format!("[node]\nname = \"{node}\"\n{POOL}\n");
     for p in peers {
-        s += &format!(
-            "[[bgp_peer]]\nmy_asn = {}\npeer_asn = {}\naddress = \"{}\"\n",
-            p.my_asn, p.peer_asn, p.address
-        );
+        s += &format!("[[bgp_peer]]\nmy_asn = {}\n", p.my_asn);
+        // 0: the spec says `dynamic_asn` instead.
+        if p.peer_asn != 0 {
+            s += &format!("peer_asn = {}\n", p.peer_asn);
+        }
+        s += &format!("address = \"{}\"\n", p.address);
         if !p.extra.iter().any(|l| l.starts_with("hold_time")) {
             s += "hold_time = \"9s\"\n";
         }
@@ -366,6 +368,55 @@ fn frr_ebgp_with_tcp_md5_right_password_establishes_wrong_one_does_not() {
         "the speaker with the wrong key explains the failure",
         || s2.log().contains("TCP-MD5 is configured"),
     );
+    assert_ne!(
+        frr.neighbor_state("10.10.100.4").as_deref(),
+        Some("Established")
+    );
+    assert_eq!(frr.paths(&format!("{VIP4}/32")).len(), 1);
+    drop((s1, s2));
+    drop(lab);
+}
+
+/// `dynamic_asn = "external"` (MetalLB's dynamicASN): a session comes up with whatever AS
+/// the router has, except our own, which is refused with Bad Peer AS.
+#[test]
+fn dynamic_external_asn_peers_with_any_other_as_and_refuses_our_own() {
+    let lab = Lab::new("bgpdynasn");
+    let router = lab.router("router", &["10.10.100.1/24"]);
+    let n1 = lab.node("node1", &["10.10.100.3/24"]);
+    let n2 = lab.node("node2", &["10.10.100.4/24"]);
+    // The router is AS 64501: eBGP to node1 (AS 64500), iBGP to node2 (AS 64501).
+    let cfg = FrrConfig::new(64501, "10.10.100.1")
+        .neighbor("10.10.100.3", 64500)
+        .neighbor("10.10.100.4", 64501);
+    let frr = Frr::start(&router, &cfg).unwrap();
+    let dynamic = |my_asn| {
+        PeerSpec::new("10.10.100.1", my_asn, 0)
+            .with("dynamic_asn = \"external\"")
+            .with("connect_time = \"1s\"")
+    };
+    let s1 = Speaker::start(&n1, &[dynamic(64500)], &[VIP4]);
+    let s2 = Speaker::start(&n2, &[dynamic(64501)], &[VIP4]);
+    frr.wait_established("10.10.100.3", 20 * S)
+        .unwrap_or_else(|e| panic!("{e}\nspeaker:\n{}", s1.log()));
+    wait_until(10 * S, "eBGP route at FRR", || {
+        !frr.paths(&format!("{VIP4}/32")).is_empty()
+    });
+    let paths = frr.paths(&format!("{VIP4}/32"));
+    assert_eq!(nexthops_of(&paths), vec!["10.10.100.3"]);
+    // eBGP: our AS in the path, no LOCAL_PREF from the advertisement (iBGP only).
+    assert_eq!(paths[0]["aspath"]["string"], "64500", "{paths:?}");
+    assert_ne!(paths[0]["locPrf"], 300, "{paths:?}");
+    // node2 shares the router's AS: its OPEN is refused, every attempt, and the attempts
+    // come every connect_time (1 s): five within 8 s, where the default backoff (1 s
+    // doubling) would take 15 s.
+    let refusals = || s2.log().matches("OPEN message error: BadPeerAs").count();
+    wait_until(20 * S, "node2 refuses the router's OPEN", || {
+        refusals() >= 1
+    });
+    wait_until(8 * S, "four more attempts, one per connect_time", || {
+        refusals() >= 5
+    });
     assert_ne!(
         frr.neighbor_state("10.10.100.4").as_deref(),
         Some("Established")

@@ -4,6 +4,8 @@
 //! also when it fails. One module per former test binary; e.g.
 //! `cargo test --test lab lab_selftest::` runs the lab's self-tests.
 
+mod alert_series;
+mod allocate_only_lab;
 mod bfd_lab;
 mod bgp_graceful_restart;
 mod bgp_interop;

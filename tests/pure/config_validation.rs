@@ -132,8 +132,9 @@ fn example_config_validates_with_defaults_filled_in() {
     assert_eq!(c.node.role, Role::Member);
     assert_eq!(c.cluster.members.len(), 3);
     assert_eq!(c.cluster.lease, Duration::from_millis(150));
-    assert_eq!(c.pools.len(), 2);
+    assert_eq!(c.pools.len(), 3);
     assert_eq!(c.pools[1].protocol, PoolProtocol::Bgp);
+    assert_eq!(c.pools[2].protocol, PoolProtocol::None);
     assert_eq!(
         c.pools[1].bgp_advertisements[0].communities,
         vec![Community((64500 << 16) | 100), Community::NO_EXPORT]
@@ -522,7 +523,69 @@ fn duplicate_pool_names_are_an_error() {
 #[test]
 fn unknown_pool_protocol_is_an_error() {
     let text = POOL.replace("\"layer2\"", "\"l2\"");
-    assert_error(&text, "\"l2\"", &["\"layer2\" or \"bgp\""]);
+    assert_error(&text, "\"l2\"", &["\"layer2\", \"bgp\" or \"none\""]);
+}
+
+/// An allocate-only pool (MetalLB's IPAddressPool without an advertisement).
+const NONE_POOL: &str = r#"
+[[pool]]
+name = "static-routed"
+protocol = "none"
+addresses = ["192.0.2.0/28"]
+"#;
+
+#[test]
+fn allocate_only_pool_is_parsed_with_protocol_none() {
+    let checked = valid(NONE_POOL);
+    assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
+    let pool = &checked.config.pools[0];
+    assert_eq!(pool.protocol, PoolProtocol::None);
+    assert!(!pool.protocol.announced());
+    assert_eq!(pool.ranges.len(), 1);
+    assert!(pool.auto_assign);
+}
+
+#[test]
+fn interfaces_on_an_allocate_only_pool_is_an_error() {
+    let text = format!("{NONE_POOL}interfaces = [\"eth0\"]\n");
+    assert_error(
+        &text,
+        "[\"eth0\"]",
+        &["layer2 pools", "\"static-routed\" is none"],
+    );
+}
+
+#[test]
+fn node_selectors_on_an_allocate_only_pool_is_an_error() {
+    let text = format!("{NONE_POOL}node_selectors = [{{ match_labels = {{ rack = \"a\" }} }}]\n");
+    assert_error(
+        &text,
+        "{ match_labels",
+        &["allocate-only", "no node_selectors"],
+    );
+}
+
+#[test]
+fn bgp_advertisement_on_an_allocate_only_pool_is_an_error() {
+    let text = format!("{NONE_POOL}\n[[pool.bgp_advertisement]]\naggregation_length = 32\n");
+    let errors = errors_with(&text, &ctx());
+    assert_eq!(errors.len(), 1, "{}", Diagnostics(errors.clone()));
+    assert!(
+        errors[0]
+            .message
+            .contains("bgp_advertisement is for bgp pools, but pool \"static-routed\" is none")
+    );
+    assert_eq!(
+        errors[0].line,
+        position(&text, "[[pool.bgp_advertisement]]").0
+    );
+}
+
+#[test]
+fn static_service_may_use_an_allocate_only_pool() {
+    let text = format!("{NONE_POOL}\n[[service]]\nname = \"vip\"\npool = \"static-routed\"\n");
+    let c = valid(&text).config;
+    assert_eq!(c.services[0].pool, "static-routed");
 }
 
 #[test]
@@ -819,6 +882,75 @@ fn peer_defaults_are_filled_in() {
     assert!(p.is_ibgp());
     // Test fixtures build peers with `BgpPeer::new`: it must be what the parser makes.
     assert_eq!(p, BgpPeer::new(64500, 64500, "10.0.0.1".parse().unwrap()));
+}
+
+#[test]
+fn connect_time_is_whole_seconds_from_1s_to_65535s() {
+    let p = valid(&format!("{BGP}connect_time = \"10s\"\n"))
+        .config
+        .bgp_peers[0]
+        .clone();
+    assert_eq!(p.connect_time, Some(Duration::from_secs(10)));
+    assert_eq!(valid(BGP).config.bgp_peers[0].connect_time, None);
+    let text = format!("{BGP}connect_time = \"0s\"\n");
+    assert_error(&text, "\"0s\"", &["connect_time 0s", "1s to 65535s"]);
+    let text = format!("{BGP}connect_time = \"1500ms\"\n");
+    assert_error(&text, "\"1500ms\"", &["connect_time", "whole seconds"]);
+    let text = format!("{BGP}connect_time = \"20h\"\n");
+    assert_error(&text, "\"20h\"", &["connect_time", "at most 65535s"]);
+    let text = format!("{BGP}connect_time = \"soon\"\n");
+    assert_error(&text, "\"soon\"", &["connect_time"]);
+}
+
+#[test]
+fn connect_time_on_a_passive_peer_warns() {
+    let checked = valid(&format!("{BGP}passive = true\nconnect_time = \"5s\"\n"));
+    assert_eq!(checked.warnings.len(), 1);
+    assert!(
+        checked.warnings[0]
+            .message
+            .contains("no effect on a passive peer")
+    );
+}
+
+#[test]
+fn dynamic_asn_replaces_peer_asn() {
+    let internal = BGP.replace("peer_asn = 64500", "dynamic_asn = \"internal\"");
+    let p = valid(&internal).config.bgp_peers[0].clone();
+    assert_eq!(p.dynamic_asn, Some(DynamicAsn::Internal));
+    assert_eq!(p.peer_asn, 64500);
+    assert!(p.is_ibgp());
+    let external = BGP.replace("peer_asn = 64500", "dynamic_asn = \"external\"");
+    let p = valid(&external).config.bgp_peers[0].clone();
+    assert_eq!(p.dynamic_asn, Some(DynamicAsn::External));
+    assert_eq!(p.peer_asn, 0);
+    assert!(!p.is_ibgp());
+}
+
+#[test]
+fn dynamic_asn_with_peer_asn_is_an_error() {
+    let text = format!("{BGP}dynamic_asn = \"external\"\n");
+    assert_error(
+        &text,
+        "\"external\"",
+        &["dynamic_asn and peer_asn are both set"],
+    );
+}
+
+#[test]
+fn unknown_dynamic_asn_is_an_error() {
+    let text = BGP.replace("peer_asn = 64500", "dynamic_asn = \"ebgp\"");
+    assert_error(&text, "\"ebgp\"", &["\"internal\"", "\"external\""]);
+}
+
+#[test]
+fn peer_without_peer_asn_or_dynamic_asn_is_an_error() {
+    let text = BGP.replace("peer_asn = 64500\n", "");
+    assert_error(
+        &text,
+        "[[bgp_peer]]",
+        &["missing required key `peer_asn`", "dynamic_asn"],
+    );
 }
 
 #[test]

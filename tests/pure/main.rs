@@ -12,6 +12,7 @@ mod cluster_model;
 mod cluster_simulation;
 mod config_fuzz;
 mod config_validation;
+mod import_corpus;
 mod import_metallb;
 mod import_validates;
 mod l2_fixtures;

@@ -107,7 +107,9 @@ pub(crate) struct RawAdvertisement {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPeer {
     pub my_asn: S<i64>,
-    pub peer_asn: S<i64>,
+    /// Required unless `dynamic_asn` is given.
+    pub peer_asn: Option<S<i64>>,
+    pub dynamic_asn: Option<S<String>>,
     pub address: S<String>,
     pub port: Option<S<i64>>,
     pub hold_time: Option<S<String>>,
@@ -118,6 +120,7 @@ pub(crate) struct RawPeer {
     pub ebgp_multihop: Option<S<i64>>,
     pub passive: Option<bool>,
     pub connect_delay: Option<S<String>>,
+    pub connect_time: Option<S<String>>,
     pub node_selectors: Option<Vec<S<RawSelector>>>,
     pub bfd: Option<S<RawBfd>>,
     pub graceful_restart: Option<S<bool>>,

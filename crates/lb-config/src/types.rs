@@ -8,6 +8,7 @@ use std::time::Duration;
 
 pub use crate::model::StaticService;
 use crate::model::{NodeSelector, Pool, Pools};
+pub use lb_core::bgp::fsm::DynamicAsn;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -111,7 +112,10 @@ impl Default for Layer2Config {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BgpPeer {
     pub my_asn: u32,
+    /// With `dynamic_asn`: `my_asn` when internal, 0 when external (the peer's OPEN says).
     pub peer_asn: u32,
+    /// The peer's AS is not fixed (MetalLB's `dynamicASN`).
+    pub dynamic_asn: Option<DynamicAsn>,
     pub address: IpAddr,
     pub port: u16,
     /// Whole seconds; zero means no keepalives and no hold timer (RFC 4271 §4.2).
@@ -129,6 +133,9 @@ pub struct BgpPeer {
     /// Only accept the peer's connection, never dial.
     pub passive: bool,
     pub connect_delay: Duration,
+    /// The interval between connection attempts (MetalLB's `connectTime`, the RFC 4271
+    /// ConnectRetryTimer), whole seconds; `None`: 1 s doubling after each failure up to 2 min.
+    pub connect_time: Option<Duration>,
     /// Only these nodes peer (empty: all).
     pub node_selectors: Vec<NodeSelector>,
     pub bfd: Option<BfdConfig>,
@@ -150,6 +157,7 @@ impl BgpPeer {
         BgpPeer {
             my_asn,
             peer_asn,
+            dynamic_asn: None,
             address,
             port: Self::DEFAULT_PORT,
             hold_time: Self::DEFAULT_HOLD_TIME,
@@ -160,6 +168,7 @@ impl BgpPeer {
             ebgp_multihop: 1,
             passive: false,
             connect_delay: Duration::ZERO,
+            connect_time: None,
             node_selectors: vec![],
             bfd: None,
             graceful_restart: Some(Self::DEFAULT_RESTART_TIME),
@@ -167,7 +176,11 @@ impl BgpPeer {
     }
 
     pub fn is_ibgp(&self) -> bool {
-        self.my_asn == self.peer_asn
+        match self.dynamic_asn {
+            Some(DynamicAsn::Internal) => true,
+            Some(DynamicAsn::External) => false,
+            None => self.my_asn == self.peer_asn,
+        }
     }
 
     /// What the route advertiser needs of this peer.

@@ -1064,7 +1064,7 @@ impl Checker<'_> {
         for raw_peer in raw {
             let p = raw_peer.get_ref();
             let my_asn = self.asn("my_asn", &p.my_asn);
-            let peer_asn = self.asn("peer_asn", &p.peer_asn);
+            let (peer_asn, dynamic_asn) = self.peer_asn(raw_peer, my_asn);
             let address = self.ip("address", &p.address);
             if let Some(a) = address
                 && (a.is_unspecified() || a.is_multicast() || a == IpAddr::V4(Ipv4Addr::BROADCAST))
@@ -1175,6 +1175,7 @@ impl Checker<'_> {
                 .unwrap_or(1);
             if let (Some(m), Some(a), Some(b)) = (&p.ebgp_multihop, my_asn, peer_asn)
                 && a == b
+                && dynamic_asn != Some(DynamicAsn::External)
                 && *m.get_ref() != 1
             {
                 self.sink.warning(
@@ -1188,6 +1189,23 @@ impl Checker<'_> {
                 true,
                 Duration::ZERO,
             );
+            let connect_time = p.connect_time.as_ref().and_then(|t| {
+                let d = self.bgp_seconds("connect_time", t)?;
+                if d.is_zero() {
+                    self.sink.error(
+                        t.span(),
+                        "connect_time 0s is too short: expected whole seconds from 1s to 65535s",
+                    );
+                    return None;
+                }
+                if p.passive == Some(true) {
+                    self.sink.warning(
+                        t.span(),
+                        "connect_time has no effect on a passive peer (it never connects): expected it only on active peers",
+                    );
+                }
+                Some(d)
+            });
             let node_selectors = self.selectors(p.node_selectors.as_ref());
             let bfd = p.bfd.as_ref().map(|b| self.bfd(b.get_ref()));
             let graceful_restart = self.graceful_restart(p);
@@ -1217,6 +1235,7 @@ impl Checker<'_> {
             out.push(BgpPeer {
                 my_asn,
                 peer_asn,
+                dynamic_asn,
                 address,
                 port,
                 hold_time,
@@ -1227,12 +1246,57 @@ impl Checker<'_> {
                 ebgp_multihop,
                 passive: p.passive.unwrap_or(false),
                 connect_delay,
+                connect_time,
                 node_selectors,
                 bfd,
                 graceful_restart,
             });
         }
         out
+    }
+
+    /// `peer_asn`, or `dynamic_asn` (one of them): the AS the peer's OPEN must carry (`my_asn`
+    /// for internal, 0 for external) and the dynamic kind.
+    fn peer_asn(
+        &mut self,
+        raw: &S<RawPeer>,
+        my_asn: Option<u32>,
+    ) -> (Option<u32>, Option<DynamicAsn>) {
+        let p = raw.get_ref();
+        let dynamic = match &p.dynamic_asn {
+            None => None,
+            Some(d) => match d.get_ref().as_str() {
+                "internal" => Some(Ok(DynamicAsn::Internal)),
+                "external" => Some(Ok(DynamicAsn::External)),
+                other => {
+                    self.sink.error(
+                        d.span(),
+                        format!("dynamic_asn {other:?} is unknown: expected \"internal\" (the peer's AS is ours) or \"external\" (any other AS)"),
+                    );
+                    Some(Err(()))
+                }
+            },
+        };
+        match (&p.peer_asn, &p.dynamic_asn, dynamic) {
+            (Some(_), Some(d), _) => {
+                self.sink.error(
+                    d.span(),
+                    "dynamic_asn and peer_asn are both set: expected one of them (peer_asn for a fixed AS, dynamic_asn when the peer's AS is not fixed)",
+                );
+                (None, None)
+            }
+            (Some(a), None, _) => (self.asn("peer_asn", a), None),
+            (None, _, Some(Ok(DynamicAsn::Internal))) => (my_asn, Some(DynamicAsn::Internal)),
+            (None, _, Some(Ok(DynamicAsn::External))) => (Some(0), Some(DynamicAsn::External)),
+            (None, _, Some(Err(()))) => (None, None),
+            (None, _, None) => {
+                self.sink.error(
+                    raw.span(),
+                    "missing required key `peer_asn`: expected peer_asn, or dynamic_asn = \"internal\" or \"external\" when the peer's AS is not fixed",
+                );
+                (None, None)
+            }
+        }
     }
 
     /// `graceful_restart` (default on) and `restart_time` (RFC 4724 §3: 12 bits of seconds).
@@ -1316,10 +1380,11 @@ impl Checker<'_> {
             let protocol = match p.protocol.get_ref().as_str() {
                 "layer2" => Some(PoolProtocol::Layer2),
                 "bgp" => Some(PoolProtocol::Bgp),
+                "none" => Some(PoolProtocol::None),
                 other => {
                     self.sink.error(
                         p.protocol.span(),
-                        format!("protocol {other:?} is unknown: expected \"layer2\" or \"bgp\""),
+                        format!("protocol {other:?} is unknown: expected \"layer2\", \"bgp\" or \"none\" (allocate-only)"),
                     );
                     None
                 }
@@ -1369,21 +1434,29 @@ impl Checker<'_> {
                     list.get_ref().iter().map(|i| i.get_ref().clone()).collect()
                 })
                 .unwrap_or_default();
-            if protocol == Some(PoolProtocol::Bgp)
+            if let Some(proto @ (PoolProtocol::Bgp | PoolProtocol::None)) = protocol
                 && let Some(i) = &p.interfaces
             {
                 self.sink.error(
                     i.span(),
-                    format!("interfaces is for layer2 pools, but pool {name:?} is bgp: expected no interfaces here"),
+                    format!("interfaces is for layer2 pools, but pool {name:?} is {proto}: expected no interfaces here"),
+                );
+            }
+            if protocol == Some(PoolProtocol::None)
+                && let Some(first) = p.node_selectors.as_ref().and_then(|s| s.first())
+            {
+                self.sink.error(
+                    first.span(),
+                    format!("node_selectors choose the hosts that announce a pool, but pool {name:?} is allocate-only (protocol = \"none\"): expected no node_selectors here"),
                 );
             }
             let node_selectors = self.selectors(p.node_selectors.as_ref());
             let mut bgp_advertisements = Vec::new();
             if let Some(advs) = &p.bgp_advertisement {
-                if protocol == Some(PoolProtocol::Layer2) {
+                if let Some(proto @ (PoolProtocol::Layer2 | PoolProtocol::None)) = protocol {
                     self.sink.error(
                         advs.span(),
-                        format!("bgp_advertisement is for bgp pools, but pool {name:?} is layer2: expected protocol = \"bgp\" or no [[pool.bgp_advertisement]]"),
+                        format!("bgp_advertisement is for bgp pools, but pool {name:?} is {proto}: expected protocol = \"bgp\" or no [[pool.bgp_advertisement]]"),
                     );
                 }
                 for adv in advs.get_ref() {

@@ -23,8 +23,11 @@ use crate::model::StaticService;
 use crate::model::kube::{Kind, KubeUpdate};
 use crate::model::{EndpointsByNode, Node, Pools, Service, ServiceKey, TrafficPolicy};
 
-/// Namespace under which `[[service]]` tables of lb.toml appear.
-pub const STATIC_NAMESPACE: &str = "static";
+/// Namespace under which `[[service]]` tables of lb.toml appear (`lb.toml/<name>`). Not a
+/// valid Kubernetes namespace (a DNS-1123 label has no dot), so no Kubernetes Service can
+/// share a key with a static one and take its address: with `static`, a Service `web` in a
+/// namespace called `static` could.
+pub const STATIC_NAMESPACE: &str = "lb.toml";
 
 // Inputs are moved once into `step`; boxing the common case would only add allocations.
 #[allow(clippy::large_enum_variant)]
@@ -833,8 +836,41 @@ mod tests {
         );
         assert_eq!(
             ann[0].services,
-            vec![ServiceKey::new("static", "apiserver")]
+            vec![ServiceKey::new(STATIC_NAMESPACE, "apiserver")]
         );
+    }
+
+    #[test]
+    fn a_kubernetes_service_named_like_a_static_one_leaves_its_address_alone() {
+        let statics = vec![StaticService {
+            name: "web".into(),
+            pool: "p".into(),
+            ip: Some(ip("10.0.0.1")),
+            assign: false,
+            ports: vec![],
+        }];
+        let mut c = Controller::new(vec![pool("p", "10.0.0.1", "10.0.0.2")], statics, None, true);
+        c.step(Input::Writer(true));
+        // The namespace a static service's key would have had before: any user may create it.
+        let mut hostile = svc("web");
+        hostile.key = ServiceKey::new("static", "web");
+        hostile.requested_ips = vec![ip("10.0.0.1")];
+        c.step(Input::Kube(KubeUpdate::Service(hostile)));
+        let out = sync_all(&mut c);
+        assert!(
+            writes(&out)
+                .iter()
+                .all(|(_, ips)| !ips.contains(&ip("10.0.0.1"))),
+            "the Kubernetes Service must not get the static address: {out:?}"
+        );
+        let ann = c.announcements();
+        assert_eq!(ann.len(), 1, "{ann:?}");
+        assert_eq!(ann[0].ip, ip("10.0.0.1"));
+        assert_eq!(
+            ann[0].services,
+            vec![ServiceKey::new(STATIC_NAMESPACE, "web")]
+        );
+        assert_eq!(ann[0].services[0].to_string(), "lb.toml/web");
     }
 
     #[test]

@@ -13,15 +13,21 @@
 //! `[[pool.bgp_advertisement]]`, `[[bgp_peer]]`) plus notes: everything that has no lb
 //! equivalent or was changed. Nothing is dropped without a note. Whatever MetalLB itself
 //! rejects (a missing ASN, an unparsable address, an unknown community alias) is an
-//! [`ImportError`] naming the document and key path. The importer is a pure function of its
-//! input: same input, same bytes out.
+//! [`ImportError`] naming the document and key path. The output is then run through lb's
+//! own validator (`lbd --check-config`'s, without file checks): anything it rejects, and any
+//! reference to a resource missing from the input, is [`ImportError::Unfinished`], listing
+//! every such problem at the input it came from. So an import either succeeds with an
+//! lb.toml that passes check-config (once the files the notes name exist) or says what is
+//! left to do. The importer is a pure function of its input: same input, same bytes out.
+//!
+//! A CRD pool that no advertisement covers becomes an allocate-only pool
+//! (`protocol = "none"`), as MetalLB treats it: allocated from, never announced.
+//! `dynamicASN` and `connectTime` map to `dynamic_asn` and `connect_time`.
 //!
 //! Choices where MetalLB and lb differ (each one also produces a note):
 //! - Passwords are never copied: a peer with `password` or `passwordSecret` gets
 //!   `password_file = "/etc/lb/bgp-peer-<address>.key"` and the note says what to write there.
 //! - A pool announced by both an L2Advertisement and a BGPAdvertisement becomes a `bgp` pool.
-//! - A CRD pool that no advertisement covers is left out (MetalLB allocates from it but never
-//!   announces it; lb has no allocate-only pools).
 //! - `ebgpMultiHop: true` becomes `ebgp_multihop = 255` (the TTL FRR uses for the bare flag).
 //! - `bfdProfile` becomes a `bfd` table from the profile in the input, or MetalLB's defaults
 //!   (300 ms, 300 ms, ×3) when the profile is not in the input.
@@ -117,17 +123,22 @@ pub enum ImportError {
         name: String,
         first: String,
     },
-    #[error("{at}: {what} {name:?} is not defined in the input")]
-    UnknownReference {
-        at: String,
-        what: &'static str,
-        name: String,
-    },
+    /// The output would not be a complete, valid lb.toml: each problem names the input
+    /// (a reference to a resource missing from it, or what lb's validator rejects).
+    #[error(
+        "the input does not convert to a valid lb.toml; left to do:{}",
+        bullets(problems)
+    )]
+    Unfinished { problems: Vec<String> },
     #[error("cannot write TOML: {0}")]
     Toml(#[from] toml::ser::Error),
 }
 
 type Result<T> = std::result::Result<T, ImportError>;
+
+fn bullets(items: &[String]) -> String {
+    items.iter().map(|i| format!("\n  - {i}")).collect()
+}
 
 /// Converts a MetalLB configuration (see the module docs for the accepted shapes) to lb.toml.
 pub fn import(yaml: &str) -> Result<Imported> {
@@ -165,34 +176,72 @@ pub fn import(yaml: &str) -> Result<Imported> {
 
 #[derive(Default)]
 struct Out {
-    bgp_communities: BTreeMap<String, String>,
+    /// alias → (value, where defined)
+    bgp_communities: BTreeMap<String, (String, String)>,
     pools: Vec<PoolOut>,
     peers: Vec<PeerOut>,
 }
 
+/// Where an lb.toml table came from in the MetalLB input: the resource (or ConfigMap entry)
+/// and, per lb key, the input key it was read from. Validation errors in the output are
+/// reported at these places.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Origin {
+    at: String,
+    keys: BTreeMap<&'static str, String>,
+}
+
+impl Origin {
+    fn new(at: impl Into<String>) -> Self {
+        Origin {
+            at: at.into(),
+            keys: BTreeMap::new(),
+        }
+    }
+
+    fn key(&mut self, lb_key: &'static str, input_path: String) {
+        self.keys.insert(lb_key, input_path);
+    }
+}
+
 /// Writes lb.toml by hand so node selectors and `bfd` come out as inline tables (as in the
 /// schema), while every value goes through `toml::ser::ValueSerializer` (escaped by toml).
+/// Each line written remembers its [`Origin`] in the input.
 #[derive(Default)]
 struct TomlWriter {
     out: String,
+    /// Input location of each output line (index = line - 1).
+    lines: Vec<String>,
+    table: Origin,
 }
 
 impl TomlWriter {
-    fn header(&mut self, h: &str) {
-        if !self.out.is_empty() {
-            self.out.push('\n');
-        }
-        self.out.push_str(h);
+    fn line(&mut self, text: &str, origin: &str) {
+        self.out.push_str(text);
         self.out.push('\n');
+        // A value toml writes as a multi-line string spans several lines.
+        for _ in 0..=text.matches('\n').count() {
+            self.lines.push(origin.to_string());
+        }
+    }
+
+    fn header(&mut self, h: &str, origin: &Origin) {
+        self.table = origin.clone();
+        if !self.out.is_empty() {
+            self.line("", &origin.at);
+        }
+        self.line(h, &origin.at);
     }
 
     fn kv<T: Serialize + ?Sized>(&mut self, key: &str, v: &T) -> Result<()> {
+        let origin = self.table.keys.get(key).unwrap_or(&self.table.at).clone();
+        self.kv_at(key, v, &origin)
+    }
+
+    fn kv_at<T: Serialize + ?Sized>(&mut self, key: &str, v: &T, origin: &str) -> Result<()> {
         let mut s = String::new();
         v.serialize(toml::ser::ValueSerializer::new(&mut s))?;
-        self.out.push_str(&toml_key(key));
-        self.out.push_str(" = ");
-        self.out.push_str(&s);
-        self.out.push('\n');
+        self.line(&format!("{} = {s}", toml_key(key)), origin);
         Ok(())
     }
 
@@ -234,16 +283,17 @@ fn toml_key(k: &str) -> String {
     s
 }
 
-fn render(out: &Out) -> Result<String> {
+/// The lb.toml body and, per line, where in the input it came from.
+fn render(out: &Out) -> Result<(String, Vec<String>)> {
     let mut w = TomlWriter::default();
     if !out.bgp_communities.is_empty() {
-        w.header("[bgp_communities]");
-        for (k, v) in &out.bgp_communities {
-            w.kv(k, v)?;
+        w.header("[bgp_communities]", &Origin::new("the Community resources"));
+        for (k, (v, at)) in &out.bgp_communities {
+            w.kv_at(k, v, at)?;
         }
     }
     for p in &out.pools {
-        w.header("[[pool]]");
+        w.header("[[pool]]", &p.origin);
         w.kv("name", &p.name)?;
         w.kv("protocol", p.protocol)?;
         w.kv("addresses", &p.addresses)?;
@@ -257,7 +307,7 @@ fn render(out: &Out) -> Result<String> {
         w.list("namespace_selectors", &sa.namespace_selectors)?;
         w.list("service_selectors", &sa.service_selectors)?;
         for a in &p.bgp_advertisements {
-            w.header("[[pool.bgp_advertisement]]");
+            w.header("[[pool.bgp_advertisement]]", &a.origin);
             w.opt("aggregation_length", &a.aggregation_length)?;
             w.opt("aggregation_length_v6", &a.aggregation_length_v6)?;
             w.opt("local_pref", &a.local_pref)?;
@@ -267,9 +317,10 @@ fn render(out: &Out) -> Result<String> {
         }
     }
     for p in &out.peers {
-        w.header("[[bgp_peer]]");
+        w.header("[[bgp_peer]]", &p.origin);
         w.kv("my_asn", &p.my_asn)?;
-        w.kv("peer_asn", &p.peer_asn)?;
+        w.opt("peer_asn", &p.peer_asn)?;
+        w.opt("dynamic_asn", &p.dynamic_asn)?;
         w.kv("address", &p.address)?;
         w.opt("port", &p.port)?;
         w.opt("hold_time", &p.hold_time)?;
@@ -278,14 +329,17 @@ fn render(out: &Out) -> Result<String> {
         w.opt("source_address", &p.source_address)?;
         w.opt("password_file", &p.password_file)?;
         w.opt("ebgp_multihop", &p.ebgp_multihop)?;
+        w.opt("connect_time", &p.connect_time)?;
+        w.opt("graceful_restart", &p.graceful_restart)?;
         w.list("node_selectors", &p.node_selectors)?;
         w.opt("bfd", &p.bfd)?;
     }
-    Ok(w.out)
+    Ok((w.out, w.lines))
 }
 
 #[derive(Clone, Debug)]
 struct PoolOut {
+    origin: Origin,
     name: String,
     protocol: &'static str,
     addresses: Vec<String>,
@@ -308,6 +362,7 @@ struct ServiceAllocationOut {
 
 #[derive(Clone, Debug, Default, PartialEq)]
 struct AdvOut {
+    origin: Origin,
     aggregation_length: Option<u8>,
     aggregation_length_v6: Option<u8>,
     local_pref: Option<u32>,
@@ -321,8 +376,11 @@ struct AdvOut {
 
 #[derive(Clone, Debug)]
 struct PeerOut {
+    origin: Origin,
     my_asn: u32,
-    peer_asn: u32,
+    /// `None` with `dynamic_asn`.
+    peer_asn: Option<u32>,
+    dynamic_asn: Option<&'static str>,
     address: String,
     port: Option<u16>,
     hold_time: Option<String>,
@@ -331,6 +389,8 @@ struct PeerOut {
     source_address: Option<String>,
     password_file: Option<String>,
     ebgp_multihop: Option<u8>,
+    connect_time: Option<String>,
+    graceful_restart: Option<bool>,
     node_selectors: Vec<SelectorOut>,
     bfd: Option<BfdOut>,
 }
@@ -894,6 +954,19 @@ fn selectors(
         .collect()
 }
 
+/// Where a pool's keys come from (`p` is the pool's entry or spec).
+fn pool_origin(p: &Obj<'_>, camel: bool) -> Origin {
+    let k = |c: &'static str, kebab: &'static str| if camel { c } else { kebab };
+    let mut o = Origin::new(p.at.clone());
+    o.key("addresses", p.path("addresses"));
+    o.key("auto_assign", p.path(k("autoAssign", "auto-assign")));
+    o.key(
+        "avoid_buggy_ips",
+        p.path(k("avoidBuggyIPs", "avoid-buggy-ips")),
+    );
+    o
+}
+
 /// The file lb reads a peer's TCP-MD5 key from (RFC 2385).
 fn password_file(address: &str) -> String {
     format!("/etc/lb/bgp-peer-{address}.key")
@@ -955,8 +1028,11 @@ struct State {
     crd_pools: Vec<CrdPool>,
     l2_ads: Vec<L2Ad>,
     bgp_ads: Vec<BgpAd>,
-    /// BGPPeer names left out (unnumbered, dynamic external ASN).
+    /// BGPPeer names left out (unnumbered).
     skipped_peers: BTreeSet<String>,
+    /// What keeps the output from being a valid lb.toml, naming the input: references to
+    /// resources missing from the input, and whatever lb's validator rejects.
+    left: Vec<String>,
 }
 
 struct PeerIn {
@@ -1152,9 +1228,16 @@ impl State {
             .uint("peer-port", u16::MAX as u64)?
             .map(|n| n as u16)
             .filter(|n| *n != 0);
+        let mut origin = Origin::new(at);
+        origin.key("my_asn", p.path("my-asn"));
+        origin.key("peer_asn", p.path("peer-asn"));
+        origin.key("address", addr_at);
+        origin.key("port", p.path("peer-port"));
         let mut out = PeerOut {
+            origin,
             my_asn,
-            peer_asn,
+            peer_asn: Some(peer_asn),
+            dynamic_asn: None,
             address: address.clone(),
             port,
             hold_time: None,
@@ -1163,6 +1246,8 @@ impl State {
             source_address: None,
             password_file: None,
             ebgp_multihop: None,
+            connect_time: None,
+            graceful_restart: None,
             node_selectors: Vec::new(),
             bfd: None,
         };
@@ -1189,6 +1274,18 @@ impl State {
             if let Some(s) = p.str(key)? {
                 *slot = Some(duration(&s, &p.path(key), &mut self.notes)?);
             }
+        }
+        for (lb_key, key) in [
+            ("hold_time", k("holdTime", "hold-time")),
+            ("keepalive_time", k("keepaliveTime", "keepalive-time")),
+            ("router_id", k("routerID", "router-id")),
+            ("source_address", k("sourceAddress", "source-address")),
+            ("ebgp_multihop", k("ebgpMultiHop", "ebgp-multihop")),
+            ("node_selectors", k("nodeSelectors", "node-selectors")),
+            ("bfd", k("bfdProfile", "bfd-profile")),
+            ("password_file", "password"),
+        ] {
+            out.origin.key(lb_key, p.path(key));
         }
         if let Some(h) = &out.hold_time {
             // RFC 4271 §4.2: the hold time is zero or at least three seconds.
@@ -1230,7 +1327,7 @@ impl State {
         }
         let mh_key = k("ebgpMultiHop", "ebgp-multihop");
         if p.bool(mh_key)? == Some(true) {
-            if out.my_asn == out.peer_asn {
+            if out.peer_asn == Some(out.my_asn) || out.dynamic_asn == Some("internal") {
                 return Err(ImportError::Invalid {
                     at: p.path(mh_key),
                     value: "true".into(),
@@ -1311,6 +1408,7 @@ impl State {
             bgp_advertisements.push(adv);
         }
         Ok(PoolOut {
+            origin: pool_origin(p, camel),
             name,
             protocol,
             addresses,
@@ -1352,7 +1450,25 @@ impl State {
             .map(|n| n as u32)
             .filter(|n| !camel || *n != 0);
         let raw_communities = a.str_list("communities")?;
+        let mut origin = Origin::new(a.at.clone());
+        for (lb_key, key) in [
+            (
+                "aggregation_length",
+                k("aggregationLength", "aggregation-length"),
+            ),
+            (
+                "aggregation_length_v6",
+                k("aggregationLengthV6", "aggregation-length-v6"),
+            ),
+            ("local_pref", k("localPref", "localpref")),
+            ("communities", "communities"),
+            ("node_selectors", "nodeSelectors"),
+            ("peers", "peers"),
+        ] {
+            origin.key(lb_key, a.path(key));
+        }
         Ok(AdvOut {
+            origin,
             aggregation_length,
             aggregation_length_v6,
             local_pref,
@@ -1444,6 +1560,7 @@ impl State {
                     at: dat.clone(),
                     labels: m.labels,
                     out: PoolOut {
+                        origin: pool_origin(&spec, true),
                         name,
                         protocol: "layer2",
                         addresses,
@@ -1546,7 +1663,7 @@ impl State {
     fn crd_peer(&mut self, spec: &mut Obj<'_>, m: &Meta) -> Result<Option<PeerIn>> {
         let my_asn = asn(spec.get("myASN"), spec.path("myASN"))?;
         let dynamic = spec.str("dynamicASN")?;
-        let peer_asn = match (spec.has("peerASN"), dynamic.as_deref()) {
+        let (peer_asn, dynamic_asn) = match (spec.has("peerASN"), dynamic.as_deref()) {
             (true, Some(_)) => {
                 return Err(ImportError::Invalid {
                     at: spec.path("dynamicASN"),
@@ -1554,21 +1671,15 @@ impl State {
                     reason: "peerASN and dynamicASN are mutually exclusive".into(),
                 });
             }
-            (true, None) => asn(spec.get("peerASN"), spec.path("peerASN"))?,
-            (false, Some("internal")) => {
-                self.notes.push(format!(
-                    "{}: internal became peer_asn = my_asn = {my_asn}",
-                    spec.path("dynamicASN")
-                ));
-                my_asn
-            }
+            (true, None) => (Some(asn(spec.get("peerASN"), spec.path("peerASN"))?), None),
+            (false, Some("internal")) => (None, Some("internal")),
+            (false, Some("external")) => (None, Some("external")),
             (false, Some(other)) => {
-                self.notes.push(format!(
-                    "{}: {other:?} has no lb equivalent (lb needs the peer's AS number); \
-                     this peer was left out — add it with peer_asn set",
-                    spec.path("dynamicASN")
-                ));
-                return Ok(None);
+                return Err(ImportError::Invalid {
+                    at: spec.path("dynamicASN"),
+                    value: truncate(other),
+                    reason: "expected internal or external".into(),
+                });
             }
             (false, None) => {
                 return Err(ImportError::Missing {
@@ -1597,9 +1708,29 @@ impl State {
             .uint("peerPort", u16::MAX as u64)?
             .map(|n| n as u16)
             .filter(|n| *n != 0);
+        let mut origin = Origin::new(spec.at.clone());
+        for (lb_key, key) in [
+            ("my_asn", "myASN"),
+            ("peer_asn", "peerASN"),
+            ("dynamic_asn", "dynamicASN"),
+            ("address", "peerAddress"),
+            ("port", "peerPort"),
+            ("connect_time", "connectTime"),
+            ("graceful_restart", "enableGracefulRestart"),
+        ] {
+            origin.key(lb_key, spec.path(key));
+        }
+        let connect_time = match spec.str("connectTime")? {
+            Some(t) => Some(duration(&t, &spec.path("connectTime"), &mut self.notes)?),
+            None => None,
+        };
+        // Mirrored when given; absent, lb's default (on) applies (migrate-from-metallb.md).
+        let graceful_restart = spec.bool("enableGracefulRestart")?;
         let mut out = PeerOut {
+            origin,
             my_asn,
             peer_asn,
+            dynamic_asn,
             address: address.clone(),
             port,
             hold_time: None,
@@ -1608,6 +1739,8 @@ impl State {
             source_address: None,
             password_file: None,
             ebgp_multihop: None,
+            connect_time,
+            graceful_restart,
             node_selectors: Vec::new(),
             bfd: None,
         };
@@ -1647,14 +1780,6 @@ impl State {
         }
         for (key, what) in [
             (
-                "connectTime",
-                "lb retries connections with its own backoff; connect_delay is the delay before the first attempt, not this",
-            ),
-            (
-                "enableGracefulRestart",
-                "lb does not implement graceful restart",
-            ),
-            (
                 "disableMP",
                 "lb always negotiates multiprotocol IPv4 and IPv6 (RFC 4760)",
             ),
@@ -1684,10 +1809,7 @@ impl State {
 
     fn finish(mut self) -> Result<Imported> {
         let mut out = Out {
-            bgp_communities: std::mem::take(&mut self.communities)
-                .into_iter()
-                .map(|(k, (v, _))| (k, v))
-                .collect(),
+            bgp_communities: std::mem::take(&mut self.communities),
             ..Out::default()
         };
         let mut pool_names: BTreeMap<String, String> = BTreeMap::new();
@@ -1735,7 +1857,13 @@ impl State {
             }
             out.peers.push(p.out);
         }
-        let body = render(&out)?;
+        let (body, origins) = render(&out)?;
+        self.check_output(&body, &origins);
+        if !self.left.is_empty() {
+            return Err(ImportError::Unfinished {
+                problems: std::mem::take(&mut self.left),
+            });
+        }
         let mut text = String::new();
         text.push_str(
             "# lb.toml imported from a MetalLB configuration by `lbctl import-metallb`.\n",
@@ -1761,6 +1889,37 @@ impl State {
             toml: text,
             notes: self.notes,
         })
+    }
+
+    /// Runs lb's own validator (what `lbd --check-config` runs) on the output: an error is
+    /// something left to do, reported at the input it came from; a warning becomes a note.
+    /// Files are not checked: the notes say which ones to create.
+    fn check_output(&mut self, body: &str, origins: &[String]) {
+        let ctx = lb_config::Context {
+            // The output has no [node]: any valid host name stands for the host it goes to.
+            hostname: "localhost".into(),
+            check_files: false,
+        };
+        let diagnostics = match lb_config::parse_str(body, std::path::Path::new("lb.toml"), &ctx) {
+            Ok(checked) => checked.warnings,
+            Err(lb_config::Diagnostics(all)) => all,
+        };
+        for d in diagnostics {
+            let at = d
+                .line
+                .checked_sub(1)
+                .and_then(|i| origins.get(i))
+                .map_or("the input as a whole", String::as_str);
+            let message = input_lines(&d.message, origins);
+            match d.severity {
+                lb_config::Severity::Error => self.left.push(format!(
+                    "{at}: lb.toml would not pass check-config: {message}"
+                )),
+                lb_config::Severity::Warning => self
+                    .notes
+                    .push(format!("{at}: lb.toml check warns: {message}")),
+            }
+        }
     }
 
     fn bfd_for(&mut self, at: &str, name: &str) -> BfdOut {
@@ -1813,8 +1972,9 @@ impl State {
                 Some(i) => {
                     hit.insert(i);
                 }
-                None => self.notes.push(format!(
-                    "{nat}: IPAddressPool {name:?} is not in the input; {kind_note} for it ignored"
+                None => self.left.push(format!(
+                    "{nat}: IPAddressPool {name:?} is not in the input: expected it in the \
+                     input, or the name removed from {kind_note}"
                 )),
             }
         }
@@ -1889,11 +2049,10 @@ impl State {
                          not name it"
                     ));
                 } else {
-                    return Err(ImportError::UnknownReference {
-                        at: pat.clone(),
-                        what: "BGPPeer",
-                        name: name.clone(),
-                    });
+                    self.left.push(format!(
+                        "{pat}: BGPPeer {name:?} is not in the input: expected it in the \
+                         input, or the name removed from the BGPAdvertisement"
+                    ));
                 }
             }
             if !ad.peers.is_empty() && adv.peers.is_empty() {
@@ -1951,6 +2110,14 @@ impl State {
                         }
                     }
                 }
+                if let Some(a) = ads.iter().find(|a| !a.node_selectors.is_empty()) {
+                    pool.origin
+                        .key("node_selectors", format!("{}: spec.nodeSelectors", a.at));
+                }
+                if let Some(a) = ads.iter().find(|a| !a.interfaces.is_empty()) {
+                    pool.origin
+                        .key("interfaces", format!("{}: spec.interfaces", a.at));
+                }
                 if ads.iter().all(|a| !a.interfaces.is_empty()) {
                     for a in &ads {
                         for ifc in &a.interfaces {
@@ -1975,18 +2142,37 @@ impl State {
                     ));
                 }
             } else {
-                self.notes.push(format!(
-                    "{}: pool {:?} has no L2Advertisement or BGPAdvertisement, so MetalLB \
-                     allocates from it but never announces it; lb has no allocate-only pools, \
-                     so it was left out — add it with the protocol you want",
-                    p.at, pool.name
-                ));
-                continue;
+                // No advertisement: MetalLB allocates from it and announces nothing; so
+                // does lb's allocate-only pool.
+                pool.protocol = "none";
             }
             out.push(pool);
         }
         Ok(out)
     }
+}
+
+/// A validator message with each "line N" of the output (e.g. "overlaps … (line 4)") replaced
+/// by the input location that line came from: the user has the input, not our output.
+fn input_lines(message: &str, origins: &[String]) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(i) = rest.find("line ") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 5..];
+        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        match after[..digits]
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| origins.get(n.checked_sub(1)?))
+        {
+            Some(origin) => out.push_str(origin),
+            None => out.push_str(&rest[i..i + 5 + digits]),
+        }
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Milliseconds of a duration already in lb syntax (as produced by [`duration`]).
@@ -2103,6 +2289,27 @@ mod tests {
         ] {
             assert!(address(bad, "x").is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn validator_line_numbers_become_input_locations() {
+        let origins = vec!["a".to_string(), "doc 2: spec.addresses".to_string()];
+        assert_eq!(
+            input_lines("x overlaps y (line 2): expected z", &origins),
+            "x overlaps y (doc 2: spec.addresses): expected z"
+        );
+        assert_eq!(input_lines("line 9 and line", &origins), "line 9 and line");
+    }
+
+    #[test]
+    fn every_output_line_has_an_origin() {
+        let mut w = TomlWriter::default();
+        w.header("[[pool]]", &Origin::new("doc 1"));
+        w.kv("name", "a\nb\nc").unwrap();
+        w.header("[[bgp_peer]]", &Origin::new("doc 2"));
+        w.kv("address", "10.0.0.1").unwrap();
+        assert_eq!(w.lines.len(), w.out.lines().count(), "{}", w.out);
+        assert_eq!(w.lines.last().map(String::as_str), Some("doc 2"));
     }
 
     #[test]

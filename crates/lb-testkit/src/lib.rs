@@ -11,12 +11,14 @@
 //!   and the chaos soak, each built from the above;
 //! - [`cluster_sim`]: the deterministic simulation of raft-lite hosts; [`rng`] the seeded
 //!   random numbers of the simulation and the soak;
-//! - [`bench`], [`bgp_lab`]: helpers of the benchmark examples.
+//! - [`bench`], [`bgp_lab`]: helpers of the benchmark examples;
+//! - [`alerts`]: the shipped alert rules and dashboard, and the metric names they query.
 //!
 //! Paths into the repository (fixtures, packaging files) are taken from [`repo_root`], the
 //! probes from [`kit_dir`], never from the working directory. The kit's public items are its
 //! API: what no test or example uses is deleted, not allowed as dead code.
 
+pub mod alerts;
 pub mod apiserver;
 pub mod bench;
 pub mod bgp_lab;

@@ -37,10 +37,31 @@ use super::codec::{
 /// RFC 4271 §8.2.2: hold timer while waiting for the peer's OPEN ("4 minutes is suggested").
 pub const OPEN_HOLD_TIME: Duration = Duration::from_secs(240);
 
+/// A peer whose AS number is not fixed (MetalLB's `dynamicASN`): only whether it is ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DynamicAsn {
+    /// iBGP: the peer's AS is our own.
+    Internal,
+    /// eBGP: any AS but our own; the peer's OPEN says which.
+    External,
+}
+
+impl std::fmt::Display for DynamicAsn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DynamicAsn::Internal => "internal",
+            DynamicAsn::External => "external",
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionConfig {
     pub local_asn: u32,
+    /// The AS the peer's OPEN must carry; ignored with `dynamic_asn`.
     pub peer_asn: u32,
+    /// The peer's AS is not fixed: accept any internal (= `local_asn`) or any external one.
+    pub dynamic_asn: Option<DynamicAsn>,
     pub router_id: Ipv4Addr,
     /// Proposed hold time in seconds: 0 (no keepalives) or at least 3.
     pub hold_time: u16,
@@ -80,6 +101,7 @@ impl SessionConfig {
         Self {
             local_asn,
             peer_asn,
+            dynamic_asn: None,
             router_id,
             hold_time: 90,
             keepalive_time: None,
@@ -95,7 +117,11 @@ impl SessionConfig {
     }
 
     pub fn is_ibgp(&self) -> bool {
-        self.local_asn == self.peer_asn
+        match self.dynamic_asn {
+            Some(DynamicAsn::Internal) => true,
+            Some(DynamicAsn::External) => false,
+            None => self.local_asn == self.peer_asn,
+        }
     }
 
     /// The OPEN this session sends.
@@ -727,12 +753,27 @@ impl Session {
     /// Check the peer's OPEN (RFC 4271 §6.2) and negotiate.
     fn check_open(&self, open: &Open) -> Result<(), OpenError> {
         let asn = open.asn();
-        if asn != self.config.peer_asn {
-            return Err(OpenError::BadPeerAs {
-                expected: self.config.peer_asn,
-                received: asn,
-                my_as_field: open.my_as,
-            });
+        match self.config.dynamic_asn {
+            Some(DynamicAsn::External) if asn == self.config.local_asn => {
+                return Err(OpenError::PeerAsNotExternal {
+                    local: asn,
+                    my_as_field: open.my_as,
+                });
+            }
+            Some(DynamicAsn::External) => {}
+            Some(DynamicAsn::Internal) | None => {
+                let expected = match self.config.dynamic_asn {
+                    Some(_) => self.config.local_asn,
+                    None => self.config.peer_asn,
+                };
+                if asn != expected {
+                    return Err(OpenError::BadPeerAs {
+                        expected,
+                        received: asn,
+                        my_as_field: open.my_as,
+                    });
+                }
+            }
         }
         // RFC 6286 §2.1: within an AS the identifiers must differ.
         if self.config.is_ibgp() && open.bgp_id == self.config.router_id {

@@ -367,6 +367,76 @@ fn opensent_with_bad_peer_as_sends_notification_and_goes_idle() {
     assert_eq!(s.state(), State::Idle);
 }
 
+fn dynamic(kind: DynamicAsn) -> SessionConfig {
+    // peer_asn is not consulted with a dynamic ASN: 0 is what the config gives it.
+    SessionConfig {
+        dynamic_asn: Some(kind),
+        ..SessionConfig::new(64500, 0, LOCAL_ID)
+    }
+}
+
+#[test]
+fn dynamic_external_peer_accepts_any_other_as_and_is_ebgp() {
+    for asn in [64501, 65000, 4_200_000_002] {
+        let t0 = crate::test_origin();
+        let mut s = to_opensent(dynamic(DynamicAsn::External), t0);
+        s.step(t0, peer_open(asn, 90));
+        assert_eq!(s.state(), State::OpenConfirm, "AS {asn}");
+        let n = s.negotiated().expect("negotiated in OpenConfirm");
+        assert_eq!(n.peer_asn, asn);
+        assert!(!n.ibgp);
+    }
+}
+
+#[test]
+fn dynamic_external_peer_sending_our_own_as_gets_bad_peer_as() {
+    let t0 = crate::test_origin();
+    let mut s = to_opensent(dynamic(DynamicAsn::External), t0);
+    let out = s.step(t0, peer_open(64500, 90));
+    let n = sent_notification(&out).expect("NOTIFICATION");
+    assert_eq!(n.code, ErrorCode::Open(OpenSubcode::BadPeerAs));
+    assert_eq!(n.data, 64500u16.to_be_bytes());
+    assert_eq!(s.state(), State::Idle);
+}
+
+#[test]
+fn dynamic_internal_peer_accepts_only_our_own_as_and_is_ibgp() {
+    let t0 = crate::test_origin();
+    let mut s = to_opensent(dynamic(DynamicAsn::Internal), t0);
+    s.step(t0, peer_open(64500, 90));
+    assert_eq!(s.state(), State::OpenConfirm);
+    assert!(s.negotiated().expect("negotiated").ibgp);
+    let mut s = to_opensent(dynamic(DynamicAsn::Internal), t0);
+    let out = s.step(t0, peer_open(64501, 90));
+    let n = sent_notification(&out).expect("NOTIFICATION");
+    assert_eq!(n.code, ErrorCode::Open(OpenSubcode::BadPeerAs));
+    assert_eq!(s.state(), State::Idle);
+}
+
+#[test]
+fn fixed_connect_retry_interval_redials_at_that_interval_without_doubling() {
+    // What `connect_time` sets: base = cap, so every retry waits the same time.
+    let t0 = crate::test_origin();
+    let mut cfg = ebgp();
+    cfg.connect_retry_base = secs(7);
+    cfg.connect_retry_cap = secs(7);
+    let mut s = Session::new(cfg);
+    assert!(has(&s.step(t0, Input::ManualStart), &Output::Connect));
+    let mut now = t0;
+    for attempt in 1..=4u32 {
+        s.step(now, Input::TcpConnectFailed);
+        assert_eq!(s.next_deadline(), Some(now + secs(7)), "attempt {attempt}");
+        // Nothing before the interval is up …
+        assert!(!has(&s.step(now + secs(6), Input::Tick), &Output::Connect));
+        now += secs(7);
+        // … then the next dial.
+        assert!(
+            has(&s.step(now, Input::Tick), &Output::Connect),
+            "attempt {attempt}"
+        );
+    }
+}
+
 #[test]
 fn opensent_accepts_a_4_octet_peer_asn_carried_in_the_capability() {
     let t0 = crate::test_origin();

@@ -310,7 +310,12 @@ impl Peer {
         let stats = self.primary.session.stats();
         PeerStatus {
             address: self.config.address,
-            peer_asn: self.config.session.peer_asn,
+            // A dynamic ASN is known once the peer's OPEN is in.
+            peer_asn: self
+                .primary
+                .session
+                .negotiated()
+                .map_or(self.config.session.peer_asn, |n| n.peer_asn),
             state: self.primary.session.state(),
             router_id: Some(self.config.router_id),
             local: self.primary.session.negotiated().map(|n| n.local),

@@ -12,7 +12,7 @@ mod pools;
 
 pub use pools::Pools;
 
-/// `namespace/name` of a Service (or `static/<name>` for a `[[service]]` from lb.toml).
+/// `namespace/name` of a Service (or `lb.toml/<name>` for a `[[service]]` from lb.toml).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceKey {
     pub namespace: String,
@@ -226,6 +226,17 @@ pub fn ip_to_u128(ip: &IpAddr) -> u128 {
 pub enum PoolProtocol {
     Layer2,
     Bgp,
+    /// Allocate-only (`protocol = "none"`, MetalLB's IPAddressPool without an
+    /// advertisement): IPs go into Service status but no host announces them; the site
+    /// routes them by other means (static routes, another speaker).
+    None,
+}
+
+impl PoolProtocol {
+    /// Whether lbd announces this pool's IPs at all (ARP/NDP or BGP).
+    pub fn announced(self) -> bool {
+        self != PoolProtocol::None
+    }
 }
 
 impl fmt::Display for PoolProtocol {
@@ -233,6 +244,7 @@ impl fmt::Display for PoolProtocol {
         f.write_str(match self {
             PoolProtocol::Layer2 => "layer2",
             PoolProtocol::Bgp => "bgp",
+            PoolProtocol::None => "none",
         })
     }
 }

@@ -91,6 +91,15 @@ impl PartialEq for Pools {
 
 impl Eq for Pools {}
 
+impl<'a> IntoIterator for &'a Pools {
+    type Item = &'a Pool;
+    type IntoIter = std::slice::Iter<'a, Pool>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.list.iter()
+    }
+}
+
 impl Default for Pools {
     fn default() -> Self {
         Self::new(Vec::new())

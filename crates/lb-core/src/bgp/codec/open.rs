@@ -260,6 +260,9 @@ pub enum OpenError {
         /// The 2-octet My Autonomous System field, echoed in the NOTIFICATION data.
         my_as_field: u16,
     },
+    /// `dynamic_asn = "external"` and the peer's AS is our own.
+    #[error("bad peer AS {local}: the peer is external (dynamic ASN) but sent our own AS")]
+    PeerAsNotExternal { local: u32, my_as_field: u16 },
     #[error("bad BGP identifier {0}")]
     BadBgpIdentifier(Ipv4Addr),
     #[error("unsupported optional parameter type {0}")]
@@ -283,7 +286,8 @@ impl OpenError {
                 open(OpenSubcode::UnsupportedVersionNumber),
                 u16::from(BGP_VERSION).to_be_bytes().to_vec(),
             ),
-            OpenError::BadPeerAs { my_as_field, .. } => Notification::with_data(
+            OpenError::BadPeerAs { my_as_field, .. }
+            | OpenError::PeerAsNotExternal { my_as_field, .. } => Notification::with_data(
                 open(OpenSubcode::BadPeerAs),
                 my_as_field.to_be_bytes().to_vec(),
             ),
