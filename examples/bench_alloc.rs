@@ -32,6 +32,7 @@ fn pool() -> Pool {
         interfaces: Vec::new(),
         node_selectors: Vec::new(),
         bgp_advertisements: Vec::new(),
+        service_allocation: Default::default(),
     }
 }
 

@@ -59,6 +59,9 @@ impl Daemon {
         let plan = reload::Plan::new(&self.config, checked.config);
         let reprotocoled = announce::protocol_changed(&self.config.pools, &plan.adopted.pools);
         self.config = plan.adopted.clone();
+        // Before the pools reach the controller, so that the Namespaces it will wait for
+        // are on their way.
+        self.watch_namespaces_if_needed();
         if plan.pools_changed {
             if let Some(bgp) = &self.bgp {
                 bgp.set_pools(self.config.pools.clone());

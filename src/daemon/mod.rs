@@ -98,6 +98,9 @@ struct Daemon {
     writer: Option<WriterHandle>,
     kube_rx: mpsc::Receiver<KubeUpdate>,
     kube_open: bool,
+    /// What starts the Namespaces watcher, kept until a pool has `namespace_selectors`
+    /// (then taken: it runs for good).
+    namespaces_later: Option<(kube::Client, mpsc::Sender<KubeUpdate>)>,
     snapshot: watch::Sender<Snapshot>,
     reload_rx: mpsc::Receiver<ReloadRequest>,
     _reload_tx: mpsc::Sender<ReloadRequest>,
@@ -124,6 +127,26 @@ struct Daemon {
     signalled: BTreeMap<IpAddr, String>,
     /// The speaker has been told the announcements are complete.
     bgp_ready: bool,
+}
+
+/// Some pool chooses Services by namespace labels: the Namespaces must be watched.
+fn needs_namespaces(config: &Config) -> bool {
+    config
+        .pools
+        .iter()
+        .any(|p| !p.service_allocation.namespace_selectors.is_empty())
+}
+
+impl Daemon {
+    /// Starts the Namespaces watcher if the configuration needs it and it is not running.
+    fn watch_namespaces_if_needed(&mut self) {
+        if needs_namespaces(&self.config)
+            && let Some((client, tx)) = self.namespaces_later.take()
+        {
+            tracing::info!("a pool has namespace_selectors: watching Namespaces");
+            tokio::spawn(crate::kube::watch::watch_namespaces(client, tx));
+        }
+    }
 }
 
 /// This host as the announcers see it (the fields it is made of, borrowed apart so the

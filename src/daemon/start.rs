@@ -92,6 +92,7 @@ impl Daemon {
         // retried by the watchers and never blocks start-up.
         let (kube_tx, kube_rx) = mpsc::channel::<KubeUpdate>(1024);
         let mut writer = None;
+        let mut namespaces_later = None;
         if let Some(k) = &config.kubernetes {
             let (client, id) = crate::kube::client::connect(&k.kubeconfig)
                 .await
@@ -102,6 +103,7 @@ impl Daemon {
                 k.ignore_exclude_label,
                 kube_tx.clone(),
             ));
+            namespaces_later = Some((client.clone(), kube_tx.clone()));
             writer = Some(writer::spawn(
                 crate::kube::status::StatusWriter::new(client, &config.node.name),
                 Limits {
@@ -187,6 +189,7 @@ impl Daemon {
             writer,
             kube_rx,
             kube_open,
+            namespaces_later,
             snapshot,
             reload_rx,
             _reload_tx: reload_tx,
@@ -207,6 +210,7 @@ impl Daemon {
             bgp_ready: false,
             config,
         };
+        d.watch_namespaces_if_needed();
         d.start_announcers()?;
         d.assign_static_ips().await;
         // Without Kubernetes the stores count as synced at once: announce the statics.

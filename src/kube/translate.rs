@@ -8,8 +8,8 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::model::{
-    EndpointsByNode, IpFamily, IpFamilyPolicy, Node, Protocol, Service, ServiceKey, ServicePort,
-    TrafficPolicy,
+    EndpointsByNode, IpFamily, IpFamilyPolicy, Node, Protocol, Selector, Service, ServiceKey,
+    ServicePort, TrafficPolicy,
 };
 
 /// MetalLB reads its annotations under both prefixes; so do we (the newer one wins).
@@ -177,8 +177,15 @@ pub fn service_from_k8s(svc: &core::Service) -> Option<Service> {
         ip_family_policy,
         current_ips,
         announcing: annotations.get(ANNOUNCING).cloned(),
+        labels: svc.metadata.labels.clone().unwrap_or_default().into(),
         spec_error: (!errors.is_empty()).then(|| errors.join("; ")),
     })
+}
+
+/// A Namespace's name and labels (what pools' `namespace_selectors` match).
+pub fn namespace_from_k8s(ns: &core::Namespace) -> Option<(String, Selector)> {
+    let labels = ns.metadata.labels.clone().unwrap_or_default();
+    Some((ns.metadata.name.clone()?, labels.into()))
 }
 
 /// A Kubernetes Node. `ignore_exclude_label` is `[kubernetes] ignore_exclude_label`.

@@ -21,7 +21,7 @@ use tracing::{debug, warn};
 
 use super::translate;
 pub use crate::model::kube::{Kind, KubeUpdate};
-use crate::model::{EndpointsByNode, ServiceKey};
+use crate::model::{EndpointsByNode, Selector, ServiceKey};
 
 /// One object's change as seen by a [`Tracker`]: what was delivered before and what is now.
 #[derive(Debug, PartialEq)]
@@ -165,7 +165,8 @@ impl kube::runtime::utils::Backoff for RetryBackoff {
 }
 
 /// Runs until `tx` is closed. Errors (API server unreachable, watch failures) are logged and
-/// retried by the watcher with backoff; nothing is withdrawn because of them.
+/// retried by the watcher with backoff; nothing is withdrawn because of them. Namespaces are
+/// watched separately ([`watch_namespaces`]), only while a pool chooses by their labels.
 pub async fn run(client: Client, ignore_exclude_label: bool, tx: mpsc::Sender<KubeUpdate>) {
     let services = watch_services(client.clone(), tx.clone());
     let slices = watch_slices(client.clone(), tx.clone());
@@ -227,6 +228,44 @@ async fn watch_services(client: Client, tx: mpsc::Sender<KubeUpdate>) {
         }
         if done {
             out.push(KubeUpdate::Synced(Kind::Services));
+        }
+        if !send_all(&tx, out).await {
+            return;
+        }
+    }
+}
+
+/// Namespaces and their labels, for pools' `namespace_selectors`. Started only when a pool
+/// has some (at start or on the reload that adds the first): a cluster that does not use
+/// them needs no permission on Namespaces (an lbd upgraded without the new RBAC keeps
+/// working), and the controller then does not wait for a list that would never come.
+pub async fn watch_namespaces(client: Client, tx: mpsc::Sender<KubeUpdate>) {
+    let mut tracker: Tracker<Option<Selector>> = Tracker::new();
+    let mut stream = std::pin::pin!(watch_stream::<core::Namespace>(client));
+    while let Some(item) = stream.next().await {
+        let ev = match item {
+            Ok(ev) => ev,
+            Err(e) => {
+                log_watch_error(Kind::Namespaces, &e);
+                continue;
+            }
+        };
+        let ev = map_event(ev, |n| {
+            let id = object_id(&n);
+            (id, translate::namespace_from_k8s(&n).map(|(_, l)| l))
+        });
+        let (changes, done) = tracker.on_event(ev);
+        let mut out = Vec::new();
+        for c in changes {
+            // Namespaces are not namespaced: the id is "/name".
+            let name = c.id.trim_start_matches('/').to_owned();
+            match c.new.flatten() {
+                Some(labels) => out.push(KubeUpdate::Namespace { name, labels }),
+                None => out.push(KubeUpdate::NamespaceGone(name)),
+            }
+        }
+        if done {
+            out.push(KubeUpdate::Synced(Kind::Namespaces));
         }
         if !send_all(&tx, out).await {
             return;

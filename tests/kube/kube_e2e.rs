@@ -559,3 +559,170 @@ async fn lbd_restart_keeps_every_ip_and_rewrites_nothing() {
         env.store.request_log()
     );
 }
+
+/// One pool per team (chosen by the Namespace's `team` label), a pool whose selector
+/// matches no Namespace (with the best priority), and a pool for everyone.
+fn teams_config(kubeconfig: &std::path::Path) -> String {
+    format!(
+        r#"
+[node]
+name = "worker-1"
+
+[kubernetes]
+kubeconfig = "{}"
+
+[[pool]]
+name = "shared"
+protocol = "bgp"
+addresses = ["172.19.113.0/24"]
+
+[[pool]]
+name = "nobody"
+protocol = "bgp"
+addresses = ["172.19.112.0/24"]
+priority = 1
+namespace_selectors = [{{ match_labels = {{ team = "nobody" }} }}]
+
+[[pool]]
+name = "team-a"
+protocol = "bgp"
+addresses = ["172.19.110.0/24"]
+namespace_selectors = [{{ match_labels = {{ team = "a" }} }}]
+
+[[pool]]
+name = "team-b"
+protocol = "bgp"
+addresses = ["172.19.111.0/24"]
+namespace_selectors = [{{ match_expressions = [{{ key = "team", operator = "In", values = ["b"] }}] }}]
+"#,
+        kubeconfig.display()
+    )
+}
+
+fn in_namespace(ns: &str, svc: &str) -> String {
+    svc.replacen("metadata:\n", &format!("metadata:\n  namespace: {ns}\n"), 1)
+}
+
+#[tokio::test]
+async fn services_in_labelled_namespaces_get_their_teams_pool_with_kubectl() {
+    let mut env = start_with(teams_config).await;
+    env.apply(
+        "namespaces",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns-a\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns-b\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns-c\n",
+    )
+    .await;
+    for (ns, team) in [("ns-a", "a"), ("ns-b", "b")] {
+        let out = env
+            .kubectl
+            .run(&["label", "namespace", ns, &format!("team={team}")])
+            .await;
+        assert_eq!(out.code, 0, "kubectl label: {}", out.stderr);
+    }
+    // A requested IP of the team's pool is refused until lbd has seen the label and served
+    // once it has: waiting for it orders what follows after the labels.
+    for (ns, ip) in [("ns-a", "172.19.110.100"), ("ns-b", "172.19.111.100")] {
+        let spec = format!("  loadBalancerIP: {ip}\n");
+        env.apply(
+            &format!("{ns}-pinned"),
+            &in_namespace(ns, &lb_svc("pinned", "", &spec)),
+        )
+        .await;
+        assert_eq!(env.wait_ip(ns, "pinned").await, [ip]);
+    }
+    for ns in ["ns-a", "ns-b", "default"] {
+        env.apply(
+            &format!("{ns}-web"),
+            &in_namespace(ns, &lb_svc("web", "", "")),
+        )
+        .await;
+    }
+    assert_eq!(env.wait_ip("ns-a", "web").await, ["172.19.110.0"]);
+    assert_eq!(env.wait_ip("ns-b", "web").await, ["172.19.111.0"]);
+    // Not from "nobody" despite its priority: its selector matches no Namespace.
+    assert_eq!(env.wait_ip("default", "web").await, ["172.19.113.0"]);
+    let out = env.kubectl.run(&["get", "svc", "-A"]).await;
+    for ip in ["172.19.110.0", "172.19.111.0", "172.19.113.0"] {
+        assert!(out.stdout.contains(ip), "{}", out.stdout);
+    }
+    assert!(!out.stdout.contains("172.19.112."), "{}", out.stdout);
+
+    // Another team's address: a failure Event saying why.
+    env.apply(
+        "steal",
+        &in_namespace(
+            "ns-c",
+            &lb_svc("steal", "", "  loadBalancerIP: 172.19.110.7\n"),
+        ),
+    )
+    .await;
+    let note = env.wait_event("steal", "AllocationFailed").await;
+    assert!(
+        note.contains("pool team-a not compatible for ip assignment")
+            && note.contains(r#"namespace "ns-c""#),
+        "{note}"
+    );
+    assert!(env.ingress("ns-c", "steal").is_empty());
+
+    // ns-a moves to team b, then ns-c joins team a (one watch stream: in that order). The
+    // waiting Service is served; ns-a's Service keeps its IP; a new one there gets team b's.
+    let out = env
+        .kubectl
+        .run(&["label", "namespace", "ns-a", "team=b", "--overwrite"])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = env
+        .kubectl
+        .run(&["label", "namespace", "ns-c", "team=a"])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(env.wait_ip("ns-c", "steal").await, ["172.19.110.7"]);
+    assert_eq!(env.ingress("ns-a", "web"), ["172.19.110.0"]);
+    env.apply("ns-a-new", &in_namespace("ns-a", &lb_svc("new", "", "")))
+        .await;
+    assert_eq!(env.wait_ip("ns-a", "new").await, ["172.19.111.1"]);
+    assert!(
+        env.lbd.log().contains("watching Namespaces"),
+        "{}",
+        env.lbd.log()
+    );
+}
+
+#[tokio::test]
+async fn a_reload_with_a_bad_selector_changes_nothing_and_a_good_one_starts_watching_namespaces() {
+    let mut env = start().await;
+    env.apply(
+        "ns-a",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns-a\n  labels:\n    team: a\n",
+    )
+    .await;
+    let good = std::fs::read_to_string(env.lbd.config_path()).unwrap();
+    let team_pool = |operator: &str| {
+        format!(
+            "{good}\n[[pool]]\nname = \"team-a\"\nprotocol = \"bgp\"\naddresses = [\"172.19.110.0/24\"]\nnamespace_selectors = [{{ match_expressions = [{{ key = \"team\", operator = \"{operator}\", values = [\"a\"] }}] }}]\n"
+        )
+    };
+    let bad = team_pool("Equals");
+    std::fs::write(env.lbd.config_path(), &bad).unwrap();
+    env.lbd.signal("HUP");
+    env.wait_log("reload failed").await;
+    let line = bad[..bad.find("\"Equals\"").unwrap()].matches('\n').count() + 1;
+    let log = env.lbd.log();
+    assert!(
+        log.contains(&format!("lb.toml:{line}:")) && log.contains("\"Equals\""),
+        "{log}"
+    );
+    assert!(!log.contains("watching Namespaces"), "{log}");
+    // The running rules still apply: the pool for everyone.
+    env.apply("before", &in_namespace("ns-a", &lb_svc("before", "", "")))
+        .await;
+    assert_eq!(env.wait_ip("ns-a", "before").await, ["172.19.100.0"]);
+
+    std::fs::write(env.lbd.config_path(), team_pool("In")).unwrap();
+    env.lbd.signal("HUP");
+    env.wait_log("configuration reloaded").await;
+    env.wait_log("watching Namespaces").await;
+    env.apply("after", &in_namespace("ns-a", &lb_svc("after", "", "")))
+        .await;
+    assert_eq!(env.wait_ip("ns-a", "after").await, ["172.19.110.0"]);
+    assert_eq!(env.ingress("ns-a", "before"), ["172.19.100.0"]);
+}

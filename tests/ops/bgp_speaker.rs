@@ -154,6 +154,7 @@ fn pool() -> Pool {
             communities: vec![Community::NO_EXPORT],
             ..Default::default()
         }],
+        service_allocation: Default::default(),
     }
 }
 

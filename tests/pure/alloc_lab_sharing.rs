@@ -29,6 +29,7 @@ fn ip_pool_1() -> Pool {
         interfaces: Vec::new(),
         node_selectors: Vec::new(),
         bgp_advertisements: Vec::new(),
+        service_allocation: Default::default(),
     }
 }
 

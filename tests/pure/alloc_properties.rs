@@ -4,15 +4,18 @@
 //! - sharing rules hold on every shared IP;
 //! - the same input gives the same result;
 //! - rebuilding from its own output (status written back, new Allocator, sync) changes
-//!   nothing.
+//!   nothing, also after namespace labels changed;
+//! - pools chosen by namespace and Service (`serviceAllocation`): a fresh allocation is
+//!   always from a compatible pool, and a plain Service gets exactly what a simple reference
+//!   of the ordering rules (docs/configure.md) picks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lb::alloc::{Allocator, Change, Outcome};
 use lb::model::{
-    IpFamily, IpFamilyPolicy, IpRange, Pool, PoolProtocol, Protocol, Service, ServiceKey,
-    ServicePort, TrafficPolicy,
+    IpFamily, IpFamilyPolicy, IpRange, LabelSelector, Pool, PoolProtocol, Protocol, Selector,
+    Service, ServiceAllocation, ServiceKey, ServicePort, TrafficPolicy,
 };
 use proptest::prelude::*;
 
@@ -45,22 +48,69 @@ fn range_strategy(i: usize) -> impl Strategy<Value = IpRange> {
     ]
 }
 
+/// The namespaces Services live in (Service `i` in `NAMESPACES[i % 3]`).
+const NAMESPACES: [&str; 3] = ["ns-a", "ns-b", "ns-c"];
+
+fn sel(k: &str, v: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: [(k.to_string(), v.to_string())].into(),
+        match_expressions: Vec::new(),
+    }
+}
+
+/// Team labels of the three namespaces ("" = no label).
+fn teams_strategy() -> impl Strategy<Value = [&'static str; 3]> {
+    let team = || prop_oneof![Just("a"), Just("b"), Just("")];
+    (team(), team(), team()).prop_map(|(a, b, c)| [a, b, c])
+}
+
+fn team_labels(team: &str) -> Selector {
+    if team.is_empty() {
+        Selector::default()
+    } else {
+        [("team".to_string(), team.to_string())].into()
+    }
+}
+
+fn service_allocation_strategy() -> impl Strategy<Value = ServiceAllocation> {
+    prop_oneof![
+        3 => Just(ServiceAllocation::default()),
+        2 => (
+            prop_oneof![Just(0u32), 1u32..3],
+            prop_oneof![2 => Just(vec![]), 1 => prop::sample::select(NAMESPACES.to_vec()).prop_map(|n| vec![n.to_string()])],
+            // team "x" is nobody's: a selector that matches nothing.
+            prop_oneof![2 => Just(vec![]), 1 => prop::sample::select(vec!["a", "b", "x"]).prop_map(|t| vec![sel("team", t)])],
+            prop_oneof![2 => Just(vec![]), 1 => prop::sample::select(vec!["db", "web"]).prop_map(|t| vec![sel("tier", t)])],
+        )
+            .prop_map(|(priority, namespaces, namespace_selectors, service_selectors)| ServiceAllocation {
+                priority,
+                namespaces,
+                namespace_selectors,
+                service_selectors,
+            }),
+    ]
+}
+
 fn pool_strategy(i: usize) -> impl Strategy<Value = Pool> {
     (
         prop::collection::vec(range_strategy(i), 1..3),
         prop::bool::weighted(0.8),
         prop::bool::weighted(0.3),
+        service_allocation_strategy(),
     )
-        .prop_map(move |(ranges, auto_assign, avoid_buggy_ips)| Pool {
-            name: format!("pool{i}"),
-            protocol: PoolProtocol::Layer2,
-            ranges,
-            auto_assign,
-            avoid_buggy_ips,
-            interfaces: Vec::new(),
-            node_selectors: Vec::new(),
-            bgp_advertisements: Vec::new(),
-        })
+        .prop_map(
+            move |(ranges, auto_assign, avoid_buggy_ips, service_allocation)| Pool {
+                name: format!("pool{i}"),
+                protocol: PoolProtocol::Layer2,
+                ranges,
+                auto_assign,
+                avoid_buggy_ips,
+                interfaces: Vec::new(),
+                node_selectors: Vec::new(),
+                bgp_advertisements: Vec::new(),
+                service_allocation,
+            },
+        )
 }
 
 /// One to three pools, in a random config order.
@@ -119,7 +169,10 @@ fn spec_strategy() -> impl Strategy<Value = Service> {
             1 => Just(IpFamilyPolicy::RequireDualStack),
         ],
         prop_oneof![3 => Just(Vec::new()), 1 => prop::collection::vec(ip_strategy(), 1..3)],
-        prop::bool::weighted(0.05),
+        (
+            prop::bool::weighted(0.05),
+            prop_oneof![Just(""), Just("db"), Just("web")],
+        ),
     )
         .prop_map(
             |(
@@ -133,7 +186,7 @@ fn spec_strategy() -> impl Strategy<Value = Service> {
                 ip_families,
                 ip_family_policy,
                 current_ips,
-                spec_error,
+                (spec_error, tier),
             )| Service {
                 key: ServiceKey::default(),
                 uid: None,
@@ -154,6 +207,11 @@ fn spec_strategy() -> impl Strategy<Value = Service> {
                 ip_family_policy,
                 current_ips,
                 announcing: None,
+                labels: if tier.is_empty() {
+                    Selector::default()
+                } else {
+                    [("tier".to_string(), tier.to_string())].into()
+                },
                 spec_error: spec_error.then(|| "garbage annotation".to_string()),
             },
         )
@@ -165,11 +223,24 @@ fn services_strategy() -> impl Strategy<Value = Vec<Service>> {
             .into_iter()
             .enumerate()
             .map(|(i, mut s)| {
-                s.key = ServiceKey::new("ns", format!("s{i:02}"));
+                s.key = key_of(i);
                 s
             })
             .collect()
     })
+}
+
+fn key_of(i: usize) -> ServiceKey {
+    ServiceKey::new(NAMESPACES[i % 3], format!("s{i:02}"))
+}
+
+/// An allocator over `pools` that knows the namespaces' labels.
+fn allocator(pools: &[Pool], teams: &[&str; 3]) -> Allocator {
+    let mut a = Allocator::new(pools.to_vec(), None);
+    for (ns, team) in NAMESPACES.iter().zip(teams) {
+        a.set_namespace(ns, Some(team_labels(team)));
+    }
+    a
 }
 
 #[derive(Clone, Debug)]
@@ -179,6 +250,8 @@ enum Op {
     Release(usize),
     Sync,
     SetPools(Vec<Pool>),
+    /// Namespace `NAMESPACES[i]` gets another team label (held IPs stay).
+    Relabel(usize, &'static str),
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -187,6 +260,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         2 => (0usize..14).prop_map(Op::Release),
         1 => Just(Op::Sync),
         1 => pools_strategy().prop_map(Op::SetPools),
+        1 => (0usize..3, prop::sample::select(vec!["a", "b", ""])).prop_map(|(i, t)| Op::Relabel(i, t)),
     ]
 }
 
@@ -300,9 +374,10 @@ fn check_rebuild(
     a: &Allocator,
     world: &BTreeMap<ServiceKey, Service>,
     pools: &[Pool],
+    teams: &[&str; 3],
 ) -> Result<(), TestCaseError> {
     let services: Vec<Service> = world.values().cloned().collect();
-    let mut fresh = Allocator::new(pools.to_vec(), None);
+    let mut fresh = allocator(pools, teams);
     let out = fresh.sync(&services);
     for o in &out {
         prop_assert!(
@@ -316,6 +391,101 @@ fn check_rebuild(
     Ok(())
 }
 
+// ---- the reference of the pool ordering rules (docs/configure.md) ----
+
+/// Whether `pool` may give `svc` a fresh address: the rule written plainly.
+fn ref_compatible(pool: &Pool, svc: &Service, teams: &[&str; 3]) -> bool {
+    let sa = &pool.service_allocation;
+    let ns = svc.key.namespace.as_str();
+    let team = NAMESPACES
+        .iter()
+        .position(|n| *n == ns)
+        .map_or("", |i| teams[i]);
+    let ns_labels: BTreeMap<String, String> = team_labels(team)
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let svc_labels: BTreeMap<String, String> = svc
+        .labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let ns_ok = (sa.namespaces.is_empty() && sa.namespace_selectors.is_empty())
+        || sa.namespaces.iter().any(|n| n == ns)
+        || sa.namespace_selectors.iter().any(|s| s.matches(&ns_labels));
+    let svc_ok = sa.service_selectors.is_empty()
+        || sa.service_selectors.iter().any(|s| s.matches(&svc_labels));
+    ns_ok && svc_ok
+}
+
+/// The pools auto allocation tries for `svc`, in order: for each priority 1, 2, … and then
+/// 0 (none), the auto-assign pools pinned to `svc` with that priority in config order; then
+/// the auto-assign pools without any serviceAllocation, in config order.
+fn ref_auto_order<'a>(pools: &'a [Pool], svc: &Service, teams: &[&str; 3]) -> Vec<&'a Pool> {
+    let pinned = |p: &&Pool| {
+        let sa = &p.service_allocation;
+        p.auto_assign
+            && (!sa.namespaces.is_empty()
+                || !sa.namespace_selectors.is_empty()
+                || !sa.service_selectors.is_empty())
+            && ref_compatible(p, svc, teams)
+    };
+    let mut priorities: Vec<u32> = pools
+        .iter()
+        .filter(pinned)
+        .map(|p| p.service_allocation.priority)
+        .filter(|p| *p > 0)
+        .collect();
+    priorities.sort();
+    priorities.dedup();
+    priorities.push(0);
+    let mut order: Vec<&Pool> = Vec::new();
+    for prio in priorities {
+        order.extend(
+            pools
+                .iter()
+                .filter(pinned)
+                .filter(|p| p.service_allocation.priority == prio),
+        );
+    }
+    order.extend(
+        pools
+            .iter()
+            .filter(|p| p.auto_assign && p.service_allocation == ServiceAllocation::default()),
+    );
+    order
+}
+
+/// Every fresh allocation (an `Assigned IP` event) is from a pool compatible with its Service.
+fn check_fresh_compatible(
+    a: &Allocator,
+    world: &BTreeMap<ServiceKey, Service>,
+    out: &[Outcome],
+    pools: &[Pool],
+    teams: &[&str; 3],
+) -> Result<(), TestCaseError> {
+    for o in out {
+        if !o
+            .events
+            .iter()
+            .any(|e| e.message.starts_with("Assigned IP "))
+        {
+            continue;
+        }
+        let asg = a.assignment(&o.service);
+        prop_assert!(asg.is_some(), "{o:?}");
+        let pool = pools.iter().find(|p| p.name == asg.expect("checked").pool);
+        prop_assert!(pool.is_some());
+        prop_assert!(
+            ref_compatible(pool.expect("checked"), &world[&o.service], teams),
+            "{} got an address of incompatible pool {:?}",
+            o.service,
+            pool
+        );
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
@@ -323,14 +493,16 @@ proptest! {
     fn sync_upholds_invariants_and_is_a_fixed_point(
         pools in pools_strategy(),
         services in services_strategy(),
+        teams in teams_strategy(),
     ) {
-        let mut a = Allocator::new(pools.clone(), None);
+        let mut a = allocator(&pools, &teams);
         let out = a.sync(&services);
         prop_assert_eq!(out.len(), services.len());
         let mut world = world_of(&services);
         check_invariants(&a, &world, &pools)?;
+        check_fresh_compatible(&a, &world, &out, &pools, &teams)?;
         write_back(&mut world, &out);
-        check_rebuild(&a, &world, &pools)?;
+        check_rebuild(&a, &world, &pools, &teams)?;
         // And the same allocator, synced again, changes nothing either.
         let again: Vec<Service> = world.values().cloned().collect();
         for o in a.sync(&again) {
@@ -345,15 +517,17 @@ proptest! {
     fn same_input_gives_the_same_result(
         pools in pools_strategy(),
         services in services_strategy(),
+        teams in teams_strategy(),
         ops in prop::collection::vec(op_strategy(), 0..20),
     ) {
         let run = || {
-            let mut a = Allocator::new(pools.clone(), None);
+            let mut teams = teams;
+            let mut a = allocator(&pools, &teams);
             let mut world = world_of(&services);
             let mut log = vec![a.sync(&services)];
             write_back(&mut world, &log[0]);
             for op in &ops {
-                let out = apply(&mut a, &mut world, op);
+                let out = apply(&mut a, &mut world, &mut teams, op);
                 write_back(&mut world, &out);
                 log.push(out);
             }
@@ -367,22 +541,25 @@ proptest! {
     fn every_step_of_a_random_history_upholds_invariants(
         pools in pools_strategy(),
         services in services_strategy(),
+        teams in teams_strategy(),
         ops in prop::collection::vec(op_strategy(), 1..30),
     ) {
-        let mut pools = pools;
-        let mut a = Allocator::new(pools.clone(), None);
+        let (mut pools, mut teams) = (pools, teams);
+        let mut a = allocator(&pools, &teams);
         let mut world = world_of(&services);
         let out = a.sync(&services);
+        check_fresh_compatible(&a, &world, &out, &pools, &teams)?;
         write_back(&mut world, &out);
         check_invariants(&a, &world, &pools)?;
         for op in &ops {
             if let Op::SetPools(p) = op {
                 pools = p.clone();
             }
-            let out = apply(&mut a, &mut world, op);
+            let out = apply(&mut a, &mut world, &mut teams, op);
             if let (Op::Update(..), [o]) = (op, &out[..]) {
-                check_lowest_first(&a, &world[&o.service], o, &pools)?;
+                check_auto_order(&a, &world[&o.service], o, &pools, &teams)?;
             }
+            check_fresh_compatible(&a, &world, &out, &pools, &teams)?;
             // One outcome per Service touched.
             let keys: BTreeSet<_> = out.iter().map(|o| &o.service).collect();
             prop_assert_eq!(keys.len(), out.len());
@@ -391,22 +568,25 @@ proptest! {
         }
         // Stability: with statuses written back, a rebuild from scratch keeps every IP,
         // once the history is settled by one sync (the history may leave services waiting
-        // for IPs that a release freed).
+        // for IPs that a release freed, or for a namespace relabel).
         let services: Vec<Service> = world.values().cloned().collect();
         let out = a.sync(&services);
         write_back(&mut world, &out);
-        check_rebuild(&a, &world, &pools)?;
+        check_rebuild(&a, &world, &pools, &teams)?;
     }
 }
 
-/// Reference check for a plain Service (no requested IP, no pool, no sharing, single
-/// stack) that was just allocated afresh or failed: MetalLB's brute-force scan, auto-assign
-/// pools and ranges in config order, addresses ascending, first one nobody else uses.
-fn check_lowest_first(
+/// The equivalence of docs/configure.md, for a plain Service (no requested IP, no pool, no
+/// sharing, single stack) that was just allocated afresh or failed: it holds exactly the
+/// first address MetalLB's brute-force scan finds over [`ref_auto_order`] — pools in that
+/// order, ranges in config order, addresses ascending, the first one nobody else uses — and
+/// nothing if there is none.
+fn check_auto_order(
     a: &Allocator,
     svc: &Service,
     o: &Outcome,
     pools: &[Pool],
+    teams: &[&str; 3],
 ) -> Result<(), TestCaseError> {
     let plain = svc.class.is_none()
         && svc.spec_error.is_none()
@@ -424,7 +604,7 @@ fn check_lowest_first(
     }
     let family = svc.ip_families.first().copied().unwrap_or(IpFamily::V4);
     let mut expected = None;
-    'pools: for p in pools.iter().filter(|p| p.auto_assign) {
+    'pools: for p in ref_auto_order(pools, svc, teams) {
         for r in p.ranges.iter().filter(|r| r.family() == family) {
             let (lo, hi) = (
                 lb::model::ip_to_u128(&r.first),
@@ -439,21 +619,28 @@ fn check_lowest_first(
                     continue;
                 }
                 if a.services_on(ip).iter().all(|k| **k == svc.key) {
-                    expected = Some(vec![ip]);
+                    expected = Some((vec![ip], p.name.clone()));
                     break 'pools;
                 }
             }
         }
     }
-    let got = a.assignment(&svc.key).map(|x| x.ips.clone());
+    let got = a
+        .assignment(&svc.key)
+        .map(|x| (x.ips.clone(), x.pool.clone()));
     prop_assert_eq!(got, expected, "{:?}", o);
     Ok(())
 }
 
-fn apply(a: &mut Allocator, world: &mut BTreeMap<ServiceKey, Service>, op: &Op) -> Vec<Outcome> {
+fn apply(
+    a: &mut Allocator,
+    world: &mut BTreeMap<ServiceKey, Service>,
+    teams: &mut [&'static str; 3],
+    op: &Op,
+) -> Vec<Outcome> {
     match op {
         Op::Update(i, spec) => {
-            let key = ServiceKey::new("ns", format!("s{i:02}"));
+            let key = key_of(*i);
             let mut s = Service::clone(spec);
             s.current_ips = world
                 .get(&key)
@@ -464,7 +651,7 @@ fn apply(a: &mut Allocator, world: &mut BTreeMap<ServiceKey, Service>, op: &Op) 
             vec![a.update(&s)]
         }
         Op::Release(i) => {
-            let key = ServiceKey::new("ns", format!("s{i:02}"));
+            let key = key_of(*i);
             world.remove(&key);
             a.release(&key).into_iter().collect()
         }
@@ -475,6 +662,11 @@ fn apply(a: &mut Allocator, world: &mut BTreeMap<ServiceKey, Service>, op: &Op) 
         Op::SetPools(p) => {
             let services: Vec<Service> = world.values().cloned().collect();
             a.set_pools(p.clone(), &services)
+        }
+        Op::Relabel(i, team) => {
+            teams[*i] = team;
+            a.set_namespace(NAMESPACES[*i], Some(team_labels(team)));
+            Vec::new()
         }
     }
 }

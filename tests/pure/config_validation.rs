@@ -654,6 +654,89 @@ fn exists_operator_with_values_is_an_error() {
     assert_error(&text, "[\"x\"]", &["takes no values"]);
 }
 
+// ---- pools chosen by namespace and Service ------------------------------------------------------
+
+#[test]
+fn service_allocation_keys_are_parsed() {
+    let text = format!(
+        "{POOL}priority = 10\nnamespaces = [\"team-a\", \"team-a\", \"shared\"]\nnamespace_selectors = [{{ match_labels = {{ team = \"a\" }} }}]\nservice_selectors = [{{ match_expressions = [{{ key = \"tier\", operator = \"In\", values = [\"db\"] }}] }}]\n"
+    );
+    let checked = valid(&text);
+    assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
+    let sa = &checked.config.pools[0].service_allocation;
+    assert_eq!(sa.priority, 10);
+    assert_eq!(sa.namespaces, ["team-a", "shared"], "duplicates dropped");
+    assert_eq!(
+        sa.namespace_selectors[0]
+            .match_labels
+            .get("team")
+            .map(String::as_str),
+        Some("a")
+    );
+    assert_eq!(
+        sa.service_selectors[0].match_expressions[0].operator,
+        LabelOperator::In
+    );
+    // Absent: a pool for every Service.
+    assert!(!valid(POOL).config.pools[0].service_allocation.is_set());
+}
+
+#[test]
+fn a_negative_priority_is_an_error() {
+    let text = format!("{POOL}priority = -1\n");
+    assert_error(&text, "-1", &["priority"]);
+}
+
+#[test]
+fn a_priority_that_is_not_a_number_is_an_error() {
+    let text = format!("{POOL}priority = \"high\"\n");
+    let errors = errors_with(&text, &ctx());
+    assert_eq!(errors.len(), 1, "{}", Diagnostics(errors.clone()));
+    let e = &errors[0];
+    assert_eq!(e.line, position(&text, "\"high\"").0, "{e}");
+    assert_eq!(e.file, Path::new(FILE));
+}
+
+#[test]
+fn a_namespace_selector_that_does_not_parse_is_an_error() {
+    let text = format!(
+        "{POOL}namespace_selectors = [{{ match_expressions = [{{ key = \"team\", operator = \"Equals\", values = [\"a\"] }}] }}]\n"
+    );
+    assert_error(&text, "\"Equals\"", &["In, NotIn, Exists or DoesNotExist"]);
+}
+
+#[test]
+fn a_service_selector_with_a_bad_label_key_or_value_is_an_error() {
+    let text =
+        format!("{POOL}service_selectors = [{{ match_labels = {{ \"-tier\" = \"db\" }} }}]\n");
+    assert_error(&text, "\"-tier\"", &["label key \"-tier\""]);
+    let text = format!("{POOL}service_selectors = [{{ match_labels = {{ tier = \"d b\" }} }}]\n");
+    assert_error(&text, "\"d b\"", &["not a label value"]);
+    let text = format!(
+        "{POOL}service_selectors = [{{ match_expressions = [{{ key = \"tier\", operator = \"In\", values = [\"db/\"] }}] }}]\n"
+    );
+    assert_error(&text, "\"db/\"", &["not a label value"]);
+}
+
+#[test]
+fn an_invalid_namespace_name_is_an_error() {
+    let text = format!("{POOL}namespaces = [\"Team_A\"]\n");
+    assert_error(&text, "\"Team_A\"", &["namespace \"Team_A\""]);
+}
+
+#[test]
+fn a_priority_alone_is_a_warning_that_the_pool_leaves_auto_assignment() {
+    let text = format!("{POOL}priority = 1\n");
+    let checked = valid(&text);
+    assert_eq!(checked.warnings.len(), 1, "{:?}", checked.warnings);
+    assert!(
+        checked.warnings[0]
+            .message
+            .contains("no longer auto-assigned")
+    );
+    assert_eq!(checked.warnings[0].line, position(&text, "priority").0);
+}
+
 // ---- BGP advertisements -----------------------------------------------------------------------
 
 #[test]

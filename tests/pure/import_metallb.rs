@@ -435,11 +435,44 @@ fn connect_time_becomes_connect_time() {
 }
 
 #[test]
-fn vrf_and_service_allocation_are_noted() {
+fn vrf_is_noted_and_connect_time_is_not() {
     let (_, imp) = notes_fixture();
     assert_note(&imp, &["spec.vrf", "red", "no VRF support"]);
     assert!(!has_note(&imp, &["spec.connectTime"]), "{:?}", imp.notes);
-    assert_note(&imp, &["spec.serviceAllocation"]);
+}
+
+#[test]
+fn service_allocation_becomes_the_pools_priority_namespaces_and_selectors() {
+    let (v, imp) = imported(&fixture("crds-service-allocation.yaml"));
+    let a = pool(&v, "team-a");
+    assert_eq!(int(a, "priority"), Some(10));
+    assert_eq!(strs(a, "namespaces"), ["shop", "shop-staging"]);
+    let ns_sel = &arr(a, "namespace_selectors")[0];
+    assert_eq!(
+        ns_sel.get("match_labels").and_then(|m| s(m, "team")),
+        Some("a")
+    );
+    let expr = &arr(&arr(a, "service_selectors")[0], "match_expressions")[0];
+    assert_eq!(s(expr, "key"), Some("tier"));
+    assert_eq!(s(expr, "operator"), Some("In"));
+    assert_eq!(strs(expr, "values"), ["web", "api"]);
+    // priority 0 is MetalLB's "none": not written.
+    let b = pool(&v, "team-b");
+    assert_eq!(int(b, "priority"), None);
+    assert_eq!(arr(b, "namespace_selectors").len(), 1);
+    let shared = pool(&v, "shared");
+    for key in [
+        "priority",
+        "namespaces",
+        "namespace_selectors",
+        "service_selectors",
+    ] {
+        assert!(
+            shared.get(key).is_none(),
+            "{key} on a pool without serviceAllocation"
+        );
+    }
+    assert!(!has_note(&imp, &["serviceAllocation"]), "{:?}", imp.notes);
 }
 
 #[test]

@@ -76,3 +76,21 @@ fn lab_guide_bgp_configmaps_validate_with_an_ibgp_peer() {
     let two = import_and_validate("lab-guide-bgp-two-pools.yaml").config;
     assert_eq!(two.pools[1].name, "ip-pool-2");
 }
+
+#[test]
+fn imported_service_allocation_validates_into_the_pools_rules() {
+    let checked = import_and_validate("crds-service-allocation.yaml");
+    let pools = &checked.config.pools;
+    let a = &pools.get("team-a").expect("team-a").service_allocation;
+    assert_eq!(a.priority, 10);
+    assert_eq!(a.namespaces, ["shop", "shop-staging"]);
+    assert_eq!(a.namespace_selectors.len(), 1);
+    assert_eq!(a.service_selectors.len(), 1);
+    assert!(
+        !pools
+            .get("shared")
+            .expect("shared")
+            .service_allocation
+            .is_set()
+    );
+}

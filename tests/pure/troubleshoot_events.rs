@@ -29,6 +29,7 @@ fn pool(name: &str, ranges: &[(&str, &str)], auto_assign: bool) -> Pool {
         interfaces: vec![],
         node_selectors: vec![],
         bgp_advertisements: vec![],
+        service_allocation: Default::default(),
     }
 }
 
@@ -170,6 +171,18 @@ fn produced() -> BTreeSet<(&'static str, String)> {
                 ),
                 Step::Delete("default/v6-holder"),
             ],
+        ),
+        // A requested IP of a pool that chooses other Services (service_selectors).
+        (
+            vec![{
+                let mut p = space1();
+                p.service_allocation.service_selectors = vec![lb::model::LabelSelector {
+                    match_labels: [("tier".to_string(), "db".to_string())].into(),
+                    match_expressions: vec![],
+                }];
+                p
+            }],
+            vec![svc("ns", "name", "", at_200)],
         ),
         // Malformed specs; a status holding an address in no pool.
         (

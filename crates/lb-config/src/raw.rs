@@ -71,6 +71,10 @@ pub(crate) struct RawPool {
     pub interfaces: Option<S<Vec<S<String>>>>,
     pub node_selectors: Option<Vec<S<RawSelector>>>,
     pub bgp_advertisement: Option<S<Vec<S<RawAdvertisement>>>>,
+    pub priority: Option<S<i64>>,
+    pub namespaces: Option<S<Vec<S<String>>>>,
+    pub namespace_selectors: Option<Vec<S<RawSelector>>>,
+    pub service_selectors: Option<Vec<S<RawSelector>>>,
 }
 
 #[derive(Debug, Deserialize)]

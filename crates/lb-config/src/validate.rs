@@ -21,7 +21,7 @@ use super::values::{
 use super::{Checked, Context};
 use crate::model::{
     BgpAdvertisement, IpFamily, IpRange, LabelExpression, LabelOperator, NodeSelector, Pool,
-    PoolProtocol, ServicePort,
+    PoolProtocol, ServiceAllocation, ServicePort,
 };
 
 pub(crate) fn check(text: &str, file: &Path, ctx: &Context) -> Result<Checked, Diagnostics> {
@@ -586,6 +586,26 @@ impl Checker<'_> {
             .unwrap_or_default()
     }
 
+    /// A label key (and value) that Kubernetes would refuse can match no object: an error,
+    /// not a selector that silently never matches.
+    fn label_syntax(&mut self, key: &S<String>, value: Option<&S<String>>) {
+        let k = key.get_ref();
+        if let Some(why) = invalid_label_key(k).filter(|_| !k.is_empty()) {
+            self.sink.error(
+                key.span(),
+                format!("label key {k:?} {why}: expected [prefix/]name, the name at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"),
+            );
+        }
+        if let Some(v) = value
+            && !label_word_ok(v.get_ref())
+        {
+            self.sink.error(
+                v.span(),
+                format!("{:?} is not a label value: expected at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit", v.get_ref()),
+            );
+        }
+    }
+
     fn selector(&mut self, raw: &RawSelector) -> NodeSelector {
         let mut out = NodeSelector::default();
         for (k, v) in raw.match_labels.iter().flatten() {
@@ -595,6 +615,7 @@ impl Checker<'_> {
                     "empty label key in match_labels: expected a label name such as \"rack\"",
                 );
             }
+            self.label_syntax(k, Some(v));
             out.match_labels
                 .insert(k.get_ref().clone(), v.get_ref().clone());
         }
@@ -619,6 +640,12 @@ impl Checker<'_> {
                     continue;
                 }
             };
+            self.label_syntax(&e.key, None);
+            for v in e.values.iter().flat_map(|v| v.get_ref()) {
+                if !label_word_ok(v.get_ref()) {
+                    self.sink.error(v.span(), format!("{:?} is not a label value: expected at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit", v.get_ref()));
+                }
+            }
             let values: Vec<String> = e
                 .values
                 .as_ref()
@@ -1450,6 +1477,7 @@ impl Checker<'_> {
                     format!("pool {name:?} is bgp but no [[bgp_peer]] is configured: expected at least one peer, or its addresses are announced nowhere"),
                 );
             }
+            let service_allocation = self.service_allocation(p, &name);
             out.push(Pool {
                 name,
                 protocol: protocol.unwrap_or(PoolProtocol::Layer2),
@@ -1459,10 +1487,54 @@ impl Checker<'_> {
                 interfaces,
                 node_selectors,
                 bgp_advertisements,
+                service_allocation,
             });
         }
         self.overlaps(sites, raw);
         out
+    }
+
+    /// `priority`, `namespaces`, `namespace_selectors`, `service_selectors` (MetalLB's
+    /// `serviceAllocation`).
+    fn service_allocation(&mut self, p: &RawPool, name: &str) -> ServiceAllocation {
+        let priority = p
+            .priority
+            .as_ref()
+            .and_then(|v| self.int::<u32>("priority", v, 0, i64::from(i32::MAX)))
+            .unwrap_or(0);
+        let mut namespaces: Vec<String> = Vec::new();
+        for ns in p.namespaces.iter().flat_map(|l| l.get_ref()) {
+            let n = ns.get_ref();
+            if let Some(why) = invalid_namespace(n) {
+                self.sink.error(
+                    ns.span(),
+                    format!("namespace {n:?} {why}: expected a Kubernetes namespace name (lowercase letters, digits and '-', at most 63)"),
+                );
+            } else if !namespaces.contains(n) {
+                namespaces.push(n.clone());
+            }
+        }
+        let namespace_selectors = self.selectors(p.namespace_selectors.as_ref());
+        let service_selectors = self.selectors(p.service_selectors.as_ref());
+        let alloc = ServiceAllocation {
+            priority,
+            namespaces,
+            namespace_selectors,
+            service_selectors,
+        };
+        if let Some(v) = &p.priority
+            && alloc.namespaces.is_empty()
+            && alloc.namespace_selectors.is_empty()
+            && alloc.service_selectors.is_empty()
+        {
+            // MetalLB's rule: a pool with a serviceAllocation is pinned only to the Services
+            // it names, so a priority alone takes it out of auto-assignment.
+            self.sink.warning(
+                v.span(),
+                format!("pool {name:?} has a priority but no namespaces, namespace_selectors or service_selectors: it is pinned to no Service and no longer auto-assigned; expected one of them, or no priority"),
+            );
+        }
+        alloc
     }
 
     /// Reports every range that overlaps an earlier one (within a pool or across pools).
@@ -1842,6 +1914,46 @@ fn default_keepalive(hold: Duration) -> Duration {
 }
 
 /// Why `name` is not a Kubernetes node name (an RFC 1123 DNS subdomain), if it is not.
+/// A Namespace name is a DNS label (RFC 1123).
+fn invalid_namespace(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > 63 {
+        Some("is longer than 63 characters")
+    } else if name.contains('.') {
+        Some("contains '.'")
+    } else {
+        invalid_node_name(name)
+    }
+}
+
+/// Kubernetes' label name (the part after an optional `prefix/`) and label value syntax:
+/// at most 63 characters of `[A-Za-z0-9_.-]`, starting and ending alphanumeric.
+fn label_word_ok(w: &str) -> bool {
+    w.len() <= 63
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && w.bytes().next().is_none_or(|b| b.is_ascii_alphanumeric())
+        && w.bytes().last().is_none_or(|b| b.is_ascii_alphanumeric())
+}
+
+fn invalid_label_key(key: &str) -> Option<&'static str> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if name.is_empty() {
+        return Some("has an empty name");
+    }
+    if !label_word_ok(name) {
+        return Some("is not a label name");
+    }
+    match prefix {
+        Some(p) if invalid_node_name(p).is_some() => Some("has a prefix that is not a DNS name"),
+        _ => None,
+    }
+}
+
 fn invalid_node_name(name: &str) -> Option<&'static str> {
     if name.is_empty() {
         return Some("is empty");

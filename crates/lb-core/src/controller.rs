@@ -103,6 +103,9 @@ pub struct Controller {
     recomputed: u64,
     /// Services tried again because addresses were freed (counted likewise).
     retried: u64,
+    /// The first allocation over every Service has been made: Services are listed and, if a
+    /// pool chooses by namespace labels, Namespaces too.
+    started: bool,
 }
 
 /// The model Service for a `[[service]]` table.
@@ -141,11 +144,18 @@ impl Controller {
             dirty: BTreeSet::new(),
             recomputed: 0,
             retried: 0,
+            started: false,
         };
         if !kubernetes {
-            c.synced
-                .extend([Kind::Services, Kind::EndpointSlices, Kind::Nodes]);
+            c.synced.extend([
+                Kind::Services,
+                Kind::EndpointSlices,
+                Kind::Nodes,
+                Kind::Namespaces,
+            ]);
         }
+        c.alloc
+            .set_namespaces_listed(c.synced.contains(&Kind::Namespaces));
         // Static services first, so no Kubernetes Service can take their addresses.
         let statics: Vec<Service> = c.statics.iter().map(static_service).collect();
         c.alloc.sync(&statics);
@@ -173,9 +183,19 @@ impl Controller {
         self.retried
     }
 
-    /// All three kinds have been listed: withdrawing is safe from now on.
+    /// Services, EndpointSlices and Nodes have been listed: withdrawing is safe from now on.
     pub fn synced(&self) -> bool {
-        self.synced.len() == 3
+        [Kind::Services, Kind::EndpointSlices, Kind::Nodes]
+            .iter()
+            .all(|k| self.synced.contains(k))
+    }
+
+    /// Allocation may begin: the Services are listed and, when a pool chooses by namespace
+    /// labels, the Namespaces too (else a Service would take a pool for everyone before its
+    /// team's pool is known, and keep it).
+    fn ready_to_allocate(&self) -> bool {
+        self.synced.contains(&Kind::Services)
+            && (self.synced.contains(&Kind::Namespaces) || !self.alloc.needs_namespaces())
     }
 
     pub fn is_writer(&self) -> bool {
@@ -239,6 +259,9 @@ impl Controller {
                 let mut all: Vec<Service> = self.statics.iter().map(static_service).collect();
                 all.extend(self.services.values().cloned());
                 let outcomes = self.alloc.set_pools(pools, &all);
+                // `set_pools` allocated over every Service: if that may happen now, it was
+                // the first allocation.
+                self.started |= self.ready_to_allocate();
                 self.handle(outcomes, &mut out);
                 self.reconcile_all(&mut out);
                 // Any IP may now belong to another pool, or to none.
@@ -373,7 +396,7 @@ impl Controller {
                 }
                 self.index(&key, &svc.current_ips);
                 self.services.insert(key.clone(), svc.clone());
-                if self.synced.contains(&Kind::Services) {
+                if self.started {
                     let before = self.alloc.assignment(&key).map(|a| a.ips.clone());
                     let outcome = self.alloc.update(&svc);
                     self.handle(vec![outcome], out);
@@ -417,9 +440,30 @@ impl Controller {
             KubeUpdate::NodeGone(name) => {
                 self.nodes.remove(&name);
             }
+            KubeUpdate::Namespace { name, labels } => {
+                // Held IPs stay (see the allocator's rules): only the namespace's waiting
+                // Services may gain, so only they are tried again.
+                if self.alloc.set_namespace(&name, Some(labels)) && self.started {
+                    let waiting: Vec<ServiceKey> =
+                        self.alloc.incomplete_in(&name).cloned().collect();
+                    self.retry(waiting, out);
+                }
+            }
+            KubeUpdate::NamespaceGone(name) => {
+                self.alloc.set_namespace(&name, None);
+            }
             KubeUpdate::Synced(kind) => {
                 let first = self.synced.insert(kind);
-                if first && kind == Kind::Services {
+                if kind == Kind::Namespaces {
+                    self.alloc.set_namespaces_listed(true);
+                    if first && self.started {
+                        // A reload introduced namespace selectors: Services that waited
+                        // for the list may be served now.
+                        self.retry_incomplete(None, out);
+                    }
+                }
+                if !self.started && self.ready_to_allocate() {
+                    self.started = true;
                     // Rebuild from status before anything new is allocated (the allocator
                     // keeps valid existing assignments first), so IPs never churn.
                     let mut all: Vec<Service> = self.statics.iter().map(static_service).collect();
@@ -446,6 +490,11 @@ impl Controller {
             .filter(|k| Some(*k) != except)
             .cloned()
             .collect();
+        self.retry(waiting, out);
+    }
+
+    /// Tries `waiting` again, in order (see [`Controller::retry_incomplete`]).
+    fn retry(&mut self, waiting: Vec<ServiceKey>, out: &mut Vec<Output>) {
         for key in waiting {
             // Static services are not retried here: they change only with the config.
             let Some(svc) = self.services.get(&key) else {
@@ -487,7 +536,7 @@ impl Controller {
     }
 
     fn reconcile_all(&self, out: &mut Vec<Output>) {
-        if !self.synced.contains(&Kind::Services) {
+        if !self.started {
             return;
         }
         for key in self.services.keys() {
@@ -591,6 +640,7 @@ mod tests {
             interfaces: vec![],
             node_selectors: vec![],
             bgp_advertisements: vec![],
+            service_allocation: Default::default(),
         }
     }
 
@@ -1221,6 +1271,130 @@ mod tests {
         assert!(
             small <= 4,
             "{small} announcements recomputed for four updates of one IP"
+        );
+    }
+
+    fn team_pool(name: &str, first: &str, last: &str, team: &str) -> Pool {
+        let mut p = pool(name, first, last);
+        p.service_allocation.namespace_selectors = vec![crate::model::LabelSelector {
+            match_labels: [("team".to_string(), team.to_string())].into(),
+            match_expressions: vec![],
+        }];
+        p
+    }
+
+    fn namespace(name: &str, team: &str) -> Input {
+        Input::Kube(KubeUpdate::Namespace {
+            name: name.into(),
+            labels: [("team".to_string(), team.to_string())].into(),
+        })
+    }
+
+    fn svc_in(ns: &str, name: &str) -> Service {
+        let mut s = svc(name);
+        s.key = ServiceKey::new(ns, name);
+        s
+    }
+
+    #[test]
+    fn with_namespace_selectors_nothing_is_allocated_before_the_namespaces_are_listed() {
+        let mut c = writer_ctl(vec![
+            pool("any", "10.0.0.1", "10.0.0.9"),
+            team_pool("a", "10.0.1.1", "10.0.1.9", "a"),
+        ]);
+        c.step(Input::Kube(KubeUpdate::Service(svc_in("ns-a", "web"))));
+        assert!(sync_all(&mut c).is_empty(), "waits for the Namespaces");
+        c.step(namespace("ns-a", "a"));
+        let out = c.step(Input::Kube(KubeUpdate::Synced(Kind::Namespaces)));
+        assert_eq!(
+            writes(&out),
+            vec![("ns-a/web".into(), vec![ip("10.0.1.1")])]
+        );
+    }
+
+    #[test]
+    fn without_namespace_selectors_allocation_does_not_wait_for_namespaces() {
+        let mut c = writer_ctl(vec![pool("any", "10.0.0.1", "10.0.0.9")]);
+        c.step(Input::Kube(KubeUpdate::Service(svc_in("ns-a", "web"))));
+        assert_eq!(writes(&sync_all(&mut c)).len(), 1);
+    }
+
+    /// `n` Services holding IPs in namespace "busy", and one waiting in "ns" (which is in no
+    /// team yet, and requests an IP of team a's pool); then "ns" joins team a: how many
+    /// Services that retried, and what was written.
+    fn relabel_among(n: usize) -> (u64, Vec<(String, Vec<IpAddr>)>) {
+        let mut c = writer_ctl(vec![
+            pool("any", "10.0.0.0", "10.0.255.255"),
+            team_pool("a", "10.1.0.1", "10.1.0.9", "a"),
+        ]);
+        c.step(namespace("ns", "none"));
+        c.step(namespace("busy", "none"));
+        c.step(Input::Kube(KubeUpdate::Synced(Kind::Namespaces)));
+        sync_all(&mut c);
+        for i in 0..n {
+            let mut s = svc_in("busy", &format!("s{i}"));
+            s.current_ips = vec![ip(&format!("10.0.{}.{}", i / 256, i % 256))];
+            c.step(Input::Kube(KubeUpdate::Service(s)));
+        }
+        let mut asks = svc_in("ns", "asks");
+        asks.requested_ips = vec![ip("10.1.0.5")];
+        let out = step_echoed(&mut c, Input::Kube(KubeUpdate::Service(asks)));
+        assert!(writes(&out).is_empty());
+        assert_eq!(
+            events_of(&out, "asks"),
+            vec![(
+                "AllocationFailed",
+                r#"Failed to allocate IP for "ns/asks": pool a not compatible for ip assignment: namespace "ns" is not among its namespaces and its Namespace's labels match none of its namespace_selectors"#
+            )]
+        );
+        let before = c.retried();
+        // Relabelling a namespace with only served Services retries nothing.
+        c.step(namespace("busy", "a"));
+        assert_eq!(c.retried(), before);
+        let out = step_echoed(&mut c, namespace("ns", "a"));
+        (c.retried() - before, writes(&out))
+    }
+
+    #[test]
+    fn a_namespace_relabel_retries_only_that_namespaces_waiting_services() {
+        let (small, written) = relabel_among(10);
+        assert_eq!(written, vec![("ns/asks".into(), vec![ip("10.1.0.5")])]);
+        let (large, _) = relabel_among(5_000);
+        assert_eq!((small, large), (1, 1));
+    }
+
+    #[test]
+    fn a_namespace_leaving_its_team_keeps_its_services_ips() {
+        let mut c = writer_ctl(vec![
+            pool("any", "10.0.0.1", "10.0.0.9"),
+            team_pool("a", "10.0.1.1", "10.0.1.9", "a"),
+        ]);
+        c.step(namespace("ns", "a"));
+        c.step(Input::Kube(KubeUpdate::Synced(Kind::Namespaces)));
+        sync_all(&mut c);
+        step_echoed(
+            &mut c,
+            Input::Kube(KubeUpdate::Service(svc_in("ns", "web"))),
+        );
+        let out = step_echoed(&mut c, namespace("ns", "b"));
+        assert!(writes(&out).is_empty(), "{out:?}");
+        // Not on a restart either (the status is rebuilt, not re-chosen).
+        let mut fresh = writer_ctl(vec![
+            pool("any", "10.0.0.1", "10.0.0.9"),
+            team_pool("a", "10.0.1.1", "10.0.1.9", "a"),
+        ]);
+        fresh.step(Input::Kube(KubeUpdate::Service(
+            c.services()[&ServiceKey::new("ns", "web")].clone(),
+        )));
+        fresh.step(namespace("ns", "b"));
+        fresh.step(Input::Kube(KubeUpdate::Synced(Kind::Namespaces)));
+        assert!(writes(&sync_all(&mut fresh)).is_empty());
+        assert_eq!(
+            fresh
+                .allocator()
+                .assignment(&ServiceKey::new("ns", "web"))
+                .map(|a| a.ips.clone()),
+            Some(vec![ip("10.0.1.1")])
         );
     }
 

@@ -301,6 +301,11 @@ fn render(out: &Out) -> Result<(String, Vec<String>)> {
         w.opt("avoid_buggy_ips", &p.avoid_buggy_ips)?;
         w.list("interfaces", &p.interfaces)?;
         w.list("node_selectors", &p.node_selectors)?;
+        let sa = &p.service_allocation;
+        w.opt("priority", &sa.priority)?;
+        w.list("namespaces", &sa.namespaces)?;
+        w.list("namespace_selectors", &sa.namespace_selectors)?;
+        w.list("service_selectors", &sa.service_selectors)?;
         for a in &p.bgp_advertisements {
             w.header("[[pool.bgp_advertisement]]", &a.origin);
             w.opt("aggregation_length", &a.aggregation_length)?;
@@ -343,6 +348,16 @@ struct PoolOut {
     interfaces: Vec<String>,
     node_selectors: Vec<SelectorOut>,
     bgp_advertisements: Vec<AdvOut>,
+    /// `serviceAllocation`: which Services the pool is for.
+    service_allocation: ServiceAllocationOut,
+}
+
+#[derive(Clone, Debug, Default)]
+struct ServiceAllocationOut {
+    priority: Option<u64>,
+    namespaces: Vec<String>,
+    namespace_selectors: Vec<SelectorOut>,
+    service_selectors: Vec<SelectorOut>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -1402,6 +1417,7 @@ impl State {
             interfaces: Vec::new(),
             node_selectors: Vec::new(),
             bgp_advertisements,
+            service_allocation: ServiceAllocationOut::default(),
         })
     }
 
@@ -1506,13 +1522,40 @@ impl State {
                 let addresses = self.addresses(&mut spec, "addresses")?;
                 let auto_assign = spec.bool("autoAssign")?;
                 let avoid_buggy_ips = spec.bool("avoidBuggyIPs")?.filter(|b| *b);
-                if spec.get("serviceAllocation").is_some() {
-                    self.notes.push(format!(
-                        "{}: lb has no per-namespace or per-service pool allocation; ignored \
-                         (use the address-pool annotation on Services instead)",
-                        spec.path("serviceAllocation")
-                    ));
-                }
+                let service_allocation = match spec.obj("serviceAllocation")? {
+                    Some(mut sa) => {
+                        let out = ServiceAllocationOut {
+                            // MetalLB's priority is an int; 0 means none.
+                            priority: sa.uint("priority", i32::MAX as u64)?.filter(|p| *p > 0),
+                            namespaces: sa
+                                .str_list("namespaces")?
+                                .into_iter()
+                                .map(|(_, n)| n)
+                                .collect(),
+                            namespace_selectors: selectors(
+                                &mut sa,
+                                "namespaceSelectors",
+                                true,
+                                &mut self.notes,
+                            )?
+                            .iter()
+                            .map(selector_out)
+                            .collect(),
+                            service_selectors: selectors(
+                                &mut sa,
+                                "serviceSelectors",
+                                true,
+                                &mut self.notes,
+                            )?
+                            .iter()
+                            .map(selector_out)
+                            .collect(),
+                        };
+                        sa.finish(&mut self.notes);
+                        out
+                    }
+                    None => ServiceAllocationOut::default(),
+                };
                 self.crd_pools.push(CrdPool {
                     at: dat.clone(),
                     labels: m.labels,
@@ -1526,6 +1569,7 @@ impl State {
                         interfaces: Vec::new(),
                         node_selectors: Vec::new(),
                         bgp_advertisements: Vec::new(),
+                        service_allocation,
                     },
                 });
             }

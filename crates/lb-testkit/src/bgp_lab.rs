@@ -54,6 +54,7 @@ pub fn pool() -> Pool {
         interfaces: vec![],
         node_selectors: vec![],
         bgp_advertisements: vec![],
+        service_allocation: Default::default(),
     }
 }
 

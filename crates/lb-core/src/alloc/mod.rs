@@ -15,10 +15,33 @@
 //!    afresh.
 //! 2. Fresh allocation: requested IPs (`loadBalancerIPs` / `spec.loadBalancerIP`, from any
 //!    pool, `auto_assign` or not), else the first free address of the named pool, else the
-//!    auto-assign pools in config order. "First free" is the lowest address, ranges in config
-//!    order, that is unused or that the Service may share.
+//!    auto-assign pools in the order below. "First free" is the lowest address, ranges in
+//!    config order, that is unused or that the Service may share. A pool that is not
+//!    *compatible* with the Service (below) is never used by a fresh allocation: requested
+//!    IPs or a named pool in it fail with the reason.
 //! 3. Sharing: both Services carry the same non-empty sharing key, the same backend key
 //!    (`Cluster`, or `Local` with the same selector), and no (protocol, port) is used twice.
+//! 4. Pools chosen by namespace and Service (MetalLB's `serviceAllocation`, PR 1693). A pool
+//!    is *compatible* with a Service when (a) it names no namespaces and has no
+//!    `namespace_selectors`, or the Service's namespace is one of its `namespaces` or its
+//!    Namespace's labels match one of its `namespace_selectors`; and (b) it has no
+//!    `service_selectors`, or the Service's labels match one of them. A pool is *pinned* to a
+//!    Service when it is auto-assign, compatible, and restricts namespaces or Services (a
+//!    or b non-trivially). Auto allocation tries, in this order:
+//!    - the pinned pools, those with a `priority` > 0 first by ascending priority, then those
+//!      without one; ties in config order (MetalLB's sort is unstable);
+//!    - then, only if none of them has a free address, the auto-assign pools with no
+//!      `serviceAllocation` at all, in config order.
+//!
+//!    A pool with a `serviceAllocation` that is pinned to nobody (its selectors match nothing,
+//!    or it has only a priority) is never auto-assigned.
+//!
+//!    Compatibility is a rule for *choosing* an address, not for keeping one: rule 1 does not
+//!    check it, so a Service keeps its IP when its Namespace's or its own labels change, or a
+//!    reload changes a pool's selectors (MetalLB's `Assign` checks it for held IPs too, and
+//!    clears them on the re-convergence those changes trigger; lb never moves a held IP for a
+//!    label). To move a Service to its new pool, name the pool (`address-pool`) or recreate
+//!    the Service.
 //!
 //! Every call returns one [`Outcome`] per Service it was given, with the Events MetalLB would
 //! record. The status of a Service should then be [`Allocator::assignment`] (no assignment:
@@ -26,7 +49,9 @@
 //! `Service::current_ips`.
 //!
 //! Deviations from MetalLB, on purpose: auto-assign pools are tried in config order (MetalLB
-//! walks a Go map, so in random order); a `Local` Service with an empty selector does not
+//! walks a Go map, so in random order); a pool whose `namespace_selectors` match no
+//! Namespace (and that names none) is compatible with no Service (MetalLB then lets any
+//! namespace request its IPs); a `Local` Service with an empty selector does not
 //! share with a `Cluster` one; `AdditionalAssignFailed` is not raised for a pool that has no
 //! range of the missing family at all (MetalLB raises it on every reconcile); the Service's
 //! IP family comes from `ip_family_policy`/`ip_families` (MetalLB uses the cluster IPs).
@@ -39,7 +64,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::model::{IpFamily, IpFamilyPolicy, Pools, Service, ServiceKey, TrafficPolicy};
+use crate::model::{
+    IpFamily, IpFamilyPolicy, Pool, Pools, Selector, Service, ServiceKey, TrafficPolicy,
+};
 use pools::PoolSet;
 use table::{Alloc, Backend, ShareKey, Table};
 
@@ -225,6 +252,11 @@ pub struct Allocator {
     /// other. Worth another `update` once addresses are freed; kept as a set so that the
     /// retry costs what is waiting, not a pass over every Service.
     incomplete: BTreeSet<ServiceKey>,
+    /// Namespace name → its labels, for pools' `namespace_selectors`.
+    namespaces: BTreeMap<String, Selector>,
+    /// Whether `namespaces` holds every Namespace (the first list has arrived). Until then a
+    /// choice that depends on namespace labels waits.
+    namespaces_listed: bool,
 }
 
 impl Allocator {
@@ -236,7 +268,121 @@ impl Allocator {
             table: Table::default(),
             failed: BTreeSet::new(),
             incomplete: BTreeSet::new(),
+            namespaces: BTreeMap::new(),
+            namespaces_listed: true,
         }
+    }
+
+    /// Some pool has `namespace_selectors`: the Namespaces' labels matter.
+    pub fn needs_namespaces(&self) -> bool {
+        self.pools
+            .shared()
+            .iter()
+            .any(|p| !p.service_allocation.namespace_selectors.is_empty())
+    }
+
+    /// A Namespace's labels (`None`: it is gone). True if that changed anything. Held IPs
+    /// never move for it; retry the Services of that namespace that hold nothing
+    /// ([`Allocator::incomplete_in`]).
+    pub fn set_namespace(&mut self, namespace: &str, labels: Option<Selector>) -> bool {
+        match labels {
+            Some(l) => self.namespaces.insert(namespace.to_string(), l.clone()) != Some(l),
+            None => self.namespaces.remove(namespace).is_some(),
+        }
+    }
+
+    /// Whether every Namespace has been given ([`Allocator::set_namespace`]). While not,
+    /// a fresh allocation that depends on namespace labels fails (and waits, in
+    /// [`Allocator::incomplete`]). True from the start: only a watcher of Namespaces that
+    /// has not listed yet makes it false.
+    pub fn set_namespaces_listed(&mut self, listed: bool) {
+        self.namespaces_listed = listed;
+    }
+
+    /// The Services of `namespace` in [`Allocator::incomplete`], in key order.
+    pub fn incomplete_in<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a ServiceKey> {
+        let from = ServiceKey::new(namespace, "");
+        self.incomplete
+            .range(from..)
+            .take_while(move |k| k.namespace == namespace)
+    }
+
+    /// Whether `pool` may give `svc` a fresh address; `Err` says why not (MetalLB's
+    /// `isPoolCompatibleWithService`, with the reason).
+    pub fn compatible(&self, pool: &Pool, svc: &Service) -> Result<(), String> {
+        let sa = &pool.service_allocation;
+        let ns = &svc.key.namespace;
+        if sa.restricts_namespaces() {
+            let named = sa.namespaces.iter().any(|n| n == ns);
+            let labelled = !named && !sa.namespace_selectors.is_empty() && {
+                let empty = Selector::default();
+                let labels = self.namespaces.get(ns).unwrap_or(&empty);
+                sa.namespace_selectors
+                    .iter()
+                    .any(|s| s.matches_with(|k| labels.get(k)))
+            };
+            if !named && !labelled {
+                return Err(msg::pool_not_compatible(
+                    &pool.name,
+                    &msg::namespace_not_admitted(ns),
+                ));
+            }
+        }
+        if !sa.service_selectors.is_empty()
+            && !sa
+                .service_selectors
+                .iter()
+                .any(|s| s.matches_with(|k| svc.labels.get(k)))
+        {
+            return Err(msg::pool_not_compatible(
+                &pool.name,
+                msg::SERVICE_LABELS_NOT_ADMITTED,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Compatibility of pool `pi`, or why it cannot be decided yet (namespace labels not
+    /// listed).
+    fn check_compatible(&self, pi: usize, svc: &Service) -> Result<(), String> {
+        // A `[[service]]` of lb.toml is the admin's own choice of pool, in no namespace (an
+        // API Service always has a uid).
+        if svc.uid.is_none() && svc.key.namespace == crate::controller::STATIC_NAMESPACE {
+            return Ok(());
+        }
+        let pool = self.pools.pool(pi);
+        if !self.namespaces_listed && !pool.service_allocation.namespace_selectors.is_empty() {
+            return Err(msg::NAMESPACES_NOT_LISTED.to_string());
+        }
+        self.compatible(pool, svc)
+    }
+
+    /// The pools auto allocation tries for `svc`, in order, in two tiers: the pinned pools
+    /// (by priority, then config order), and the pools for any Service (config order).
+    /// See the module documentation.
+    pub fn auto_pools(&self, svc: &Service) -> (Vec<usize>, Vec<usize>) {
+        let mut pinned: Vec<usize> = Vec::new();
+        let mut open: Vec<usize> = Vec::new();
+        for pi in 0..self.pools.len() {
+            let pool = self.pools.pool(pi);
+            let sa = &pool.service_allocation;
+            if !pool.auto_assign {
+                continue;
+            }
+            if !sa.is_set() {
+                open.push(pi);
+            } else if (sa.restricts_namespaces() || !sa.service_selectors.is_empty())
+                && self.compatible(pool, svc).is_ok()
+            {
+                pinned.push(pi);
+            }
+        }
+        // Stable: equal priorities stay in config order.
+        pinned.sort_by_key(|&pi| {
+            let p = self.pools.pool(pi).service_allocation.priority;
+            (p == 0, p)
+        });
+        (pinned, open)
     }
 
     /// Rebuilds everything from a full snapshot of the LoadBalancer Services: first every
@@ -614,6 +760,9 @@ impl Allocator {
                 return Err(msg::requested_family_mismatch(requested));
             }
             let annotated = svc.pool.as_deref().and_then(|p| self.pools.index(p));
+            if let Some(pi) = self.pools.pool_for(requested, annotated) {
+                self.check_compatible(pi, svc)?;
+            }
             self.assign_ips(svc, requested, annotated)?;
             if let Some(pool) = &svc.pool
                 && self.assignment(&svc.key).is_none_or(|a| &a.pool != pool)
@@ -629,6 +778,7 @@ impl Allocator {
                 .pools
                 .index(pool)
                 .ok_or_else(|| msg::unknown_pool(pool))?;
+            self.check_compatible(pi, svc)?;
             let ips = self
                 .free_pair(pi, svc, fam)
                 .select(fam, svc.ip_family_policy, pool)?;
@@ -636,10 +786,23 @@ impl Allocator {
             return Ok(ips);
         }
 
-        // No request and no pool named: any auto-assign pool will do, tried in config order.
-        // A dual-stack request fails for its own reason (one pool must have both families
+        // No request and no pool named: the pinned pools, then the pools for any Service. A
+        // dual-stack request fails for its own reason (one pool must have both families
         // free), which the Event says; every other shortage is MetalLB's "no available IPs".
-        let (pi, pair) = self.best_pool(svc, fam).ok_or_else(|| {
+        if !self.namespaces_listed
+            && self
+                .pools
+                .shared()
+                .iter()
+                .any(|p| p.auto_assign && !p.service_allocation.namespace_selectors.is_empty())
+        {
+            return Err(msg::NAMESPACES_NOT_LISTED.to_string());
+        }
+        let (pinned, open) = self.auto_pools(svc);
+        let found = self
+            .best_pool(svc, fam, &pinned)
+            .or_else(|| self.best_pool(svc, fam, &open));
+        let (pi, pair) = found.ok_or_else(|| {
             if fam == Fam::Dual && svc.ip_family_policy != IpFamilyPolicy::PreferDualStack {
                 msg::NO_DUAL_STACK_POOL.to_string()
             } else {
@@ -676,16 +839,18 @@ impl Allocator {
         }
     }
 
-    /// MetalLB's `findBestPoolForService` over the auto-assign pools, in config order.
-    fn best_pool(&mut self, svc: &Service, fam: Fam) -> Option<(usize, FreePair)> {
+    /// MetalLB's `findBestPoolForService` over `candidates`, in that order.
+    fn best_pool(
+        &mut self,
+        svc: &Service,
+        fam: Fam,
+        candidates: &[usize],
+    ) -> Option<(usize, FreePair)> {
         let primary = svc.ip_families.first().copied().unwrap_or(IpFamily::V4);
         let secondary = other_family(primary);
         let prefer = svc.ip_family_policy == IpFamilyPolicy::PreferDualStack;
         let (mut first_primary, mut first_secondary) = (None, None);
-        for pi in 0..self.pools.len() {
-            if !self.pools.pool(pi).auto_assign {
-                continue;
-            }
+        for &pi in candidates {
             let pair = self.free_pair(pi, svc, fam);
             let (p, s) = (pair.get(primary), pair.get(secondary));
             match fam {

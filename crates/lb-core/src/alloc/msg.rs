@@ -149,5 +149,26 @@ pub fn invalid_ips_length(ips: &[IpAddr]) -> String {
     )
 }
 
+/// MetalLB's `Assign` error for a pool whose `serviceAllocation` does not admit the Service,
+/// followed by why.
+pub fn pool_not_compatible(pool: &str, why: &str) -> String {
+    format!("pool {pool} not compatible for ip assignment: {why}")
+}
+
+pub fn namespace_not_admitted(ns: &str) -> String {
+    format!(
+        "namespace {} is not among its namespaces and its Namespace's labels match none of its namespace_selectors",
+        q(ns)
+    )
+}
+
+pub const SERVICE_LABELS_NOT_ADMITTED: &str =
+    "the Service's labels match none of its service_selectors";
+
+/// Ours: a pool chooses by namespace labels and the Namespaces have not been listed yet
+/// (right after a reload introduced `namespace_selectors`). Tried again once they are.
+pub const NAMESPACES_NOT_LISTED: &str =
+    "waiting for the list of Namespaces: a pool chooses Services by namespace labels";
+
 /// `Change::Cleared` reason of [`super::Allocator::release`].
 pub const RELEASED: &str = "service deleted or no longer of type LoadBalancer";

@@ -34,6 +34,7 @@ fn pool(name: &str, ranges: &[&str]) -> Pool {
         interfaces: Vec::new(),
         node_selectors: Vec::new(),
         bgp_advertisements: Vec::new(),
+        service_allocation: Default::default(),
     }
 }
 
@@ -1068,4 +1069,284 @@ fn sync_forgets_services_missing_from_the_snapshot_and_reports_foreign_ones() {
     assert_eq!(out[0].change, Change::NotOurs);
     assert_eq!(a.assignment(&key("gone")), None);
     assert_eq!(a.assignments().count(), 1);
+}
+
+// ---- pools chosen by namespace and Service (serviceAllocation) ----
+
+mod service_allocation {
+    use super::*;
+    use crate::model::{LabelSelector, Selector, ServiceAllocation};
+
+    fn sel(k: &str, v: &str) -> LabelSelector {
+        LabelSelector {
+            match_labels: [(k.to_string(), v.to_string())].into(),
+            match_expressions: Vec::new(),
+        }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Selector {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn with(mut p: Pool, sa: ServiceAllocation) -> Pool {
+        p.service_allocation = sa;
+        p
+    }
+
+    fn in_ns(ns: &str, name: &str) -> Service {
+        let mut s = svc(name);
+        s.key = ServiceKey::new(ns, name);
+        s
+    }
+
+    fn pool_of(a: &Allocator, ns: &str, name: &str) -> Option<String> {
+        a.assignment(&ServiceKey::new(ns, name))
+            .map(|x| x.pool.clone())
+    }
+
+    fn team(name: &str, range: &str, team: &str) -> Pool {
+        with(
+            pool(name, &[range]),
+            ServiceAllocation {
+                namespace_selectors: vec![sel("team", team)],
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn a_namespace_pool_serves_its_namespace_before_the_pools_for_everyone() {
+        let mut a = Allocator::new(
+            vec![
+                pool("any", &["10.0.0.1"]),
+                with(
+                    pool("a-only", &["10.0.1.1"]),
+                    ServiceAllocation {
+                        namespaces: vec!["team-a".into()],
+                        ..Default::default()
+                    },
+                ),
+            ],
+            None,
+        );
+        a.update(&in_ns("team-a", "web"));
+        a.update(&in_ns("other", "web"));
+        assert_eq!(pool_of(&a, "team-a", "web").as_deref(), Some("a-only"));
+        assert_eq!(pool_of(&a, "other", "web").as_deref(), Some("any"));
+    }
+
+    #[test]
+    fn namespace_selectors_match_the_namespaces_labels() {
+        let mut a = Allocator::new(
+            vec![
+                pool("any", &["10.0.0.1-10.0.0.9"]),
+                team("a", "10.0.1.1-10.0.1.9", "a"),
+                team("b", "10.0.2.1-10.0.2.9", "b"),
+            ],
+            None,
+        );
+        a.set_namespace("ns-a", Some(labels(&[("team", "a")])));
+        a.set_namespace("ns-b", Some(labels(&[("team", "b")])));
+        for ns in ["ns-a", "ns-b", "ns-c"] {
+            a.update(&in_ns(ns, "web"));
+        }
+        assert_eq!(pool_of(&a, "ns-a", "web").as_deref(), Some("a"));
+        assert_eq!(pool_of(&a, "ns-b", "web").as_deref(), Some("b"));
+        assert_eq!(pool_of(&a, "ns-c", "web").as_deref(), Some("any"));
+    }
+
+    #[test]
+    fn service_selectors_match_the_services_labels() {
+        let mut a = Allocator::new(
+            vec![
+                pool("any", &["10.0.0.1"]),
+                with(
+                    pool("db", &["10.0.1.1"]),
+                    ServiceAllocation {
+                        service_selectors: vec![sel("tier", "db")],
+                        ..Default::default()
+                    },
+                ),
+            ],
+            None,
+        );
+        let mut db = svc("db");
+        db.labels = labels(&[("tier", "db")]);
+        a.update(&db);
+        a.update(&svc("web"));
+        assert_eq!(pool_of(&a, "default", "db").as_deref(), Some("db"));
+        assert_eq!(pool_of(&a, "default", "web").as_deref(), Some("any"));
+    }
+
+    #[test]
+    fn pinned_pools_go_by_ascending_priority_then_those_without_then_config_order() {
+        let pinned = |name: &str, range: &str, priority: u32| {
+            with(
+                pool(name, &[range]),
+                ServiceAllocation {
+                    priority,
+                    namespaces: vec!["default".into()],
+                    ..Default::default()
+                },
+            )
+        };
+        let pools = vec![
+            pool("any", &["10.0.9.1"]),
+            pinned("none-1", "10.0.5.1", 0),
+            pinned("p20", "10.0.2.1", 20),
+            pinned("none-2", "10.0.6.1", 0),
+            pinned("p10", "10.0.1.1", 10),
+            pinned("p10-later", "10.0.3.1", 10),
+        ];
+        let a = Allocator::new(pools.clone(), None);
+        let (pinned_order, open) = a.auto_pools(&svc("x"));
+        let names: Vec<&str> = pinned_order
+            .iter()
+            .map(|&i| pools[i].name.as_str())
+            .collect();
+        assert_eq!(names, ["p10", "p10-later", "p20", "none-1", "none-2"]);
+        assert_eq!(open, [0]);
+        // Each Service takes the next pool as the earlier ones fill up; "any" comes last.
+        let mut a = Allocator::new(pools, None);
+        let got: Vec<Option<String>> = (0..7)
+            .map(|i| {
+                a.update(&svc(&format!("s{i}")));
+                pool_of(&a, "default", &format!("s{i}"))
+            })
+            .collect();
+        let want = ["p10", "p10-later", "p20", "none-1", "none-2", "any"];
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(g.as_deref(), Some(w));
+        }
+        assert_eq!(got[6], None, "all full");
+    }
+
+    #[test]
+    fn a_pool_whose_selectors_match_nothing_is_never_auto_assigned() {
+        let mut a = Allocator::new(vec![team("nobody", "10.0.1.1-10.0.1.9", "x")], None);
+        a.set_namespace("default", Some(labels(&[("team", "a")])));
+        let o = a.update(&svc("web"));
+        assert_eq!(failed_reason(&o), msg::NO_AVAILABLE_IPS);
+        // Nor a pool that has only a priority: pinned to no Service, out of auto-assignment.
+        let only_priority = with(
+            pool("prio", &["10.0.2.1"]),
+            ServiceAllocation {
+                priority: 1,
+                ..Default::default()
+            },
+        );
+        let mut a = Allocator::new(vec![only_priority], None);
+        assert_eq!(failed_reason(&a.update(&svc("web"))), msg::NO_AVAILABLE_IPS);
+    }
+
+    #[test]
+    fn an_incompatible_pool_is_refused_for_a_requested_ip_and_for_a_named_pool() {
+        let mut a = Allocator::new(
+            vec![
+                team("b", "10.0.2.1-10.0.2.9", "b"),
+                pool("any", &["10.0.0.1-10.0.0.9"]),
+            ],
+            None,
+        );
+        a.set_namespace("ns-a", Some(labels(&[("team", "a")])));
+        let mut asks_ip = in_ns("ns-a", "web");
+        asks_ip.requested_ips = ips(&["10.0.2.5"]);
+        let o = a.update(&asks_ip);
+        assert_eq!(
+            failed_reason(&o),
+            r#"pool b not compatible for ip assignment: namespace "ns-a" is not among its namespaces and its Namespace's labels match none of its namespace_selectors"#
+        );
+        assert_eq!(o.events[0].reason, ALLOCATION_FAILED);
+        let mut names_pool = in_ns("ns-a", "api");
+        names_pool.pool = Some("b".into());
+        assert!(failed_reason(&a.update(&names_pool)).starts_with("pool b not compatible"));
+        // Both wait in `incomplete`, and are served once their namespace joins team b.
+        assert_eq!(a.incomplete_in("ns-a").count(), 2);
+        a.set_namespace("ns-a", Some(labels(&[("team", "b")])));
+        a.update(&asks_ip);
+        assert_eq!(held(&a, "x"), None);
+        assert_eq!(pool_of(&a, "ns-a", "web").as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_held_ip_is_kept_when_labels_change_in_sync_as_in_update() {
+        let pools = vec![
+            team("a", "10.0.1.1-10.0.1.9", "a"),
+            pool("any", &["10.0.0.1-10.0.0.9"]),
+        ];
+        let mut a = Allocator::new(pools.clone(), None);
+        a.set_namespace("ns", Some(labels(&[("team", "a")])));
+        let web = in_ns("ns", "web");
+        a.update(&web);
+        let before = a.assignment(&web.key).cloned().expect("allocated");
+        assert_eq!(before.pool, "a");
+        // The namespace leaves team a: nothing moves, whether updated or rebuilt.
+        a.set_namespace("ns", Some(labels(&[("team", "z")])));
+        let mut echoed = web.clone();
+        echoed.current_ips = before.ips.clone();
+        assert_eq!(a.update(&echoed).change, Change::Unchanged);
+        assert_eq!(
+            a.sync(std::slice::from_ref(&echoed))[0].change,
+            Change::Unchanged
+        );
+        let mut fresh = Allocator::new(pools, None);
+        fresh.set_namespace("ns", Some(labels(&[("team", "z")])));
+        assert_eq!(
+            fresh.sync(std::slice::from_ref(&echoed))[0].change,
+            Change::Unchanged
+        );
+        assert_eq!(fresh.assignment(&web.key), Some(&before));
+        // A new Service there now gets the pool for everyone.
+        a.update(&in_ns("ns", "new"));
+        assert_eq!(pool_of(&a, "ns", "new").as_deref(), Some("any"));
+    }
+
+    #[test]
+    fn until_namespaces_are_listed_a_choice_by_namespace_labels_waits() {
+        let mut a = Allocator::new(
+            vec![
+                team("a", "10.0.1.1-10.0.1.9", "a"),
+                pool("any", &["10.0.0.1-10.0.0.9"]),
+            ],
+            None,
+        );
+        a.set_namespaces_listed(false);
+        let o = a.update(&in_ns("ns", "web"));
+        assert_eq!(failed_reason(&o), msg::NAMESPACES_NOT_LISTED);
+        assert_eq!(a.incomplete_in("ns").count(), 1);
+        // A requested IP of a pool that does not choose by namespace labels goes ahead.
+        let mut asks = in_ns("ns", "fixed");
+        asks.requested_ips = ips(&["10.0.0.5"]);
+        assert!(matches!(a.update(&asks).change, Change::Allocated { .. }));
+        a.set_namespace("ns", Some(labels(&[("team", "a")])));
+        a.set_namespaces_listed(true);
+        a.update(&in_ns("ns", "web"));
+        assert_eq!(pool_of(&a, "ns", "web").as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_static_service_of_lb_toml_may_use_a_pool_that_chooses_by_namespace() {
+        let mut a = Allocator::new(vec![team("a", "10.0.1.1-10.0.1.9", "a")], None);
+        let mut vip = in_ns(crate::controller::STATIC_NAMESPACE, "vip");
+        vip.pool = Some("a".into());
+        assert!(matches!(a.update(&vip).change, Change::Allocated { .. }));
+        // A Kubernetes Service in a namespace of that name is not exempt.
+        let mut k8s = in_ns(crate::controller::STATIC_NAMESPACE, "web");
+        k8s.uid = Some("1234".into());
+        k8s.pool = Some("a".into());
+        assert!(failed_reason(&a.update(&k8s)).starts_with("pool a not compatible"));
+    }
+
+    #[test]
+    fn incomplete_in_lists_only_that_namespace() {
+        let mut a = Allocator::new(vec![pool("p", &["10.0.0.1"])], None);
+        for (ns, n) in [("a", "1"), ("b", "1"), ("b", "2"), ("bb", "1"), ("c", "1")] {
+            a.update(&in_ns(ns, n));
+        }
+        let b: Vec<String> = a.incomplete_in("b").map(|k| k.to_string()).collect();
+        assert_eq!(b, ["b/1", "b/2"]);
+    }
 }

@@ -346,6 +346,7 @@ mod tests {
             interfaces: vec![],
             node_selectors: vec![],
             bgp_advertisements: advs,
+            service_allocation: Default::default(),
         }
     }
 

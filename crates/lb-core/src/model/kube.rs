@@ -1,6 +1,6 @@
 //! What the Kubernetes watchers report, as the controller consumes it.
 
-use super::{EndpointsByNode, Node, Service, ServiceKey};
+use super::{EndpointsByNode, Node, Selector, Service, ServiceKey};
 
 /// What the watchers tell the controller.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,6 +16,12 @@ pub enum KubeUpdate {
     Endpoints(ServiceKey, EndpointsByNode),
     Node(Node),
     NodeGone(String),
+    /// A Namespace and its labels (watched only while a pool has `namespace_selectors`).
+    Namespace {
+        name: String,
+        labels: Selector,
+    },
+    NamespaceGone(String),
     /// The first complete list of this kind has been delivered.
     Synced(Kind),
 }
@@ -25,4 +31,5 @@ pub enum Kind {
     Services,
     EndpointSlices,
     Nodes,
+    Namespaces,
 }

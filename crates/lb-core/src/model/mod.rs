@@ -160,6 +160,8 @@ pub struct Service {
     /// The `lb.org/announcing` annotation: who the leader last said announces it (read back
     /// so that a new leader neither rewrites it nor repeats its Events).
     pub announcing: Option<String>,
+    /// `metadata.labels`: what a pool's `service_selectors` match.
+    pub labels: Selector,
     /// Set when the object could not be understood (a garbage annotation, an unparsable
     /// IP): the allocator answers `AllocationFailed` with this reason instead of guessing.
     pub spec_error: Option<String>,
@@ -270,16 +272,25 @@ pub enum LabelOperator {
     DoesNotExist,
 }
 
+/// The same selector matches Namespaces and Services (a pool's `namespace_selectors` and
+/// `service_selectors`): the name says what it is, not what it selects.
+pub type LabelSelector = NodeSelector;
+
 impl NodeSelector {
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.matches_with(|k| labels.get(k).map(String::as_str))
+    }
+
+    /// Matches labels looked up by `get` (a map, or a [`Selector`]'s sorted pairs).
+    pub fn matches_with<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.match_labels
             .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
+            .all(|(k, v)| get(k) == Some(v.as_str()))
             && self.match_expressions.iter().all(|e| {
-                let value = labels.get(&e.key);
+                let value = get(&e.key);
                 match e.operator {
-                    LabelOperator::In => value.is_some_and(|v| e.values.contains(v)),
-                    LabelOperator::NotIn => !value.is_some_and(|v| e.values.contains(v)),
+                    LabelOperator::In => value.is_some_and(|v| e.values.iter().any(|x| x == v)),
+                    LabelOperator::NotIn => !value.is_some_and(|v| e.values.iter().any(|x| x == v)),
                     LabelOperator::Exists => value.is_some(),
                     LabelOperator::DoesNotExist => value.is_none(),
                 }
@@ -373,6 +384,36 @@ pub struct Pool {
     pub node_selectors: Vec<NodeSelector>,
     /// bgp: how to advertise; empty means one default advertisement.
     pub bgp_advertisements: Vec<BgpAdvertisement>,
+    /// Which Services the pool is for (MetalLB's `serviceAllocation`); the default (nothing
+    /// set) is a pool for every Service.
+    pub service_allocation: ServiceAllocation,
+}
+
+/// MetalLB's `IPAddressPool.spec.serviceAllocation`: which Services a pool is for, and in
+/// which order a Service tries the pools pinned to it. The rules are in
+/// [`crate::alloc`]'s documentation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceAllocation {
+    /// Lower is tried first; 0 is "no priority" (after every pool with one).
+    pub priority: u32,
+    pub namespaces: Vec<String>,
+    /// Matched against the labels of the Service's Namespace.
+    pub namespace_selectors: Vec<LabelSelector>,
+    /// Matched against the Service's own labels.
+    pub service_selectors: Vec<LabelSelector>,
+}
+
+impl ServiceAllocation {
+    /// Anything set: the pool is then never an "any Service" pool (MetalLB's
+    /// `ServiceAllocations != nil`).
+    pub fn is_set(&self) -> bool {
+        *self != Self::default()
+    }
+
+    /// The pool restricts namespaces (by name or by labels).
+    pub fn restricts_namespaces(&self) -> bool {
+        !self.namespaces.is_empty() || !self.namespace_selectors.is_empty()
+    }
 }
 
 impl Pool {

@@ -145,6 +145,7 @@ mod tests {
             interfaces: vec![],
             node_selectors: vec![],
             bgp_advertisements: vec![],
+            service_allocation: Default::default(),
         }
     }
 

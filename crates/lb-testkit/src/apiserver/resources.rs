@@ -62,6 +62,18 @@ pub static RESOURCES: &[Resource] = &[
         view_of_events: false,
     },
     Resource {
+        group: "",
+        version: "v1",
+        plural: "namespaces",
+        singular: "namespace",
+        kind: "Namespace",
+        namespaced: false,
+        short_names: &["ns"],
+        has_status: false,
+        storage: "namespaces",
+        view_of_events: false,
+    },
+    Resource {
         group: "apps",
         version: "v1",
         plural: "deployments",

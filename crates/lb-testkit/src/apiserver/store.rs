@@ -862,6 +862,17 @@ impl Store {
     /// Server-set fields on create, per kind.
     fn create_defaults(inner: &mut Inner, res: &Resource, o: &mut Value) {
         match (res.group, res.plural) {
+            ("", "namespaces") => {
+                // What the real server adds: the immutable name label (1.21+), the
+                // `kubernetes` finalizer and phase Active.
+                let name = o.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
+                if !o["metadata"].get("labels").is_some_and(Value::is_object) {
+                    o["metadata"]["labels"] = json!({});
+                }
+                o["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
+                o["spec"] = json!({"finalizers": ["kubernetes"]});
+                o["status"] = json!({"phase": "Active"});
+            }
             ("", "services") => {
                 Self::service_defaults(inner, o, None);
                 o["status"] = json!({"loadBalancer": {}});

@@ -49,6 +49,7 @@ pub fn columns(r: &Resource) -> Vec<Value> {
             ("Kernel-Version", 1),
             ("Container-Runtime", 1),
         ],
+        ("", "namespaces") => &[("Name", 0), ("Status", 0), ("Age", 0)],
         ("apps", "deployments") => &[
             ("Name", 0),
             ("Ready", 0),
@@ -323,6 +324,15 @@ pub fn row(r: &Resource, obj: &Value, now: SystemTime) -> Value {
         ("", "services") => service_cells(obj, now),
         (_, "events") => event_cells(obj, now),
         ("", "nodes") => node_cells(obj, now),
+        ("", "namespaces") => vec![
+            json!(s(obj, "/metadata/name")),
+            json!(or(s(obj, "/status/phase").to_string(), "Active")),
+            json!(age(
+                obj.pointer("/metadata/creationTimestamp")
+                    .and_then(Value::as_str),
+                now
+            )),
+        ],
         ("apps", "deployments") => deployment_cells(obj, now),
         ("discovery.k8s.io", "endpointslices") => endpointslice_cells(obj, now),
         _ => vec![
