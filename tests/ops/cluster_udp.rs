@@ -71,6 +71,8 @@ fn settings(
         name: name.to_owned(),
         witness: false,
         members: members.clone(),
+        address: None,
+        members_may_join: false,
         key: Some(key.to_vec()),
         timing: Timing::default(),
         state_dir: dir.path().join(name),

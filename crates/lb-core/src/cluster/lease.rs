@@ -74,22 +74,22 @@ pub struct Voter {
     promises: BTreeMap<IpAddr, Promise>,
     /// Per IP: the newest map version a holder showed in a (non-standby) request.
     claims: BTreeMap<IpAddr, Claim>,
-    /// Per member: the highest request number acted on (older ones are ignored).
-    last_seq: Vec<u64>,
+    /// Per holder: the highest request number acted on (older ones are ignored).
+    last_seq: BTreeMap<usize, u64>,
     pending: BTreeMap<IpAddr, Vec<Pending>>,
 }
 
 impl Voter {
     /// `quiet_until`: no promise before then (at least start + lease + drift: promises
     /// forgotten in a restart).
-    pub fn new(members: usize, lease: Duration, drift: Duration, quiet_until: Instant) -> Self {
+    pub fn new(lease: Duration, drift: Duration, quiet_until: Instant) -> Self {
         Self {
             lease,
             drift,
             quiet_until,
             promises: BTreeMap::new(),
             claims: BTreeMap::new(),
-            last_seq: vec![0; members],
+            last_seq: BTreeMap::new(),
             pending: BTreeMap::new(),
         }
     }
@@ -109,10 +109,11 @@ impl Voter {
     /// Acts on a request numbered `r.seq` of `from`; returns the IPs granted now, or `None`
     /// when the request is older than one already acted on (reordered or duplicated).
     pub fn renew(&mut self, now: Instant, from: usize, r: &Renew) -> Option<Vec<IpAddr>> {
-        if r.seq <= self.last_seq[from] {
+        let last = self.last_seq.entry(from).or_default();
+        if r.seq <= *last {
             return None;
         }
-        self.last_seq[from] = r.seq;
+        *last = r.seq;
         self.drop_pending_of(from);
         let mut granted = Vec::new();
         if now < self.quiet_until {
@@ -162,10 +163,11 @@ impl Voter {
 
     /// `from` stopped answering for `ips` (request number `seq`): their promises end now.
     pub fn release(&mut self, from: usize, seq: u64, ips: &[IpAddr]) -> Vec<Freed> {
-        if seq <= self.last_seq[from] {
+        let last = self.last_seq.entry(from).or_default();
+        if seq <= *last {
             return Vec::new();
         }
-        self.last_seq[from] = seq;
+        *last = seq;
         self.drop_pending_of(from);
         let mut freed = Vec::new();
         for ip in ips {
