@@ -95,6 +95,8 @@ pub struct Sim {
     /// `Output::Refused` seen: (host name, reason label).
     pub refusals: Vec<(String, &'static str)>,
     roster_seen: Vec<(u64, u64)>,
+    /// Datagrams sent (before loss), per (from, to).
+    pub sent: BTreeMap<(usize, usize), u64>,
 }
 
 /// One `Output::Failover` as the simulation saw it.
@@ -186,6 +188,7 @@ impl Sim {
             admitted: BTreeSet::new(),
             refusals: Vec::new(),
             roster_seen: vec![(0, 0); n],
+            sent: BTreeMap::new(),
         };
         for h in 0..sim.hosts.len() {
             sim.start(h).expect("start");
@@ -314,6 +317,9 @@ impl Sim {
                 Output::Persist(hs) => self.hosts[h].hard = hs,
                 Output::Send { to, msg } => {
                     let Some(to) = self.hosts.iter().position(|x| x.name == to) else {
+                        if self.hosts[h].rogue {
+                            continue; // its made-up voter does not exist
+                        }
                         return Err(Violation(format!("send to unknown {to}")));
                     };
                     self.transmit(h, to, msg);
@@ -350,6 +356,7 @@ impl Sim {
     }
 
     fn transmit(&mut self, from: usize, to: usize, msg: Message) {
+        *self.sent.entry((from, to)).or_default() += 1;
         if self.blocked.contains(&(from, to)) || self.rng.chance(self.cfg.loss) {
             return;
         }

@@ -271,6 +271,9 @@ struct Leadership {
     successors: BTreeMap<IpAddr, usize>,
     /// Heartbeat rounds until the member list is sent to every voter again.
     roster_refresh_in: u64,
+    /// Members just admitted: once they report, the IPs whose placement choice they are
+    /// move to them (a planned move each), so a cluster that grows stays balanced.
+    rebalance: BTreeSet<usize>,
 }
 
 /// This host's part of the latest map it knows (from its leader, or its own as leader).
@@ -1432,6 +1435,7 @@ impl Node {
             owners: BTreeMap::new(),
             successors: BTreeMap::new(),
             roster_refresh_in: 0,
+            rebalance: BTreeSet::new(),
         });
         self.promise_until = self.promise_until.max(now + self.timing.election_timeout);
         self.role_changed(out);
@@ -1486,6 +1490,7 @@ impl Node {
                     admitted_at: Some(now),
                     ..Peer::default()
                 };
+                l.rebalance.insert(i);
             }
         }
         if changed {
@@ -1857,6 +1862,12 @@ impl Node {
             .collect();
         let mut owners = l.owners.clone();
         let mut successors = l.successors.clone();
+        let rebalance: BTreeSet<usize> = l
+            .rebalance
+            .iter()
+            .copied()
+            .filter(|i| cands.get(*i).copied().unwrap_or(false))
+            .collect();
         for ip in ips {
             if !self.desired.contains_key(&ip) {
                 owners.remove(&ip);
@@ -1867,7 +1878,15 @@ impl Node {
                 .filter(|i| cands[*i] && self.eligible_for(*i, &ip))
                 .collect();
             let name = |i: usize| self.names[i].as_str();
-            let current = owners.get(&ip).copied().filter(|c| elig.contains(c));
+            let mut current = owners.get(&ip).copied().filter(|c| elig.contains(c));
+            if !rebalance.is_empty() {
+                // A member that just joined takes the IPs it is the placement choice for.
+                let top = placement::choose_owner(&ip, None, elig.iter().map(|i| name(*i)))
+                    .and_then(|n| self.index.get(n).copied());
+                if let Some(t) = top.filter(|t| rebalance.contains(t)) {
+                    current = Some(t);
+                }
+            }
             let owner = match current {
                 Some(c) => Some(c),
                 None => {
@@ -1900,6 +1919,9 @@ impl Node {
         let me = self.me;
         let term = self.term;
         let Some(l) = &mut self.lead else { return };
+        for i in &rebalance {
+            l.rebalance.remove(i);
+        }
         if owners != l.owners || successors != l.successors || l.epoch == 0 {
             // (epoch 0 → 1: the term's first map, even if empty.)
             l.owners = owners;
