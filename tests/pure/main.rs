@@ -10,6 +10,7 @@ mod bgp_fixtures;
 mod bgp_proptest;
 mod cluster_members;
 mod cluster_model;
+mod cluster_model_members;
 mod cluster_simulation;
 mod config_fuzz;
 mod config_validation;

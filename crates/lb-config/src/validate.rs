@@ -933,7 +933,10 @@ impl Checker<'_> {
         if hosts.get_ref().len() == 2 {
             self.sink.warning(
                 hosts.span(),
-                format!("no failover possible: a cluster of 2 {key} loses its majority when either host fails; expected a third: add a witness host (role = \"witness\" in its [node]) to {key}"),
+                format!(
+                    "no failover possible: a cluster of 2 {key} loses its majority when either host fails; expected a third {}: add a witness host (role = \"witness\" in its [node]) to {key}",
+                    key.trim_end_matches('s')
+                ),
             );
         } else if is_voters && hosts.get_ref().len() > 2 && hosts.get_ref().len() % 2 == 0 {
             self.sink.error(
