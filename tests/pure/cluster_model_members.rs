@@ -5,8 +5,9 @@
 //! From a warmed cluster of the three voters (x held by c, y by a or b, m not started), m
 //! starts at any moment (it asks to join; the leader admits it, lists it to the voters and
 //! moves x to it), and later leaves (planned stop) or crashes at any moment. Messages are
-//! delivered in any order (`Deliver`), or lost (`Drop`, budgeted), time advances to the next
-//! timer.
+//! delivered a round at a time in order (`Flush`; `LB_MODEL_REORDER=1` also any one message
+//! at a time, reordering) or lost (`Drop`, budgeted); time advances to the next timer once
+//! nothing is in flight.
 //!
 //! Always: one leader per term; never two valid leases on one IP at the same global time; m
 //! holds nothing before some voter lists it as admitted. Sometimes: m is admitted; m holds x;
@@ -101,6 +102,8 @@ struct State {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Action {
     Deliver(usize),
+    /// Deliver everything in flight, in order (one network round).
+    Flush,
     Drop(usize),
     Advance,
     Join,
@@ -113,6 +116,8 @@ struct MembersModel {
     window_us: u64,
     max_time_us: u64,
     max_drops: u8,
+    /// Offer per-message delivery (reordering) besides `Flush`.
+    reorder: bool,
 }
 
 impl MembersModel {
@@ -220,7 +225,7 @@ impl Model for MembersModel {
             s = if s.net.is_empty() {
                 self.next_state(&s, Action::Advance)
             } else {
-                self.next_state(&s, Action::Deliver(0))
+                self.next_state(&s, Action::Flush)
             }
             .expect("warm-up step");
         }
@@ -234,16 +239,22 @@ impl Model for MembersModel {
     }
 
     fn actions(&self, s: &State, actions: &mut Vec<Action>) {
+        if !s.net.is_empty() {
+            actions.push(Action::Flush);
+        }
         for k in 0..s.net.len() {
             if k > 0 && s.net[k] == s.net[k - 1] {
                 continue;
             }
-            actions.push(Action::Deliver(k));
+            if self.reorder {
+                actions.push(Action::Deliver(k));
+            }
             if s.drops < self.max_drops {
                 actions.push(Action::Drop(k));
             }
         }
-        if s.net.len() <= 6 {
+        // Time moves on once the network is quiet (delays shorter than any timer).
+        if s.net.is_empty() {
             actions.push(Action::Advance);
         }
         if !s.joined && s.now <= s.warm_at + self.window_us {
@@ -262,6 +273,12 @@ impl Model for MembersModel {
                 let (from, to, msg) = s.net.remove(k);
                 let from = NAMES[from].to_string();
                 self.input(&mut s, to, Input::Received { from, msg });
+            }
+            Action::Flush => {
+                for (from, to, msg) in std::mem::take(&mut s.net) {
+                    let from = NAMES[from].to_string();
+                    self.input(&mut s, to, Input::Received { from, msg });
+                }
             }
             Action::Drop(k) => {
                 s.net.remove(k);
@@ -337,8 +354,9 @@ fn cluster_model_members_join_and_leave_keep_one_holder_per_ip() {
         window_us: env("LB_MODEL_WINDOW_US", 60_000),
         max_time_us: 2_000_000,
         max_drops: env("LB_MODEL_DROPS", 1) as u8,
+        reorder: env("LB_MODEL_REORDER", 0) == 1,
     };
-    let depth = env("LB_MODEL_DEPTH", 30) as usize;
+    let depth = env("LB_MODEL_DEPTH", 40) as usize;
     let started = Instant::now();
     let checker = model.checker().target_max_depth(depth).spawn_bfs().join();
     println!(

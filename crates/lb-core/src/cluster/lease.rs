@@ -129,6 +129,17 @@ impl Voter {
             if r.claim < known {
                 continue; // a newer map gives this IP to someone else
             }
+            if standby
+                && self.pending.get(&ip).is_some_and(|l| {
+                    l.iter()
+                        .any(|p| !p.standby && p.holder != from && p.claim >= r.claim)
+                })
+            {
+                // The map's holder is asking for it (a successor that took over, or a
+                // former holder the map moved the IP away from, keeps it as standby): stop
+                // renewing the successor, so the holder gets it within one lease.
+                continue;
+            }
             if !standby && r.claim > known {
                 // The newest map's holder: the current promisee (an older map) is no longer
                 // renewed, so the move completes within one lease even if the old holder
