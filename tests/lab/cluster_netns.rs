@@ -400,3 +400,123 @@ fn wait_until_some<T>(mut f: impl FnMut() -> Option<T>) -> T {
     });
     out.expect("set when the wait succeeded")
 }
+
+/// `[cluster] voters` n1..n3; a host not among them gives its own `address`.
+fn config_voters(
+    lab: &Lab,
+    me: &str,
+    voters: &[(String, String)],
+    own: Option<&str>,
+    key: &str,
+) -> String {
+    let voters = voters
+        .iter()
+        .map(|(n, a)| format!("{n} = \"{a}:{PORT}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let address = own.map_or(String::new(), |a| format!("address = \"{a}:{PORT}\"\n"));
+    format!(
+        "[node]\nname = \"{me}\"\nstate_dir = \"{}\"\n\n[cluster]\nvoters = {{ {voters} }}\n{address}secret_file = \"{key}\"\n\n[[pool]]\nname = \"l2\"\nprotocol = \"layer2\"\naddresses = [\"10.10.100.200-10.10.100.210\"]\n",
+        lab.dir()
+            .join(format!("state-{me}-{}", wall_ns()))
+            .display()
+    )
+}
+
+/// Never two processes with a lease on one IP at the same wall time: each line says "owned
+/// until d" from its time on, until the same process's next line.
+fn assert_never_two_owners(lines: &[Vec<Line>]) {
+    // Per process: intervals [line time, min(deadline, next line time)).
+    let mut intervals: BTreeMap<&str, Vec<(i128, i128, &str)>> = BTreeMap::new();
+    for ls in lines {
+        for (k, l) in ls.iter().enumerate() {
+            let next = ls.get(k + 1).map_or(i128::MAX, |n| n.wall);
+            for (ip, d) in &l.owned {
+                let end = (*d).min(next);
+                if end > l.wall {
+                    intervals
+                        .entry(ip.as_str())
+                        .or_default()
+                        .push((l.wall, end, l.me.as_str()));
+                }
+            }
+        }
+    }
+    for (ip, iv) in &intervals {
+        for (i, a) in iv.iter().enumerate() {
+            for b in &iv[i + 1..] {
+                assert!(
+                    a.2 == b.2 || a.1 <= b.0 || b.1 <= a.0,
+                    "{ip} owned by {} and {} at once: {a:?} {b:?}",
+                    a.2,
+                    b.2
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn hosts_join_a_running_cluster_of_three_voters_and_one_leaves_without_a_restart() {
+    let lab = Lab::new("cljoin");
+    let names = ["n1", "n2", "n3", "n4", "n5"];
+    let addr = |i: usize| format!("10.10.100.{}", 3 + i);
+    let hosts: Vec<Host> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| lab.node(n, &[&format!("{}/24", addr(i))]))
+        .collect();
+    let voters: Vec<(String, String)> = (0..3).map(|i| (names[i].to_owned(), addr(i))).collect();
+    let key = key_file(&lab, "cluster.key", "netns cluster key\n");
+    let start = |i: usize| {
+        let own = (i >= 3).then(|| addr(i));
+        let text = config_voters(&lab, names[i], &voters, own.as_deref(), &key);
+        let path = hosts[i]
+            .write_file("lb.toml", &text)
+            .expect("write lb.toml");
+        let bin = node_bin().to_string_lossy().into_owned();
+        let p = path.to_string_lossy().into_owned();
+        let mut args = vec![bin.as_str(), "--config", p.as_str()];
+        args.extend(IPS);
+        RefCell::new(Output::new(
+            hosts[i].spawn(&args).expect("spawn lb-cluster-node"),
+        ))
+    };
+    let mut procs: Vec<RefCell<Output>> = (0..3).map(start).collect();
+    let stable = |procs: &[RefCell<Output>], what: &str| {
+        wait_until(WAIT, what, || {
+            let latest: Vec<Line> = procs.iter().filter_map(|p| p.borrow_mut().last()).collect();
+            let now = wall_ns();
+            latest.len() == procs.len()
+                && latest.iter().filter(|l| l.role == "leader").count() == 1
+                && latest.iter().all(|l| l.leader.is_some())
+                && IPS
+                    .iter()
+                    .all(|ip| latest.iter().filter(|l| owns_at(l, ip, now)).count() == 1)
+        });
+    };
+    stable(&procs, "three voters: a leader and one owner per IP");
+    let pids: Vec<u32> = procs.iter().map(|p| p.borrow().proc.pid()).collect();
+    // A fourth and a fifth host join by starting; nothing else restarts.
+    procs.push(start(3));
+    procs.push(start(4));
+    stable(&procs, "five hosts following one leader, one owner per IP");
+    for (p, pid) in procs.iter().zip(&pids) {
+        assert!(p.borrow().proc.is_running(), "voter restarted or died");
+        assert_eq!(p.borrow().proc.pid(), *pid);
+    }
+    // n4 leaves for good (SIGTERM: planned leave): its IPs move, the rest stays.
+    procs[3].borrow().proc.kill(lb_testkit::lab::Signal::Term);
+    wait_until(WAIT, "n4 stopped", || !procs[3].borrow().proc.is_running());
+    let left = procs.remove(3);
+    stable(&procs, "four hosts, one owner per IP after n4 left");
+    let mut all: Vec<Vec<Line>> = procs
+        .iter()
+        .map(|p| p.borrow_mut().update().to_vec())
+        .collect();
+    all.push(left.borrow_mut().update().to_vec());
+    assert_never_two_owners(&all);
+    drop(procs);
+    drop(left);
+    lab.teardown();
+}

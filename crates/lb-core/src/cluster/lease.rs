@@ -400,3 +400,52 @@ impl Holder {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: Duration = Duration::from_millis(150);
+    const D: Duration = Duration::from_millis(25);
+
+    fn ip() -> IpAddr {
+        "10.0.0.1".parse().expect("ip")
+    }
+
+    fn req(seq: u64, claim: Claim, standby: bool) -> Renew {
+        Renew {
+            seq,
+            claim,
+            ips: if standby { vec![] } else { vec![ip()] },
+            standby: if standby { vec![ip()] } else { vec![] },
+        }
+    }
+
+    #[test]
+    fn a_standby_promise_is_not_renewed_while_the_maps_holder_waits_for_the_ip() {
+        let t0 = crate::test_origin();
+        let mut v = Voter::new(L, D, t0);
+        // Holder 1 holds the IP under map (1, 1).
+        assert_eq!(v.renew(t0, 1, &req(1, (1, 1), false)), Some(vec![ip()]));
+        // Map (1, 2) moves it to holder 2; holder 1 is now its successor and keeps asking.
+        let t1 = t0 + Duration::from_millis(50);
+        assert_eq!(v.renew(t1, 2, &req(1, (1, 2), false)), Some(vec![]));
+        let t2 = t0 + Duration::from_millis(60);
+        assert_eq!(
+            v.renew(t2, 1, &req(2, (1, 2), true)),
+            Some(vec![]),
+            "not renewed: the holder of the newest map waits"
+        );
+        // Holder 2 renews; when holder 1's promise ends, holder 2 gets the IP.
+        let t3 = t0 + Duration::from_millis(100);
+        assert_eq!(v.renew(t3, 2, &req(2, (1, 2), false)), Some(vec![]));
+        let freed = v.expire(t0 + L);
+        assert_eq!(freed.len(), 1);
+        let g = v.grant_pending(t0 + L, &[ip()]);
+        assert_eq!(g.len(), 1);
+        assert_eq!((g[0].holder, g[0].seq), (2, 2));
+        // Without a waiting holder a successor's standby request is granted as before.
+        let mut w = Voter::new(L, D, t0);
+        assert_eq!(w.renew(t0, 1, &req(1, (1, 2), true)), Some(vec![ip()]));
+    }
+}
