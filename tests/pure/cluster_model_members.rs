@@ -154,11 +154,11 @@ impl MembersModel {
                         s.net.push((i, j, msg));
                     }
                 }
-                Output::RoleChanged { term, role, .. } => {
-                    if role == Role::Leader && *s.leaders.entry(term).or_insert(i) != i {
-                        s.two_leaders = true;
-                    }
-                }
+                Output::RoleChanged {
+                    term,
+                    role: Role::Leader,
+                    ..
+                } => s.two_leaders |= *s.leaders.entry(term).or_insert(i) != i,
                 _ => {}
             }
         }
