@@ -663,6 +663,7 @@ mod tests {
         m.bgp_updates_received(peer, 1);
         m.set_bgp_announced_prefixes(peer, 1);
         m.cluster_datagrams_dropped(DropReason::BadMac, 1);
+        m.cluster_join_refused("voter_list_differs");
         m.set_cluster_member("n2", Some(true), Some(Duration::from_millis(20)));
         let text = m.encode();
         for (name, kind, _, _) in SERIES {
