@@ -51,8 +51,13 @@ pub struct ClusterSettings {
     /// This host's member name.
     pub name: String,
     pub witness: bool,
-    /// Member name → UDP address; contains `name`.
+    /// Voter name → UDP address; contains `name` unless this host is a member that does
+    /// not vote (then `address` is its own).
     pub members: BTreeMap<String, SocketAddr>,
+    /// This host's own address when it is not a voter.
+    pub address: Option<SocketAddr>,
+    /// Bind a socket and admit members even with a single voter (`[cluster] voters`).
+    pub members_may_join: bool,
     /// The cluster key; `None` only for a cluster of one (which never sends).
     pub key: Option<Vec<u8>>,
     pub timing: Timing,
@@ -72,13 +77,17 @@ impl ClusterSettings {
         )?;
         let key = match &cluster.secret_file {
             Some(path) => Some(transport::read_key(path)?),
-            None if cluster.members.len() > 1 => return Err(DriverError::NoKey),
+            None if cluster.members.len() > 1 || cluster.address.is_some() => {
+                return Err(DriverError::NoKey);
+            }
             None => None,
         };
         Ok(Self {
             name: node.name.clone(),
             witness: node.role == crate::config::Role::Witness,
             members: cluster.members.clone(),
+            address: cluster.address,
+            members_may_join: cluster.members_may_join,
             key,
             timing,
             state_dir: node.state_dir.clone(),
@@ -113,6 +122,8 @@ pub enum DriverError {
 pub struct MemberView {
     pub name: String,
     pub addr: SocketAddr,
+    /// Votes; `false`: a member the leader admitted.
+    pub voter: bool,
     /// The leader considers it alive (leader only; `true` for the leader itself).
     pub alive: bool,
     /// When the leader last received its ack (leader only; as of the view's publication).
@@ -338,6 +349,10 @@ struct Shell {
     last_publish: Instant,
     /// Elections started and failover durations go here.
     metrics: Option<Metrics>,
+    /// The core's member list version the transport's peers were last set from.
+    roster_version: (u64, u64),
+    /// When a refused join was last logged, per host name (rate limit).
+    refusals_logged: BTreeMap<String, Instant>,
 }
 
 fn boot_nanos() -> u64 {
@@ -394,6 +409,8 @@ impl ClusterDriver {
         create_state_dir(&settings.state_dir)?;
         let hard = hard_state::load(&settings.state_dir)?;
         let boot = hard_state::next_boot(&settings.state_dir, boot_nanos())?;
+        let networked =
+            settings.members.len() > 1 || settings.address.is_some() || settings.members_may_join;
         let cfg = core::Config {
             me: settings.name.clone(),
             members: settings
@@ -404,6 +421,8 @@ impl ClusterDriver {
                     addr: *addr,
                 })
                 .collect(),
+            address: settings.address,
+            solo: !networked,
             witness: settings.witness,
             timing: settings.timing,
             seed: boot ^ fnv(&settings.name).rotate_left(17),
@@ -411,9 +430,27 @@ impl ClusterDriver {
         };
         let start = now();
         let (node, first) = Node::new(cfg, hard, start)?;
-        let transport = if settings.members.len() > 1 {
+        let transport = if networked {
             let key = settings.key.as_deref().ok_or(DriverError::NoKey)?;
-            Some(Transport::bind(&settings.name, &settings.members, key, boot).await?)
+            let addr = settings
+                .members
+                .get(&settings.name)
+                .copied()
+                .or(settings.address)
+                .ok_or_else(|| TransportError::NotAMember(settings.name.clone()))?;
+            // A voter authenticates hosts it does not know yet (they ask to join); a member
+            // talks to the voters only.
+            Some(
+                Transport::bind_at(
+                    &settings.name,
+                    addr,
+                    &node.peers(),
+                    key,
+                    boot,
+                    node.is_voter(),
+                )
+                .await?,
+            )
         } else {
             None
         };
@@ -452,6 +489,8 @@ impl ClusterDriver {
             logged_owned: BTreeSet::new(),
             last_publish: start,
             metrics,
+            roster_version: node.roster_version(),
+            refusals_logged: BTreeMap::new(),
         };
         match local_addr {
             Some(addr) => info!(
@@ -531,6 +570,15 @@ impl driver::Shell<Node> for Shell {
 
     /// Carries a step's outputs out, in the core's order.
     async fn carry(&mut self, now: Instant, node: &Node, out: Vec<Output>) -> ControlFlow<()> {
+        // The member list first: a heartbeat to a member admitted in this step, or a grant
+        // to one the leader just listed, goes to the address the core has for it (never to
+        // a datagram's source address).
+        if node.roster_version() != self.roster_version {
+            self.roster_version = node.roster_version();
+            if let Some(t) = &mut self.transport {
+                t.set_peers(&node.peers());
+            }
+        }
         let mut persist_failed = false;
         let mut complete = false;
         for o in out {
@@ -581,6 +629,24 @@ impl driver::Shell<Node> for Shell {
                 Output::ElectionStarted { .. } => {
                     if let Some(m) = &self.metrics {
                         m.election_started();
+                    }
+                }
+                Output::Admitted { name, addr } => {
+                    info!(member = %name, %addr, "raft-lite: admitted member {name} at {addr}");
+                }
+                Output::Forgotten { name } => {
+                    info!(member = %name, "raft-lite: forgot member {name} (left, or silent too long)");
+                }
+                Output::Refused { name, reason } => {
+                    let due = self.refusals_logged.get(&name).is_none_or(|t| {
+                        now.saturating_duration_since(*t) >= transport::LOG_INTERVAL
+                    });
+                    if due && self.refusals_logged.len() < 4096 {
+                        warn!(host = %name, reason = reason.label(), "raft-lite: not admitting {name}: {reason}");
+                        self.refusals_logged.insert(name, now);
+                    }
+                    if let Some(m) = &self.metrics {
+                        m.cluster_join_refused(reason.label());
                     }
                 }
                 Output::Failover { ip, to, took } => {
@@ -662,11 +728,11 @@ impl Shell {
                 .members
                 .into_iter()
                 .map(|m| MemberView {
-                    addr: self
-                        .members
-                        .get(&m.name)
-                        .copied()
+                    addr: m
+                        .addr
+                        .or_else(|| self.members.get(&m.name).copied())
                         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                    voter: m.voter,
                     name: m.name,
                     alive: m.alive,
                     last_ack: m.last_ack_age.and_then(|a| now.checked_sub(a)),
@@ -735,6 +801,8 @@ mod tests {
             name: "solo".into(),
             witness: false,
             members: [("solo".to_owned(), SocketAddr::from(([127, 0, 0, 1], 7946)))].into(),
+            address: None,
+            members_may_join: false,
             key: None,
             timing: Timing::default(),
             state_dir: dir.join("state"),
@@ -859,6 +927,8 @@ mod tests {
                 ("b".to_owned(), SocketAddr::from(([127, 0, 0, 1], 2))),
             ]
             .into(),
+            address: None,
+            members_may_join: false,
             secret_file: Some(key),
             heartbeat: Duration::from_millis(50),
             election_timeout: Duration::from_millis(300),

@@ -33,6 +33,9 @@ use super::wire::{self, Authenticator, DropReason, SealError, Sealer};
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Bound on the rate limiter's memory (spoofed source addresses must not grow it forever).
 const LOG_LIMITER_CAPACITY: usize = 4096;
+/// Bound on the senders a voter authenticates without knowing them first (hosts asking to
+/// join). Only a datagram that passed the MAC check adds one, so only key holders count.
+const MAX_SENDERS: usize = 65_536;
 /// Pause after a receive error that is not a transient ICMP report, so a broken socket
 /// cannot turn the task into a busy loop.
 const RECV_ERROR_BACKOFF: Duration = Duration::from_millis(20);
@@ -175,7 +178,9 @@ enum LogKind {
 }
 
 struct Peer {
-    addr: SocketAddr,
+    /// `None`: no longer a peer (a forgotten member). Its sealer is kept so the sequence
+    /// numbers keep increasing if it comes back.
+    addr: Option<SocketAddr>,
     sealer: Sealer,
 }
 
@@ -183,6 +188,11 @@ struct Peer {
 pub struct Transport {
     socket: UdpSocket,
     me: String,
+    key: Vec<u8>,
+    first_seq: u64,
+    /// Authenticate senders not known yet (a voter: hosts asking to join). The core decides
+    /// whether they are admitted; replies go only to the addresses it lists ([`Transport::set_peers`]).
+    open_to_unknown: bool,
     peers: BTreeMap<String, Peer>,
     /// One per sender (each knows only that sender, under that direction's key).
     auth: BTreeMap<String, Authenticator>,
@@ -203,43 +213,78 @@ impl Transport {
         let addr = *members
             .get(me)
             .ok_or_else(|| TransportError::NotAMember(me.to_owned()))?;
+        Self::bind_at(me, addr, members, cluster_key, first_seq, false).await
+    }
+
+    /// Binds `addr`; `peers` (this host may be among them) are the hosts it knows now.
+    /// `open_to_unknown`: also authenticate senders not among them (see the field).
+    pub async fn bind_at(
+        me: &str,
+        addr: SocketAddr,
+        peers: &BTreeMap<String, SocketAddr>,
+        cluster_key: &[u8],
+        first_seq: u64,
+        open_to_unknown: bool,
+    ) -> Result<Self, TransportError> {
+        // Checked here so a bad own name fails at start, not at the first send.
+        Sealer::new(me, b"", first_seq).map_err(|source| TransportError::BadName {
+            name: me.to_owned(),
+            source,
+        })?;
         let socket = UdpSocket::bind(addr)
             .await
             .map_err(|source| TransportError::Bind { addr, source })?;
-        let mut peers = BTreeMap::new();
-        let mut auth = BTreeMap::new();
-        for (name, addr) in members {
-            if name == me {
-                continue;
-            }
-            let sealer =
-                Sealer::new(me, &pair_key(cluster_key, me, name), first_seq).map_err(|source| {
-                    TransportError::BadName {
-                        name: me.to_owned(),
-                        source,
-                    }
-                })?;
-            peers.insert(
-                name.clone(),
-                Peer {
-                    addr: *addr,
-                    sealer,
-                },
-            );
-            auth.insert(
-                name.clone(),
-                Authenticator::new(&pair_key(cluster_key, name, me), me, [name.as_str()]),
-            );
-        }
-        Ok(Self {
+        let mut t = Self {
             socket,
             me: me.to_owned(),
-            peers,
-            auth,
+            key: cluster_key.to_vec(),
+            first_seq,
+            open_to_unknown,
+            peers: BTreeMap::new(),
+            auth: BTreeMap::new(),
             stats: watch::Sender::new(TransportStats::default()),
             limiter: LogLimiter::new(LOG_INTERVAL, LOG_LIMITER_CAPACITY),
             buf: vec![0; 65_536],
-        })
+        };
+        t.set_peers(peers);
+        Ok(t)
+    }
+
+    /// The hosts this one sends to, with their addresses (voters and admitted members, as
+    /// the core lists them): new ones are added, missing ones no longer sent to.
+    pub fn set_peers(&mut self, peers: &BTreeMap<String, SocketAddr>) {
+        for p in self.peers.values_mut() {
+            p.addr = None;
+        }
+        for (name, addr) in peers {
+            if *name == self.me {
+                continue;
+            }
+            match self.peers.get_mut(name) {
+                Some(p) => p.addr = Some(*addr),
+                None => {
+                    let key = pair_key(&self.key, &self.me, name);
+                    // The own name was checked in bind_at; a sealer cannot fail otherwise.
+                    let Ok(sealer) = Sealer::new(&self.me, &key, self.first_seq) else {
+                        continue;
+                    };
+                    self.peers.insert(
+                        name.clone(),
+                        Peer {
+                            addr: Some(*addr),
+                            sealer,
+                        },
+                    );
+                }
+            }
+            if !self.auth.contains_key(name) {
+                self.auth.insert(name.clone(), self.authenticator(name));
+            }
+        }
+    }
+
+    fn authenticator(&self, sender: &str) -> Authenticator {
+        Authenticator::new(&pair_key(&self.key, sender, &self.me), &self.me, [sender])
     }
 
     /// The address actually bound.
@@ -254,10 +299,12 @@ impl Transport {
 
     /// Seals and sends one message. Failures are counted and logged (rate-limited) here too.
     pub async fn send(&mut self, to: &str, msg: &Message) -> Result<(), SendError> {
-        let Some(peer) = self.peers.get_mut(to) else {
+        let Some((peer, Some(addr))) = self.peers.get_mut(to).map(|p| {
+            let a = p.addr;
+            (p, a)
+        }) else {
             return Err(SendError::UnknownPeer(to.to_owned()));
         };
-        let addr = peer.addr;
         let bytes = match peer.sealer.seal(msg) {
             Ok(b) => b,
             Err(source) => {
@@ -330,10 +377,23 @@ impl Transport {
         let result = match wire::parse_header(d) {
             Err(r) => Err(r),
             Ok(h) if h.sender == self.me => Err(DropReason::UnknownSender),
-            Ok(h) => match self.auth.get_mut(h.sender) {
-                None => Err(DropReason::UnknownSender),
-                Some(a) => a.open(d),
-            },
+            Ok(h) => {
+                if let Some(a) = self.auth.get_mut(h.sender) {
+                    a.open(d)
+                } else if self.open_to_unknown && self.auth.len() < MAX_SENDERS {
+                    // A host asking to join: kept only once its MAC checked (a forgery
+                    // cannot grow the table), and the core admits it or not.
+                    let sender = h.sender.to_owned();
+                    let mut a = self.authenticator(&sender);
+                    let r = a.open(d);
+                    if r.is_ok() {
+                        self.auth.insert(sender, a);
+                    }
+                    r
+                } else {
+                    Err(DropReason::UnknownSender)
+                }
+            }
         };
         match result {
             Ok(m) => {

@@ -116,6 +116,12 @@ pub const SERIES: &[(&str, &str, &[&str], Option<&str>)] = &[
         &["reason"],
         None,
     ),
+    (
+        "lb_cluster_joins_refused_total",
+        "counter",
+        &["reason"],
+        None,
+    ),
     ("lb_cluster_member_healthy", "gauge", &["member"], None),
     (
         "lb_cluster_member_last_seen_seconds",
@@ -209,6 +215,7 @@ struct Inner {
     is_leader: Gauge,
     elections: Counter,
     datagrams_dropped: Family<ReasonLabel, Counter>,
+    joins_refused: Family<ReasonLabel, Counter>,
     member_healthy: Family<MemberLabel, Gauge>,
     member_last_seen: Family<MemberLabel, FloatGauge>,
     failover: Histogram,
@@ -274,6 +281,7 @@ impl Metrics {
             is_leader: Gauge::default(),
             elections: Counter::default(),
             datagrams_dropped: Family::default(),
+            joins_refused: Family::default(),
             member_healthy: Family::default(),
             member_last_seen: Family::default(),
             failover: Histogram::new(FAILOVER_BUCKETS),
@@ -380,6 +388,11 @@ impl Metrics {
             "lb_cluster_datagrams_dropped",
             "Number of raft-lite datagrams received and dropped, by reason (bad_mac: wrong cluster key or forged; unknown_sender: not in this host's members; replayed, too_old; truncated, bad_magic, unsupported_version, malformed)",
             i.datagrams_dropped.clone(),
+        );
+        r.register(
+            "lb_cluster_joins_refused",
+            "Number of requests to join that this host, as leader, refused, by reason (voter_name, voter_list_differs, duplicate_address)",
+            i.joins_refused.clone(),
         );
         r.register(
             "lb_cluster_member_healthy",
@@ -602,6 +615,14 @@ impl Metrics {
         self.inner.elections.inc();
     }
 
+    /// A host asking to join was refused (leader only).
+    pub fn cluster_join_refused(&self, reason: &'static str) {
+        self.inner
+            .joins_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
     pub fn observe_failover(&self, took: Duration) {
         self.inner.failover.observe(took.as_secs_f64());
     }
@@ -759,6 +780,7 @@ mod tests {
         m.bgp_updates_received(peer, 1);
         m.set_bgp_announced_prefixes(peer, 1);
         m.cluster_datagrams_dropped(DropReason::BadMac, 1);
+        m.cluster_join_refused("voter_list_differs");
         m.set_cluster_member("n2", Some(true), Some(Duration::from_millis(20)));
         m.set_layer2_owners(&BTreeMap::from([(ip, ("p".to_string(), true))]));
         m.set_bfd_session(peer.ip(), true, 0);

@@ -72,6 +72,8 @@ pub enum NodeRole {
     Member,
     /// Votes in raft-lite, never announces.
     Witness,
+    /// Announces, does not vote: not among `[cluster] voters`, admitted by the leader.
+    Joined,
 }
 
 impl fmt::Display for NodeRole {
@@ -79,6 +81,7 @@ impl fmt::Display for NodeRole {
         f.write_str(match self {
             NodeRole::Member => "member",
             NodeRole::Witness => "witness",
+            NodeRole::Joined => "member (no vote)",
         })
     }
 }

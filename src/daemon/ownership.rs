@@ -150,6 +150,19 @@ impl Ownership {
                         .map(|t| now.saturating_duration_since(t).as_millis() as u64),
                 }
             })
+            // Hosts that joined without voting: the leader lists every one it admitted,
+            // another host itself (when it is one).
+            .chain(v.members.iter().filter(|m| !m.voter).map(|m| {
+                MemberStatus {
+                    name: m.name.clone(),
+                    address: Some(m.addr),
+                    role: NodeRole::Joined,
+                    healthy: if leader_view { m.alive } else { m.name == v.me },
+                    last_seen_ms: m
+                        .last_ack
+                        .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                }
+            }))
             .collect()
     }
 

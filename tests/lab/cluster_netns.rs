@@ -400,3 +400,226 @@ fn wait_until_some<T>(mut f: impl FnMut() -> Option<T>) -> T {
     });
     out.expect("set when the wait succeeded")
 }
+
+/// IPs of the join test: enough that the joining hosts are the placement choice of some.
+const JOIN_IPS: [&str; 8] = [
+    "10.10.100.200",
+    "10.10.100.201",
+    "10.10.100.202",
+    "10.10.100.203",
+    "10.10.100.204",
+    "10.10.100.205",
+    "10.10.100.206",
+    "10.10.100.207",
+];
+
+/// `[cluster] voters` n1..n3; a host not among them gives its own `address`.
+fn config_voters(
+    lab: &Lab,
+    me: &str,
+    voters: &[(String, String)],
+    own: Option<&str>,
+    key: &str,
+) -> String {
+    let voters = voters
+        .iter()
+        .map(|(n, a)| format!("{n} = \"{a}:{PORT}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let address = own.map_or(String::new(), |a| format!("address = \"{a}:{PORT}\"\n"));
+    format!(
+        "[node]\nname = \"{me}\"\nstate_dir = \"{}\"\n\n[cluster]\nvoters = {{ {voters} }}\n{address}secret_file = \"{key}\"\n\n[[pool]]\nname = \"l2\"\nprotocol = \"layer2\"\naddresses = [\"10.10.100.200-10.10.100.210\"]\n",
+        lab.dir()
+            .join(format!("state-{me}-{}", wall_ns()))
+            .display()
+    )
+}
+
+/// Never two processes with a lease on one IP at the same wall time: each line says "owned
+/// until d" from its time on, until the same process's next line.
+fn assert_never_two_owners(lines: &[Vec<Line>]) {
+    // Per process: intervals [line time, min(deadline, next line time)).
+    let mut intervals: BTreeMap<&str, Vec<(i128, i128, &str)>> = BTreeMap::new();
+    for ls in lines {
+        for (k, l) in ls.iter().enumerate() {
+            let next = ls.get(k + 1).map_or(i128::MAX, |n| n.wall);
+            for (ip, d) in &l.owned {
+                let end = (*d).min(next);
+                if end > l.wall {
+                    intervals
+                        .entry(ip.as_str())
+                        .or_default()
+                        .push((l.wall, end, l.me.as_str()));
+                }
+            }
+        }
+    }
+    for (ip, iv) in &intervals {
+        for (i, a) in iv.iter().enumerate() {
+            for b in &iv[i + 1..] {
+                assert!(
+                    a.2 == b.2 || a.1 <= b.0 || b.1 <= a.0,
+                    "{ip} owned by {} and {} at once: {a:?} {b:?}",
+                    a.2,
+                    b.2
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn hosts_join_a_running_cluster_of_three_voters_take_their_ips_and_one_leaves_without_a_restart() {
+    let lab = Lab::new("cljoin");
+    let names = ["n1", "n2", "n3", "n4", "n5"];
+    let addr = |i: usize| format!("10.10.100.{}", 3 + i);
+    let hosts: Vec<Host> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| lab.node(n, &[&format!("{}/24", addr(i))]))
+        .collect();
+    let voters: Vec<(String, String)> = (0..3).map(|i| (names[i].to_owned(), addr(i))).collect();
+    let key = key_file(&lab, "cluster.key", "netns cluster key\n");
+    let start = |i: usize| {
+        let own = (i >= 3).then(|| addr(i));
+        let text = config_voters(&lab, names[i], &voters, own.as_deref(), &key);
+        let path = hosts[i]
+            .write_file("lb.toml", &text)
+            .expect("write lb.toml");
+        let bin = node_bin().to_string_lossy().into_owned();
+        let p = path.to_string_lossy().into_owned();
+        let mut args = vec![bin.as_str(), "--config", p.as_str()];
+        args.extend(JOIN_IPS);
+        RefCell::new(Output::new(
+            hosts[i].spawn(&args).expect("spawn lb-cluster-node"),
+        ))
+    };
+    let mut procs: Vec<RefCell<Output>> = (0..3).map(start).collect();
+    let stable = |procs: &[RefCell<Output>], what: &str| {
+        wait_until(WAIT, what, || {
+            let latest: Vec<Line> = procs.iter().filter_map(|p| p.borrow_mut().last()).collect();
+            let now = wall_ns();
+            latest.len() == procs.len()
+                && latest.iter().filter(|l| l.role == "leader").count() == 1
+                && latest.iter().all(|l| l.leader.is_some())
+                && JOIN_IPS
+                    .iter()
+                    .all(|ip| latest.iter().filter(|l| owns_at(l, ip, now)).count() == 1)
+        });
+    };
+    stable(&procs, "three voters: a leader and one owner per IP");
+    let pids: Vec<u32> = procs.iter().map(|p| p.borrow().proc.pid()).collect();
+    let t0 = wall_ns();
+    let owner_at = |procs: &[RefCell<Output>], t: i128| -> BTreeMap<&'static str, String> {
+        let latest: Vec<Line> = procs.iter().filter_map(|p| p.borrow_mut().last()).collect();
+        JOIN_IPS
+            .iter()
+            .filter_map(|ip| {
+                latest
+                    .iter()
+                    .find(|l| owns_at(l, ip, t))
+                    .map(|l| (*ip, l.me.clone()))
+            })
+            .collect()
+    };
+    let before = owner_at(&procs, t0);
+    // A fourth and a fifth host join by starting; nothing else restarts.
+    procs.push(start(3));
+    procs.push(start(4));
+    stable(&procs, "five hosts following one leader, one owner per IP");
+    // The joining hosts take the IPs they are now the placement choice for.
+    let chosen: BTreeMap<&str, &str> = JOIN_IPS
+        .iter()
+        .filter_map(|ip| {
+            let ipa: std::net::IpAddr = ip.parse().expect("ip");
+            lb::cluster::placement::choose_owner(&ipa, None, names)
+                .filter(|n| *n == "n4" || *n == "n5")
+                .map(|n| (*ip, n))
+        })
+        .collect();
+    assert!(!chosen.is_empty(), "no IP prefers n4 or n5: pick other IPs");
+    wait_until(WAIT, "n4 and n5 own the IPs placed on them", || {
+        let now = owner_at(&procs, wall_ns());
+        chosen
+            .iter()
+            .all(|(ip, n)| now.get(ip).map(String::as_str) == Some(*n))
+    });
+    println!("placed on the joining hosts: {chosen:?}");
+    let mid = owner_at(&procs, wall_ns());
+    for (p, pid) in procs.iter().zip(&pids) {
+        assert!(p.borrow().proc.is_running(), "voter restarted or died");
+        assert_eq!(p.borrow().proc.pid(), *pid);
+    }
+    // n5 leaves for good (SIGTERM: planned leave): its IPs move, the rest stays.
+    procs[4].borrow().proc.kill(lb_testkit::lab::Signal::Term);
+    wait_until(WAIT, "n5 stopped", || !procs[4].borrow().proc.is_running());
+    let left = procs.remove(4);
+    stable(&procs, "four hosts, one owner per IP after n5 left");
+    let t1 = wall_ns();
+    let after = owner_at(&procs, t1);
+    let mut all: Vec<Vec<Line>> = procs
+        .iter()
+        .map(|p| p.borrow_mut().update().to_vec())
+        .collect();
+    all.push(left.borrow_mut().update().to_vec());
+    assert_never_two_owners(&all);
+    // An IP no join or leave moved (one owner throughout) was owned all along.
+    let mut unmoved = 0;
+    for (ip, owner) in &before {
+        if after.get(ip) != Some(owner) || mid.get(ip) != Some(owner) {
+            continue;
+        }
+        unmoved += 1;
+        let mut ls: Vec<&Line> = all.iter().flatten().filter(|l| l.me == *owner).collect();
+        ls.sort_by_key(|l| l.wall);
+        let mut covered = t0;
+        for (k, l) in ls.iter().enumerate() {
+            let Some(d) = l.owned.get(*ip) else { continue };
+            assert!(
+                l.wall <= covered || covered >= t1,
+                "{ip} (owner {owner}, not moved) not owned for {:.1} ms from {:.1} ms",
+                (l.wall - covered) as f64 / 1e6,
+                (covered - t0) as f64 / 1e6
+            );
+            let next = ls.get(k + 1).map_or(i128::MAX, |n| n.wall);
+            covered = covered.max((*d).min(next));
+        }
+        assert!(covered >= t1, "{ip} (owner {owner}) not owned at the end");
+    }
+    println!(
+        "{unmoved} of {} IPs kept their owner through the joins and the leave",
+        JOIN_IPS.len()
+    );
+    // A moved IP: the longest time no host owned it (a planned move each way).
+    for ip in JOIN_IPS {
+        let mut iv: Vec<(i128, i128)> = Vec::new();
+        for ls in &all {
+            for (k, l) in ls.iter().enumerate() {
+                if let Some(d) = l.owned.get(ip) {
+                    let next = ls.get(k + 1).map_or(i128::MAX, |n| n.wall);
+                    iv.push((l.wall, (*d).min(next)));
+                }
+            }
+        }
+        iv.sort();
+        let (mut covered, mut gap) = (t0, 0);
+        for (a, b) in iv {
+            if b <= t0 || a >= t1 {
+                continue;
+            }
+            gap = gap.max(a - covered);
+            covered = covered.max(b);
+        }
+        gap = gap.max(t1 - covered.min(t1));
+        if gap > 0 {
+            println!(
+                "{ip}: longest time without an owner {:.1} ms",
+                gap as f64 / 1e6
+            );
+        }
+        assert!(gap < 1_000_000_000, "{ip} without an owner for {gap} ns");
+    }
+    drop(procs);
+    drop(left);
+    lab.teardown();
+}

@@ -71,6 +71,8 @@ fn settings(
         name: name.to_owned(),
         witness: false,
         members: members.clone(),
+        address: None,
+        members_may_join: false,
         key: Some(key.to_vec()),
         timing: Timing::default(),
         state_dir: dir.path().join(name),
@@ -567,4 +569,76 @@ async fn owner_view_drops_an_ip_before_releasing_it() {
     }
     assert_eq!(releases_checked, 20);
     drop(h);
+}
+
+impl Cluster {
+    /// Starts a host that does not vote: configured with the voters' addresses, the key
+    /// `key` and its own address only.
+    async fn add_member(&mut self, name: &str, voters: &BTreeMap<String, SocketAddr>, key: &[u8]) {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let mut s = settings(name, voters, key, &dir);
+        s.address = Some(free_addr());
+        let (h, view) = start(s.clone()).await;
+        self.members.push(Member {
+            name: name.to_owned(),
+            settings: s,
+            handle: Some(h),
+            view,
+            _dir: dir,
+        });
+    }
+
+    /// The leader's member list: (name, votes).
+    fn listed(views: &[ClusterView]) -> BTreeMap<String, bool> {
+        views
+            .iter()
+            .find(|v| v.role == Role::Leader)
+            .map(|l| {
+                l.members
+                    .iter()
+                    .map(|m| (m.name.clone(), m.voter))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_joins_over_udp_a_wrong_key_does_not_and_a_leaving_member_is_forgotten() {
+    let (mut c, voters) = Cluster::start_with(|_, a| a.clone()).await;
+    c.wait_stable("three voters settled").await;
+    c.add_member("node-m", &voters, KEY).await;
+    c.add_member("node-w", &voters, b"another key, so another cluster")
+        .await;
+    let snap = c
+        .wait("node-m admitted and following", |views, _| {
+            Cluster::listed(views).get("node-m") == Some(&false)
+                && views.iter().any(|v| v.me == "node-m" && v.leader.is_some())
+        })
+        .await;
+    assert!(
+        !Cluster::listed(&snap).contains_key("node-w"),
+        "a host with another key is never admitted"
+    );
+    // The wrong key is counted as bad_mac at a voter, and that host owns nothing.
+    let mut stats = c.stats("node-a");
+    wait_stats(&mut stats, "bad_mac from node-w", |s| {
+        s.dropped(DropReason::BadMac) > 0
+    })
+    .await;
+    let now = driver::now();
+    assert!(c.member("node-w").view.borrow().owned_ips(now).is_empty());
+    let w = c.member_mut("node-w").handle.take().expect("running");
+    w.abort_and_wait().await;
+    // One owner per IP among the four live hosts, the member counted like any other.
+    c.wait_stable("one owner per IP with the member").await;
+    // A member's planned stop completes and the leader forgets it.
+    let h = c.member_mut("node-m").handle.take().expect("running");
+    assert_eq!(h.shutdown().await, ShutdownOutcome::Complete);
+    c.wait("node-m forgotten", |views, _| {
+        let l = Cluster::listed(views);
+        !l.is_empty() && !l.contains_key("node-m")
+    })
+    .await;
+    c.wait_stable("three voters again").await;
 }

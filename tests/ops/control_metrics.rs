@@ -120,6 +120,7 @@ fn populated() -> Metrics {
     m.set_cluster_member("worker-1", Some(true), None);
     m.set_cluster_member("worker-2", Some(false), Some(Duration::from_millis(2500)));
     m.observe_failover(Duration::from_millis(240));
+    m.cluster_join_refused("voter_list_differs");
     m.config_reloaded(true);
     m.config_loaded(1_700_000_000);
     m.set_layer2_owners(&BTreeMap::from([(ip, ("ip-space-1".to_string(), true))]));

@@ -152,6 +152,8 @@ fn config(i: usize, incarnation: u64) -> Config {
                 addr: SocketAddr::from(([127, 0, 0, 1], 7000 + k as u16)),
             })
             .collect(),
+        address: None,
+        solo: false,
         witness: false,
         timing: Timing::default(),
         seed: i as u64 * 7919 + incarnation,
@@ -199,7 +201,10 @@ impl RaftModel {
                 Output::Leases(_)
                 | Output::ShutdownComplete
                 | Output::ElectionStarted { .. }
-                | Output::Failover { .. } => {}
+                | Output::Failover { .. }
+                | Output::Admitted { .. }
+                | Output::Forgotten { .. }
+                | Output::Refused { .. } => {}
             }
         }
         s.net.sort();

@@ -1311,6 +1311,116 @@ fn three_member_cluster_does_not_warn() {
     assert!(valid(&cluster("")).warnings.is_empty());
 }
 
+fn voters(extra: &str) -> String {
+    format!(
+        "[cluster]\nvoters = {{ {MEMBERS3} }}\nsecret_file = \"/etc/lb/cluster.key\"\n{extra}{POOL}"
+    )
+}
+
+fn host(name: &str) -> Context {
+    Context {
+        hostname: name.into(),
+        check_files: false,
+    }
+}
+
+#[test]
+fn a_host_that_does_not_vote_names_the_voters_and_its_own_address() {
+    let text = voters("address = \"10.0.0.21:7946\"\n");
+    let c = parse_with(&text, &host("worker-21"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config
+        .cluster;
+    assert_eq!(c.members.len(), 3, "the voters");
+    assert_eq!(c.address, Some("10.0.0.21:7946".parse().unwrap()));
+    assert!(c.members_may_join);
+    // A voter of the same list has no address of its own there.
+    let v = valid(&voters("")).config.cluster;
+    assert_eq!(v.address, None);
+    assert!(v.members_may_join);
+    // `members` keeps its meaning: every host listed, every host votes, none joins.
+    let m = valid(&cluster("")).config.cluster;
+    assert!(!m.members_may_join);
+}
+
+#[test]
+fn a_host_neither_voter_nor_with_an_address_is_an_error() {
+    assert_error_with(
+        &voters(""),
+        &host("worker-21"),
+        "{ worker-1",
+        &[
+            "this host \"worker-21\" is not among the cluster voters",
+            "address = \"IP:PORT\"",
+        ],
+    );
+}
+
+#[test]
+fn a_voter_with_an_address_of_its_own_is_an_error() {
+    let text = voters("address = \"10.0.0.21:7946\"\n");
+    assert_error(
+        &text,
+        "\"10.0.0.21:7946\"",
+        &["is a voter", "expected no address"],
+    );
+}
+
+#[test]
+fn address_with_members_is_an_error() {
+    let text = cluster("address = \"10.0.0.21:7946\"\n");
+    assert_error_with(
+        &text,
+        &host("worker-21"),
+        "\"10.0.0.21:7946\"",
+        &["expected voters = { ... } instead of members"],
+    );
+}
+
+#[test]
+fn a_member_address_equal_to_a_voters_is_an_error() {
+    let text = voters("address = \"10.0.0.4:7946\"\n");
+    assert_error_with(
+        &text,
+        &host("worker-21"),
+        "\"10.0.0.4:7946\"\n",
+        &["is voter worker-2's"],
+    );
+}
+
+#[test]
+fn an_even_number_of_voters_is_an_error() {
+    let text = format!(
+        "[cluster]\nvoters = {{ {MEMBERS3}, worker-4 = \"10.0.0.6:7946\" }}\nsecret_file = \"/k\"\n{POOL}"
+    );
+    assert_error(&text, "{ worker-1", &["4 voters", "expected an odd number"]);
+}
+
+#[test]
+fn members_and_voters_together_are_an_error() {
+    let text = voters("").replace(
+        "[cluster]\n",
+        &format!("[cluster]\nmembers = {{ {MEMBERS3} }}\n"),
+    );
+    assert_error(
+        &text,
+        "{ worker-1 = \"10.0.0.3:7946\", worker-2 = \"10.0.0.4:7946\", worker-3 = \"10.0.0.5:7946\" }\nsecret",
+        &["both members and voters"],
+    );
+}
+
+#[test]
+fn duplicate_voter_addresses_are_an_error() {
+    let text = voters("").replace("10.0.0.5:7946", "10.0.0.4:7946");
+    let errors = errors_with(&text, &ctx());
+    assert_eq!(errors.len(), 1, "{}", Diagnostics(errors.clone()));
+    assert!(
+        errors[0]
+            .message
+            .contains("has the same address 10.0.0.4:7946")
+    );
+}
+
 #[test]
 fn heartbeat_below_ten_milliseconds_is_an_error() {
     assert_error(

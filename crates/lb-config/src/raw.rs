@@ -43,7 +43,9 @@ pub(crate) struct RawKubernetes {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCluster {
-    pub members: S<BTreeMap<S<String>, S<String>>>,
+    pub members: Option<S<BTreeMap<S<String>, S<String>>>>,
+    pub voters: Option<S<BTreeMap<S<String>, S<String>>>>,
+    pub address: Option<S<String>>,
     pub secret_file: Option<S<String>>,
     pub heartbeat: Option<S<String>>,
     pub election_timeout: Option<S<String>>,

@@ -68,9 +68,15 @@ impl KubernetesConfig {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// Member name → raft-lite UDP address. Contains this host (`node.name`). Without a
-    /// `[cluster]` table: this host alone at `127.0.0.1:7946` (a cluster of one never sends).
+    /// The voters: name → raft-lite UDP address (`members`, or `voters`). Contains this
+    /// host (`node.name`) unless `address` is set. Without a `[cluster]` table: this host
+    /// alone at `127.0.0.1:7946` (a cluster of one never sends).
     pub members: BTreeMap<String, SocketAddr>,
+    /// This host's own address when it is not among the voters: a member that holds
+    /// leases but does not vote, admitted by the leader when it starts.
+    pub address: Option<SocketAddr>,
+    /// Written as `voters`: members may join even a single voter (it binds its socket).
+    pub members_may_join: bool,
     /// Shared HMAC key; required whenever `[cluster]` is given.
     pub secret_file: Option<PathBuf>,
     pub heartbeat: Duration,

@@ -799,6 +799,8 @@ impl Checker<'_> {
                     node.name.clone(),
                     SocketAddr::from(([127, 0, 0, 1], ClusterConfig::DEFAULT_PORT)),
                 )]),
+                address: None,
+                members_may_join: false,
                 secret_file: None,
                 heartbeat: ClusterConfig::DEFAULT_HEARTBEAT,
                 election_timeout: ClusterConfig::DEFAULT_ELECTION_TIMEOUT,
@@ -809,13 +811,34 @@ impl Checker<'_> {
         let c = raw.get_ref();
         let mut members = BTreeMap::new();
         let mut by_addr: HashMap<SocketAddr, String> = HashMap::new();
-        if c.members.get_ref().is_empty() {
+        // `members`: every host, all voting (the original shape). `voters`: the few hosts
+        // that vote; every other host names only them and its own `address`.
+        let (hosts, key) = match (&c.members, &c.voters) {
+            (Some(m), None) => (m, "members"),
+            (None, Some(v)) => (v, "voters"),
+            (Some(_), Some(v)) => {
+                self.sink.error(
+                    v.span(),
+                    "[cluster] has both members and voters: expected one of them (members: every host votes; voters: only these vote, other hosts join with their own address)",
+                );
+                (v, "voters")
+            }
+            (None, None) => {
+                self.sink.error(
+                    raw.span(),
+                    "[cluster] has no voters: expected voters = { a = \"10.10.100.3:7946\", ... } (or members, every host voting)",
+                );
+                return self.cluster(None, node);
+            }
+        };
+        let is_voters = key == "voters";
+        if hosts.get_ref().is_empty() {
             self.sink.error(
-                c.members.span(),
-                "members is empty: expected every host, e.g. { worker-1 = \"10.10.100.3:7946\" }",
+                hosts.span(),
+                format!("{key} is empty: expected e.g. {{ worker-1 = \"10.10.100.3:7946\" }}"),
             );
         }
-        for (name, addr) in c.members.get_ref() {
+        for (name, addr) in hosts.get_ref() {
             if let Some(why) = invalid_node_name(name.get_ref()) {
                 self.sink.error(
                     name.span(),
@@ -862,27 +885,93 @@ impl Checker<'_> {
             }
             members.insert(name.get_ref().clone(), parsed);
         }
-        if !c.members.get_ref().is_empty()
-            && self.complete("node")
-            && !c
-                .members
-                .get_ref()
-                .keys()
-                .any(|k| k.get_ref() == &node.name)
-        {
+        let listed = hosts.get_ref().keys().any(|k| k.get_ref() == &node.name);
+        let address = match &c.address {
+            None => None,
+            Some(a) if !is_voters => {
+                self.sink.error(
+                    a.span(),
+                    "address is for a host that does not vote: expected voters = { ... } instead of members (with members every host is listed and votes)",
+                );
+                None
+            }
+            Some(a) if listed => {
+                self.sink.error(
+                    a.span(),
+                    format!(
+                        "this host {:?} is a voter: its address is the one in voters; expected no address here",
+                        node.name
+                    ),
+                );
+                None
+            }
+            Some(a) => {
+                match a.get_ref().parse::<SocketAddr>() {
+                    Ok(p) if p.ip().is_unspecified() || p.ip().is_multicast() || p.port() == 0 => {
+                        self.sink.error(
+                        a.span(),
+                        format!("address {p} is not a host address: expected a unicast IP and a non-zero port"),
+                    );
+                        None
+                    }
+                    Ok(p) => {
+                        if let Some(other) = by_addr.get(&p) {
+                            self.sink.error(
+                            a.span(),
+                            format!("address {p} is voter {other}'s: expected this host's own address"),
+                        );
+                        }
+                        Some(p)
+                    }
+                    Err(_) => {
+                        self.sink.error(
+                            a.span(),
+                            format!(
+                                "address {:?} is not IP:PORT: expected e.g. \"10.10.100.21:7946\"",
+                                a.get_ref()
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        if !hosts.get_ref().is_empty() && self.complete("node") && !listed && c.address.is_none() {
+            let expected = if is_voters {
+                "expected [node] name (default: the hostname) to be one of them, or this host's own address = \"IP:PORT\" (a member that does not vote)"
+            } else {
+                "expected [node] name (default: the hostname) to be one of them"
+            };
             self.sink.error(
-                c.members.span(),
+                hosts.span(),
                 format!(
-                    "this host {:?} is not among the cluster members ({}): expected [node] name (default: the hostname) to be one of them",
+                    "this host {:?} is not among the cluster {key} ({}): {expected}",
                     node.name,
-                    list(c.members.get_ref().keys().map(|k| k.get_ref()))
+                    list(hosts.get_ref().keys().map(|k| k.get_ref()))
                 ),
             );
         }
-        if c.members.get_ref().len() == 2 {
+        if !listed && node.role == Role::Witness && c.address.is_some() {
+            self.sink.error(
+                c.address.as_ref().map_or(raw.span(), |a| a.span()),
+                "this host is a witness but not a voter: a witness only votes; expected it among voters",
+            );
+        }
+        if hosts.get_ref().len() == 2 {
             self.sink.warning(
-                c.members.span(),
-                "no failover possible: a cluster of 2 members loses its majority when either host fails; expected a third member: add a witness host (role = \"witness\" in its [node]) to members",
+                hosts.span(),
+                format!(
+                    "no failover possible: a cluster of 2 {key} loses its majority when either host fails; expected a third {}: add a witness host (role = \"witness\" in its [node]) to {key}",
+                    key.trim_end_matches('s')
+                ),
+            );
+        } else if is_voters && hosts.get_ref().len() > 2 && hosts.get_ref().len() % 2 == 0 {
+            self.sink.error(
+                hosts.span(),
+                format!(
+                    "{} voters: an even number tolerates no more failures than one fewer and needs a larger majority; expected an odd number (add a witness, or drop one)",
+                    hosts.get_ref().len()
+                ),
             );
         }
         let secret_file = match &c.secret_file {
@@ -947,6 +1036,8 @@ impl Checker<'_> {
         }
         ClusterConfig {
             members,
+            address,
+            members_may_join: is_voters,
             secret_file,
             heartbeat,
             election_timeout,

@@ -19,7 +19,10 @@ use crate::rng::Rng;
 
 #[derive(Clone, Debug)]
 pub struct SimConfig {
+    /// Voters (the last `witnesses` of them witnesses).
     pub hosts: usize,
+    /// Hosts that do not vote (after the voters): they join the leader by themselves.
+    pub members: usize,
     pub witnesses: usize,
     pub ips: usize,
     pub timing: Timing,
@@ -36,6 +39,7 @@ impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
             hosts: 5,
+            members: 0,
             witnesses: 0,
             ips: 8,
             timing: Timing::default(),
@@ -55,6 +59,11 @@ pub struct Host {
     pub hard: HardState,
     pub ppm: i64,
     pub witness: bool,
+    pub voter: bool,
+    /// Configured with a voter list that is not the cluster's: must never be admitted.
+    pub rogue: bool,
+    /// Left for good: `heal` does not start it again.
+    pub retired: bool,
     pub eligible: BTreeSet<IpAddr>,
 }
 
@@ -81,6 +90,13 @@ pub struct Sim {
     pub elections: Vec<(usize, u64)>,
     /// `Output::Failover`: reported by host, with the real time (µs) it was reported.
     pub failovers: Vec<FailoverReport>,
+    /// Non-voters some voter has listed as admitted (ever).
+    pub admitted: BTreeSet<String>,
+    /// `Output::Refused` seen: (host name, reason label).
+    pub refusals: Vec<(String, &'static str)>,
+    roster_seen: Vec<(u64, u64)>,
+    /// Datagrams sent (before loss), per (from, to).
+    pub sent: BTreeMap<(usize, usize), u64>,
 }
 
 /// One `Output::Failover` as the simulation saw it.
@@ -120,23 +136,38 @@ impl Sim {
     pub fn new(seed: u64, cfg: SimConfig) -> Self {
         let mut rng = Rng::new(seed);
         let ips: Vec<IpAddr> = (0..cfg.ips)
-            .map(|i| IpAddr::V4(Ipv4Addr::new(10, 10, 100, 200 + i as u8)))
+            .map(|i| {
+                if cfg.ips <= 50 {
+                    IpAddr::V4(Ipv4Addr::new(10, 10, 100, 200 + i as u8))
+                } else {
+                    IpAddr::V4(Ipv4Addr::new(
+                        10,
+                        10,
+                        100 + (i / 250) as u8,
+                        (i % 250) as u8,
+                    ))
+                }
+            })
             .collect();
         let desired = ips
             .iter()
             .enumerate()
             .map(|(i, ip)| (*ip, format!("default/svc-{i}")))
             .collect();
-        let hosts = (0..cfg.hosts)
+        let hosts: Vec<Host> = (0..cfg.hosts + cfg.members)
             .map(|i| Host {
                 name: format!("host-{i}"),
                 node: None,
                 hard: HardState::default(),
                 ppm: rng.range(0, 2 * cfg.max_ppm as u64) as i64 - cfg.max_ppm,
-                witness: i >= cfg.hosts - cfg.witnesses,
+                witness: i < cfg.hosts && i >= cfg.hosts - cfg.witnesses,
+                voter: i < cfg.hosts,
+                rogue: false,
+                retired: false,
                 eligible: ips.iter().copied().collect(),
             })
             .collect();
+        let n = hosts.len();
         let mut sim = Sim {
             cfg,
             rng,
@@ -154,6 +185,10 @@ impl Sim {
             events: 0,
             elections: Vec::new(),
             failovers: Vec::new(),
+            admitted: BTreeSet::new(),
+            refusals: Vec::new(),
+            roster_seen: vec![(0, 0); n],
+            sent: BTreeMap::new(),
         };
         for h in 0..sim.hosts.len() {
             sim.start(h).expect("start");
@@ -161,13 +196,38 @@ impl Sim {
         sim
     }
 
+    fn addr(i: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 7946 + i as u16))
+    }
+
+    /// The voters (what every host is configured with).
     fn members(&self) -> Vec<Member> {
-        (0..self.hosts.len())
+        (0..self.cfg.hosts)
             .map(|i| Member {
                 name: self.hosts[i].name.clone(),
-                addr: SocketAddr::from(([127, 0, 0, 1], 7946 + i as u16)),
+                addr: Self::addr(i),
             })
             .collect()
+    }
+
+    /// Adds a host that does not vote, not started yet ([`Sim::start`] makes it join).
+    /// `rogue`: configured with a voter list that is not the cluster's.
+    pub fn add_member(&mut self, rogue: bool) -> usize {
+        let i = self.hosts.len();
+        let ppm = self.rng.range(0, 2 * self.cfg.max_ppm as u64) as i64 - self.cfg.max_ppm;
+        self.hosts.push(Host {
+            name: format!("host-{i}"),
+            node: None,
+            hard: HardState::default(),
+            ppm,
+            witness: false,
+            voter: false,
+            rogue,
+            retired: false,
+            eligible: self.ips.iter().copied().collect(),
+        });
+        self.roster_seen.push((0, 0));
+        i
     }
 
     /// Local clock of host `h` at real time `t` (µs).
@@ -188,9 +248,18 @@ impl Sim {
     }
 
     pub fn start(&mut self, h: usize) -> Result<(), Violation> {
+        let mut voters = self.members();
+        if self.hosts[h].rogue {
+            voters.push(Member {
+                name: "rogue-voter".into(),
+                addr: SocketAddr::from(([127, 0, 0, 2], 1)),
+            });
+        }
         let cfg = Config {
             me: self.hosts[h].name.clone(),
-            members: self.members(),
+            members: voters,
+            address: (!self.hosts[h].voter).then(|| Self::addr(h)),
+            solo: self.hosts.len() == 1,
             witness: self.hosts[h].witness,
             timing: self.cfg.timing,
             seed: self.rng.next_u64(),
@@ -229,6 +298,14 @@ impl Sim {
             return Ok(());
         };
         let out = node.step(now, input);
+        let version = node.is_voter().then(|| node.roster_version());
+        if let Some(v) = version
+            && v != self.roster_seen[h]
+        {
+            self.roster_seen[h] = v;
+            let names: Vec<String> = node.roster().into_keys().collect();
+            self.admitted.extend(names);
+        }
         self.events += 1;
         self.handle(h, out)?;
         self.check_safety()
@@ -240,6 +317,9 @@ impl Sim {
                 Output::Persist(hs) => self.hosts[h].hard = hs,
                 Output::Send { to, msg } => {
                     let Some(to) = self.hosts.iter().position(|x| x.name == to) else {
+                        if self.hosts[h].rogue {
+                            continue; // its made-up voter does not exist
+                        }
                         return Err(Violation(format!("send to unknown {to}")));
                     };
                     self.transmit(h, to, msg);
@@ -265,13 +345,18 @@ impl Sim {
                     took,
                     at: self.now,
                 }),
-                Output::Leases(_) | Output::ShutdownComplete => {}
+                Output::Refused { name, reason } => self.refusals.push((name, reason.label())),
+                Output::Leases(_)
+                | Output::ShutdownComplete
+                | Output::Admitted { .. }
+                | Output::Forgotten { .. } => {}
             }
         }
         Ok(())
     }
 
     fn transmit(&mut self, from: usize, to: usize, msg: Message) {
+        *self.sent.entry((from, to)).or_default() += 1;
         if self.blocked.contains(&(from, to)) || self.rng.chance(self.cfg.loss) {
             return;
         }
@@ -395,6 +480,12 @@ impl Sim {
         s
     }
 
+    /// Planned leave for good: shutdown, and `heal` leaves it down.
+    pub fn retire(&mut self, h: usize) -> Result<(), Violation> {
+        self.hosts[h].retired = true;
+        self.input(h, Input::Shutdown)
+    }
+
     /// Every desired IP has exactly one owner.
     pub fn all_owned_once(&self) -> bool {
         let mut count: BTreeMap<IpAddr, usize> = BTreeMap::new();
@@ -424,6 +515,12 @@ impl Sim {
                     self.hosts[h].name
                 )));
             }
+            if !self.hosts[h].voter && !self.admitted.contains(&self.hosts[h].name) {
+                return Err(Violation(format!(
+                    "t={}us {} holds {owned:?} but no voter ever listed it as admitted",
+                    self.now, self.hosts[h].name
+                )));
+            }
             for ip in owned {
                 if let Some(other) = holder.insert(ip, h) {
                     return Err(Violation(format!(
@@ -444,6 +541,9 @@ impl Sim {
         self.cfg.max_delay_us = 2_000;
         let all: BTreeSet<IpAddr> = self.ips.iter().copied().collect();
         for h in 0..self.hosts.len() {
+            if self.hosts[h].retired {
+                continue;
+            }
             if !self.is_up(h) {
                 self.start(h)?;
             }
@@ -459,6 +559,9 @@ impl Sim {
         let n = self.hosts.len();
         let h = self.rng.range(0, n as u64 - 1) as usize;
         let what = self.rng.range(0, 9);
+        if self.hosts[h].retired {
+            return Ok("nothing".into());
+        }
         Ok(match what {
             0 | 1 => {
                 if self.hosts[h].node.is_some() {

@@ -28,24 +28,38 @@
 //! promise the IP to another holder) can leave.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::HardState;
 use super::lease::{self, Attempt, Claim, Freed, Granted};
-use super::message::{Ack, Body, Grant, Heartbeat, Message, Release, Renew, Report};
+use super::message::{
+    Ack, Body, Grant, Heartbeat, Join, Message, Release, Renew, Report, Roster, voters_digest,
+};
 use super::placement;
 use super::{Member, Timing};
 
 /// Heartbeat send times a leader remembers (acks older than this no longer extend authority).
 const HEARTBEAT_WINDOW: usize = 64;
+/// The leader resends its member list to every voter at least this often (in heartbeats):
+/// a voter that restarted, or lost the last one, learns the members within it.
+const ROSTER_REFRESH: u64 = 10;
+/// A member silent this many election timeouts is forgotten (its IPs moved long before,
+/// after one lease). A member that stops with `leaving` is forgotten after one.
+pub const FORGET_AFTER_ELECTION_TIMEOUTS: u32 = 100;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Config {
-    /// This host's name; must be one of `members`.
+    /// This host's name: one of `members`, or a member that does not vote (`address`).
     pub me: String,
-    /// All voters, this host included (the same `[cluster] members` on every host).
+    /// The voters (the same list on every host): `[cluster] members`, or `voters`.
     pub members: Vec<Member>,
+    /// This host's own raft-lite address when it is not one of `members`: it is then a
+    /// member that holds leases but does not vote, and asks the leader to admit it.
+    pub address: Option<SocketAddr>,
+    /// No other host can ever take part (one voter and no transport): the restart
+    /// quarantine is skipped.
+    pub solo: bool,
     /// `role = "witness"`: votes, promises and acks, never campaigns, never owns an IP.
     pub witness: bool,
     pub timing: Timing,
@@ -59,8 +73,10 @@ pub struct Config {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
-    #[error("this node {0:?} is not listed in [cluster] members")]
+    #[error("this node {0:?} is not listed in [cluster] members and has no address of its own")]
     NotAMember(String),
+    #[error("witness {0:?} must be one of the voters")]
+    WitnessNotVoter(String),
     #[error("[cluster] members lists {0:?} twice")]
     DuplicateMember(String),
     #[error("hard state votes for {0:?}, which is not a member")]
@@ -106,6 +122,28 @@ pub enum Mutation {
     LeaseFromReceipt,
 }
 
+/// Why the leader did not admit a host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Refusal {
+    #[error("its name is a voter's; a voter does not join")]
+    VoterName,
+    #[error("its voter list differs from the leader's")]
+    VoterListDiffers,
+    #[error("its address is already another host's")]
+    DuplicateAddress,
+}
+
+impl Refusal {
+    /// The `reason` label of `lb_cluster_joins_refused_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::VoterName => "voter_name",
+            Refusal::VoterListDiffers => "voter_list_differs",
+            Refusal::DuplicateAddress => "duplicate_address",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     Follower,
@@ -132,6 +170,21 @@ pub enum Output {
     },
     /// After `Input::Shutdown`: nothing is held any more, the process may exit.
     ShutdownComplete,
+    /// Leader: a member was admitted (or its address changed): the transport may now
+    /// send to it at `addr`.
+    Admitted {
+        name: String,
+        addr: SocketAddr,
+    },
+    /// Leader: a member was forgotten (it left, or was silent too long).
+    Forgotten {
+        name: String,
+    },
+    /// Leader: a host asked to join and was refused.
+    Refused {
+        name: String,
+        reason: Refusal,
+    },
     /// This host starts campaigning for `term` (voted for itself; pre-votes not counted).
     ElectionStarted {
         term: u64,
@@ -170,6 +223,10 @@ pub struct Status {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberStatus {
     pub name: String,
+    /// Votes (listed in the voters); `false`: a member admitted by the leader.
+    pub voter: bool,
+    /// Its raft-lite address (a voter's from the config, a member's from the leader).
+    pub addr: Option<SocketAddr>,
     /// Time since the leader last received this member's ack (leader only).
     pub last_ack_age: Option<Duration>,
     /// The leader considers it alive (leader only; `true` for the leader itself).
@@ -196,6 +253,8 @@ struct Peer {
     leaving: bool,
     /// Send a heartbeat at the next step (first ack of the term).
     heartbeat_now: bool,
+    /// A member: when this leader admitted it (or inherited it with the member list).
+    admitted_at: Option<Instant>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -210,6 +269,11 @@ struct Leadership {
     /// IP → the host that takes it over if its holder goes silent (the next placement
     /// choice, so the leader's own later choice agrees).
     successors: BTreeMap<IpAddr, usize>,
+    /// Heartbeat rounds until the member list is sent to every voter again.
+    roster_refresh_in: u64,
+    /// Members just admitted: once they report, the IPs whose placement choice they are
+    /// move to them (a planned move each), so a cluster that grows stays balanced.
+    rebalance: BTreeSet<usize>,
 }
 
 /// This host's part of the latest map it knows (from its leader, or its own as leader).
@@ -225,7 +289,22 @@ struct Assignment {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Node {
     me: usize,
+    /// Hosts by index: 0..voters are the voters (sorted), later ones members in the order
+    /// this host learned them (an index is never reused while the process runs).
     names: Vec<String>,
+    index: BTreeMap<String, usize>,
+    voters: usize,
+    voter_addrs: Vec<SocketAddr>,
+    /// Admitted members (not voters) and their addresses: the leader's list, learned from
+    /// its `Roster` elsewhere. A voter promises only to voters and these.
+    roster: BTreeMap<usize, SocketAddr>,
+    /// (term, seq) of `roster`.
+    roster_version: (u64, u64),
+    /// [`voters_digest`] of the configured voters.
+    digest: u64,
+    /// A member's own address (sent in `Join`).
+    my_addr: Option<SocketAddr>,
+    next_join: Instant,
     witness: bool,
     timing: Timing,
     rng: u64,
@@ -285,21 +364,28 @@ impl Node {
         hard: HardState,
         now: Instant,
     ) -> Result<(Self, Vec<Output>), ConfigError> {
-        let mut names: Vec<String> = cfg.members.iter().map(|m| m.name.clone()).collect();
-        names.sort();
-        for w in names.windows(2) {
-            if w[0] == w[1] {
-                return Err(ConfigError::DuplicateMember(w[0].clone()));
+        let mut voters: Vec<Member> = cfg.members.clone();
+        voters.sort_by(|a, b| a.name.cmp(&b.name));
+        for w in voters.windows(2) {
+            if w[0].name == w[1].name {
+                return Err(ConfigError::DuplicateMember(w[0].name.clone()));
             }
         }
-        let me = names
-            .iter()
-            .position(|n| *n == cfg.me)
-            .ok_or_else(|| ConfigError::NotAMember(cfg.me.clone()))?;
+        let mut names: Vec<String> = voters.iter().map(|m| m.name.clone()).collect();
+        let nv = names.len();
+        let me = match names.iter().position(|n| *n == cfg.me) {
+            Some(i) => i,
+            None if cfg.address.is_some() && !cfg.witness => {
+                names.push(cfg.me.clone());
+                nv
+            }
+            None if cfg.witness => return Err(ConfigError::WitnessNotVoter(cfg.me.clone())),
+            None => return Err(ConfigError::NotAMember(cfg.me.clone())),
+        };
         let voted_for = match hard.voted_for {
             None => None,
             Some(v) => Some(
-                names
+                names[..nv]
                     .iter()
                     .position(|n| *n == v)
                     .ok_or(ConfigError::UnknownVote(v))?,
@@ -307,20 +393,33 @@ impl Node {
         };
         let e = cfg.timing.election_timeout;
         let t = cfg.timing;
-        let n = names.len();
         // Restart quarantine: no promise before the end of every promise this voter may have
         // given before it (re)started and forgot: a lease (quorum leases), or an election
         // timeout (a version-1 voter's promise not to vote, on which a version-1 leader's
         // leases rest: a host upgraded from version 1 keeps it too; docs/operate.md), plus
-        // the drift. A cluster of one has no other holder a forgotten promise could let in.
-        let quiet_until = if n == 1 {
+        // the drift. A cluster of one for good has no other holder a forgotten promise could
+        // let in; a single voter that members may join does.
+        let quiet_until = if nv == 1 && cfg.solo {
             now
         } else {
             now + t.lease.max(e) + t.clock_drift
         };
+        let index = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
         let mut node = Node {
             me,
             names,
+            index,
+            voters: nv,
+            voter_addrs: voters.iter().map(|m| m.addr).collect(),
+            roster: BTreeMap::new(),
+            roster_version: (0, 0),
+            digest: voters_digest(voters.iter().map(|m| (m.name.as_str(), m.addr))),
+            my_addr: if me >= nv { cfg.address } else { None },
+            next_join: now,
             witness: cfg.witness,
             timing: t,
             rng: cfg.seed ^ 0x9e37_79b9_7f4a_7c15,
@@ -332,8 +431,8 @@ impl Node {
             election_deadline: now + e,
             next_ack_seq: cfg.incarnation.max(1),
             map: Assignment::default(),
-            voter: lease::Voter::new(n, t.lease, t.clock_drift, quiet_until),
-            holder: lease::Holder::new(n, t.lease, t.clock_drift, cfg.incarnation),
+            voter: lease::Voter::new(t.lease, t.clock_drift, quiet_until),
+            holder: lease::Holder::new(nv, t.lease, t.clock_drift, cfg.incarnation),
             next_renew: now,
             eligible: BTreeSet::new(),
             eligibility_version: cfg.incarnation.max(1),
@@ -355,7 +454,7 @@ impl Node {
         };
         node.election_deadline = now + node.random_timeout();
         let mut out = Vec::new();
-        if node.names.len() == 1 && !node.witness {
+        if nv == 1 && me == 0 && !node.witness {
             node.become_candidate(now, false, &mut out);
         }
         Ok((node, out))
@@ -396,6 +495,65 @@ impl Node {
 
     pub fn is_done(&self) -> bool {
         self.done
+    }
+
+    /// Does this host vote (is it one of the configured voters)?
+    pub fn is_voter(&self) -> bool {
+        self.me < self.voters
+    }
+
+    /// The admitted members that do not vote, with their addresses (the leader's list;
+    /// empty on a member, which talks to the voters only).
+    pub fn roster(&self) -> BTreeMap<String, SocketAddr> {
+        self.roster
+            .iter()
+            .map(|(i, a)| (self.names[*i].clone(), *a))
+            .collect()
+    }
+
+    /// (term, seq) of [`Node::roster`].
+    pub fn roster_version(&self) -> (u64, u64) {
+        self.roster_version
+    }
+
+    /// Every host this one may send to, with its address: the voters and the admitted
+    /// members (what the transport needs).
+    pub fn peers(&self) -> BTreeMap<String, SocketAddr> {
+        let mut p = self.roster();
+        for (i, a) in self.voter_addrs.iter().enumerate() {
+            p.insert(self.names[i].clone(), *a);
+        }
+        p.remove(&self.names[self.me]);
+        p
+    }
+
+    /// Voters, admitted members, and this host.
+    fn hosts(&self) -> Vec<usize> {
+        let mut h: Vec<usize> = (0..self.voters)
+            .chain(self.roster.keys().copied())
+            .collect();
+        if self.me >= self.voters && !self.roster.contains_key(&self.me) {
+            h.push(self.me);
+        }
+        h
+    }
+
+    fn admitted(&self, i: usize) -> bool {
+        i < self.voters || i == self.me || self.roster.contains_key(&i)
+    }
+
+    /// The index of `name`, added to the table if new.
+    fn index_of(&mut self, name: &str) -> usize {
+        if let Some(i) = self.index.get(name) {
+            return *i;
+        }
+        let i = self.names.len();
+        self.names.push(name.to_owned());
+        self.index.insert(name.to_owned(), i);
+        if let Some(l) = &mut self.lead {
+            l.peers.resize(self.names.len(), Peer::default());
+        }
+        i
     }
 
     pub fn hard_state(&self) -> HardState {
@@ -472,7 +630,7 @@ impl Node {
                 t = t.min(a);
             }
             // When a silent member counts as down (and its IPs may move).
-            for i in 0..self.names.len() {
+            for i in self.hosts() {
                 if let Some(b) = self.down_at(i)
                     && b > self.last_now
                 {
@@ -485,6 +643,9 @@ impl Node {
         }
         if let Some(b) = self.leave_by {
             t = t.min(b);
+        }
+        if self.joining() {
+            t = t.min(self.next_join);
         }
         let (hold, standby) = self.wants(self.last_now);
         if !hold.is_empty() || !standby.is_empty() {
@@ -505,9 +666,18 @@ impl Node {
 
     pub fn status(&self, now: Instant) -> Status {
         let mut members = Vec::new();
-        for (i, name) in self.names.iter().enumerate() {
+        for i in self.hosts() {
+            let name = &self.names[i];
             let mut m = MemberStatus {
                 name: name.clone(),
+                voter: i < self.voters,
+                addr: if i < self.voters {
+                    Some(self.voter_addrs[i])
+                } else if i == self.me {
+                    self.my_addr
+                } else {
+                    self.roster.get(&i).copied()
+                },
                 last_ack_age: None,
                 alive: false,
                 eligible: 0,
@@ -573,13 +743,18 @@ impl Node {
         );
         match input {
             Input::Tick => {}
-            Input::Received { from, msg } => {
-                if let Some(f) = self.names.iter().position(|n| *n == from)
-                    && f != self.me
-                {
+            Input::Received { from, msg } => match self.index.get(&from).copied() {
+                Some(f) if f != self.me && self.admitted(f) => {
                     self.receive(now, f, msg, &mut out);
                 }
-            }
+                Some(f) if f == self.me => {}
+                // Not (or no longer) admitted: only its request to join is heard.
+                _ => {
+                    if let Body::Join(j) = msg.body {
+                        self.on_join(now, &from, j, &mut out);
+                    }
+                }
+            },
             Input::LocalEligibility(ips) => {
                 let gone = self.eligible.difference(&ips).map(|ip| (*ip, false));
                 let new = ips.difference(&self.eligible).map(|ip| (*ip, true));
@@ -642,6 +817,7 @@ impl Node {
             match self.authority() {
                 Some(a) if a > now => {
                     if !lease_message {
+                        self.forget_members(now, out);
                         self.reconcile(now);
                     }
                     let due = self.lead.as_ref().is_some_and(|l| now >= l.next_heartbeat);
@@ -663,6 +839,25 @@ impl Node {
                     }
                 }
                 _ => self.step_down(now, self.term, None, out),
+            }
+        } else if !self.is_voter() {
+            // A member never campaigns: without a leader it asks the voters to admit it.
+            if now >= self.election_deadline {
+                if self.leader.is_some() {
+                    self.leader = None;
+                    self.role_changed(out);
+                }
+                self.election_deadline = now + self.random_timeout();
+            }
+            if self.joining() && now >= self.next_join {
+                self.next_join = now + self.timing.heartbeat;
+                if let Some(addr) = self.my_addr {
+                    let body = Body::Join(Join {
+                        addr,
+                        voters: self.digest,
+                    });
+                    self.broadcast(out, self.term, body);
+                }
             }
         } else if now >= self.election_deadline
             && now >= self.promise_until
@@ -776,12 +971,14 @@ impl Node {
         };
         self.holder.asked = hold.union(&standby).copied().collect();
         self.next_renew = now + self.timing.heartbeat;
-        for i in 0..self.names.len() {
+        for i in 0..self.voters {
             if i != self.me {
                 self.send(out, i, self.term, Body::Renew(r.clone()));
             }
         }
-        if let Some(ips) = self.voter.renew(now, self.me, &r) {
+        if self.is_voter()
+            && let Some(ips) = self.voter.renew(now, self.me, &r)
+        {
             self.on_grant(now, self.me, seq, &ips, out);
         }
     }
@@ -808,14 +1005,14 @@ impl Node {
             Some(v) if v != self.me => self.send(out, v, self.term, body),
             Some(_) => {}
             None => {
-                for i in 0..self.names.len() {
+                for i in 0..self.voters {
                     if i != self.me {
                         self.send(out, i, self.term, body.clone());
                     }
                 }
             }
         }
-        if only.is_none_or(|v| v == self.me) {
+        if self.is_voter() && only.is_none_or(|v| v == self.me) {
             let freed = self.voter.release(self.me, seq, ips);
             self.on_freed(now, freed, out);
         }
@@ -846,7 +1043,7 @@ impl Node {
                 seq,
                 ips: unwanted.clone(),
             });
-            if from == self.me {
+            if from == self.me && self.is_voter() {
                 let freed = self.voter.release(self.me, seq, &unwanted);
                 self.on_freed(now, freed, out);
             } else {
@@ -960,8 +1157,9 @@ impl Node {
         });
     }
 
+    /// To every other voter.
     fn broadcast(&self, out: &mut Vec<Output>, term: u64, body: Body) {
-        for i in 0..self.names.len() {
+        for i in 0..self.voters {
             if i != self.me {
                 self.send(out, i, term, body.clone());
             }
@@ -985,7 +1183,7 @@ impl Node {
         self.leader = None;
         self.votes = BTreeSet::from([self.me]);
         self.election_deadline = now + self.random_timeout();
-        if self.votes.len() >= majority(self.names.len()) {
+        if self.votes.len() >= majority(self.voters) {
             self.become_candidate(now, false, out);
             return;
         }
@@ -1006,7 +1204,7 @@ impl Node {
         self.election_deadline = now + self.random_timeout();
         self.persist(out);
         out.push(Output::ElectionStarted { term: self.term });
-        if self.votes.len() >= majority(self.names.len()) {
+        if self.votes.len() >= majority(self.voters) {
             self.become_leader(now, out);
             return;
         }
@@ -1054,6 +1252,31 @@ impl Node {
 
     fn receive(&mut self, now: Instant, from: usize, msg: Message, out: &mut Vec<Output>) {
         let term = msg.term;
+        // Elections, leadership and grants come from voters only; a member neither votes
+        // nor promises, and talks to the voters only.
+        let from_voters_only = matches!(
+            msg.body,
+            Body::PreVote
+                | Body::PreVoteReply { .. }
+                | Body::Vote { .. }
+                | Body::VoteReply { .. }
+                | Body::Heartbeat(_)
+                | Body::TimeoutNow
+                | Body::Grant(_)
+                | Body::Roster(_)
+        );
+        let to_voters_only = matches!(
+            msg.body,
+            Body::PreVote
+                | Body::Vote { .. }
+                | Body::Renew(_)
+                | Body::Release(_)
+                | Body::Join(_)
+                | Body::Roster(_)
+        );
+        if (from_voters_only && from >= self.voters) || (to_voters_only && !self.is_voter()) {
+            return;
+        }
         match msg.body {
             Body::PreVote => {
                 let granted = !self.leaving && !self.in_promise(now) && term > self.term;
@@ -1066,7 +1289,7 @@ impl Node {
                     self.step_down(now, term, None, out);
                 } else if self.role == Role::PreCandidate && granted && term == self.term + 1 {
                     self.votes.insert(from);
-                    if self.votes.len() >= majority(self.names.len()) {
+                    if self.votes.len() >= majority(self.voters) {
                         self.become_candidate(now, false, out);
                     }
                 }
@@ -1081,7 +1304,7 @@ impl Node {
                 } else if self.role == Role::Candidate && granted && term == self.term {
                     self.votes.insert(from);
                     self.vote_reports.insert(from, (ack_seq, report, now));
-                    if self.votes.len() >= majority(self.names.len()) {
+                    if self.votes.len() >= majority(self.voters) {
                         self.become_leader(now, out);
                     }
                 } else if self.role == Role::Leader && granted && term == self.term {
@@ -1121,6 +1344,11 @@ impl Node {
                 let freed = self.voter.release(from, r.seq, &r.ips);
                 self.on_freed(now, freed, out);
             }
+            Body::Join(j) => {
+                let name = self.names[from].clone();
+                self.on_join(now, &name, j, out);
+            }
+            Body::Roster(r) => self.on_roster(term, r),
         }
     }
 
@@ -1191,6 +1419,12 @@ impl Node {
                 p.held = r.held.into_iter().collect();
             }
         }
+        // Members the previous leader admitted (its last list this voter heard) stay
+        // admitted; they count as heard from now on, for forgetting.
+        for i in self.roster.keys() {
+            peers[*i].admitted_at = Some(now);
+        }
+        self.roster_version = (self.term, 1);
         self.lead = Some(Leadership {
             elected_at: now,
             next_heartbeat: now,
@@ -1200,11 +1434,142 @@ impl Node {
             epoch: 0,
             owners: BTreeMap::new(),
             successors: BTreeMap::new(),
+            roster_refresh_in: 0,
+            rebalance: BTreeSet::new(),
         });
         self.promise_until = self.promise_until.max(now + self.timing.election_timeout);
         self.role_changed(out);
         self.reconcile(now);
         self.broadcast_heartbeats(now, out);
+    }
+
+    // ---- members (voters are fixed; members join and leave) -------------------------------
+
+    /// A member without a leader asks to be admitted.
+    fn joining(&self) -> bool {
+        !self.is_voter() && self.leader.is_none() && !self.leaving && !self.done
+    }
+
+    /// Leader: `name` asks to be admitted at `j.addr`. Admitted members are sent
+    /// heartbeats (and so a map) and listed to the voters, which then promise to them.
+    fn on_join(&mut self, now: Instant, name: &str, j: Join, out: &mut Vec<Output>) {
+        if self.role != Role::Leader {
+            return; // only the leader admits; the member retries until it hears one
+        }
+        let refuse = if self.index.get(name).is_some_and(|i| *i < self.voters) {
+            Some(Refusal::VoterName)
+        } else if j.voters != self.digest {
+            Some(Refusal::VoterListDiffers)
+        } else if self.voter_addrs.contains(&j.addr)
+            || self
+                .roster
+                .iter()
+                .any(|(i, a)| *a == j.addr && self.names[*i] != name)
+        {
+            Some(Refusal::DuplicateAddress)
+        } else {
+            None
+        };
+        if let Some(reason) = refuse {
+            out.push(Output::Refused {
+                name: name.to_owned(),
+                reason,
+            });
+            return;
+        }
+        let i = self.index_of(name);
+        let changed = self.roster.insert(i, j.addr) != Some(j.addr);
+        if let Some(l) = &mut self.lead {
+            let p = &mut l.peers[i];
+            p.heartbeat_now = true;
+            p.admitted_at = Some(now);
+            if changed {
+                // A new member, or one at a new address: nothing it said before counts.
+                *p = Peer {
+                    heartbeat_now: true,
+                    admitted_at: Some(now),
+                    ..Peer::default()
+                };
+                l.rebalance.insert(i);
+            }
+        }
+        if changed {
+            out.push(Output::Admitted {
+                name: name.to_owned(),
+                addr: j.addr,
+            });
+            self.roster_changed(out);
+        }
+    }
+
+    /// Leader: a new version of the member list goes to every voter now.
+    fn roster_changed(&mut self, out: &mut Vec<Output>) {
+        self.roster_version.1 += 1;
+        self.send_roster(out);
+    }
+
+    fn send_roster(&mut self, out: &mut Vec<Output>) {
+        let members: Vec<(String, SocketAddr)> = self.roster().into_iter().collect();
+        if let Some(l) = &mut self.lead {
+            l.roster_refresh_in = ROSTER_REFRESH;
+        }
+        let body = Body::Roster(Roster {
+            seq: self.roster_version.1,
+            members,
+        });
+        self.broadcast(out, self.term, body);
+    }
+
+    /// Voter: the leader's member list (newer versions only).
+    fn on_roster(&mut self, term: u64, r: Roster) {
+        if term < self.term || (term, r.seq) <= self.roster_version || self.role == Role::Leader {
+            return;
+        }
+        self.roster_version = (term, r.seq);
+        let mut roster = BTreeMap::new();
+        for (name, addr) in r.members {
+            let i = self.index_of(&name);
+            if i >= self.voters && i != self.me {
+                roster.insert(i, addr);
+            }
+        }
+        self.roster = roster;
+    }
+
+    /// Leader: forgets members that left (one election timeout after they said so) or were
+    /// silent for [`FORGET_AFTER_ELECTION_TIMEOUTS`]. Their IPs moved long before (a
+    /// leaving or silent host is no candidate).
+    fn forget_members(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let Some(l) = &self.lead else { return };
+        let e = self.timing.election_timeout;
+        let gone: Vec<usize> = self
+            .roster
+            .keys()
+            .copied()
+            .filter(|i| {
+                let p = &l.peers[*i];
+                let seen = p
+                    .latest_ack_received
+                    .max(p.admitted_at)
+                    .unwrap_or(l.elected_at);
+                let bound = if p.leaving {
+                    e
+                } else {
+                    e * FORGET_AFTER_ELECTION_TIMEOUTS
+                };
+                now >= seen + bound
+            })
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for i in gone {
+            self.roster.remove(&i);
+            out.push(Output::Forgotten {
+                name: self.names[i].clone(),
+            });
+        }
+        self.roster_changed(out);
     }
 
     /// A granted vote received after this node became leader (same term).
@@ -1304,7 +1669,7 @@ impl Node {
         if !held.is_empty() {
             self.release(now, &held, None, out);
         }
-        if self.names.len() > 1 {
+        if self.names.len() > 1 && self.is_voter() {
             self.handover = held.iter().copied().collect();
             self.leave_by = Some(now + self.timing.lease);
         }
@@ -1314,7 +1679,7 @@ impl Node {
                 self.reconcile(now);
                 self.broadcast_heartbeats(now, out);
                 let successor = self.lead.as_ref().and_then(|l| {
-                    (0..self.names.len())
+                    (0..self.voters)
                         .filter(|i| *i != self.me && self.alive(*i, now) && !l.peers[*i].leaving)
                         .max_by_key(|i| l.peers[*i].latest_ack_received)
                 });
@@ -1347,14 +1712,17 @@ impl Node {
         if !self.leaving || self.done {
             return;
         }
-        let handed = self.handover.iter().all(|ip| {
-            !self.desired.contains_key(ip)
-                || self
-                    .voter
-                    .promises()
-                    .get(ip)
-                    .is_some_and(|p| p.holder != self.me)
-        });
+        // A member has no voter to watch its successors through: its releases and its
+        // leaving ack are out (this batch), and that is all it can do.
+        let handed = !self.is_voter()
+            || self.handover.iter().all(|ip| {
+                !self.desired.contains_key(ip)
+                    || self
+                        .voter
+                        .promises()
+                        .get(ip)
+                        .is_some_and(|p| p.holder != self.me)
+            });
         if handed || self.leave_by.is_none_or(|b| now >= b) {
             self.done = true;
             self.leave_by = None;
@@ -1370,8 +1738,7 @@ impl Node {
     fn authority(&self) -> Option<Instant> {
         let l = self.lead.as_ref()?;
         let e = self.timing.election_timeout;
-        let mut ends: Vec<Instant> = l
-            .peers
+        let mut ends: Vec<Instant> = l.peers[..self.voters]
             .iter()
             .enumerate()
             .filter_map(|(i, p)| {
@@ -1382,7 +1749,7 @@ impl Node {
                 }
             })
             .collect();
-        let k = majority(self.names.len());
+        let k = majority(self.voters);
         if ends.len() < k {
             return None;
         }
@@ -1440,7 +1807,7 @@ impl Node {
                     !self.leaving && !self.witness
                 } else {
                     let p = &l.peers[i];
-                    !p.leaving && p.eligible.is_some() && self.alive(i, now)
+                    self.admitted(i) && !p.leaving && p.eligible.is_some() && self.alive(i, now)
                 }
             })
             .collect()
@@ -1477,11 +1844,10 @@ impl Node {
         let cands = self.candidates(now);
         // Shortly after election, wait (one heartbeat) for members to report what they hold:
         // a new leader keeps current holders (docs/raft-lite.md §5).
-        let all_reported = l
-            .peers
-            .iter()
-            .enumerate()
-            .all(|(i, p)| i == self.me || p.eligible.is_some());
+        let all_reported = self
+            .hosts()
+            .into_iter()
+            .all(|i| i == self.me || l.peers[i].eligible.is_some());
         let hasty = self.mutation == Some(Mutation::MapBeforeLearningHolders);
         if !all_reported && now < l.elected_at + self.timing.heartbeat && !hasty {
             // No map before then: heartbeats carry epoch 0 ("no map yet"), which followers
@@ -1496,6 +1862,12 @@ impl Node {
             .collect();
         let mut owners = l.owners.clone();
         let mut successors = l.successors.clone();
+        let rebalance: BTreeSet<usize> = l
+            .rebalance
+            .iter()
+            .copied()
+            .filter(|i| cands.get(*i).copied().unwrap_or(false))
+            .collect();
         for ip in ips {
             if !self.desired.contains_key(&ip) {
                 owners.remove(&ip);
@@ -1506,7 +1878,15 @@ impl Node {
                 .filter(|i| cands[*i] && self.eligible_for(*i, &ip))
                 .collect();
             let name = |i: usize| self.names[i].as_str();
-            let current = owners.get(&ip).copied().filter(|c| elig.contains(c));
+            let mut current = owners.get(&ip).copied().filter(|c| elig.contains(c));
+            if !rebalance.is_empty() {
+                // A member that just joined takes the IPs it is the placement choice for.
+                let top = placement::choose_owner(&ip, None, elig.iter().map(|i| name(*i)))
+                    .and_then(|n| self.index.get(n).copied());
+                if let Some(t) = top.filter(|t| rebalance.contains(t)) {
+                    current = Some(t);
+                }
+            }
             let owner = match current {
                 Some(c) => Some(c),
                 None => {
@@ -1539,6 +1919,9 @@ impl Node {
         let me = self.me;
         let term = self.term;
         let Some(l) = &mut self.lead else { return };
+        for i in &rebalance {
+            l.rebalance.remove(i);
+        }
         if owners != l.owners || successors != l.successors || l.epoch == 0 {
             // (epoch 0 → 1: the term's first map, even if empty.)
             l.owners = owners;
@@ -1570,11 +1953,18 @@ impl Node {
         }
     }
 
+    /// To every voter and admitted member.
     fn broadcast_heartbeats(&mut self, now: Instant, out: &mut Vec<Output>) {
-        let all: Vec<usize> = (0..self.names.len()).filter(|i| *i != self.me).collect();
+        let all: Vec<usize> = self.hosts().into_iter().filter(|i| *i != self.me).collect();
         self.send_heartbeats(now, &all, out);
-        if let Some(l) = &mut self.lead {
+        let refresh = self.lead.as_mut().is_some_and(|l| {
             l.next_heartbeat = now + self.timing.heartbeat;
+            l.roster_refresh_in = l.roster_refresh_in.saturating_sub(1);
+            l.roster_refresh_in == 0
+        });
+        // Only once there are members: a cluster of voters alone sends what it always did.
+        if refresh && (!self.roster.is_empty() || self.roster_version.1 > 1) {
+            self.send_roster(out);
         }
     }
 
@@ -1647,6 +2037,8 @@ mod tests {
                     addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
                 })
                 .collect(),
+            address: None,
+            solo: names.len() == 1,
             witness: false,
             timing: Timing::default(),
             seed: 1,

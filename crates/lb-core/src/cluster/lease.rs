@@ -74,22 +74,22 @@ pub struct Voter {
     promises: BTreeMap<IpAddr, Promise>,
     /// Per IP: the newest map version a holder showed in a (non-standby) request.
     claims: BTreeMap<IpAddr, Claim>,
-    /// Per member: the highest request number acted on (older ones are ignored).
-    last_seq: Vec<u64>,
+    /// Per holder: the highest request number acted on (older ones are ignored).
+    last_seq: BTreeMap<usize, u64>,
     pending: BTreeMap<IpAddr, Vec<Pending>>,
 }
 
 impl Voter {
     /// `quiet_until`: no promise before then (at least start + lease + drift: promises
     /// forgotten in a restart).
-    pub fn new(members: usize, lease: Duration, drift: Duration, quiet_until: Instant) -> Self {
+    pub fn new(lease: Duration, drift: Duration, quiet_until: Instant) -> Self {
         Self {
             lease,
             drift,
             quiet_until,
             promises: BTreeMap::new(),
             claims: BTreeMap::new(),
-            last_seq: vec![0; members],
+            last_seq: BTreeMap::new(),
             pending: BTreeMap::new(),
         }
     }
@@ -109,10 +109,11 @@ impl Voter {
     /// Acts on a request numbered `r.seq` of `from`; returns the IPs granted now, or `None`
     /// when the request is older than one already acted on (reordered or duplicated).
     pub fn renew(&mut self, now: Instant, from: usize, r: &Renew) -> Option<Vec<IpAddr>> {
-        if r.seq <= self.last_seq[from] {
+        let last = self.last_seq.entry(from).or_default();
+        if r.seq <= *last {
             return None;
         }
-        self.last_seq[from] = r.seq;
+        *last = r.seq;
         self.drop_pending_of(from);
         let mut granted = Vec::new();
         if now < self.quiet_until {
@@ -127,6 +128,17 @@ impl Voter {
             let known = self.claims.get(&ip).copied().unwrap_or_default();
             if r.claim < known {
                 continue; // a newer map gives this IP to someone else
+            }
+            if standby
+                && self.pending.get(&ip).is_some_and(|l| {
+                    l.iter()
+                        .any(|p| !p.standby && p.holder != from && p.claim >= r.claim)
+                })
+            {
+                // The map's holder is asking for it (a successor that took over, or a
+                // former holder the map moved the IP away from, keeps it as standby): stop
+                // renewing the successor, so the holder gets it within one lease.
+                continue;
             }
             if !standby && r.claim > known {
                 // The newest map's holder: the current promisee (an older map) is no longer
@@ -162,10 +174,11 @@ impl Voter {
 
     /// `from` stopped answering for `ips` (request number `seq`): their promises end now.
     pub fn release(&mut self, from: usize, seq: u64, ips: &[IpAddr]) -> Vec<Freed> {
-        if seq <= self.last_seq[from] {
+        let last = self.last_seq.entry(from).or_default();
+        if seq <= *last {
             return Vec::new();
         }
-        self.last_seq[from] = seq;
+        *last = seq;
         self.drop_pending_of(from);
         let mut freed = Vec::new();
         for ip in ips {
@@ -385,5 +398,54 @@ impl Holder {
             g.retain(|_, end| now < *end);
             !g.is_empty()
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: Duration = Duration::from_millis(150);
+    const D: Duration = Duration::from_millis(25);
+
+    fn ip() -> IpAddr {
+        "10.0.0.1".parse().expect("ip")
+    }
+
+    fn req(seq: u64, claim: Claim, standby: bool) -> Renew {
+        Renew {
+            seq,
+            claim,
+            ips: if standby { vec![] } else { vec![ip()] },
+            standby: if standby { vec![ip()] } else { vec![] },
+        }
+    }
+
+    #[test]
+    fn a_standby_promise_is_not_renewed_while_the_maps_holder_waits_for_the_ip() {
+        let t0 = crate::test_origin();
+        let mut v = Voter::new(L, D, t0);
+        // Holder 1 holds the IP under map (1, 1).
+        assert_eq!(v.renew(t0, 1, &req(1, (1, 1), false)), Some(vec![ip()]));
+        // Map (1, 2) moves it to holder 2; holder 1 is now its successor and keeps asking.
+        let t1 = t0 + Duration::from_millis(50);
+        assert_eq!(v.renew(t1, 2, &req(1, (1, 2), false)), Some(vec![]));
+        let t2 = t0 + Duration::from_millis(60);
+        assert_eq!(
+            v.renew(t2, 1, &req(2, (1, 2), true)),
+            Some(vec![]),
+            "not renewed: the holder of the newest map waits"
+        );
+        // Holder 2 renews; when holder 1's promise ends, holder 2 gets the IP.
+        let t3 = t0 + Duration::from_millis(100);
+        assert_eq!(v.renew(t3, 2, &req(2, (1, 2), false)), Some(vec![]));
+        let freed = v.expire(t0 + L);
+        assert_eq!(freed.len(), 1);
+        let g = v.grant_pending(t0 + L, &[ip()]);
+        assert_eq!(g.len(), 1);
+        assert_eq!((g[0].holder, g[0].seq), (2, 2));
+        // Without a waiting holder a successor's standby request is granted as before.
+        let mut w = Voter::new(L, D, t0);
+        assert_eq!(w.renew(t0, 1, &req(1, (1, 2), true)), Some(vec![ip()]));
     }
 }

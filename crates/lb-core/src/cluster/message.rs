@@ -1,6 +1,6 @@
 //! raft-lite messages as the core sees them (the wire format is in `wire`).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// One message; `term` travels in the datagram header.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -39,6 +39,42 @@ pub enum Body {
     Grant(Grant),
     /// Holder → voter: I stopped answering for these IPs; forget my promise.
     Release(Release),
+    /// A host that is not a voter → every voter, while no leader has admitted it (or it
+    /// has lost its leader): admit me at `addr`. Only the leader acts on it.
+    Join(Join),
+    /// Leader → voters: the admitted members (not voters) and their addresses, so voters
+    /// promise to them and send their grants there (never to a datagram's source address).
+    Roster(Roster),
+}
+
+/// A member asking to be admitted.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Join {
+    /// Where this host receives raft-lite datagrams (its configured `address`).
+    pub addr: SocketAddr,
+    /// Digest of the voter list this host was configured with ([`voters_digest`]): a host
+    /// whose voter list disagrees with the leader's is not admitted.
+    pub voters: u64,
+}
+
+/// The leader's member list, version (term in the header, `seq`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Roster {
+    pub seq: u64,
+    pub members: Vec<(String, SocketAddr)>,
+}
+
+/// FNV-1a over the sorted `name=addr;` of the voters: equal on hosts configured with the
+/// same voter list.
+pub fn voters_digest<'a>(voters: impl IntoIterator<Item = (&'a str, SocketAddr)>) -> u64 {
+    let mut v: Vec<String> = voters
+        .into_iter()
+        .map(|(n, a)| format!("{n}={a};"))
+        .collect();
+    v.sort();
+    v.concat().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Leader → one follower: that follower's part of the ownership map.

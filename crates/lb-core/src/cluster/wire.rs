@@ -24,6 +24,13 @@
 //! - 7 TimeoutNow: empty
 //! - 8 Renew: seq u64, claim term u64, claim epoch u64, ips, standby ips
 //! - 9 Grant: seq u64, ips                 - 10 Release: seq u64, ips
+//! - 11 Join: addr, voters digest u64
+//! - 12 Roster: seq u64, count u16, per member: name (len u8, bytes), addr
+//!
+//! An address is `4|6 u8`, 4 or 16 bytes, port u16. Kinds 11 and 12 (members that do not
+//! vote, issue 14) did not change the version: they are sent only when a non-voter host
+//! exists, which needs every voter upgraded first; an older version-2 host drops them as
+//! `malformed`, and every other kind is unchanged.
 //!
 //! Versions: 1 was the leader-derived lease protocol (up to commit da6889c); 2 adds quorum
 //! leases (kinds 8–10, the heartbeat lost its lease echo and gained the successor list). The
@@ -40,12 +47,12 @@
 //! sending a truncated one.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::message::{Ack, Body, Grant, Heartbeat, Message, Release, Renew, Report};
+use super::message::{Ack, Body, Grant, Heartbeat, Join, Message, Release, Renew, Report, Roster};
 
 pub const MAGIC: [u8; 4] = *b"LBRL";
 /// The protocol version this build speaks (and the only one it accepts).
@@ -215,6 +222,23 @@ pub fn encode(sender: &str, seq: u64, msg: &Message, key: &[u8]) -> Vec<u8> {
             b.extend_from_slice(&r.seq.to_be_bytes());
             put_ips(&mut b, &r.ips);
         }
+        Body::Join(j) => {
+            b.push(11);
+            put_addr(&mut b, &j.addr);
+            b.extend_from_slice(&j.voters.to_be_bytes());
+        }
+        Body::Roster(r) => {
+            b.push(12);
+            b.extend_from_slice(&r.seq.to_be_bytes());
+            let n = r.members.len().min(u16::MAX as usize);
+            b.extend_from_slice(&(n as u16).to_be_bytes());
+            for (name, addr) in &r.members[..n] {
+                let name = &name.as_bytes()[..name.len().min(255)];
+                b.push(name.len() as u8);
+                b.extend_from_slice(name);
+                put_addr(&mut b, addr);
+            }
+        }
     }
     append_mac(b, key)
 }
@@ -232,15 +256,24 @@ fn put_ips(b: &mut Vec<u8>, ips: &[IpAddr]) {
     let n = ips.len().min(u16::MAX as usize);
     b.extend_from_slice(&(n as u16).to_be_bytes());
     for ip in &ips[..n] {
-        match ip {
-            IpAddr::V4(v4) => {
-                b.push(4);
-                b.extend_from_slice(&v4.octets());
-            }
-            IpAddr::V6(v6) => {
-                b.push(6);
-                b.extend_from_slice(&v6.octets());
-            }
+        put_ip(b, ip);
+    }
+}
+
+fn put_addr(b: &mut Vec<u8>, a: &SocketAddr) {
+    put_ip(b, &a.ip());
+    b.extend_from_slice(&a.port().to_be_bytes());
+}
+
+fn put_ip(b: &mut Vec<u8>, ip: &IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            b.push(4);
+            b.extend_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            b.push(6);
+            b.extend_from_slice(&v6.octets());
         }
     }
 }
@@ -352,6 +385,24 @@ fn decode_body(d: &[u8], h: &Header<'_>) -> Result<Message, DropReason> {
             seq: r.u64().ok_or(m)?,
             ips: r.ips().ok_or(m)?,
         }),
+        11 => Body::Join(Join {
+            addr: r.addr().ok_or(m)?,
+            voters: r.u64().ok_or(m)?,
+        }),
+        12 => {
+            let seq = r.u64().ok_or(m)?;
+            let n = u16::from_be_bytes(r.take(2).ok_or(m)?.try_into().map_err(|_| m)?);
+            let mut members = Vec::with_capacity(usize::from(n).min(4096));
+            for _ in 0..n {
+                let len = r.u8().ok_or(m)? as usize;
+                let name = std::str::from_utf8(r.take(len).ok_or(m)?).map_err(|_| m)?;
+                if name.is_empty() {
+                    return Err(m);
+                }
+                members.push((name.to_owned(), r.addr().ok_or(m)?));
+            }
+            Body::Roster(Roster { seq, members })
+        }
         _ => return Err(m),
     };
     if r.at != r.d.len() {
@@ -385,15 +436,23 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Option<u64> {
         self.take(8)?.try_into().ok().map(u64::from_be_bytes)
     }
+    fn ip(&mut self) -> Option<IpAddr> {
+        Some(match self.u8()? {
+            4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(self.take(4)?).ok()?)),
+            6 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(self.take(16)?).ok()?)),
+            _ => return None,
+        })
+    }
+    fn addr(&mut self) -> Option<SocketAddr> {
+        let ip = self.ip()?;
+        let port = u16::from_be_bytes(self.take(2)?.try_into().ok()?);
+        Some(SocketAddr::new(ip, port))
+    }
     fn ips(&mut self) -> Option<Vec<IpAddr>> {
         let n = u16::from_be_bytes(self.take(2)?.try_into().ok()?) as usize;
         let mut v = Vec::with_capacity(n.min(4096));
         for _ in 0..n {
-            v.push(match self.u8()? {
-                4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(self.take(4)?).ok()?)),
-                6 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(self.take(16)?).ok()?)),
-                _ => return None,
-            });
+            v.push(self.ip()?);
         }
         Some(v)
     }
@@ -594,6 +653,21 @@ mod tests {
             Body::Release(Release {
                 seq: 10,
                 ips: vec![],
+            }),
+            Body::Join(Join {
+                addr: "[fd00::7]:7946".parse().expect("addr"),
+                voters: 0xdead_beef,
+            }),
+            Body::Roster(Roster {
+                seq: 3,
+                members: vec![
+                    ("worker-9".into(), "10.0.0.9:7946".parse().expect("addr")),
+                    ("w".into(), "[fd00::9]:1".parse().expect("addr")),
+                ],
+            }),
+            Body::Roster(Roster {
+                seq: 4,
+                members: vec![],
             }),
         ]
         .into_iter()
