@@ -4,5 +4,6 @@
 pub use lb_core::bgp::*;
 
 pub mod driver;
+pub mod session_config;
 pub mod speaker;
 pub mod tcp;

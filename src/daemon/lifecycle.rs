@@ -2,11 +2,13 @@
 //! says what changes, this carries it out) and the stop (SIGTERM/SIGINT, or a stop to
 //! restart).
 
+use std::collections::BTreeSet;
 use std::process::ExitCode;
 
 use tracing::{error, info, warn};
 
-use super::{Daemon, SHUTDOWN_BOUND, announce, announcing, notify, reload, unix_now};
+use super::announce::Changes;
+use super::{Daemon, SHUTDOWN_BOUND, announce, announcing, me, notify, reload, unix_now};
 use crate::config;
 use crate::control::ReloadReply;
 use crate::control::state::ReloadResult;
@@ -153,5 +155,31 @@ impl Daemon {
         }
         info!("stopped");
         ExitCode::SUCCESS
+    }
+}
+
+impl Daemon {
+    /// The announcers again for every IP of `pools` (whose protocol a reload changed): the
+    /// controller re-emits nothing, its announcements being the same.
+    pub(super) async fn reannounce_pools(&mut self, pools: &BTreeSet<String>) {
+        if pools.is_empty() {
+            return;
+        }
+        let mut ch = Changes::default();
+        let me = me(&self.config, &self.ctl);
+        for a in self.ctl.announced().values() {
+            if pools.contains(&a.pool) {
+                self.announcer.announcement(
+                    a.ip,
+                    Some(a),
+                    &self.config.pools,
+                    &me,
+                    self.ifaces.iter(),
+                    &self.owned,
+                    &mut ch,
+                );
+            }
+        }
+        self.tell_announcers(ch).await;
     }
 }

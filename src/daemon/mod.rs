@@ -129,26 +129,6 @@ struct Daemon {
     bgp_ready: bool,
 }
 
-/// Some pool chooses Services by namespace labels: the Namespaces must be watched.
-fn needs_namespaces(config: &Config) -> bool {
-    config
-        .pools
-        .iter()
-        .any(|p| !p.service_allocation.namespace_selectors.is_empty())
-}
-
-impl Daemon {
-    /// Starts the Namespaces watcher if the configuration needs it and it is not running.
-    fn watch_namespaces_if_needed(&mut self) {
-        if needs_namespaces(&self.config)
-            && let Some((client, tx)) = self.namespaces_later.take()
-        {
-            tracing::info!("a pool has namespace_selectors: watching Namespaces");
-            tokio::spawn(crate::kube::watch::watch_namespaces(client, tx));
-        }
-    }
-}
-
 /// This host as the announcers see it (the fields it is made of, borrowed apart so the
 /// announcer can be changed meanwhile).
 fn me<'a>(config: &'a Config, ctl: &'a Controller) -> Me<'a> {
@@ -385,30 +365,6 @@ impl Daemon {
         let me = me(&self.config, &self.ctl);
         self.announcer
             .all_eligibility(&self.config.pools, &me, self.ifaces.iter(), &mut ch);
-        self.tell_announcers(ch).await;
-    }
-
-    /// The announcers again for every IP of `pools` (whose protocol a reload changed): the
-    /// controller re-emits nothing, its announcements being the same.
-    async fn reannounce_pools(&mut self, pools: &BTreeSet<String>) {
-        if pools.is_empty() {
-            return;
-        }
-        let mut ch = Changes::default();
-        let me = me(&self.config, &self.ctl);
-        for a in self.ctl.announced().values() {
-            if pools.contains(&a.pool) {
-                self.announcer.announcement(
-                    a.ip,
-                    Some(a),
-                    &self.config.pools,
-                    &me,
-                    self.ifaces.iter(),
-                    &self.owned,
-                    &mut ch,
-                );
-            }
-        }
         self.tell_announcers(ch).await;
     }
 

@@ -320,3 +320,23 @@ impl Daemon {
         self.on_lo = wanted;
     }
 }
+
+/// Some pool chooses Services by namespace labels: the Namespaces must be watched.
+fn needs_namespaces(config: &Config) -> bool {
+    config
+        .pools
+        .iter()
+        .any(|p| !p.service_allocation.namespace_selectors.is_empty())
+}
+
+impl Daemon {
+    /// Starts the Namespaces watcher if the configuration needs it and it is not running.
+    pub(super) fn watch_namespaces_if_needed(&mut self) {
+        if needs_namespaces(&self.config)
+            && let Some((client, tx)) = self.namespaces_later.take()
+        {
+            tracing::info!("a pool has namespace_selectors: watching Namespaces");
+            tokio::spawn(crate::kube::watch::watch_namespaces(client, tx));
+        }
+    }
+}

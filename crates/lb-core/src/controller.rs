@@ -23,11 +23,7 @@ use crate::model::StaticService;
 use crate::model::kube::{Kind, KubeUpdate};
 use crate::model::{EndpointsByNode, Node, Pools, Service, ServiceKey, TrafficPolicy};
 
-/// Namespace under which `[[service]]` tables of lb.toml appear (`lb.toml/<name>`). Not a
-/// valid Kubernetes namespace (a DNS-1123 label has no dot), so no Kubernetes Service can
-/// share a key with a static one and take its address: with `static`, a Service `web` in a
-/// namespace called `static` could.
-pub const STATIC_NAMESPACE: &str = "lb.toml";
+pub use crate::model::STATIC_NAMESPACE;
 
 // Inputs are moved once into `step`; boxing the common case would only add allocations.
 #[allow(clippy::large_enum_variant)]

@@ -347,7 +347,7 @@ impl Allocator {
     fn check_compatible(&self, pi: usize, svc: &Service) -> Result<(), String> {
         // A `[[service]]` of lb.toml is the admin's own choice of pool, in no namespace (an
         // API Service always has a uid).
-        if svc.uid.is_none() && svc.key.namespace == crate::controller::STATIC_NAMESPACE {
+        if svc.uid.is_none() && svc.key.namespace == crate::model::STATIC_NAMESPACE {
             return Ok(());
         }
         let pool = self.pools.pool(pi);

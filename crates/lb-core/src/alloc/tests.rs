@@ -1330,11 +1330,11 @@ mod service_allocation {
     #[test]
     fn a_static_service_of_lb_toml_may_use_a_pool_that_chooses_by_namespace() {
         let mut a = Allocator::new(vec![team("a", "10.0.1.1-10.0.1.9", "a")], None);
-        let mut vip = in_ns(crate::controller::STATIC_NAMESPACE, "vip");
+        let mut vip = in_ns(crate::model::STATIC_NAMESPACE, "vip");
         vip.pool = Some("a".into());
         assert!(matches!(a.update(&vip).change, Change::Allocated { .. }));
         // A Kubernetes Service in a namespace of that name is not exempt.
-        let mut k8s = in_ns(crate::controller::STATIC_NAMESPACE, "web");
+        let mut k8s = in_ns(crate::model::STATIC_NAMESPACE, "web");
         k8s.uid = Some("1234".into());
         k8s.pool = Some("a".into());
         assert!(failed_reason(&a.update(&k8s)).starts_with("pool a not compatible"));

@@ -12,6 +12,12 @@ mod pools;
 
 pub use pools::Pools;
 
+/// Namespace under which `[[service]]` tables of lb.toml appear (`lb.toml/<name>`). Not a
+/// valid Kubernetes namespace (a DNS-1123 label has no dot), so no Kubernetes Service can
+/// share a key with a static one and take its address: with `static`, a Service `web` in a
+/// namespace called `static` could.
+pub const STATIC_NAMESPACE: &str = "lb.toml";
+
 /// `namespace/name` of a Service (or `lb.toml/<name>` for a `[[service]]` from lb.toml).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceKey {
