@@ -274,6 +274,11 @@ struct Leadership {
     /// Members just admitted: once they report, the IPs whose placement choice they are
     /// move to them (a planned move each), so a cluster that grows stays balanced.
     rebalance: BTreeSet<usize>,
+    /// IPs this leader placed for the first time (no host held them) and when. Each host
+    /// learns a new Service from its own watch and reports it eligible a moment later;
+    /// for one election timeout such an IP follows placement as reports arrive, instead of
+    /// staying with whichever host reported first (often the leader alone).
+    young: BTreeMap<IpAddr, Instant>,
 }
 
 /// This host's part of the latest map it knows (from its leader, or its own as leader).
@@ -1436,6 +1441,7 @@ impl Node {
             successors: BTreeMap::new(),
             roster_refresh_in: 0,
             rebalance: BTreeSet::new(),
+            young: BTreeMap::new(),
         });
         self.promise_until = self.promise_until.max(now + self.timing.election_timeout);
         self.role_changed(out);
@@ -1862,6 +1868,7 @@ impl Node {
             .collect();
         let mut owners = l.owners.clone();
         let mut successors = l.successors.clone();
+        let mut placed_new: Vec<IpAddr> = Vec::new();
         let rebalance: BTreeSet<usize> = l
             .rebalance
             .iter()
@@ -1887,6 +1894,14 @@ impl Node {
                     current = Some(t);
                 }
             }
+            let young_until = l.young.get(&ip).map(|t| *t + self.timing.election_timeout);
+            if young_until.is_some_and(|u| now < u) {
+                let top = placement::choose_owner(&ip, None, elig.iter().map(|i| name(*i)))
+                    .and_then(|n| self.index.get(n).copied());
+                if top.is_some() {
+                    current = top;
+                }
+            }
             let owner = match current {
                 Some(c) => Some(c),
                 None => {
@@ -1907,6 +1922,12 @@ impl Node {
                 elig.iter().filter(|i| Some(**i) != owner).map(|i| name(*i)),
             )
             .and_then(|n| self.names.iter().position(|m| m == n));
+            if owner.is_some()
+                && !l.owners.contains_key(&ip)
+                && !elig.iter().any(|i| self.reported_holds(*i, &ip))
+            {
+                placed_new.push(ip);
+            }
             match owner {
                 Some(o) => owners.insert(ip, o),
                 None => owners.remove(&ip),
@@ -1922,6 +1943,12 @@ impl Node {
         for i in &rebalance {
             l.rebalance.remove(i);
         }
+        let window = self.timing.election_timeout;
+        for ip in placed_new {
+            l.young.insert(ip, now);
+        }
+        l.young
+            .retain(|ip, t| now < *t + window && owners.contains_key(ip));
         if owners != l.owners || successors != l.successors || l.epoch == 0 {
             // (epoch 0 → 1: the term's first map, even if empty.)
             l.owners = owners;
