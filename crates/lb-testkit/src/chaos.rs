@@ -255,8 +255,17 @@ const SERVICES: &[SvcSpec] = &[
 ];
 const NAMESPACE: &str = "default";
 
-fn lbd_config(name: &str, state: &Path, key: &Path, kubeconfig: &Path) -> String {
-    let members: Vec<String> = NODE_IPS
+/// The lb.toml of node `name` in a cluster of `node_ips` (node1, node2, … in order), with
+/// the test API server, a layer-2 and a BGP pool and the router as iBGP peer; the chaos soak
+/// and the rolling upgrade share it (only keys every previous release knows).
+pub(crate) fn lbd_config(
+    name: &str,
+    node_ips: &[&str],
+    state: &Path,
+    key: &Path,
+    kubeconfig: &Path,
+) -> String {
+    let members: Vec<String> = node_ips
         .iter()
         .enumerate()
         .map(|(i, ip)| format!("node{} = \"{ip}:7946\"", i + 1))
@@ -576,7 +585,7 @@ impl Soak {
             let config = host
                 .write_file(
                     "lb.toml",
-                    &lbd_config(&name, &state, &key, kube.kubeconfig()),
+                    &lbd_config(&name, &NODE_IPS, &state, &key, kube.kubeconfig()),
                 )
                 .expect("lb.toml");
             nodes.push(Node {

@@ -254,56 +254,11 @@ fn node_name(i: usize) -> String {
     format!("node{}", i + 1)
 }
 
+/// The chaos soak's lb.toml (the same pools and peer) plus a fixed metrics address.
 fn lbd_config(i: usize, state: &Path, key: &Path, kubeconfig: &Path) -> String {
-    let members: Vec<String> = NODE_IPS
-        .iter()
-        .enumerate()
-        .map(|(k, ip)| format!("{} = \"{ip}:7946\"", node_name(k)))
-        .collect();
-    // Only keys the previous releases know (graceful restart is on by default since it exists).
-    format!(
-        r#"
-[node]
-name = "{name}"
-state_dir = "{state}"
-
-[kubernetes]
-kubeconfig = "{kube}"
-
-[cluster]
-members = {{ {members} }}
-secret_file = "{key}"
-
-[metrics]
-listen = "{METRICS}"
-
-[layer2]
-gratuitous_count = 3
-gratuitous_interval = "100ms"
-
-[[pool]]
-name = "l2"
-protocol = "layer2"
-addresses = ["10.10.100.200-10.10.100.220"]
-
-[[pool]]
-name = "bgp"
-protocol = "bgp"
-addresses = ["172.19.100.0/24"]
-avoid_buggy_ips = true
-
-[[bgp_peer]]
-my_asn = {ASN}
-peer_asn = {ASN}
-address = "{ROUTER}"
-hold_time = "9s"
-"#,
-        name = node_name(i),
-        state = state.display(),
-        kube = kubeconfig.display(),
-        members = members.join(", "),
-        key = key.display(),
-    )
+    let mut c = crate::chaos::lbd_config(&node_name(i), &NODE_IPS, state, key, kubeconfig);
+    let _ = write!(c, "\n[metrics]\nlisten = \"{METRICS}\"\n");
+    c
 }
 
 fn service_yaml(name: &str, pool: &str) -> String {

@@ -79,16 +79,29 @@ pub struct ProbeRun {
     pub records: Vec<Record>,
 }
 
+/// The JSON objects of a probe's output, one per non-empty line (`what` names the probe in
+/// the error).
+fn json_lines<'a>(
+    text: &'a str,
+    what: &'a str,
+) -> impl Iterator<Item = Result<serde_json::Value>> + 'a {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(move |line| {
+            serde_json::from_str(line).map_err(|e| LabError::Parse {
+                what: what.into(),
+                detail: format!("{e}: {line}"),
+            })
+        })
+}
+
 impl ProbeRun {
     /// Parse the probe's JSON lines.
     pub fn parse(text: &str) -> Result<ProbeRun> {
         let mut run = ProbeRun::default();
         let mut saw_end = false;
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| LabError::Parse {
-                what: "probe output".into(),
-                detail: format!("{e}: {line}"),
-            })?;
+        for v in json_lines(text, "probe output") {
+            let v = v?;
             let t = v["t"].as_f64().unwrap_or(0.0);
             match v["ev"].as_str() {
                 Some("start") => run.start = t,
@@ -559,11 +572,8 @@ impl FibRun {
                 .collect(),
             proto: v["proto"].as_u64().and_then(|p| u8::try_from(p).ok()),
         };
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| LabError::Parse {
-                what: "FIB probe output".into(),
-                detail: format!("{e}: {line}"),
-            })?;
+        for v in json_lines(text, "FIB probe output") {
+            let v = v?;
             let t = v["t"].as_f64().unwrap_or(0.0);
             match v["ev"].as_str() {
                 Some("start") => run.start = t,
