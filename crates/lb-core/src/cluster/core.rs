@@ -257,6 +257,20 @@ struct Peer {
     admitted_at: Option<Instant>,
 }
 
+/// A value that only saves work: equal and hashed alike whatever it holds, so two nodes that
+/// differ only in it are the same state (the model checks compare states).
+#[derive(Clone, Debug, Default)]
+struct Memo<T>(T);
+impl<T> PartialEq for Memo<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl<T> Eq for Memo<T> {}
+impl<T> std::hash::Hash for Memo<T> {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Leadership {
     elected_at: Instant,
@@ -279,6 +293,10 @@ struct Leadership {
     /// for one election timeout such an IP follows placement as reports arrive, instead of
     /// staying with whichever host reported first (often the leader alone).
     young: BTreeMap<IpAddr, Instant>,
+    /// The inputs of the last complete `reconcile` (`Node::map_inputs`, the candidates): a
+    /// step that changes neither (most acks and renewals) leaves the map as it is, so it is
+    /// not recomputed — O(IPs × hosts) per datagram was most of an idle leader's work.
+    reconciled: Memo<Option<(u64, Vec<bool>)>>,
 }
 
 /// This host's part of the latest map it knows (from its leader, or its own as leader).
@@ -354,6 +372,9 @@ pub struct Node {
     last_leases: BTreeMap<IpAddr, Instant>,
     /// A deliberately broken variant (mutation checks only).
     mutation: Option<Mutation>,
+    /// Bumped whenever something the leader's map is computed from changes, apart from time
+    /// (desired IPs, eligibility and holdings reported, the member list).
+    map_inputs: Memo<u64>,
 }
 
 fn majority(n: usize) -> usize {
@@ -456,6 +477,7 @@ impl Node {
             last_now: now,
             last_leases: BTreeMap::new(),
             mutation: None,
+            map_inputs: Memo(0),
         };
         node.election_deadline = now + node.random_timeout();
         let mut out = Vec::new();
@@ -767,7 +789,10 @@ impl Node {
                 self.change_eligibility(changes);
             }
             Input::EligibilityChanges(changes) => self.change_eligibility(changes),
-            Input::DesiredIps(d) => self.desired = d,
+            Input::DesiredIps(d) => {
+                self.desired = d;
+                self.map_inputs_changed();
+            }
             Input::DesiredChanges(changes) => {
                 for (ip, name) in changes {
                     match name {
@@ -775,6 +800,7 @@ impl Node {
                         None => self.desired.remove(&ip),
                     };
                 }
+                self.map_inputs_changed();
             }
             Input::Shutdown => self.shutdown(now, &mut out),
         }
@@ -813,6 +839,7 @@ impl Node {
         }
         if changed {
             self.eligibility_version = version;
+            self.map_inputs_changed();
         }
     }
 
@@ -823,7 +850,7 @@ impl Node {
                 Some(a) if a > now => {
                     if !lease_message {
                         self.forget_members(now, out);
-                        self.reconcile(now);
+                        self.reconcile_if_changed(now);
                     }
                     let due = self.lead.as_ref().is_some_and(|l| now >= l.next_heartbeat);
                     if due {
@@ -956,6 +983,7 @@ impl Node {
             }
             self.reported_held = held;
             self.eligibility_version += 1;
+            self.map_inputs_changed();
         }
     }
 
@@ -1422,6 +1450,7 @@ impl Node {
                 p.eligibility_version = r.eligibility_version;
                 p.eligible = Some(r.eligible.into_iter().collect());
                 p.held = r.held.into_iter().collect();
+                self.map_inputs.0 += 1;
             }
         }
         // Members the previous leader admitted (its last list this voter heard) stay
@@ -1442,6 +1471,7 @@ impl Node {
             roster_refresh_in: 0,
             rebalance: BTreeSet::new(),
             young: BTreeMap::new(),
+            reconciled: Memo(None),
         });
         self.promise_until = self.promise_until.max(now + self.timing.election_timeout);
         self.role_changed(out);
@@ -1511,6 +1541,7 @@ impl Node {
     /// Leader: a new version of the member list goes to every voter now.
     fn roster_changed(&mut self, out: &mut Vec<Output>) {
         self.roster_version.1 += 1;
+        self.map_inputs_changed();
         self.send_roster(out);
     }
 
@@ -1594,6 +1625,7 @@ impl Node {
             p.eligibility_version = r.eligibility_version;
             p.eligible = Some(r.eligible.into_iter().collect());
             p.held = r.held.into_iter().collect();
+            self.map_inputs.0 += 1;
         }
     }
 
@@ -1798,6 +1830,7 @@ impl Node {
             p.eligibility_version = r.eligibility_version;
             p.eligible = Some(r.eligible.into_iter().collect());
             p.held = r.held.into_iter().collect();
+            self.map_inputs.0 += 1;
         }
     }
 
@@ -1845,8 +1878,29 @@ impl Node {
     /// reports holding the IP (a successor that took over; at the start of a term, whoever
     /// held it under the previous leader), else the announced successor, else the rendezvous
     /// choice. Each IP also gets a successor: the next rendezvous choice.
-    fn reconcile(&mut self, now: Instant) {
+    /// [`Node::reconcile`] unless nothing it reads changed since it last ran to the end: no
+    /// map input, no candidate, no young IP or newly admitted member pending. Skipping it
+    /// then changes nothing: on the same inputs it keeps every holder and successor.
+    fn reconcile_if_changed(&mut self, now: Instant) {
         let Some(l) = &self.lead else { return };
+        let key = (self.map_inputs.0, self.candidates(now));
+        if l.young.is_empty() && l.rebalance.is_empty() && l.reconciled.0.as_ref() == Some(&key) {
+            return;
+        }
+        if self.reconcile(now)
+            && let Some(l) = &mut self.lead
+        {
+            l.reconciled = Memo(Some(key));
+        }
+    }
+
+    fn map_inputs_changed(&mut self) {
+        self.map_inputs.0 += 1;
+    }
+
+    /// Returns whether it ran to the end (not: no leader, or waiting for reports).
+    fn reconcile(&mut self, now: Instant) -> bool {
+        let Some(l) = &self.lead else { return false };
         let cands = self.candidates(now);
         // Shortly after election, wait (one heartbeat) for members to report what they hold:
         // a new leader keeps current holders (docs/raft-lite.md §5).
@@ -1858,7 +1912,7 @@ impl Node {
         if !all_reported && now < l.elected_at + self.timing.heartbeat && !hasty {
             // No map before then: heartbeats carry epoch 0 ("no map yet"), which followers
             // do not apply, so every holder keeps its IPs under the previous map meanwhile.
-            return;
+            return false;
         }
         let ips: BTreeSet<IpAddr> = self
             .desired
@@ -1939,7 +1993,9 @@ impl Node {
         }
         let me = self.me;
         let term = self.term;
-        let Some(l) = &mut self.lead else { return };
+        let Some(l) = &mut self.lead else {
+            return false;
+        };
         for i in &rebalance {
             l.rebalance.remove(i);
         }
@@ -1978,6 +2034,7 @@ impl Node {
                 (hold.contains(ip) || standby.contains(ip)) && !back.is_some_and(|b| v >= b)
             });
         }
+        true
     }
 
     /// To every voter and admitted member.
