@@ -8,6 +8,7 @@ mod apiserver_units;
 mod bfd_proptest;
 mod bgp_fixtures;
 mod bgp_proptest;
+mod cluster_member_nodes;
 mod cluster_members;
 mod cluster_model;
 mod cluster_model_members;
