@@ -14,6 +14,7 @@ mod cluster_model;
 mod cluster_model_members;
 mod cluster_simulation;
 mod config_fuzz;
+mod config_member_nodes;
 mod config_validation;
 mod import_corpus;
 mod import_metallb;
