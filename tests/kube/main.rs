@@ -5,3 +5,4 @@
 mod apiserver_kube_rs;
 mod apiserver_kubectl;
 mod kube_e2e;
+mod member_nodes_e2e;
