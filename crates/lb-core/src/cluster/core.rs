@@ -2433,7 +2433,7 @@ mod tests {
 
     #[test]
     fn a_member_under_member_nodes_asks_to_join_only_at_its_nodes_address() {
-        let t0 = Instant::now();
+        let t0 = crate::test_origin();
         let mut c = cfg("m", &["a", "b", "c"]);
         // Bound to the port only: its Node gives the IP.
         c.address = Some(SocketAddr::from(([0, 0, 0, 0], 7950)));
