@@ -40,7 +40,8 @@ use crate::driver;
 
 /// Default bound on a planned leave (the core's contract suggests about 1 s).
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
-/// Views that differ only in members' last-ack times are published at most this often.
+/// Views that differ only in members' last-ack times are published at most this often; so
+/// are the leader's per-member counts (alive, eligible) when nothing else changed.
 const ACK_ONLY_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
 pub use crate::driver::now;
@@ -398,6 +399,11 @@ struct Shell {
     /// What the ownership log lines last said this host answers for.
     logged_owned: BTreeSet<IpAddr>,
     last_publish: Instant,
+    /// What the last published view was built from, as far as it is cheap to tell: a step
+    /// that changes none of it (most datagrams: renewals, grants, acks) builds no view.
+    last_key: Option<ViewKey>,
+    /// Bumped by every `Output::Leases` (part of [`ViewKey`]).
+    leases_gen: u64,
     /// Elections started and failover durations go here.
     metrics: Option<Metrics>,
     /// The core's member list version the transport's peers were last set from.
@@ -543,6 +549,8 @@ impl ClusterDriver {
             leases: BTreeMap::new(),
             logged_owned: BTreeSet::new(),
             last_publish: start,
+            last_key: None,
+            leases_gen: 0,
             metrics,
             roster_version: node.roster_version(),
             refusals_logged: BTreeMap::new(),
@@ -640,6 +648,7 @@ impl driver::Shell<Node> for Shell {
             match o {
                 Output::Leases(leases) => {
                     self.leases = leases;
+                    self.leases_gen += 1;
                     self.log_ownership(node, now);
                     self.publish(node, now, false, false);
                 }
@@ -801,9 +810,26 @@ impl Shell {
     }
 
     fn publish(&mut self, node: &Node, now: Instant, stopped: bool, force: bool) {
-        let v = self.build_view(node, now, stopped);
         let ack_refresh =
             now.saturating_duration_since(self.last_publish) >= ACK_ONLY_PUBLISH_INTERVAL;
+        // Building the view clones the leader's whole map: per datagram that was most of an
+        // idle leader's work (docs/bench/cluster-scale.md). Skip it when nothing it shows
+        // can have changed but the per-member counts, which the refresh catches up.
+        let key = ViewKey {
+            role: node.role(),
+            term: node.term(),
+            leader: node.leader().map(str::to_string),
+            map: node.map_version(),
+            roster: node.roster_version(),
+            desired: node.desired().len(),
+            leases: self.leases_gen,
+            stopped,
+        };
+        if !force && !ack_refresh && self.last_key.as_ref() == Some(&key) {
+            return;
+        }
+        self.last_key = Some(key);
+        let v = self.build_view(node, now, stopped);
         let published = self.view.send_if_modified(|cur| {
             let significant = !cur.same_apart_from_ack_times(&v);
             if force || significant || (ack_refresh && *cur != v) {
@@ -817,6 +843,20 @@ impl Shell {
             self.last_publish = now;
         }
     }
+}
+
+/// What a published view was built from, as far as it is cheap to compare (see
+/// `Shell::publish`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ViewKey {
+    role: Role,
+    term: u64,
+    leader: Option<String>,
+    map: (u64, u64),
+    roster: (u64, u64),
+    desired: usize,
+    leases: u64,
+    stopped: bool,
 }
 
 /// Carries the transport's drop counters into `lb_cluster_datagrams_dropped_total` as they
