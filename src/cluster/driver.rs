@@ -776,6 +776,10 @@ impl Shell {
 
     fn build_view(&self, node: &Node, now: Instant, stopped: bool) -> ClusterView {
         let status = node.status(now);
+        // A member under `member_nodes` has no address before its Node is listed: show the
+        // port it listens on.
+        let bound = self.transport.as_ref().and_then(|t| t.local_addr().ok());
+        let me = status.me.clone();
         let owned = if stopped {
             BTreeMap::new()
         } else {
@@ -795,6 +799,7 @@ impl Shell {
                     addr: m
                         .addr
                         .or_else(|| self.members.get(&m.name).copied())
+                        .or(bound.filter(|_| m.name == me))
                         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
                     voter: m.voter,
                     name: m.name,

@@ -108,6 +108,53 @@ fn cluster_members(bus: &Bus) -> Vec<Value> {
     v["members"].as_array().cloned().unwrap_or_default()
 }
 
+/// `lbctl services --json` against `bus`: Service name → the hosts announcing it.
+fn announcers(bus: &Bus) -> Vec<(String, Vec<String>)> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .args(["--bus", &bus.address, "services", "--json"])
+        .output()
+        .expect("lbctl runs");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let by = s["announced_by"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|h| h.as_str().map(str::to_owned))
+                .collect();
+            (s["name"].as_str().unwrap_or_default().to_owned(), by)
+        })
+        .collect()
+}
+
+const SERVICES: usize = 6;
+
+/// Every Service announced by exactly one host, and `pred` holds for the set of them.
+fn all_announced(bus: &Bus, pred: impl Fn(&[String]) -> bool) -> bool {
+    let a = announcers(bus);
+    let hosts: Vec<String> = a.iter().flat_map(|(_, by)| by.clone()).collect();
+    a.len() == SERVICES && a.iter().all(|(_, by)| by.len() == 1) && pred(&hosts)
+}
+
+fn service(name: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  type: LoadBalancer
+  selector: {{app: {name}}}
+  ports:
+  - {{name: http, port: 80, protocol: TCP}}
+"
+    )
+}
+
 fn listed(bus: &Bus, name: &str) -> Option<Value> {
     cluster_members(bus).into_iter().find(|m| m["name"] == name)
 }
@@ -194,6 +241,21 @@ fn members_come_from_labelled_nodes_at_their_internal_ip_and_go_with_the_label_o
         &m2_bus.address,
     );
 
+    // Layer-2 Services, each with a ready endpoint: the voter alone announces them.
+    for i in 0..SERVICES {
+        let name = format!("web-{i}");
+        kube.apply(&service(&name));
+        kube.set_endpoints(
+            "default",
+            &name,
+            &[("v1", "10.244.0.5")],
+            &[("http", 80, "TCP")],
+        );
+    }
+    wait_until(T, "every Service announced by v1", || {
+        all_announced(&bus, |hosts| hosts.iter().all(|h| h == "v1"))
+    });
+
     // m1's Node does not match yet: it waits, says why, and is not listed.
     member1
         .wait_for_log("Node m1 is not a member Node", T)
@@ -201,6 +263,9 @@ fn members_come_from_labelled_nodes_at_their_internal_ip_and_go_with_the_label_o
     wait_until(T, "m1's waiting gauge at 1", || {
         waiting_gauge(&m1, m1_metrics) == Some(1.0)
     });
+    // Its own lbctl shows it at the port it listens on, with no IP yet.
+    let own = wait_for(T, "m1 in its own lbctl cluster", || listed(&m1_bus, "m1"));
+    assert_eq!(own["address"], "0.0.0.0:7946", "{own}");
     // m2 asks at its Node's InternalIP and is refused, with a log line and the counter.
     member2
         .wait_for_log("asking to join at 10.10.100.22:7946", T)
@@ -228,11 +293,22 @@ fn members_come_from_labelled_nodes_at_their_internal_ip_and_go_with_the_label_o
     wait_until(T, "m1's waiting gauge at 0", || {
         waiting_gauge(&m1, m1_metrics) == Some(0.0)
     });
+    wait_until(T, "m1 shows itself at its Node's address", || {
+        listed(&m1_bus, "m1").is_some_and(|m| m["address"] == "10.10.100.21:7946")
+    });
     assert!(listed(&bus, "m2").is_none(), "m2 is never admitted");
+    // Admitted, it takes the IPs whose placement choice it now is.
+    wait_until(T, "some Services announced by m1", || {
+        all_announced(&bus, |hosts| hosts.iter().any(|h| h == "m1"))
+    });
 
     // The label goes: the leader forgets m1 at once (no restart anywhere).
     kube.ok(&["label", "node", "m1", &format!("{LABEL}-")]);
     wait_until(T, "m1 no longer listed", || listed(&bus, "m1").is_none());
+    // Its IPs moved to the voter: every Service still announced, none by m1 or m2.
+    wait_until(T, "every Service announced by v1 again", || {
+        all_announced(&bus, |hosts| hosts.iter().all(|h| h == "v1"))
+    });
     voter
         .wait_for_log("forgot member m1", T)
         .unwrap_or_else(|e| panic!("{e}"));
