@@ -166,3 +166,37 @@ fn pending_node_list_admits_nobody_and_evicts_nobody() {
         assert!(sim.refusals.is_empty(), "seed {seed}: {:?}", sim.refusals);
     }
 }
+
+#[test]
+fn a_member_whose_node_lists_another_address_is_evicted_and_refused_at_its_old_one() {
+    for seed in 1..=5 {
+        let mut sim = voters_with_filter(seed, &only(&[(3, Sim::addr(3))]));
+        let h = sim.add_member(false);
+        sim.start(h).expect("safety");
+        sim.run_until_cond(sim.now + 2_000 * MS, |s| {
+            s.all_owned_once() && !s.owned_by(h).is_empty()
+        })
+        .expect("safety")
+        .unwrap_or_else(|| panic!("seed {seed}: not admitted"));
+        // Its Node's InternalIP changed; the host (in the simulation) still asks at the old
+        // address, so it is out until it asks at the new one.
+        let moved_to = SocketAddr::from(([127, 0, 0, 33], 7946));
+        for v in 0..3 {
+            sim.input(v, Input::AllowedMembers(only(&[(h, moved_to)])))
+                .expect("safety");
+        }
+        let t1 = sim.now;
+        sim.run_until_cond(t1 + 200 * MS, |s| {
+            s.all_owned_once() && s.owned_by(h).is_empty() && !roster(s).contains("host-3")
+        })
+        .expect("safety")
+        .unwrap_or_else(|| panic!("seed {seed}: not evicted within 200ms"));
+        sim.run_until(sim.now + 1_000 * MS).expect("safety");
+        assert!(
+            refused(&sim, h, "address_not_node_ip"),
+            "seed {seed}: {:?}",
+            sim.refusals
+        );
+        assert!(sim.owned_by(h).is_empty(), "seed {seed}");
+    }
+}
