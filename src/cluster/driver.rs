@@ -59,6 +59,9 @@ pub struct ClusterSettings {
     pub address: Option<SocketAddr>,
     /// Bind a socket and admit members even with a single voter (`[cluster] voters`).
     pub members_may_join: bool,
+    /// `[cluster] member_nodes`: members are the Nodes the daemon lists with
+    /// [`ClusterHandle::set_allowed_members`]; until the first list nobody is admitted.
+    pub member_nodes: bool,
     /// The cluster key; `None` only for a cluster of one (which never sends).
     pub key: Option<Vec<u8>>,
     pub timing: Timing,
@@ -87,14 +90,32 @@ impl ClusterSettings {
             name: node.name.clone(),
             witness: node.role == crate::config::Role::Witness,
             members: cluster.members.clone(),
-            address: cluster.address,
+            address: cluster.address.or_else(|| member_nodes_bind(node, cluster)),
             members_may_join: cluster.members_may_join,
+            member_nodes: cluster.member_nodes.is_some(),
             key,
             timing,
             state_dir: node.state_dir.clone(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         })
     }
+}
+
+/// A member under `member_nodes` has no `address`: it binds the port on every address (of
+/// the voters' family) and joins at its Node's InternalIP, which the core learns from the
+/// Node list ([`core::MemberFilter`]).
+fn member_nodes_bind(node: &NodeConfig, cluster: &ClusterConfig) -> Option<SocketAddr> {
+    let m = cluster.member_nodes.as_ref()?;
+    if cluster.members.contains_key(&node.name) {
+        return None;
+    }
+    let v6 = !cluster.members.is_empty() && cluster.members.values().all(|a| a.is_ipv6());
+    let any: IpAddr = if v6 {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    };
+    Some(SocketAddr::new(any, m.port))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +231,7 @@ enum Update {
     Eligible(BTreeSet<IpAddr>),
     DesiredChanges(Vec<(IpAddr, Option<String>)>),
     EligibleChanges(Vec<(IpAddr, bool)>),
+    AllowedMembers(core::MemberFilter),
 }
 
 impl Update {
@@ -235,7 +257,21 @@ impl Update {
             Update::Eligible(e) => Input::LocalEligibility(e),
             Update::DesiredChanges(c) => Input::DesiredChanges(c),
             Update::EligibleChanges(c) => Input::EligibilityChanges(c),
+            Update::AllowedMembers(f) => Input::AllowedMembers(f),
         }
+    }
+}
+
+/// [`ClusterHandle::set_allowed_members`] from another task.
+#[derive(Clone)]
+pub struct AllowedMembersSender(mpsc::UnboundedSender<Update>);
+
+impl AllowedMembersSender {
+    /// See [`ClusterHandle::set_allowed_members`]. False once the driver has stopped.
+    pub fn set(&self, allowed: BTreeMap<String, SocketAddr>) -> bool {
+        self.0
+            .send(Update::AllowedMembers(core::MemberFilter::Only(allowed)))
+            .is_ok()
     }
 }
 
@@ -273,6 +309,21 @@ impl ClusterHandle {
         if !changes.is_empty() {
             let _ = self.updates.send(Update::EligibleChanges(changes));
         }
+    }
+
+    /// A sender of [`set_allowed_members`](Self::set_allowed_members) for another task
+    /// (the Node watch).
+    pub fn allowed_members_sender(&self) -> AllowedMembersSender {
+        AllowedMembersSender(self.updates.clone())
+    }
+
+    /// `member_nodes`: the hosts that may be members (the matching Nodes, each at its
+    /// InternalIP and the configured port). The leader admits and evicts by it; a member
+    /// joins at the address it gives itself.
+    pub fn set_allowed_members(&self, allowed: BTreeMap<String, SocketAddr>) {
+        let _ = self
+            .updates
+            .send(Update::AllowedMembers(core::MemberFilter::Only(allowed)));
     }
 
     /// The published view; `changed()` on it wakes on every change.
@@ -435,7 +486,11 @@ impl ClusterDriver {
             incarnation: boot,
         };
         let start = now();
-        let (node, first) = Node::new(cfg, hard, start)?;
+        let (mut node, mut first) = Node::new(cfg, hard, start)?;
+        if settings.member_nodes {
+            // Nobody is admitted before the Nodes are listed.
+            first.extend(node.step(start, Input::AllowedMembers(core::MemberFilter::Pending)));
+        }
         let transport = if networked {
             let key = settings.key.as_deref().ok_or(DriverError::NoKey)?;
             let addr = settings
@@ -644,7 +699,7 @@ impl driver::Shell<Node> for Shell {
                     info!(member = %name, %addr, "raft-lite: admitted member {name} at {addr}");
                 }
                 Output::Forgotten { name } => {
-                    info!(member = %name, "raft-lite: forgot member {name} (left, or silent too long)");
+                    info!(member = %name, "raft-lite: forgot member {name} (left, silent too long, or no longer a member Node)");
                 }
                 Output::Refused { name, reason } => {
                     let due = self.refusals_logged.get(&name).is_none_or(|t| {
@@ -721,6 +776,10 @@ impl Shell {
 
     fn build_view(&self, node: &Node, now: Instant, stopped: bool) -> ClusterView {
         let status = node.status(now);
+        // A member under `member_nodes` has no address before its Node is listed: show the
+        // port it listens on.
+        let bound = self.transport.as_ref().and_then(|t| t.local_addr().ok());
+        let me = status.me.clone();
         let owned = if stopped {
             BTreeMap::new()
         } else {
@@ -740,6 +799,7 @@ impl Shell {
                     addr: m
                         .addr
                         .or_else(|| self.members.get(&m.name).copied())
+                        .or(bound.filter(|_| m.name == me))
                         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
                     voter: m.voter,
                     name: m.name,
@@ -843,6 +903,7 @@ mod tests {
             members: [("solo".to_owned(), SocketAddr::from(([127, 0, 0, 1], 7946)))].into(),
             address: None,
             members_may_join: false,
+            member_nodes: false,
             key: None,
             timing: Timing::default(),
             state_dir: dir.join("state"),
@@ -969,6 +1030,7 @@ mod tests {
             .into(),
             address: None,
             members_may_join: false,
+            member_nodes: None,
             secret_file: Some(key),
             heartbeat: Duration::from_millis(50),
             election_timeout: Duration::from_millis(300),

@@ -45,6 +45,11 @@ impl Ownership {
         })
     }
 
+    /// For the Node watch of `[cluster] member_nodes` (none after a shutdown).
+    pub fn allowed_members_sender(&self) -> Option<driver::AllowedMembersSender> {
+        self.handle.as_ref().map(|h| h.allowed_members_sender())
+    }
+
     pub fn set_desired(&self, desired: BTreeMap<IpAddr, String>) {
         if let Some(h) = &self.handle {
             h.set_desired(desired);

@@ -102,6 +102,29 @@ pub enum Input {
     /// Planned leave: release every IP (successors take them over), a leader hands
     /// leadership over (`TimeoutNow`); nobody else's lease is touched.
     Shutdown,
+    /// Which hosts may be members besides the voters (`[cluster] member_nodes`: the
+    /// Kubernetes Nodes matching its selectors, at their InternalIP). Default
+    /// [`MemberFilter::Anyone`].
+    AllowedMembers(MemberFilter),
+}
+
+/// Which hosts may be admitted as members (the voters are fixed and always in).
+///
+/// The leader admits a `Join` only from a host the filter lists, at exactly the address it
+/// lists, and evicts an admitted member the filter stops listing (or lists at another
+/// address): its IPs move at once (it is no candidate any more), and it is forgotten once
+/// it acknowledged that map holding nothing, or one lease + drift later at the latest. A
+/// member asks to join only at the address the filter gives for itself.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub enum MemberFilter {
+    /// Any host with the key at any address (no `member_nodes`).
+    #[default]
+    Anyone,
+    /// Not known yet (the Nodes have not been listed): nobody is admitted, nobody evicted,
+    /// and a member does not ask to join.
+    Pending,
+    /// Only these hosts, each at exactly this address.
+    Only(BTreeMap<String, SocketAddr>),
 }
 
 /// Deliberately broken variants of the protocol, for the mutation checks only
@@ -131,6 +154,10 @@ pub enum Refusal {
     VoterListDiffers,
     #[error("its address is already another host's")]
     DuplicateAddress,
+    #[error("it is not a Kubernetes Node matching [cluster] member_nodes")]
+    NotANode,
+    #[error("its address is not its Node's InternalIP and the member_nodes port")]
+    AddressNotNodeIp,
 }
 
 impl Refusal {
@@ -140,6 +167,8 @@ impl Refusal {
             Refusal::VoterName => "voter_name",
             Refusal::VoterListDiffers => "voter_list_differs",
             Refusal::DuplicateAddress => "duplicate_address",
+            Refusal::NotANode => "not_a_node",
+            Refusal::AddressNotNodeIp => "address_not_node_ip",
         }
     }
 }
@@ -255,6 +284,9 @@ struct Peer {
     heartbeat_now: bool,
     /// A member: when this leader admitted it (or inherited it with the member list).
     admitted_at: Option<Instant>,
+    /// A member the [`MemberFilter`] stopped listing: since when (forgotten once its IPs
+    /// moved, lease + drift later at the latest).
+    evicted_at: Option<Instant>,
 }
 
 /// A value that only saves work: equal and hashed alike whatever it holds, so two nodes that
@@ -325,8 +357,10 @@ pub struct Node {
     roster_version: (u64, u64),
     /// [`voters_digest`] of the configured voters.
     digest: u64,
-    /// A member's own address (sent in `Join`).
+    /// A member's own address (sent in `Join`, unless `filter` gives another).
     my_addr: Option<SocketAddr>,
+    /// Which hosts may be members ([`Input::AllowedMembers`]).
+    filter: MemberFilter,
     next_join: Instant,
     witness: bool,
     timing: Timing,
@@ -445,6 +479,7 @@ impl Node {
             roster_version: (0, 0),
             digest: voters_digest(voters.iter().map(|m| (m.name.as_str(), m.addr))),
             my_addr: if me >= nv { cfg.address } else { None },
+            filter: MemberFilter::Anyone,
             next_join: now,
             witness: cfg.witness,
             timing: t,
@@ -701,7 +736,7 @@ impl Node {
                 addr: if i < self.voters {
                     Some(self.voter_addrs[i])
                 } else if i == self.me {
-                    self.my_addr
+                    self.join_addr()
                 } else {
                     self.roster.get(&i).copied()
                 },
@@ -803,6 +838,7 @@ impl Node {
                 self.map_inputs_changed();
             }
             Input::Shutdown => self.shutdown(now, &mut out),
+            Input::AllowedMembers(f) => self.filter = f,
         }
         if !self.done {
             self.on_timers(now, lease_message, &mut out);
@@ -883,7 +919,7 @@ impl Node {
             }
             if self.joining() && now >= self.next_join {
                 self.next_join = now + self.timing.heartbeat;
-                if let Some(addr) = self.my_addr {
+                if let Some(addr) = self.join_addr() {
                     let body = Body::Join(Join {
                         addr,
                         voters: self.digest,
@@ -1496,6 +1532,17 @@ impl Node {
             Some(Refusal::VoterName)
         } else if j.voters != self.digest {
             Some(Refusal::VoterListDiffers)
+        } else if let Some(r) = match &self.filter {
+            MemberFilter::Anyone => None,
+            // The Nodes are not listed yet: no answer; the host asks again.
+            MemberFilter::Pending => return,
+            MemberFilter::Only(allowed) => match allowed.get(name) {
+                None => Some(Refusal::NotANode),
+                Some(a) if *a != j.addr => Some(Refusal::AddressNotNodeIp),
+                Some(_) => None,
+            },
+        } {
+            Some(r)
         } else if self.voter_addrs.contains(&j.addr)
             || self
                 .roster
@@ -1577,14 +1624,25 @@ impl Node {
     /// silent for [`FORGET_AFTER_ELECTION_TIMEOUTS`]. Their IPs moved long before (a
     /// leaving or silent host is no candidate).
     fn forget_members(&mut self, now: Instant, out: &mut Vec<Output>) {
+        self.evict_unlisted(now);
         let Some(l) = &self.lead else { return };
         let e = self.timing.election_timeout;
+        let evict_bound = self.timing.lease + self.timing.clock_drift;
         let gone: Vec<usize> = self
             .roster
             .keys()
             .copied()
             .filter(|i| {
                 let p = &l.peers[*i];
+                if let Some(since) = p.evicted_at {
+                    // Its IPs moved in the map it acknowledged (it holds none), or its
+                    // leases have lapsed anyway.
+                    let moved = p.acked_epoch >= l.epoch && p.held.is_empty();
+                    let moved = moved && !l.owners.values().any(|o| o == i);
+                    if moved || now >= since + evict_bound {
+                        return true;
+                    }
+                }
                 let seen = p
                     .latest_ack_received
                     .max(p.admitted_at)
@@ -1607,6 +1665,49 @@ impl Node {
             });
         }
         self.roster_changed(out);
+    }
+
+    /// Leader: marks the members the [`MemberFilter`] no longer lists at their address
+    /// (their IPs move: they are no candidates), and unmarks those listed again.
+    fn evict_unlisted(&mut self, now: Instant) {
+        let unlisted: Vec<(usize, bool)> = self
+            .roster
+            .keys()
+            .map(|i| (*i, !self.permitted(*i)))
+            .collect();
+        let Some(l) = &mut self.lead else { return };
+        for (i, out) in unlisted {
+            let p = &mut l.peers[i];
+            match (out, p.evicted_at) {
+                (true, None) => p.evicted_at = Some(now),
+                (false, Some(_)) => p.evicted_at = None,
+                _ => {}
+            }
+        }
+    }
+
+    /// May host `i` be a member under the [`MemberFilter`] (voters and this host always)?
+    fn permitted(&self, i: usize) -> bool {
+        if i < self.voters || i == self.me {
+            return true;
+        }
+        match &self.filter {
+            MemberFilter::Anyone | MemberFilter::Pending => true,
+            MemberFilter::Only(allowed) => {
+                allowed.get(&self.names[i]).is_some()
+                    && allowed.get(&self.names[i]) == self.roster.get(&i)
+            }
+        }
+    }
+
+    /// The address this member asks to join at: its own, or the one the filter gives it
+    /// (none while the filter is pending or does not list it).
+    fn join_addr(&self) -> Option<SocketAddr> {
+        match &self.filter {
+            MemberFilter::Anyone => self.my_addr,
+            MemberFilter::Pending => None,
+            MemberFilter::Only(allowed) => allowed.get(&self.names[self.me]).copied(),
+        }
     }
 
     /// A granted vote received after this node became leader (same term).
@@ -1846,7 +1947,11 @@ impl Node {
                     !self.leaving && !self.witness
                 } else {
                     let p = &l.peers[i];
-                    self.admitted(i) && !p.leaving && p.eligible.is_some() && self.alive(i, now)
+                    self.admitted(i)
+                        && self.permitted(i)
+                        && !p.leaving
+                        && p.eligible.is_some()
+                        && self.alive(i, now)
                 }
             })
             .collect()
@@ -2364,6 +2469,59 @@ mod tests {
         .expect("node");
         n.step(t0, Input::LocalEligibility([ip(), ip2()].into()));
         n
+    }
+
+    /// The addresses in the `Join`s among `out`.
+    fn joins(out: &[Output]) -> Vec<SocketAddr> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    msg:
+                        Message {
+                            body: Body::Join(j),
+                            ..
+                        },
+                    ..
+                } => Some(j.addr),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_member_under_member_nodes_asks_to_join_only_at_its_nodes_address() {
+        let t0 = crate::test_origin();
+        let mut c = cfg("m", &["a", "b", "c"]);
+        // Bound to the port only: its Node gives the IP.
+        c.address = Some(SocketAddr::from(([0, 0, 0, 0], 7950)));
+        let (mut n, _) = Node::new(c, HardState::default(), t0).expect("node");
+        n.step(t0, Input::AllowedMembers(MemberFilter::Pending));
+        let out = n.step(t0 + Duration::from_millis(1), Input::Tick);
+        assert!(joins(&out).is_empty(), "no Node listed yet: no join");
+        let other = SocketAddr::from(([10, 0, 0, 9], 7950));
+        let out = n.step(
+            t0 + Duration::from_millis(100),
+            Input::AllowedMembers(MemberFilter::Only([("x".to_owned(), other)].into())),
+        );
+        assert!(joins(&out).is_empty(), "its Node is not listed: no join");
+        let mine = SocketAddr::from(([10, 0, 0, 7], 7950));
+        let out = n.step(
+            t0 + Duration::from_millis(200),
+            Input::AllowedMembers(MemberFilter::Only([("m".to_owned(), mine)].into())),
+        );
+        assert_eq!(
+            joins(&out),
+            vec![mine; 3],
+            "one Join per voter, at its Node's IP"
+        );
+        assert_eq!(
+            n.status(t0)
+                .members
+                .iter()
+                .find(|m| m.name == "m")
+                .and_then(|m| m.addr),
+            Some(mine)
+        );
     }
 
     fn renew_from(seq: u64, claim: (u64, u64), ips: Vec<IpAddr>, standby: Vec<IpAddr>) -> Body {
