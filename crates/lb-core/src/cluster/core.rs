@@ -838,7 +838,10 @@ impl Node {
                 self.map_inputs_changed();
             }
             Input::Shutdown => self.shutdown(now, &mut out),
-            Input::AllowedMembers(f) => self.filter = f,
+            Input::AllowedMembers(f) => {
+                self.filter = f;
+                self.map_inputs_changed();
+            }
         }
         if !self.done {
             self.on_timers(now, lease_message, &mut out);
