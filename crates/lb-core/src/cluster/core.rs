@@ -272,7 +272,8 @@ struct Leadership {
     /// Heartbeat rounds until the member list is sent to every voter again.
     roster_refresh_in: u64,
     /// Members just admitted: once they report, the IPs whose placement choice they are
-    /// move to them (a planned move each), so a cluster that grows stays balanced.
+    /// move to them (a planned move each), so a cluster that grows stays balanced. Kept
+    /// until the member reported something it can announce and one election timeout passed.
     rebalance: BTreeSet<usize>,
     /// IPs this leader placed for the first time (no host held them) and when. Each host
     /// learns a new Service from its own watch and reports it eligible a moment later;
@@ -1940,10 +1941,17 @@ impl Node {
         let me = self.me;
         let term = self.term;
         let Some(l) = &mut self.lead else { return };
-        for i in &rebalance {
-            l.rebalance.remove(i);
-        }
         let window = self.timing.election_timeout;
+        for i in &rebalance {
+            // Kept until the member has reported something it can announce (lbd learns its
+            // Services just after it joined: its first report may be empty) and for one
+            // election timeout after admission, so IPs it reports a moment later still move.
+            let p = &l.peers[*i];
+            let reported = p.eligible.as_ref().is_some_and(|e| !e.is_empty());
+            if reported && p.admitted_at.is_none_or(|t| now >= t + window) {
+                l.rebalance.remove(i);
+            }
+        }
         for ip in placed_new {
             l.young.insert(ip, now);
         }
@@ -2047,6 +2055,10 @@ impl crate::machine::Machine for Node {
         Input::Tick
     }
 }
+
+#[cfg(test)]
+#[path = "core_members_tests.rs"]
+mod members_tests;
 
 #[cfg(test)]
 mod tests {
