@@ -25,11 +25,11 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use super::core::{self, ConfigError, Input, Node, Output, Role};
+use super::core::{self, ConfigError, Input, Node, Output, RemoveRefusal, Role};
 use super::hard_state::{self, HardStateError};
 use super::message::Message;
 use super::transport::{self, KeyError, Transport, TransportError, TransportStats};
@@ -203,6 +203,21 @@ enum Command {
     Shutdown,
 }
 
+/// `lbctl cluster remove NAME`, on its way to the core ([`ClusterHandle::remove_member`]).
+struct RemoveCommand {
+    name: String,
+    reply: oneshot::Sender<Result<(), RemoveRefusal>>,
+}
+
+/// Why [`ClusterHandle::remove_member`] did not remove the member.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RemoveError {
+    #[error(transparent)]
+    Refused(#[from] RemoveRefusal),
+    #[error("raft-lite has stopped (lbd is shutting down)")]
+    Stopped,
+}
+
 /// What the daemon tells raft-lite about the layer-2 IPs.
 enum Update {
     Desired(BTreeMap<IpAddr, String>),
@@ -242,6 +257,7 @@ impl Update {
 pub struct ClusterHandle {
     updates: mpsc::UnboundedSender<Update>,
     cmd: mpsc::Sender<Command>,
+    remove: mpsc::Sender<RemoveCommand>,
     view: watch::Receiver<ClusterView>,
     stats: Option<watch::Receiver<TransportStats>>,
     local_addr: Option<SocketAddr>,
@@ -306,6 +322,22 @@ impl ClusterHandle {
         }
     }
 
+    /// `lbctl cluster remove NAME`: on the leader, forgets the member `name` (a host that
+    /// stopped for good) at once and moves its IPs; refused elsewhere and for voters, unknown
+    /// names and members still alive ([`RemoveRefusal`]).
+    pub async fn remove_member(&self, name: &str) -> Result<(), RemoveError> {
+        let (reply, rx) = oneshot::channel();
+        self.remove
+            .send(RemoveCommand {
+                name: name.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| RemoveError::Stopped)?;
+        rx.await.map_err(|_| RemoveError::Stopped)??;
+        Ok(())
+    }
+
     /// Stops the task at once, without a planned leave (a crash, for tests and emergencies).
     /// Views already handed out keep their deadlines: leases lapse by themselves.
     pub fn abort(&self) {
@@ -338,6 +370,9 @@ struct Shell {
     /// An update received while merging a run, to be stepped next.
     held: Option<Update>,
     cmd: mpsc::Receiver<Command>,
+    remove: mpsc::Receiver<RemoveCommand>,
+    /// The reply to the `RemoveMember` input being stepped.
+    remove_reply: Option<oneshot::Sender<Result<(), RemoveRefusal>>>,
     /// Set by a planned leave: the leave is given up (the host stops answering anyway) then.
     leaving_until: Option<Instant>,
     /// How the task ended, once it has.
@@ -461,6 +496,7 @@ impl ClusterDriver {
         let local_addr = transport.as_ref().and_then(|t| t.local_addr().ok());
         let (updates_tx, updates) = mpsc::unbounded_channel();
         let (cmd_tx, cmd) = mpsc::channel(1);
+        let (remove_tx, remove) = mpsc::channel(4);
         let view0 = ClusterView {
             me: settings.name.clone(),
             role: node.role(),
@@ -483,6 +519,8 @@ impl ClusterDriver {
             updates_open: true,
             held: None,
             cmd,
+            remove,
+            remove_reply: None,
             leaving_until: None,
             outcome: None,
             leases: BTreeMap::new(),
@@ -520,6 +558,7 @@ impl ClusterDriver {
         Ok(ClusterHandle {
             updates: updates_tx,
             cmd: cmd_tx,
+            remove: remove_tx,
             view,
             stats,
             local_addr,
@@ -549,6 +588,10 @@ impl driver::Shell<Node> for Shell {
                         return None;
                     }
                 },
+                Some(r) = self.remove.recv(), if leave.is_none() => {
+                    self.remove_reply = Some(r.reply);
+                    return Some(Input::RemoveMember(r.name));
+                }
                 u = self.updates.recv(), if self.updates_open => match u {
                     Some(u) => return Some(self.merge_queued(u).into_input()),
                     None => self.updates_open = false,
@@ -635,7 +678,18 @@ impl driver::Shell<Node> for Shell {
                     info!(member = %name, %addr, "raft-lite: admitted member {name} at {addr}");
                 }
                 Output::Forgotten { name } => {
-                    info!(member = %name, "raft-lite: forgot member {name} (left, or silent too long)");
+                    info!(member = %name, "raft-lite: forgot member {name} (left, silent too long, or removed)");
+                }
+                Output::RemoveDone { name, result } => {
+                    match &result {
+                        Ok(()) => {
+                            info!(member = %name, "raft-lite: removed member {name} (lbctl cluster remove); its IPs move")
+                        }
+                        Err(e) => warn!(member = %name, "raft-lite: not removing {name}: {e}"),
+                    }
+                    if let Some(reply) = self.remove_reply.take() {
+                        let _ = reply.send(result);
+                    }
                 }
                 Output::Refused { name, reason } => {
                     let due = self.refusals_logged.get(&name).is_none_or(|t| {

@@ -295,3 +295,109 @@ fn hosts_join_and_leave_a_running_lbd_cluster_without_restarts_split_brain_or_ga
         );
     }
 }
+
+#[test]
+fn lbctl_cluster_remove_forgets_a_killed_member_at_once_and_refuses_voters_unknown_names_and_non_leaders()
+ {
+    let g = GrowLab::start("growrm", 5, N_VIPS, false);
+    let p = probe::l2probe_many(
+        &g.client,
+        &g.targets(),
+        Duration::from_secs(120),
+        PROBE_INTERVAL,
+    )
+    .unwrap();
+    let leader = g.wait_for_leader();
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let (n4, n5) = (3, 4);
+    wait_listed(&g, leader, n4);
+    wait_listed(&g, leader, n5);
+    let all: Vec<usize> = (0..5).collect();
+    // Placement over all five (each IP's first owner follows placement).
+    let names: Vec<String> = all.iter().map(|i| name(*i)).collect();
+    let owners: BTreeMap<String, usize> = g
+        .vips
+        .iter()
+        .map(|v| {
+            let n =
+                choose_owner(&v.parse().unwrap(), None, names.iter().map(String::as_str)).unwrap();
+            (v.clone(), names.iter().position(|m| m == n).unwrap())
+        })
+        .collect();
+    assert!(owners.values().any(|o| *o == n5), "node5 owns nothing");
+    let t0 = epoch_secs();
+    wait_for_owners(&g, &p, &owners, t0, 30);
+
+    // Refusals, each with its reason and exit status.
+    let voter = g.hosts[leader].lbctl(&["cluster", "remove", "node1"]);
+    assert_eq!(voter.code, Some(1), "{voter:?}");
+    assert!(voter.stderr.contains("is a voter"), "{voter:?}");
+    let unknown = g.hosts[leader].lbctl(&["cluster", "remove", "nosuch"]);
+    assert_eq!(unknown.code, Some(1), "{unknown:?}");
+    assert!(
+        unknown.stderr.contains("no member named nosuch"),
+        "{unknown:?}"
+    );
+    let alive = g.hosts[leader].lbctl(&["cluster", "remove", "node5"]);
+    assert_eq!(alive.code, Some(1), "{alive:?}");
+    assert!(alive.stderr.contains("node5 is alive"), "{alive:?}");
+    let elsewhere = g.hosts[follower].lbctl(&["cluster", "remove", "node5"]);
+    assert_eq!(elsewhere.code, Some(4), "{elsewhere:?}");
+    assert!(
+        elsewhere
+            .stderr
+            .contains(&format!("on the leader, {}", name(leader))),
+        "{elsewhere:?}"
+    );
+
+    // node5 dies (SIGKILL: no planned stop). Once the leader sees it silent, `lbctl cluster
+    // remove` forgets it; it disappears from lbctl at once, its IPs are answered by others,
+    // all well before the silent-forget bound (100 election timeouts, 30 s).
+    let t_kill = epoch_secs();
+    g.hosts[n5].signal(Signal::Kill);
+    let mut last = None;
+    let removed = try_wait_until(T, "lbctl cluster remove node5", || {
+        let r = g.hosts[leader].lbctl(&["cluster", "remove", "node5"]);
+        let done = r.code == Some(0);
+        if !done {
+            assert!(r.stderr.contains("is alive"), "{r:?}");
+        }
+        last = Some(r);
+        done
+    });
+    assert!(removed.is_ok(), "{last:?}\n{}", g.logs());
+    let removed_after = epoch_secs() - t_kill;
+    wait_unlisted(&g, leader, n5);
+    wait_unlisted(&g, follower, n5);
+    let gone_after = epoch_secs() - t_kill;
+    let moved = after_leave(&owners, &[0, 1, 2, n4], n5);
+    wait_for_owners(&g, &p, &moved, t_kill, 30);
+    let answered_after = epoch_secs() - t_kill;
+    eprintln!(
+        "SIGKILL of node5: removed after {removed_after:.3} s, unlisted after {gone_after:.3} s, \
+         its IPs steady elsewhere after {answered_after:.3} s"
+    );
+    assert!(
+        gone_after < 5.0 && answered_after < 5.0,
+        "removal took {gone_after:.3} s, IPs {answered_after:.3} s"
+    );
+    let log = g.hosts[leader].lbd.as_ref().unwrap().log();
+    assert!(
+        log.contains("removed member node5 (lbctl cluster remove)"),
+        "{log}"
+    );
+    let run = p.stop().unwrap();
+    for vip in &g.vips {
+        let r = between(&run.for_target(vip), t0, run.end);
+        assert_eq!(
+            r.split_brain(PROBE_INTERVAL),
+            None,
+            "two MACs answered for {vip} at once\n{}",
+            g.logs()
+        );
+        if owners[vip] != n5 {
+            let gap = gap_after(&r, t0);
+            assert!(gap <= STEADY_GAP, "{vip}: {gap:?}\n{}", g.logs());
+        }
+    }
+}

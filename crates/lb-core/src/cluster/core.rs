@@ -102,6 +102,10 @@ pub enum Input {
     /// Planned leave: release every IP (successors take them over), a leader hands
     /// leadership over (`TimeoutNow`); nobody else's lease is touched.
     Shutdown,
+    /// `lbctl cluster remove NAME`: the leader forgets the member `NAME` (a host that stopped
+    /// for good without a planned leave) at once, instead of after
+    /// [`FORGET_AFTER_ELECTION_TIMEOUTS`]. Answered by [`Output::RemoveDone`].
+    RemoveMember(String),
 }
 
 /// Deliberately broken variants of the protocol, for the mutation checks only
@@ -120,6 +124,25 @@ pub enum Mutation {
     /// A holder counts a grant's lease from when the grant arrived instead of from when it
     /// sent the request (the voter's promise started earlier, so it ends earlier).
     LeaseFromReceipt,
+}
+
+/// Why `lbctl cluster remove NAME` ([`Input::RemoveMember`]) was not done.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum RemoveRefusal {
+    #[error("this host does not lead raft-lite; run `lbctl cluster remove` on the leader, {0}")]
+    NotLeader(String),
+    #[error("this host does not lead raft-lite and knows no leader now; try again in a moment")]
+    NoLeader,
+    #[error(
+        "{0} is a voter: voters change by editing [cluster] voters on every host and reloading, one voter at a time"
+    )]
+    Voter(String),
+    #[error("no member named {0} (`lbctl cluster` lists them)")]
+    Unknown(String),
+    #[error(
+        "{name} is alive (its last ack arrived {ago_ms} ms ago): stop lbd on it first (`systemctl disable --now lbd`), which moves its IPs and has it forgotten"
+    )]
+    Alive { name: String, ago_ms: u64 },
 }
 
 /// Why the leader did not admit a host.
@@ -179,6 +202,12 @@ pub enum Output {
     /// Leader: a member was forgotten (it left, or was silent too long).
     Forgotten {
         name: String,
+    },
+    /// The answer to [`Input::RemoveMember`]: `Ok` when the leader forgot the member (an
+    /// [`Output::Forgotten`] precedes it; its IPs move in the same step).
+    RemoveDone {
+        name: String,
+        result: Result<(), RemoveRefusal>,
     },
     /// Leader: a host asked to join and was refused.
     Refused {
@@ -778,6 +807,10 @@ impl Node {
                 }
             }
             Input::Shutdown => self.shutdown(now, &mut out),
+            Input::RemoveMember(name) => {
+                let result = self.remove_member(now, &name, &mut out);
+                out.push(Output::RemoveDone { name, result });
+            }
         }
         if !self.done {
             self.on_timers(now, lease_message, &mut out);
@@ -1577,6 +1610,57 @@ impl Node {
             });
         }
         self.roster_changed(out);
+    }
+
+    /// Leader: forgets the member `name` at once (`lbctl cluster remove`): it leaves the
+    /// member list (the voters hear the new list now and act on nothing more from it), is no
+    /// candidate any more, so this step's map moves its IPs. Safe whatever the member does:
+    /// its promises at the voters still run out as before, so no successor gets a majority of
+    /// grants while they last. Refused for a voter, a name not in the list, a member still
+    /// alive (it would only join again), and on any host but the leader.
+    fn remove_member(
+        &mut self,
+        now: Instant,
+        name: &str,
+        out: &mut Vec<Output>,
+    ) -> Result<(), RemoveRefusal> {
+        if self.role != Role::Leader {
+            return Err(match self.leader() {
+                Some(l) => RemoveRefusal::NotLeader(l.to_owned()),
+                None => RemoveRefusal::NoLeader,
+            });
+        }
+        let Some(i) = self.index.get(name).copied() else {
+            return Err(RemoveRefusal::Unknown(name.to_owned()));
+        };
+        if i < self.voters {
+            return Err(RemoveRefusal::Voter(name.to_owned()));
+        }
+        if !self.roster.contains_key(&i) {
+            return Err(RemoveRefusal::Unknown(name.to_owned()));
+        }
+        if self.alive(i, now) {
+            let ago_ms = self
+                .lead
+                .as_ref()
+                .and_then(|l| l.peers[i].latest_ack_received)
+                .map_or(0, |t| {
+                    u64::try_from(now.saturating_duration_since(t).as_millis()).unwrap_or(u64::MAX)
+                });
+            return Err(RemoveRefusal::Alive {
+                name: name.to_owned(),
+                ago_ms,
+            });
+        }
+        self.roster.remove(&i);
+        if let Some(l) = &mut self.lead {
+            l.rebalance.remove(&i);
+        }
+        out.push(Output::Forgotten {
+            name: name.to_owned(),
+        });
+        self.roster_changed(out);
+        Ok(())
     }
 
     /// A granted vote received after this node became leader (same term).

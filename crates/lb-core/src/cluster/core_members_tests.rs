@@ -167,3 +167,106 @@ fn a_member_whose_first_report_is_empty_still_takes_the_ips_placement_gives_it()
         .collect();
     assert_eq!(got, expected);
 }
+
+fn remove(n: &mut Node, now: Instant, name: &str) -> (Vec<Output>, Result<(), RemoveRefusal>) {
+    let out = n.step(now, Input::RemoveMember(name.into()));
+    let result = out
+        .iter()
+        .find_map(|o| match o {
+            Output::RemoveDone { name: m, result } if m == name => Some(result.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no answer to RemoveMember({name}): {out:?}"));
+    (out, result)
+}
+
+#[test]
+fn the_leader_forgets_a_dead_member_at_once_when_told_and_moves_its_ips() {
+    let t0 = Instant::now();
+    let all = ips(12);
+    let mut n = leader(t0, &all);
+    let t1 = t0 + E;
+    join_and_ack(&mut n, t1, "m", 7100, 1, &all);
+    n.step(t1 + Duration::from_millis(1), Input::Tick);
+    let given: Vec<IpAddr> = owners(&n, t1)
+        .into_iter()
+        .filter(|(_, o)| o == "m")
+        .map(|(ip, _)| ip)
+        .collect();
+    assert!(!given.is_empty());
+    // Still acking: removing it would only make it join again.
+    let (_, r) = remove(&mut n, t1 + Duration::from_millis(20), "m");
+    assert!(matches!(r, Err(RemoveRefusal::Alive { .. })), "{r:?}");
+    assert!(n.roster().contains_key("m"));
+    // Silent (a SIGKILL, a dead machine) past lease + drift: forgotten at once, long before
+    // the silent-forget bound, and none of its IPs stays with it.
+    let t = Timing::default();
+    let dead = t1 + t.lease + t.clock_drift + Duration::from_millis(1);
+    assert!(dead < t1 + E * FORGET_AFTER_ELECTION_TIMEOUTS / 10);
+    let (out, r) = remove(&mut n, dead, "m");
+    assert_eq!(r, Ok(()));
+    assert!(
+        out.contains(&Output::Forgotten { name: "m".into() }),
+        "{out:?}"
+    );
+    assert!(!n.roster().contains_key("m"));
+    assert!(n.status(dead).members.iter().all(|s| s.name != "m"));
+    assert!(
+        owners(&n, dead).values().all(|o| o == "a"),
+        "{:?}",
+        owners(&n, dead)
+    );
+    assert_eq!(owners(&n, dead).len(), all.len());
+    // Removing it again: unknown. A later restart of the host joins afresh.
+    let (_, r) = remove(&mut n, dead, "m");
+    assert_eq!(r, Err(RemoveRefusal::Unknown("m".into())));
+    join_and_ack(&mut n, dead + E, "m", 7100, 5, &all);
+    assert!(n.roster().contains_key("m"));
+}
+
+#[test]
+fn removing_a_voter_an_unknown_name_or_on_a_non_leader_is_refused_with_the_reason() {
+    let t0 = Instant::now();
+    let mut n = leader(t0, &ips(2));
+    assert_eq!(
+        remove(&mut n, t0, "a").1,
+        Err(RemoveRefusal::Voter("a".into()))
+    );
+    assert_eq!(
+        remove(&mut n, t0, "nosuch").1,
+        Err(RemoveRefusal::Unknown("nosuch".into()))
+    );
+    // A follower names its leader; a host that knows none says so.
+    let voters: Vec<Member> = ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Member {
+            name: (*name).into(),
+            addr: addr(7000 + i as u16),
+        })
+        .collect();
+    let cfg = Config {
+        me: "b".into(),
+        members: voters,
+        address: None,
+        solo: false,
+        witness: false,
+        timing: Timing::default(),
+        seed: 1,
+        incarnation: 1,
+    };
+    let (mut b, _) = Node::new(cfg, HardState::default(), t0).expect("node");
+    assert_eq!(remove(&mut b, t0, "m").1, Err(RemoveRefusal::NoLeader));
+    let hb = Body::Heartbeat(Heartbeat {
+        seq: 1,
+        epoch: 0,
+        eligibility_known: 0,
+        ips: Vec::new(),
+        standby: Vec::new(),
+    });
+    b.step(t0, from("a", 1, hb));
+    assert_eq!(b.leader(), Some("a"));
+    let r = remove(&mut b, t0, "m").1;
+    assert_eq!(r, Err(RemoveRefusal::NotLeader("a".into())));
+    assert!(r.unwrap_err().to_string().contains("on the leader, a"));
+}
