@@ -218,9 +218,13 @@ impl GrowLab {
 }
 
 impl GrowHost {
-    /// Starts lbd on this host's configuration, on its own D-Bus.
+    /// Starts lbd on this host's configuration, on its own D-Bus: the build's lbd, or the
+    /// one `$LB_LBD_BINARY` names (a benchmark built for debugging runs a release lbd).
     pub fn start_lbd(&mut self) {
         let bus = format!("DBUS_SYSTEM_BUS_ADDRESS={}", self.bus.address);
+        let bin = std::env::var_os("LB_LBD_BINARY")
+            .map(PathBuf::from)
+            .unwrap_or_else(lbd_binary);
         self.lbd = Some(
             self.host
                 .spawn_labeled(
@@ -228,7 +232,7 @@ impl GrowHost {
                     &[
                         "env",
                         &bus,
-                        lbd_binary().to_str().unwrap(),
+                        bin.to_str().unwrap(),
                         "--config",
                         self.config.to_str().unwrap(),
                     ],
