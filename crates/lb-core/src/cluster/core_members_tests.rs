@@ -140,7 +140,7 @@ fn owners(n: &Node, now: Instant) -> BTreeMap<IpAddr, String> {
 
 #[test]
 fn a_member_whose_first_report_is_empty_still_takes_the_ips_placement_gives_it() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let all = ips(12);
     let mut n = leader(t0, &all);
     assert!(owners(&n, t0).values().all(|o| o == "a"));
@@ -182,7 +182,7 @@ fn remove(n: &mut Node, now: Instant, name: &str) -> (Vec<Output>, Result<(), Re
 
 #[test]
 fn the_leader_forgets_a_dead_member_at_once_when_told_and_moves_its_ips() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let all = ips(12);
     let mut n = leader(t0, &all);
     let t1 = t0 + E;
@@ -226,7 +226,7 @@ fn the_leader_forgets_a_dead_member_at_once_when_told_and_moves_its_ips() {
 
 #[test]
 fn removing_a_voter_an_unknown_name_or_on_a_non_leader_is_refused_with_the_reason() {
-    let t0 = Instant::now();
+    let t0 = crate::test_origin();
     let mut n = leader(t0, &ips(2));
     assert_eq!(
         remove(&mut n, t0, "a").1,
