@@ -40,7 +40,7 @@ pub enum ClientError {
     #[error("lbd is not running (no org.lb.Daemon1 on the system bus)")]
     NotRunning,
     #[error(
-        "permission denied calling {method} (lbd's D-Bus policy lets only root and group adm reload): {detail}"
+        "permission denied calling {method} (lbd's D-Bus policy lets only root and group adm reload or remove members): {detail}"
     )]
     AccessDenied {
         method: &'static str,
