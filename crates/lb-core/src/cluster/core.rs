@@ -701,6 +701,13 @@ impl Node {
 
     pub fn status(&self, now: Instant) -> Status {
         let mut members = Vec::new();
+        // IPs per host in the map, counted once (not once per host: this runs every step).
+        let mut owns: BTreeMap<usize, usize> = BTreeMap::new();
+        if let Some(l) = &self.lead {
+            for o in l.owners.values() {
+                *owns.entry(*o).or_default() += 1;
+            }
+        }
         for i in self.hosts() {
             let name = &self.names[i];
             let mut m = MemberStatus {
@@ -729,7 +736,7 @@ impl Node {
                 } else {
                     p.eligible.as_ref().map_or(0, |e| e.len())
                 };
-                m.owns = l.owners.values().filter(|o| **o == i).count();
+                m.owns = owns.get(&i).copied().unwrap_or(0);
             }
             members.push(m);
         }
