@@ -239,6 +239,9 @@ fn main() {
         });
         assert!(back.is_ok(), "{} not back", name(owner_now));
     }
+    if gaps.is_empty() {
+        return;
+    }
     let worst = gaps.iter().max().copied().unwrap_or_default();
     println!(
         "owner link down -> another host answers: median {} max {} over {} trials",

@@ -772,7 +772,7 @@ impl Node {
             return out;
         }
         // Renewals, grants and releases change no placement input: the leader need not
-        // recompute the map for them (they are most of the traffic).
+        // recompute the map for them (they are most of the traffic), nor for routine acks.
         let lease_message = matches!(
             &input,
             Input::Received {
@@ -782,7 +782,7 @@ impl Node {
                 },
                 ..
             }
-        );
+        ) || self.routine_ack(now, &input);
         match input {
             Input::Tick => {}
             Input::Received { from, msg } => match self.index.get(&from).copied() {
@@ -826,6 +826,38 @@ impl Node {
         }
         self.emit_leases(&mut out);
         out
+    }
+
+    /// Leader: an ack that changes no placement input either (most acks): from a host that
+    /// was alive and had acked before, not newly leaving, with no report or one of the
+    /// eligibility version the leader has. Its map would come out the same, so it is not
+    /// recomputed (with many members that was most of an idle leader's CPU); what time
+    /// changes (a host going silent, a young IP's window) is looked at on the next tick, at
+    /// the latest the next heartbeat.
+    fn routine_ack(&self, now: Instant, input: &Input) -> bool {
+        let Input::Received {
+            from,
+            msg: Message {
+                term,
+                body: Body::Ack(a),
+            },
+        } = input
+        else {
+            return false;
+        };
+        let (Some(l), Some(i)) = (&self.lead, self.index.get(from).copied()) else {
+            return false;
+        };
+        let p = &l.peers[i];
+        *term == self.term
+            && self.admitted(i)
+            && p.latest_ack.is_some()
+            && p.eligible.is_some()
+            && self.alive(i, now)
+            && a.leaving == p.leaving
+            && a.report
+                .as_ref()
+                .is_none_or(|r| r.eligibility_version == p.eligibility_version)
     }
 
     /// Applies eligibility changes. An IP given up (no longer eligible) while held or assigned
