@@ -767,6 +767,7 @@ impl Node {
 
     pub fn step(&mut self, now: Instant, input: Input) -> Vec<Output> {
         let mut out = Vec::new();
+        let before = self.last_now;
         self.last_now = self.last_now.max(now);
         if self.done {
             return out;
@@ -783,6 +784,9 @@ impl Node {
                 ..
             }
         ) || self.routine_ack(now, &input);
+        // Unless a host counted as down since the previous step: the leader's wake-up for
+        // that may come after this step, which takes its place.
+        let lease_message = lease_message && !self.went_down(before, now);
         match input {
             Input::Tick => {}
             Input::Received { from, msg } => match self.index.get(&from).copied() {
@@ -831,9 +835,9 @@ impl Node {
     /// Leader: an ack that changes no placement input either (most acks): from a host that
     /// was alive and had acked before, not newly leaving, with no report or one of the
     /// eligibility version the leader has. Its map would come out the same, so it is not
-    /// recomputed (with many members that was most of an idle leader's CPU); what time
-    /// changes (a host going silent, a young IP's window) is looked at on the next tick, at
-    /// the latest the next heartbeat.
+    /// recomputed (with many members that was most of an idle leader's CPU); other changes
+    /// with time (a young IP's window) are looked at on the next tick, at the latest the next
+    /// heartbeat.
     fn routine_ack(&self, now: Instant, input: &Input) -> bool {
         let Input::Received {
             from,
@@ -858,6 +862,17 @@ impl Node {
             && a.report
                 .as_ref()
                 .is_none_or(|r| r.eligibility_version == p.eligibility_version)
+    }
+
+    /// Leader: some host counts as down (silent past lease + drift) at `now` but did not at
+    /// `before`.
+    fn went_down(&self, before: Instant, now: Instant) -> bool {
+        self.lead.is_some()
+            && self
+                .hosts()
+                .into_iter()
+                .filter_map(|h| self.down_at(h))
+                .any(|d| before < d && d <= now)
     }
 
     /// Applies eligibility changes. An IP given up (no longer eligible) while held or assigned
