@@ -270,3 +270,43 @@ fn removing_a_voter_an_unknown_name_or_on_a_non_leader_is_refused_with_the_reaso
     assert_eq!(r, Err(RemoveRefusal::NotLeader("a".into())));
     assert!(r.unwrap_err().to_string().contains("on the leader, a"));
 }
+
+#[test]
+fn the_first_step_after_a_member_went_silent_moves_its_ips_even_if_it_is_a_routine_ack() {
+    let t0 = crate::test_origin();
+    let all = ips(12);
+    let mut n = leader(t0, &all);
+    let t1 = t0 + E;
+    join_and_ack(&mut n, t1, "m", 7100, 1, &all);
+    join_and_ack(&mut n, t1, "s", 7200, 1, &all);
+    n.step(t1 + Duration::from_millis(1), Input::Tick);
+    assert!(owners(&n, t1).values().any(|o| o == "m"));
+    // m falls silent; s acks on, routinely (no report). The first step after m counts as
+    // down is one of s's acks, not the leader's wake-up for m: it still moves m's IPs.
+    let t = Timing::default();
+    let down = t1 + t.lease + t.clock_drift;
+    let mut seq = 10;
+    let mut at = t1 + Duration::from_millis(20);
+    while at < down {
+        ack(&mut n, at, "s", 0, seq, 1, &[]);
+        seq += 1;
+        at += Duration::from_millis(20);
+    }
+    let routine = Input::Received {
+        from: "s".into(),
+        msg: Message {
+            term: n.term(),
+            body: Body::Ack(Ack {
+                heartbeat: 0,
+                ack_seq: seq,
+                epoch: 0,
+                eligibility_version: 1,
+                leaving: false,
+                report: None,
+            }),
+        },
+    };
+    n.step(down + Duration::from_millis(1), routine);
+    let o = owners(&n, down);
+    assert!(o.values().all(|o| o != "m"), "{o:?}");
+}
