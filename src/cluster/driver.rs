@@ -25,11 +25,11 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use super::core::{self, ConfigError, Input, Node, Output, Role};
+use super::core::{self, ConfigError, Input, Node, Output, RemoveRefusal, Role};
 use super::hard_state::{self, HardStateError};
 use super::message::Message;
 use super::transport::{self, KeyError, Transport, TransportError, TransportStats};
@@ -196,15 +196,51 @@ impl ClusterView {
     }
 
     /// Equal apart from members' `last_ack` (those change with every ack on the leader).
+    /// Compared field by field, without copies: the leader asks after every step (every
+    /// datagram), so with many members a clone of both views was most of its idle CPU.
     fn same_apart_from_ack_times(&self, other: &ClusterView) -> bool {
-        let strip = |v: &ClusterView| {
-            let mut v = v.clone();
-            for m in &mut v.members {
-                m.last_ack = None;
-            }
-            v
+        // Destructured so a new field cannot be forgotten here.
+        let ClusterView {
+            me,
+            role,
+            term,
+            leader,
+            owned,
+            owners,
+            members,
+            standalone,
+            stopped,
+        } = self;
+        let same_member = |a: &MemberView, b: &MemberView| {
+            let MemberView {
+                name,
+                addr,
+                voter,
+                alive,
+                last_ack: _,
+                eligible,
+                owns,
+            } = a;
+            *name == b.name
+                && *addr == b.addr
+                && *voter == b.voter
+                && *alive == b.alive
+                && *eligible == b.eligible
+                && *owns == b.owns
         };
-        strip(self) == strip(other)
+        *me == other.me
+            && *role == other.role
+            && *term == other.term
+            && *leader == other.leader
+            && *standalone == other.standalone
+            && *stopped == other.stopped
+            && members.len() == other.members.len()
+            && members
+                .iter()
+                .zip(&other.members)
+                .all(|(a, b)| same_member(a, b))
+            && *owned == other.owned
+            && *owners == other.owners
     }
 }
 
@@ -223,6 +259,21 @@ pub enum ShutdownOutcome {
 
 enum Command {
     Shutdown,
+}
+
+/// `lbctl cluster remove NAME`, on its way to the core ([`ClusterHandle::remove_member`]).
+struct RemoveCommand {
+    name: String,
+    reply: oneshot::Sender<Result<(), RemoveRefusal>>,
+}
+
+/// Why [`ClusterHandle::remove_member`] did not remove the member.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RemoveError {
+    #[error(transparent)]
+    Refused(#[from] RemoveRefusal),
+    #[error("raft-lite has stopped (lbd is shutting down)")]
+    Stopped,
 }
 
 /// What the daemon tells raft-lite about the layer-2 IPs.
@@ -279,6 +330,7 @@ impl AllowedMembersSender {
 pub struct ClusterHandle {
     updates: mpsc::UnboundedSender<Update>,
     cmd: mpsc::Sender<Command>,
+    remove: mpsc::Sender<RemoveCommand>,
     view: watch::Receiver<ClusterView>,
     stats: Option<watch::Receiver<TransportStats>>,
     local_addr: Option<SocketAddr>,
@@ -358,6 +410,22 @@ impl ClusterHandle {
         }
     }
 
+    /// `lbctl cluster remove NAME`: on the leader, forgets the member `name` (a host that
+    /// stopped for good) at once and moves its IPs; refused elsewhere and for voters, unknown
+    /// names and members still alive ([`RemoveRefusal`]).
+    pub async fn remove_member(&self, name: &str) -> Result<(), RemoveError> {
+        let (reply, rx) = oneshot::channel();
+        self.remove
+            .send(RemoveCommand {
+                name: name.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| RemoveError::Stopped)?;
+        rx.await.map_err(|_| RemoveError::Stopped)??;
+        Ok(())
+    }
+
     /// Stops the task at once, without a planned leave (a crash, for tests and emergencies).
     /// Views already handed out keep their deadlines: leases lapse by themselves.
     pub fn abort(&self) {
@@ -390,6 +458,9 @@ struct Shell {
     /// An update received while merging a run, to be stepped next.
     held: Option<Update>,
     cmd: mpsc::Receiver<Command>,
+    remove: mpsc::Receiver<RemoveCommand>,
+    /// The reply to the `RemoveMember` input being stepped.
+    remove_reply: Option<oneshot::Sender<Result<(), RemoveRefusal>>>,
     /// Set by a planned leave: the leave is given up (the host stops answering anyway) then.
     leaving_until: Option<Instant>,
     /// How the task ended, once it has.
@@ -522,6 +593,7 @@ impl ClusterDriver {
         let local_addr = transport.as_ref().and_then(|t| t.local_addr().ok());
         let (updates_tx, updates) = mpsc::unbounded_channel();
         let (cmd_tx, cmd) = mpsc::channel(1);
+        let (remove_tx, remove) = mpsc::channel(4);
         let view0 = ClusterView {
             me: settings.name.clone(),
             role: node.role(),
@@ -544,6 +616,8 @@ impl ClusterDriver {
             updates_open: true,
             held: None,
             cmd,
+            remove,
+            remove_reply: None,
             leaving_until: None,
             outcome: None,
             leases: BTreeMap::new(),
@@ -583,6 +657,7 @@ impl ClusterDriver {
         Ok(ClusterHandle {
             updates: updates_tx,
             cmd: cmd_tx,
+            remove: remove_tx,
             view,
             stats,
             local_addr,
@@ -612,6 +687,10 @@ impl driver::Shell<Node> for Shell {
                         return None;
                     }
                 },
+                Some(r) = self.remove.recv(), if leave.is_none() => {
+                    self.remove_reply = Some(r.reply);
+                    return Some(Input::RemoveMember(r.name));
+                }
                 u = self.updates.recv(), if self.updates_open => match u {
                     Some(u) => return Some(self.merge_queued(u).into_input()),
                     None => self.updates_open = false,
@@ -699,7 +778,18 @@ impl driver::Shell<Node> for Shell {
                     info!(member = %name, %addr, "raft-lite: admitted member {name} at {addr}");
                 }
                 Output::Forgotten { name } => {
-                    info!(member = %name, "raft-lite: forgot member {name} (left, silent too long, or no longer a member Node)");
+                    info!(member = %name, "raft-lite: forgot member {name} (left, silent too long, removed, or no longer a member Node)");
+                }
+                Output::RemoveDone { name, result } => {
+                    match &result {
+                        Ok(()) => {
+                            info!(member = %name, "raft-lite: removed member {name} (lbctl cluster remove); its IPs move")
+                        }
+                        Err(e) => warn!(member = %name, "raft-lite: not removing {name}: {e}"),
+                    }
+                    if let Some(reply) = self.remove_reply.take() {
+                        let _ = reply.send(result);
+                    }
                 }
                 Output::Refused { name, reason } => {
                     let due = self.refusals_logged.get(&name).is_none_or(|t| {
@@ -978,6 +1068,40 @@ mod tests {
         assert!(!v.owns(&ip("10.0.0.2"), t));
         assert_eq!(v.next_expiry(t), Some(t + Duration::from_millis(100)));
         assert!(v.owned_ips(t + Duration::from_secs(1)).is_empty());
+    }
+
+    #[test]
+    fn views_differing_only_in_ack_times_count_as_the_same_others_do_not() {
+        let t = now();
+        let member = |last_ack, owns| MemberView {
+            name: "m".into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            voter: false,
+            alive: true,
+            last_ack,
+            eligible: 2,
+            owns,
+        };
+        let view = |m: MemberView| ClusterView {
+            me: "a".into(),
+            role: Role::Leader,
+            term: 1,
+            leader: Some("a".into()),
+            owned: BTreeMap::new(),
+            owners: [(ip("10.0.0.1"), "m".to_owned())].into(),
+            members: vec![m],
+            standalone: false,
+            stopped: false,
+        };
+        let a = view(member(Some(t), 1));
+        assert!(a.same_apart_from_ack_times(&view(member(None, 1))));
+        assert!(!a.same_apart_from_ack_times(&view(member(Some(t), 0))));
+        let mut b = a.clone();
+        b.owners.clear();
+        assert!(!a.same_apart_from_ack_times(&b));
+        let mut c = a.clone();
+        c.members.push(member(None, 0));
+        assert!(!a.same_apart_from_ack_times(&c));
     }
 
     #[tokio::test]

@@ -10,7 +10,8 @@ use tracing::{info, warn};
 
 use crate::cluster::core::Role as CoreRole;
 use crate::cluster::driver::{
-    self, ClusterDriver, ClusterHandle, ClusterSettings, ClusterView, DriverError, ShutdownOutcome,
+    self, ClusterDriver, ClusterHandle, ClusterSettings, ClusterView, DriverError, RemoveError,
+    ShutdownOutcome,
 };
 use crate::config::{Config, Role};
 use crate::control::metrics::Metrics;
@@ -169,6 +170,14 @@ impl Ownership {
                 }
             }))
             .collect()
+    }
+
+    /// `lbctl cluster remove NAME` ([`ClusterHandle::remove_member`]).
+    pub async fn remove_member(&self, name: &str) -> Result<(), RemoveError> {
+        match &self.handle {
+            Some(h) => h.remove_member(name).await,
+            None => Err(RemoveError::Stopped),
+        }
     }
 
     /// Planned leave: hand leadership and owned IPs over (bounded by the driver's own

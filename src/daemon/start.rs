@@ -163,7 +163,15 @@ impl Daemon {
             unix_now(),
         ));
         let (reload_tx, reload_rx) = mpsc::channel(4);
-        let bus = match control::serve(None, snap_rx.clone(), reload_tx.clone()).await {
+        let (remove_tx, remove_rx) = mpsc::channel(4);
+        let bus = match control::serve_with_remove(
+            None,
+            snap_rx.clone(),
+            reload_tx.clone(),
+            Some(remove_tx),
+        )
+        .await
+        {
             Ok(b) => Some(b),
             Err(e) => {
                 warn!(error = %e, "D-Bus unavailable: lbctl status will not reach this lbd");
@@ -213,6 +221,7 @@ impl Daemon {
             snapshot,
             reload_rx,
             _reload_tx: reload_tx,
+            remove_rx,
             bus,
             metrics,
             liveness,

@@ -204,6 +204,7 @@ impl RaftModel {
                 | Output::Failover { .. }
                 | Output::Admitted { .. }
                 | Output::Forgotten { .. }
+                | Output::RemoveDone { .. }
                 | Output::Refused { .. } => {}
             }
         }

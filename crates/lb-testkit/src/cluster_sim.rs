@@ -350,7 +350,8 @@ impl Sim {
                 Output::Leases(_)
                 | Output::ShutdownComplete
                 | Output::Admitted { .. }
-                | Output::Forgotten { .. } => {}
+                | Output::Forgotten { .. }
+                | Output::RemoveDone { .. } => {}
             }
         }
         Ok(())

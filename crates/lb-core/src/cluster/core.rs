@@ -106,6 +106,10 @@ pub enum Input {
     /// Kubernetes Nodes matching its selectors, at their InternalIP). Default
     /// [`MemberFilter::Anyone`].
     AllowedMembers(MemberFilter),
+    /// `lbctl cluster remove NAME`: the leader forgets the member `NAME` (a host that stopped
+    /// for good without a planned leave) at once, instead of after
+    /// [`FORGET_AFTER_ELECTION_TIMEOUTS`]. Answered by [`Output::RemoveDone`].
+    RemoveMember(String),
 }
 
 /// Which hosts may be admitted as members (the voters are fixed and always in).
@@ -143,6 +147,25 @@ pub enum Mutation {
     /// A holder counts a grant's lease from when the grant arrived instead of from when it
     /// sent the request (the voter's promise started earlier, so it ends earlier).
     LeaseFromReceipt,
+}
+
+/// Why `lbctl cluster remove NAME` ([`Input::RemoveMember`]) was not done.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum RemoveRefusal {
+    #[error("this host does not lead raft-lite; run `lbctl cluster remove` on the leader, {0}")]
+    NotLeader(String),
+    #[error("this host does not lead raft-lite and knows no leader now; try again in a moment")]
+    NoLeader,
+    #[error(
+        "{0} is a voter: voters change by editing [cluster] voters on every host and reloading, one voter at a time"
+    )]
+    Voter(String),
+    #[error("no member named {0} (`lbctl cluster` lists them)")]
+    Unknown(String),
+    #[error(
+        "{name} is alive (its last ack arrived {ago_ms} ms ago): stop lbd on it first (`systemctl disable --now lbd`), which moves its IPs and has it forgotten"
+    )]
+    Alive { name: String, ago_ms: u64 },
 }
 
 /// Why the leader did not admit a host.
@@ -208,6 +231,12 @@ pub enum Output {
     /// Leader: a member was forgotten (it left, or was silent too long).
     Forgotten {
         name: String,
+    },
+    /// The answer to [`Input::RemoveMember`]: `Ok` when the leader forgot the member (an
+    /// [`Output::Forgotten`] precedes it; its IPs move in the same step).
+    RemoveDone {
+        name: String,
+        result: Result<(), RemoveRefusal>,
     },
     /// Leader: a host asked to join and was refused.
     Refused {
@@ -318,7 +347,8 @@ struct Leadership {
     /// Heartbeat rounds until the member list is sent to every voter again.
     roster_refresh_in: u64,
     /// Members just admitted: once they report, the IPs whose placement choice they are
-    /// move to them (a planned move each), so a cluster that grows stays balanced.
+    /// move to them (a planned move each), so a cluster that grows stays balanced. Kept
+    /// until the member reported something it can announce and one election timeout passed.
     rebalance: BTreeSet<usize>,
     /// IPs this leader placed for the first time (no host held them) and when. Each host
     /// learns a new Service from its own watch and reports it eligible a moment later;
@@ -728,6 +758,13 @@ impl Node {
 
     pub fn status(&self, now: Instant) -> Status {
         let mut members = Vec::new();
+        // IPs per host in the map, counted once (not once per host: this runs every step).
+        let mut owns: BTreeMap<usize, usize> = BTreeMap::new();
+        if let Some(l) = &self.lead {
+            for o in l.owners.values() {
+                *owns.entry(*o).or_default() += 1;
+            }
+        }
         for i in self.hosts() {
             let name = &self.names[i];
             let mut m = MemberStatus {
@@ -756,7 +793,7 @@ impl Node {
                 } else {
                     p.eligible.as_ref().map_or(0, |e| e.len())
                 };
-                m.owns = l.owners.values().filter(|o| **o == i).count();
+                m.owns = owns.get(&i).copied().unwrap_or(0);
             }
             members.push(m);
         }
@@ -787,12 +824,13 @@ impl Node {
 
     pub fn step(&mut self, now: Instant, input: Input) -> Vec<Output> {
         let mut out = Vec::new();
+        let before = self.last_now;
         self.last_now = self.last_now.max(now);
         if self.done {
             return out;
         }
         // Renewals, grants and releases change no placement input: the leader need not
-        // recompute the map for them (they are most of the traffic).
+        // recompute the map for them (they are most of the traffic), nor for routine acks.
         let lease_message = matches!(
             &input,
             Input::Received {
@@ -802,7 +840,10 @@ impl Node {
                 },
                 ..
             }
-        );
+        ) || self.routine_ack(now, &input);
+        // Unless a host counted as down since the previous step: the leader's wake-up for
+        // that may come after this step, which takes its place.
+        let lease_message = lease_message && !self.went_down(before, now);
         match input {
             Input::Tick => {}
             Input::Received { from, msg } => match self.index.get(&from).copied() {
@@ -842,6 +883,10 @@ impl Node {
                 self.filter = f;
                 self.map_inputs_changed();
             }
+            Input::RemoveMember(name) => {
+                let result = self.remove_member(now, &name, &mut out);
+                out.push(Output::RemoveDone { name, result });
+            }
         }
         if !self.done {
             self.on_timers(now, lease_message, &mut out);
@@ -850,6 +895,49 @@ impl Node {
         }
         self.emit_leases(&mut out);
         out
+    }
+
+    /// Leader: an ack that changes no placement input either (most acks): from a host that
+    /// was alive and had acked before, not newly leaving, with no report or one of the
+    /// eligibility version the leader has. Its map would come out the same, so it is not
+    /// recomputed (with many members that was most of an idle leader's CPU); other changes
+    /// with time (a young IP's window) are looked at on the next tick, at the latest the next
+    /// heartbeat.
+    fn routine_ack(&self, now: Instant, input: &Input) -> bool {
+        let Input::Received {
+            from,
+            msg: Message {
+                term,
+                body: Body::Ack(a),
+            },
+        } = input
+        else {
+            return false;
+        };
+        let (Some(l), Some(i)) = (&self.lead, self.index.get(from).copied()) else {
+            return false;
+        };
+        let p = &l.peers[i];
+        *term == self.term
+            && self.admitted(i)
+            && p.latest_ack.is_some()
+            && p.eligible.is_some()
+            && self.alive(i, now)
+            && a.leaving == p.leaving
+            && a.report
+                .as_ref()
+                .is_none_or(|r| r.eligibility_version == p.eligibility_version)
+    }
+
+    /// Leader: some host counts as down (silent past lease + drift) at `now` but did not at
+    /// `before`.
+    fn went_down(&self, before: Instant, now: Instant) -> bool {
+        self.lead.is_some()
+            && self
+                .hosts()
+                .into_iter()
+                .filter_map(|h| self.down_at(h))
+                .any(|d| before < d && d <= now)
     }
 
     /// Applies eligibility changes. An IP given up (no longer eligible) while held or assigned
@@ -1713,6 +1801,57 @@ impl Node {
         }
     }
 
+    /// Leader: forgets the member `name` at once (`lbctl cluster remove`): it leaves the
+    /// member list (the voters hear the new list now and act on nothing more from it), is no
+    /// candidate any more, so this step's map moves its IPs. Safe whatever the member does:
+    /// its promises at the voters still run out as before, so no successor gets a majority of
+    /// grants while they last. Refused for a voter, a name not in the list, a member still
+    /// alive (it would only join again), and on any host but the leader.
+    fn remove_member(
+        &mut self,
+        now: Instant,
+        name: &str,
+        out: &mut Vec<Output>,
+    ) -> Result<(), RemoveRefusal> {
+        if self.role != Role::Leader {
+            return Err(match self.leader() {
+                Some(l) => RemoveRefusal::NotLeader(l.to_owned()),
+                None => RemoveRefusal::NoLeader,
+            });
+        }
+        let Some(i) = self.index.get(name).copied() else {
+            return Err(RemoveRefusal::Unknown(name.to_owned()));
+        };
+        if i < self.voters {
+            return Err(RemoveRefusal::Voter(name.to_owned()));
+        }
+        if !self.roster.contains_key(&i) {
+            return Err(RemoveRefusal::Unknown(name.to_owned()));
+        }
+        if self.alive(i, now) {
+            let ago_ms = self
+                .lead
+                .as_ref()
+                .and_then(|l| l.peers[i].latest_ack_received)
+                .map_or(0, |t| {
+                    u64::try_from(now.saturating_duration_since(t).as_millis()).unwrap_or(u64::MAX)
+                });
+            return Err(RemoveRefusal::Alive {
+                name: name.to_owned(),
+                ago_ms,
+            });
+        }
+        self.roster.remove(&i);
+        if let Some(l) = &mut self.lead {
+            l.rebalance.remove(&i);
+        }
+        out.push(Output::Forgotten {
+            name: name.to_owned(),
+        });
+        self.roster_changed(out);
+        Ok(())
+    }
+
     /// A granted vote received after this node became leader (same term).
     fn on_late_vote(&mut self, now: Instant, from: usize, ack_seq: u64, report: Option<Report>) {
         let sent = self.vote_sent_at;
@@ -2104,10 +2243,17 @@ impl Node {
         let Some(l) = &mut self.lead else {
             return false;
         };
-        for i in &rebalance {
-            l.rebalance.remove(i);
-        }
         let window = self.timing.election_timeout;
+        for i in &rebalance {
+            // Kept until the member has reported something it can announce (lbd learns its
+            // Services just after it joined: its first report may be empty) and for one
+            // election timeout after admission, so IPs it reports a moment later still move.
+            let p = &l.peers[*i];
+            let reported = p.eligible.as_ref().is_some_and(|e| !e.is_empty());
+            if reported && p.admitted_at.is_none_or(|t| now >= t + window) {
+                l.rebalance.remove(i);
+            }
+        }
         for ip in placed_new {
             l.young.insert(ip, now);
         }
@@ -2212,6 +2358,10 @@ impl crate::machine::Machine for Node {
         Input::Tick
     }
 }
+
+#[cfg(test)]
+#[path = "core_members_tests.rs"]
+mod members_tests;
 
 #[cfg(test)]
 mod tests {
