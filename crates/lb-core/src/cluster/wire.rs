@@ -26,6 +26,8 @@
 //! - 9 Grant: seq u64, ips                 - 10 Release: seq u64, ips
 //! - 11 Join: addr, voters digest u64
 //! - 12 Roster: seq u64, count u16, per member: name (len u8, bytes), addr
+//! - 13 Fragment: index u8, count u8, chunk (a message that does not fit one datagram; see
+//!   [`fragment`](super::fragment))
 //!
 //! An address is `4|6 u8`, 4 or 16 bytes, port u16. Kinds 11 and 12 (members that do not
 //! vote, issue 14) did not change the version: they are sent only when a non-voter host
@@ -39,12 +41,16 @@
 //! `unsupported_version` before reading anything else: version 1 checks `ver == 1`, version 2
 //! checks `ver == 2`. docs/operate.md gives the upgrade procedure.
 //!
-//! Size limit: [`MAX_DATAGRAM`] (60 000 bytes). Heartbeats, renewals and grants carry only one
-//! host's IPs and eligibility is sent only when it changed, so the limit binds a single host's
-//! lists: a heartbeat carries the IPs a host holds and those it is successor for, a report its
-//! eligible and held IPs, each about 3 500 IPv6 or 11 000 IPv4 addresses in all (version 1's
-//! heartbeat carried only the held list). [`Sealer::seal`] refuses larger messages rather than
-//! sending a truncated one.
+//! Size limit: [`MAX_DATAGRAM`] (60 000 bytes) per datagram. A message that fits (one host's
+//! lists up to about 3 500 IPv6 or 11 000 IPv4 addresses) is one datagram, encoded exactly as
+//! in the previous release. A larger one (a report of 50 000 eligible addresses, say) goes in
+//! fragments, kind 13, each sealed on its own and reassembled by the receiver before the core
+//! sees the message ([`Sealer::seal_all`], [`Authenticator::receive`], [`super::fragment`]): up
+//! to 64 fragments, about 3.8 MB, ~760 000 IPv4 or ~220 000 IPv6 addresses per message. Only
+//! a message no earlier release could send at all is fragmented, so a version-2 peer of the
+//! previous release (which drops kind 13 as `malformed`) loses nothing it had before. An IP
+//! list of 65 535 addresses or more (never in one datagram) has the count `0xffff` followed by
+//! a `u32` count. [`Sealer::seal`] (one datagram) still refuses a message over the limit.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
