@@ -12,6 +12,9 @@
 //! MiB per host, every IP in status ≤ 10 s after the last create, idle CPU ≤ 1 % per host, no
 //! datagram over 60,000 bytes. `--check` exits 1 when a goal is missed.
 //!
+//! `LB_BENCH_LOG=info` sets lbd's log level (default warn); `LB_BENCH_KEEP_LOGS=DIR` keeps
+//! each lbd's log there.
+//!
 //! Run (root: network namespaces):
 //!   cargo build --release --bin lbd && cargo run --release --example bench_kube_cluster
 //!   (`-- --services N --hosts H --write-latency-ms L --idle-secs S --check`)
@@ -384,6 +387,14 @@ async fn main() {
         println!("goals: all met");
     } else {
         println!("goals missed: {}", failed.join("; "));
+    }
+    if let Ok(dir) = std::env::var("LB_BENCH_KEEP_LOGS") {
+        std::fs::create_dir_all(&dir).expect("log dir");
+        for (i, nd) in nodes.iter().enumerate() {
+            let path = format!("{dir}/node{}.log", i + 1);
+            std::fs::write(&path, nd.lbd.log()).expect("write log");
+        }
+        println!("lbd logs in {dir}");
     }
     drop(nodes);
     server.stop().await;

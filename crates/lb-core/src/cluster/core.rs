@@ -279,6 +279,20 @@ struct Leadership {
     /// for one election timeout such an IP follows placement as reports arrive, instead of
     /// staying with whichever host reported first (often the leader alone).
     young: BTreeMap<IpAddr, Instant>,
+    /// What the map was last computed from (`reconcile` skips an unchanged computation).
+    placed_from: Option<PlacementInputs>,
+}
+
+/// Everything the leader's map is computed from apart from the map itself and the time (an
+/// IP still `young` makes every computation run): with 10,000 IPs the computation is most of
+/// an idle leader's CPU, and it ran for every ack (issue 14).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PlacementInputs {
+    desired: u64,
+    own_eligibility: u64,
+    candidates: Vec<bool>,
+    /// Per host: reported at all, and the eligibility version of its report.
+    reports: Vec<(bool, u64)>,
 }
 
 /// This host's part of the latest map it knows (from its leader, or its own as leader).
@@ -335,6 +349,8 @@ pub struct Node {
     /// again since eligibility version `v`, waiting for a heartbeat that knows `v`.
     relinquished: BTreeMap<IpAddr, Option<u64>>,
     desired: BTreeMap<IpAddr, String>,
+    /// Changes to `desired` so far.
+    desired_gen: u64,
     /// IPs whose holder went silent: its promise at this host's voter ran out without renewal,
     /// last renewed then. Reported as a failover if this host takes the IP.
     lost: BTreeMap<IpAddr, Instant>,
@@ -444,6 +460,7 @@ impl Node {
             reported_held: BTreeSet::new(),
             relinquished: BTreeMap::new(),
             desired: BTreeMap::new(),
+            desired_gen: 0,
             lost: BTreeMap::new(),
             votes: BTreeSet::new(),
             vote_sent_at: now,
@@ -767,8 +784,12 @@ impl Node {
                 self.change_eligibility(changes);
             }
             Input::EligibilityChanges(changes) => self.change_eligibility(changes),
-            Input::DesiredIps(d) => self.desired = d,
+            Input::DesiredIps(d) => {
+                self.desired = d;
+                self.desired_gen += 1;
+            }
             Input::DesiredChanges(changes) => {
+                self.desired_gen += 1;
                 for (ip, name) in changes {
                     match name {
                         Some(n) => self.desired.insert(ip, n),
@@ -1442,6 +1463,7 @@ impl Node {
             roster_refresh_in: 0,
             rebalance: BTreeSet::new(),
             young: BTreeMap::new(),
+            placed_from: None,
         });
         self.promise_until = self.promise_until.max(now + self.timing.election_timeout);
         self.role_changed(out);
@@ -1860,6 +1882,24 @@ impl Node {
             // do not apply, so every holder keeps its IPs under the previous map meanwhile.
             return;
         }
+        let inputs = PlacementInputs {
+            desired: self.desired_gen,
+            own_eligibility: self.eligibility_version,
+            candidates: cands.clone(),
+            reports: l
+                .peers
+                .iter()
+                .map(|p| (p.eligible.is_some(), p.eligibility_version))
+                .collect(),
+        };
+        if l.epoch != 0
+            && l.young.is_empty()
+            && l.rebalance.is_empty()
+            && !hasty
+            && l.placed_from.as_ref() == Some(&inputs)
+        {
+            return; // the same inputs give the same map
+        }
         let ips: BTreeSet<IpAddr> = self
             .desired
             .keys()
@@ -1940,6 +1980,7 @@ impl Node {
         let me = self.me;
         let term = self.term;
         let Some(l) = &mut self.lead else { return };
+        l.placed_from = Some(inputs);
         for i in &rebalance {
             l.rebalance.remove(i);
         }
