@@ -272,7 +272,11 @@ async fn main() {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "no raft-lite leader after 60 s; logs:\n{}",
-            nodes.iter().map(|nd| nd.lbd.log()).collect::<Vec<_>>().join("\n")
+            nodes
+                .iter()
+                .map(|nd| nd.lbd.log())
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -326,11 +330,7 @@ async fn main() {
         last_post.elapsed().as_secs_f64()
     );
     for (i, nd) in nodes.iter().enumerate() {
-        println!(
-            "burst: node{} CPU {:.2} s",
-            i + 1,
-            nd.cpu() - cpu0[i]
-        );
+        println!("burst: node{} CPU {:.2} s", i + 1, nd.cpu() - cpu0[i]);
     }
     // Settled: no writes for 2 s, and every IP owned by one host (the leader's view).
     let quiet = wait_quiet(&store).await;

@@ -186,6 +186,18 @@ impl ClusterView {
     }
 }
 
+/// What a published view is built from, apart from members' health (see `Shell::publish`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ViewKey {
+    role: Role,
+    term: u64,
+    leader: Option<String>,
+    map: (u64, u64),
+    roster: (u64, u64),
+    leases: u64,
+    stopped: bool,
+}
+
 /// How the task ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShutdownOutcome {
@@ -347,6 +359,11 @@ struct Shell {
     /// What the ownership log lines last said this host answers for.
     logged_owned: BTreeSet<IpAddr>,
     last_publish: Instant,
+    /// What the last view was built from, and when (see [`Shell::publish`]).
+    built_from: Option<ViewKey>,
+    last_built: Instant,
+    /// Bumped by every `Output::Leases`.
+    leases_gen: u64,
     /// Elections started and failover durations go here.
     metrics: Option<Metrics>,
     /// The core's member list version the transport's peers were last set from.
@@ -488,6 +505,9 @@ impl ClusterDriver {
             leases: BTreeMap::new(),
             logged_owned: BTreeSet::new(),
             last_publish: start,
+            built_from: None,
+            last_built: start,
+            leases_gen: 0,
             metrics,
             roster_version: node.roster_version(),
             refusals_logged: BTreeMap::new(),
@@ -585,6 +605,7 @@ impl driver::Shell<Node> for Shell {
             match o {
                 Output::Leases(leases) => {
                     self.leases = leases;
+                    self.leases_gen += 1;
                     self.log_ownership(node, now);
                     self.publish(node, now, false, false);
                 }
@@ -745,7 +766,27 @@ impl Shell {
         }
     }
 
+    /// Builds and publishes the view when something in it may have changed: the role, term,
+    /// leader, map version (the leader's `owners`), member list or this host's leases, or
+    /// else at most once per [`ACK_ONLY_PUBLISH_INTERVAL`] (members' health, ack times and
+    /// counts). Building it costs the leader a copy of its whole map; with 10,000 IPs, doing
+    /// that for every datagram was most of an idle cluster's CPU (issue 14).
     fn publish(&mut self, node: &Node, now: Instant, stopped: bool, force: bool) {
+        let key = ViewKey {
+            role: node.role(),
+            term: node.term(),
+            leader: node.leader().map(str::to_owned),
+            map: node.map_version(),
+            roster: node.roster_version(),
+            leases: self.leases_gen,
+            stopped,
+        };
+        let fresh = now.saturating_duration_since(self.last_built) < ACK_ONLY_PUBLISH_INTERVAL;
+        if !force && fresh && self.built_from.as_ref() == Some(&key) {
+            return;
+        }
+        self.built_from = Some(key);
+        self.last_built = now;
         let v = self.build_view(node, now, stopped);
         let ack_refresh =
             now.saturating_duration_since(self.last_publish) >= ACK_ONLY_PUBLISH_INTERVAL;
