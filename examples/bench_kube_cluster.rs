@@ -17,7 +17,8 @@
 //!
 //! Run (root: network namespaces):
 //!   cargo build --release --bin lbd && cargo run --release --example bench_kube_cluster
-//!   (`-- --services N --hosts H --write-latency-ms L --idle-secs S --check`)
+//!   (`-- --services N --hosts H --write-latency-ms L --idle-secs S --announce-wait-secs W
+//!   --check`; W bounds the wait for every layer-2 IP to be announced, default 300)
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -319,7 +320,7 @@ async fn main() {
             })
             .sum()
     };
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + Duration::from_secs(arg("--announce-wait-secs", 300) as u64);
     let mut announced = announced_by(&nodes);
     while announced < n as f64 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(1)).await;
