@@ -904,6 +904,11 @@ impl Shell {
         }
     }
 
+    /// Builds and publishes the view when something in it may have changed: the role, term,
+    /// leader, map version (the leader's `owners`), member list or this host's leases, or
+    /// else at most once per [`ACK_ONLY_PUBLISH_INTERVAL`] (members' health, ack times and
+    /// counts). Building it costs the leader a copy of its whole map; with 10,000 IPs, doing
+    /// that for every datagram was most of an idle cluster's CPU (issue 14).
     fn publish(&mut self, node: &Node, now: Instant, stopped: bool, force: bool) {
         let ack_refresh =
             now.saturating_duration_since(self.last_publish) >= ACK_ONLY_PUBLISH_INTERVAL;
@@ -955,13 +960,27 @@ struct ViewKey {
 }
 
 /// Carries the transport's drop counters into `lb_cluster_datagrams_dropped_total` as they
-/// change, every reason present from the start (at 0). Ends with the transport.
+/// change, every reason present from the start (at 0), and the largest datagram sent and the
+/// messages sent in fragments (`lb_cluster_largest_datagram_bytes`,
+/// `lb_cluster_fragmented_messages_total`). Ends with the transport.
 async fn count_drops(mut stats: watch::Receiver<TransportStats>, metrics: Metrics) {
     let mut counted: BTreeMap<super::wire::DropReason, u64> = BTreeMap::new();
     for reason in super::wire::DropReason::ALL {
         metrics.cluster_datagrams_dropped(reason, 0);
     }
+    let (mut largest, mut fragmented) = (0, 0);
     loop {
+        {
+            let s = stats.borrow();
+            if s.largest_sent > largest {
+                largest = s.largest_sent;
+                metrics.set_cluster_largest_datagram(largest as u64);
+            }
+            if s.fragmented_sent > fragmented {
+                metrics.cluster_fragmented_messages(s.fragmented_sent - fragmented);
+                fragmented = s.fragmented_sent;
+            }
+        }
         for (reason, now) in &stats.borrow_and_update().drops {
             let before = counted.entry(*reason).or_default();
             if now > before {

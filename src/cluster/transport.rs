@@ -26,6 +26,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tracing::{debug, error, warn};
 
+use super::fragment::ReassemblyStats;
 use super::message::Message;
 use super::wire::{self, Authenticator, DropReason, SealError, Sealer};
 
@@ -36,6 +37,12 @@ const LOG_LIMITER_CAPACITY: usize = 4096;
 /// Bound on the senders a voter authenticates without knowing them first (hosts asking to
 /// join). Only a datagram that passed the MAC check adds one, so only key holders count.
 const MAX_SENDERS: usize = 65_536;
+/// Receive buffer asked for (the kernel may give less: `net.core.rmem_max` unless this
+/// process may force it): a fragmented message from each of several peers arrives in one
+/// burst of datagrams of up to 60 kB each, more than the usual 208 kB default holds.
+pub const RECV_BUFFER: usize = 4 << 20;
+/// Incomplete fragmented messages of senders that went quiet are dropped this often.
+const REASSEMBLY_SWEEP: Duration = Duration::from_secs(1);
 /// Pause after a receive error that is not a transient ICMP report, so a broken socket
 /// cannot turn the task into a busy loop.
 const RECV_ERROR_BACKOFF: Duration = Duration::from_millis(20);
@@ -112,9 +119,19 @@ pub enum SendError {
 /// errors; `received` and `sent` are read with `borrow()` (they change without a wake-up).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TransportStats {
-    /// Datagrams authenticated and handed on.
+    /// Datagrams authenticated (whole messages and fragments).
     pub received: u64,
+    /// Datagrams sent (whole messages and fragments).
     pub sent: u64,
+    /// The largest datagram sent, in bytes (at most [`wire::MAX_DATAGRAM`]).
+    pub largest_sent: usize,
+    /// The largest datagram received and authenticated, in bytes.
+    pub largest_received: usize,
+    /// Messages sent in fragments (they did not fit one datagram), and their fragments.
+    pub fragmented_sent: u64,
+    pub fragments_sent: u64,
+    /// Fragments received, messages reassembled, incomplete ones dropped.
+    pub reassembly: ReassemblyStats,
     /// Datagrams dropped, by reason.
     pub drops: BTreeMap<DropReason, u64>,
     pub recv_errors: u64,
@@ -200,6 +217,7 @@ pub struct Transport {
     stats: watch::Sender<TransportStats>,
     limiter: LogLimiter<(LogKind, SocketAddr)>,
     buf: Vec<u8>,
+    last_sweep: Instant,
 }
 
 impl Transport {
@@ -235,6 +253,7 @@ impl Transport {
         let socket = UdpSocket::bind(addr)
             .await
             .map_err(|source| TransportError::Bind { addr, source })?;
+        grow_recv_buffer(&socket);
         let mut t = Self {
             socket,
             me: me.to_owned(),
@@ -246,6 +265,7 @@ impl Transport {
             stats: watch::Sender::new(TransportStats::default()),
             limiter: LogLimiter::new(LOG_INTERVAL, LOG_LIMITER_CAPACITY),
             buf: vec![0; 65_536],
+            last_sweep: Instant::now(),
         };
         t.set_peers(peers);
         Ok(t)
@@ -306,7 +326,7 @@ impl Transport {
         }) else {
             return Err(SendError::UnknownPeer(to.to_owned()));
         };
-        let bytes = match peer.sealer.seal(msg) {
+        let datagrams = match peer.sealer.seal_all(msg) {
             Ok(b) => b,
             Err(source) => {
                 self.stats.send_modify(|s| s.send_errors += 1);
@@ -322,13 +342,33 @@ impl Transport {
                 });
             }
         };
-        match self.socket.send_to(&bytes, addr).await {
+        let mut result = Ok(());
+        for bytes in &datagrams {
+            result = self.socket.send_to(bytes, addr).await.map(drop);
+            if result.is_err() {
+                break;
+            }
+        }
+        let largest = datagrams.iter().map(Vec::len).max().unwrap_or(0);
+        let fragments = if datagrams.len() > 1 {
+            datagrams.len() as u64
+        } else {
+            0
+        };
+        match result {
             Ok(_) => {
-                // Counted without waking the stats' watchers: they wait for drops and errors,
+                // Counted without waking the stats' watchers unless the largest datagram grew
+                // or a message went in fragments (rare): they wait for drops, errors and those,
                 // and a wake-up per datagram cost an idle leader a task switch each.
                 self.stats.send_if_modified(|s| {
-                    s.sent += 1;
-                    false
+                    s.sent += datagrams.len() as u64;
+                    let grew = largest > s.largest_sent;
+                    s.largest_sent = s.largest_sent.max(largest);
+                    if fragments > 0 {
+                        s.fragmented_sent += 1;
+                        s.fragments_sent += fragments;
+                    }
+                    grew || fragments > 0
                 });
                 Ok(())
             }
@@ -380,18 +420,38 @@ impl Transport {
 
     fn open(&mut self, n: usize, from: SocketAddr) -> Option<(String, Message)> {
         let d = &self.buf[..n.min(self.buf.len())];
+        let now = Instant::now();
+        if now.saturating_duration_since(self.last_sweep) >= REASSEMBLY_SWEEP {
+            self.last_sweep = now;
+            for a in self.auth.values_mut() {
+                a.expire(now);
+            }
+        }
+        let mut reassembly = None;
         let result = match wire::parse_header(d) {
             Err(r) => Err(r),
             Ok(h) if h.sender == self.me => Err(DropReason::UnknownSender),
             Ok(h) => {
                 if let Some(a) = self.auth.get_mut(h.sender) {
-                    a.open(d)
+                    let before = a.reassembly_stats();
+                    let r = a.receive(now, d);
+                    let after = a.reassembly_stats();
+                    if after != before {
+                        reassembly = Some(ReassemblyStats {
+                            fragments: after.fragments - before.fragments,
+                            reassembled: after.reassembled - before.reassembled,
+                            expired: after.expired - before.expired,
+                            evicted: after.evicted - before.evicted,
+                        });
+                    }
+                    r
                 } else if self.open_to_unknown && self.auth.len() < MAX_SENDERS {
                     // A host asking to join: kept only once its MAC checked (a forgery
-                    // cannot grow the table), and the core admits it or not.
+                    // cannot grow the table), and the core admits it or not. (Its first
+                    // datagram is a whole `Join`, never a fragment.)
                     let sender = h.sender.to_owned();
                     let mut a = self.authenticator(&sender);
-                    let r = a.open(d);
+                    let r = a.open(d).map(Some);
                     if r.is_ok() {
                         self.auth.insert(sender, a);
                     }
@@ -405,9 +465,14 @@ impl Transport {
             Ok(m) => {
                 self.stats.send_if_modified(|s| {
                     s.received += 1;
-                    false
+                    let grew = n > s.largest_received;
+                    s.largest_received = s.largest_received.max(n);
+                    if let Some(r) = &reassembly {
+                        s.reassembly.add(r);
+                    }
+                    grew || reassembly.is_some()
                 });
-                Some(m)
+                m
             }
             Err(reason) => {
                 self.stats
@@ -423,6 +488,18 @@ impl Transport {
                 None
             }
         }
+    }
+}
+
+/// Asks for a [`RECV_BUFFER`]-byte receive buffer: forced past `net.core.rmem_max` when this
+/// process may (`CAP_NET_ADMIN`), else as much as `rmem_max` allows.
+fn grow_recv_buffer(socket: &UdpSocket) {
+    let forced = crate::sys::force_recv_buffer(socket, RECV_BUFFER).is_ok();
+    if !forced {
+        let _ = socket2::SockRef::from(socket).set_recv_buffer_size(RECV_BUFFER);
+    }
+    if let Ok(got) = socket2::SockRef::from(socket).recv_buffer_size() {
+        debug!(asked = RECV_BUFFER, got, forced, "raft-lite receive buffer");
     }
 }
 

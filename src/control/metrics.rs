@@ -110,6 +110,8 @@ pub const SERIES: &[(&str, &str, &[&str], Option<&str>)] = &[
     ("lb_cluster_term", "gauge", &[], None),
     ("lb_cluster_is_leader", "gauge", &[], None),
     ("lb_cluster_elections_total", "counter", &[], None),
+    ("lb_cluster_largest_datagram_bytes", "gauge", &[], None),
+    ("lb_cluster_fragmented_messages_total", "counter", &[], None),
     (
         "lb_cluster_datagrams_dropped_total",
         "counter",
@@ -215,6 +217,8 @@ struct Inner {
     term: Gauge,
     is_leader: Gauge,
     elections: Counter,
+    largest_datagram: Gauge,
+    fragmented_messages: Counter,
     datagrams_dropped: Family<ReasonLabel, Counter>,
     joins_refused: Family<ReasonLabel, Counter>,
     member_healthy: Family<MemberLabel, Gauge>,
@@ -282,6 +286,8 @@ impl Metrics {
             term: Gauge::default(),
             is_leader: Gauge::default(),
             elections: Counter::default(),
+            largest_datagram: Gauge::default(),
+            fragmented_messages: Counter::default(),
             datagrams_dropped: Family::default(),
             joins_refused: Family::default(),
             member_healthy: Family::default(),
@@ -386,6 +392,16 @@ impl Metrics {
             "lb_cluster_elections",
             "Number of raft-lite elections this node started",
             i.elections.clone(),
+        );
+        r.register(
+            "lb_cluster_largest_datagram_bytes",
+            "Largest raft-lite datagram this host sent since it started (at most 60000: a larger message goes in fragments)",
+            i.largest_datagram.clone(),
+        );
+        r.register(
+            "lb_cluster_fragmented_messages",
+            "Number of raft-lite messages this host sent in fragments because they did not fit one datagram",
+            i.fragmented_messages.clone(),
         );
         r.register(
             "lb_cluster_datagrams_dropped",
@@ -621,6 +637,18 @@ impl Metrics {
 
     pub fn election_started(&self) {
         self.inner.elections.inc();
+    }
+
+    /// The largest raft-lite datagram sent so far, in bytes.
+    pub fn set_cluster_largest_datagram(&self, bytes: u64) {
+        self.inner
+            .largest_datagram
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// `count` more raft-lite messages sent in fragments.
+    pub fn cluster_fragmented_messages(&self, count: u64) {
+        self.inner.fragmented_messages.inc_by(count);
     }
 
     /// A host asking to join was refused (leader only).

@@ -34,3 +34,25 @@ pub fn single_malloc_arena() {
         eprintln!("lbd: mallopt(M_ARENA_MAX, 1) failed; continuing with glibc's default arenas");
     }
 }
+
+/// `SO_RCVBUFFORCE`: a receive buffer of `size` bytes even past `net.core.rmem_max` (needs
+/// `CAP_NET_ADMIN`; the raft-lite transport falls back to `SO_RCVBUF` without it).
+pub fn force_recv_buffer(socket: &impl std::os::fd::AsFd, size: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the fd is valid for the borrow; the option value is a c_int whose size we pass.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

@@ -5,6 +5,7 @@
 
 mod alert_rules;
 mod bgp_speaker;
+mod cluster_big;
 mod cluster_metrics;
 mod cluster_udp;
 mod control_cli;

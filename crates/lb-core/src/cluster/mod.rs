@@ -11,6 +11,7 @@
 //! drives [`core::Node`] are in the `lb` crate (`lb::cluster::{transport, hard_state, driver}`).
 
 pub mod core;
+pub mod fragment;
 pub mod lease;
 pub mod message;
 pub mod placement;

@@ -26,6 +26,8 @@
 //! - 9 Grant: seq u64, ips                 - 10 Release: seq u64, ips
 //! - 11 Join: addr, voters digest u64
 //! - 12 Roster: seq u64, count u16, per member: name (len u8, bytes), addr
+//! - 13 Fragment: index u8, count u8, chunk (a message that does not fit one datagram; see
+//!   [`fragment`](super::fragment))
 //!
 //! An address is `4|6 u8`, 4 or 16 bytes, port u16. Kinds 11 and 12 (members that do not
 //! vote, issue 14) did not change the version: they are sent only when a non-voter host
@@ -39,19 +41,25 @@
 //! `unsupported_version` before reading anything else: version 1 checks `ver == 1`, version 2
 //! checks `ver == 2`. docs/operate.md gives the upgrade procedure.
 //!
-//! Size limit: [`MAX_DATAGRAM`] (60 000 bytes). Heartbeats, renewals and grants carry only one
-//! host's IPs and eligibility is sent only when it changed, so the limit binds a single host's
-//! lists: a heartbeat carries the IPs a host holds and those it is successor for, a report its
-//! eligible and held IPs, each about 3 500 IPv6 or 11 000 IPv4 addresses in all (version 1's
-//! heartbeat carried only the held list). [`Sealer::seal`] refuses larger messages rather than
-//! sending a truncated one.
+//! Size limit: [`MAX_DATAGRAM`] (60 000 bytes) per datagram. A message that fits (one host's
+//! lists up to about 3 500 IPv6 or 11 000 IPv4 addresses) is one datagram, encoded exactly as
+//! in the previous release. A larger one (a report of 50 000 eligible addresses, say) goes in
+//! fragments, kind 13, each sealed on its own and reassembled by the receiver before the core
+//! sees the message ([`Sealer::seal_all`], [`Authenticator::receive`], [`super::fragment`]): up
+//! to 64 fragments, about 3.8 MB, ~760 000 IPv4 or ~220 000 IPv6 addresses per message. Only
+//! a message no earlier release could send at all is fragmented, so a version-2 peer of the
+//! previous release (which drops kind 13 as `malformed`) loses nothing it had before. An IP
+//! list of 65 535 addresses or more (never in one datagram) has the count `0xffff` followed by
+//! a `u32` count. [`Sealer::seal`] (one datagram) still refuses a message over the limit.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Instant;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use super::fragment;
 use super::message::{Ack, Body, Grant, Heartbeat, Join, Message, Release, Renew, Report, Roster};
 
 pub const MAGIC: [u8; 4] = *b"LBRL";
@@ -145,6 +153,31 @@ impl Sealer {
         })
     }
 
+    /// One datagram, or several fragments (kind 13, [`fragment`]) when the message does not
+    /// fit one: a message that fits is encoded exactly as before (a peer of the previous
+    /// release reads it), and only a message no release could send in one datagram is
+    /// fragmented. [`SealError::TooLarge`] over [`fragment::MAX_FRAGMENTS`] fragments.
+    pub fn seal_all(&mut self, msg: &Message) -> Result<Vec<Vec<u8>>, SealError> {
+        let payload = encode_payload(msg);
+        let head = header_len(&self.name);
+        let size = head + payload.len() + MAC_LEN;
+        let parts = if size <= MAX_DATAGRAM {
+            vec![payload]
+        } else {
+            let chunk = MAX_DATAGRAM - head - fragment::HEAD_LEN - MAC_LEN;
+            fragment::split(&payload, chunk).ok_or(SealError::TooLarge { size })?
+        };
+        Ok(parts
+            .iter()
+            .map(|p| {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                frame(&self.name, msg.term, seq, p, &self.key)
+            })
+            .collect())
+    }
+
+    /// One datagram; refuses a message that does not fit (see [`Sealer::seal_all`]).
     pub fn seal(&mut self, msg: &Message) -> Result<Vec<u8>, SealError> {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -158,14 +191,36 @@ impl Sealer {
 
 /// Encodes and signs; no size check (see [`Sealer::seal`]).
 pub fn encode(sender: &str, seq: u64, msg: &Message, key: &[u8]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(64);
+    frame(sender, msg.term, seq, &encode_payload(msg), key)
+}
+
+/// The header (magic to seq) of a datagram from `sender`.
+fn put_header(b: &mut Vec<u8>, sender: &str, term: u64, seq: u64) {
     b.extend_from_slice(&MAGIC);
     b.push(VERSION);
     let name = &sender.as_bytes()[..sender.len().min(255)];
     b.push(name.len() as u8);
     b.extend_from_slice(name);
-    b.extend_from_slice(&msg.term.to_be_bytes());
+    b.extend_from_slice(&term.to_be_bytes());
     b.extend_from_slice(&seq.to_be_bytes());
+}
+
+/// Bytes before the kind byte in a datagram from `sender`.
+pub(crate) fn header_len(sender: &str) -> usize {
+    4 + 1 + 1 + sender.len().min(255) + 8 + 8
+}
+
+/// Header, `payload` (kind byte and body), MAC.
+pub(crate) fn frame(sender: &str, term: u64, seq: u64, payload: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(header_len(sender) + payload.len() + MAC_LEN);
+    put_header(&mut b, sender, term, seq);
+    b.extend_from_slice(payload);
+    append_mac(b, key)
+}
+
+/// The kind byte and the body of `msg` (what follows the header; the term is in the header).
+pub(crate) fn encode_payload(msg: &Message) -> Vec<u8> {
+    let mut b = Vec::with_capacity(64);
     match &msg.body {
         Body::PreVote => b.push(1),
         Body::PreVoteReply { granted } => {
@@ -240,7 +295,7 @@ pub fn encode(sender: &str, seq: u64, msg: &Message, key: &[u8]) -> Vec<u8> {
             }
         }
     }
-    append_mac(b, key)
+    b
 }
 
 /// Appends HMAC-SHA256 of `payload` under `key` (the last step of encoding; also lets tests
@@ -252,13 +307,24 @@ pub fn append_mac(mut payload: Vec<u8>, key: &[u8]) -> Vec<u8> {
     payload
 }
 
+/// `count u16`, or for 65 535 IPs and more (only in a fragmented message: at least 5 bytes
+/// each, they never fit one datagram, so a peer of the previous release never sees it)
+/// `0xffff` then `count u32`; then the IPs.
 fn put_ips(b: &mut Vec<u8>, ips: &[IpAddr]) {
-    let n = ips.len().min(u16::MAX as usize);
-    b.extend_from_slice(&(n as u16).to_be_bytes());
+    let n = ips.len().min(u32::MAX as usize);
+    if n < LONG_LIST as usize {
+        b.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        b.extend_from_slice(&LONG_LIST.to_be_bytes());
+        b.extend_from_slice(&(n as u32).to_be_bytes());
+    }
     for ip in &ips[..n] {
         put_ip(b, ip);
     }
 }
+
+/// The IP-list count that announces a `u32` count (see `put_ips`).
+const LONG_LIST: u16 = u16::MAX;
 
 fn put_addr(b: &mut Vec<u8>, a: &SocketAddr) {
     put_ip(b, &a.ip());
@@ -336,10 +402,12 @@ pub fn parse_header(d: &[u8]) -> Result<Header<'_>, DropReason> {
 
 /// Decodes the body of an authenticated datagram.
 fn decode_body(d: &[u8], h: &Header<'_>) -> Result<Message, DropReason> {
-    let mut r = Reader {
-        d: &d[..d.len() - MAC_LEN],
-        at: h.body_at,
-    };
+    decode_payload(h.term, &d[h.body_at..d.len() - MAC_LEN])
+}
+
+/// Decodes a kind byte and its body (one datagram's, or a reassembled message's).
+pub(crate) fn decode_payload(term: u64, payload: &[u8]) -> Result<Message, DropReason> {
+    let mut r = Reader { d: payload, at: 0 };
     let m = DropReason::Malformed;
     let kind = r.u8().ok_or(m)?;
     let body = match kind {
@@ -408,7 +476,7 @@ fn decode_body(d: &[u8], h: &Header<'_>) -> Result<Message, DropReason> {
     if r.at != r.d.len() {
         return Err(m); // trailing bytes
     }
-    Ok(Message { term: h.term, body })
+    Ok(Message { term, body })
 }
 
 struct Reader<'a> {
@@ -449,7 +517,10 @@ impl<'a> Reader<'a> {
         Some(SocketAddr::new(ip, port))
     }
     fn ips(&mut self) -> Option<Vec<IpAddr>> {
-        let n = u16::from_be_bytes(self.take(2)?.try_into().ok()?) as usize;
+        let n = match u16::from_be_bytes(self.take(2)?.try_into().ok()?) {
+            LONG_LIST => u32::from_be_bytes(self.take(4)?.try_into().ok()?) as usize,
+            n => usize::from(n),
+        };
         let mut v = Vec::with_capacity(n.min(4096));
         for _ in 0..n {
             v.push(self.ip()?);
@@ -515,6 +586,8 @@ pub struct Authenticator {
     me: String,
     windows: BTreeMap<String, Window>,
     drops: BTreeMap<DropReason, u64>,
+    /// Incomplete fragmented messages, per sender (only senders whose MAC checked).
+    reassembly: BTreeMap<String, fragment::Reassembler>,
 }
 
 impl Authenticator {
@@ -529,6 +602,7 @@ impl Authenticator {
                 .map(|m| (m.to_owned(), Window::default()))
                 .collect(),
             drops: BTreeMap::new(),
+            reassembly: BTreeMap::new(),
         }
     }
 
@@ -541,7 +615,77 @@ impl Authenticator {
         r
     }
 
-    fn open_inner(&mut self, d: &[u8]) -> Result<(String, Message), DropReason> {
+    /// Like [`Authenticator::open`], and fragments (kind 13) are reassembled: `Ok(None)`
+    /// for a fragment taken (the message is not whole yet), `Ok(Some(..))` for a whole
+    /// message, in one datagram or the last of its fragments to arrive.
+    pub fn receive(
+        &mut self,
+        now: Instant,
+        d: &[u8],
+    ) -> Result<Option<(String, Message)>, DropReason> {
+        let r = self.receive_inner(now, d);
+        if let Err(reason) = r {
+            *self.drops.entry(reason).or_default() += 1;
+        }
+        r
+    }
+
+    fn receive_inner(
+        &mut self,
+        now: Instant,
+        d: &[u8],
+    ) -> Result<Option<(String, Message)>, DropReason> {
+        let h = self.authenticate(d)?;
+        let payload = &d[h.body_at..d.len() - MAC_LEN];
+        if payload.first() != Some(&fragment::KIND) {
+            return self.open_inner(d).map(Some);
+        }
+        let f = fragment::parse(&payload[1..])?;
+        // Authentic and well-formed: its sequence number is used.
+        let sender = h.sender.to_owned();
+        if let Some(w) = self.windows.get_mut(&sender) {
+            w.accept(h.seq);
+        }
+        let whole = self
+            .reassembly
+            .entry(sender.clone())
+            .or_default()
+            .add(now, h.seq, h.term, f)?;
+        match whole {
+            None => Ok(None),
+            Some((term, payload)) => {
+                if payload.first() == Some(&fragment::KIND) {
+                    return Err(DropReason::Malformed); // fragments of fragments
+                }
+                decode_payload(term, &payload).map(|m| Some((sender, m)))
+            }
+        }
+    }
+
+    /// Drops incomplete fragmented messages older than [`fragment::TIMEOUT`] (of senders
+    /// that went quiet; a sender's own fragments expire its old ones).
+    pub fn expire(&mut self, now: Instant) {
+        for r in self.reassembly.values_mut() {
+            r.expire(now);
+        }
+    }
+
+    /// Reassembly counters, all senders together.
+    pub fn reassembly_stats(&self) -> fragment::ReassemblyStats {
+        let mut s = fragment::ReassemblyStats::default();
+        for r in self.reassembly.values() {
+            s.add(&r.stats());
+        }
+        s
+    }
+
+    /// Bytes held in incomplete fragmented messages.
+    pub fn reassembly_held_bytes(&self) -> usize {
+        self.reassembly.values().map(|r| r.held_bytes()).sum()
+    }
+
+    /// Header, known sender, MAC, anti-replay window (not advanced).
+    fn authenticate<'d>(&self, d: &'d [u8]) -> Result<Header<'d>, DropReason> {
         let h = parse_header(d)?;
         if h.sender == self.me {
             return Err(DropReason::UnknownSender);
@@ -556,6 +700,11 @@ impl Authenticator {
         mac.verify_slice(&d[split..])
             .map_err(|_| DropReason::BadMac)?;
         window.check(h.seq)?;
+        Ok(h)
+    }
+
+    fn open_inner(&mut self, d: &[u8]) -> Result<(String, Message), DropReason> {
+        let h = self.authenticate(d)?;
         let msg = decode_body(d, &h)?;
         let sender = h.sender.to_owned();
         if let Some(w) = self.windows.get_mut(&sender) {
@@ -873,6 +1022,205 @@ mod tests {
         };
         let d = s.seal(&m).expect("fits");
         assert!(d.len() < MAX_DATAGRAM);
+    }
+
+    /// A report of 50,000 eligible addresses (IPv4 and IPv6) and 10,000 held ones: ~560 kB.
+    fn big_report_message() -> Message {
+        let eligible: Vec<IpAddr> = (0..50_000u32)
+            .map(|i| {
+                if i % 2 == 0 {
+                    IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))
+                } else {
+                    IpAddr::V6(Ipv6Addr::from(0xfd00_u128 << 112 | u128::from(i)))
+                }
+            })
+            .collect();
+        Message {
+            term: 7,
+            body: Body::Ack(Ack {
+                heartbeat: 1,
+                ack_seq: 2,
+                epoch: 3,
+                eligibility_version: 4,
+                leaving: false,
+                report: Some(Report {
+                    eligibility_version: 4,
+                    held: eligible[..10_000].to_vec(),
+                    eligible,
+                }),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_message_that_fits_is_sealed_exactly_as_before() {
+        for m in samples() {
+            let mut one = Sealer::new("a", KEY, 40).expect("sealer");
+            let mut all = Sealer::new("a", KEY, 40).expect("sealer");
+            assert_eq!(
+                all.seal_all(&m).expect("fits"),
+                vec![one.seal(&m).expect("fits")]
+            );
+        }
+        // The largest heartbeat that fits one datagram is still one datagram.
+        let n = (MAX_DATAGRAM - header_len("a") - 1 - 24 - 4 - MAC_LEN) / 5;
+        let m = Message {
+            term: 1,
+            body: Body::Heartbeat(Heartbeat {
+                seq: 1,
+                epoch: 1,
+                eligibility_known: 1,
+                ips: (0..n as u32).map(|i| IpAddr::V4(i.into())).collect(),
+                standby: vec![],
+            }),
+        };
+        let d = Sealer::new("a", KEY, 1)
+            .expect("sealer")
+            .seal_all(&m)
+            .expect("fits");
+        assert_eq!(d.len(), 1);
+        assert!(d[0].len() <= MAX_DATAGRAM && d[0].len() > MAX_DATAGRAM - 5);
+    }
+
+    #[test]
+    fn a_large_report_travels_in_fragments_each_under_the_limit_and_arrives_whole() {
+        let m = big_report_message();
+        let mut s = Sealer::new("a", KEY, 1000).expect("sealer");
+        let parts = s.seal_all(&m).expect("fragments");
+        assert!(parts.len() >= 10, "{} fragments", parts.len());
+        assert!(parts.iter().all(|d| d.len() <= MAX_DATAGRAM));
+        let mut a = auth();
+        let t = crate::test_origin();
+        let (last, rest) = parts.split_last().expect("parts");
+        for d in rest {
+            assert_eq!(a.receive(t, d), Ok(None));
+        }
+        assert!(a.reassembly_held_bytes() > 500_000);
+        assert_eq!(a.receive(t, last), Ok(Some(("a".to_string(), m))));
+        assert_eq!(a.reassembly_held_bytes(), 0);
+        assert_eq!(a.reassembly_stats().reassembled, 1);
+        // Sequence numbers went on from the fragments.
+        let d = s.seal(&samples()[0]).expect("small");
+        assert_eq!(
+            parse_header(&d).expect("header").seq,
+            1000 + parts.len() as u64
+        );
+    }
+
+    #[test]
+    fn fragments_reordered_and_replayed_give_the_message_once() {
+        let m = big_report_message();
+        let parts = Sealer::new("a", KEY, 1)
+            .expect("sealer")
+            .seal_all(&m)
+            .expect("fragments");
+        let mut a = auth();
+        let t = crate::test_origin();
+        let mut delivered = Vec::new();
+        for k in (0..parts.len()).rev() {
+            if let Some(x) = a.receive(t, &parts[k]).expect("accepted") {
+                delivered.push(x);
+            }
+            assert_eq!(a.receive(t, &parts[k]), Err(DropReason::Replayed));
+        }
+        assert_eq!(delivered, vec![("a".to_string(), m)]);
+    }
+
+    #[test]
+    fn a_lost_fragment_loses_the_message_and_its_memory_is_freed() {
+        let m = big_report_message();
+        let mut s = Sealer::new("a", KEY, 1).expect("sealer");
+        let parts = s.seal_all(&m).expect("fragments");
+        let mut a = auth();
+        let t = crate::test_origin();
+        for d in parts.iter().skip(1) {
+            assert_eq!(a.receive(t, d), Ok(None));
+        }
+        a.expire(t + fragment::TIMEOUT);
+        assert_eq!(a.reassembly_held_bytes(), 0);
+        assert_eq!(a.reassembly_stats().expired, 1);
+        // The next one arrives.
+        for d in s.seal_all(&m).expect("fragments") {
+            if let Some((_, got)) = a.receive(t, &d).expect("accepted") {
+                assert_eq!(got, m);
+            }
+        }
+        assert_eq!(a.reassembly_stats().reassembled, 1);
+    }
+
+    #[test]
+    fn forged_fragments_fail_the_mac_and_hold_no_memory() {
+        let m = big_report_message();
+        let mut forger = Sealer::new("a", b"not the key", 1).expect("sealer");
+        let mut a = auth();
+        let t = crate::test_origin();
+        for _ in 0..3 {
+            for d in forger.seal_all(&m).expect("fragments") {
+                assert_eq!(a.receive(t, &d), Err(DropReason::BadMac));
+            }
+        }
+        assert_eq!(a.reassembly_held_bytes(), 0);
+        assert_eq!(a.reassembly_stats().fragments, 0);
+    }
+
+    #[test]
+    fn fragments_are_malformed_to_a_receiver_that_does_not_reassemble() {
+        // `open` decodes one datagram as the previous release did: kind 13 is unknown.
+        let parts = Sealer::new("a", KEY, 1)
+            .expect("sealer")
+            .seal_all(&big_report_message())
+            .expect("fragments");
+        let mut a = auth();
+        assert_eq!(a.open(&parts[0]), Err(DropReason::Malformed));
+        assert_eq!(parts[0][4], VERSION, "the version is unchanged");
+    }
+
+    #[test]
+    fn fragment_header_bytes_match_the_documented_layout() {
+        let parts = Sealer::new("a", KEY, 0x10)
+            .expect("sealer")
+            .seal_all(&big_report_message())
+            .expect("fragments");
+        let n = parts.len() as u8;
+        for (i, d) in parts.iter().enumerate() {
+            let head: &[u8] = &[b'L', b'B', b'R', b'L', 2, 1, b'a', 0, 0, 0, 0, 0, 0, 0, 7];
+            assert_eq!(&d[..15], head);
+            assert_eq!(d[15..23], (0x10 + i as u64).to_be_bytes());
+            assert_eq!(d[23..26], [fragment::KIND, i as u8, n]);
+        }
+        // The first chunk starts with the message's own kind byte (6, Ack).
+        assert_eq!(parts[0][26], 6);
+    }
+
+    #[test]
+    fn a_list_of_more_than_65535_addresses_round_trips() {
+        let ips: Vec<IpAddr> = (0..70_000u32).map(|i| IpAddr::V4(i.into())).collect();
+        let m = Message {
+            term: 1,
+            body: Body::Grant(Grant { seq: 3, ips }),
+        };
+        let parts = Sealer::new("a", KEY, 1)
+            .expect("sealer")
+            .seal_all(&m)
+            .expect("fragments");
+        let mut a = auth();
+        let t = crate::test_origin();
+        let got: Vec<_> = parts
+            .iter()
+            .filter_map(|d| a.receive(t, d).expect("accepted"))
+            .collect();
+        assert_eq!(got, vec![("a".to_string(), m)]);
+    }
+
+    #[test]
+    fn a_message_over_the_fragment_limit_is_refused() {
+        let ips: Vec<IpAddr> = (0..250_000u128).map(|i| IpAddr::V6(i.into())).collect();
+        let m = Message {
+            term: 1,
+            body: Body::Release(Release { seq: 1, ips }),
+        };
+        let mut s = Sealer::new("a", KEY, 1).expect("sealer");
+        assert!(matches!(s.seal_all(&m), Err(SealError::TooLarge { .. })));
     }
 
     proptest::proptest! {
