@@ -533,7 +533,7 @@ mod tests {
         junk.send_to(b"hello", pb).expect("send junk");
         let msg = Message {
             term: 3,
-            body: Body::PreVote,
+            body: Body::PreVote { version: 0 },
         };
         a.send("b", &msg).await.expect("send");
         assert_eq!(b.recv().await, ("a".to_owned(), msg));
@@ -566,7 +566,7 @@ mod tests {
         let mut to_b = Sealer::new("a", &pair_key(b"key", "a", "b"), 5).expect("sealer");
         let ok = Message {
             term: 1,
-            body: Body::PreVote,
+            body: Body::PreVote { version: 0 },
         };
         s.send_to(&to_b.seal(&ok).expect("seal"), pb).expect("send");
         assert_eq!(b.recv().await, ("a".to_owned(), ok));
@@ -587,7 +587,7 @@ mod tests {
         // Nobody listens on b's port: ICMP port unreachable comes back to a.
         let msg = Message {
             term: 1,
-            body: Body::PreVote,
+            body: Body::PreVote { version: 0 },
         };
         for _ in 0..5 {
             let _ = a.send("b", &msg).await;

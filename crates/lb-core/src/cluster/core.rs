@@ -34,9 +34,11 @@ use std::time::{Duration, Instant};
 use super::HardState;
 use super::lease::{self, Attempt, Claim, Freed, Granted};
 use super::message::{
-    Ack, Body, Grant, Heartbeat, Join, Message, Release, Renew, Report, Roster, voters_digest,
+    Ack, Body, Grant, Heartbeat, Join, Message, Release, Renew, Report, Roster, VoterAck,
+    VoterSet,
 };
 use super::placement;
+use super::voters::{self, Accepted, Change, VoterChangeError, VoterState, Voters};
 use super::{Member, Timing};
 
 /// Heartbeat send times a leader remembers (acks older than this no longer extend authority).
@@ -102,6 +104,9 @@ pub enum Input {
     /// Planned leave: release every IP (successors take them over), a leader hands
     /// leadership over (`TimeoutNow`); nobody else's lease is touched.
     Shutdown,
+    /// This host's configured voter list (a reload): when it differs from the running set
+    /// by one voter, a proposal the leader (once it has it too) makes the next version.
+    ProposeVoters(Voters),
 }
 
 /// Deliberately broken variants of the protocol, for the mutation checks only
@@ -202,6 +207,23 @@ pub enum Output {
         to: String,
         took: Duration,
     },
+    /// This host adopted voter set `version` (committed by the leader).
+    VotersChanged {
+        version: u64,
+        voters: Voters,
+        /// This host no longer votes (it was removed): it goes on as a member.
+        removed: bool,
+    },
+    /// What a [`Input::ProposeVoters`] means: `Ok(None)` the running set, `Ok(Some)` a
+    /// change this host now proposes, `Err` not a change the cluster can make (kept as
+    /// running).
+    VoterProposal(Result<Option<Change>, VoterChangeError>),
+    /// Leader: it proposed voter set `version` to the voters (commit follows once a
+    /// majority of the running set accepted it).
+    VotersProposed {
+        version: u64,
+        voters: Voters,
+    },
 }
 
 /// For logs, lbctl and metrics.
@@ -255,6 +277,9 @@ struct Peer {
     heartbeat_now: bool,
     /// A member: when this leader admitted it (or inherited it with the member list).
     admitted_at: Option<Instant>,
+    /// Its latest voter-set report, and when it first reported that committed version.
+    voters: VoterAck,
+    voters_since: Option<Instant>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -279,6 +304,10 @@ struct Leadership {
     /// for one election timeout such an IP follows placement as reports arrive, instead of
     /// staying with whichever host reported first (often the leader alone).
     young: BTreeMap<IpAddr, Instant>,
+    /// The voter set this leader proposed (version committed + 1), not yet committed.
+    change: Option<(u64, Voters)>,
+    /// Since when this leader uses its committed voter set (its election, or its commit).
+    version_since: Instant,
 }
 
 /// This host's part of the latest map it knows (from its leader, or its own as leader).
@@ -298,14 +327,19 @@ pub struct Node {
     /// this host learned them (an index is never reused while the process runs).
     names: Vec<String>,
     index: BTreeMap<String, usize>,
-    voters: usize,
-    voter_addrs: Vec<SocketAddr>,
+    /// The committed voter set (indices into `names`) with addresses: `vs.voters`.
+    voters: BTreeMap<usize, SocketAddr>,
+    /// The voter set, versioned, as persisted (docs/raft-lite.md, "Changing the voter set").
+    vs: VoterState,
+    /// This host's own configured voter list when it differs from the committed set by one
+    /// voter (a reload): the leader proposes it.
+    proposal: Option<Voters>,
     /// Admitted members (not voters) and their addresses: the leader's list, learned from
     /// its `Roster` elsewhere. A voter promises only to voters and these.
     roster: BTreeMap<usize, SocketAddr>,
     /// (term, seq) of `roster`.
     roster_version: (u64, u64),
-    /// [`voters_digest`] of the configured voters.
+    /// [`voters::digest`] of the committed voters.
     digest: u64,
     /// A member's own address (sent in `Join`).
     my_addr: Option<SocketAddr>,
@@ -369,18 +403,27 @@ impl Node {
         hard: HardState,
         now: Instant,
     ) -> Result<(Self, Vec<Output>), ConfigError> {
-        let mut voters: Vec<Member> = cfg.members.clone();
-        voters.sort_by(|a, b| a.name.cmp(&b.name));
-        for w in voters.windows(2) {
-            if w[0].name == w[1].name {
-                return Err(ConfigError::DuplicateMember(w[0].name.clone()));
+        let mut configured = Voters::new();
+        for m in &cfg.members {
+            if configured.insert(m.name.clone(), m.addr).is_some() {
+                return Err(ConfigError::DuplicateMember(m.name.clone()));
             }
         }
-        let mut names: Vec<String> = voters.iter().map(|m| m.name.clone()).collect();
+        // The voter set a change committed (kept with term and vote) wins over the
+        // configuration, which is then at most a proposal: a restarted host never falls back
+        // to an older set.
+        let vs = hard
+            .voters
+            .clone()
+            .unwrap_or_else(|| VoterState::configured(configured.clone()));
+        let mut names: Vec<String> = vs.voters.keys().cloned().collect();
         let nv = names.len();
+        // A host the committed set no longer lists (a removed voter) goes on as a member at
+        // the address it had.
+        let own_addr = cfg.address.or_else(|| configured.get(&cfg.me).copied());
         let me = match names.iter().position(|n| *n == cfg.me) {
             Some(i) => i,
-            None if cfg.address.is_some() && !cfg.witness => {
+            None if own_addr.is_some() && !cfg.witness => {
                 names.push(cfg.me.clone());
                 nv
             }
@@ -389,12 +432,15 @@ impl Node {
         };
         let voted_for = match hard.voted_for {
             None => None,
-            Some(v) => Some(
-                names[..nv]
-                    .iter()
-                    .position(|n| *n == v)
-                    .ok_or(ConfigError::UnknownVote(v))?,
-            ),
+            Some(v) => Some(match names.iter().position(|n| *n == v) {
+                Some(i) => i,
+                // A vote for a host a change removed since.
+                None if vs.version > 0 => {
+                    names.push(v);
+                    names.len() - 1
+                }
+                None => return Err(ConfigError::UnknownVote(v)),
+            }),
         };
         let e = cfg.timing.election_timeout;
         let t = cfg.timing;
@@ -414,16 +460,24 @@ impl Node {
             .enumerate()
             .map(|(i, n)| (n.clone(), i))
             .collect();
+        let voter_ix: BTreeMap<usize, SocketAddr> = vs
+            .voters
+            .values()
+            .enumerate()
+            .map(|(i, a)| (i, *a))
+            .collect();
+        let proposal = (configured != vs.voters).then_some(configured);
         let mut node = Node {
             me,
             names,
             index,
-            voters: nv,
-            voter_addrs: voters.iter().map(|m| m.addr).collect(),
+            voters: voter_ix.clone(),
+            digest: voters::digest(&vs.voters),
+            vs,
+            proposal: None,
             roster: BTreeMap::new(),
             roster_version: (0, 0),
-            digest: voters_digest(voters.iter().map(|m| (m.name.as_str(), m.addr))),
-            my_addr: if me >= nv { cfg.address } else { None },
+            my_addr: if me >= nv { own_addr } else { None },
             next_join: now,
             witness: cfg.witness,
             timing: t,
@@ -437,7 +491,12 @@ impl Node {
             next_ack_seq: cfg.incarnation.max(1),
             map: Assignment::default(),
             voter: lease::Voter::new(t.lease, t.clock_drift, quiet_until),
-            holder: lease::Holder::new(nv, t.lease, t.clock_drift, cfg.incarnation),
+            holder: lease::Holder::new(
+                voter_ix.keys().copied().collect(),
+                t.lease,
+                t.clock_drift,
+                cfg.incarnation,
+            ),
             next_renew: now,
             eligible: BTreeSet::new(),
             eligibility_version: cfg.incarnation.max(1),
@@ -459,6 +518,9 @@ impl Node {
         };
         node.election_deadline = now + node.random_timeout();
         let mut out = Vec::new();
+        if let Some(p) = proposal {
+            node.propose(p, &mut out);
+        }
         if nv == 1 && me == 0 && !node.witness {
             node.become_candidate(now, false, &mut out);
         }
@@ -502,9 +564,28 @@ impl Node {
         self.done
     }
 
-    /// Does this host vote (is it one of the configured voters)?
+    /// Does this host vote (is it one of the committed voters)?
     pub fn is_voter(&self) -> bool {
-        self.me < self.voters
+        self.voters.contains_key(&self.me)
+    }
+
+    fn votes_(&self, i: usize) -> bool {
+        self.voters.contains_key(&i)
+    }
+
+    /// A majority of the committed voters is in `set`.
+    fn majority_of_voters(&self, set: &BTreeSet<usize>) -> bool {
+        set.iter().filter(|i| self.votes_(**i)).count() >= majority(self.voters.len())
+    }
+
+    /// The committed voter set: (version, name → address).
+    pub fn voter_set(&self) -> (u64, &Voters) {
+        (self.vs.version, &self.vs.voters)
+    }
+
+    /// The voter set as kept with term and vote (what `hard_state().voters` holds).
+    pub fn voter_state(&self) -> &VoterState {
+        &self.vs
     }
 
     /// The admitted members that do not vote, with their addresses (the leader's list;
@@ -525,8 +606,18 @@ impl Node {
     /// members (what the transport needs).
     pub fn peers(&self) -> BTreeMap<String, SocketAddr> {
         let mut p = self.roster();
-        for (i, a) in self.voter_addrs.iter().enumerate() {
-            p.insert(self.names[i].clone(), *a);
+        // A proposed set's new voter (the leader sends it the proposal), then the committed
+        // voters (their addresses win).
+        let proposed = self.lead.as_ref().and_then(|l| l.change.as_ref());
+        for v in proposed.map(|(_, v)| v).into_iter().chain(
+            self.vs.accepted.as_ref().map(|a| &a.voters),
+        ) {
+            for (n, a) in v {
+                p.insert(n.clone(), *a);
+            }
+        }
+        for (i, a) in &self.voters {
+            p.insert(self.names[*i].clone(), *a);
         }
         p.remove(&self.names[self.me]);
         p
@@ -534,17 +625,20 @@ impl Node {
 
     /// Voters, admitted members, and this host.
     fn hosts(&self) -> Vec<usize> {
-        let mut h: Vec<usize> = (0..self.voters)
-            .chain(self.roster.keys().copied())
+        let mut h: Vec<usize> = self
+            .voters
+            .keys()
+            .copied()
+            .chain(self.roster.keys().copied().filter(|i| !self.votes_(*i)))
             .collect();
-        if self.me >= self.voters && !self.roster.contains_key(&self.me) {
+        if !self.is_voter() && !self.roster.contains_key(&self.me) {
             h.push(self.me);
         }
         h
     }
 
     fn admitted(&self, i: usize) -> bool {
-        i < self.voters || i == self.me || self.roster.contains_key(&i)
+        self.votes_(i) || i == self.me || self.roster.contains_key(&i)
     }
 
     /// The index of `name`, added to the table if new.
@@ -565,6 +659,9 @@ impl Node {
         HardState {
             term: self.term,
             voted_for: self.voted_for.map(|i| self.names[i].clone()),
+            // Only once the set has changed (or a proposal was accepted): until then the
+            // file is what earlier builds wrote and read.
+            voters: (self.vs.version > 0 || self.vs.accepted.is_some()).then(|| self.vs.clone()),
         }
     }
 
@@ -675,9 +772,9 @@ impl Node {
             let name = &self.names[i];
             let mut m = MemberStatus {
                 name: name.clone(),
-                voter: i < self.voters,
-                addr: if i < self.voters {
-                    Some(self.voter_addrs[i])
+                voter: self.votes_(i),
+                addr: if let Some(a) = self.voters.get(&i) {
+                    Some(*a)
                 } else if i == self.me {
                     self.my_addr
                 } else {
@@ -748,6 +845,21 @@ impl Node {
         );
         match input {
             Input::Tick => {}
+            Input::Received {
+                from,
+                msg:
+                    Message {
+                        term,
+                        body: Body::Voters(v),
+                    },
+            } => {
+                // From any host with the key, admitted here or not: a new voter hears the
+                // proposal before it is listed, a host left behind hears the commit from a
+                // voter it does not know yet.
+                if from != self.names[self.me] {
+                    self.on_voters(now, &from, term, v, &mut out);
+                }
+            }
             Input::Received { from, msg } => match self.index.get(&from).copied() {
                 Some(f) if f != self.me && self.admitted(f) => {
                     self.receive(now, f, msg, &mut out);
@@ -777,6 +889,7 @@ impl Node {
                 }
             }
             Input::Shutdown => self.shutdown(now, &mut out),
+            Input::ProposeVoters(v) => self.propose(v, &mut out),
         }
         if !self.done {
             self.on_timers(now, lease_message, &mut out);
@@ -823,6 +936,7 @@ impl Node {
                 Some(a) if a > now => {
                     if !lease_message {
                         self.forget_members(now, out);
+                        self.tend_voters(now, out);
                         self.reconcile(now);
                     }
                     let due = self.lead.as_ref().is_some_and(|l| now >= l.next_heartbeat);
@@ -973,12 +1087,13 @@ impl Node {
             claim: self.map.version,
             ips: hold.iter().copied().collect(),
             standby: standby.iter().copied().collect(),
+            version: self.vs.version,
         };
         self.holder.asked = hold.union(&standby).copied().collect();
         self.next_renew = now + self.timing.heartbeat;
-        for i in 0..self.voters {
-            if i != self.me {
-                self.send(out, i, self.term, Body::Renew(r.clone()));
+        for i in self.voters.keys() {
+            if *i != self.me {
+                self.send(out, *i, self.term, Body::Renew(r.clone()));
             }
         }
         if self.is_voter()
@@ -1010,9 +1125,9 @@ impl Node {
             Some(v) if v != self.me => self.send(out, v, self.term, body),
             Some(_) => {}
             None => {
-                for i in 0..self.voters {
-                    if i != self.me {
-                        self.send(out, i, self.term, body.clone());
+                for i in self.voters.keys() {
+                    if *i != self.me {
+                        self.send(out, *i, self.term, body.clone());
                     }
                 }
             }
@@ -1164,9 +1279,9 @@ impl Node {
 
     /// To every other voter.
     fn broadcast(&self, out: &mut Vec<Output>, term: u64, body: Body) {
-        for i in 0..self.voters {
-            if i != self.me {
-                self.send(out, i, term, body.clone());
+        for i in self.voters.keys() {
+            if *i != self.me {
+                self.send(out, *i, term, body.clone());
             }
         }
     }
@@ -1188,11 +1303,12 @@ impl Node {
         self.leader = None;
         self.votes = BTreeSet::from([self.me]);
         self.election_deadline = now + self.random_timeout();
-        if self.votes.len() >= majority(self.voters) {
+        if self.majority_of_voters(&self.votes) {
             self.become_candidate(now, false, out);
             return;
         }
-        self.broadcast(out, self.term + 1, Body::PreVote);
+        let version = self.vs.version;
+        self.broadcast(out, self.term + 1, Body::PreVote { version });
     }
 
     /// `transfer`: the leader asked for it (TimeoutNow), a planned hand-over.
@@ -1209,12 +1325,13 @@ impl Node {
         self.election_deadline = now + self.random_timeout();
         self.persist(out);
         out.push(Output::ElectionStarted { term: self.term });
-        if self.votes.len() >= majority(self.voters) {
+        if self.majority_of_voters(&self.votes) {
             self.become_leader(now, out);
             return;
         }
         self.role_changed(out);
-        self.broadcast(out, self.term, Body::Vote { transfer });
+        let version = self.vs.version;
+        self.broadcast(out, self.term, Body::Vote { transfer, version });
     }
 
     /// Adopt a higher term (or lose leadership in this one). Leases are NOT touched: they
@@ -1261,7 +1378,7 @@ impl Node {
         // nor promises, and talks to the voters only.
         let from_voters_only = matches!(
             msg.body,
-            Body::PreVote
+            Body::PreVote { .. }
                 | Body::PreVoteReply { .. }
                 | Body::Vote { .. }
                 | Body::VoteReply { .. }
@@ -1272,29 +1389,36 @@ impl Node {
         );
         let to_voters_only = matches!(
             msg.body,
-            Body::PreVote
+            Body::PreVote { .. }
                 | Body::Vote { .. }
                 | Body::Renew(_)
                 | Body::Release(_)
                 | Body::Join(_)
                 | Body::Roster(_)
         );
-        if (from_voters_only && from >= self.voters) || (to_voters_only && !self.is_voter()) {
+        if (from_voters_only && !self.votes_(from)) || (to_voters_only && !self.is_voter()) {
             return;
         }
         match msg.body {
-            Body::PreVote => {
-                let granted = !self.leaving && !self.in_promise(now) && term > self.term;
+            Body::PreVote { version } => {
+                // A candidate behind this voter's voter set is refused (like Raft's
+                // up-to-date check: after a change is fenced, an older set has no majority).
+                let granted = !self.leaving
+                    && !self.in_promise(now)
+                    && term > self.term
+                    && version >= self.vs.version;
                 let t = if granted { term } else { self.term };
                 self.send(out, from, t, Body::PreVoteReply { granted });
             }
-            Body::Vote { transfer } => self.on_vote_request(now, from, term, transfer, out),
+            Body::Vote { transfer, version } => {
+                self.on_vote_request(now, from, term, transfer, version, out)
+            }
             Body::PreVoteReply { granted } => {
                 if term > self.term && !granted {
                     self.step_down(now, term, None, out);
                 } else if self.role == Role::PreCandidate && granted && term == self.term + 1 {
                     self.votes.insert(from);
-                    if self.votes.len() >= majority(self.voters) {
+                    if self.majority_of_voters(&self.votes) {
                         self.become_candidate(now, false, out);
                     }
                 }
@@ -1309,7 +1433,7 @@ impl Node {
                 } else if self.role == Role::Candidate && granted && term == self.term {
                     self.votes.insert(from);
                     self.vote_reports.insert(from, (ack_seq, report, now));
-                    if self.votes.len() >= majority(self.voters) {
+                    if self.majority_of_voters(&self.votes) {
                         self.become_leader(now, out);
                     }
                 } else if self.role == Role::Leader && granted && term == self.term {
@@ -1323,7 +1447,7 @@ impl Node {
                 if term > self.term {
                     self.step_down(now, term, None, out);
                 } else if term == self.term && self.role == Role::Leader {
-                    self.on_ack(now, from, ack);
+                    self.on_ack(now, from, ack, out);
                 }
             }
             Body::TimeoutNow => {
@@ -1334,6 +1458,16 @@ impl Node {
             }
             // Lease messages are independent of terms: a voter's promise binds it whoever
             // leads (the term in their header is informational).
+            // A voter at voter-set version v grants only requests showing v or v + 1: once a
+            // majority of S_k is past k, no holder still counting S_k can gather a majority
+            // of it (docs/raft-lite.md, "Changing the voter set").
+            Body::Renew(r) if r.version != self.vs.version && r.version != self.vs.version + 1 => {
+                if r.version < self.vs.version {
+                    // A holder left behind: it learns the committed set from any voter.
+                    let body = self.voter_set_body(true);
+                    self.send(out, from, self.term, body);
+                }
+            }
             Body::Renew(r) => {
                 if let Some(ips) = self.voter.renew(now, from, &r)
                     && !ips.is_empty()
@@ -1354,6 +1488,7 @@ impl Node {
                 self.on_join(now, &name, j, out);
             }
             Body::Roster(r) => self.on_roster(term, r),
+            Body::Voters(_) => {} // handled in `step`, from any host
         }
     }
 
@@ -1363,11 +1498,17 @@ impl Node {
         from: usize,
         term: u64,
         transfer: bool,
+        version: u64,
         out: &mut Vec<Output>,
     ) {
         // Within a promise the request is ignored entirely, term included (thesis §4.2.3),
-        // unless it is a hand-over the leader itself started.
-        if term < self.term || (!transfer && self.in_promise(now)) || self.leaving {
+        // unless it is a hand-over the leader itself started. A candidate behind this
+        // voter's voter set is refused.
+        if term < self.term
+            || (!transfer && self.in_promise(now))
+            || self.leaving
+            || version < self.vs.version
+        {
             let t = self.term;
             self.send(
                 out,
@@ -1442,6 +1583,8 @@ impl Node {
             roster_refresh_in: 0,
             rebalance: BTreeSet::new(),
             young: BTreeMap::new(),
+            change: None,
+            version_since: now,
         });
         self.promise_until = self.promise_until.max(now + self.timing.election_timeout);
         self.role_changed(out);
@@ -1462,11 +1605,21 @@ impl Node {
         if self.role != Role::Leader {
             return; // only the leader admits; the member retries until it hears one
         }
-        let refuse = if self.index.get(name).is_some_and(|i| *i < self.voters) {
+        // During a change a member may be configured with the set before or after it.
+        let known_lists = [
+            Some(self.digest),
+            (self.vs.version > 0).then(|| voters::digest(&self.vs.previous)),
+            self.lead
+                .as_ref()
+                .and_then(|l| l.change.as_ref())
+                .map(|(_, v)| voters::digest(v)),
+            self.proposal.as_ref().map(voters::digest),
+        ];
+        let refuse = if self.index.get(name).is_some_and(|i| self.votes_(*i)) {
             Some(Refusal::VoterName)
-        } else if j.voters != self.digest {
+        } else if !known_lists.contains(&Some(j.voters)) {
             Some(Refusal::VoterListDiffers)
-        } else if self.voter_addrs.contains(&j.addr)
+        } else if self.voters.values().any(|a| *a == j.addr)
             || self
                 .roster
                 .iter()
@@ -1535,7 +1688,7 @@ impl Node {
         let mut roster = BTreeMap::new();
         for (name, addr) in r.members {
             let i = self.index_of(&name);
-            if i >= self.voters && i != self.me {
+            if !self.votes_(i) && i != self.me {
                 roster.insert(i, addr);
             }
         }
@@ -1578,6 +1731,269 @@ impl Node {
         self.roster_changed(out);
     }
 
+    // ---- the voter set (docs/raft-lite.md, "Changing the voter set") ----------------------
+
+    fn voter_ack(&self) -> VoterAck {
+        let (accepted, accepted_digest) = self
+            .vs
+            .accepted
+            .as_ref()
+            .map_or((0, 0), |a| (a.version, voters::digest(&a.voters)));
+        VoterAck {
+            committed: self.vs.version,
+            accepted,
+            accepted_digest,
+        }
+    }
+
+    /// The committed set (`commit`), or this leader's proposal.
+    fn voter_set_body(&self, commit: bool) -> Body {
+        let list = |v: &Voters| -> Vec<(String, SocketAddr)> {
+            v.iter().map(|(n, a)| (n.clone(), *a)).collect()
+        };
+        let proposal = self.lead.as_ref().and_then(|l| l.change.as_ref());
+        match proposal {
+            Some((version, set)) if !commit => Body::Voters(VoterSet {
+                version: *version,
+                commit: false,
+                voters: list(set),
+                previous: list(&self.vs.voters),
+            }),
+            _ => Body::Voters(VoterSet {
+                version: self.vs.version,
+                commit: true,
+                voters: list(&self.vs.voters),
+                previous: list(&self.vs.previous),
+            }),
+        }
+    }
+
+    /// This host's configured voter list (start or reload).
+    fn propose(&mut self, v: Voters, out: &mut Vec<Output>) {
+        let r = voters::change(&self.vs.voters, &v);
+        self.proposal = match &r {
+            Ok(Some(_)) => Some(v),
+            _ => None,
+        };
+        out.push(Output::VoterProposal(r));
+    }
+
+    /// A voter set from `from`: a commit any host adopts when newer, or a leader's proposal
+    /// a voter of the running set accepts (the first value it hears for that version, made
+    /// durable before its next ack says so).
+    fn on_voters(&mut self, now: Instant, from: &str, term: u64, v: VoterSet, out: &mut Vec<Output>) {
+        let set: Voters = v.voters.into_iter().collect();
+        if v.commit {
+            if v.version > self.vs.version && !set.is_empty() {
+                let previous = v.previous.into_iter().collect();
+                self.adopt(now, v.version, set, previous, out);
+            }
+            return;
+        }
+        if v.version <= self.vs.version {
+            // A leader behind this host: tell it what was committed.
+            let body = self.voter_set_body(true);
+            let to = self.index_of(from);
+            self.send(out, to, self.term, body);
+            return;
+        }
+        let previous: Voters = v.previous.into_iter().collect();
+        if v.version != self.vs.version + 1 || !self.is_voter() || previous != self.vs.voters {
+            return;
+        }
+        let _ = term;
+        if self.vs.accepted.as_ref().is_none_or(|a| a.version != v.version) {
+            self.vs.accepted = Some(Accepted {
+                version: v.version,
+                voters: set,
+            });
+            self.persist(out);
+        }
+    }
+
+    /// Uses voter set `version` from now on (committed by a leader; persisted before
+    /// anything this step sends).
+    fn adopt(
+        &mut self,
+        now: Instant,
+        version: u64,
+        set: Voters,
+        previous: Voters,
+        out: &mut Vec<Output>,
+    ) {
+        let was_voter = self.is_voter();
+        let own_addr = self.voters.get(&self.me).copied();
+        let accepted = self.vs.accepted.take().filter(|a| a.version > version);
+        self.vs = VoterState {
+            version,
+            voters: set.clone(),
+            previous,
+            accepted,
+        };
+        let mut ix = BTreeMap::new();
+        for (n, a) in &set {
+            ix.insert(self.index_of(n), *a);
+        }
+        for i in ix.keys() {
+            self.roster.remove(i);
+        }
+        self.voters = ix;
+        self.digest = voters::digest(&set);
+        self.holder
+            .set_voters(self.voters.keys().copied().collect());
+        if let Some(p) = self.proposal.take()
+            && matches!(voters::change(&set, &p), Ok(Some(_)))
+        {
+            self.proposal = Some(p);
+        }
+        self.persist(out);
+        if let Some(l) = &mut self.lead {
+            l.change = l.change.take().filter(|(v, _)| *v > version);
+            l.version_since = now;
+        }
+        let removed = was_voter && !self.is_voter();
+        if removed {
+            // No longer a voter: it stops voting, campaigning and promising, and joins
+            // the leader as a member at the address it had.
+            self.my_addr = self.my_addr.or(own_addr);
+            self.lead = None;
+            self.role = Role::Follower;
+            self.leader = None;
+            self.votes.clear();
+            self.role_changed(out);
+        }
+        out.push(Output::VotersChanged {
+            version,
+            voters: set,
+            removed,
+        });
+    }
+
+    /// Leader: commits its proposal once a majority of the running set accepted that very
+    /// value; else proposes the next change (an accepted value left unfinished first, then
+    /// this host's own) once the previous change is fenced.
+    fn tend_voters(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let Some(l) = &self.lead else { return };
+        if let Some((v, set)) = l.change.clone() {
+            let d = voters::digest(&set);
+            let accepted: BTreeSet<usize> = self
+                .voters
+                .keys()
+                .copied()
+                .filter(|i| {
+                    if *i == self.me {
+                        self.vs
+                            .accepted
+                            .as_ref()
+                            .is_some_and(|a| a.version == v && a.voters == set)
+                    } else {
+                        let p = &l.peers[*i].voters;
+                        p.accepted == v && p.accepted_digest == d
+                    }
+                })
+                .collect();
+            if self.majority_of_voters(&accepted) {
+                self.commit(now, v, set, out);
+            }
+            return;
+        }
+        let next = match &self.vs.accepted {
+            Some(a) if a.version == self.vs.version + 1 => Some(a.voters.clone()),
+            _ => self.proposal.clone(),
+        };
+        let Some(set) = next else { return };
+        if !matches!(voters::change(&self.vs.voters, &set), Ok(Some(_))) || !self.fenced(now) {
+            return;
+        }
+        let v = self.vs.version + 1;
+        if self.vs.accepted.is_none() {
+            self.vs.accepted = Some(Accepted {
+                version: v,
+                voters: set.clone(),
+            });
+            self.persist(out);
+        }
+        for n in set.keys() {
+            self.index_of(n);
+        }
+        if let Some(l) = &mut self.lead {
+            l.change = Some((v, set.clone()));
+        }
+        out.push(Output::VotersProposed {
+            version: v,
+            voters: set,
+        });
+        self.send_proposal(out);
+    }
+
+    /// Leader: its proposal to every voter of the running and the proposed set.
+    fn send_proposal(&mut self, out: &mut Vec<Output>) {
+        let Some((_, set)) = self.lead.as_ref().and_then(|l| l.change.clone()) else {
+            return;
+        };
+        let body = self.voter_set_body(false);
+        let mut to: BTreeSet<usize> = self.voters.keys().copied().collect();
+        for n in set.keys() {
+            to.insert(self.index_of(n));
+        }
+        to.remove(&self.me);
+        for i in to {
+            self.send(out, i, self.term, body.clone());
+        }
+    }
+
+    /// The last change is fenced: a majority of the set before it (S_{k−1}) reported
+    /// committing version k, and one lease + drift passed since: no holder can count a
+    /// majority of S_{k−1} any more, so S_{k+1} may be made.
+    fn fenced(&self, now: Instant) -> bool {
+        if self.vs.version == 0 {
+            return true;
+        }
+        let Some(l) = &self.lead else { return false };
+        let mut since: Vec<Instant> = self
+            .vs
+            .previous
+            .keys()
+            .filter_map(|n| {
+                let i = *self.index.get(n)?;
+                if i == self.me {
+                    return Some(l.version_since);
+                }
+                let p = &l.peers[i];
+                if p.voters.committed >= self.vs.version {
+                    p.voters_since
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let k = majority(self.vs.previous.len());
+        if since.len() < k {
+            return false;
+        }
+        since.sort_unstable();
+        now >= since[k - 1] + self.timing.lease + self.timing.clock_drift
+    }
+
+    /// Leader: makes version `v` the committed set and tells every host (the voters of
+    /// both sets and the members).
+    fn commit(&mut self, now: Instant, v: u64, set: Voters, out: &mut Vec<Output>) {
+        let mut to: BTreeSet<usize> = self.voters.keys().copied().collect();
+        to.extend(self.roster.keys().copied());
+        let previous = self.vs.voters.clone();
+        self.adopt(now, v, set, previous, out);
+        to.extend(self.voters.keys().copied());
+        to.remove(&self.me);
+        let body = self.voter_set_body(true);
+        for i in to {
+            self.send(out, i, self.term, body.clone());
+        }
+        if self.lead.is_some() && !self.roster.is_empty() {
+            // A new voter learns the members now, not at the next refresh.
+            self.send_roster(out);
+        }
+    }
+
     /// A granted vote received after this node became leader (same term).
     fn on_late_vote(&mut self, now: Instant, from: usize, ack_seq: u64, report: Option<Report>) {
         let sent = self.vote_sent_at;
@@ -1617,6 +2033,7 @@ impl Node {
                 eligibility_version: 0,
                 leaving: false,
                 report: None,
+                voters: VoterAck::default(),
             };
             self.send(out, from, t, Body::Ack(ack));
             return;
@@ -1656,6 +2073,7 @@ impl Node {
             eligibility_version: self.eligibility_version,
             leaving: self.leaving,
             report,
+            voters: self.voter_ack(),
         };
         self.send(out, from, term, Body::Ack(ack));
     }
@@ -1685,7 +2103,9 @@ impl Node {
                 self.reconcile(now);
                 self.broadcast_heartbeats(now, out);
                 let successor = self.lead.as_ref().and_then(|l| {
-                    (0..self.voters)
+                    self.voters
+                        .keys()
+                        .copied()
                         .filter(|i| *i != self.me && self.alive(*i, now) && !l.peers[*i].leaving)
                         .max_by_key(|i| l.peers[*i].latest_ack_received)
                 });
@@ -1704,6 +2124,7 @@ impl Node {
                         eligibility_version: self.eligibility_version,
                         leaving: true,
                         report: None,
+                        voters: self.voter_ack(),
                     };
                     self.send(out, l, self.term, Body::Ack(ack));
                 }
@@ -1744,18 +2165,18 @@ impl Node {
     fn authority(&self) -> Option<Instant> {
         let l = self.lead.as_ref()?;
         let e = self.timing.election_timeout;
-        let mut ends: Vec<Instant> = l.peers[..self.voters]
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| {
-                if i == self.me {
+        let mut ends: Vec<Instant> = self
+            .voters
+            .keys()
+            .filter_map(|i| {
+                if *i == self.me {
                     Some(self.promise_until)
                 } else {
-                    p.promised_from.map(|s| s + e)
+                    l.peers[*i].promised_from.map(|s| s + e)
                 }
             })
             .collect();
-        let k = majority(self.voters);
+        let k = majority(self.voters.len());
         if ends.len() < k {
             return None;
         }
@@ -1776,7 +2197,7 @@ impl Node {
         i == self.me || self.down_at(i).is_some_and(|b| now < b)
     }
 
-    fn on_ack(&mut self, now: Instant, from: usize, ack: Ack) {
+    fn on_ack(&mut self, now: Instant, from: usize, ack: Ack, out: &mut Vec<Output>) {
         let Some(l) = &mut self.lead else { return };
         if let Some((_, sent)) = l.heartbeats_sent.iter().find(|(s, _)| *s == ack.heartbeat) {
             let p = &mut l.peers[from];
@@ -1792,6 +2213,20 @@ impl Node {
             p.leaving = ack.leaving;
         }
         p.acked_epoch = p.acked_epoch.max(ack.epoch);
+        if ack.voters.committed > p.voters.committed || p.voters_since.is_none() {
+            p.voters_since = Some(now);
+        }
+        if ack.voters.committed >= p.voters.committed {
+            p.voters = ack.voters;
+        }
+        let behind = ack.voters.committed < self.vs.version;
+        if behind {
+            // It missed the commit: send it again (every ack until it has it).
+            let body = self.voter_set_body(true);
+            self.send(out, from, self.term, body);
+        }
+        let Some(l) = &mut self.lead else { return };
+        let p = &mut l.peers[from];
         if let Some(r) = ack.report
             && r.eligibility_version >= p.eligibility_version
         {
@@ -1982,6 +2417,9 @@ impl Node {
 
     /// To every voter and admitted member.
     fn broadcast_heartbeats(&mut self, now: Instant, out: &mut Vec<Output>) {
+        // A proposal in progress goes out again each round (before the heartbeats, so the
+        // acks to them can already say it was accepted).
+        self.send_proposal(out);
         let all: Vec<usize> = self.hosts().into_iter().filter(|i| *i != self.me).collect();
         self.send_heartbeats(now, &all, out);
         let refresh = self.lead.as_mut().is_some_and(|l| {
@@ -2148,7 +2586,10 @@ mod tests {
             from: "a".into(),
             msg: Message {
                 term: 1,
-                body: Body::Vote { transfer: false },
+                body: Body::Vote {
+                    transfer: false,
+                    version: 0,
+                },
             },
         };
         let out = n.step(t0 + E / 2, vote.clone());
@@ -2198,6 +2639,7 @@ mod tests {
             HardState {
                 term: 3,
                 voted_for: None,
+                voters: None,
             },
             t0,
         )
@@ -2225,7 +2667,7 @@ mod tests {
             from: "c".into(),
             msg: Message {
                 term: 4,
-                body: Body::PreVote,
+                body: Body::PreVote { version: 0 },
             },
         };
         let granted = |out: &[Output]| {
@@ -2301,6 +2743,7 @@ mod tests {
             HardState {
                 term: 1,
                 voted_for: None,
+                voters: None,
             },
             t0 - E * 2,
         )
@@ -2315,6 +2758,7 @@ mod tests {
             claim,
             ips,
             standby,
+            version: 0,
         })
     }
 

@@ -288,7 +288,8 @@ pub struct Attempt {
 pub struct Holder {
     lease: Duration,
     drift: Duration,
-    voters: usize,
+    /// The voters whose grants count (the committed voter set); a majority of them is needed.
+    voters: BTreeSet<usize>,
     next_seq: u64,
     sent: VecDeque<(u64, Instant)>,
     /// Per IP, per voter: the end of the lease that voter's grants give (holder clock).
@@ -303,7 +304,7 @@ pub struct Holder {
 impl Holder {
     /// `first_seq`: the incarnation number (grows across restarts, so a voter never takes a
     /// new request for an old one).
-    pub fn new(voters: usize, lease: Duration, drift: Duration, first_seq: u64) -> Self {
+    pub fn new(voters: BTreeSet<usize>, lease: Duration, drift: Duration, first_seq: u64) -> Self {
         Self {
             lease,
             drift,
@@ -315,6 +316,13 @@ impl Holder {
             attempts: BTreeMap::new(),
             asked: BTreeSet::new(),
         }
+    }
+
+    /// The voter set changed (docs/raft-lite.md, "Changing the voter set"): from now on
+    /// grants count towards a majority of `voters` (grants already received from them
+    /// count, others' no longer).
+    pub fn set_voters(&mut self, voters: BTreeSet<usize>) {
+        self.voters = voters;
     }
 
     /// A new request number, sent at `now`.
@@ -370,11 +378,15 @@ impl Holder {
     /// Until when this holder may answer for `ip`: the majority-th latest grant end.
     pub fn lease_end(&self, ip: &IpAddr) -> Option<Instant> {
         let g = self.grants.get(ip)?;
-        let k = self.voters / 2 + 1;
-        if g.len() < k {
+        let k = self.voters.len() / 2 + 1;
+        let mut ends: Vec<Instant> = g
+            .iter()
+            .filter(|(v, _)| self.voters.contains(*v))
+            .map(|(_, end)| *end)
+            .collect();
+        if ends.len() < k {
             return None;
         }
-        let mut ends: Vec<Instant> = g.values().copied().collect();
         ends.sort_unstable_by(|a, b| b.cmp(a));
         Some(ends[k - 1])
     }
@@ -418,6 +430,7 @@ mod tests {
             claim,
             ips: if standby { vec![] } else { vec![ip()] },
             standby: if standby { vec![ip()] } else { vec![] },
+            version: 0,
         }
     }
 

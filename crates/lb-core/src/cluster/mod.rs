@@ -14,6 +14,7 @@ pub mod core;
 pub mod lease;
 pub mod message;
 pub mod placement;
+pub mod voters;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -29,6 +30,10 @@ pub use self::message::Message;
 pub struct HardState {
     pub term: u64,
     pub voted_for: Option<String>,
+    /// The voter set once it has been changed at run time (`None`: the configured one,
+    /// version 0). Written only after a change, so an older build still reads the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voters: Option<voters::VoterState>,
 }
 
 /// One member of the cluster as listed in `[cluster] members` (same list on every host).
