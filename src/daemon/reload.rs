@@ -21,6 +21,10 @@ pub struct Plan {
     pub removed_pools: Vec<String>,
     /// A restart-only section differs (said in the reply).
     pub restart_needed: bool,
+    /// `[cluster] voters` differ from the running file's: raft-lite checks the list against
+    /// its running voter set and proposes one voter added or removed (docs/operate.md,
+    /// "Replace a voter"). Nothing else in `[cluster]` changes without a restart.
+    pub voters: Option<std::collections::BTreeMap<String, std::net::SocketAddr>>,
 }
 
 impl Plan {
@@ -33,7 +37,13 @@ impl Plan {
             .filter(|p| !new.pools.iter().any(|n| n.name == p.name))
             .map(|p| p.name.clone())
             .collect();
-        let restart_needed = new.cluster != running.cluster
+        let voters = (new.cluster.members != running.cluster.members)
+            .then(|| new.cluster.members.clone());
+        let cluster_rest_differs = crate::config::ClusterConfig {
+            members: running.cluster.members.clone(),
+            ..new.cluster.clone()
+        } != running.cluster;
+        let restart_needed = cluster_rest_differs
             || new.node != running.node
             || new.kubernetes != running.kubernetes
             || new.metrics != running.metrics
@@ -66,6 +76,7 @@ impl Plan {
             peers_changed,
             removed_pools,
             restart_needed,
+            voters,
         }
     }
 

@@ -597,6 +597,19 @@ impl Node {
             .collect()
     }
 
+    /// Changes whenever [`Node::peers`] may gain or lose a voter: (committed version,
+    /// accepted version, proposed version).
+    pub fn peers_version(&self) -> (u64, u64, u64) {
+        (
+            self.vs.version,
+            self.vs.accepted.as_ref().map_or(0, |a| a.version),
+            self.lead
+                .as_ref()
+                .and_then(|l| l.change.as_ref())
+                .map_or(0, |(v, _)| *v),
+        )
+    }
+
     /// (term, seq) of [`Node::roster`].
     pub fn roster_version(&self) -> (u64, u64) {
         self.roster_version
