@@ -678,7 +678,9 @@ impl driver::Shell<Node> for Shell {
                     let list = voters.keys().cloned().collect::<Vec<_>>().join(", ");
                     info!(version, voters = %list, "raft-lite: voter set version {version} is now {list}");
                     if removed {
-                        warn!("raft-lite: this host is no longer a voter; it goes on as a member (set `address` and drop it from voters in lb.toml before the next restart)");
+                        warn!(
+                            "raft-lite: this host is no longer a voter; it goes on as a member (set `address` and drop it from voters in lb.toml before the next restart)"
+                        );
                     }
                 }
                 Output::VotersProposed { version, voters } => {
@@ -690,7 +692,9 @@ impl driver::Shell<Node> for Shell {
                     Ok(Some(change)) => info!(
                         "raft-lite: lb.toml asks to {change}; proposed (the leader makes the change once it has it too)"
                     ),
-                    Err(e) => error!("raft-lite: voter change refused, keeping the running voter set: {e}"),
+                    Err(e) => error!(
+                        "raft-lite: voter change refused, keeping the running voter set: {e}"
+                    ),
                 },
                 Output::Failover { ip, to, took } => {
                     info!(%ip, to = %to, ?took, "failover: {ip} taken over by {to} after its holder went silent");

@@ -37,8 +37,8 @@ impl Plan {
             .filter(|p| !new.pools.iter().any(|n| n.name == p.name))
             .map(|p| p.name.clone())
             .collect();
-        let voters = (new.cluster.members != running.cluster.members)
-            .then(|| new.cluster.members.clone());
+        let voters =
+            (new.cluster.members != running.cluster.members).then(|| new.cluster.members.clone());
         let cluster_rest_differs = crate::config::ClusterConfig {
             members: running.cluster.members.clone(),
             ..new.cluster.clone()

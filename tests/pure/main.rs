@@ -11,6 +11,7 @@ mod bgp_proptest;
 mod cluster_members;
 mod cluster_model;
 mod cluster_model_members;
+mod cluster_model_voters;
 mod cluster_simulation;
 mod config_fuzz;
 mod config_validation;

@@ -349,7 +349,10 @@ impl Sim {
                 Output::Leases(_)
                 | Output::ShutdownComplete
                 | Output::Admitted { .. }
-                | Output::Forgotten { .. } => {}
+                | Output::Forgotten { .. }
+                | Output::VotersChanged { .. }
+                | Output::VoterProposal(_)
+                | Output::VotersProposed { .. } => {}
             }
         }
         Ok(())

@@ -34,8 +34,7 @@ use std::time::{Duration, Instant};
 use super::HardState;
 use super::lease::{self, Attempt, Claim, Freed, Granted};
 use super::message::{
-    Ack, Body, Grant, Heartbeat, Join, Message, Release, Renew, Report, Roster, VoterAck,
-    VoterSet,
+    Ack, Body, Grant, Heartbeat, Join, Message, Release, Renew, Report, Roster, VoterAck, VoterSet,
 };
 use super::placement;
 use super::voters::{self, Accepted, Change, VoterChangeError, VoterState, Voters};
@@ -125,6 +124,12 @@ pub enum Mutation {
     /// A holder counts a grant's lease from when the grant arrived instead of from when it
     /// sent the request (the voter's promise started earlier, so it ends earlier).
     LeaseFromReceipt,
+    /// A leader proposes the next voter set as soon as the last one is committed, without
+    /// waiting until a majority of the set before it adopted it and a lease + drift passed:
+    /// a holder still counting S_{k-1} may overlap one counting S_{k+1}.
+    NoVoterChangeFence,
+    /// A voter grants requests whatever voter-set version they show.
+    NoVersionGate,
 }
 
 /// Why the leader did not admit a host.
@@ -622,9 +627,11 @@ impl Node {
         // A proposed set's new voter (the leader sends it the proposal), then the committed
         // voters (their addresses win).
         let proposed = self.lead.as_ref().and_then(|l| l.change.as_ref());
-        for v in proposed.map(|(_, v)| v).into_iter().chain(
-            self.vs.accepted.as_ref().map(|a| &a.voters),
-        ) {
+        for v in proposed
+            .map(|(_, v)| v)
+            .into_iter()
+            .chain(self.vs.accepted.as_ref().map(|a| &a.voters))
+        {
             for (n, a) in v {
                 p.insert(n.clone(), *a);
             }
@@ -1474,7 +1481,11 @@ impl Node {
             // A voter at voter-set version v grants only requests showing v or v + 1: once a
             // majority of S_k is past k, no holder still counting S_k can gather a majority
             // of it (docs/raft-lite.md, "Changing the voter set").
-            Body::Renew(r) if r.version != self.vs.version && r.version != self.vs.version + 1 => {
+            Body::Renew(r)
+                if r.version != self.vs.version
+                    && r.version != self.vs.version + 1
+                    && self.mutation != Some(Mutation::NoVersionGate) =>
+            {
                 if r.version < self.vs.version {
                     // A holder left behind: it learns the committed set from any voter.
                     let body = self.voter_set_body(true);
@@ -1794,7 +1805,14 @@ impl Node {
     /// A voter set from `from`: a commit any host adopts when newer, or a leader's proposal
     /// a voter of the running set accepts (the first value it hears for that version, made
     /// durable before its next ack says so).
-    fn on_voters(&mut self, now: Instant, from: &str, term: u64, v: VoterSet, out: &mut Vec<Output>) {
+    fn on_voters(
+        &mut self,
+        now: Instant,
+        from: &str,
+        term: u64,
+        v: VoterSet,
+        out: &mut Vec<Output>,
+    ) {
         let set: Voters = v.voters.into_iter().collect();
         if v.commit {
             if v.version > self.vs.version && !set.is_empty() {
@@ -1815,7 +1833,12 @@ impl Node {
             return;
         }
         let _ = term;
-        if self.vs.accepted.as_ref().is_none_or(|a| a.version != v.version) {
+        if self
+            .vs
+            .accepted
+            .as_ref()
+            .is_none_or(|a| a.version != v.version)
+        {
             self.vs.accepted = Some(Accepted {
                 version: v.version,
                 voters: set,
@@ -1959,7 +1982,7 @@ impl Node {
     /// committing version k, and one lease + drift passed since: no holder can count a
     /// majority of S_{k−1} any more, so S_{k+1} may be made.
     fn fenced(&self, now: Instant) -> bool {
-        if self.vs.version == 0 {
+        if self.vs.version == 0 || self.mutation == Some(Mutation::NoVoterChangeFence) {
             return true;
         }
         let Some(l) = &self.lead else { return false };

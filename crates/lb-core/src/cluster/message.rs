@@ -14,14 +14,19 @@ pub enum Body {
     /// Pre-vote (Raft thesis §9.6) for term `term`; changes no state at the receiver.
     /// `version`: the candidate's committed voter-set version (a voter with a newer one
     /// refuses; on the wire only when > 0).
-    PreVote { version: u64 },
+    PreVote {
+        version: u64,
+    },
     PreVoteReply {
         granted: bool,
     },
     /// Vote request. `transfer`: sent after the leader's `TimeoutNow` (planned hand-over), so
     /// voters disregard their promise to the leader (thesis §3.10). Leases do not depend on
     /// the leader, so a hand-over revokes none.
-    Vote { transfer: bool, version: u64 },
+    Vote {
+        transfer: bool,
+        version: u64,
+    },
     /// `ack_seq` works like an `Ack`'s; `report` tells the candidate what this host can
     /// announce and which IPs it holds (a new leader keeps current holders).
     VoteReply {

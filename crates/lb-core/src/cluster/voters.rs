@@ -112,8 +112,10 @@ pub fn change(current: &Voters, new: &Voters) -> Result<Option<Change>, VoterCha
             });
         }
     }
-    let added: Vec<(&String, &SocketAddr)> =
-        new.iter().filter(|(n, _)| !current.contains_key(*n)).collect();
+    let added: Vec<(&String, &SocketAddr)> = new
+        .iter()
+        .filter(|(n, _)| !current.contains_key(*n))
+        .collect();
     let removed: Vec<&String> = current.keys().filter(|n| !new.contains_key(*n)).collect();
     match (added.as_slice(), removed.as_slice()) {
         ([], []) => Ok(None),
@@ -268,7 +270,10 @@ mod change_tests {
                 ips().into_iter().map(|ip| (ip, ip.to_string())).collect();
             let out = n.step(self.now, Input::DesiredIps(d));
             self.carry(me, out);
-            let out = n.step(self.now, Input::LocalEligibility(ips().into_iter().collect()));
+            let out = n.step(
+                self.now,
+                Input::LocalEligibility(ips().into_iter().collect()),
+            );
             self.nodes.insert(me.to_owned(), n);
             self.carry(me, out);
         }
@@ -348,7 +353,10 @@ mod change_tests {
         }
 
         fn when(&self, f: impl Fn(&Output) -> bool) -> Option<Instant> {
-            self.outputs.iter().find(|(_, _, o)| f(o)).map(|(t, _, _)| *t)
+            self.outputs
+                .iter()
+                .find(|(_, _, o)| f(o))
+                .map(|(t, _, _)| *t)
         }
     }
 
@@ -359,7 +367,11 @@ mod change_tests {
         }
         net.run(Duration::from_secs(3));
         assert!(net.leader().is_some());
-        assert_eq!(net.held().len(), ips().len(), "every IP held once warmed up");
+        assert_eq!(
+            net.held().len(),
+            ips().len(),
+            "every IP held once warmed up"
+        );
         net
     }
 
@@ -385,19 +397,29 @@ mod change_tests {
             net.input(n, Input::ProposeVoters(list(&["a", "b", "d"])));
         }
         net.run(Duration::from_secs(2));
-        assert!(net.versions().values().all(|v| *v == 2), "{:?}", net.versions());
+        assert!(
+            net.versions().values().all(|v| *v == 2),
+            "{:?}",
+            net.versions()
+        );
         assert!(!net.nodes["c"].is_voter(), "c was removed");
         assert!(net.nodes["d"].is_voter());
         assert!(net.leader().is_some_and(|l| l != "c"));
-        assert_eq!(net.held().len(), ips().len(), "every IP held after both changes");
+        assert_eq!(
+            net.held().len(),
+            ips().len(),
+            "every IP held after both changes"
+        );
         // The committed set is durable: a restart of a keeps version 2 whatever its file says.
         let hard = net.hard["a"].clone();
         assert_eq!(hard.voters.as_ref().map(|v| v.version), Some(2));
         let (n, out) = Node::new(cfg("a", &["a", "b", "c"]), hard, net.now).expect("node");
         assert_eq!(n.voter_set(), (2, &list(&["a", "b", "d"])));
         assert!(
-            out.iter()
-                .any(|o| matches!(o, Output::VoterProposal(Err(VoterChangeError::MoreThanOne { .. })))),
+            out.iter().any(|o| matches!(
+                o,
+                Output::VoterProposal(Err(VoterChangeError::MoreThanOne { .. }))
+            )),
             "a stale file two changes away is refused: {out:?}"
         );
     }
@@ -434,7 +456,10 @@ mod change_tests {
         let mut net = warm(crate::test_origin());
         net.input("a", Input::ProposeVoters(list(&["a", "d", "e"])));
         assert!(net.outputs.iter().any(|(_, n, o)| n == "a"
-            && matches!(o, Output::VoterProposal(Err(VoterChangeError::MoreThanOne { .. })))));
+            && matches!(
+                o,
+                Output::VoterProposal(Err(VoterChangeError::MoreThanOne { .. }))
+            )));
         net.run(Duration::from_secs(1));
         assert!(net.versions().values().all(|v| *v == 0));
     }
@@ -472,7 +497,10 @@ mod change_tests {
                 _ => None,
             })
             .collect();
-        assert!(!sent.iter().any(|b| matches!(b, Body::Grant(_))), "{sent:?}");
+        assert!(
+            !sent.iter().any(|b| matches!(b, Body::Grant(_))),
+            "{sent:?}"
+        );
         assert!(
             sent.iter()
                 .any(|b| matches!(b, Body::Voters(v) if v.commit && v.version == 1)),
@@ -499,7 +527,8 @@ mod change_tests {
             .find(|n| *n != voter && Some(*n) != net.leader())
             .expect("another");
         // Well after its leader's promise: only the version decides.
-        net.nodes.remove(net.leader().expect("leader").to_owned().as_str());
+        net.nodes
+            .remove(net.leader().expect("leader").to_owned().as_str());
         net.run(Timing::default().election_timeout * 3);
         let term = net.nodes[&voter].term();
         let ask = |version| Input::Received {
@@ -511,7 +540,16 @@ mod change_tests {
         };
         let granted = |out: &[Output]| {
             out.iter().any(|o| {
-                matches!(o, Output::Send { msg: Message { body: Body::PreVoteReply { granted: true }, .. }, .. })
+                matches!(
+                    o,
+                    Output::Send {
+                        msg: Message {
+                            body: Body::PreVoteReply { granted: true },
+                            ..
+                        },
+                        ..
+                    }
+                )
             })
         };
         let now = net.now + Timing::default().election_timeout * 3;

@@ -819,7 +819,10 @@ mod tests {
             )
             .len()
         };
-        assert_eq!(renew(0), 4 + 1 + 1 + 1 + 8 + 8 + 1 + 8 + 16 + 2 + 2 + MAC_LEN);
+        assert_eq!(
+            renew(0),
+            4 + 1 + 1 + 1 + 8 + 8 + 1 + 8 + 16 + 2 + 2 + MAC_LEN
+        );
         assert_eq!(renew(5), renew(0) + 8);
     }
 
