@@ -13,6 +13,7 @@ mod cluster_model;
 mod cluster_model_members;
 mod cluster_model_voters;
 mod cluster_simulation;
+mod cluster_voter_changes;
 mod config_fuzz;
 mod config_validation;
 mod import_corpus;

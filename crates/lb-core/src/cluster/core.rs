@@ -336,8 +336,9 @@ pub struct Node {
     voters: BTreeMap<usize, SocketAddr>,
     /// The voter set, versioned, as persisted (docs/raft-lite.md, "Changing the voter set").
     vs: VoterState,
-    /// This host's own configured voter list when it differs from the committed set by one
-    /// voter (a reload): the leader proposes it.
+    /// This host's own configured voter list (lb.toml, at start or the latest reload): when
+    /// it differs from the committed set by one voter, the leader proposes it (checked again
+    /// after every change, so a file two changes ahead becomes a proposal after the first).
     proposal: Option<Voters>,
     /// Admitted members (not voters) and their addresses: the leader's list, learned from
     /// its `Roster` elsewhere. A voter promises only to voters and these.
@@ -523,6 +524,12 @@ impl Node {
         };
         node.election_deadline = now + node.random_timeout();
         let mut out = Vec::new();
+        if hard.voters.is_none() {
+            // The set this host starts with is recorded before anything is sent: restarted
+            // later with a file that lists a new set, it proposes that rather than taking it
+            // for the running one.
+            node.persist(&mut out);
+        }
         if let Some(p) = proposal {
             node.propose(p, &mut out);
         }
@@ -679,9 +686,7 @@ impl Node {
         HardState {
             term: self.term,
             voted_for: self.voted_for.map(|i| self.names[i].clone()),
-            // Only once the set has changed (or a proposal was accepted): until then the
-            // file is what earlier builds wrote and read.
-            voters: (self.vs.version > 0 || self.vs.accepted.is_some()).then(|| self.vs.clone()),
+            voters: Some(self.vs.clone()),
         }
     }
 
@@ -879,6 +884,15 @@ impl Node {
                 if from != self.names[self.me] {
                     self.on_voters(now, &from, term, v, &mut out);
                 }
+            }
+            Input::Received { from, msg }
+                if self.stale_sender(&msg) && from != self.names[self.me] =>
+            {
+                // A host behind this one's voter set (a voter a change removed that still
+                // campaigns, a holder that missed the commit): it learns the set here.
+                let body = self.voter_set_body(true);
+                let to = self.index_of(&from);
+                self.send(&mut out, to, self.term, body);
             }
             Input::Received { from, msg } => match self.index.get(&from).copied() {
                 Some(f) if f != self.me && self.admitted(f) => {
@@ -1484,14 +1498,7 @@ impl Node {
             Body::Renew(r)
                 if r.version != self.vs.version
                     && r.version != self.vs.version + 1
-                    && self.mutation != Some(Mutation::NoVersionGate) =>
-            {
-                if r.version < self.vs.version {
-                    // A holder left behind: it learns the committed set from any voter.
-                    let body = self.voter_set_body(true);
-                    self.send(out, from, self.term, body);
-                }
-            }
+                    && self.mutation != Some(Mutation::NoVersionGate) => {}
             Body::Renew(r) => {
                 if let Some(ips) = self.voter.renew(now, from, &r)
                     && !ips.is_empty()
@@ -1627,7 +1634,14 @@ impl Node {
     /// heartbeats (and so a map) and listed to the voters, which then promise to them.
     fn on_join(&mut self, now: Instant, name: &str, j: Join, out: &mut Vec<Output>) {
         if self.role != Role::Leader {
-            return; // only the leader admits; the member retries until it hears one
+            // Only the leader admits; the member retries until it hears one. A host joining
+            // with a set this one used before missed a change: any voter teaches it.
+            if j.voters != self.digest && self.vs.used_before(j.voters) && self.is_voter() {
+                let body = self.voter_set_body(true);
+                let to = self.index_of(name);
+                self.send(out, to, self.term, body);
+            }
+            return;
         }
         // During a change a member may be configured with the set before or after it.
         let known_lists = [
@@ -1653,6 +1667,14 @@ impl Node {
         } else {
             None
         };
+        if refuse == Some(Refusal::VoterListDiffers) && self.vs.used_before(j.voters) {
+            // Configured with a set this cluster used before (it missed a change while it
+            // was down): it learns the current one and joins with it.
+            let body = self.voter_set_body(true);
+            let to = self.index_of(name);
+            self.send(out, to, self.term, body);
+            return;
+        }
         if let Some(reason) = refuse {
             out.push(Output::Refused {
                 name: name.to_owned(),
@@ -1757,6 +1779,18 @@ impl Node {
 
     // ---- the voter set (docs/raft-lite.md, "Changing the voter set") ----------------------
 
+    /// A message showing a voter set older than this host's committed one (answered with
+    /// the set, and otherwise ignored: a voter grants no request, and no vote, to a host
+    /// behind its set).
+    fn stale_sender(&self, msg: &Message) -> bool {
+        let shown = match &msg.body {
+            Body::PreVote { version } | Body::Vote { version, .. } => *version,
+            Body::Renew(r) => r.version,
+            _ => return false,
+        };
+        shown < self.vs.version && self.mutation != Some(Mutation::NoVersionGate)
+    }
+
     fn voter_ack(&self) -> VoterAck {
         let (accepted, accepted_digest) = self
             .vs
@@ -1795,10 +1829,7 @@ impl Node {
     /// This host's configured voter list (start or reload).
     fn propose(&mut self, v: Voters, out: &mut Vec<Output>) {
         let r = voters::change(&self.vs.voters, &v);
-        self.proposal = match &r {
-            Ok(Some(_)) => Some(v),
-            _ => None,
-        };
+        self.proposal = (!v.is_empty()).then_some(v);
         out.push(Output::VoterProposal(r));
     }
 
@@ -1860,11 +1891,21 @@ impl Node {
         let was_voter = self.is_voter();
         let own_addr = self.voters.get(&self.me).copied();
         let accepted = self.vs.accepted.take().filter(|a| a.version > version);
+        let mut history = std::mem::take(&mut self.vs.history);
+        for d in [voters::digest(&self.vs.voters), voters::digest(&previous)] {
+            if !history.contains(&d) && d != voters::digest(&set) {
+                history.push(d);
+            }
+        }
+        if history.len() > voters::HISTORY {
+            history.drain(..history.len() - voters::HISTORY);
+        }
         self.vs = VoterState {
             version,
             voters: set.clone(),
             previous,
             accepted,
+            history,
         };
         let mut ix = BTreeMap::new();
         for (n, a) in &set {
@@ -1877,11 +1918,6 @@ impl Node {
         self.digest = voters::digest(&set);
         self.holder
             .set_voters(self.voters.keys().copied().collect());
-        if let Some(p) = self.proposal.take()
-            && matches!(voters::change(&set, &p), Ok(Some(_)))
-        {
-            self.proposal = Some(p);
-        }
         self.persist(out);
         if let Some(l) = &mut self.lead {
             l.change = l.change.take().filter(|(v, _)| *v > version);

@@ -30,9 +30,10 @@ pub use self::message::Message;
 pub struct HardState {
     pub term: u64,
     pub voted_for: Option<String>,
-    /// The voter set once it has been changed at run time (`None`: the configured one,
-    /// version 0). Written only after a change, so an older build still reads the file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The voter set this host uses, versioned (`None`: never recorded, e.g. a host that
+    /// never ran: the configured one is version 0). The driver keeps it in a file of its
+    /// own (`raft-voters.json`), so `raft-state.json` stays what earlier builds read.
+    #[serde(skip)]
     pub voters: Option<voters::VoterState>,
 }
 

@@ -29,7 +29,14 @@ pub struct VoterState {
     /// A proposal this voter accepted and has not seen committed (version k+1).
     #[serde(default)]
     pub accepted: Option<Accepted>,
+    /// Digests of earlier sets this host used (the latest [`HISTORY`]): a host that joins
+    /// with one of them is behind, not misconfigured, and is sent the current set.
+    #[serde(default)]
+    pub history: Vec<u64>,
 }
+
+/// Earlier voter-set digests kept.
+pub const HISTORY: usize = 32;
 
 /// A proposed set a voter accepted: it accepts no other value for this version.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -47,7 +54,13 @@ impl VoterState {
             voters,
             previous: Voters::new(),
             accepted: None,
+            history: Vec::new(),
         }
+    }
+
+    /// Whether `d` is the digest of a set this host used before the current one.
+    pub fn used_before(&self, d: u64) -> bool {
+        self.history.contains(&d)
     }
 }
 
