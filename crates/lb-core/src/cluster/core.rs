@@ -524,17 +524,17 @@ impl Node {
         };
         node.election_deadline = now + node.random_timeout();
         let mut out = Vec::new();
-        if hard.voters.is_none() {
-            // The set this host starts with is recorded before anything is sent: restarted
-            // later with a file that lists a new set, it proposes that rather than taking it
-            // for the running one.
-            node.persist(&mut out);
-        }
         if let Some(p) = proposal {
             node.propose(p, &mut out);
         }
         if nv == 1 && me == 0 && !node.witness {
             node.become_candidate(now, false, &mut out);
+        }
+        if hard.voters.is_none() && !out.iter().any(|o| matches!(o, Output::Persist(_))) {
+            // The set this host starts with is recorded before anything is sent: restarted
+            // later with a file that lists a new set, it proposes that rather than taking it
+            // for the running one.
+            out.insert(0, Output::Persist(node.hard_state()));
         }
         Ok((node, out))
     }
