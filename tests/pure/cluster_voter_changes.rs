@@ -203,7 +203,11 @@ fn run(seed: u64) -> Result<u64, String> {
     if !sim.all_owned_once() {
         return Err(fail(
             &log,
-            Violation("ownership not stable after the change".into()),
+            Violation(format!(
+                "ownership not stable after the change: {:?}\n{}",
+                sim.ips.iter().map(|ip| sim.owners(ip)).collect::<Vec<_>>(),
+                sim.describe()
+            )),
         ));
     }
     Ok(t - healed)

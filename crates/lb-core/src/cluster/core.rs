@@ -1914,6 +1914,12 @@ impl Node {
         for i in ix.keys() {
             self.roster.remove(i);
         }
+        if self.lead.is_none() {
+            // The leader's next list is taken whatever its number: one heard before this
+            // change skipped the hosts that were voters then (a removed voter now joins as
+            // a member, and the list that admits it may already have been heard).
+            self.roster_version = (0, 0);
+        }
         self.voters = ix;
         self.digest = voters::digest(&set);
         self.holder
