@@ -1911,6 +1911,14 @@ impl Node {
         for (n, a) in &set {
             ix.insert(self.index_of(n), *a);
         }
+        // A removed voter stays admitted, as a member at the address it had: it goes on
+        // holding its IPs (its grants now come from the new set) until it leaves.
+        let old = std::mem::take(&mut self.voters);
+        for (i, a) in old {
+            if !ix.contains_key(&i) && i != self.me {
+                self.roster.insert(i, a);
+            }
+        }
         for i in ix.keys() {
             self.roster.remove(i);
         }
@@ -1934,11 +1942,12 @@ impl Node {
             // No longer a voter: it stops voting, campaigning and promising, and joins
             // the leader as a member at the address it had.
             self.my_addr = self.my_addr.or(own_addr);
-            self.lead = None;
-            self.role = Role::Follower;
-            self.leader = None;
             self.votes.clear();
-            self.role_changed(out);
+            if self.lead.take().is_some() || self.role != Role::Follower {
+                self.role = Role::Follower;
+                self.leader = None;
+                self.role_changed(out);
+            }
         }
         out.push(Output::VotersChanged {
             version,
