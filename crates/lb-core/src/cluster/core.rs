@@ -1826,6 +1826,30 @@ impl Node {
         }
     }
 
+    /// A voter whose lb.toml asks for a change tells its leader (each heartbeat, until the
+    /// change is made): the leader accepts it like its own proposal and makes it once the
+    /// last change is fenced, so the reload order does not matter (the leader may be the
+    /// voter being removed, whose file cannot drop itself).
+    fn report_proposal(&mut self, leader: usize, out: &mut Vec<Output>) {
+        if !self.is_voter() || self.vs.accepted.is_some() {
+            return;
+        }
+        let Some(p) = &self.proposal else { return };
+        if !matches!(voters::change(&self.vs.voters, p), Ok(Some(_))) {
+            return;
+        }
+        let list = |v: &Voters| -> Vec<(String, SocketAddr)> {
+            v.iter().map(|(n, a)| (n.clone(), *a)).collect()
+        };
+        let body = Body::Voters(VoterSet {
+            version: self.vs.version + 1,
+            commit: false,
+            voters: list(p),
+            previous: list(&self.vs.voters),
+        });
+        self.send(out, leader, self.term, body);
+    }
+
     /// This host's configured voter list (start or reload).
     fn propose(&mut self, v: Voters, out: &mut Vec<Output>) {
         let r = voters::change(&self.vs.voters, &v);
@@ -2151,6 +2175,7 @@ impl Node {
                     && !back.is_some_and(|v| hb.eligibility_known >= v)
             });
         }
+        self.report_proposal(from, out);
         let ack_seq = self.next_ack();
         let report = (hb.eligibility_known != self.eligibility_version).then(|| self.report());
         let ack = Ack {
