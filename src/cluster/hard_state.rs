@@ -42,10 +42,7 @@ pub const VOTERS_FILE_NAME: &str = "raft-voters.json";
 /// Loads the hard state from `dir`; a missing file is a fresh node (term 0, no vote, the
 /// configured voters).
 pub fn load(dir: &Path) -> Result<HardState, HardStateError> {
-    let mut hs: HardState = match read_json(dir, FILE_NAME)? {
-        Some(h) => h,
-        None => HardState::default(),
-    };
+    let mut hs: HardState = read_json(dir, FILE_NAME)?.unwrap_or_default();
     hs.voters = read_json(dir, VOTERS_FILE_NAME)?;
     Ok(hs)
 }
