@@ -182,6 +182,29 @@ addresses = ["10.0.1.0/24"]
     }
 
     #[test]
+    fn a_new_voter_list_is_handed_to_raft_lite_without_a_restart() {
+        let cluster = |voters: &str| {
+            format!(
+                "[node]\nname = \"n1\"\n[cluster]\nmembers = {{ {voters} }}\nsecret_file = \"/k\"\n{BASE}"
+            )
+        };
+        let three = r#"n1 = "10.0.0.1:7946", n2 = "10.0.0.2:7946", n3 = "10.0.0.3:7946""#;
+        let four = format!(r#"{three}, n4 = "10.0.0.4:7946""#);
+        let running = config(&cluster(three));
+        let plan = Plan::new(&running, config(&cluster(&four)));
+        assert!(!plan.restart_needed, "{}", plan.message());
+        assert_eq!(plan.voters.as_ref().map(|v| v.len()), Some(4));
+        assert_eq!(
+            plan.adopted.cluster, running.cluster,
+            "raft-lite changes it, not the file"
+        );
+        // Another [cluster] key still waits for a restart.
+        let faster = cluster(three).replace("secret_file", "heartbeat = \"40ms\"\nsecret_file");
+        let plan = Plan::new(&running, config(&faster));
+        assert!(plan.restart_needed && plan.voters.is_none());
+    }
+
+    #[test]
     fn a_refusal_names_five_services_and_counts_the_rest() {
         let orphaned: Vec<(ServiceKey, Vec<IpAddr>)> = (0..7)
             .map(|i| {
