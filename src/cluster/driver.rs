@@ -597,6 +597,7 @@ impl driver::Shell<Node> for Shell {
             self.roster_version = node.roster_version();
             self.peers_version = node.peers_version();
             if let Some(t) = &mut self.transport {
+                t.set_open_to_unknown(node.is_voter());
                 t.set_peers(&node.peers());
             }
         }

@@ -252,6 +252,12 @@ impl Transport {
 
     /// The hosts this one sends to, with their addresses (voters and admitted members, as
     /// the core lists them): new ones are added, missing ones no longer sent to.
+    /// A host that became a voter (a voter-set change) hears hosts it does not know yet
+    /// (they ask to join); one that stopped being a voter no longer does.
+    pub fn set_open_to_unknown(&mut self, open: bool) {
+        self.open_to_unknown = open;
+    }
+
     pub fn set_peers(&mut self, peers: &BTreeMap<String, SocketAddr>) {
         for p in self.peers.values_mut() {
             p.addr = None;
