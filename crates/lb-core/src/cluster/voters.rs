@@ -438,6 +438,35 @@ mod change_tests {
     }
 
     #[test]
+    fn a_dead_voter_is_replaced_by_removing_it_first_then_adding_the_new_one() {
+        let mut net = warm(crate::test_origin());
+        // c dies for good (its process is gone; its datagrams with it).
+        net.nodes.remove("c");
+        net.run(Duration::from_secs(1));
+        assert!(
+            net.leader().is_some(),
+            "a and b are a majority of {{a, b, c}}"
+        );
+        for n in ["a", "b"] {
+            net.input(n, Input::ProposeVoters(list(&["a", "b"])));
+        }
+        net.run(Duration::from_secs(1));
+        assert_eq!(net.versions(), BTreeMap::from([("a", 1), ("b", 1)]));
+        assert_eq!(net.held().len(), ips().len(), "c's IPs moved to a and b");
+        net.start("d", &["a", "b", "d"]);
+        for n in ["a", "b"] {
+            net.input(n, Input::ProposeVoters(list(&["a", "b", "d"])));
+        }
+        net.run(Duration::from_secs(2));
+        assert_eq!(
+            net.versions(),
+            BTreeMap::from([("a", 2), ("b", 2), ("d", 2)])
+        );
+        assert!(net.nodes["d"].is_voter());
+        assert_eq!(net.held().len(), ips().len());
+    }
+
+    #[test]
     fn the_next_change_waits_a_lease_and_drift_after_a_majority_of_the_old_set_adopted_the_last() {
         let mut net = warm(crate::test_origin());
         net.start("d", &["a", "b", "c", "d"]);
