@@ -445,6 +445,18 @@ impl ClusterDriver {
         };
         let start = now();
         let (node, first) = Node::new(cfg, hard, start)?;
+        let (version, running) = node.voter_set();
+        if *running != settings.members && settings.members.contains_key(&settings.name) {
+            let list =
+                |v: &BTreeMap<String, SocketAddr>| v.keys().cloned().collect::<Vec<_>>().join(", ");
+            warn!(
+                version,
+                "raft-lite: lb.toml lists the voters {} but the running voter set (version {version}, kept in {}) is {}; `systemctl reload lbd` proposes the file's list when it differs by one voter",
+                list(&settings.members),
+                hard_state::VOTERS_FILE_NAME,
+                list(running)
+            );
+        }
         let transport = if networked {
             let key = settings.key.as_deref().ok_or(DriverError::NoKey)?;
             let addr = settings
@@ -691,7 +703,7 @@ impl driver::Shell<Node> for Shell {
                 Output::VoterProposal(r) => match r {
                     Ok(None) => {}
                     Ok(Some(change)) => info!(
-                        "raft-lite: lb.toml asks to {change}; proposed (the leader makes the change once it has it too)"
+                        "raft-lite: lb.toml asks to {change}; proposed (the leader makes the change; reload every voter with the same list)"
                     ),
                     Err(e) => error!(
                         "raft-lite: voter change refused, keeping the running voter set: {e}"

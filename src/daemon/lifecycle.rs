@@ -100,7 +100,7 @@ impl Daemon {
             match self.ownership.propose_voters(voters) {
                 Ok(None) => {}
                 Ok(Some(change)) => message.push_str(&format!(
-                    "; voters: {change} proposed (it takes effect once the leader has it too: reload every voter)"
+                    "; voters: {change} proposed (the leader makes the change; reload every voter with the same list)"
                 )),
                 Err(e) => {
                     error!("voter change refused, keeping the running voter set: {e}");

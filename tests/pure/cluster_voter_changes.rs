@@ -150,6 +150,12 @@ fn run(seed: u64) -> Result<u64, String> {
     let healed = sim.now;
     // The operator finishes the procedure, waiting for each step as `lbctl cluster` shows.
     while p.step < 2 {
+        // Hosts that were down when the operator reloaded them propose nothing by
+        // themselves (a start does not): the operator reloads again.
+        if p.step > 0 {
+            let file = p.file.clone();
+            reload_all(&mut sim, &file).map_err(|v| fail(&log, v))?;
+        }
         p.advance(&mut sim, &mut log).map_err(|v| fail(&log, v))?;
         if p.step < 2 {
             let t = sim
@@ -172,6 +178,9 @@ fn run(seed: u64) -> Result<u64, String> {
             }
         }
     }
+    // The same for the last step (its reloads may all have gone to hosts that crashed).
+    let file = p.file.clone();
+    reload_all(&mut sim, &file).map_err(|v| fail(&log, v))?;
     let done = sim
         .run_until_cond(healed + 2 * LIVENESS_BOUND, |s| {
             s.all_owned_once() && s.leader().is_some() && all_at(s, 2)

@@ -472,7 +472,6 @@ impl Node {
             .enumerate()
             .map(|(i, a)| (i, *a))
             .collect();
-        let proposal = (configured != vs.voters).then_some(configured);
         let mut node = Node {
             me,
             names,
@@ -523,10 +522,10 @@ impl Node {
             mutation: None,
         };
         node.election_deadline = now + node.random_timeout();
+        // A file that lists other voters than the recorded set proposes nothing by itself
+        // (the shell says so): only a reload does, so a voter restarted with a file not yet
+        // updated cannot undo a change.
         let mut out = Vec::new();
-        if let Some(p) = proposal {
-            node.propose(p, &mut out);
-        }
         if nv == 1 && me == 0 && !node.witness {
             node.become_candidate(now, false, &mut out);
         }
