@@ -873,15 +873,15 @@ impl Node {
                 from,
                 msg:
                     Message {
-                        term,
                         body: Body::Voters(v),
+                        ..
                     },
             } => {
                 // From any host with the key, admitted here or not: a new voter hears the
                 // proposal before it is listed, a host left behind hears the commit from a
                 // voter it does not know yet.
                 if from != self.names[self.me] {
-                    self.on_voters(now, &from, term, v, &mut out);
+                    self.on_voters(now, &from, v, &mut out);
                 }
             }
             Input::Received { from, msg }
@@ -1859,14 +1859,7 @@ impl Node {
     /// A voter set from `from`: a commit any host adopts when newer, or a leader's proposal
     /// a voter of the running set accepts (the first value it hears for that version, made
     /// durable before its next ack says so).
-    fn on_voters(
-        &mut self,
-        now: Instant,
-        from: &str,
-        term: u64,
-        v: VoterSet,
-        out: &mut Vec<Output>,
-    ) {
+    fn on_voters(&mut self, now: Instant, from: &str, v: VoterSet, out: &mut Vec<Output>) {
         let set: Voters = v.voters.into_iter().collect();
         if v.commit {
             if v.version > self.vs.version && !set.is_empty() {
@@ -1886,7 +1879,6 @@ impl Node {
         if v.version != self.vs.version + 1 || !self.is_voter() || previous != self.vs.voters {
             return;
         }
-        let _ = term;
         if self
             .vs
             .accepted
