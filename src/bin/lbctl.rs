@@ -25,6 +25,29 @@ struct Output {
     json: bool,
 }
 
+#[derive(ClapArgs)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ClusterCmd {
+    #[command(flatten)]
+    output: Output,
+    #[command(subcommand)]
+    action: Option<ClusterAction>,
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Forget a member host that stopped for good without a planned stop (a dead machine):
+    /// the leader drops it from the member list at once and moves its IPs, instead of after
+    /// 100 election timeouts. Run it on the leader (root or group adm). Refused for a voter
+    /// (voters change by reload), an unknown name, and a member still alive (stop its lbd:
+    /// a planned stop moves its IPs and has it forgotten). Exit status: 0 removed, 1 refused,
+    /// 3 lbd not running, 4 this host is not the leader (the message names it).
+    Remove {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Summary of the running lbd: readiness, config, cluster, counts.
@@ -35,8 +58,8 @@ enum Command {
     Pools(Output),
     /// BGP sessions.
     Peers(Output),
-    /// raft-lite: term, leader and members.
-    Cluster(Output),
+    /// raft-lite: term, leader and members; `cluster remove NAME` forgets a dead member.
+    Cluster(ClusterCmd),
     /// Make lbd re-read its configuration (root or group adm).
     Reload(Output),
     /// Validate an lb.toml: errors and warnings with file, line and column.
@@ -60,7 +83,11 @@ fn main() -> ExitCode {
         Command::Services(o) => client::run(Query::Services, o.json, bus),
         Command::Pools(o) => client::run(Query::Pools, o.json, bus),
         Command::Peers(o) => client::run(Query::Peers, o.json, bus),
-        Command::Cluster(o) => client::run(Query::Cluster, o.json, bus),
+        Command::Cluster(ClusterCmd {
+            action: Some(ClusterAction::Remove { name }),
+            ..
+        }) => client::remove_member(&name, bus),
+        Command::Cluster(c) => client::run(Query::Cluster, c.output.json, bus),
         Command::Reload(o) => client::run(Query::Reload, o.json, bus),
         Command::CheckConfig { path } => {
             lb::config::check_config_main(&path, &lb::config::Context::from_system())

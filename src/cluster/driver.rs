@@ -25,11 +25,11 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use super::core::{self, ConfigError, Input, Node, Output, Role};
+use super::core::{self, ConfigError, Input, Node, Output, RemoveRefusal, Role};
 use super::hard_state::{self, HardStateError};
 use super::message::Message;
 use super::transport::{self, KeyError, Transport, TransportError, TransportStats};
@@ -40,7 +40,8 @@ use crate::driver;
 
 /// Default bound on a planned leave (the core's contract suggests about 1 s).
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
-/// Views that differ only in members' last-ack times are published at most this often.
+/// Views that differ only in members' last-ack times are published at most this often; so
+/// are the leader's per-member counts (alive, eligible) when nothing else changed.
 const ACK_ONLY_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
 pub use crate::driver::now;
@@ -58,6 +59,9 @@ pub struct ClusterSettings {
     pub address: Option<SocketAddr>,
     /// Bind a socket and admit members even with a single voter (`[cluster] voters`).
     pub members_may_join: bool,
+    /// `[cluster] member_nodes`: members are the Nodes the daemon lists with
+    /// [`ClusterHandle::set_allowed_members`]; until the first list nobody is admitted.
+    pub member_nodes: bool,
     /// The cluster key; `None` only for a cluster of one (which never sends).
     pub key: Option<Vec<u8>>,
     pub timing: Timing,
@@ -86,14 +90,32 @@ impl ClusterSettings {
             name: node.name.clone(),
             witness: node.role == crate::config::Role::Witness,
             members: cluster.members.clone(),
-            address: cluster.address,
+            address: cluster.address.or_else(|| member_nodes_bind(node, cluster)),
             members_may_join: cluster.members_may_join,
+            member_nodes: cluster.member_nodes.is_some(),
             key,
             timing,
             state_dir: node.state_dir.clone(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         })
     }
+}
+
+/// A member under `member_nodes` has no `address`: it binds the port on every address (of
+/// the voters' family) and joins at its Node's InternalIP, which the core learns from the
+/// Node list ([`core::MemberFilter`]).
+fn member_nodes_bind(node: &NodeConfig, cluster: &ClusterConfig) -> Option<SocketAddr> {
+    let m = cluster.member_nodes.as_ref()?;
+    if cluster.members.contains_key(&node.name) {
+        return None;
+    }
+    let v6 = !cluster.members.is_empty() && cluster.members.values().all(|a| a.is_ipv6());
+    let any: IpAddr = if v6 {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    };
+    Some(SocketAddr::new(any, m.port))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,15 +200,55 @@ impl ClusterView {
     }
 
     /// Equal apart from members' `last_ack` (those change with every ack on the leader).
+    /// Compared field by field, without copies: the leader asks after every step (every
+    /// datagram), so with many members a clone of both views was most of its idle CPU.
     fn same_apart_from_ack_times(&self, other: &ClusterView) -> bool {
-        let strip = |v: &ClusterView| {
-            let mut v = v.clone();
-            for m in &mut v.members {
-                m.last_ack = None;
-            }
-            v
+        // Destructured so a new field cannot be forgotten here.
+        let ClusterView {
+            me,
+            role,
+            term,
+            leader,
+            owned,
+            owners,
+            members,
+            standalone,
+            stopped,
+            voters_version,
+            voters,
+        } = self;
+        let same_member = |a: &MemberView, b: &MemberView| {
+            let MemberView {
+                name,
+                addr,
+                voter,
+                alive,
+                last_ack: _,
+                eligible,
+                owns,
+            } = a;
+            *name == b.name
+                && *addr == b.addr
+                && *voter == b.voter
+                && *alive == b.alive
+                && *eligible == b.eligible
+                && *owns == b.owns
         };
-        strip(self) == strip(other)
+        *me == other.me
+            && *role == other.role
+            && *term == other.term
+            && *leader == other.leader
+            && *standalone == other.standalone
+            && *stopped == other.stopped
+            && members.len() == other.members.len()
+            && members
+                .iter()
+                .zip(&other.members)
+                .all(|(a, b)| same_member(a, b))
+            && *owned == other.owned
+            && *owners == other.owners
+            && *voters_version == other.voters_version
+            && *voters == other.voters
     }
 }
 
@@ -207,6 +269,21 @@ enum Command {
     Shutdown,
 }
 
+/// `lbctl cluster remove NAME`, on its way to the core ([`ClusterHandle::remove_member`]).
+struct RemoveCommand {
+    name: String,
+    reply: oneshot::Sender<Result<(), RemoveRefusal>>,
+}
+
+/// Why [`ClusterHandle::remove_member`] did not remove the member.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RemoveError {
+    #[error(transparent)]
+    Refused(#[from] RemoveRefusal),
+    #[error("raft-lite has stopped (lbd is shutting down)")]
+    Stopped,
+}
+
 /// What the daemon tells raft-lite about the layer-2 IPs.
 enum Update {
     Desired(BTreeMap<IpAddr, String>),
@@ -214,6 +291,7 @@ enum Update {
     DesiredChanges(Vec<(IpAddr, Option<String>)>),
     EligibleChanges(Vec<(IpAddr, bool)>),
     Voters(BTreeMap<String, SocketAddr>),
+    AllowedMembers(core::MemberFilter),
 }
 
 impl Update {
@@ -240,7 +318,21 @@ impl Update {
             Update::DesiredChanges(c) => Input::DesiredChanges(c),
             Update::EligibleChanges(c) => Input::EligibilityChanges(c),
             Update::Voters(v) => Input::ProposeVoters(v),
+            Update::AllowedMembers(f) => Input::AllowedMembers(f),
         }
+    }
+}
+
+/// [`ClusterHandle::set_allowed_members`] from another task.
+#[derive(Clone)]
+pub struct AllowedMembersSender(mpsc::UnboundedSender<Update>);
+
+impl AllowedMembersSender {
+    /// See [`ClusterHandle::set_allowed_members`]. False once the driver has stopped.
+    pub fn set(&self, allowed: BTreeMap<String, SocketAddr>) -> bool {
+        self.0
+            .send(Update::AllowedMembers(core::MemberFilter::Only(allowed)))
+            .is_ok()
     }
 }
 
@@ -248,6 +340,7 @@ impl Update {
 pub struct ClusterHandle {
     updates: mpsc::UnboundedSender<Update>,
     cmd: mpsc::Sender<Command>,
+    remove: mpsc::Sender<RemoveCommand>,
     view: watch::Receiver<ClusterView>,
     stats: Option<watch::Receiver<TransportStats>>,
     local_addr: Option<SocketAddr>,
@@ -287,6 +380,21 @@ impl ClusterHandle {
         let _ = self.updates.send(Update::Voters(voters));
     }
 
+    /// A sender of [`set_allowed_members`](Self::set_allowed_members) for another task
+    /// (the Node watch).
+    pub fn allowed_members_sender(&self) -> AllowedMembersSender {
+        AllowedMembersSender(self.updates.clone())
+    }
+
+    /// `member_nodes`: the hosts that may be members (the matching Nodes, each at its
+    /// InternalIP and the configured port). The leader admits and evicts by it; a member
+    /// joins at the address it gives itself.
+    pub fn set_allowed_members(&self, allowed: BTreeMap<String, SocketAddr>) {
+        let _ = self
+            .updates
+            .send(Update::AllowedMembers(core::MemberFilter::Only(allowed)));
+    }
+
     /// The published view; `changed()` on it wakes on every change.
     pub fn view(&self) -> watch::Receiver<ClusterView> {
         self.view.clone()
@@ -317,6 +425,22 @@ impl ClusterHandle {
             Ok(o) => o,
             Err(_) => ShutdownOutcome::TaskFailed,
         }
+    }
+
+    /// `lbctl cluster remove NAME`: on the leader, forgets the member `name` (a host that
+    /// stopped for good) at once and moves its IPs; refused elsewhere and for voters, unknown
+    /// names and members still alive ([`RemoveRefusal`]).
+    pub async fn remove_member(&self, name: &str) -> Result<(), RemoveError> {
+        let (reply, rx) = oneshot::channel();
+        self.remove
+            .send(RemoveCommand {
+                name: name.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| RemoveError::Stopped)?;
+        rx.await.map_err(|_| RemoveError::Stopped)??;
+        Ok(())
     }
 
     /// Stops the task at once, without a planned leave (a crash, for tests and emergencies).
@@ -351,6 +475,9 @@ struct Shell {
     /// An update received while merging a run, to be stepped next.
     held: Option<Update>,
     cmd: mpsc::Receiver<Command>,
+    remove: mpsc::Receiver<RemoveCommand>,
+    /// The reply to the `RemoveMember` input being stepped.
+    remove_reply: Option<oneshot::Sender<Result<(), RemoveRefusal>>>,
     /// Set by a planned leave: the leave is given up (the host stops answering anyway) then.
     leaving_until: Option<Instant>,
     /// How the task ended, once it has.
@@ -360,6 +487,11 @@ struct Shell {
     /// What the ownership log lines last said this host answers for.
     logged_owned: BTreeSet<IpAddr>,
     last_publish: Instant,
+    /// What the last published view was built from, as far as it is cheap to tell: a step
+    /// that changes none of it (most datagrams: renewals, grants, acks) builds no view.
+    last_key: Option<ViewKey>,
+    /// Bumped by every `Output::Leases` (part of [`ViewKey`]).
+    leases_gen: u64,
     /// Elections started and failover durations go here.
     metrics: Option<Metrics>,
     /// The core's member list version the transport's peers were last set from.
@@ -444,7 +576,11 @@ impl ClusterDriver {
             incarnation: boot,
         };
         let start = now();
-        let (node, first) = Node::new(cfg, hard, start)?;
+        let (mut node, mut first) = Node::new(cfg, hard, start)?;
+        if settings.member_nodes {
+            // Nobody is admitted before the Nodes are listed.
+            first.extend(node.step(start, Input::AllowedMembers(core::MemberFilter::Pending)));
+        }
         let (version, running) = node.voter_set();
         if *running != settings.members && settings.members.contains_key(&settings.name) {
             let list =
@@ -488,6 +624,7 @@ impl ClusterDriver {
         let local_addr = transport.as_ref().and_then(|t| t.local_addr().ok());
         let (updates_tx, updates) = mpsc::unbounded_channel();
         let (cmd_tx, cmd) = mpsc::channel(1);
+        let (remove_tx, remove) = mpsc::channel(4);
         let view0 = ClusterView {
             me: settings.name.clone(),
             role: node.role(),
@@ -512,11 +649,15 @@ impl ClusterDriver {
             updates_open: true,
             held: None,
             cmd,
+            remove,
+            remove_reply: None,
             leaving_until: None,
             outcome: None,
             leases: BTreeMap::new(),
             logged_owned: BTreeSet::new(),
             last_publish: start,
+            last_key: None,
+            leases_gen: 0,
             metrics,
             roster_version: node.roster_version(),
             peers_version: node.peers_version(),
@@ -550,6 +691,7 @@ impl ClusterDriver {
         Ok(ClusterHandle {
             updates: updates_tx,
             cmd: cmd_tx,
+            remove: remove_tx,
             view,
             stats,
             local_addr,
@@ -579,6 +721,10 @@ impl driver::Shell<Node> for Shell {
                         return None;
                     }
                 },
+                Some(r) = self.remove.recv(), if leave.is_none() => {
+                    self.remove_reply = Some(r.reply);
+                    return Some(Input::RemoveMember(r.name));
+                }
                 u = self.updates.recv(), if self.updates_open => match u {
                     Some(u) => return Some(self.merge_queued(u).into_input()),
                     None => self.updates_open = false,
@@ -619,6 +765,7 @@ impl driver::Shell<Node> for Shell {
             match o {
                 Output::Leases(leases) => {
                     self.leases = leases;
+                    self.leases_gen += 1;
                     self.log_ownership(node, now);
                     self.publish(node, now, false, false);
                 }
@@ -669,7 +816,18 @@ impl driver::Shell<Node> for Shell {
                     info!(member = %name, %addr, "raft-lite: admitted member {name} at {addr}");
                 }
                 Output::Forgotten { name } => {
-                    info!(member = %name, "raft-lite: forgot member {name} (left, or silent too long)");
+                    info!(member = %name, "raft-lite: forgot member {name} (left, silent too long, removed, or no longer a member Node)");
+                }
+                Output::RemoveDone { name, result } => {
+                    match &result {
+                        Ok(()) => {
+                            info!(member = %name, "raft-lite: removed member {name} (lbctl cluster remove); its IPs move")
+                        }
+                        Err(e) => warn!(member = %name, "raft-lite: not removing {name}: {e}"),
+                    }
+                    if let Some(reply) = self.remove_reply.take() {
+                        let _ = reply.send(result);
+                    }
                 }
                 Output::Refused { name, reason } => {
                     let due = self.refusals_logged.get(&name).is_none_or(|t| {
@@ -772,6 +930,10 @@ impl Shell {
 
     fn build_view(&self, node: &Node, now: Instant, stopped: bool) -> ClusterView {
         let status = node.status(now);
+        // A member under `member_nodes` has no address before its Node is listed: show the
+        // port it listens on.
+        let bound = self.transport.as_ref().and_then(|t| t.local_addr().ok());
+        let me = status.me.clone();
         let owned = if stopped {
             BTreeMap::new()
         } else {
@@ -791,6 +953,7 @@ impl Shell {
                     addr: m
                         .addr
                         .or_else(|| self.members.get(&m.name).copied())
+                        .or(bound.filter(|_| m.name == me))
                         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
                     voter: m.voter,
                     name: m.name,
@@ -808,9 +971,26 @@ impl Shell {
     }
 
     fn publish(&mut self, node: &Node, now: Instant, stopped: bool, force: bool) {
-        let v = self.build_view(node, now, stopped);
         let ack_refresh =
             now.saturating_duration_since(self.last_publish) >= ACK_ONLY_PUBLISH_INTERVAL;
+        // Building the view clones the leader's whole map: per datagram that was most of an
+        // idle leader's work (docs/bench/cluster-scale.md). Skip it when nothing it shows
+        // can have changed but the per-member counts, which the refresh catches up.
+        let key = ViewKey {
+            role: node.role(),
+            term: node.term(),
+            leader: node.leader().map(str::to_string),
+            map: node.map_version(),
+            roster: node.roster_version(),
+            desired: node.desired().len(),
+            leases: self.leases_gen,
+            stopped,
+        };
+        if !force && !ack_refresh && self.last_key.as_ref() == Some(&key) {
+            return;
+        }
+        self.last_key = Some(key);
+        let v = self.build_view(node, now, stopped);
         let published = self.view.send_if_modified(|cur| {
             let significant = !cur.same_apart_from_ack_times(&v);
             if force || significant || (ack_refresh && *cur != v) {
@@ -824,6 +1004,20 @@ impl Shell {
             self.last_publish = now;
         }
     }
+}
+
+/// What a published view was built from, as far as it is cheap to compare (see
+/// `Shell::publish`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ViewKey {
+    role: Role,
+    term: u64,
+    leader: Option<String>,
+    map: (u64, u64),
+    roster: (u64, u64),
+    desired: usize,
+    leases: u64,
+    stopped: bool,
 }
 
 /// Carries the transport's drop counters into `lb_cluster_datagrams_dropped_total` as they
@@ -865,6 +1059,7 @@ mod tests {
             members: [("solo".to_owned(), SocketAddr::from(([127, 0, 0, 1], 7946)))].into(),
             address: None,
             members_may_join: false,
+            member_nodes: false,
             key: None,
             timing: Timing::default(),
             state_dir: dir.join("state"),
@@ -943,6 +1138,42 @@ mod tests {
         assert!(v.owned_ips(t + Duration::from_secs(1)).is_empty());
     }
 
+    #[test]
+    fn views_differing_only_in_ack_times_count_as_the_same_others_do_not() {
+        let t = now();
+        let member = |last_ack, owns| MemberView {
+            name: "m".into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            voter: false,
+            alive: true,
+            last_ack,
+            eligible: 2,
+            owns,
+        };
+        let view = |m: MemberView| ClusterView {
+            me: "a".into(),
+            role: Role::Leader,
+            term: 1,
+            leader: Some("a".into()),
+            owned: BTreeMap::new(),
+            owners: [(ip("10.0.0.1"), "m".to_owned())].into(),
+            members: vec![m],
+            standalone: false,
+            stopped: false,
+            voters_version: 0,
+            voters: BTreeMap::new(),
+        };
+        let a = view(member(Some(t), 1));
+        assert!(a.same_apart_from_ack_times(&view(member(None, 1))));
+        assert!(!a.same_apart_from_ack_times(&view(member(Some(t), 0))));
+        let mut b = a.clone();
+        b.owners.clear();
+        assert!(!a.same_apart_from_ack_times(&b));
+        let mut c = a.clone();
+        c.members.push(member(None, 0));
+        assert!(!a.same_apart_from_ack_times(&c));
+    }
+
     #[tokio::test]
     async fn restarted_single_member_keeps_a_term_not_lower() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -993,6 +1224,7 @@ mod tests {
             .into(),
             address: None,
             members_may_join: false,
+            member_nodes: None,
             secret_file: Some(key),
             heartbeat: Duration::from_millis(50),
             election_timeout: Duration::from_millis(300),

@@ -108,7 +108,8 @@ pub enum SendError {
     },
 }
 
-/// Counters of one transport (for metrics and tests).
+/// Counters of one transport (for metrics and tests). Watchers are woken by drops and
+/// errors; `received` and `sent` are read with `borrow()` (they change without a wake-up).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TransportStats {
     /// Datagrams authenticated and handed on.
@@ -329,7 +330,12 @@ impl Transport {
         };
         match self.socket.send_to(&bytes, addr).await {
             Ok(_) => {
-                self.stats.send_modify(|s| s.sent += 1);
+                // Counted without waking the stats' watchers: they wait for drops and errors,
+                // and a wake-up per datagram cost an idle leader a task switch each.
+                self.stats.send_if_modified(|s| {
+                    s.sent += 1;
+                    false
+                });
                 Ok(())
             }
             Err(source) => {
@@ -403,7 +409,10 @@ impl Transport {
         };
         match result {
             Ok(m) => {
-                self.stats.send_modify(|s| s.received += 1);
+                self.stats.send_if_modified(|s| {
+                    s.received += 1;
+                    false
+                });
                 Some(m)
             }
             Err(reason) => {

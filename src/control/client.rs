@@ -5,12 +5,14 @@ use std::process::ExitCode;
 use zbus::proxy::CacheProperties;
 use zbus::{Connection, connection, fdo, proxy};
 
-use super::dbus::ReloadReply;
+use super::dbus::{ReloadReply, RemoveOutcome};
 use super::render;
 use super::state::{ClusterStatus, PeerStatus, PoolStatus, ServiceStatus, Snapshot};
 
 /// Exit status when lbd is not on the bus (LSB "program is not running").
 pub const EXIT_NOT_RUNNING: u8 = 3;
+/// Exit status of `lbctl cluster remove` on a host that does not lead raft-lite.
+pub const EXIT_NOT_LEADER: u8 = 4;
 
 #[proxy(
     interface = "org.lb.Daemon1",
@@ -24,6 +26,7 @@ trait Daemon1 {
     fn get_peers(&self) -> zbus::Result<String>;
     fn get_cluster(&self) -> zbus::Result<String>;
     fn reload(&self) -> zbus::Result<(bool, String)>;
+    fn remove_member(&self, name: &str) -> zbus::Result<(String, String)>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +40,7 @@ pub enum ClientError {
     #[error("lbd is not running (no org.lb.Daemon1 on the system bus)")]
     NotRunning,
     #[error(
-        "permission denied calling {method} (lbd's D-Bus policy lets only root and group adm reload): {detail}"
+        "permission denied calling {method} (lbd's D-Bus policy lets only root and group adm reload or remove members): {detail}"
     )]
     AccessDenied {
         method: &'static str,
@@ -48,6 +51,11 @@ pub enum ClientError {
         method: &'static str,
         #[source]
         source: zbus::Error,
+    },
+    #[error("{method} answered an outcome lbctl does not know: {outcome:?}")]
+    BadOutcome {
+        method: &'static str,
+        outcome: String,
     },
     #[error("{method} returned JSON lbctl does not understand: {source}")]
     BadReply {
@@ -152,6 +160,71 @@ impl Client {
             .await
             .map_err(|e| ClientError::from_call("Reload", e))?;
         Ok(ReloadReply { ok, message })
+    }
+}
+
+impl Client {
+    /// `RemoveMember(name)`: the outcome and the daemon's message.
+    pub async fn remove_member(&self, name: &str) -> Result<(RemoveOutcome, String), ClientError> {
+        let (outcome, message) = self
+            .proxy
+            .remove_member(name)
+            .await
+            .map_err(|e| ClientError::from_call("RemoveMember", e))?;
+        let o = RemoveOutcome::from_label(&outcome).ok_or(ClientError::BadOutcome {
+            method: "RemoveMember",
+            outcome,
+        })?;
+        Ok((o, message))
+    }
+}
+
+/// `lbctl cluster remove NAME`: prints what happened; exit status 0 removed, 1 refused or
+/// failed, 3 lbd not running, [`EXIT_NOT_LEADER`] when this host does not lead.
+pub fn remove_member(name: &str, bus_address: Option<&str>) -> ExitCode {
+    let outcome = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(remove_member_async(name, bus_address)),
+        Err(e) => Outcome {
+            stdout: String::new(),
+            stderr: format!("lbctl: cannot start the async runtime: {e}\n"),
+            code: 1,
+        },
+    };
+    print!("{}", outcome.stdout);
+    eprint!("{}", outcome.stderr);
+    ExitCode::from(outcome.code)
+}
+
+/// What [`remove_member`] prints and its exit status.
+pub async fn remove_member_async(name: &str, bus_address: Option<&str>) -> Outcome {
+    let r = async {
+        let client = Client::connect(bus_address).await?;
+        client.remove_member(name).await
+    }
+    .await;
+    match r {
+        Ok((RemoveOutcome::Removed, message)) => Outcome {
+            stdout: format!("removed {name}: {message}\n"),
+            stderr: String::new(),
+            code: 0,
+        },
+        Ok((o, message)) => Outcome {
+            stdout: String::new(),
+            stderr: format!("lbctl: {name} not removed: {message}\n"),
+            code: if o == RemoveOutcome::NotLeader {
+                EXIT_NOT_LEADER
+            } else {
+                1
+            },
+        },
+        Err(e) => Outcome {
+            stdout: String::new(),
+            stderr: format!("lbctl: {e}\n"),
+            code: e.exit_code(),
+        },
     }
 }
 

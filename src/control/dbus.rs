@@ -12,6 +12,7 @@
 //! | `GetStatus` | method | `→ s` | JSON of the whole [`Snapshot`] |
 //! | `GetServices`, `GetPools`, `GetPeers`, `GetCluster` | method | `→ s` | JSON of that part |
 //! | `Reload` | method | `→ (b ok, s message)` | re-read lb.toml (the daemon decides) |
+//! | `RemoveMember` | method | `s name → (s outcome, s message)` | `lbctl cluster remove`: outcome `removed`, `refused` or `not_leader` |
 //! | `OwnershipChanged` | signal | `(s ip, s owner)` | owner `""`: nobody owns the IP |
 //!
 //! The getters return JSON rather than D-Bus structs: the snapshot is nested and grows with
@@ -21,7 +22,8 @@
 //! `PropertiesChanged` signals.
 //!
 //! Access control is the bus policy (`packaging/dbus/org.lb.Daemon1.conf`): everybody may
-//! read, only root, group `adm` and user `lb` (the unit's `ExecReload`) may call `Reload`.
+//! read, only root, group `adm` and user `lb` (the unit's `ExecReload`) may call `Reload` and
+//! `RemoveMember`.
 
 use std::net::IpAddr;
 
@@ -50,10 +52,58 @@ pub struct ReloadReply {
     pub message: String,
 }
 
+/// A `RemoveMember(name)` call (`lbctl cluster remove NAME`) handed to the daemon, which asks
+/// raft-lite and answers on `reply`.
+#[derive(Debug)]
+pub struct RemoveRequest {
+    pub name: String,
+    pub reply: oneshot::Sender<RemoveReply>,
+}
+
+/// How a `RemoveMember` call ended (the D-Bus `outcome` string).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoveOutcome {
+    /// The leader forgot the member; its IPs move.
+    Removed,
+    /// Not done (a voter, an unknown name, a member still alive, raft-lite stopped).
+    Refused,
+    /// This host does not lead raft-lite: run it on the leader (the message names it).
+    NotLeader,
+}
+
+impl RemoveOutcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            RemoveOutcome::Removed => "removed",
+            RemoveOutcome::Refused => "refused",
+            RemoveOutcome::NotLeader => "not_leader",
+        }
+    }
+
+    pub fn from_label(s: &str) -> Option<Self> {
+        [
+            RemoveOutcome::Removed,
+            RemoveOutcome::Refused,
+            RemoveOutcome::NotLeader,
+        ]
+        .into_iter()
+        .find(|o| o.label() == s)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RemoveReply {
+    pub outcome: RemoveOutcome,
+    pub message: String,
+}
+
 /// The served object. Public only so the generated `Daemon1Signals` trait is nameable.
 pub struct Daemon1 {
     snapshot: watch::Receiver<Snapshot>,
     reload: mpsc::Sender<ReloadRequest>,
+    /// `None`: this lbd takes no member removals (served by [`serve`]).
+    remove: Option<mpsc::Sender<RemoveRequest>>,
 }
 
 impl Daemon1 {
@@ -132,6 +182,28 @@ impl Daemon1 {
         }
     }
 
+    /// `lbctl cluster remove NAME`: `(outcome, message)`, outcome `removed`, `refused` or
+    /// `not_leader` (a refusal is an answer, not a failed call).
+    #[zbus(out_args("outcome", "message"))]
+    async fn remove_member(&self, name: String) -> (String, String) {
+        let refused = |m: &str| (RemoveOutcome::Refused.label().to_owned(), m.to_owned());
+        let Some(remove) = &self.remove else {
+            return refused("this lbd does not take member removals");
+        };
+        let (tx, rx) = oneshot::channel();
+        if remove
+            .send(RemoveRequest { name, reply: tx })
+            .await
+            .is_err()
+        {
+            return refused("lbd is shutting down; nothing removed");
+        }
+        match rx.await {
+            Ok(r) => (r.outcome.label().to_owned(), r.message),
+            Err(_) => refused("lbd dropped the request without answering"),
+        }
+    }
+
     #[zbus(signal)]
     async fn ownership_changed(
         emitter: &SignalEmitter<'_>,
@@ -203,6 +275,16 @@ pub async fn serve(
     snapshot: watch::Receiver<Snapshot>,
     reload: mpsc::Sender<ReloadRequest>,
 ) -> Result<ControlHandle, ControlError> {
+    serve_with_remove(bus_address, snapshot, reload, None).await
+}
+
+/// [`serve`], with `RemoveMember` calls handed to the daemon on `remove`.
+pub async fn serve_with_remove(
+    bus_address: Option<String>,
+    snapshot: watch::Receiver<Snapshot>,
+    reload: mpsc::Sender<ReloadRequest>,
+    remove: Option<mpsc::Sender<RemoveRequest>>,
+) -> Result<ControlHandle, ControlError> {
     let bus = match &bus_address {
         Some(a) => format!("bus at {a}"),
         None => "system bus".to_string(),
@@ -214,6 +296,7 @@ pub async fn serve(
     let daemon = Daemon1 {
         snapshot: snapshot.clone(),
         reload,
+        remove,
     };
     let conn = builder
         .serve_at(OBJECT_PATH, daemon)

@@ -123,6 +123,7 @@ pub const SERIES: &[(&str, &str, &[&str], Option<&str>)] = &[
         None,
     ),
     ("lb_cluster_member_healthy", "gauge", &["member"], None),
+    ("lb_cluster_member_node_waiting", "gauge", &[], None),
     (
         "lb_cluster_member_last_seen_seconds",
         "gauge",
@@ -217,6 +218,7 @@ struct Inner {
     datagrams_dropped: Family<ReasonLabel, Counter>,
     joins_refused: Family<ReasonLabel, Counter>,
     member_healthy: Family<MemberLabel, Gauge>,
+    member_node_waiting: Gauge,
     member_last_seen: Family<MemberLabel, FloatGauge>,
     failover: Histogram,
     reloads: Counter,
@@ -283,6 +285,7 @@ impl Metrics {
             datagrams_dropped: Family::default(),
             joins_refused: Family::default(),
             member_healthy: Family::default(),
+            member_node_waiting: Gauge::default(),
             member_last_seen: Family::default(),
             failover: Histogram::new(FAILOVER_BUCKETS),
             reloads: Counter::default(),
@@ -391,8 +394,13 @@ impl Metrics {
         );
         r.register(
             "lb_cluster_joins_refused",
-            "Number of requests to join that this host, as leader, refused, by reason (voter_name, voter_list_differs, duplicate_address)",
+            "Number of requests to join that this host, as leader, refused, by reason (voter_name, voter_list_differs, duplicate_address, not_a_node, address_not_node_ip)",
             i.joins_refused.clone(),
+        );
+        r.register(
+            "lb_cluster_member_node_waiting",
+            "1 while this host, a member under [cluster] member_nodes, waits for its Kubernetes Node to exist, match the node_selectors and have an InternalIP (it does not ask to join meanwhile)",
+            i.member_node_waiting.clone(),
         );
         r.register(
             "lb_cluster_member_healthy",
@@ -616,6 +624,11 @@ impl Metrics {
     }
 
     /// A host asking to join was refused (leader only).
+    /// `[cluster] member_nodes`: this member waits for its Node (`true`) or has it.
+    pub fn set_member_node_waiting(&self, waiting: bool) {
+        self.inner.member_node_waiting.set(i64::from(waiting));
+    }
+
     pub fn cluster_join_refused(&self, reason: &'static str) {
         self.inner
             .joins_refused

@@ -43,7 +43,10 @@ pub mod offline;
 pub mod render;
 pub mod state;
 
-pub use dbus::{ControlHandle, ReloadReply, ReloadRequest, serve};
+pub use dbus::{
+    ControlHandle, ReloadReply, ReloadRequest, RemoveOutcome, RemoveReply, RemoveRequest, serve,
+    serve_with_remove,
+};
 pub use state::Snapshot;
 
 /// Failures of the daemon-side control surface.

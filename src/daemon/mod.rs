@@ -44,7 +44,7 @@ use crate::alloc::PoolStats;
 use crate::bgp::speaker::{PeerSnapshot, SpeakerHandle};
 use crate::config::{Config, Context};
 use crate::control::state::{ClusterRole, ReloadResult};
-use crate::control::{self, ReloadRequest, Snapshot, http, metrics::Metrics};
+use crate::control::{self, ReloadRequest, RemoveRequest, Snapshot, http, metrics::Metrics};
 use crate::controller::{self, Controller};
 use crate::kube::watch::KubeUpdate;
 use crate::kube::writer::WriterHandle;
@@ -82,6 +82,26 @@ fn unix_now() -> u64 {
 
 pub use start::main;
 
+/// What `lbctl cluster remove` is told.
+fn remove_reply(r: Result<(), crate::cluster::driver::RemoveError>) -> control::RemoveReply {
+    use crate::cluster::core::RemoveRefusal;
+    use crate::cluster::driver::RemoveError;
+    let outcome = match &r {
+        Ok(()) => control::RemoveOutcome::Removed,
+        Err(RemoveError::Refused(RemoveRefusal::NotLeader(_) | RemoveRefusal::NoLeader)) => {
+            control::RemoveOutcome::NotLeader
+        }
+        Err(_) => control::RemoveOutcome::Refused,
+    };
+    control::RemoveReply {
+        outcome,
+        message: match r {
+            Ok(()) => "forgotten; its IPs move to other hosts".to_owned(),
+            Err(e) => e.to_string(),
+        },
+    }
+}
+
 struct Daemon {
     config_path: PathBuf,
     ctx: Context,
@@ -104,6 +124,8 @@ struct Daemon {
     snapshot: watch::Sender<Snapshot>,
     reload_rx: mpsc::Receiver<ReloadRequest>,
     _reload_tx: mpsc::Sender<ReloadRequest>,
+    /// `lbctl cluster remove NAME` calls (D-Bus `RemoveMember`).
+    remove_rx: mpsc::Receiver<RemoveRequest>,
     bus: Option<control::ControlHandle>,
     metrics: Metrics,
     liveness: http::Liveness,
@@ -180,6 +202,10 @@ impl Daemon {
                 }
                 Some(req) = self.reload_rx.recv() => {
                     let reply = self.reload_notifying().await;
+                    let _ = req.reply.send(reply);
+                }
+                Some(req) = self.remove_rx.recv() => {
+                    let reply = remove_reply(self.ownership.remove_member(&req.name).await);
                     let _ = req.reply.send(reply);
                 }
                 Some(sig) = signals.next() => match sig {

@@ -10,7 +10,8 @@ use tracing::{info, warn};
 
 use crate::cluster::core::Role as CoreRole;
 use crate::cluster::driver::{
-    self, ClusterDriver, ClusterHandle, ClusterSettings, ClusterView, DriverError, ShutdownOutcome,
+    self, ClusterDriver, ClusterHandle, ClusterSettings, ClusterView, DriverError, RemoveError,
+    ShutdownOutcome,
 };
 use crate::config::{Config, Role};
 use crate::control::metrics::Metrics;
@@ -43,6 +44,11 @@ impl Ownership {
             handle: Some(handle),
             view,
         })
+    }
+
+    /// For the Node watch of `[cluster] member_nodes` (none after a shutdown).
+    pub fn allowed_members_sender(&self) -> Option<driver::AllowedMembersSender> {
+        self.handle.as_ref().map(|h| h.allowed_members_sender())
     }
 
     pub fn set_desired(&self, desired: BTreeMap<IpAddr, String>) {
@@ -168,6 +174,14 @@ impl Ownership {
                 }
             }))
             .collect()
+    }
+
+    /// `lbctl cluster remove NAME` ([`ClusterHandle::remove_member`]).
+    pub async fn remove_member(&self, name: &str) -> Result<(), RemoveError> {
+        match &self.handle {
+            Some(h) => h.remove_member(name).await,
+            None => Err(RemoveError::Stopped),
+        }
     }
 
     /// A reload's `[cluster] voters`: nothing when it is the running set, one voter added or

@@ -93,6 +93,7 @@ impl Daemon {
         let (kube_tx, kube_rx) = mpsc::channel::<KubeUpdate>(1024);
         let mut writer = None;
         let mut namespaces_later = None;
+        let mut member_nodes_client = None;
         if let Some(k) = &config.kubernetes {
             let (client, id) = crate::kube::client::connect(&k.kubeconfig)
                 .await
@@ -104,6 +105,9 @@ impl Daemon {
                 kube_tx.clone(),
             ));
             namespaces_later = Some((client.clone(), kube_tx.clone()));
+            if config.cluster.member_nodes.is_some() {
+                member_nodes_client = Some(client.clone());
+            }
             writer = Some(writer::spawn(
                 crate::kube::status::StatusWriter::new(client, &config.node.name),
                 Limits {
@@ -136,6 +140,22 @@ impl Daemon {
         let ownership = Ownership::start(&config, metrics.clone())
             .await
             .map_err(|e| e.to_string())?;
+        // `[cluster] member_nodes`: the Nodes say who may be a member (and where).
+        if let (Some(client), Some(spec), Some(sink)) = (
+            member_nodes_client,
+            config.cluster.member_nodes.clone(),
+            ownership.allowed_members_sender(),
+        ) {
+            info!("[cluster] member_nodes: watching Nodes for raft-lite members");
+            tokio::spawn(crate::kube::members::watch_member_nodes(
+                client,
+                spec,
+                config.node.name.clone(),
+                config.cluster.members.contains_key(&config.node.name),
+                sink,
+                metrics.clone(),
+            ));
+        }
 
         let (snapshot, snap_rx) = watch::channel(Snapshot::starting(
             &config.node.name,
@@ -143,7 +163,15 @@ impl Daemon {
             unix_now(),
         ));
         let (reload_tx, reload_rx) = mpsc::channel(4);
-        let bus = match control::serve(None, snap_rx.clone(), reload_tx.clone()).await {
+        let (remove_tx, remove_rx) = mpsc::channel(4);
+        let bus = match control::serve_with_remove(
+            None,
+            snap_rx.clone(),
+            reload_tx.clone(),
+            Some(remove_tx),
+        )
+        .await
+        {
             Ok(b) => Some(b),
             Err(e) => {
                 warn!(error = %e, "D-Bus unavailable: lbctl status will not reach this lbd");
@@ -193,6 +221,7 @@ impl Daemon {
             snapshot,
             reload_rx,
             _reload_tx: reload_tx,
+            remove_rx,
             bus,
             metrics,
             liveness,

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod events;
+pub mod members;
 pub mod status;
 pub mod translate;
 pub mod watch;

@@ -118,7 +118,9 @@ fn object_id<K: Resource>(obj: &K) -> String {
     )
 }
 
-fn watch_stream<K>(client: Client) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send
+pub(super) fn watch_stream<K>(
+    client: Client,
+) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
 {

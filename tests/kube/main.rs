@@ -4,4 +4,6 @@
 
 mod apiserver_kube_rs;
 mod apiserver_kubectl;
+mod apiserver_nodes;
 mod kube_e2e;
+mod member_nodes_e2e;

@@ -10,6 +10,7 @@ mod bfd_lab;
 mod bgp_graceful_restart;
 mod bgp_interop;
 mod chaos_soak;
+mod cluster_grow_lab;
 mod cluster_netns;
 mod guide_lab;
 mod l2_failover_lab;

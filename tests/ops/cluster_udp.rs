@@ -73,6 +73,7 @@ fn settings(
         members: members.clone(),
         address: None,
         members_may_join: false,
+        member_nodes: false,
         key: Some(key.to_vec()),
         timing: Timing::default(),
         state_dir: dir.path().join(name),

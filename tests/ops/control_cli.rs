@@ -96,3 +96,24 @@ fn json_flag_is_accepted_by_every_status_subcommand() {
         );
     }
 }
+
+#[test]
+fn cluster_completes_its_remove_subcommand_and_lbctl_documents_it() {
+    assert_eq!(complete(&["lbctl", "cluster", "re"]), ["remove"]);
+    // A member's name: nothing offered (not `remove` again, no options).
+    let after = complete(&["lbctl", "cluster", "remove", ""]);
+    assert!(after.iter().all(String::is_empty), "{after:?}");
+    let out = Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .args(["cluster", "remove", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && help.contains("<NAME>"), "{help}");
+    assert!(help.contains("Run it on the leader"), "{help}");
+    // `lbctl cluster` alone still takes --json.
+    let out = Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .args(["cluster", "--json", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}

@@ -485,3 +485,46 @@ async fn policy_lets_anyone_read_but_only_root_and_adm_reload() {
     assert_eq!(r.code, 0, "group adm may reload: {}", r.stderr);
     assert_eq!(r.stdout, "reloaded: 1 pool changed\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_lets_only_root_and_adm_remove_members() {
+    assert!(
+        can_switch_users(),
+        "the policy test needs root to run lbctl as nobody"
+    );
+    let bus = Bus::start();
+    let _s = serve(&bus, ok_reply()).await;
+    let plain = nobody("");
+    let plain: Vec<&str> = plain.iter().map(String::as_str).collect();
+    let r = lbctl_as(
+        Some(&plain),
+        &["--bus", &bus.address, "cluster", "remove", "worker-9"],
+    )
+    .await;
+    assert_eq!(
+        r.code, 1,
+        "nobody must not remove: {} {}",
+        r.stdout, r.stderr
+    );
+    assert!(
+        r.stderr
+            .starts_with("lbctl: permission denied calling RemoveMember"),
+        "{}",
+        r.stderr
+    );
+    // Group adm reaches lbd (this test server takes no removals: refused, exit 1).
+    let adm = nobody("4");
+    let adm: Vec<&str> = adm.iter().map(String::as_str).collect();
+    let r = lbctl_as(
+        Some(&adm),
+        &["--bus", &bus.address, "cluster", "remove", "worker-9"],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{} {}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("worker-9 not removed: this lbd does not take member removals"),
+        "{}",
+        r.stderr
+    );
+}

@@ -207,6 +207,7 @@ impl RaftModel {
                 | Output::VotersChanged { .. }
                 | Output::VoterProposal(_)
                 | Output::VotersProposed { .. }
+                | Output::RemoveDone { .. }
                 | Output::Refused { .. } => {}
             }
         }

@@ -9,6 +9,10 @@
 //! at a time, reordering) or lost (`Drop`, budgeted); time advances to the next timer once
 //! nothing is in flight.
 //!
+//! With `remove`, the operator also runs `lbctl cluster remove m` (`Input::RemoveMember` at
+//! every voter; only the leader acts, and only once m is silent) at any moment after m
+//! started: alive, crashed, or cut off by dropped messages.
+//!
 //! Always: one leader per term; never two valid leases on one IP at the same global time; m
 //! holds nothing before some voter lists it as admitted. Sometimes: m is admitted; m holds x;
 //! after m left, c holds x again.
@@ -97,6 +101,9 @@ struct State {
     admitted: bool,
     m_held_x: bool,
     x_back_at_c: bool,
+    /// `lbctl cluster remove m` was run / the leader did it.
+    remove_tried: bool,
+    removed: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -109,6 +116,8 @@ enum Action {
     Join,
     Leave,
     Crash,
+    /// `lbctl cluster remove m`, run at every voter (the leader acts, the others refuse).
+    Remove,
 }
 
 struct MembersModel {
@@ -118,6 +127,8 @@ struct MembersModel {
     max_drops: u8,
     /// Offer per-message delivery (reordering) besides `Flush`.
     reorder: bool,
+    /// Offer [`Action::Remove`].
+    remove: bool,
 }
 
 impl MembersModel {
@@ -159,6 +170,10 @@ impl MembersModel {
                     role: Role::Leader,
                     ..
                 } => s.two_leaders |= *s.leaders.entry(term).or_insert(i) != i,
+                Output::RemoveDone { result: Ok(()), .. } => {
+                    s.removed = true;
+                    s.left = true;
+                }
                 _ => {}
             }
         }
@@ -213,6 +228,8 @@ impl Model for MembersModel {
             admitted: false,
             m_held_x: false,
             x_back_at_c: false,
+            remove_tried: false,
+            removed: false,
         };
         for i in 0..VOTERS {
             self.start(&mut s, i);
@@ -263,6 +280,9 @@ impl Model for MembersModel {
         if s.joined && !s.left && s.m_held_x {
             actions.push(Action::Leave);
             actions.push(Action::Crash);
+        }
+        if self.remove && s.joined && !s.remove_tried {
+            actions.push(Action::Remove);
         }
     }
 
@@ -319,6 +339,13 @@ impl Model for MembersModel {
                 s.nodes[M] = None;
                 s.net.retain(|(_, to, _)| *to != M);
             }
+            Action::Remove => {
+                // Tried once; a refusal (m alive, no leader yet) may be retried later.
+                for i in 0..VOTERS {
+                    self.input(&mut s, i, Input::RemoveMember("m".into()));
+                }
+                s.remove_tried = s.removed;
+            }
         }
         Some(s)
     }
@@ -338,6 +365,11 @@ impl Model for MembersModel {
                 s.x_back_at_c
             }),
         ]
+        .into_iter()
+        .chain(self.remove.then(|| {
+            Property::sometimes("the leader removed the member", |_, s: &State| s.removed)
+        }))
+        .collect()
     }
 }
 
@@ -355,12 +387,34 @@ fn cluster_model_members_join_and_leave_keep_one_holder_per_ip() {
         max_time_us: 2_000_000,
         max_drops: env("LB_MODEL_DROPS", 1) as u8,
         reorder: env("LB_MODEL_REORDER", 0) == 1,
+        remove: false,
     };
     let depth = env("LB_MODEL_DEPTH", 40) as usize;
     let started = Instant::now();
     let checker = model.checker().target_max_depth(depth).spawn_bfs().join();
     println!(
         "members join/leave: depth {depth}: {} states ({} unique), {:.1} s",
+        checker.state_count(),
+        checker.unique_state_count(),
+        started.elapsed().as_secs_f64()
+    );
+    checker.assert_properties();
+}
+
+#[test]
+fn cluster_model_members_removing_the_member_at_any_moment_keeps_one_holder_per_ip() {
+    let model = MembersModel {
+        window_us: env("LB_MODEL_WINDOW_US", 60_000),
+        max_time_us: 2_000_000,
+        max_drops: env("LB_MODEL_DROPS", 1) as u8,
+        reorder: env("LB_MODEL_REORDER", 0) == 1,
+        remove: true,
+    };
+    let depth = env("LB_MODEL_DEPTH", 40) as usize;
+    let started = Instant::now();
+    let checker = model.checker().target_max_depth(depth).spawn_bfs().join();
+    println!(
+        "members join/remove: depth {depth}: {} states ({} unique), {:.1} s",
         checker.state_count(),
         checker.unique_state_count(),
         started.elapsed().as_secs_f64()

@@ -5,8 +5,10 @@
 //! More runs: `LB_SIM_RUNS=20000 cargo test --release --test pure cluster_simulation::`.
 
 use lb::cluster::Timing;
-use lb::cluster::core::Mutation;
+use lb::cluster::core::{Input, Mutation};
 use lb_testkit::cluster_sim::{Sim, SimConfig, Violation};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::time::Duration;
 
 const MS: u64 = 1000;
@@ -388,4 +390,55 @@ fn mutation_check_simulation_catches_a_new_leader_that_maps_before_learning_the_
     });
     let seed = found.expect("the leader-crash check finds the darkened IP");
     println!("hasty map: seed {seed} darkens another host's IP");
+}
+
+/// Every host learns a new Service from its own watch, the leader often first. An IP the
+/// leader places for the first time follows placement for one election timeout as the other
+/// hosts report it eligible (docs/raft-lite.md, step 10, "New IPs spread"), instead of
+/// staying on whichever host reported first — which made a leader's restart move every IP.
+#[test]
+fn new_ips_reported_first_by_the_leader_alone_spread_by_placement() {
+    use lb::cluster::placement::choose_owner;
+    for seed in seeds(20) {
+        let mut sim = settled(seed);
+        let leader = sim.leader().expect("a leader");
+        let fresh: Vec<IpAddr> = (0..8u8)
+            .map(|i| IpAddr::from([10, 10, 101, 10 + i]))
+            .collect();
+        for (i, ip) in fresh.iter().enumerate() {
+            sim.desired.insert(*ip, format!("default/new-{i}"));
+        }
+        let all: BTreeSet<IpAddr> = sim.desired.keys().copied().collect();
+        for h in 0..sim.hosts.len() {
+            sim.input(h, Input::DesiredIps(sim.desired.clone()))
+                .expect("safety");
+        }
+        // The leader's watch is 40 ms ahead of everyone else's.
+        sim.set_eligible(leader, all.clone()).expect("safety");
+        sim.run_until(sim.now + 40 * MS).expect("safety");
+        let leader_alone = fresh.iter().filter(|ip| sim.owners(ip) == [leader]).count();
+        for h in (0..sim.hosts.len()).filter(|h| *h != leader) {
+            sim.set_eligible(h, all.clone()).expect("safety");
+        }
+        let window = sim.cfg.timing.election_timeout.as_micros() as u64;
+        sim.run_until(sim.now + window + 300 * MS).expect("safety");
+        let names: Vec<String> = sim.hosts.iter().map(|h| h.name.clone()).collect();
+        for ip in &fresh {
+            let choice = choose_owner(ip, None, names.iter().map(String::as_str))
+                .expect("a placement choice");
+            let owners: Vec<&str> = sim.owners(ip).iter().map(|h| names[*h].as_str()).collect();
+            assert_eq!(
+                owners,
+                [choice],
+                "seed {seed}: {ip} (first held by the leader alone: {leader_alone} of 8) \
+                 is not on its placement choice\n{}",
+                sim.describe()
+            );
+        }
+        let on_leader = fresh.iter().filter(|ip| sim.owners(ip) == [leader]).count();
+        assert!(
+            on_leader < fresh.len(),
+            "seed {seed}: every new IP stayed on the leader"
+        );
+    }
 }

@@ -46,10 +46,18 @@ pub(crate) struct RawCluster {
     pub members: Option<S<BTreeMap<S<String>, S<String>>>>,
     pub voters: Option<S<BTreeMap<S<String>, S<String>>>>,
     pub address: Option<S<String>>,
+    pub member_nodes: Option<S<RawMemberNodes>>,
     pub secret_file: Option<S<String>>,
     pub heartbeat: Option<S<String>>,
     pub election_timeout: Option<S<String>>,
     pub clock_drift: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMemberNodes {
+    pub node_selectors: Option<Vec<S<RawSelector>>>,
+    pub port: Option<S<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

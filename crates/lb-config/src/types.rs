@@ -77,6 +77,9 @@ pub struct ClusterConfig {
     pub address: Option<SocketAddr>,
     /// Written as `voters`: members may join even a single voter (it binds its socket).
     pub members_may_join: bool,
+    /// `member_nodes`: the members are the Kubernetes Nodes matching its selectors, each at
+    /// its InternalIP and `port` (a member then has no `address` of its own).
+    pub member_nodes: Option<MemberNodes>,
     /// Shared HMAC key; required whenever `[cluster]` is given.
     pub secret_file: Option<PathBuf>,
     pub heartbeat: Duration,
@@ -86,6 +89,15 @@ pub struct ClusterConfig {
     pub clock_drift: Duration,
     /// Derived: 3 × heartbeat. Validated: lease + heartbeat + clock_drift < election_timeout.
     pub lease: Duration,
+}
+
+/// `[cluster] member_nodes`: which Kubernetes Nodes may be members, and their port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberNodes {
+    /// A Node qualifies when any selector matches its labels (none: every Node).
+    pub node_selectors: Vec<NodeSelector>,
+    /// Every member's raft-lite UDP port; its IP is its Node's InternalIP.
+    pub port: u16,
 }
 
 impl ClusterConfig {

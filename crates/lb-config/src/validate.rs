@@ -420,7 +420,11 @@ impl Checker<'_> {
     fn config(&mut self, raw: RawConfig) -> Config {
         let node = self.node(raw.node.as_ref());
         let kubernetes = raw.kubernetes.as_ref().map(|k| self.kubernetes(k));
-        let cluster = self.cluster(raw.cluster.as_ref(), &node);
+        let mut cluster = self.cluster(raw.cluster.as_ref(), &node);
+        cluster.member_nodes = raw
+            .cluster
+            .as_ref()
+            .and_then(|c| self.member_nodes(c, kubernetes.is_some()));
         let layer2 = self.layer2(raw.layer2.unwrap_or_default());
         let aliases = self.aliases(raw.bgp_communities.unwrap_or_default());
         let bgp_peers = self.peers(&raw.bgp_peers);
@@ -801,6 +805,7 @@ impl Checker<'_> {
                 )]),
                 address: None,
                 members_may_join: false,
+                member_nodes: None,
                 secret_file: None,
                 heartbeat: ClusterConfig::DEFAULT_HEARTBEAT,
                 election_timeout: ClusterConfig::DEFAULT_ELECTION_TIMEOUT,
@@ -936,7 +941,12 @@ impl Checker<'_> {
                 }
             }
         };
-        if !hosts.get_ref().is_empty() && self.complete("node") && !listed && c.address.is_none() {
+        if !hosts.get_ref().is_empty()
+            && self.complete("node")
+            && !listed
+            && c.address.is_none()
+            && c.member_nodes.is_none()
+        {
             let expected = if is_voters {
                 "expected [node] name (default: the hostname) to be one of them, or this host's own address = \"IP:PORT\" (a member that does not vote)"
             } else {
@@ -1041,12 +1051,47 @@ impl Checker<'_> {
             members,
             address,
             members_may_join: is_voters,
+            member_nodes: None,
             secret_file,
             heartbeat,
             election_timeout,
             clock_drift,
             lease,
         }
+    }
+
+    /// `[cluster] member_nodes` (issue 14): needs `[kubernetes]` (the Nodes come from it)
+    /// and `voters` (the voters stay explicit); a member then has no `address`.
+    fn member_nodes(&mut self, raw: &S<RawCluster>, kubernetes: bool) -> Option<MemberNodes> {
+        let c = raw.get_ref();
+        let m = c.member_nodes.as_ref()?;
+        if !kubernetes {
+            self.sink.error(
+                m.span(),
+                "member_nodes takes the members from Kubernetes Nodes, but there is no [kubernetes]: expected a [kubernetes] table with a kubeconfig, or the members' own address = \"IP:PORT\" instead",
+            );
+        }
+        if c.voters.is_none() {
+            self.sink.error(
+                m.span(),
+                "member_nodes needs voters: expected voters = { a = \"10.10.100.3:7946\", ... } (the voters stay explicit; with members every host is listed and votes)",
+            );
+        }
+        if let Some(a) = &c.address {
+            self.sink.error(
+                a.span(),
+                "address and member_nodes exclude each other: with member_nodes a member's address is its Node's InternalIP and the member_nodes port; expected no address",
+            );
+        }
+        let node_selectors = self.selectors(m.get_ref().node_selectors.as_ref());
+        let port = match &m.get_ref().port {
+            Some(p) => self.int::<u16>("member_nodes port", p, 1, 65535)?,
+            None => ClusterConfig::DEFAULT_PORT,
+        };
+        Some(MemberNodes {
+            node_selectors,
+            port,
+        })
     }
 
     // ---- [layer2], [bgp_communities] ------------------------------------------------------

@@ -200,7 +200,8 @@ impl Sim {
         sim
     }
 
-    fn addr(i: usize) -> SocketAddr {
+    /// Host `i`'s raft-lite address (a member joins at it).
+    pub fn addr(i: usize) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 7946 + i as u16))
     }
 
@@ -364,7 +365,8 @@ impl Sim {
                 | Output::Forgotten { .. }
                 | Output::VotersChanged { .. }
                 | Output::VoterProposal(_)
-                | Output::VotersProposed { .. } => {}
+                | Output::VotersProposed { .. }
+                | Output::RemoveDone { .. } => {}
             }
         }
         Ok(())

@@ -27,6 +27,7 @@ pub mod chaos;
 pub mod cluster_sim;
 pub mod dbus;
 pub mod examples;
+pub mod grow;
 pub mod guide;
 pub mod kubelab;
 pub mod l2cluster;

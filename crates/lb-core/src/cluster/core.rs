@@ -106,6 +106,33 @@ pub enum Input {
     /// This host's configured voter list (a reload): when it differs from the running set
     /// by one voter, a proposal the leader (once it has it too) makes the next version.
     ProposeVoters(Voters),
+    /// Which hosts may be members besides the voters (`[cluster] member_nodes`: the
+    /// Kubernetes Nodes matching its selectors, at their InternalIP). Default
+    /// [`MemberFilter::Anyone`].
+    AllowedMembers(MemberFilter),
+    /// `lbctl cluster remove NAME`: the leader forgets the member `NAME` (a host that stopped
+    /// for good without a planned leave) at once, instead of after
+    /// [`FORGET_AFTER_ELECTION_TIMEOUTS`]. Answered by [`Output::RemoveDone`].
+    RemoveMember(String),
+}
+
+/// Which hosts may be admitted as members (the voters are fixed and always in).
+///
+/// The leader admits a `Join` only from a host the filter lists, at exactly the address it
+/// lists, and evicts an admitted member the filter stops listing (or lists at another
+/// address): its IPs move at once (it is no candidate any more), and it is forgotten once
+/// it acknowledged that map holding nothing, or one lease + drift later at the latest. A
+/// member asks to join only at the address the filter gives for itself.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub enum MemberFilter {
+    /// Any host with the key at any address (no `member_nodes`).
+    #[default]
+    Anyone,
+    /// Not known yet (the Nodes have not been listed): nobody is admitted, nobody evicted,
+    /// and a member does not ask to join.
+    Pending,
+    /// Only these hosts, each at exactly this address.
+    Only(BTreeMap<String, SocketAddr>),
 }
 
 /// Deliberately broken variants of the protocol, for the mutation checks only
@@ -132,6 +159,25 @@ pub enum Mutation {
     NoVersionGate,
 }
 
+/// Why `lbctl cluster remove NAME` ([`Input::RemoveMember`]) was not done.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum RemoveRefusal {
+    #[error("this host does not lead raft-lite; run `lbctl cluster remove` on the leader, {0}")]
+    NotLeader(String),
+    #[error("this host does not lead raft-lite and knows no leader now; try again in a moment")]
+    NoLeader,
+    #[error(
+        "{0} is a voter: voters change by editing [cluster] voters on every host and reloading, one voter at a time"
+    )]
+    Voter(String),
+    #[error("no member named {0} (`lbctl cluster` lists them)")]
+    Unknown(String),
+    #[error(
+        "{name} is alive (its last ack arrived {ago_ms} ms ago): stop lbd on it first (`systemctl disable --now lbd`), which moves its IPs and has it forgotten"
+    )]
+    Alive { name: String, ago_ms: u64 },
+}
+
 /// Why the leader did not admit a host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum Refusal {
@@ -141,6 +187,10 @@ pub enum Refusal {
     VoterListDiffers,
     #[error("its address is already another host's")]
     DuplicateAddress,
+    #[error("it is not a Kubernetes Node matching [cluster] member_nodes")]
+    NotANode,
+    #[error("its address is not its Node's InternalIP and the member_nodes port")]
+    AddressNotNodeIp,
 }
 
 impl Refusal {
@@ -150,6 +200,8 @@ impl Refusal {
             Refusal::VoterName => "voter_name",
             Refusal::VoterListDiffers => "voter_list_differs",
             Refusal::DuplicateAddress => "duplicate_address",
+            Refusal::NotANode => "not_a_node",
+            Refusal::AddressNotNodeIp => "address_not_node_ip",
         }
     }
 }
@@ -189,6 +241,12 @@ pub enum Output {
     /// Leader: a member was forgotten (it left, or was silent too long).
     Forgotten {
         name: String,
+    },
+    /// The answer to [`Input::RemoveMember`]: `Ok` when the leader forgot the member (an
+    /// [`Output::Forgotten`] precedes it; its IPs move in the same step).
+    RemoveDone {
+        name: String,
+        result: Result<(), RemoveRefusal>,
     },
     /// Leader: a host asked to join and was refused.
     Refused {
@@ -285,6 +343,23 @@ struct Peer {
     /// Its latest voter-set report, and when it first reported that committed version.
     voters: VoterAck,
     voters_since: Option<Instant>,
+    /// A member the [`MemberFilter`] stopped listing: since when (forgotten once its IPs
+    /// moved, lease + drift later at the latest).
+    evicted_at: Option<Instant>,
+}
+
+/// A value that only saves work: equal and hashed alike whatever it holds, so two nodes that
+/// differ only in it are the same state (the model checks compare states).
+#[derive(Clone, Debug, Default)]
+struct Memo<T>(T);
+impl<T> PartialEq for Memo<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl<T> Eq for Memo<T> {}
+impl<T> std::hash::Hash for Memo<T> {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -302,7 +377,8 @@ struct Leadership {
     /// Heartbeat rounds until the member list is sent to every voter again.
     roster_refresh_in: u64,
     /// Members just admitted: once they report, the IPs whose placement choice they are
-    /// move to them (a planned move each), so a cluster that grows stays balanced.
+    /// move to them (a planned move each), so a cluster that grows stays balanced. Kept
+    /// until the member reported something it can announce and one election timeout passed.
     rebalance: BTreeSet<usize>,
     /// IPs this leader placed for the first time (no host held them) and when. Each host
     /// learns a new Service from its own watch and reports it eligible a moment later;
@@ -313,6 +389,10 @@ struct Leadership {
     change: Option<(u64, Voters)>,
     /// Since when this leader uses its committed voter set (its election, or its commit).
     version_since: Instant,
+    /// The inputs of the last complete `reconcile` (`Node::map_inputs`, the candidates): a
+    /// step that changes neither (most acks and renewals) leaves the map as it is, so it is
+    /// not recomputed — O(IPs × hosts) per datagram was most of an idle leader's work.
+    reconciled: Memo<Option<(u64, Vec<bool>)>>,
 }
 
 /// This host's part of the latest map it knows (from its leader, or its own as leader).
@@ -347,8 +427,10 @@ pub struct Node {
     roster_version: (u64, u64),
     /// [`voters::digest`] of the committed voters.
     digest: u64,
-    /// A member's own address (sent in `Join`).
+    /// A member's own address (sent in `Join`, unless `filter` gives another).
     my_addr: Option<SocketAddr>,
+    /// Which hosts may be members ([`Input::AllowedMembers`]).
+    filter: MemberFilter,
     next_join: Instant,
     witness: bool,
     timing: Timing,
@@ -394,6 +476,9 @@ pub struct Node {
     last_leases: BTreeMap<IpAddr, Instant>,
     /// A deliberately broken variant (mutation checks only).
     mutation: Option<Mutation>,
+    /// Bumped whenever something the leader's map is computed from changes, apart from time
+    /// (desired IPs, eligibility and holdings reported, the member list).
+    map_inputs: Memo<u64>,
 }
 
 fn majority(n: usize) -> usize {
@@ -483,6 +568,7 @@ impl Node {
             roster: BTreeMap::new(),
             roster_version: (0, 0),
             my_addr: if me >= nv { own_addr } else { None },
+            filter: MemberFilter::Anyone,
             next_join: now,
             witness: cfg.witness,
             timing: t,
@@ -520,6 +606,7 @@ impl Node {
             last_now: now,
             last_leases: BTreeMap::new(),
             mutation: None,
+            map_inputs: Memo(0),
         };
         node.election_deadline = now + node.random_timeout();
         // A file that lists other voters than the recorded set proposes nothing by itself
@@ -792,6 +879,13 @@ impl Node {
 
     pub fn status(&self, now: Instant) -> Status {
         let mut members = Vec::new();
+        // IPs per host in the map, counted once (not once per host: this runs every step).
+        let mut owns: BTreeMap<usize, usize> = BTreeMap::new();
+        if let Some(l) = &self.lead {
+            for o in l.owners.values() {
+                *owns.entry(*o).or_default() += 1;
+            }
+        }
         for i in self.hosts() {
             let name = &self.names[i];
             let mut m = MemberStatus {
@@ -800,7 +894,7 @@ impl Node {
                 addr: if let Some(a) = self.voters.get(&i) {
                     Some(*a)
                 } else if i == self.me {
-                    self.my_addr
+                    self.join_addr()
                 } else {
                     self.roster.get(&i).copied()
                 },
@@ -820,7 +914,7 @@ impl Node {
                 } else {
                     p.eligible.as_ref().map_or(0, |e| e.len())
                 };
-                m.owns = l.owners.values().filter(|o| **o == i).count();
+                m.owns = owns.get(&i).copied().unwrap_or(0);
             }
             members.push(m);
         }
@@ -851,12 +945,13 @@ impl Node {
 
     pub fn step(&mut self, now: Instant, input: Input) -> Vec<Output> {
         let mut out = Vec::new();
+        let before = self.last_now;
         self.last_now = self.last_now.max(now);
         if self.done {
             return out;
         }
         // Renewals, grants and releases change no placement input: the leader need not
-        // recompute the map for them (they are most of the traffic).
+        // recompute the map for them (they are most of the traffic), nor for routine acks.
         let lease_message = matches!(
             &input,
             Input::Received {
@@ -866,7 +961,10 @@ impl Node {
                 },
                 ..
             }
-        );
+        ) || self.routine_ack(now, &input);
+        // Unless a host counted as down since the previous step: the leader's wake-up for
+        // that may come after this step, which takes its place.
+        let lease_message = lease_message && !self.went_down(before, now);
         match input {
             Input::Tick => {}
             Input::Received {
@@ -912,7 +1010,10 @@ impl Node {
                 self.change_eligibility(changes);
             }
             Input::EligibilityChanges(changes) => self.change_eligibility(changes),
-            Input::DesiredIps(d) => self.desired = d,
+            Input::DesiredIps(d) => {
+                self.desired = d;
+                self.map_inputs_changed();
+            }
             Input::DesiredChanges(changes) => {
                 for (ip, name) in changes {
                     match name {
@@ -920,9 +1021,18 @@ impl Node {
                         None => self.desired.remove(&ip),
                     };
                 }
+                self.map_inputs_changed();
             }
             Input::Shutdown => self.shutdown(now, &mut out),
             Input::ProposeVoters(v) => self.propose(v, &mut out),
+            Input::AllowedMembers(f) => {
+                self.filter = f;
+                self.map_inputs_changed();
+            }
+            Input::RemoveMember(name) => {
+                let result = self.remove_member(now, &name, &mut out);
+                out.push(Output::RemoveDone { name, result });
+            }
         }
         if !self.done {
             self.on_timers(now, lease_message, &mut out);
@@ -931,6 +1041,49 @@ impl Node {
         }
         self.emit_leases(&mut out);
         out
+    }
+
+    /// Leader: an ack that changes no placement input either (most acks): from a host that
+    /// was alive and had acked before, not newly leaving, with no report or one of the
+    /// eligibility version the leader has. Its map would come out the same, so it is not
+    /// recomputed (with many members that was most of an idle leader's CPU); other changes
+    /// with time (a young IP's window) are looked at on the next tick, at the latest the next
+    /// heartbeat.
+    fn routine_ack(&self, now: Instant, input: &Input) -> bool {
+        let Input::Received {
+            from,
+            msg: Message {
+                term,
+                body: Body::Ack(a),
+            },
+        } = input
+        else {
+            return false;
+        };
+        let (Some(l), Some(i)) = (&self.lead, self.index.get(from).copied()) else {
+            return false;
+        };
+        let p = &l.peers[i];
+        *term == self.term
+            && self.admitted(i)
+            && p.latest_ack.is_some()
+            && p.eligible.is_some()
+            && self.alive(i, now)
+            && a.leaving == p.leaving
+            && a.report
+                .as_ref()
+                .is_none_or(|r| r.eligibility_version == p.eligibility_version)
+    }
+
+    /// Leader: some host counts as down (silent past lease + drift) at `now` but did not at
+    /// `before`.
+    fn went_down(&self, before: Instant, now: Instant) -> bool {
+        self.lead.is_some()
+            && self
+                .hosts()
+                .into_iter()
+                .filter_map(|h| self.down_at(h))
+                .any(|d| before < d && d <= now)
     }
 
     /// Applies eligibility changes. An IP given up (no longer eligible) while held or assigned
@@ -959,6 +1112,7 @@ impl Node {
         }
         if changed {
             self.eligibility_version = version;
+            self.map_inputs_changed();
         }
     }
 
@@ -970,7 +1124,7 @@ impl Node {
                     if !lease_message {
                         self.forget_members(now, out);
                         self.tend_voters(now, out);
-                        self.reconcile(now);
+                        self.reconcile_if_changed(now);
                     }
                     let due = self.lead.as_ref().is_some_and(|l| now >= l.next_heartbeat);
                     if due {
@@ -1003,7 +1157,7 @@ impl Node {
             }
             if self.joining() && now >= self.next_join {
                 self.next_join = now + self.timing.heartbeat;
-                if let Some(addr) = self.my_addr {
+                if let Some(addr) = self.join_addr() {
                     let body = Body::Join(Join {
                         addr,
                         voters: self.digest,
@@ -1103,6 +1257,7 @@ impl Node {
             }
             self.reported_held = held;
             self.eligibility_version += 1;
+            self.map_inputs_changed();
         }
     }
 
@@ -1593,6 +1748,7 @@ impl Node {
                 p.eligibility_version = r.eligibility_version;
                 p.eligible = Some(r.eligible.into_iter().collect());
                 p.held = r.held.into_iter().collect();
+                self.map_inputs.0 += 1;
             }
         }
         // Members the previous leader admitted (its last list this voter heard) stay
@@ -1615,6 +1771,7 @@ impl Node {
             young: BTreeMap::new(),
             change: None,
             version_since: now,
+            reconciled: Memo(None),
         });
         self.promise_until = self.promise_until.max(now + self.timing.election_timeout);
         self.role_changed(out);
@@ -1656,6 +1813,17 @@ impl Node {
             Some(Refusal::VoterName)
         } else if !known_lists.contains(&Some(j.voters)) {
             Some(Refusal::VoterListDiffers)
+        } else if let Some(r) = match &self.filter {
+            MemberFilter::Anyone => None,
+            // The Nodes are not listed yet: no answer; the host asks again.
+            MemberFilter::Pending => return,
+            MemberFilter::Only(allowed) => match allowed.get(name) {
+                None => Some(Refusal::NotANode),
+                Some(a) if *a != j.addr => Some(Refusal::AddressNotNodeIp),
+                Some(_) => None,
+            },
+        } {
+            Some(r)
         } else if self.voters.values().any(|a| *a == j.addr)
             || self
                 .roster
@@ -1709,6 +1877,7 @@ impl Node {
     /// Leader: a new version of the member list goes to every voter now.
     fn roster_changed(&mut self, out: &mut Vec<Output>) {
         self.roster_version.1 += 1;
+        self.map_inputs_changed();
         self.send_roster(out);
     }
 
@@ -1744,14 +1913,25 @@ impl Node {
     /// silent for [`FORGET_AFTER_ELECTION_TIMEOUTS`]. Their IPs moved long before (a
     /// leaving or silent host is no candidate).
     fn forget_members(&mut self, now: Instant, out: &mut Vec<Output>) {
+        self.evict_unlisted(now);
         let Some(l) = &self.lead else { return };
         let e = self.timing.election_timeout;
+        let evict_bound = self.timing.lease + self.timing.clock_drift;
         let gone: Vec<usize> = self
             .roster
             .keys()
             .copied()
             .filter(|i| {
                 let p = &l.peers[*i];
+                if let Some(since) = p.evicted_at {
+                    // Its IPs moved in the map it acknowledged (it holds none), or its
+                    // leases have lapsed anyway.
+                    let moved = p.acked_epoch >= l.epoch && p.held.is_empty();
+                    let moved = moved && !l.owners.values().any(|o| o == i);
+                    if moved || now >= since + evict_bound {
+                        return true;
+                    }
+                }
                 let seen = p
                     .latest_ack_received
                     .max(p.admitted_at)
@@ -1947,6 +2127,8 @@ impl Node {
         self.digest = voters::digest(&set);
         self.holder
             .set_voters(self.voters.keys().copied().collect());
+        // Who is a voter, and so who may be a candidate, changed: the map is recomputed.
+        self.map_inputs_changed();
         self.persist(out);
         if let Some(l) = &mut self.lead {
             l.change = l.change.take().filter(|(v, _)| *v > version);
@@ -2096,6 +2278,100 @@ impl Node {
         }
     }
 
+    /// Leader: marks the members the [`MemberFilter`] no longer lists at their address
+    /// (their IPs move: they are no candidates), and unmarks those listed again.
+    fn evict_unlisted(&mut self, now: Instant) {
+        let unlisted: Vec<(usize, bool)> = self
+            .roster
+            .keys()
+            .map(|i| (*i, !self.permitted(*i)))
+            .collect();
+        let Some(l) = &mut self.lead else { return };
+        for (i, out) in unlisted {
+            let p = &mut l.peers[i];
+            match (out, p.evicted_at) {
+                (true, None) => p.evicted_at = Some(now),
+                (false, Some(_)) => p.evicted_at = None,
+                _ => {}
+            }
+        }
+    }
+
+    /// May host `i` be a member under the [`MemberFilter`] (voters and this host always)?
+    fn permitted(&self, i: usize) -> bool {
+        if self.votes_(i) || i == self.me {
+            return true;
+        }
+        match &self.filter {
+            MemberFilter::Anyone | MemberFilter::Pending => true,
+            MemberFilter::Only(allowed) => {
+                allowed.get(&self.names[i]).is_some()
+                    && allowed.get(&self.names[i]) == self.roster.get(&i)
+            }
+        }
+    }
+
+    /// The address this member asks to join at: its own, or the one the filter gives it
+    /// (none while the filter is pending or does not list it).
+    fn join_addr(&self) -> Option<SocketAddr> {
+        match &self.filter {
+            MemberFilter::Anyone => self.my_addr,
+            MemberFilter::Pending => None,
+            MemberFilter::Only(allowed) => allowed.get(&self.names[self.me]).copied(),
+        }
+    }
+
+    /// Leader: forgets the member `name` at once (`lbctl cluster remove`): it leaves the
+    /// member list (the voters hear the new list now and act on nothing more from it), is no
+    /// candidate any more, so this step's map moves its IPs. Safe whatever the member does:
+    /// its promises at the voters still run out as before, so no successor gets a majority of
+    /// grants while they last. Refused for a voter, a name not in the list, a member still
+    /// alive (it would only join again), and on any host but the leader.
+    fn remove_member(
+        &mut self,
+        now: Instant,
+        name: &str,
+        out: &mut Vec<Output>,
+    ) -> Result<(), RemoveRefusal> {
+        if self.role != Role::Leader {
+            return Err(match self.leader() {
+                Some(l) => RemoveRefusal::NotLeader(l.to_owned()),
+                None => RemoveRefusal::NoLeader,
+            });
+        }
+        let Some(i) = self.index.get(name).copied() else {
+            return Err(RemoveRefusal::Unknown(name.to_owned()));
+        };
+        if self.votes_(i) {
+            return Err(RemoveRefusal::Voter(name.to_owned()));
+        }
+        if !self.roster.contains_key(&i) {
+            return Err(RemoveRefusal::Unknown(name.to_owned()));
+        }
+        if self.alive(i, now) {
+            let ago_ms = self
+                .lead
+                .as_ref()
+                .and_then(|l| l.peers[i].latest_ack_received)
+                .map_or(0, |t| {
+                    u64::try_from(now.saturating_duration_since(t).as_millis()).unwrap_or(u64::MAX)
+                });
+            return Err(RemoveRefusal::Alive {
+                name: name.to_owned(),
+                ago_ms,
+            });
+        }
+        self.roster.remove(&i);
+        if let Some(l) = &mut self.lead {
+            l.rebalance.remove(&i);
+        }
+        out.push(Output::Forgotten {
+            name: name.to_owned(),
+        });
+        self.roster_changed(out);
+        Ok(())
+    }
+
     /// A granted vote received after this node became leader (same term).
     fn on_late_vote(&mut self, now: Instant, from: usize, ack_seq: u64, report: Option<Report>) {
         let sent = self.vote_sent_at;
@@ -2112,6 +2388,7 @@ impl Node {
             p.eligibility_version = r.eligibility_version;
             p.eligible = Some(r.eligible.into_iter().collect());
             p.held = r.held.into_iter().collect();
+            self.map_inputs.0 += 1;
         }
     }
 
@@ -2336,6 +2613,7 @@ impl Node {
             p.eligibility_version = r.eligibility_version;
             p.eligible = Some(r.eligible.into_iter().collect());
             p.held = r.held.into_iter().collect();
+            self.map_inputs.0 += 1;
         }
     }
 
@@ -2351,7 +2629,11 @@ impl Node {
                     !self.leaving && !self.witness
                 } else {
                     let p = &l.peers[i];
-                    self.admitted(i) && !p.leaving && p.eligible.is_some() && self.alive(i, now)
+                    self.admitted(i)
+                        && self.permitted(i)
+                        && !p.leaving
+                        && p.eligible.is_some()
+                        && self.alive(i, now)
                 }
             })
             .collect()
@@ -2383,8 +2665,29 @@ impl Node {
     /// reports holding the IP (a successor that took over; at the start of a term, whoever
     /// held it under the previous leader), else the announced successor, else the rendezvous
     /// choice. Each IP also gets a successor: the next rendezvous choice.
-    fn reconcile(&mut self, now: Instant) {
+    /// [`Node::reconcile`] unless nothing it reads changed since it last ran to the end: no
+    /// map input, no candidate, no young IP or newly admitted member pending. Skipping it
+    /// then changes nothing: on the same inputs it keeps every holder and successor.
+    fn reconcile_if_changed(&mut self, now: Instant) {
         let Some(l) = &self.lead else { return };
+        let key = (self.map_inputs.0, self.candidates(now));
+        if l.young.is_empty() && l.rebalance.is_empty() && l.reconciled.0.as_ref() == Some(&key) {
+            return;
+        }
+        if self.reconcile(now)
+            && let Some(l) = &mut self.lead
+        {
+            l.reconciled = Memo(Some(key));
+        }
+    }
+
+    fn map_inputs_changed(&mut self) {
+        self.map_inputs.0 += 1;
+    }
+
+    /// Returns whether it ran to the end (not: no leader, or waiting for reports).
+    fn reconcile(&mut self, now: Instant) -> bool {
+        let Some(l) = &self.lead else { return false };
         let cands = self.candidates(now);
         // Shortly after election, wait (one heartbeat) for members to report what they hold:
         // a new leader keeps current holders (docs/raft-lite.md §5).
@@ -2396,7 +2699,7 @@ impl Node {
         if !all_reported && now < l.elected_at + self.timing.heartbeat && !hasty {
             // No map before then: heartbeats carry epoch 0 ("no map yet"), which followers
             // do not apply, so every holder keeps its IPs under the previous map meanwhile.
-            return;
+            return false;
         }
         let ips: BTreeSet<IpAddr> = self
             .desired
@@ -2477,11 +2780,20 @@ impl Node {
         }
         let me = self.me;
         let term = self.term;
-        let Some(l) = &mut self.lead else { return };
-        for i in &rebalance {
-            l.rebalance.remove(i);
-        }
+        let Some(l) = &mut self.lead else {
+            return false;
+        };
         let window = self.timing.election_timeout;
+        for i in &rebalance {
+            // Kept until the member has reported something it can announce (lbd learns its
+            // Services just after it joined: its first report may be empty) and for one
+            // election timeout after admission, so IPs it reports a moment later still move.
+            let p = &l.peers[*i];
+            let reported = p.eligible.as_ref().is_some_and(|e| !e.is_empty());
+            if reported && p.admitted_at.is_none_or(|t| now >= t + window) {
+                l.rebalance.remove(i);
+            }
+        }
         for ip in placed_new {
             l.young.insert(ip, now);
         }
@@ -2516,6 +2828,7 @@ impl Node {
                 (hold.contains(ip) || standby.contains(ip)) && !back.is_some_and(|b| v >= b)
             });
         }
+        true
     }
 
     /// To every voter and admitted member.
@@ -2588,6 +2901,10 @@ impl crate::machine::Machine for Node {
         Input::Tick
     }
 }
+
+#[cfg(test)]
+#[path = "core_members_tests.rs"]
+mod members_tests;
 
 #[cfg(test)]
 mod tests {
@@ -2853,6 +3170,59 @@ mod tests {
         .expect("node");
         n.step(t0, Input::LocalEligibility([ip(), ip2()].into()));
         n
+    }
+
+    /// The addresses in the `Join`s among `out`.
+    fn joins(out: &[Output]) -> Vec<SocketAddr> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    msg:
+                        Message {
+                            body: Body::Join(j),
+                            ..
+                        },
+                    ..
+                } => Some(j.addr),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_member_under_member_nodes_asks_to_join_only_at_its_nodes_address() {
+        let t0 = crate::test_origin();
+        let mut c = cfg("m", &["a", "b", "c"]);
+        // Bound to the port only: its Node gives the IP.
+        c.address = Some(SocketAddr::from(([0, 0, 0, 0], 7950)));
+        let (mut n, _) = Node::new(c, HardState::default(), t0).expect("node");
+        n.step(t0, Input::AllowedMembers(MemberFilter::Pending));
+        let out = n.step(t0 + Duration::from_millis(1), Input::Tick);
+        assert!(joins(&out).is_empty(), "no Node listed yet: no join");
+        let other = SocketAddr::from(([10, 0, 0, 9], 7950));
+        let out = n.step(
+            t0 + Duration::from_millis(100),
+            Input::AllowedMembers(MemberFilter::Only([("x".to_owned(), other)].into())),
+        );
+        assert!(joins(&out).is_empty(), "its Node is not listed: no join");
+        let mine = SocketAddr::from(([10, 0, 0, 7], 7950));
+        let out = n.step(
+            t0 + Duration::from_millis(200),
+            Input::AllowedMembers(MemberFilter::Only([("m".to_owned(), mine)].into())),
+        );
+        assert_eq!(
+            joins(&out),
+            vec![mine; 3],
+            "one Join per voter, at its Node's IP"
+        );
+        assert_eq!(
+            n.status(t0)
+                .members
+                .iter()
+                .find(|m| m.name == "m")
+                .and_then(|m| m.addr),
+            Some(mine)
+        );
     }
 
     fn renew_from(seq: u64, claim: (u64, u64), ips: Vec<IpAddr>, standby: Vec<IpAddr>) -> Body {

@@ -20,7 +20,7 @@ pub mod wire;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use self::core::{Config, Input, Node, Output, Role, Status};
+pub use self::core::{Config, Input, MemberFilter, Node, Output, Role, Status};
 pub use self::message::Message;
 
 /// What raft-lite must remember across a restart (Raft §5.2): stored durably by the driver
