@@ -173,6 +173,10 @@ pub struct ClusterView {
     pub standalone: bool,
     /// The task has ended (planned leave done or timed out, handle dropped): owns nothing.
     pub stopped: bool,
+    /// The committed voter set and its version (0: as configured; docs/raft-lite.md,
+    /// "Changing the voter set").
+    pub voters_version: u64,
+    pub voters: BTreeMap<String, SocketAddr>,
 }
 
 impl ClusterView {
@@ -210,6 +214,8 @@ impl ClusterView {
             members,
             standalone,
             stopped,
+            voters_version,
+            voters,
         } = self;
         let same_member = |a: &MemberView, b: &MemberView| {
             let MemberView {
@@ -241,6 +247,8 @@ impl ClusterView {
                 .all(|(a, b)| same_member(a, b))
             && *owned == other.owned
             && *owners == other.owners
+            && *voters_version == other.voters_version
+            && *voters == other.voters
     }
 }
 
@@ -282,6 +290,7 @@ enum Update {
     Eligible(BTreeSet<IpAddr>),
     DesiredChanges(Vec<(IpAddr, Option<String>)>),
     EligibleChanges(Vec<(IpAddr, bool)>),
+    Voters(BTreeMap<String, SocketAddr>),
     AllowedMembers(core::MemberFilter),
 }
 
@@ -308,6 +317,7 @@ impl Update {
             Update::Eligible(e) => Input::LocalEligibility(e),
             Update::DesiredChanges(c) => Input::DesiredChanges(c),
             Update::EligibleChanges(c) => Input::EligibilityChanges(c),
+            Update::Voters(v) => Input::ProposeVoters(v),
             Update::AllowedMembers(f) => Input::AllowedMembers(f),
         }
     }
@@ -361,6 +371,13 @@ impl ClusterHandle {
         if !changes.is_empty() {
             let _ = self.updates.send(Update::EligibleChanges(changes));
         }
+    }
+
+    /// This host's configured voter list after a reload: one voter added or removed is
+    /// proposed (the leader makes it the next voter set once it is reloaded too); check it
+    /// first with [`lb_core::cluster::voters::change`] against the view's `voters`.
+    pub fn propose_voters(&self, voters: BTreeMap<String, SocketAddr>) {
+        let _ = self.updates.send(Update::Voters(voters));
     }
 
     /// A sender of [`set_allowed_members`](Self::set_allowed_members) for another task
@@ -479,6 +496,8 @@ struct Shell {
     metrics: Option<Metrics>,
     /// The core's member list version the transport's peers were last set from.
     roster_version: (u64, u64),
+    /// The core's voter-set versions (committed, accepted, proposed) likewise.
+    peers_version: (u64, u64, u64),
     /// When a refused join was last logged, per host name (rate limit).
     refusals_logged: BTreeMap<String, Instant>,
 }
@@ -562,6 +581,18 @@ impl ClusterDriver {
             // Nobody is admitted before the Nodes are listed.
             first.extend(node.step(start, Input::AllowedMembers(core::MemberFilter::Pending)));
         }
+        let (version, running) = node.voter_set();
+        if *running != settings.members && settings.members.contains_key(&settings.name) {
+            let list =
+                |v: &BTreeMap<String, SocketAddr>| v.keys().cloned().collect::<Vec<_>>().join(", ");
+            warn!(
+                version,
+                "raft-lite: lb.toml lists the voters {} but the running voter set (version {version}, kept in {}) is {}; `systemctl reload lbd` proposes the file's list when it differs by one voter",
+                list(&settings.members),
+                hard_state::VOTERS_FILE_NAME,
+                list(running)
+            );
+        }
         let transport = if networked {
             let key = settings.key.as_deref().ok_or(DriverError::NoKey)?;
             let addr = settings
@@ -604,6 +635,8 @@ impl ClusterDriver {
             members: Vec::new(),
             standalone: transport.is_none(),
             stopped: false,
+            voters_version: node.voter_set().0,
+            voters: node.voter_set().1.clone(),
         };
         let (view_tx, view) = watch::channel(view0);
         let mut shell = Shell {
@@ -627,6 +660,7 @@ impl ClusterDriver {
             leases_gen: 0,
             metrics,
             roster_version: node.roster_version(),
+            peers_version: node.peers_version(),
             refusals_logged: BTreeMap::new(),
         };
         match local_addr {
@@ -715,9 +749,13 @@ impl driver::Shell<Node> for Shell {
         // The member list first: a heartbeat to a member admitted in this step, or a grant
         // to one the leader just listed, goes to the address the core has for it (never to
         // a datagram's source address).
-        if node.roster_version() != self.roster_version {
+        if node.roster_version() != self.roster_version
+            || node.peers_version() != self.peers_version
+        {
             self.roster_version = node.roster_version();
+            self.peers_version = node.peers_version();
             if let Some(t) = &mut self.transport {
+                t.set_open_to_unknown(node.is_voter());
                 t.set_peers(&node.peers());
             }
         }
@@ -803,6 +841,32 @@ impl driver::Shell<Node> for Shell {
                         m.cluster_join_refused(reason.label());
                     }
                 }
+                Output::VotersChanged {
+                    version,
+                    voters,
+                    removed,
+                } => {
+                    let list = voters.keys().cloned().collect::<Vec<_>>().join(", ");
+                    info!(version, voters = %list, "raft-lite: voter set version {version} is now {list}");
+                    if removed {
+                        warn!(
+                            "raft-lite: this host is no longer a voter; it goes on as a member (set `address` and drop it from voters in lb.toml before the next restart)"
+                        );
+                    }
+                }
+                Output::VotersProposed { version, voters } => {
+                    let list = voters.keys().cloned().collect::<Vec<_>>().join(", ");
+                    info!(version, voters = %list, "raft-lite: proposing voter set version {version}: {list}");
+                }
+                Output::VoterProposal(r) => match r {
+                    Ok(None) => {}
+                    Ok(Some(change)) => info!(
+                        "raft-lite: lb.toml asks to {change}; proposed (the leader makes the change; reload every voter with the same list)"
+                    ),
+                    Err(e) => error!(
+                        "raft-lite: voter change refused, keeping the running voter set: {e}"
+                    ),
+                },
                 Output::Failover { ip, to, took } => {
                     info!(%ip, to = %to, ?took, "failover: {ip} taken over by {to} after its holder went silent");
                     if let Some(m) = &self.metrics {
@@ -901,6 +965,8 @@ impl Shell {
                 .collect(),
             standalone: self.transport.is_none(),
             stopped,
+            voters_version: node.voter_set().0,
+            voters: node.voter_set().1.clone(),
         }
     }
 
@@ -1081,6 +1147,8 @@ mod tests {
             members: vec![],
             standalone: false,
             stopped: false,
+            voters_version: 0,
+            voters: BTreeMap::new(),
         };
         assert!(v.owns(&ip("10.0.0.1"), t));
         assert!(!v.owns(&ip("10.0.0.1"), t + Duration::from_millis(100)));
@@ -1111,6 +1179,8 @@ mod tests {
             members: vec![m],
             standalone: false,
             stopped: false,
+            voters_version: 0,
+            voters: BTreeMap::new(),
         };
         let a = view(member(Some(t), 1));
         assert!(a.same_apart_from_ack_times(&view(member(None, 1))));

@@ -35,27 +35,49 @@ pub enum HardStateError {
 }
 
 pub const FILE_NAME: &str = "raft-state.json";
+/// The voter set, versioned (docs/raft-lite.md, "Changing the voter set"): a file of its
+/// own, so `raft-state.json` keeps the format earlier builds read.
+pub const VOTERS_FILE_NAME: &str = "raft-voters.json";
 
-/// Loads the hard state from `dir`; a missing file is a fresh node (term 0, no vote).
+/// Loads the hard state from `dir`; a missing file is a fresh node (term 0, no vote, the
+/// configured voters).
 pub fn load(dir: &Path) -> Result<HardState, HardStateError> {
-    let path = dir.join(FILE_NAME);
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HardState::default()),
-        Err(source) => return Err(HardStateError::Read { path, source }),
-    };
-    serde_json::from_slice(&bytes).map_err(|e| HardStateError::Corrupt {
-        path,
-        reason: e.to_string(),
-    })
+    let mut hs: HardState = read_json(dir, FILE_NAME)?.unwrap_or_default();
+    hs.voters = read_json(dir, VOTERS_FILE_NAME)?;
+    Ok(hs)
 }
 
-/// Durably replaces the hard state in `dir`.
+fn read_json<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    name: &str,
+) -> Result<Option<T>, HardStateError> {
+    let path = dir.join(name);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(HardStateError::Read { path, source }),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| HardStateError::Corrupt {
+            path,
+            reason: e.to_string(),
+        })
+}
+
+/// Durably replaces the hard state in `dir` (the voter set first, when there is one).
 pub fn store(dir: &Path, state: &HardState) -> Result<(), HardStateError> {
-    let json = serde_json::to_vec(state).map_err(|e| HardStateError::Write {
-        path: dir.join(FILE_NAME),
-        source: std::io::Error::other(e),
-    })?;
+    let enc = |name: &str, r: serde_json::Result<Vec<u8>>| {
+        r.map_err(|e| HardStateError::Write {
+            path: dir.join(name),
+            source: std::io::Error::other(e),
+        })
+    };
+    if let Some(v) = &state.voters {
+        let json = enc(VOTERS_FILE_NAME, serde_json::to_vec(v))?;
+        write_atomic(dir, VOTERS_FILE_NAME, &json)?;
+    }
+    let json = enc(FILE_NAME, serde_json::to_vec(state))?;
     write_atomic(dir, FILE_NAME, &json)
 }
 
@@ -145,16 +167,41 @@ mod tests {
         let s = HardState {
             term: 42,
             voted_for: Some("worker-2".into()),
+            voters: None,
         };
         store(dir.path(), &s).expect("store");
         assert_eq!(load(dir.path()).expect("load"), s);
         let s2 = HardState {
             term: 43,
             voted_for: None,
+            voters: None,
         };
         store(dir.path(), &s2).expect("store again");
         assert_eq!(load(dir.path()).expect("load"), s2);
         assert!(!dir.path().join(format!("{FILE_NAME}.tmp")).exists());
+    }
+
+    #[test]
+    fn the_voter_set_is_kept_in_its_own_file_and_raft_state_keeps_its_old_format() {
+        use lb_core::cluster::voters::VoterState;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut vs = VoterState::configured(
+            [("a".to_owned(), "10.0.0.1:7946".parse().expect("addr"))].into(),
+        );
+        vs.version = 3;
+        let s = HardState {
+            term: 7,
+            voted_for: None,
+            voters: Some(vs),
+        };
+        store(dir.path(), &s).expect("store");
+        assert_eq!(load(dir.path()).expect("load"), s);
+        let state = fs::read_to_string(dir.path().join(FILE_NAME)).expect("read");
+        assert_eq!(
+            state, r#"{"term":7,"voted_for":null}"#,
+            "what earlier builds read"
+        );
+        assert!(dir.path().join(VOTERS_FILE_NAME).exists());
     }
 
     #[test]

@@ -273,6 +273,12 @@ impl Transport {
 
     /// The hosts this one sends to, with their addresses (voters and admitted members, as
     /// the core lists them): new ones are added, missing ones no longer sent to.
+    /// A host that became a voter (a voter-set change) hears hosts it does not know yet
+    /// (they ask to join); one that stopped being a voter no longer does.
+    pub fn set_open_to_unknown(&mut self, open: bool) {
+        self.open_to_unknown = open;
+    }
+
     pub fn set_peers(&mut self, peers: &BTreeMap<String, SocketAddr>) {
         for p in self.peers.values_mut() {
             p.addr = None;
@@ -619,7 +625,7 @@ mod tests {
         junk.send_to(b"hello", pb).expect("send junk");
         let msg = Message {
             term: 3,
-            body: Body::PreVote,
+            body: Body::PreVote { version: 0 },
         };
         a.send("b", &msg).await.expect("send");
         assert_eq!(b.recv().await, ("a".to_owned(), msg));
@@ -652,7 +658,7 @@ mod tests {
         let mut to_b = Sealer::new("a", &pair_key(b"key", "a", "b"), 5).expect("sealer");
         let ok = Message {
             term: 1,
-            body: Body::PreVote,
+            body: Body::PreVote { version: 0 },
         };
         s.send_to(&to_b.seal(&ok).expect("seal"), pb).expect("send");
         assert_eq!(b.recv().await, ("a".to_owned(), ok));
@@ -673,7 +679,7 @@ mod tests {
         // Nobody listens on b's port: ICMP port unreachable comes back to a.
         let msg = Message {
             term: 1,
-            body: Body::PreVote,
+            body: Body::PreVote { version: 0 },
         };
         for _ in 0..5 {
             let _ = a.send("b", &msg).await;

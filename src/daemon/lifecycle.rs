@@ -95,7 +95,19 @@ impl Daemon {
         self.report(out);
         self.loaded_at = unix_now();
         self.stale = true;
-        let message = plan.message();
+        let mut message = plan.message();
+        if let Some(voters) = &plan.voters {
+            match self.ownership.propose_voters(voters) {
+                Ok(None) => {}
+                Ok(Some(change)) => message.push_str(&format!(
+                    "; voters: {change} proposed (the leader makes the change; reload every voter with the same list)"
+                )),
+                Err(e) => {
+                    error!("voter change refused, keeping the running voter set: {e}");
+                    message.push_str(&format!("; voter change refused: {e}"));
+                }
+            }
+        }
         info!(pools_version = self.config.pools.version(), "{message}");
         ReloadReply { ok: true, message }
     }

@@ -129,9 +129,13 @@ impl Ownership {
         let v = self.view.borrow();
         let now = driver::now();
         let leader_view = v.role == CoreRole::Leader;
-        config
-            .cluster
-            .members
+        // The committed voter set (a reload may have changed it since the start).
+        let voters = if v.voters.is_empty() {
+            config.cluster.members.clone()
+        } else {
+            v.voters.clone()
+        };
+        voters
             .iter()
             .map(|(name, addr)| {
                 let m = v.members.iter().find(|m| &m.name == name);
@@ -178,6 +182,21 @@ impl Ownership {
             Some(h) => h.remove_member(name).await,
             None => Err(RemoveError::Stopped),
         }
+    }
+
+    /// A reload's `[cluster] voters`: nothing when it is the running set, one voter added or
+    /// removed is proposed to raft-lite, anything else is refused (the running set stays).
+    pub fn propose_voters(
+        &self,
+        voters: &BTreeMap<String, std::net::SocketAddr>,
+    ) -> Result<Option<crate::cluster::voters::Change>, crate::cluster::voters::VoterChangeError>
+    {
+        let running = self.view.borrow().voters.clone();
+        let r = crate::cluster::voters::change(&running, voters);
+        if let (Ok(Some(_)), Some(h)) = (&r, &self.handle) {
+            h.propose_voters(voters.clone());
+        }
+        r
     }
 
     /// Planned leave: hand leadership and owned IPs over (bounded by the driver's own

@@ -21,6 +21,10 @@ pub struct Plan {
     pub removed_pools: Vec<String>,
     /// A restart-only section differs (said in the reply).
     pub restart_needed: bool,
+    /// `[cluster] voters` differ from the running file's: raft-lite checks the list against
+    /// its running voter set and proposes one voter added or removed (docs/operate.md,
+    /// "Replace a voter"). Nothing else in `[cluster]` changes without a restart.
+    pub voters: Option<std::collections::BTreeMap<String, std::net::SocketAddr>>,
 }
 
 impl Plan {
@@ -33,7 +37,13 @@ impl Plan {
             .filter(|p| !new.pools.iter().any(|n| n.name == p.name))
             .map(|p| p.name.clone())
             .collect();
-        let restart_needed = new.cluster != running.cluster
+        let voters =
+            (new.cluster.members != running.cluster.members).then(|| new.cluster.members.clone());
+        let cluster_rest_differs = crate::config::ClusterConfig {
+            members: running.cluster.members.clone(),
+            ..new.cluster.clone()
+        } != running.cluster;
+        let restart_needed = cluster_rest_differs
             || new.node != running.node
             || new.kubernetes != running.kubernetes
             || new.metrics != running.metrics
@@ -66,6 +76,7 @@ impl Plan {
             peers_changed,
             removed_pools,
             restart_needed,
+            voters,
         }
     }
 
@@ -168,6 +179,29 @@ addresses = ["10.0.1.0/24"]
         assert_eq!(plan.adopted.pools, new.pools);
         assert!(plan.message().contains("pools/services applied"));
         assert!(plan.message().contains("next restart"));
+    }
+
+    #[test]
+    fn a_new_voter_list_is_handed_to_raft_lite_without_a_restart() {
+        let cluster = |voters: &str| {
+            format!(
+                "[node]\nname = \"n1\"\n[cluster]\nmembers = {{ {voters} }}\nsecret_file = \"/k\"\n{BASE}"
+            )
+        };
+        let three = r#"n1 = "10.0.0.1:7946", n2 = "10.0.0.2:7946", n3 = "10.0.0.3:7946""#;
+        let four = format!(r#"{three}, n4 = "10.0.0.4:7946""#);
+        let running = config(&cluster(three));
+        let plan = Plan::new(&running, config(&cluster(&four)));
+        assert!(!plan.restart_needed, "{}", plan.message());
+        assert_eq!(plan.voters.as_ref().map(|v| v.len()), Some(4));
+        assert_eq!(
+            plan.adopted.cluster, running.cluster,
+            "raft-lite changes it, not the file"
+        );
+        // Another [cluster] key still waits for a restart.
+        let faster = cluster(three).replace("secret_file", "heartbeat = \"40ms\"\nsecret_file");
+        let plan = Plan::new(&running, config(&faster));
+        assert!(plan.restart_needed && plan.voters.is_none());
     }
 
     #[test]

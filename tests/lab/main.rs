@@ -19,3 +19,4 @@ mod l2_socket;
 mod lab_selftest;
 mod lbd_lab;
 mod rolling_upgrade;
+mod voter_replace_lab;

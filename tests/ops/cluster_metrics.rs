@@ -201,7 +201,7 @@ fn datagrams_under_a_wrong_key_raise_bad_mac_by_exactly_as_many_as_were_sent() {
     for _ in 0..SENT {
         let msg = Message {
             term: 1,
-            body: Body::PreVote,
+            body: Body::PreVote { version: 0 },
         };
         sock.send_to(&sealer.seal(&msg).unwrap(), to).unwrap();
     }

@@ -204,6 +204,9 @@ impl RaftModel {
                 | Output::Failover { .. }
                 | Output::Admitted { .. }
                 | Output::Forgotten { .. }
+                | Output::VotersChanged { .. }
+                | Output::VoterProposal(_)
+                | Output::VotersProposed { .. }
                 | Output::RemoveDone { .. }
                 | Output::Refused { .. } => {}
             }

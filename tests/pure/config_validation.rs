@@ -1389,11 +1389,19 @@ fn a_member_address_equal_to_a_voters_is_an_error() {
 }
 
 #[test]
-fn an_even_number_of_voters_is_an_error() {
+fn an_even_number_of_voters_is_a_warning_as_in_the_middle_of_replacing_one() {
     let text = format!(
         "[cluster]\nvoters = {{ {MEMBERS3}, worker-4 = \"10.0.0.6:7946\" }}\nsecret_file = \"/k\"\n{POOL}"
     );
-    assert_error(&text, "{ worker-1", &["4 voters", "expected an odd number"]);
+    let checked = valid(&text);
+    assert_eq!(checked.warnings.len(), 1, "{:?}", checked.warnings);
+    let w = &checked.warnings[0];
+    assert!(
+        w.message.contains("4 voters") && w.message.contains("once a voter change is done"),
+        "{}",
+        w.message
+    );
+    assert_eq!((w.line, w.column), position(&text, "{ worker-1"));
 }
 
 #[test]

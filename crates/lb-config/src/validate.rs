@@ -976,10 +976,13 @@ impl Checker<'_> {
                 ),
             );
         } else if is_voters && hosts.get_ref().len() > 2 && hosts.get_ref().len() % 2 == 0 {
-            self.sink.error(
+            // A warning, not an error: an even count is the middle step of replacing a
+            // voter (add the new one, then remove the old, one reload each;
+            // docs/operate.md, "Replace a voter").
+            self.sink.warning(
                 hosts.span(),
                 format!(
-                    "{} voters: an even number tolerates no more failures than one fewer and needs a larger majority; expected an odd number (add a witness, or drop one)",
+                    "{} voters: an even number tolerates no more failures than one fewer and needs a larger majority; expected an odd number once a voter change is done (add a witness, or drop one)",
                     hosts.get_ref().len()
                 ),
             );

@@ -97,6 +97,9 @@ pub struct Sim {
     roster_seen: Vec<(u64, u64)>,
     /// Datagrams sent (before loss), per (from, to).
     pub sent: BTreeMap<(usize, usize), u64>,
+    /// The voters every lb.toml lists now, when a test changes them (`None`: hosts
+    /// `0..cfg.hosts`); a host started or restarted is configured with this list.
+    pub voter_file: Option<Vec<usize>>,
 }
 
 /// One `Output::Failover` as the simulation saw it.
@@ -189,6 +192,7 @@ impl Sim {
             refusals: Vec::new(),
             roster_seen: vec![(0, 0); n],
             sent: BTreeMap::new(),
+            voter_file: None,
         };
         for h in 0..sim.hosts.len() {
             sim.start(h).expect("start");
@@ -202,8 +206,12 @@ impl Sim {
     }
 
     /// The voters (what every host is configured with).
-    fn members(&self) -> Vec<Member> {
-        (0..self.cfg.hosts)
+    pub fn members(&self) -> Vec<Member> {
+        let file: Vec<usize> = match &self.voter_file {
+            Some(f) => f.clone(),
+            None => (0..self.cfg.hosts).collect(),
+        };
+        file.into_iter()
             .map(|i| Member {
                 name: self.hosts[i].name.clone(),
                 addr: Self::addr(i),
@@ -259,7 +267,11 @@ impl Sim {
         let cfg = Config {
             me: self.hosts[h].name.clone(),
             members: voters,
-            address: (!self.hosts[h].voter).then(|| Self::addr(h)),
+            // A host its lb.toml does not list among the voters has its own address (a
+            // member, or a voter a change removed).
+            address: (!self.hosts[h].voter
+                || self.voter_file.as_ref().is_some_and(|f| !f.contains(&h)))
+            .then(|| Self::addr(h)),
             solo: self.hosts.len() == 1,
             witness: self.hosts[h].witness,
             timing: self.cfg.timing,
@@ -351,6 +363,9 @@ impl Sim {
                 | Output::ShutdownComplete
                 | Output::Admitted { .. }
                 | Output::Forgotten { .. }
+                | Output::VotersChanged { .. }
+                | Output::VoterProposal(_)
+                | Output::VotersProposed { .. }
                 | Output::RemoveDone { .. } => {}
             }
         }

@@ -34,9 +34,10 @@ use std::time::{Duration, Instant};
 use super::HardState;
 use super::lease::{self, Attempt, Claim, Freed, Granted};
 use super::message::{
-    Ack, Body, Grant, Heartbeat, Join, Message, Release, Renew, Report, Roster, voters_digest,
+    Ack, Body, Grant, Heartbeat, Join, Message, Release, Renew, Report, Roster, VoterAck, VoterSet,
 };
 use super::placement;
+use super::voters::{self, Accepted, Change, VoterChangeError, VoterState, Voters};
 use super::{Member, Timing};
 
 /// Heartbeat send times a leader remembers (acks older than this no longer extend authority).
@@ -102,6 +103,9 @@ pub enum Input {
     /// Planned leave: release every IP (successors take them over), a leader hands
     /// leadership over (`TimeoutNow`); nobody else's lease is touched.
     Shutdown,
+    /// This host's configured voter list (a reload): when it differs from the running set
+    /// by one voter, a proposal the leader (once it has it too) makes the next version.
+    ProposeVoters(Voters),
     /// Which hosts may be members besides the voters (`[cluster] member_nodes`: the
     /// Kubernetes Nodes matching its selectors, at their InternalIP). Default
     /// [`MemberFilter::Anyone`].
@@ -147,6 +151,12 @@ pub enum Mutation {
     /// A holder counts a grant's lease from when the grant arrived instead of from when it
     /// sent the request (the voter's promise started earlier, so it ends earlier).
     LeaseFromReceipt,
+    /// A leader proposes the next voter set as soon as the last one is committed, without
+    /// waiting until a majority of the set before it adopted it and a lease + drift passed:
+    /// a holder still counting S_{k-1} may overlap one counting S_{k+1}.
+    NoVoterChangeFence,
+    /// A voter grants requests whatever voter-set version they show.
+    NoVersionGate,
 }
 
 /// Why `lbctl cluster remove NAME` ([`Input::RemoveMember`]) was not done.
@@ -260,6 +270,23 @@ pub enum Output {
         to: String,
         took: Duration,
     },
+    /// This host adopted voter set `version` (committed by the leader).
+    VotersChanged {
+        version: u64,
+        voters: Voters,
+        /// This host no longer votes (it was removed): it goes on as a member.
+        removed: bool,
+    },
+    /// What a [`Input::ProposeVoters`] means: `Ok(None)` the running set, `Ok(Some)` a
+    /// change this host now proposes, `Err` not a change the cluster can make (kept as
+    /// running).
+    VoterProposal(Result<Option<Change>, VoterChangeError>),
+    /// Leader: it proposed voter set `version` to the voters (commit follows once a
+    /// majority of the running set accepted it).
+    VotersProposed {
+        version: u64,
+        voters: Voters,
+    },
 }
 
 /// For logs, lbctl and metrics.
@@ -313,6 +340,9 @@ struct Peer {
     heartbeat_now: bool,
     /// A member: when this leader admitted it (or inherited it with the member list).
     admitted_at: Option<Instant>,
+    /// Its latest voter-set report, and when it first reported that committed version.
+    voters: VoterAck,
+    voters_since: Option<Instant>,
     /// A member the [`MemberFilter`] stopped listing: since when (forgotten once its IPs
     /// moved, lease + drift later at the latest).
     evicted_at: Option<Instant>,
@@ -355,6 +385,10 @@ struct Leadership {
     /// for one election timeout such an IP follows placement as reports arrive, instead of
     /// staying with whichever host reported first (often the leader alone).
     young: BTreeMap<IpAddr, Instant>,
+    /// The voter set this leader proposed (version committed + 1), not yet committed.
+    change: Option<(u64, Voters)>,
+    /// Since when this leader uses its committed voter set (its election, or its commit).
+    version_since: Instant,
     /// The inputs of the last complete `reconcile` (`Node::map_inputs`, the candidates): a
     /// step that changes neither (most acks and renewals) leaves the map as it is, so it is
     /// not recomputed — O(IPs × hosts) per datagram was most of an idle leader's work.
@@ -378,14 +412,20 @@ pub struct Node {
     /// this host learned them (an index is never reused while the process runs).
     names: Vec<String>,
     index: BTreeMap<String, usize>,
-    voters: usize,
-    voter_addrs: Vec<SocketAddr>,
+    /// The committed voter set (indices into `names`) with addresses: `vs.voters`.
+    voters: BTreeMap<usize, SocketAddr>,
+    /// The voter set, versioned, as persisted (docs/raft-lite.md, "Changing the voter set").
+    vs: VoterState,
+    /// This host's own configured voter list (lb.toml, at start or the latest reload): when
+    /// it differs from the committed set by one voter, the leader proposes it (checked again
+    /// after every change, so a file two changes ahead becomes a proposal after the first).
+    proposal: Option<Voters>,
     /// Admitted members (not voters) and their addresses: the leader's list, learned from
     /// its `Roster` elsewhere. A voter promises only to voters and these.
     roster: BTreeMap<usize, SocketAddr>,
     /// (term, seq) of `roster`.
     roster_version: (u64, u64),
-    /// [`voters_digest`] of the configured voters.
+    /// [`voters::digest`] of the committed voters.
     digest: u64,
     /// A member's own address (sent in `Join`, unless `filter` gives another).
     my_addr: Option<SocketAddr>,
@@ -454,18 +494,27 @@ impl Node {
         hard: HardState,
         now: Instant,
     ) -> Result<(Self, Vec<Output>), ConfigError> {
-        let mut voters: Vec<Member> = cfg.members.clone();
-        voters.sort_by(|a, b| a.name.cmp(&b.name));
-        for w in voters.windows(2) {
-            if w[0].name == w[1].name {
-                return Err(ConfigError::DuplicateMember(w[0].name.clone()));
+        let mut configured = Voters::new();
+        for m in &cfg.members {
+            if configured.insert(m.name.clone(), m.addr).is_some() {
+                return Err(ConfigError::DuplicateMember(m.name.clone()));
             }
         }
-        let mut names: Vec<String> = voters.iter().map(|m| m.name.clone()).collect();
+        // The voter set a change committed (kept with term and vote) wins over the
+        // configuration, which is then at most a proposal: a restarted host never falls back
+        // to an older set.
+        let vs = hard
+            .voters
+            .clone()
+            .unwrap_or_else(|| VoterState::configured(configured.clone()));
+        let mut names: Vec<String> = vs.voters.keys().cloned().collect();
         let nv = names.len();
+        // A host the committed set no longer lists (a removed voter) goes on as a member at
+        // the address it had.
+        let own_addr = cfg.address.or_else(|| configured.get(&cfg.me).copied());
         let me = match names.iter().position(|n| *n == cfg.me) {
             Some(i) => i,
-            None if cfg.address.is_some() && !cfg.witness => {
+            None if own_addr.is_some() && !cfg.witness => {
                 names.push(cfg.me.clone());
                 nv
             }
@@ -474,12 +523,15 @@ impl Node {
         };
         let voted_for = match hard.voted_for {
             None => None,
-            Some(v) => Some(
-                names[..nv]
-                    .iter()
-                    .position(|n| *n == v)
-                    .ok_or(ConfigError::UnknownVote(v))?,
-            ),
+            Some(v) => Some(match names.iter().position(|n| *n == v) {
+                Some(i) => i,
+                // A vote for a host a change removed since.
+                None if vs.version > 0 => {
+                    names.push(v);
+                    names.len() - 1
+                }
+                None => return Err(ConfigError::UnknownVote(v)),
+            }),
         };
         let e = cfg.timing.election_timeout;
         let t = cfg.timing;
@@ -499,16 +551,23 @@ impl Node {
             .enumerate()
             .map(|(i, n)| (n.clone(), i))
             .collect();
+        let voter_ix: BTreeMap<usize, SocketAddr> = vs
+            .voters
+            .values()
+            .enumerate()
+            .map(|(i, a)| (i, *a))
+            .collect();
         let mut node = Node {
             me,
             names,
             index,
-            voters: nv,
-            voter_addrs: voters.iter().map(|m| m.addr).collect(),
+            voters: voter_ix.clone(),
+            digest: voters::digest(&vs.voters),
+            vs,
+            proposal: None,
             roster: BTreeMap::new(),
             roster_version: (0, 0),
-            digest: voters_digest(voters.iter().map(|m| (m.name.as_str(), m.addr))),
-            my_addr: if me >= nv { cfg.address } else { None },
+            my_addr: if me >= nv { own_addr } else { None },
             filter: MemberFilter::Anyone,
             next_join: now,
             witness: cfg.witness,
@@ -523,7 +582,12 @@ impl Node {
             next_ack_seq: cfg.incarnation.max(1),
             map: Assignment::default(),
             voter: lease::Voter::new(t.lease, t.clock_drift, quiet_until),
-            holder: lease::Holder::new(nv, t.lease, t.clock_drift, cfg.incarnation),
+            holder: lease::Holder::new(
+                voter_ix.keys().copied().collect(),
+                t.lease,
+                t.clock_drift,
+                cfg.incarnation,
+            ),
             next_renew: now,
             eligible: BTreeSet::new(),
             eligibility_version: cfg.incarnation.max(1),
@@ -545,9 +609,18 @@ impl Node {
             map_inputs: Memo(0),
         };
         node.election_deadline = now + node.random_timeout();
+        // A file that lists other voters than the recorded set proposes nothing by itself
+        // (the shell says so): only a reload does, so a voter restarted with a file not yet
+        // updated cannot undo a change.
         let mut out = Vec::new();
         if nv == 1 && me == 0 && !node.witness {
             node.become_candidate(now, false, &mut out);
+        }
+        if hard.voters.is_none() && !out.iter().any(|o| matches!(o, Output::Persist(_))) {
+            // The set this host starts with is recorded before anything is sent: restarted
+            // later with a file that lists a new set, it proposes that rather than taking it
+            // for the running one.
+            out.insert(0, Output::Persist(node.hard_state()));
         }
         Ok((node, out))
     }
@@ -589,9 +662,28 @@ impl Node {
         self.done
     }
 
-    /// Does this host vote (is it one of the configured voters)?
+    /// Does this host vote (is it one of the committed voters)?
     pub fn is_voter(&self) -> bool {
-        self.me < self.voters
+        self.voters.contains_key(&self.me)
+    }
+
+    fn votes_(&self, i: usize) -> bool {
+        self.voters.contains_key(&i)
+    }
+
+    /// A majority of the committed voters is in `set`.
+    fn majority_of_voters(&self, set: &BTreeSet<usize>) -> bool {
+        set.iter().filter(|i| self.votes_(**i)).count() >= majority(self.voters.len())
+    }
+
+    /// The committed voter set: (version, name → address).
+    pub fn voter_set(&self) -> (u64, &Voters) {
+        (self.vs.version, &self.vs.voters)
+    }
+
+    /// The voter set as kept with term and vote (what `hard_state().voters` holds).
+    pub fn voter_state(&self) -> &VoterState {
+        &self.vs
     }
 
     /// The admitted members that do not vote, with their addresses (the leader's list;
@@ -603,6 +695,19 @@ impl Node {
             .collect()
     }
 
+    /// Changes whenever [`Node::peers`] may gain or lose a voter: (committed version,
+    /// accepted version, proposed version).
+    pub fn peers_version(&self) -> (u64, u64, u64) {
+        (
+            self.vs.version,
+            self.vs.accepted.as_ref().map_or(0, |a| a.version),
+            self.lead
+                .as_ref()
+                .and_then(|l| l.change.as_ref())
+                .map_or(0, |(v, _)| *v),
+        )
+    }
+
     /// (term, seq) of [`Node::roster`].
     pub fn roster_version(&self) -> (u64, u64) {
         self.roster_version
@@ -612,8 +717,20 @@ impl Node {
     /// members (what the transport needs).
     pub fn peers(&self) -> BTreeMap<String, SocketAddr> {
         let mut p = self.roster();
-        for (i, a) in self.voter_addrs.iter().enumerate() {
-            p.insert(self.names[i].clone(), *a);
+        // A proposed set's new voter (the leader sends it the proposal), then the committed
+        // voters (their addresses win).
+        let proposed = self.lead.as_ref().and_then(|l| l.change.as_ref());
+        for v in proposed
+            .map(|(_, v)| v)
+            .into_iter()
+            .chain(self.vs.accepted.as_ref().map(|a| &a.voters))
+        {
+            for (n, a) in v {
+                p.insert(n.clone(), *a);
+            }
+        }
+        for (i, a) in &self.voters {
+            p.insert(self.names[*i].clone(), *a);
         }
         p.remove(&self.names[self.me]);
         p
@@ -621,17 +738,20 @@ impl Node {
 
     /// Voters, admitted members, and this host.
     fn hosts(&self) -> Vec<usize> {
-        let mut h: Vec<usize> = (0..self.voters)
-            .chain(self.roster.keys().copied())
+        let mut h: Vec<usize> = self
+            .voters
+            .keys()
+            .copied()
+            .chain(self.roster.keys().copied().filter(|i| !self.votes_(*i)))
             .collect();
-        if self.me >= self.voters && !self.roster.contains_key(&self.me) {
+        if !self.is_voter() && !self.roster.contains_key(&self.me) {
             h.push(self.me);
         }
         h
     }
 
     fn admitted(&self, i: usize) -> bool {
-        i < self.voters || i == self.me || self.roster.contains_key(&i)
+        self.votes_(i) || i == self.me || self.roster.contains_key(&i)
     }
 
     /// The index of `name`, added to the table if new.
@@ -652,6 +772,7 @@ impl Node {
         HardState {
             term: self.term,
             voted_for: self.voted_for.map(|i| self.names[i].clone()),
+            voters: Some(self.vs.clone()),
         }
     }
 
@@ -769,9 +890,9 @@ impl Node {
             let name = &self.names[i];
             let mut m = MemberStatus {
                 name: name.clone(),
-                voter: i < self.voters,
-                addr: if i < self.voters {
-                    Some(self.voter_addrs[i])
+                voter: self.votes_(i),
+                addr: if let Some(a) = self.voters.get(&i) {
+                    Some(*a)
                 } else if i == self.me {
                     self.join_addr()
                 } else {
@@ -846,6 +967,30 @@ impl Node {
         let lease_message = lease_message && !self.went_down(before, now);
         match input {
             Input::Tick => {}
+            Input::Received {
+                from,
+                msg:
+                    Message {
+                        body: Body::Voters(v),
+                        ..
+                    },
+            } => {
+                // From any host with the key, admitted here or not: a new voter hears the
+                // proposal before it is listed, a host left behind hears the commit from a
+                // voter it does not know yet.
+                if from != self.names[self.me] {
+                    self.on_voters(now, &from, v, &mut out);
+                }
+            }
+            Input::Received { from, msg }
+                if self.stale_sender(&msg) && from != self.names[self.me] =>
+            {
+                // A host behind this one's voter set (a voter a change removed that still
+                // campaigns, a holder that missed the commit): it learns the set here.
+                let body = self.voter_set_body(true);
+                let to = self.index_of(&from);
+                self.send(&mut out, to, self.term, body);
+            }
             Input::Received { from, msg } => match self.index.get(&from).copied() {
                 Some(f) if f != self.me && self.admitted(f) => {
                     self.receive(now, f, msg, &mut out);
@@ -879,6 +1024,7 @@ impl Node {
                 self.map_inputs_changed();
             }
             Input::Shutdown => self.shutdown(now, &mut out),
+            Input::ProposeVoters(v) => self.propose(v, &mut out),
             Input::AllowedMembers(f) => {
                 self.filter = f;
                 self.map_inputs_changed();
@@ -977,6 +1123,7 @@ impl Node {
                 Some(a) if a > now => {
                     if !lease_message {
                         self.forget_members(now, out);
+                        self.tend_voters(now, out);
                         self.reconcile_if_changed(now);
                     }
                     let due = self.lead.as_ref().is_some_and(|l| now >= l.next_heartbeat);
@@ -1128,12 +1275,13 @@ impl Node {
             claim: self.map.version,
             ips: hold.iter().copied().collect(),
             standby: standby.iter().copied().collect(),
+            version: self.vs.version,
         };
         self.holder.asked = hold.union(&standby).copied().collect();
         self.next_renew = now + self.timing.heartbeat;
-        for i in 0..self.voters {
-            if i != self.me {
-                self.send(out, i, self.term, Body::Renew(r.clone()));
+        for i in self.voters.keys() {
+            if *i != self.me {
+                self.send(out, *i, self.term, Body::Renew(r.clone()));
             }
         }
         if self.is_voter()
@@ -1165,9 +1313,9 @@ impl Node {
             Some(v) if v != self.me => self.send(out, v, self.term, body),
             Some(_) => {}
             None => {
-                for i in 0..self.voters {
-                    if i != self.me {
-                        self.send(out, i, self.term, body.clone());
+                for i in self.voters.keys() {
+                    if *i != self.me {
+                        self.send(out, *i, self.term, body.clone());
                     }
                 }
             }
@@ -1319,9 +1467,9 @@ impl Node {
 
     /// To every other voter.
     fn broadcast(&self, out: &mut Vec<Output>, term: u64, body: Body) {
-        for i in 0..self.voters {
-            if i != self.me {
-                self.send(out, i, term, body.clone());
+        for i in self.voters.keys() {
+            if *i != self.me {
+                self.send(out, *i, term, body.clone());
             }
         }
     }
@@ -1343,11 +1491,12 @@ impl Node {
         self.leader = None;
         self.votes = BTreeSet::from([self.me]);
         self.election_deadline = now + self.random_timeout();
-        if self.votes.len() >= majority(self.voters) {
+        if self.majority_of_voters(&self.votes) {
             self.become_candidate(now, false, out);
             return;
         }
-        self.broadcast(out, self.term + 1, Body::PreVote);
+        let version = self.vs.version;
+        self.broadcast(out, self.term + 1, Body::PreVote { version });
     }
 
     /// `transfer`: the leader asked for it (TimeoutNow), a planned hand-over.
@@ -1364,12 +1513,13 @@ impl Node {
         self.election_deadline = now + self.random_timeout();
         self.persist(out);
         out.push(Output::ElectionStarted { term: self.term });
-        if self.votes.len() >= majority(self.voters) {
+        if self.majority_of_voters(&self.votes) {
             self.become_leader(now, out);
             return;
         }
         self.role_changed(out);
-        self.broadcast(out, self.term, Body::Vote { transfer });
+        let version = self.vs.version;
+        self.broadcast(out, self.term, Body::Vote { transfer, version });
     }
 
     /// Adopt a higher term (or lose leadership in this one). Leases are NOT touched: they
@@ -1416,7 +1566,7 @@ impl Node {
         // nor promises, and talks to the voters only.
         let from_voters_only = matches!(
             msg.body,
-            Body::PreVote
+            Body::PreVote { .. }
                 | Body::PreVoteReply { .. }
                 | Body::Vote { .. }
                 | Body::VoteReply { .. }
@@ -1427,29 +1577,36 @@ impl Node {
         );
         let to_voters_only = matches!(
             msg.body,
-            Body::PreVote
+            Body::PreVote { .. }
                 | Body::Vote { .. }
                 | Body::Renew(_)
                 | Body::Release(_)
                 | Body::Join(_)
                 | Body::Roster(_)
         );
-        if (from_voters_only && from >= self.voters) || (to_voters_only && !self.is_voter()) {
+        if (from_voters_only && !self.votes_(from)) || (to_voters_only && !self.is_voter()) {
             return;
         }
         match msg.body {
-            Body::PreVote => {
-                let granted = !self.leaving && !self.in_promise(now) && term > self.term;
+            Body::PreVote { version } => {
+                // A candidate behind this voter's voter set is refused (like Raft's
+                // up-to-date check: after a change is fenced, an older set has no majority).
+                let granted = !self.leaving
+                    && !self.in_promise(now)
+                    && term > self.term
+                    && version >= self.vs.version;
                 let t = if granted { term } else { self.term };
                 self.send(out, from, t, Body::PreVoteReply { granted });
             }
-            Body::Vote { transfer } => self.on_vote_request(now, from, term, transfer, out),
+            Body::Vote { transfer, version } => {
+                self.on_vote_request(now, from, term, transfer, version, out)
+            }
             Body::PreVoteReply { granted } => {
                 if term > self.term && !granted {
                     self.step_down(now, term, None, out);
                 } else if self.role == Role::PreCandidate && granted && term == self.term + 1 {
                     self.votes.insert(from);
-                    if self.votes.len() >= majority(self.voters) {
+                    if self.majority_of_voters(&self.votes) {
                         self.become_candidate(now, false, out);
                     }
                 }
@@ -1464,7 +1621,7 @@ impl Node {
                 } else if self.role == Role::Candidate && granted && term == self.term {
                     self.votes.insert(from);
                     self.vote_reports.insert(from, (ack_seq, report, now));
-                    if self.votes.len() >= majority(self.voters) {
+                    if self.majority_of_voters(&self.votes) {
                         self.become_leader(now, out);
                     }
                 } else if self.role == Role::Leader && granted && term == self.term {
@@ -1478,7 +1635,7 @@ impl Node {
                 if term > self.term {
                     self.step_down(now, term, None, out);
                 } else if term == self.term && self.role == Role::Leader {
-                    self.on_ack(now, from, ack);
+                    self.on_ack(now, from, ack, out);
                 }
             }
             Body::TimeoutNow => {
@@ -1489,6 +1646,13 @@ impl Node {
             }
             // Lease messages are independent of terms: a voter's promise binds it whoever
             // leads (the term in their header is informational).
+            // A voter at voter-set version v grants only requests showing v or v + 1: once a
+            // majority of S_k is past k, no holder still counting S_k can gather a majority
+            // of it (docs/raft-lite.md, "Changing the voter set").
+            Body::Renew(r)
+                if r.version != self.vs.version
+                    && r.version != self.vs.version + 1
+                    && self.mutation != Some(Mutation::NoVersionGate) => {}
             Body::Renew(r) => {
                 if let Some(ips) = self.voter.renew(now, from, &r)
                     && !ips.is_empty()
@@ -1509,6 +1673,7 @@ impl Node {
                 self.on_join(now, &name, j, out);
             }
             Body::Roster(r) => self.on_roster(term, r),
+            Body::Voters(_) => {} // handled in `step`, from any host
         }
     }
 
@@ -1518,11 +1683,17 @@ impl Node {
         from: usize,
         term: u64,
         transfer: bool,
+        version: u64,
         out: &mut Vec<Output>,
     ) {
         // Within a promise the request is ignored entirely, term included (thesis §4.2.3),
-        // unless it is a hand-over the leader itself started.
-        if term < self.term || (!transfer && self.in_promise(now)) || self.leaving {
+        // unless it is a hand-over the leader itself started. A candidate behind this
+        // voter's voter set is refused.
+        if term < self.term
+            || (!transfer && self.in_promise(now))
+            || self.leaving
+            || version < self.vs.version
+        {
             let t = self.term;
             self.send(
                 out,
@@ -1598,6 +1769,8 @@ impl Node {
             roster_refresh_in: 0,
             rebalance: BTreeSet::new(),
             young: BTreeMap::new(),
+            change: None,
+            version_since: now,
             reconciled: Memo(None),
         });
         self.promise_until = self.promise_until.max(now + self.timing.election_timeout);
@@ -1617,11 +1790,28 @@ impl Node {
     /// heartbeats (and so a map) and listed to the voters, which then promise to them.
     fn on_join(&mut self, now: Instant, name: &str, j: Join, out: &mut Vec<Output>) {
         if self.role != Role::Leader {
-            return; // only the leader admits; the member retries until it hears one
+            // Only the leader admits; the member retries until it hears one. A host joining
+            // with a set this one used before missed a change: any voter teaches it.
+            if j.voters != self.digest && self.vs.used_before(j.voters) && self.is_voter() {
+                let body = self.voter_set_body(true);
+                let to = self.index_of(name);
+                self.send(out, to, self.term, body);
+            }
+            return;
         }
-        let refuse = if self.index.get(name).is_some_and(|i| *i < self.voters) {
+        // During a change a member may be configured with the set before or after it.
+        let known_lists = [
+            Some(self.digest),
+            (self.vs.version > 0).then(|| voters::digest(&self.vs.previous)),
+            self.lead
+                .as_ref()
+                .and_then(|l| l.change.as_ref())
+                .map(|(_, v)| voters::digest(v)),
+            self.proposal.as_ref().map(voters::digest),
+        ];
+        let refuse = if self.index.get(name).is_some_and(|i| self.votes_(*i)) {
             Some(Refusal::VoterName)
-        } else if j.voters != self.digest {
+        } else if !known_lists.contains(&Some(j.voters)) {
             Some(Refusal::VoterListDiffers)
         } else if let Some(r) = match &self.filter {
             MemberFilter::Anyone => None,
@@ -1634,7 +1824,7 @@ impl Node {
             },
         } {
             Some(r)
-        } else if self.voter_addrs.contains(&j.addr)
+        } else if self.voters.values().any(|a| *a == j.addr)
             || self
                 .roster
                 .iter()
@@ -1644,6 +1834,14 @@ impl Node {
         } else {
             None
         };
+        if refuse == Some(Refusal::VoterListDiffers) && self.vs.used_before(j.voters) {
+            // Configured with a set this cluster used before (it missed a change while it
+            // was down): it learns the current one and joins with it.
+            let body = self.voter_set_body(true);
+            let to = self.index_of(name);
+            self.send(out, to, self.term, body);
+            return;
+        }
         if let Some(reason) = refuse {
             out.push(Output::Refused {
                 name: name.to_owned(),
@@ -1704,7 +1902,7 @@ impl Node {
         let mut roster = BTreeMap::new();
         for (name, addr) in r.members {
             let i = self.index_of(&name);
-            if i >= self.voters && i != self.me {
+            if !self.votes_(i) && i != self.me {
                 roster.insert(i, addr);
             }
         }
@@ -1758,6 +1956,328 @@ impl Node {
         self.roster_changed(out);
     }
 
+    // ---- the voter set (docs/raft-lite.md, "Changing the voter set") ----------------------
+
+    /// A message showing a voter set older than this host's committed one (answered with
+    /// the set, and otherwise ignored: a voter grants no request, and no vote, to a host
+    /// behind its set).
+    fn stale_sender(&self, msg: &Message) -> bool {
+        let shown = match &msg.body {
+            Body::PreVote { version } | Body::Vote { version, .. } => *version,
+            Body::Renew(r) => r.version,
+            _ => return false,
+        };
+        shown < self.vs.version && self.mutation != Some(Mutation::NoVersionGate)
+    }
+
+    fn voter_ack(&self) -> VoterAck {
+        let (accepted, accepted_digest) = self
+            .vs
+            .accepted
+            .as_ref()
+            .map_or((0, 0), |a| (a.version, voters::digest(&a.voters)));
+        VoterAck {
+            committed: self.vs.version,
+            accepted,
+            accepted_digest,
+        }
+    }
+
+    /// The committed set (`commit`), or this leader's proposal.
+    fn voter_set_body(&self, commit: bool) -> Body {
+        let list = |v: &Voters| -> Vec<(String, SocketAddr)> {
+            v.iter().map(|(n, a)| (n.clone(), *a)).collect()
+        };
+        let proposal = self.lead.as_ref().and_then(|l| l.change.as_ref());
+        match proposal {
+            Some((version, set)) if !commit => Body::Voters(VoterSet {
+                version: *version,
+                commit: false,
+                voters: list(set),
+                previous: list(&self.vs.voters),
+            }),
+            _ => Body::Voters(VoterSet {
+                version: self.vs.version,
+                commit: true,
+                voters: list(&self.vs.voters),
+                previous: list(&self.vs.previous),
+            }),
+        }
+    }
+
+    /// A voter whose lb.toml asks for a change tells its leader (each heartbeat, until the
+    /// change is made): the leader accepts it like its own proposal and makes it once the
+    /// last change is fenced, so the reload order does not matter (the leader may be the
+    /// voter being removed, whose file cannot drop itself).
+    fn report_proposal(&mut self, leader: usize, out: &mut Vec<Output>) {
+        if !self.is_voter() || self.vs.accepted.is_some() {
+            return;
+        }
+        let Some(p) = &self.proposal else { return };
+        if !matches!(voters::change(&self.vs.voters, p), Ok(Some(_))) {
+            return;
+        }
+        let list = |v: &Voters| -> Vec<(String, SocketAddr)> {
+            v.iter().map(|(n, a)| (n.clone(), *a)).collect()
+        };
+        let body = Body::Voters(VoterSet {
+            version: self.vs.version + 1,
+            commit: false,
+            voters: list(p),
+            previous: list(&self.vs.voters),
+        });
+        self.send(out, leader, self.term, body);
+    }
+
+    /// This host's configured voter list (start or reload).
+    fn propose(&mut self, v: Voters, out: &mut Vec<Output>) {
+        let r = voters::change(&self.vs.voters, &v);
+        self.proposal = (!v.is_empty()).then_some(v);
+        out.push(Output::VoterProposal(r));
+    }
+
+    /// A voter set from `from`: a commit any host adopts when newer, or a leader's proposal
+    /// a voter of the running set accepts (the first value it hears for that version, made
+    /// durable before its next ack says so).
+    fn on_voters(&mut self, now: Instant, from: &str, v: VoterSet, out: &mut Vec<Output>) {
+        let set: Voters = v.voters.into_iter().collect();
+        if v.commit {
+            if v.version > self.vs.version && !set.is_empty() {
+                let previous = v.previous.into_iter().collect();
+                self.adopt(now, v.version, set, previous, out);
+            }
+            return;
+        }
+        if v.version <= self.vs.version {
+            // A leader behind this host: tell it what was committed.
+            let body = self.voter_set_body(true);
+            let to = self.index_of(from);
+            self.send(out, to, self.term, body);
+            return;
+        }
+        let previous: Voters = v.previous.into_iter().collect();
+        if v.version != self.vs.version + 1 || !self.is_voter() || previous != self.vs.voters {
+            return;
+        }
+        if self
+            .vs
+            .accepted
+            .as_ref()
+            .is_none_or(|a| a.version != v.version)
+        {
+            self.vs.accepted = Some(Accepted {
+                version: v.version,
+                voters: set,
+            });
+            self.persist(out);
+        }
+    }
+
+    /// Uses voter set `version` from now on (committed by a leader; persisted before
+    /// anything this step sends).
+    fn adopt(
+        &mut self,
+        now: Instant,
+        version: u64,
+        set: Voters,
+        previous: Voters,
+        out: &mut Vec<Output>,
+    ) {
+        let was_voter = self.is_voter();
+        let own_addr = self.voters.get(&self.me).copied();
+        let accepted = self.vs.accepted.take().filter(|a| a.version > version);
+        let mut history = std::mem::take(&mut self.vs.history);
+        for d in [voters::digest(&self.vs.voters), voters::digest(&previous)] {
+            if !history.contains(&d) && d != voters::digest(&set) {
+                history.push(d);
+            }
+        }
+        if history.len() > voters::HISTORY {
+            history.drain(..history.len() - voters::HISTORY);
+        }
+        self.vs = VoterState {
+            version,
+            voters: set.clone(),
+            previous,
+            accepted,
+            history,
+        };
+        let mut ix = BTreeMap::new();
+        for (n, a) in &set {
+            ix.insert(self.index_of(n), *a);
+        }
+        // A removed voter stays admitted, as a member at the address it had: it goes on
+        // holding its IPs (its grants now come from the new set) until it leaves.
+        let old = std::mem::take(&mut self.voters);
+        for (i, a) in old {
+            if !ix.contains_key(&i) && i != self.me {
+                self.roster.insert(i, a);
+            }
+        }
+        for i in ix.keys() {
+            self.roster.remove(i);
+        }
+        if self.lead.is_none() {
+            // The leader's next list is taken whatever its number: one heard before this
+            // change skipped the hosts that were voters then (a removed voter now joins as
+            // a member, and the list that admits it may already have been heard).
+            self.roster_version = (0, 0);
+        }
+        self.voters = ix;
+        self.digest = voters::digest(&set);
+        self.holder
+            .set_voters(self.voters.keys().copied().collect());
+        // Who is a voter, and so who may be a candidate, changed: the map is recomputed.
+        self.map_inputs_changed();
+        self.persist(out);
+        if let Some(l) = &mut self.lead {
+            l.change = l.change.take().filter(|(v, _)| *v > version);
+            l.version_since = now;
+        }
+        let removed = was_voter && !self.is_voter();
+        if removed {
+            // No longer a voter: it stops voting, campaigning and promising, and joins
+            // the leader as a member at the address it had.
+            self.my_addr = self.my_addr.or(own_addr);
+            self.votes.clear();
+            if self.lead.take().is_some() || self.role != Role::Follower {
+                self.role = Role::Follower;
+                self.leader = None;
+                self.role_changed(out);
+            }
+        }
+        out.push(Output::VotersChanged {
+            version,
+            voters: set,
+            removed,
+        });
+    }
+
+    /// Leader: commits its proposal once a majority of the running set accepted that very
+    /// value; else proposes the next change (an accepted value left unfinished first, then
+    /// this host's own) once the previous change is fenced.
+    fn tend_voters(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let Some(l) = &self.lead else { return };
+        if let Some((v, set)) = l.change.clone() {
+            let d = voters::digest(&set);
+            let accepted: BTreeSet<usize> = self
+                .voters
+                .keys()
+                .copied()
+                .filter(|i| {
+                    if *i == self.me {
+                        self.vs
+                            .accepted
+                            .as_ref()
+                            .is_some_and(|a| a.version == v && a.voters == set)
+                    } else {
+                        let p = &l.peers[*i].voters;
+                        p.accepted == v && p.accepted_digest == d
+                    }
+                })
+                .collect();
+            if self.majority_of_voters(&accepted) {
+                self.commit(now, v, set, out);
+            }
+            return;
+        }
+        let next = match &self.vs.accepted {
+            Some(a) if a.version == self.vs.version + 1 => Some(a.voters.clone()),
+            _ => self.proposal.clone(),
+        };
+        let Some(set) = next else { return };
+        if !matches!(voters::change(&self.vs.voters, &set), Ok(Some(_))) || !self.fenced(now) {
+            return;
+        }
+        let v = self.vs.version + 1;
+        if self.vs.accepted.is_none() {
+            self.vs.accepted = Some(Accepted {
+                version: v,
+                voters: set.clone(),
+            });
+            self.persist(out);
+        }
+        for n in set.keys() {
+            self.index_of(n);
+        }
+        if let Some(l) = &mut self.lead {
+            l.change = Some((v, set.clone()));
+        }
+        out.push(Output::VotersProposed {
+            version: v,
+            voters: set,
+        });
+        self.send_proposal(out);
+    }
+
+    /// Leader: its proposal to every voter of the running and the proposed set.
+    fn send_proposal(&mut self, out: &mut Vec<Output>) {
+        let Some((_, set)) = self.lead.as_ref().and_then(|l| l.change.clone()) else {
+            return;
+        };
+        let body = self.voter_set_body(false);
+        let mut to: BTreeSet<usize> = self.voters.keys().copied().collect();
+        for n in set.keys() {
+            to.insert(self.index_of(n));
+        }
+        to.remove(&self.me);
+        for i in to {
+            self.send(out, i, self.term, body.clone());
+        }
+    }
+
+    /// The last change is fenced: a majority of the set before it (S_{k−1}) reported
+    /// committing version k, and one lease + drift passed since: no holder can count a
+    /// majority of S_{k−1} any more, so S_{k+1} may be made.
+    fn fenced(&self, now: Instant) -> bool {
+        if self.vs.version == 0 || self.mutation == Some(Mutation::NoVoterChangeFence) {
+            return true;
+        }
+        let Some(l) = &self.lead else { return false };
+        let mut since: Vec<Instant> = self
+            .vs
+            .previous
+            .keys()
+            .filter_map(|n| {
+                let i = *self.index.get(n)?;
+                if i == self.me {
+                    return Some(l.version_since);
+                }
+                let p = &l.peers[i];
+                if p.voters.committed >= self.vs.version {
+                    p.voters_since
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let k = majority(self.vs.previous.len());
+        if since.len() < k {
+            return false;
+        }
+        since.sort_unstable();
+        now >= since[k - 1] + self.timing.lease + self.timing.clock_drift
+    }
+
+    /// Leader: makes version `v` the committed set and tells every host (the voters of
+    /// both sets and the members).
+    fn commit(&mut self, now: Instant, v: u64, set: Voters, out: &mut Vec<Output>) {
+        let mut to: BTreeSet<usize> = self.voters.keys().copied().collect();
+        to.extend(self.roster.keys().copied());
+        let previous = self.vs.voters.clone();
+        self.adopt(now, v, set, previous, out);
+        to.extend(self.voters.keys().copied());
+        to.remove(&self.me);
+        let body = self.voter_set_body(true);
+        for i in to {
+            self.send(out, i, self.term, body.clone());
+        }
+        if self.lead.is_some() && !self.roster.is_empty() {
+            // A new voter learns the members now, not at the next refresh.
+            self.send_roster(out);
+        }
+    }
+
     /// Leader: marks the members the [`MemberFilter`] no longer lists at their address
     /// (their IPs move: they are no candidates), and unmarks those listed again.
     fn evict_unlisted(&mut self, now: Instant) {
@@ -1779,7 +2299,7 @@ impl Node {
 
     /// May host `i` be a member under the [`MemberFilter`] (voters and this host always)?
     fn permitted(&self, i: usize) -> bool {
-        if i < self.voters || i == self.me {
+        if self.votes_(i) || i == self.me {
             return true;
         }
         match &self.filter {
@@ -1822,7 +2342,7 @@ impl Node {
         let Some(i) = self.index.get(name).copied() else {
             return Err(RemoveRefusal::Unknown(name.to_owned()));
         };
-        if i < self.voters {
+        if self.votes_(i) {
             return Err(RemoveRefusal::Voter(name.to_owned()));
         }
         if !self.roster.contains_key(&i) {
@@ -1892,6 +2412,7 @@ impl Node {
                 eligibility_version: 0,
                 leaving: false,
                 report: None,
+                voters: VoterAck::default(),
             };
             self.send(out, from, t, Body::Ack(ack));
             return;
@@ -1922,6 +2443,7 @@ impl Node {
                     && !back.is_some_and(|v| hb.eligibility_known >= v)
             });
         }
+        self.report_proposal(from, out);
         let ack_seq = self.next_ack();
         let report = (hb.eligibility_known != self.eligibility_version).then(|| self.report());
         let ack = Ack {
@@ -1931,6 +2453,7 @@ impl Node {
             eligibility_version: self.eligibility_version,
             leaving: self.leaving,
             report,
+            voters: self.voter_ack(),
         };
         self.send(out, from, term, Body::Ack(ack));
     }
@@ -1960,7 +2483,9 @@ impl Node {
                 self.reconcile(now);
                 self.broadcast_heartbeats(now, out);
                 let successor = self.lead.as_ref().and_then(|l| {
-                    (0..self.voters)
+                    self.voters
+                        .keys()
+                        .copied()
                         .filter(|i| *i != self.me && self.alive(*i, now) && !l.peers[*i].leaving)
                         .max_by_key(|i| l.peers[*i].latest_ack_received)
                 });
@@ -1979,6 +2504,7 @@ impl Node {
                         eligibility_version: self.eligibility_version,
                         leaving: true,
                         report: None,
+                        voters: self.voter_ack(),
                     };
                     self.send(out, l, self.term, Body::Ack(ack));
                 }
@@ -2019,18 +2545,18 @@ impl Node {
     fn authority(&self) -> Option<Instant> {
         let l = self.lead.as_ref()?;
         let e = self.timing.election_timeout;
-        let mut ends: Vec<Instant> = l.peers[..self.voters]
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| {
-                if i == self.me {
+        let mut ends: Vec<Instant> = self
+            .voters
+            .keys()
+            .filter_map(|i| {
+                if *i == self.me {
                     Some(self.promise_until)
                 } else {
-                    p.promised_from.map(|s| s + e)
+                    l.peers[*i].promised_from.map(|s| s + e)
                 }
             })
             .collect();
-        let k = majority(self.voters);
+        let k = majority(self.voters.len());
         if ends.len() < k {
             return None;
         }
@@ -2051,7 +2577,7 @@ impl Node {
         i == self.me || self.down_at(i).is_some_and(|b| now < b)
     }
 
-    fn on_ack(&mut self, now: Instant, from: usize, ack: Ack) {
+    fn on_ack(&mut self, now: Instant, from: usize, ack: Ack, out: &mut Vec<Output>) {
         let Some(l) = &mut self.lead else { return };
         if let Some((_, sent)) = l.heartbeats_sent.iter().find(|(s, _)| *s == ack.heartbeat) {
             let p = &mut l.peers[from];
@@ -2067,6 +2593,20 @@ impl Node {
             p.leaving = ack.leaving;
         }
         p.acked_epoch = p.acked_epoch.max(ack.epoch);
+        if ack.voters.committed > p.voters.committed || p.voters_since.is_none() {
+            p.voters_since = Some(now);
+        }
+        if ack.voters.committed >= p.voters.committed {
+            p.voters = ack.voters;
+        }
+        let behind = ack.voters.committed < self.vs.version;
+        if behind {
+            // It missed the commit: send it again (every ack until it has it).
+            let body = self.voter_set_body(true);
+            self.send(out, from, self.term, body);
+        }
+        let Some(l) = &mut self.lead else { return };
+        let p = &mut l.peers[from];
         if let Some(r) = ack.report
             && r.eligibility_version >= p.eligibility_version
         {
@@ -2293,6 +2833,9 @@ impl Node {
 
     /// To every voter and admitted member.
     fn broadcast_heartbeats(&mut self, now: Instant, out: &mut Vec<Output>) {
+        // A proposal in progress goes out again each round (before the heartbeats, so the
+        // acks to them can already say it was accepted).
+        self.send_proposal(out);
         let all: Vec<usize> = self.hosts().into_iter().filter(|i| *i != self.me).collect();
         self.send_heartbeats(now, &all, out);
         let refresh = self.lead.as_mut().is_some_and(|l| {
@@ -2463,7 +3006,10 @@ mod tests {
             from: "a".into(),
             msg: Message {
                 term: 1,
-                body: Body::Vote { transfer: false },
+                body: Body::Vote {
+                    transfer: false,
+                    version: 0,
+                },
             },
         };
         let out = n.step(t0 + E / 2, vote.clone());
@@ -2513,6 +3059,7 @@ mod tests {
             HardState {
                 term: 3,
                 voted_for: None,
+                voters: None,
             },
             t0,
         )
@@ -2540,7 +3087,7 @@ mod tests {
             from: "c".into(),
             msg: Message {
                 term: 4,
-                body: Body::PreVote,
+                body: Body::PreVote { version: 0 },
             },
         };
         let granted = |out: &[Output]| {
@@ -2616,6 +3163,7 @@ mod tests {
             HardState {
                 term: 1,
                 voted_for: None,
+                voters: None,
             },
             t0 - E * 2,
         )
@@ -2683,6 +3231,7 @@ mod tests {
             claim,
             ips,
             standby,
+            version: 0,
         })
     }
 

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::cluster::message::voters_digest;
 use crate::cluster::placement::choose_owner;
 
 const E: Duration = Duration::from_millis(300);
@@ -129,6 +130,7 @@ fn ack(
                     eligible: eligible.to_vec(),
                     held: Vec::new(),
                 }),
+                voters: VoterAck::default(),
             }),
         ),
     )
@@ -303,6 +305,7 @@ fn the_first_step_after_a_member_went_silent_moves_its_ips_even_if_it_is_a_routi
                 eligibility_version: 1,
                 leaving: false,
                 report: None,
+                voters: VoterAck::default(),
             }),
         },
     };

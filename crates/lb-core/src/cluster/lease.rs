@@ -288,7 +288,8 @@ pub struct Attempt {
 pub struct Holder {
     lease: Duration,
     drift: Duration,
-    voters: usize,
+    /// The voters whose grants count (the committed voter set); a majority of them is needed.
+    voters: BTreeSet<usize>,
     next_seq: u64,
     sent: VecDeque<(u64, Instant)>,
     /// Per IP, per voter: the end of the lease that voter's grants give (holder clock).
@@ -303,7 +304,7 @@ pub struct Holder {
 impl Holder {
     /// `first_seq`: the incarnation number (grows across restarts, so a voter never takes a
     /// new request for an old one).
-    pub fn new(voters: usize, lease: Duration, drift: Duration, first_seq: u64) -> Self {
+    pub fn new(voters: BTreeSet<usize>, lease: Duration, drift: Duration, first_seq: u64) -> Self {
         Self {
             lease,
             drift,
@@ -315,6 +316,13 @@ impl Holder {
             attempts: BTreeMap::new(),
             asked: BTreeSet::new(),
         }
+    }
+
+    /// The voter set changed (docs/raft-lite.md, "Changing the voter set"): from now on
+    /// grants count towards a majority of `voters` (grants already received from them
+    /// count, others' no longer).
+    pub fn set_voters(&mut self, voters: BTreeSet<usize>) {
+        self.voters = voters;
     }
 
     /// A new request number, sent at `now`.
@@ -370,15 +378,20 @@ impl Holder {
     /// Until when this holder may answer for `ip`: the majority-th latest grant end.
     pub fn lease_end(&self, ip: &IpAddr) -> Option<Instant> {
         let g = self.grants.get(ip)?;
-        let k = self.voters / 2 + 1;
-        if g.len() < k {
+        let k = self.voters.len() / 2 + 1;
+        // Grants of the voters of the set this holder counts with only.
+        let ends = || {
+            g.iter()
+                .filter(|(v, _)| self.voters.contains(*v))
+                .map(|(_, end)| *end)
+        };
+        if ends().count() < k {
             return None;
         }
         // The k-th latest end: the latest end that k ends reach. No allocation: this runs
         // for every IP a few times per step (a handful of voters, so the square is small).
-        g.values()
-            .copied()
-            .filter(|e| g.values().filter(|x| **x >= *e).count() >= k)
+        ends()
+            .filter(|e| ends().filter(|x| x >= e).count() >= k)
             .max()
     }
 
@@ -421,6 +434,7 @@ mod tests {
             claim,
             ips: if standby { vec![] } else { vec![ip()] },
             standby: if standby { vec![ip()] } else { vec![] },
+            version: 0,
         }
     }
 
@@ -440,7 +454,7 @@ mod tests {
             ),
             (1, vec![(0, 40)], Some(40)),
         ] {
-            let mut h = Holder::new(voters, L, D, 1);
+            let mut h = Holder::new((0..voters).collect(), L, D, 1);
             h.grants
                 .insert(ip(), ends.iter().map(|(v, e)| (*v, ms(*e))).collect());
             assert_eq!(

@@ -12,7 +12,11 @@ pub struct Message {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Body {
     /// Pre-vote (Raft thesis §9.6) for term `term`; changes no state at the receiver.
-    PreVote,
+    /// `version`: the candidate's committed voter-set version (a voter with a newer one
+    /// refuses; on the wire only when > 0).
+    PreVote {
+        version: u64,
+    },
     PreVoteReply {
         granted: bool,
     },
@@ -21,6 +25,7 @@ pub enum Body {
     /// the leader, so a hand-over revokes none.
     Vote {
         transfer: bool,
+        version: u64,
     },
     /// `ack_seq` works like an `Ack`'s; `report` tells the candidate what this host can
     /// announce and which IPs it holds (a new leader keeps current holders).
@@ -45,6 +50,21 @@ pub enum Body {
     /// Leader → voters: the admitted members (not voters) and their addresses, so voters
     /// promise to them and send their grants there (never to a datagram's source address).
     Roster(Roster),
+    /// Leader → voters (and, committed, every host): voter set `version` (a change of the
+    /// running set by one voter). Sent only once the voter set was changed.
+    Voters(VoterSet),
+}
+
+/// A voter set as the leader proposes (`commit == false`: voters of the current set accept
+/// it) or commits it (every host adopts it).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VoterSet {
+    pub version: u64,
+    pub commit: bool,
+    pub voters: Vec<(String, SocketAddr)>,
+    /// The set of version − 1 (a host that adopts this one may lead and propose the next,
+    /// which needs it).
+    pub previous: Vec<(String, SocketAddr)>,
 }
 
 /// A member asking to be admitted.
@@ -106,6 +126,18 @@ pub struct Ack {
     /// The follower is shutting down (it has released its IPs).
     pub leaving: bool,
     pub report: Option<Report>,
+    /// The sender's voter-set versions (on the wire only when not all 0).
+    pub voters: VoterAck,
+}
+
+/// What an ack tells the leader about the sender's voter set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct VoterAck {
+    /// The committed version it uses.
+    pub committed: u64,
+    /// The version of the proposal it accepted (0: none) and that proposal's digest.
+    pub accepted: u64,
+    pub accepted_digest: u64,
 }
 
 /// What a host can announce, and what it holds (a valid lease) as of `eligibility_version`.
@@ -129,6 +161,9 @@ pub struct Renew {
     /// IPs this holder is the map's successor for and takes over (or holds after taking
     /// over); they never make a voter stop renewing another holder.
     pub standby: Vec<IpAddr>,
+    /// The holder's committed voter-set version: a voter at version v grants only requests
+    /// showing v or v + 1 (on the wire only when > 0).
+    pub version: u64,
 }
 
 /// A voter's promise: not to promise `ips` to any other holder until the voter's clock

@@ -15,6 +15,7 @@ pub mod fragment;
 pub mod lease;
 pub mod message;
 pub mod placement;
+pub mod voters;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -30,6 +31,11 @@ pub use self::message::Message;
 pub struct HardState {
     pub term: u64,
     pub voted_for: Option<String>,
+    /// The voter set this host uses, versioned (`None`: never recorded, e.g. a host that
+    /// never ran: the configured one is version 0). The driver keeps it in a file of its
+    /// own (`raft-voters.json`), so `raft-state.json` stays what earlier builds read.
+    #[serde(skip)]
+    pub voters: Option<voters::VoterState>,
 }
 
 /// One member of the cluster as listed in `[cluster] members` (same list on every host).

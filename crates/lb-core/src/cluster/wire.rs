@@ -28,6 +28,15 @@
 //! - 12 Roster: seq u64, count u16, per member: name (len u8, bytes), addr
 //! - 13 Fragment: index u8, count u8, chunk (a message that does not fit one datagram; see
 //!   [`fragment`](super::fragment))
+//! - 16 Voters: version u64, commit u8, voters, previous voters (each: count u16, per voter:
+//!   name (len u8, bytes), addr)
+//!
+//! Once the voter set has been changed at run time (docs/raft-lite.md, "Changing the voter
+//! set"), PreVote, Vote and Renew end with the sender's voter-set version (u64, not 0) and
+//! Ack with three u64 (committed version, accepted version, accepted digest). Before that
+//! they end where version 2 always ended them, byte for byte; a host of an older build drops
+//! the longer forms (and kind 16) as `malformed`, so every host runs this build before the
+//! first voter change.
 //!
 //! An address is `4|6 u8`, 4 or 16 bytes, port u16. Kinds 11 and 12 (members that do not
 //! vote, issue 14) did not change the version: they are sent only when a non-voter host
@@ -60,7 +69,9 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::fragment;
-use super::message::{Ack, Body, Grant, Heartbeat, Join, Message, Release, Renew, Report, Roster};
+use super::message::{
+    Ack, Body, Grant, Heartbeat, Join, Message, Release, Renew, Report, Roster, VoterAck, VoterSet,
+};
 
 pub const MAGIC: [u8; 4] = *b"LBRL";
 /// The protocol version this build speaks (and the only one it accepts).
@@ -222,14 +233,18 @@ pub(crate) fn frame(sender: &str, term: u64, seq: u64, payload: &[u8], key: &[u8
 pub(crate) fn encode_payload(msg: &Message) -> Vec<u8> {
     let mut b = Vec::with_capacity(64);
     match &msg.body {
-        Body::PreVote => b.push(1),
+        Body::PreVote { version } => {
+            b.push(1);
+            put_version(&mut b, *version);
+        }
         Body::PreVoteReply { granted } => {
             b.push(2);
             b.push(u8::from(*granted));
         }
-        Body::Vote { transfer } => {
+        Body::Vote { transfer, version } => {
             b.push(3);
             b.push(u8::from(*transfer));
+            put_version(&mut b, *version);
         }
         Body::VoteReply {
             granted,
@@ -257,6 +272,11 @@ pub(crate) fn encode_payload(msg: &Message) -> Vec<u8> {
             b.extend_from_slice(&a.eligibility_version.to_be_bytes());
             b.push(u8::from(a.leaving));
             put_report(&mut b, a.report.as_ref());
+            if a.voters != VoterAck::default() {
+                b.extend_from_slice(&a.voters.committed.to_be_bytes());
+                b.extend_from_slice(&a.voters.accepted.to_be_bytes());
+                b.extend_from_slice(&a.voters.accepted_digest.to_be_bytes());
+            }
         }
         Body::TimeoutNow => b.push(7),
         Body::Renew(r) => {
@@ -266,6 +286,7 @@ pub(crate) fn encode_payload(msg: &Message) -> Vec<u8> {
             b.extend_from_slice(&r.claim.1.to_be_bytes());
             put_ips(&mut b, &r.ips);
             put_ips(&mut b, &r.standby);
+            put_version(&mut b, r.version);
         }
         Body::Grant(g) => {
             b.push(9);
@@ -285,17 +306,36 @@ pub(crate) fn encode_payload(msg: &Message) -> Vec<u8> {
         Body::Roster(r) => {
             b.push(12);
             b.extend_from_slice(&r.seq.to_be_bytes());
-            let n = r.members.len().min(u16::MAX as usize);
-            b.extend_from_slice(&(n as u16).to_be_bytes());
-            for (name, addr) in &r.members[..n] {
-                let name = &name.as_bytes()[..name.len().min(255)];
-                b.push(name.len() as u8);
-                b.extend_from_slice(name);
-                put_addr(&mut b, addr);
-            }
+            put_members(&mut b, &r.members);
+        }
+        Body::Voters(v) => {
+            b.push(16);
+            b.extend_from_slice(&v.version.to_be_bytes());
+            b.push(u8::from(v.commit));
+            put_members(&mut b, &v.voters);
+            put_members(&mut b, &v.previous);
         }
     }
     b
+}
+
+/// A voter-set version trails a message only when it is not 0: until the voter set is first
+/// changed, every datagram is byte for byte what version 2 always sent.
+fn put_version(b: &mut Vec<u8>, v: u64) {
+    if v > 0 {
+        b.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
+fn put_members(b: &mut Vec<u8>, members: &[(String, SocketAddr)]) {
+    let n = members.len().min(u16::MAX as usize);
+    b.extend_from_slice(&(n as u16).to_be_bytes());
+    for (name, addr) in &members[..n] {
+        let name = &name.as_bytes()[..name.len().min(255)];
+        b.push(name.len() as u8);
+        b.extend_from_slice(name);
+        put_addr(b, addr);
+    }
 }
 
 /// Appends HMAC-SHA256 of `payload` under `key` (the last step of encoding; also lets tests
@@ -411,12 +451,15 @@ pub(crate) fn decode_payload(term: u64, payload: &[u8]) -> Result<Message, DropR
     let m = DropReason::Malformed;
     let kind = r.u8().ok_or(m)?;
     let body = match kind {
-        1 => Body::PreVote,
+        1 => Body::PreVote {
+            version: r.version().ok_or(m)?,
+        },
         2 => Body::PreVoteReply {
             granted: r.bool().ok_or(m)?,
         },
         3 => Body::Vote {
             transfer: r.bool().ok_or(m)?,
+            version: r.version().ok_or(m)?,
         },
         4 => Body::VoteReply {
             granted: r.bool().ok_or(m)?,
@@ -437,6 +480,15 @@ pub(crate) fn decode_payload(term: u64, payload: &[u8]) -> Result<Message, DropR
             eligibility_version: r.u64().ok_or(m)?,
             leaving: r.bool().ok_or(m)?,
             report: r.report().ok_or(m)?,
+            voters: if r.at < r.d.len() {
+                VoterAck {
+                    committed: r.u64().ok_or(m)?,
+                    accepted: r.u64().ok_or(m)?,
+                    accepted_digest: r.u64().ok_or(m)?,
+                }
+            } else {
+                VoterAck::default()
+            },
         }),
         7 => Body::TimeoutNow,
         8 => Body::Renew(Renew {
@@ -444,6 +496,7 @@ pub(crate) fn decode_payload(term: u64, payload: &[u8]) -> Result<Message, DropR
             claim: (r.u64().ok_or(m)?, r.u64().ok_or(m)?),
             ips: r.ips().ok_or(m)?,
             standby: r.ips().ok_or(m)?,
+            version: r.version().ok_or(m)?,
         }),
         9 => Body::Grant(Grant {
             seq: r.u64().ok_or(m)?,
@@ -459,18 +512,15 @@ pub(crate) fn decode_payload(term: u64, payload: &[u8]) -> Result<Message, DropR
         }),
         12 => {
             let seq = r.u64().ok_or(m)?;
-            let n = u16::from_be_bytes(r.take(2).ok_or(m)?.try_into().map_err(|_| m)?);
-            let mut members = Vec::with_capacity(usize::from(n).min(4096));
-            for _ in 0..n {
-                let len = r.u8().ok_or(m)? as usize;
-                let name = std::str::from_utf8(r.take(len).ok_or(m)?).map_err(|_| m)?;
-                if name.is_empty() {
-                    return Err(m);
-                }
-                members.push((name.to_owned(), r.addr().ok_or(m)?));
-            }
+            let members = r.members().ok_or(m)?;
             Body::Roster(Roster { seq, members })
         }
+        16 => Body::Voters(VoterSet {
+            version: r.u64().ok_or(m)?,
+            commit: r.bool().ok_or(m)?,
+            voters: r.members().ok_or(m)?,
+            previous: r.members().ok_or(m)?,
+        }),
         _ => return Err(m),
     };
     if r.at != r.d.len() {
@@ -526,6 +576,27 @@ impl<'a> Reader<'a> {
             v.push(self.ip()?);
         }
         Some(v)
+    }
+    /// A trailing voter-set version: 0 when absent (the message ends here), else a u64
+    /// that must not be 0.
+    fn version(&mut self) -> Option<u64> {
+        if self.at == self.d.len() {
+            return Some(0);
+        }
+        self.u64().filter(|v| *v > 0)
+    }
+    fn members(&mut self) -> Option<Vec<(String, SocketAddr)>> {
+        let n = u16::from_be_bytes(self.take(2)?.try_into().ok()?);
+        let mut members = Vec::with_capacity(usize::from(n).min(4096));
+        for _ in 0..n {
+            let len = self.u8()? as usize;
+            let name = std::str::from_utf8(self.take(len)?).ok()?;
+            if name.is_empty() {
+                return None;
+            }
+            members.push((name.to_owned(), self.addr()?));
+        }
+        Some(members)
     }
     /// `Some(None)`: absent; `None`: malformed.
     fn report(&mut self) -> Option<Option<Report>> {
@@ -753,9 +824,12 @@ mod tests {
             held: vec![ip4("10.0.0.2")],
         };
         [
-            Body::PreVote,
+            Body::PreVote { version: 0 },
             Body::PreVoteReply { granted: true },
-            Body::Vote { transfer: true },
+            Body::Vote {
+                transfer: true,
+                version: 0,
+            },
             Body::VoteReply {
                 granted: true,
                 ack_seq: 77,
@@ -786,7 +860,21 @@ mod tests {
                 epoch: 3,
                 eligibility_version: 4,
                 leaving: true,
+                report: Some(report.clone()),
+                voters: VoterAck::default(),
+            }),
+            Body::Ack(Ack {
+                heartbeat: 1,
+                ack_seq: 2,
+                epoch: 3,
+                eligibility_version: 4,
+                leaving: false,
                 report: Some(report),
+                voters: VoterAck {
+                    committed: 1,
+                    accepted: 2,
+                    accepted_digest: 0xfeed,
+                },
             }),
             Body::TimeoutNow,
             Body::Renew(Renew {
@@ -794,6 +882,14 @@ mod tests {
                 claim: (3, 4),
                 ips: vec![ip4("10.10.100.200")],
                 standby: vec!["fd00:10::5".parse().expect("ip")],
+                version: 0,
+            }),
+            Body::Renew(Renew {
+                seq: 9,
+                claim: (3, 4),
+                ips: vec![],
+                standby: vec![],
+                version: 2,
             }),
             Body::Grant(Grant {
                 seq: 9,
@@ -818,6 +914,18 @@ mod tests {
                 seq: 4,
                 members: vec![],
             }),
+            Body::Voters(VoterSet {
+                version: 2,
+                commit: true,
+                voters: vec![("a".into(), "10.0.0.1:7946".parse().expect("addr"))],
+                previous: vec![],
+            }),
+            // The voter-set versions that trail these once the set has changed.
+            Body::PreVote { version: 3 },
+            Body::Vote {
+                transfer: false,
+                version: 7,
+            },
         ]
         .into_iter()
         .enumerate()
@@ -826,6 +934,45 @@ mod tests {
             body,
         })
         .collect()
+    }
+
+    #[test]
+    fn at_voter_set_version_0_messages_end_where_version_2_always_ended_them() {
+        // Hosts of the previous release drop trailing bytes as malformed: until the voter
+        // set is changed, nothing may trail.
+        let pv = encode(
+            "a",
+            1,
+            &Message {
+                term: 1,
+                body: Body::PreVote { version: 0 },
+            },
+            KEY,
+        );
+        assert_eq!(pv.len(), 4 + 1 + 1 + 1 + 8 + 8 + 1 + MAC_LEN);
+        let renew = |version| {
+            encode(
+                "a",
+                1,
+                &Message {
+                    term: 1,
+                    body: Body::Renew(Renew {
+                        seq: 1,
+                        claim: (1, 1),
+                        ips: vec![],
+                        standby: vec![],
+                        version,
+                    }),
+                },
+                KEY,
+            )
+            .len()
+        };
+        assert_eq!(
+            renew(0),
+            4 + 1 + 1 + 1 + 8 + 8 + 1 + 8 + 16 + 2 + 2 + MAC_LEN
+        );
+        assert_eq!(renew(5), renew(0) + 8);
     }
 
     #[test]
@@ -844,7 +991,7 @@ mod tests {
             0x0102_0304_0506_0708,
             &Message {
                 term: 3,
-                body: Body::PreVote,
+                body: Body::PreVote { version: 0 },
             },
             KEY,
         );
@@ -1048,6 +1195,7 @@ mod tests {
                     held: eligible[..10_000].to_vec(),
                     eligible,
                 }),
+                voters: VoterAck::default(),
             }),
         }
     }
