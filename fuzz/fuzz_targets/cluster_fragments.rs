@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
             seq,
             &Message {
                 term: u64::from(*term % 4),
-                body: Body::PreVote,
+                body: Body::PreVote { version: 0 },
             },
             KEY,
         );
