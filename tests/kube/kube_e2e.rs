@@ -695,6 +695,8 @@ async fn a_reload_with_a_bad_selector_changes_nothing_and_a_good_one_starts_watc
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns-a\n  labels:\n    team: a\n",
     )
     .await;
+    // SIGHUP before lbd installed its handlers would end it (the default action).
+    env.wait_log("publish: ready").await;
     let good = std::fs::read_to_string(env.lbd.config_path()).unwrap();
     let team_pool = |operator: &str| {
         format!(
