@@ -5,6 +5,7 @@
 //! Size: `LB_SIM_VOTERS`, `LB_SIM_MEMBERS`, `LB_SIM_IPS` (default 3, 10, 30); seeds as in
 //! `cluster_simulation` (`LB_SIM_SEED`, `LB_SIM_RUNS`).
 
+use lb_testkit::cluster_sim::{env_u64, seeds};
 use std::collections::BTreeSet;
 
 use lb_testkit::cluster_sim::{Sim, SimConfig, Violation};
@@ -12,25 +13,11 @@ use lb_testkit::cluster_sim::{Sim, SimConfig, Violation};
 const MS: u64 = 1000;
 const LIVENESS_BOUND: u64 = 2_000 * MS;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn seeds(default_runs: u64) -> Vec<u64> {
-    if let Ok(s) = std::env::var("LB_SIM_SEED") {
-        return vec![s.parse().expect("LB_SIM_SEED is a u64")];
-    }
-    (1..=env("LB_SIM_RUNS", default_runs)).collect()
-}
-
 fn sized() -> SimConfig {
     SimConfig {
-        hosts: env("LB_SIM_VOTERS", 3) as usize,
-        members: env("LB_SIM_MEMBERS", 10) as usize,
-        ips: env("LB_SIM_IPS", 30) as usize,
+        hosts: env_u64("LB_SIM_VOTERS", 3) as usize,
+        members: env_u64("LB_SIM_MEMBERS", 10) as usize,
+        ips: env_u64("LB_SIM_IPS", 30) as usize,
         ..SimConfig::default()
     }
 }

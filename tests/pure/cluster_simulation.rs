@@ -6,7 +6,7 @@
 
 use lb::cluster::Timing;
 use lb::cluster::core::{Input, Mutation};
-use lb_testkit::cluster_sim::{Sim, SimConfig, Violation};
+use lb_testkit::cluster_sim::{Sim, SimConfig, Violation, seeds};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -59,17 +59,6 @@ fn run(seed: u64, cfg: SimConfig) -> Result<u64, String> {
         ));
     }
     Ok(t - healed)
-}
-
-fn seeds(default_runs: u64) -> Vec<u64> {
-    if let Ok(s) = std::env::var("LB_SIM_SEED") {
-        return vec![s.parse().expect("LB_SIM_SEED is a u64")];
-    }
-    let runs = std::env::var("LB_SIM_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(default_runs);
-    (1..=runs).collect()
 }
 
 fn run_many(name: &str, default_runs: u64, cfg: SimConfig) {

@@ -12,6 +12,7 @@
 //!
 //! Seeds: `LB_SIM_SEED`, `LB_SIM_RUNS` (default 100).
 
+use lb_testkit::cluster_sim::seeds;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
@@ -20,20 +21,6 @@ use lb_testkit::cluster_sim::{Sim, SimConfig, Violation};
 
 const MS: u64 = 1000;
 const LIVENESS_BOUND: u64 = 3_000 * MS;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn seeds(default_runs: u64) -> Vec<u64> {
-    if let Ok(s) = std::env::var("LB_SIM_SEED") {
-        return vec![s.parse().expect("LB_SIM_SEED is a u64")];
-    }
-    (1..=env("LB_SIM_RUNS", default_runs)).collect()
-}
 
 fn fail(log: &[String], v: Violation) -> String {
     format!("{}\nevents:\n  {}", v.0, log.join("\n  "))

@@ -648,3 +648,20 @@ impl Sim {
         })
     }
 }
+
+/// A numeric setting from the environment (`LB_SIM_RUNS`, `LB_MODEL_DEPTH`, …), or `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The seeds of a seeded run: `LB_SIM_SEED` alone, else 1..=`LB_SIM_RUNS` (default
+/// `default_runs`).
+pub fn seeds(default_runs: u64) -> Vec<u64> {
+    if let Ok(s) = std::env::var("LB_SIM_SEED") {
+        return vec![s.parse().expect("LB_SIM_SEED is a u64")];
+    }
+    (1..=env_u64("LB_SIM_RUNS", default_runs)).collect()
+}
