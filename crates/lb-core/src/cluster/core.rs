@@ -29,6 +29,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::HardState;
@@ -38,7 +39,7 @@ use super::message::{
 };
 use super::placement;
 use super::voters::{self, Accepted, Change, VoterChangeError, VoterState, Voters};
-use super::{Member, Timing};
+use super::{Member, Memo, Timing};
 
 /// Heartbeat send times a leader remembers (acks older than this no longer extend authority).
 const HEARTBEAT_WINDOW: usize = 64;
@@ -348,20 +349,6 @@ struct Peer {
     evicted_at: Option<Instant>,
 }
 
-/// A value that only saves work: equal and hashed alike whatever it holds, so two nodes that
-/// differ only in it are the same state (the model checks compare states).
-#[derive(Clone, Debug, Default)]
-struct Memo<T>(T);
-impl<T> PartialEq for Memo<T> {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-impl<T> Eq for Memo<T> {}
-impl<T> std::hash::Hash for Memo<T> {
-    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Leadership {
     elected_at: Instant,
@@ -479,6 +466,45 @@ pub struct Node {
     /// Bumped whenever something the leader's map is computed from changes, apart from time
     /// (desired IPs, eligibility and holdings reported, the member list).
     map_inputs: Memo<u64>,
+    /// [`Node::wants`] as last computed; `None` once one of its inputs changed.
+    wants_cache: Memo<Option<WantsCache>>,
+    /// Bumped when a recomputation of `wants` gave another result.
+    wants_gen: Memo<u64>,
+    /// The `wants_gen` that `tend_leases` last looked at (what to release, what is new).
+    tended_gen: Memo<u64>,
+    /// [`Node::leases`] as last computed; `None` once an input changed (a grant, a release,
+    /// `wants`, the voter set). Valid until its earliest end.
+    lease_cache: Memo<Option<LeaseCache>>,
+    /// When `last_leases` was last emitted, and whether a newer map waits for emission.
+    last_emit: Memo<Option<Instant>>,
+    emit_pending: Memo<bool>,
+    /// The earliest end in `last_leases`.
+    emitted_until: Memo<Option<Instant>>,
+    /// Bumped at every recomputation of the lease cache; the one `reported_held` was last
+    /// compared with.
+    lease_gen: Memo<u64>,
+    held_gen: Memo<u64>,
+    /// The `lease_gen` that `emit_leases` last compared with `last_leases`.
+    emitted_gen: Memo<u64>,
+}
+
+/// What this host asks the voters for, computed at `at`; the same until `until` (a standby
+/// IP's takeover attempt or lease ends) unless an input changes first.
+#[derive(Clone, Debug)]
+struct WantsCache {
+    hold: Arc<BTreeSet<IpAddr>>,
+    standby: Arc<BTreeSet<IpAddr>>,
+    at: Instant,
+    until: Instant,
+}
+
+/// The leases this host has, computed at `at` (with `Node::last_now` = `at`); the same until
+/// the earliest of them ends unless an input changes first.
+#[derive(Clone, Debug)]
+struct LeaseCache {
+    leases: Arc<BTreeMap<IpAddr, Instant>>,
+    at: Instant,
+    until: Option<Instant>,
 }
 
 fn majority(n: usize) -> usize {
@@ -607,6 +633,16 @@ impl Node {
             last_leases: BTreeMap::new(),
             mutation: None,
             map_inputs: Memo(0),
+            wants_cache: Memo(None),
+            wants_gen: Memo(0),
+            tended_gen: Memo(0),
+            lease_cache: Memo(None),
+            last_emit: Memo(None),
+            emit_pending: Memo(false),
+            emitted_until: Memo(None),
+            lease_gen: Memo(0),
+            held_gen: Memo(u64::MAX),
+            emitted_gen: Memo(u64::MAX),
         };
         node.election_deadline = now + node.random_timeout();
         // A file that lists other voters than the recorded set proposes nothing by itself
@@ -801,9 +837,20 @@ impl Node {
             .collect()
     }
 
-    /// IP → lease deadline for every IP this host wants and has a majority of grants for
-    /// (not filtered by time).
-    fn leases(&self) -> BTreeMap<IpAddr, Instant> {
+    /// IP → lease deadline (after `last_now`) for every IP this host wants and has a majority
+    /// of grants for. From the cache while no input changed and none of them ended.
+    fn leases(&self) -> Arc<BTreeMap<IpAddr, Instant>> {
+        if let Some(c) = &self.lease_cache.0
+            && c.at <= self.last_now
+            && c.until.is_none_or(|u| self.last_now < u)
+        {
+            debug_assert_eq!(*c.leases, self.compute_leases(), "stale lease cache");
+            return c.leases.clone();
+        }
+        Arc::new(self.compute_leases())
+    }
+
+    fn compute_leases(&self) -> BTreeMap<IpAddr, Instant> {
         let (hold, standby) = self.wants(self.last_now);
         hold.iter()
             .chain(standby.iter())
@@ -812,26 +859,117 @@ impl Node {
             .collect()
     }
 
+    /// Brings the lease cache up to date (at `last_now`).
+    fn refresh_leases(&mut self) {
+        let now = self.last_now;
+        if self
+            .lease_cache
+            .0
+            .as_ref()
+            .is_some_and(|c| c.at <= now && c.until.is_none_or(|u| now < u))
+        {
+            return;
+        }
+        self.refresh_wants(now);
+        let leases = self.compute_leases();
+        let until = leases.values().min().copied();
+        self.lease_gen.0 += 1;
+        self.lease_cache.0 = Some(LeaseCache {
+            leases: Arc::new(leases),
+            at: now,
+            until,
+        });
+    }
+
+    /// An input of `leases` other than `wants` changed (grants, the voter set).
+    fn leases_changed(&mut self) {
+        self.lease_cache.0 = None;
+    }
+
+    /// An input of `wants` changed: the map, eligibility, relinquished IPs, takeover
+    /// attempts, released grants, the voter set, leaving.
+    fn wants_changed(&mut self) {
+        self.wants_cache.0 = None;
+        self.lease_cache.0 = None;
+    }
+
     /// What this host asks the voters for: (IPs the map gives it, IPs it takes over or holds
-    /// as successor). Both only while eligible, not relinquished, not leaving.
-    fn wants(&self, now: Instant) -> (BTreeSet<IpAddr>, BTreeSet<IpAddr>) {
+    /// as successor). Both only while eligible, not relinquished, not leaving. From the cache
+    /// while no input changed (with thousands of IPs, recomputing it in every step was most
+    /// of a host's work: docs/bench/kube-cluster.md).
+    fn wants(&self, now: Instant) -> (Arc<BTreeSet<IpAddr>>, Arc<BTreeSet<IpAddr>>) {
+        if let Some(c) = &self.wants_cache.0
+            && c.at <= now
+            && now < c.until
+        {
+            debug_assert!(
+                {
+                    let (h, s, _) = self.compute_wants(now);
+                    h == *c.hold && s == *c.standby
+                },
+                "stale wants cache"
+            );
+            return (c.hold.clone(), c.standby.clone());
+        }
+        let (h, s, _) = self.compute_wants(now);
+        (Arc::new(h), Arc::new(s))
+    }
+
+    /// Brings the `wants` cache up to date at `now`.
+    fn refresh_wants(&mut self, now: Instant) {
+        if self
+            .wants_cache
+            .0
+            .as_ref()
+            .is_some_and(|c| c.at <= now && now < c.until)
+        {
+            return;
+        }
+        let (hold, standby, until) = self.compute_wants(now);
+        let same = self
+            .wants_cache
+            .0
+            .as_ref()
+            .is_some_and(|c| *c.hold == hold && *c.standby == standby);
+        if !same {
+            self.wants_gen.0 += 1;
+            self.lease_cache.0 = None;
+        }
+        self.wants_cache.0 = Some(WantsCache {
+            hold: Arc::new(hold),
+            standby: Arc::new(standby),
+            at: now,
+            until,
+        });
+    }
+
+    /// `wants` at `now`, and until when it stays the same if no input changes (the first
+    /// moment a wanted standby IP's attempt and lease have both ended).
+    fn compute_wants(&self, now: Instant) -> (BTreeSet<IpAddr>, BTreeSet<IpAddr>, Instant) {
+        let far = now + Duration::from_secs(3600);
         if self.done || self.witness || self.leaving {
-            return (BTreeSet::new(), BTreeSet::new());
+            return (BTreeSet::new(), BTreeSet::new(), far);
         }
         let ok = |ip: &IpAddr| self.eligible.contains(ip) && !self.relinquished.contains_key(ip);
         let hold: BTreeSet<IpAddr> = self.map.hold.iter().filter(|ip| ok(ip)).copied().collect();
+        let mut until = far;
         let standby: BTreeSet<IpAddr> = self
             .map
             .standby
             .iter()
             .filter(|ip| ok(ip) && !hold.contains(*ip))
             .filter(|ip| {
-                self.holder.attempts.get(*ip).is_some_and(|a| now < a.until)
-                    || self.holder.lease_end(ip).is_some_and(|end| now < end)
+                let a = self.holder.attempts.get(*ip).map(|a| a.until);
+                let l = self.holder.lease_end(ip);
+                let end = a.max(l).filter(|e| now < *e);
+                if let Some(e) = end {
+                    until = until.min(e);
+                }
+                end.is_some()
             })
             .copied()
             .collect();
-        (hold, standby)
+        (hold, standby, until)
     }
 
     /// The latest instant by which `step(Tick)` must be called.
@@ -869,10 +1007,15 @@ impl Node {
                 t = t.min(a.until);
             }
         }
-        for until in self.last_leases.values() {
-            if *until > self.last_now {
-                t = t.min(*until);
-            }
+        if let Some(until) = self.emitted_until.0
+            && until > self.last_now
+        {
+            t = t.min(until);
+        }
+        if self.emit_pending.0
+            && let Some(at) = self.last_emit.0
+        {
+            t = t.min(at + self.timing.heartbeat / 2);
         }
         t
     }
@@ -1113,6 +1256,7 @@ impl Node {
         if changed {
             self.eligibility_version = version;
             self.map_inputs_changed();
+            self.wants_changed();
         }
     }
 
@@ -1193,24 +1337,38 @@ impl Node {
             .filter(|(ip, a)| now >= a.until && self.holder.lease_end(ip).is_none_or(|e| now >= e))
             .map(|(ip, _)| *ip)
             .collect();
+        if !failed.is_empty() {
+            self.wants_changed();
+        }
         for ip in failed {
             self.holder.attempts.remove(&ip);
         }
+        self.refresh_wants(now);
         let (hold, standby) = self.wants(now);
-        let unwanted: Vec<IpAddr> = self
-            .holder
-            .granted_ips()
-            .filter(|ip| !hold.contains(*ip) && !standby.contains(*ip))
-            .copied()
-            .collect();
-        if !unwanted.is_empty() {
-            self.release(now, &unwanted, None, out);
+        // What to release and what is new change only with `wants` (a grant for an IP not
+        // wanted is released when it arrives): looked at once per change, not per step.
+        let changed = self.wants_gen.0 != self.tended_gen.0;
+        self.tended_gen.0 = self.wants_gen.0;
+        let mut new = false;
+        if changed {
+            let unwanted: Vec<IpAddr> = self
+                .holder
+                .granted_ips()
+                .filter(|ip| !hold.contains(*ip) && !standby.contains(*ip))
+                .copied()
+                .collect();
+            if !unwanted.is_empty() {
+                self.release(now, &unwanted, None, out);
+            }
+            new = hold
+                .iter()
+                .chain(standby.iter())
+                .any(|ip| !self.holder.asked.contains(ip));
         }
-        let wanted: BTreeSet<IpAddr> = hold.union(&standby).copied().collect();
-        let new = !wanted.is_subset(&self.holder.asked);
-        if !wanted.is_empty() && (now >= self.next_renew || new) {
-            self.renew(now, hold, standby, out);
-        } else if wanted.is_empty() {
+        let none = hold.is_empty() && standby.is_empty();
+        if !none && (now >= self.next_renew || new) {
+            self.renew(now, &hold, &standby, out);
+        } else if none {
             self.holder.asked.clear();
         }
         // Takeovers that reached a majority are done.
@@ -1221,19 +1379,24 @@ impl Node {
             .filter(|ip| self.holder.lease_end(ip).is_some_and(|e| now < e))
             .copied()
             .collect();
+        if !won.is_empty() {
+            self.wants_changed();
+        }
         for ip in won {
             self.holder.attempts.remove(&ip);
         }
         self.holder.prune(now);
         // A change in what this host holds is reported to the leader like an eligibility
         // change (a new leader keeps current holders; docs/raft-lite.md §5).
-        let held: BTreeSet<IpAddr> = self
-            .leases()
-            .into_iter()
-            .filter(|(_, until)| now < *until)
-            .map(|(ip, _)| ip)
-            .collect();
-        if held != self.reported_held {
+        // (Leases end after `last_now` >= `now`; the set changes only when the cache does.)
+        self.refresh_leases();
+        let leases = self.leases();
+        let same = self.held_gen.0 == self.lease_gen.0
+            || (leases.len() == self.reported_held.len()
+                && leases.keys().eq(self.reported_held.iter()));
+        self.held_gen.0 = self.lease_gen.0;
+        if !same {
+            let held: BTreeSet<IpAddr> = leases.keys().copied().collect();
             // An IP this host now holds whose previous holder went silent: a failover (as a
             // successor, or by the leader's new map, whichever came first).
             for ip in held.difference(&self.reported_held) {
@@ -1265,8 +1428,8 @@ impl Node {
     fn renew(
         &mut self,
         now: Instant,
-        hold: BTreeSet<IpAddr>,
-        standby: BTreeSet<IpAddr>,
+        hold: &BTreeSet<IpAddr>,
+        standby: &BTreeSet<IpAddr>,
         out: &mut Vec<Output>,
     ) {
         let seq = self.holder.next_request(now);
@@ -1277,7 +1440,7 @@ impl Node {
             standby: standby.iter().copied().collect(),
             version: self.vs.version,
         };
-        self.holder.asked = hold.union(&standby).copied().collect();
+        self.holder.asked = hold.union(standby).copied().collect();
         self.next_renew = now + self.timing.heartbeat;
         for i in self.voters.keys() {
             if *i != self.me {
@@ -1304,6 +1467,7 @@ impl Node {
         for ip in ips {
             self.holder.forget(ip);
         }
+        self.wants_changed();
         let seq = self.holder.next_request(now);
         let body = Body::Release(Release {
             seq,
@@ -1335,7 +1499,9 @@ impl Node {
         ips: &[IpAddr],
         out: &mut Vec<Output>,
     ) {
+        self.refresh_wants(now);
         let (hold, standby) = self.wants(now);
+        self.leases_changed();
         let received = (self.mutation == Some(Mutation::LeaseFromReceipt)).then_some(now);
         let unwanted = self.holder.on_grant(
             from,
@@ -1390,6 +1556,7 @@ impl Node {
                         until: now + self.timing.lease,
                     },
                 );
+                self.wants_changed();
             }
         }
         let grants = self.voter.grant_pending(now, &ips);
@@ -1426,15 +1593,62 @@ impl Node {
     /// voter may promise that IP to another holder as soon as the release arrives, so this
     /// host must have stopped answering before it leaves. A lease gained in the step is valid
     /// from `now` anyway.
+    ///
+    /// A map that only pushes ends later (the renewals of every heartbeat, one grant from
+    /// each voter) goes out at most every half heartbeat: each such map costs the shell work
+    /// proportional to the IPs held, and an end emitted late is only earlier, never later,
+    /// than the real one. A lease gained or lost, or an end moved earlier, goes out at once.
     fn emit_leases(&mut self, out: &mut Vec<Output>) {
-        let cur = if self.done {
-            BTreeMap::new()
-        } else {
-            self.leases()
-        };
-        if cur != self.last_leases {
-            self.last_leases = cur.clone();
-            out.insert(0, Output::Leases(cur));
+        let now = self.last_now;
+        if self.done {
+            if !self.last_leases.is_empty() {
+                self.emit(now, Arc::new(BTreeMap::new()), out);
+            }
+            return;
+        }
+        self.refresh_leases();
+        if self.lease_gen.0 != self.emitted_gen.0 {
+            self.emitted_gen.0 = self.lease_gen.0;
+            let cur = self.leases();
+            if *cur != self.last_leases {
+                let urgent = cur.len() != self.last_leases.len()
+                    || cur
+                        .iter()
+                        .zip(self.last_leases.iter())
+                        .any(|((a, ea), (b, eb))| a != b || ea < eb);
+                let recent = self
+                    .last_emit
+                    .0
+                    .is_some_and(|at| now < at + self.timing.heartbeat / 2);
+                let running_out = self
+                    .emitted_until
+                    .0
+                    .is_some_and(|u| u <= now + self.timing.heartbeat);
+                if urgent || !recent || running_out {
+                    self.emit(now, cur, out);
+                } else {
+                    self.emit_pending.0 = true;
+                }
+            }
+        }
+        if self.emit_pending.0
+            && self
+                .last_emit
+                .0
+                .is_none_or(|at| now >= at + self.timing.heartbeat / 2)
+        {
+            let cur = self.leases();
+            self.emit(now, cur, out);
+        }
+    }
+
+    fn emit(&mut self, now: Instant, cur: Arc<BTreeMap<IpAddr, Instant>>, out: &mut Vec<Output>) {
+        self.emit_pending.0 = false;
+        self.last_emit.0 = Some(now);
+        self.emitted_until.0 = cur.values().min().copied();
+        if *cur != self.last_leases {
+            self.last_leases = (*cur).clone();
+            out.insert(0, Output::Leases(self.last_leases.clone()));
         }
     }
 
@@ -2127,6 +2341,7 @@ impl Node {
         self.digest = voters::digest(&set);
         self.holder
             .set_voters(self.voters.keys().copied().collect());
+        self.wants_changed();
         // Who is a voter, and so who may be a candidate, changed: the map is recomputed.
         self.map_inputs_changed();
         self.persist(out);
@@ -2432,16 +2647,21 @@ impl Node {
                 hold: hb.ips.iter().copied().collect(),
                 standby: hb.standby.iter().copied().collect(),
             };
+            self.wants_changed();
         }
-        if (term, hb.epoch) == self.map.version {
+        if (term, hb.epoch) == self.map.version && !self.relinquished.is_empty() {
             // A relinquished IP is asked for again once the leader still assigns it to us
             // knowing we are eligible again; one it moved away is forgotten.
             let hold = &self.map.hold;
             let standby = &self.map.standby;
+            let before = self.relinquished.len();
             self.relinquished.retain(|ip, back| {
                 (hold.contains(ip) || standby.contains(ip))
                     && !back.is_some_and(|v| hb.eligibility_known >= v)
             });
+            if self.relinquished.len() != before {
+                self.wants_changed();
+            }
         }
         self.report_proposal(from, out);
         let ack_seq = self.next_ack();
@@ -2469,6 +2689,7 @@ impl Node {
             return;
         }
         self.leaving = true;
+        self.wants_changed();
         let held: Vec<IpAddr> = self.holder.granted_ips().copied().collect();
         if !held.is_empty() {
             self.release(now, &held, None, out);
@@ -2532,6 +2753,7 @@ impl Node {
             });
         if handed || self.leave_by.is_none_or(|b| now >= b) {
             self.done = true;
+            self.wants_changed();
             self.leave_by = None;
             out.push(Output::ShutdownComplete);
         }
@@ -2827,6 +3049,7 @@ impl Node {
             self.relinquished.retain(|ip, back| {
                 (hold.contains(ip) || standby.contains(ip)) && !back.is_some_and(|b| v >= b)
             });
+            self.wants_changed();
         }
         true
     }

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use super::Memo;
 use super::message::Renew;
 
 /// Version (term, epoch) of an ownership map; the newest map wins.
@@ -77,6 +78,10 @@ pub struct Voter {
     /// Per holder: the highest request number acted on (older ones are ignored).
     last_seq: BTreeMap<usize, u64>,
     pending: BTreeMap<IpAddr, Vec<Pending>>,
+    /// No promise ends before this (`None`: no promise): `expire` looks at every promise only
+    /// once this has passed, not in every step (with thousands of IPs that scan was most of a
+    /// voter's work). A promise's end only moves later, so the bound stays a bound.
+    earliest: Memo<Option<Instant>>,
 }
 
 impl Voter {
@@ -91,7 +96,15 @@ impl Voter {
             claims: BTreeMap::new(),
             last_seq: BTreeMap::new(),
             pending: BTreeMap::new(),
+            earliest: Memo(None),
         }
+    }
+
+    /// Makes (or renews) a promise; keeps `earliest` a lower bound.
+    fn promise(&mut self, ip: IpAddr, p: Promise) {
+        let until = p.until;
+        self.promises.insert(ip, p);
+        self.earliest.0 = Some(self.earliest.0.map_or(until, |e| e.min(until)));
     }
 
     /// Mutation check only (`core::Mutation::ForgetPromisesOnRestart`): no quarantine after a
@@ -157,7 +170,7 @@ impl Voter {
                     });
                 }
                 _ => {
-                    self.promises.insert(
+                    self.promise(
                         ip,
                         Promise {
                             holder: from,
@@ -196,6 +209,15 @@ impl Voter {
 
     /// Ends the promises whose time is up.
     pub fn expire(&mut self, now: Instant) -> Vec<Freed> {
+        if self.earliest.0.is_none_or(|e| now < e) {
+            return Vec::new(); // none ends before `earliest`
+        }
+        self.earliest.0 = self
+            .promises
+            .values()
+            .map(|p| p.until)
+            .filter(|u| now < *u)
+            .min();
         let gone: Vec<IpAddr> = self
             .promises
             .iter()
@@ -240,7 +262,7 @@ impl Voter {
             if list.is_empty() {
                 self.pending.remove(ip);
             }
-            self.promises.insert(
+            self.promise(
                 *ip,
                 Promise {
                     holder: p.holder,
@@ -271,9 +293,9 @@ impl Voter {
     }
 
     /// When the next promise ends (a waiting request may be granted, a successor may take
-    /// over).
+    /// over), or a little earlier (a lower bound: waking then costs one look at the promises).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.promises.values().map(|p| p.until).min()
+        self.earliest.0
     }
 }
 
@@ -299,6 +321,8 @@ pub struct Holder {
     pub attempts: BTreeMap<IpAddr, Attempt>,
     /// The IPs the last request asked for.
     pub asked: BTreeSet<IpAddr>,
+    /// No grant ends before this (`None`: none recorded): `prune` looks only once it passed.
+    earliest_grant: Memo<Option<Instant>>,
 }
 
 impl Holder {
@@ -315,6 +339,7 @@ impl Holder {
             floor: BTreeMap::new(),
             attempts: BTreeMap::new(),
             asked: BTreeSet::new(),
+            earliest_grant: Memo(None),
         }
     }
 
@@ -371,6 +396,8 @@ impl Holder {
                 .entry(from)
                 .or_insert(end);
             *e = (*e).max(end);
+            let first = self.earliest_grant.0.map_or(*e, |x| x.min(*e));
+            self.earliest_grant.0 = Some(first);
         }
         unwanted
     }
@@ -408,12 +435,21 @@ impl Holder {
         self.floor.insert(*ip, self.next_seq);
     }
 
-    /// Drops grant records that ended before `now` (bookkeeping only).
+    /// Drops grant records that ended before `now` (bookkeeping only; nothing to do before
+    /// the earliest grant ends).
     pub fn prune(&mut self, now: Instant) {
+        if self.earliest_grant.0.is_none_or(|e| now < e) {
+            return;
+        }
+        let mut earliest: Option<Instant> = None;
         self.grants.retain(|_, g| {
             g.retain(|_, end| now < *end);
+            for end in g.values() {
+                earliest = Some(earliest.map_or(*end, |x| x.min(*end)));
+            }
             !g.is_empty()
         });
+        self.earliest_grant.0 = earliest;
     }
 }
 

@@ -22,6 +22,21 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use self::core::{Config, Input, MemberFilter, Node, Output, Role, Status};
+
+/// A value that only saves work (a cache, a lower bound): equal and hashed alike whatever it
+/// holds, so two nodes that differ only in it are the same state (the model checks compare
+/// states). What it holds must never change an output, only how fast it is computed.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Memo<T>(pub(crate) T);
+impl<T> PartialEq for Memo<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl<T> Eq for Memo<T> {}
+impl<T> std::hash::Hash for Memo<T> {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
 pub use self::message::Message;
 
 /// What raft-lite must remember across a restart (Raft §5.2): stored durably by the driver
