@@ -475,10 +475,12 @@ pub struct Node {
     /// [`Node::leases`] as last computed; `None` once an input changed (a grant, a release,
     /// `wants`, the voter set). Valid until its earliest end.
     lease_cache: Memo<Option<LeaseCache>>,
-    /// When `last_leases` was last emitted, and whether a newer map waits for emission.
-    last_emit: Memo<Option<Instant>>,
-    emit_pending: Memo<bool>,
-    /// The earliest end in `last_leases`.
+    /// When `last_leases` was last emitted, and whether a map that only pushes ends later
+    /// waits for its turn (`emit_leases`). State, not a memo: they decide when a `Leases`
+    /// output goes out.
+    last_emit: Option<Instant>,
+    emit_pending: bool,
+    /// The earliest end in `last_leases` (derived from it).
     emitted_until: Memo<Option<Instant>>,
     /// Bumped at every recomputation of the lease cache; the one `reported_held` was last
     /// compared with.
@@ -498,6 +500,12 @@ struct WantsCache {
     until: Instant,
 }
 
+impl WantsCache {
+    fn valid(&self, now: Instant) -> bool {
+        self.at <= now && now < self.until
+    }
+}
+
 /// The leases this host has, computed at `at` (with `Node::last_now` = `at`); the same until
 /// the earliest of them ends unless an input changes first.
 #[derive(Clone, Debug)]
@@ -505,6 +513,12 @@ struct LeaseCache {
     leases: Arc<BTreeMap<IpAddr, Instant>>,
     at: Instant,
     until: Option<Instant>,
+}
+
+impl LeaseCache {
+    fn valid(&self, now: Instant) -> bool {
+        self.at <= now && self.until.is_none_or(|u| now < u)
+    }
 }
 
 fn majority(n: usize) -> usize {
@@ -637,8 +651,8 @@ impl Node {
             wants_gen: Memo(0),
             tended_gen: Memo(0),
             lease_cache: Memo(None),
-            last_emit: Memo(None),
-            emit_pending: Memo(false),
+            last_emit: None,
+            emit_pending: false,
             emitted_until: Memo(None),
             lease_gen: Memo(0),
             held_gen: Memo(u64::MAX),
@@ -841,8 +855,7 @@ impl Node {
     /// of grants for. From the cache while no input changed and none of them ended.
     fn leases(&self) -> Arc<BTreeMap<IpAddr, Instant>> {
         if let Some(c) = &self.lease_cache.0
-            && c.at <= self.last_now
-            && c.until.is_none_or(|u| self.last_now < u)
+            && c.valid(self.last_now)
         {
             debug_assert_eq!(*c.leases, self.compute_leases(), "stale lease cache");
             return c.leases.clone();
@@ -862,12 +875,7 @@ impl Node {
     /// Brings the lease cache up to date (at `last_now`).
     fn refresh_leases(&mut self) {
         let now = self.last_now;
-        if self
-            .lease_cache
-            .0
-            .as_ref()
-            .is_some_and(|c| c.at <= now && c.until.is_none_or(|u| now < u))
-        {
+        if self.lease_cache.0.as_ref().is_some_and(|c| c.valid(now)) {
             return;
         }
         self.refresh_wants(now);
@@ -899,8 +907,7 @@ impl Node {
     /// of a host's work: docs/bench/kube-cluster.md).
     fn wants(&self, now: Instant) -> (Arc<BTreeSet<IpAddr>>, Arc<BTreeSet<IpAddr>>) {
         if let Some(c) = &self.wants_cache.0
-            && c.at <= now
-            && now < c.until
+            && c.valid(now)
         {
             debug_assert!(
                 {
@@ -917,12 +924,7 @@ impl Node {
 
     /// Brings the `wants` cache up to date at `now`.
     fn refresh_wants(&mut self, now: Instant) {
-        if self
-            .wants_cache
-            .0
-            .as_ref()
-            .is_some_and(|c| c.at <= now && now < c.until)
-        {
+        if self.wants_cache.0.as_ref().is_some_and(|c| c.valid(now)) {
             return;
         }
         let (hold, standby, until) = self.compute_wants(now);
@@ -1012,8 +1014,8 @@ impl Node {
         {
             t = t.min(until);
         }
-        if self.emit_pending.0
-            && let Some(at) = self.last_emit.0
+        if self.emit_pending
+            && let Some(at) = self.last_emit
         {
             t = t.min(at + self.timing.heartbeat / 2);
         }
@@ -1607,49 +1609,41 @@ impl Node {
             return;
         }
         self.refresh_leases();
-        if self.lease_gen.0 != self.emitted_gen.0 {
-            self.emitted_gen.0 = self.lease_gen.0;
-            let cur = self.leases();
-            if *cur != self.last_leases {
-                let urgent = cur.len() != self.last_leases.len()
-                    || cur
-                        .iter()
-                        .zip(self.last_leases.iter())
-                        .any(|((a, ea), (b, eb))| a != b || ea < eb);
-                let recent = self
-                    .last_emit
-                    .0
-                    .is_some_and(|at| now < at + self.timing.heartbeat / 2);
-                let running_out = self
-                    .emitted_until
-                    .0
-                    .is_some_and(|u| u <= now + self.timing.heartbeat);
-                if urgent || !recent || running_out {
-                    self.emit(now, cur, out);
-                } else {
-                    self.emit_pending.0 = true;
-                }
-            }
+        let due = self
+            .last_emit
+            .is_none_or(|at| now >= at + self.timing.heartbeat / 2);
+        let running_out = self
+            .emitted_until
+            .0
+            .is_some_and(|u| u <= now + self.timing.heartbeat);
+        // Compared once per new lease map (the memo), and when a held-back one may go.
+        if self.lease_gen.0 == self.emitted_gen.0 && !(self.emit_pending && (due || running_out)) {
+            return;
         }
-        if self.emit_pending.0
-            && self
-                .last_emit
-                .0
-                .is_none_or(|at| now >= at + self.timing.heartbeat / 2)
-        {
-            let cur = self.leases();
+        self.emitted_gen.0 = self.lease_gen.0;
+        let cur = self.leases();
+        if *cur == self.last_leases {
+            self.emit_pending = false;
+            return;
+        }
+        let only_later = cur.len() == self.last_leases.len()
+            && cur
+                .iter()
+                .zip(self.last_leases.iter())
+                .all(|((a, ea), (b, eb))| a == b && ea >= eb);
+        if only_later && !due && !running_out {
+            self.emit_pending = true;
+        } else {
             self.emit(now, cur, out);
         }
     }
 
     fn emit(&mut self, now: Instant, cur: Arc<BTreeMap<IpAddr, Instant>>, out: &mut Vec<Output>) {
-        self.emit_pending.0 = false;
-        self.last_emit.0 = Some(now);
+        self.emit_pending = false;
+        self.last_emit = Some(now);
         self.emitted_until.0 = cur.values().min().copied();
-        if *cur != self.last_leases {
-            self.last_leases = (*cur).clone();
-            out.insert(0, Output::Leases(self.last_leases.clone()));
-        }
+        self.last_leases = (*cur).clone();
+        out.insert(0, Output::Leases(self.last_leases.clone()));
     }
 
     // ---- randomness ----------------------------------------------------------------------

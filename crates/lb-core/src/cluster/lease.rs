@@ -212,18 +212,17 @@ impl Voter {
         if self.earliest.0.is_none_or(|e| now < e) {
             return Vec::new(); // none ends before `earliest`
         }
-        self.earliest.0 = self
-            .promises
-            .values()
-            .map(|p| p.until)
-            .filter(|u| now < *u)
-            .min();
-        let gone: Vec<IpAddr> = self
-            .promises
-            .iter()
-            .filter(|(_, p)| now >= p.until)
-            .map(|(ip, _)| *ip)
-            .collect();
+        // One pass: what ends now, and the new bound for what remains.
+        let mut earliest: Option<Instant> = None;
+        let mut gone: Vec<IpAddr> = Vec::new();
+        for (ip, p) in &self.promises {
+            if now >= p.until {
+                gone.push(*ip);
+            } else {
+                earliest = Some(earliest.map_or(p.until, |e| e.min(p.until)));
+            }
+        }
+        self.earliest.0 = earliest;
         gone.into_iter()
             .filter_map(|ip| self.promises.remove(&ip).map(|p| (ip, p)))
             .map(|(ip, p)| Freed {
