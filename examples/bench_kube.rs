@@ -28,29 +28,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lb_testkit::apiserver::{ApiServer, Store, write_kubeconfig};
-use lb_testkit::bench::{arg, cpu_seconds, ms, status_kib};
+use lb_testkit::bench::{
+    api_writes, arg, bench_service, cpu_seconds, flag, ms, status_ip, status_kib, wait_all,
+    wait_quiet,
+};
 use lb_testkit::lbd::scrape_loopback;
-use serde_json::json;
-
-fn service(name: &str) -> serde_json::Value {
-    json!({"apiVersion": "v1", "kind": "Service",
-           "metadata": {"name": name, "namespace": "bench"},
-           // 10,000 node ports do not exist (30000-32767), as on a real cluster.
-           "spec": {"type": "LoadBalancer", "selector": {"app": name},
-                    "allocateLoadBalancerNodePorts": false,
-                    "ports": [{"port": 80}]}})
-}
-
-fn ip_of(store: &Store, name: &str) -> Option<String> {
-    let s = store.get("services", "bench", name)?;
-    s["status"]["loadBalancer"]["ingress"][0]["ip"]
-        .as_str()
-        .map(str::to_owned)
-}
-
-fn flag(name: &str) -> bool {
-    std::env::args().any(|a| a == name)
-}
 
 struct Lbd {
     child: Child,
@@ -152,27 +134,9 @@ fn start_lbd(bin: &Path, dir: &Path, kubeconfig: &Path, run: &str) -> Lbd {
     }
 }
 
-/// Waits until every name has an IP; the time the last one got it.
-async fn wait_all(store: &Store, names: &[String], what: &str) -> Instant {
-    let deadline = Instant::now() + Duration::from_secs(900);
-    let mut pending: Vec<&String> = names.iter().collect();
-    loop {
-        pending.retain(|n| ip_of(store, n).is_none());
-        if pending.is_empty() {
-            return Instant::now();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: still waiting after 15 min"
-        );
-        // Not faster: on 2 cores the polling would take CPU from lbd.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn wait_one(store: &Store, name: &str) -> Instant {
     let deadline = Instant::now() + Duration::from_secs(600);
-    while ip_of(store, name).is_none() {
+    while status_ip(store, name).is_none() {
         assert!(Instant::now() < deadline, "{name}: no IP after 10 min");
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
@@ -185,7 +149,7 @@ async fn singles(store: &Store, prefix: &str, count: usize) -> Vec<Duration> {
     for i in 0..count {
         let name = format!("{prefix}-{i:04}");
         let t = Instant::now();
-        store.create("services", service(&name)).unwrap();
+        store.create("services", bench_service(&name)).unwrap();
         lat.push(wait_one(store, &name).await - t);
     }
     lat
@@ -251,7 +215,7 @@ async fn main() {
         // Work per update among 100 Services.
         let base: Vec<String> = (0..100).map(|i| format!("base-{i:03}")).collect();
         for name in &base {
-            store.create("services", service(name)).unwrap();
+            store.create("services", bench_service(name)).unwrap();
         }
         wait_all(&store, &base, "100 Services").await;
         let small = work_per_update(&lbd, &store, "small", 20).await;
@@ -260,11 +224,13 @@ async fn main() {
         let cpu0 = lbd.cpu();
         let first_post = Instant::now();
         for name in &names {
-            store.create("services", service(name)).unwrap();
+            store.create("services", bench_service(name)).unwrap();
         }
         let last_post = Instant::now();
         // One more, right behind the burst.
-        store.create("services", service("after-burst")).unwrap();
+        store
+            .create("services", bench_service("after-burst"))
+            .unwrap();
         let after_post = Instant::now();
         let all = wait_all(&store, &names, "burst").await;
         let after = wait_one(&store, "after-burst").await;
@@ -331,7 +297,7 @@ async fn main() {
         let kubeconfig = write_kubeconfig(dir.path(), server.addr()).unwrap();
         let names: Vec<String> = (0..n).map(|i| format!("pre-{i:05}")).collect();
         for name in &names {
-            store.create("services", service(name)).unwrap();
+            store.create("services", bench_service(name)).unwrap();
         }
         let started = Instant::now();
         let lbd = start_lbd(&bin, dir.path(), &kubeconfig, "pre");
@@ -340,7 +306,11 @@ async fn main() {
             let deadline = Instant::now() + Duration::from_secs(600);
             loop {
                 // The allocator goes in key order: the first IP is among the first names.
-                if names.iter().take(64).any(|n| ip_of(&store, n).is_some()) {
+                if names
+                    .iter()
+                    .take(64)
+                    .any(|n| status_ip(&store, n).is_some())
+                {
                     break Instant::now();
                 }
                 assert!(Instant::now() < deadline, "no IP at all");
@@ -356,15 +326,18 @@ async fn main() {
         );
         let ips: BTreeMap<String, Option<String>> = names
             .iter()
-            .map(|n| (n.clone(), ip_of(&store, n)))
+            .map(|n| (n.clone(), status_ip(&store, n)))
             .collect();
         lbd.stop();
-        let writes_before = writes(&store);
+        let writes_before = api_writes(&store);
         let lbd = start_lbd(&bin, dir.path(), &kubeconfig, "restart");
         lbd.wait_ready();
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let changed = names.iter().filter(|n| ip_of(&store, n) != ips[*n]).count();
-        let written = writes(&store) - writes_before;
+        let changed = names
+            .iter()
+            .filter(|n| status_ip(&store, n) != ips[*n])
+            .count();
+        let written = api_writes(&store) - writes_before;
         println!("restart: {changed} IPs changed, {written} writes to the API server");
         if changed > 0 || written > 0 {
             failed = true;
@@ -375,29 +348,4 @@ async fn main() {
     if failed && flag("--check-work") {
         std::process::exit(1);
     }
-}
-
-/// Waits until lbd has written nothing for 2 s; when its last write came.
-async fn wait_quiet(store: &Arc<Store>) -> Instant {
-    let mut count = writes(store);
-    let mut since = Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = writes(store);
-        if now != count {
-            count = now;
-            since = Instant::now();
-        } else if since.elapsed() >= Duration::from_secs(2) {
-            return since;
-        }
-    }
-}
-
-/// Writes the server received so far (Events included).
-fn writes(store: &Arc<Store>) -> usize {
-    store
-        .requests()
-        .iter()
-        .filter(|r| matches!(r.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE"))
-        .count()
 }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lb_testkit::apiserver::{ApiServer, Store, write_kubeconfig};
-use lb_testkit::bench::{arg, cpu_seconds, status_kib};
+use lb_testkit::bench::{arg, bench_service, cpu_seconds, flag, status_kib, wait_all, wait_quiet};
 use lb_testkit::lab::{Host, Lab, Proc};
 use lb_testkit::lbd::{lbd_binary, scrape_metrics};
 use serde_json::json;
@@ -38,14 +38,6 @@ const METRICS_PORT: u16 = 9100;
 
 fn node_ip(i: usize) -> String {
     format!("10.10.0.{}", i + 3)
-}
-
-fn service(name: &str) -> serde_json::Value {
-    json!({"apiVersion": "v1", "kind": "Service",
-           "metadata": {"name": name, "namespace": "bench"},
-           "spec": {"type": "LoadBalancer", "selector": {"app": name},
-                    "allocateLoadBalancerNodePorts": false,
-                    "ports": [{"port": 80}]}})
 }
 
 /// One ready endpoint on `node` (what the endpoints controller writes for a Service's pod):
@@ -60,17 +52,6 @@ fn endpoints(name: &str, node: usize) -> serde_json::Value {
                           "nodeName": format!("node{}", node + 1),
                           "conditions": {"ready": true}}],
            "ports": [{"name": "", "port": 80, "protocol": "TCP"}]})
-}
-
-fn ip_of(store: &Store, name: &str) -> Option<String> {
-    let s = store.get("services", "bench", name)?;
-    s["status"]["loadBalancer"]["ingress"][0]["ip"]
-        .as_str()
-        .map(str::to_owned)
-}
-
-fn flag(name: &str) -> bool {
-    std::env::args().any(|a| a == name)
 }
 
 fn config(i: usize, hosts: usize, state: &str, kubeconfig: &str, key: &str) -> String {
@@ -140,50 +121,6 @@ impl Node {
     }
     fn metrics(&self, i: usize) -> BTreeMap<String, f64> {
         scrape_metrics(&self.host, &format!("{}:{METRICS_PORT}", node_ip(i)))
-    }
-}
-
-/// Waits until every name has an IP in status; the time the last one got it.
-async fn wait_all(store: &Store, names: &[String], what: &str) -> Instant {
-    let deadline = Instant::now() + Duration::from_secs(900);
-    let mut pending: Vec<&String> = names.iter().collect();
-    loop {
-        pending.retain(|n| ip_of(store, n).is_none());
-        if pending.is_empty() {
-            return Instant::now();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {} still waiting after 15 min",
-            pending.len()
-        );
-        // Not faster: on 2 cores the polling would take CPU from the lbds.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Writes the server received so far (Events included).
-fn writes(store: &Store) -> usize {
-    store
-        .requests()
-        .iter()
-        .filter(|r| matches!(r.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE"))
-        .count()
-}
-
-/// Waits until the lbds have written nothing for 2 s; when the last write came.
-async fn wait_quiet(store: &Store) -> Instant {
-    let mut count = writes(store);
-    let mut since = Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = writes(store);
-        if now != count {
-            count = now;
-            since = Instant::now();
-        } else if since.elapsed() >= Duration::from_secs(2) {
-            return since;
-        }
     }
 }
 
@@ -296,7 +233,9 @@ async fn main() {
     let cpu0: Vec<f64> = nodes.iter().map(Node::cpu).collect();
     let first_post = Instant::now();
     for name in &names {
-        store.create("services", service(name)).expect("create");
+        store
+            .create("services", bench_service(name))
+            .expect("create");
     }
     let last_post = Instant::now();
     let all = wait_all(&store, &names, "burst").await;
