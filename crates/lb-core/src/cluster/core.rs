@@ -1095,9 +1095,8 @@ impl Node {
         if self.done {
             return out;
         }
-        // Renewals, grants and releases change no placement input: the leader need not look
-        // at the map for them (they are most of the traffic). Other inputs recompute it only
-        // when one of its inputs changed (`reconcile_if_changed`).
+        // Renewals, grants and releases change no placement input: the leader need not
+        // recompute the map for them (they are most of the traffic), nor for routine acks.
         let lease_message = matches!(
             &input,
             Input::Received {
@@ -1107,7 +1106,7 @@ impl Node {
                 },
                 ..
             }
-        );
+        ) || self.routine_ack(now, &input);
         // Unless a host counted as down since the previous step: the leader's wake-up for
         // that may come after this step, which takes its place.
         let lease_message = lease_message && !self.went_down(before, now);
@@ -1187,6 +1186,40 @@ impl Node {
         }
         self.emit_leases(&mut out);
         out
+    }
+
+    /// Leader: an ack that changes no placement input either (most acks): from a host that
+    /// was alive and had acked before, not newly leaving, with no report or one of the
+    /// eligibility version the leader has. Its map would come out the same, so it is not
+    /// recomputed (with many members that was most of an idle leader's CPU); other changes
+    /// with time (a young IP's window) are looked at on the next tick, at the latest the next
+    /// heartbeat. Not the same as the map-input memo of `reconcile_if_changed`: while young IPs
+    /// or a rebalance are pending, that one recomputes the map on every step it is asked, so
+    /// without this every ack of a Service burst would recompute it.
+    fn routine_ack(&self, now: Instant, input: &Input) -> bool {
+        let Input::Received {
+            from,
+            msg: Message {
+                term,
+                body: Body::Ack(a),
+            },
+        } = input
+        else {
+            return false;
+        };
+        let (Some(l), Some(i)) = (&self.lead, self.index.get(from).copied()) else {
+            return false;
+        };
+        let p = &l.peers[i];
+        *term == self.term
+            && self.admitted(i)
+            && p.latest_ack.is_some()
+            && p.eligible.is_some()
+            && self.alive(i, now)
+            && a.leaving == p.leaving
+            && a.report
+                .as_ref()
+                .is_none_or(|r| r.eligibility_version == p.eligibility_version)
     }
 
     /// Leader: some host counts as down (silent past lease + drift) at `now` but did not at
